@@ -1,0 +1,305 @@
+//! The comparator (DESIGN.md section 3): prefill logits are the reference, decode logits are
+//! under test; both arrive as f32 `[positions × vocab]` row-major slices.
+//!
+//! Logits are f32 whatever the run dtype (the runs upcast before handing them over). Sums and
+//! the log-softmax behind KL are accumulated in f64 so that an f32-level KL of 1e-11 measures
+//! the logits, not the comparator's own rounding.
+
+use serde::{Deserialize, Serialize};
+
+/// A position where the argmax differs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TopFlip {
+    /// Absolute position in the sequence (prompt + span).
+    pub pos: usize,
+    /// Prefill logit of its own best token minus its logit of decode's best token: a near-tie
+    /// is rounding, a wide margin is a defect.
+    pub prefill_margin: f32,
+}
+
+/// What the comparator measures for one pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// max |prefill − decode| over span × vocab.
+    pub max_abs_diff: f32,
+    /// 99th percentile (nearest rank) of |prefill − decode| over span × vocab.
+    pub p99_abs_diff: f32,
+    /// mean |prefill − decode|.
+    pub mean_abs_diff: f32,
+    /// Fraction of positions with the same argmax.
+    pub top1_agreement: f32,
+    /// Mean over positions of KL(softmax(prefill) ‖ softmax(decode)).
+    pub kl_mean: f32,
+    /// 99th percentile (nearest rank) of the per-position KL.
+    pub kl_p99: f32,
+    /// Largest per-position KL.
+    pub kl_max: f32,
+    /// First absolute position whose max |diff| exceeds the pair's max_abs_diff limit.
+    pub first_divergent_pos: Option<usize>,
+    /// First position whose argmax differs.
+    pub first_top1_flip: Option<TopFlip>,
+    /// Every argmax flip, in position order.
+    pub top1_flips: Vec<TopFlip>,
+    /// NaN or ±inf values in either run; any makes the pair fail. Other metrics are computed
+    /// over finite values only.
+    pub non_finite: usize,
+    /// Number of positions compared.
+    pub positions: usize,
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// Per position max |diff|, for plots.
+    pub per_pos_max_abs: Vec<f32>,
+    /// Per position KL, for plots.
+    pub per_pos_kl: Vec<f32>,
+}
+
+/// Why two runs' logits could not be compared.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompareError {
+    /// The runs hold different numbers of values, so different positions.
+    #[error(
+        "the runs cover different positions: prefill has {prefill} values, decode {decode} (vocab {vocab})"
+    )]
+    ShapeMismatch {
+        /// Prefill value count.
+        prefill: usize,
+        /// Decode value count.
+        decode: usize,
+        /// Vocabulary size.
+        vocab: usize,
+    },
+    /// Nothing to compare.
+    #[error("no positions to compare")]
+    Empty,
+}
+
+/// Compares span logits. `span_start` is the absolute position of the first row;
+/// `divergence_limit` is the max |diff| above which a position counts as divergent.
+pub fn compare(
+    prefill: &[f32],
+    decode: &[f32],
+    vocab: usize,
+    span_start: usize,
+    divergence_limit: f32,
+) -> Result<Metrics, CompareError> {
+    if prefill.len() != decode.len() || vocab == 0 || !prefill.len().is_multiple_of(vocab) {
+        return Err(CompareError::ShapeMismatch {
+            prefill: prefill.len(),
+            decode: decode.len(),
+            vocab,
+        });
+    }
+    let positions = prefill.len() / vocab;
+    if positions == 0 {
+        return Err(CompareError::Empty);
+    }
+    let mut non_finite = 0usize;
+    let mut abs_diffs = Vec::with_capacity(prefill.len());
+    let mut sum_abs = 0f64;
+    let mut per_pos_max_abs = Vec::with_capacity(positions);
+    let mut per_pos_kl = Vec::with_capacity(positions);
+    let mut top1_flips = Vec::new();
+    let mut first_divergent_pos = None;
+
+    for (i, (a, b)) in prefill
+        .chunks_exact(vocab)
+        .zip(decode.chunks_exact(vocab))
+        .enumerate()
+    {
+        let pos = span_start + i;
+        let mut row_max = 0f32;
+        let mut row_finite = true;
+        for (&x, &y) in a.iter().zip(b) {
+            let bad = usize::from(!x.is_finite()) + usize::from(!y.is_finite());
+            if bad > 0 {
+                non_finite += bad;
+                row_finite = false;
+                continue;
+            }
+            let d = (x - y).abs();
+            abs_diffs.push(d);
+            sum_abs += d as f64;
+            row_max = row_max.max(d);
+        }
+        per_pos_max_abs.push(row_max);
+        if first_divergent_pos.is_none() && row_max > divergence_limit {
+            first_divergent_pos = Some(pos);
+        }
+        // A row with non-finite values has no meaningful distribution; the pair fails anyway.
+        per_pos_kl.push(if row_finite { kl(a, b) } else { f32::NAN });
+        let (ia, ib) = (argmax(a), argmax(b));
+        if ia != ib {
+            top1_flips.push(TopFlip {
+                pos,
+                prefill_margin: a[ia] - a[ib],
+            });
+        }
+    }
+
+    let max_abs_diff = abs_diffs.iter().copied().fold(0f32, f32::max);
+    let mean_abs_diff = if abs_diffs.is_empty() {
+        0.0
+    } else {
+        (sum_abs / abs_diffs.len() as f64) as f32
+    };
+    let p99_abs_diff = percentile(&mut abs_diffs, 0.99);
+    let mut finite_kl: Vec<f32> = per_pos_kl
+        .iter()
+        .copied()
+        .filter(|k| k.is_finite())
+        .collect();
+    let kl_mean = if finite_kl.is_empty() {
+        0.0
+    } else {
+        (finite_kl.iter().map(|&k| k as f64).sum::<f64>() / finite_kl.len() as f64) as f32
+    };
+    let kl_max = finite_kl.iter().copied().fold(0f32, f32::max);
+    let kl_p99 = percentile(&mut finite_kl, 0.99);
+    Ok(Metrics {
+        max_abs_diff,
+        p99_abs_diff,
+        mean_abs_diff,
+        top1_agreement: (positions - top1_flips.len()) as f32 / positions as f32,
+        kl_mean,
+        kl_p99,
+        kl_max,
+        first_divergent_pos,
+        first_top1_flip: top1_flips.first().copied(),
+        top1_flips,
+        non_finite,
+        positions,
+        vocab,
+        per_pos_max_abs,
+        per_pos_kl,
+    })
+}
+
+/// Index of the largest value; the first one on exact ties (both runs break ties alike).
+pub fn argmax(xs: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in xs.iter().enumerate() {
+        if x > xs[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// KL(softmax(p) ‖ softmax(q)) in f64; clamped at 0 since rounding can make it slightly negative.
+fn kl(p: &[f32], q: &[f32]) -> f32 {
+    let lp = log_softmax(p);
+    let lq = log_softmax(q);
+    let k: f64 = lp.iter().zip(&lq).map(|(&a, &b)| a.exp() * (a - b)).sum();
+    k.max(0.0) as f32
+}
+
+fn log_softmax(xs: &[f32]) -> Vec<f64> {
+    let m = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = m + xs.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
+    xs.iter().map(|&x| x as f64 - lse).collect()
+}
+
+/// Nearest-rank percentile by selection (no full sort); 0 for an empty slice. Reorders `xs`.
+pub fn percentile(xs: &mut [f32], q: f64) -> f32 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * xs.len() as f64).ceil() as usize).clamp(1, xs.len()) - 1;
+    let (_, v, _) = xs.select_nth_unstable_by(rank, f32::total_cmp);
+    *v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f32, b: f32, tol: f32) -> bool {
+        (a - b).abs() <= tol
+    }
+
+    #[test]
+    fn identical_logits_have_zero_drift() {
+        let a = vec![1.0, 2.0, 3.0, 0.5, -1.0, 4.0];
+        let m = compare(&a, &a, 3, 10, 0.0).unwrap();
+        assert_eq!(m.max_abs_diff, 0.0);
+        assert_eq!(m.p99_abs_diff, 0.0);
+        assert_eq!(m.kl_max, 0.0);
+        assert_eq!(m.top1_agreement, 1.0);
+        assert_eq!(m.first_divergent_pos, None);
+        assert_eq!(m.first_top1_flip, None);
+        assert_eq!(m.positions, 2);
+    }
+
+    #[test]
+    fn max_mean_and_first_divergent_position() {
+        // 2 positions × 2 vocab; diffs: [0, 0.1] then [0.5, 0].
+        let a = vec![1.0, 0.0, 2.0, 0.0];
+        let b = vec![1.0, 0.1, 2.5, 0.0];
+        let m = compare(&a, &b, 2, 5, 0.2).unwrap();
+        assert!(close(m.max_abs_diff, 0.5, 1e-6));
+        assert!(close(m.mean_abs_diff, 0.15, 1e-6));
+        assert_eq!(m.first_divergent_pos, Some(6));
+        assert!(close(m.per_pos_max_abs[0], 0.1, 1e-6));
+        assert_eq!(m.top1_agreement, 1.0);
+    }
+
+    #[test]
+    fn p99_is_nearest_rank() {
+        let mut xs: Vec<f32> = (1..=200).map(|i| i as f32).collect();
+        assert_eq!(percentile(&mut xs, 0.99), 198.0);
+        let mut one = vec![3.0];
+        assert_eq!(percentile(&mut one, 0.99), 3.0);
+        // 100 positions × 1 vocab with diffs 1..=100: p99 is the 99th smallest.
+        let a: Vec<f32> = vec![0.0; 100];
+        let b: Vec<f32> = (1..=100).map(|i| i as f32).collect();
+        let m = compare(&a, &b, 1, 0, 1e9).unwrap();
+        assert_eq!(m.p99_abs_diff, 99.0);
+        assert_eq!(m.max_abs_diff, 100.0);
+    }
+
+    #[test]
+    fn top1_flip_with_prefill_margin() {
+        // position 0 agrees, position 1 flips: prefill prefers token 0 by 0.25 over token 1.
+        let a = vec![3.0, 1.0, 0.0, 2.0, 1.75, 0.0];
+        let b = vec![3.0, 1.0, 0.0, 1.5, 1.8, 0.0];
+        let m = compare(&a, &b, 3, 40, 10.0).unwrap();
+        assert_eq!(m.top1_agreement, 0.5);
+        let f = m.first_top1_flip.unwrap();
+        assert_eq!(f.pos, 41);
+        assert!(close(f.prefill_margin, 0.25, 1e-6));
+    }
+
+    #[test]
+    fn kl_matches_closed_form() {
+        // softmax([0, ln 3]) = [0.25, 0.75]; softmax([0, 0]) = [0.5, 0.5].
+        let a = vec![0.0, 3f32.ln()];
+        let b = vec![0.0, 0.0];
+        let m = compare(&a, &b, 2, 0, 1e9).unwrap();
+        let want = 0.25 * (0.25f64 / 0.5).ln() + 0.75 * (0.75f64 / 0.5).ln();
+        assert!(close(m.kl_max, want as f32, 1e-6), "{} vs {want}", m.kl_max);
+        assert!(close(m.kl_mean, want as f32, 1e-6));
+        // KL is invariant to a constant shift of the logits.
+        let shifted: Vec<f32> = b.iter().map(|x| x + 7.0).collect();
+        let m2 = compare(&a, &shifted, 2, 0, 1e9).unwrap();
+        assert!(close(m2.kl_max, m.kl_max, 1e-6));
+    }
+
+    #[test]
+    fn non_finite_values_are_counted() {
+        let a = vec![0.0, f32::NAN, 1.0, 2.0];
+        let b = vec![0.0, 1.0, f32::INFINITY, 2.0];
+        let m = compare(&a, &b, 2, 0, 1.0).unwrap();
+        assert_eq!(m.non_finite, 2);
+        assert!(m.max_abs_diff.is_finite());
+    }
+
+    #[test]
+    fn mismatched_positions_are_an_error() {
+        let e = compare(&[0.0; 6], &[0.0; 4], 2, 0, 1.0).unwrap_err();
+        assert!(matches!(e, CompareError::ShapeMismatch { .. }));
+        assert_eq!(
+            compare(&[], &[], 2, 0, 1.0).unwrap_err(),
+            CompareError::Empty
+        );
+    }
+}

@@ -1,0 +1,605 @@
+//! The sweep file: its YAML schema, parsing with file/line/key errors, and the checks that need
+//! no model (empty lists, duplicate ids, unknown prompt references).
+//!
+//! Checks that need the model (a span longer than its context) live in [`crate::plan`].
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::{Error, Result};
+use crate::verdict::{Thresholds, ThresholdsOverride};
+
+/// A sweep file, as written by the user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepConfig {
+    /// Name of the sweep; the default results directory is `results/<name>`.
+    pub name: String,
+    /// Which model to run.
+    pub model: ModelConfig,
+    /// `cpu`, `cuda`, `cuda:N`, `metal`, `metal:N` or `auto`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// The prompts, each with a unique id.
+    pub prompts: Vec<PromptConfig>,
+    /// How the span tokens after the prompt are chosen.
+    #[serde(default)]
+    pub continuation: ContinuationMode,
+    /// The lists whose cartesian product makes the pairs.
+    pub sweep: SweepAxes,
+    /// Partial matches: a pair matching every key of one entry is dropped.
+    #[serde(default)]
+    pub exclude: Vec<ExcludeRule>,
+    /// Per-dtype overrides of the kv_aligned=true tolerances.
+    #[serde(default)]
+    pub tolerances: BTreeMap<RunDtype, ThresholdsOverride>,
+    /// Per-dtype overrides of the kv_aligned=false drift budgets.
+    #[serde(default)]
+    pub drift_budget: BTreeMap<RunDtype, ThresholdsOverride>,
+    /// Results directory (relative to the working directory); `--out` overrides it.
+    #[serde(default)]
+    pub output: Option<PathBuf>,
+    /// Keep every run's span logits on disk as safetensors (f32).
+    #[serde(default)]
+    pub keep_logits: bool,
+}
+
+fn default_device() -> String {
+    "cpu".to_string()
+}
+
+/// `model:` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// `builtin:<name>` (more sources come with the real-model loaders).
+    pub source: String,
+}
+
+/// One prompt: exactly one of `text` or `random_tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptConfig {
+    /// Unique, used in run ids.
+    pub id: String,
+    /// Text, tokenized by the model's tokenizer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// A count of seeded uniformly random token ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub random_tokens: Option<usize>,
+}
+
+/// What the prompt of a pair is made of, after validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptSource {
+    /// Tokenized text.
+    Text(String),
+    /// `n` random ids drawn with the pair's seed.
+    RandomTokens(usize),
+}
+
+impl PromptConfig {
+    /// The validated source of this prompt.
+    pub fn source(&self) -> PromptSource {
+        match (&self.text, self.random_tokens) {
+            (Some(t), _) => PromptSource::Text(t.clone()),
+            (None, Some(n)) => PromptSource::RandomTokens(n),
+            // `validate` rejects this case before anything calls `source`.
+            (None, None) => PromptSource::RandomTokens(0),
+        }
+    }
+}
+
+/// How the S span tokens are chosen (DESIGN.md section 2). Always fixed by the seed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContinuationMode {
+    /// Sampled (temperature 1) from the model's own f32 distribution.
+    #[default]
+    Sample,
+    /// Argmax of the model's own f32 distribution.
+    Greedy,
+    /// Uniformly random token ids.
+    Random,
+}
+
+impl fmt::Display for ContinuationMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ContinuationMode::Sample => "sample",
+            ContinuationMode::Greedy => "greedy",
+            ContinuationMode::Random => "random",
+        })
+    }
+}
+
+/// The dtype a run computes in. Metrics are always f32 whatever this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunDtype {
+    /// IEEE single precision.
+    F32,
+    /// bfloat16.
+    Bf16,
+    /// IEEE half precision.
+    F16,
+}
+
+impl RunDtype {
+    /// The candle dtype.
+    pub fn candle(self) -> candle_core::DType {
+        match self {
+            RunDtype::F32 => candle_core::DType::F32,
+            RunDtype::Bf16 => candle_core::DType::BF16,
+            RunDtype::F16 => candle_core::DType::F16,
+        }
+    }
+
+    /// Short lowercase name, as in run ids.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunDtype::F32 => "f32",
+            RunDtype::Bf16 => "bf16",
+            RunDtype::F16 => "f16",
+        }
+    }
+}
+
+impl fmt::Display for RunDtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `sweep:` section. Every list must be non-empty.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepAxes {
+    /// Span lengths S.
+    pub span: Vec<usize>,
+    /// Run dtypes.
+    pub dtype: Vec<RunDtype>,
+    /// kv_aligned values; `true`/`false` and `1`/`0` are accepted.
+    #[serde(deserialize_with = "bool_list")]
+    pub kv_aligned: Vec<bool>,
+    /// Seeds.
+    pub seed: Vec<u64>,
+    /// Prompt ids to use; all prompts when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<Vec<String>>,
+}
+
+/// One `exclude` entry: every key given must match for the pair to be dropped.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExcludeRule {
+    /// Prompt id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// Span length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span: Option<usize>,
+    /// Dtype.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<RunDtype>,
+    /// kv_aligned.
+    #[serde(
+        default,
+        deserialize_with = "opt_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub kv_aligned: Option<bool>,
+    /// Seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+/// A YAML boolean that also accepts 0 and 1 (the old tool's kv_aligned=0/1).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum BoolOrInt {
+    Bool(bool),
+    Int(i64),
+}
+
+impl BoolOrInt {
+    fn into_bool<E: serde::de::Error>(self) -> Result<bool, E> {
+        match self {
+            BoolOrInt::Bool(b) => Ok(b),
+            BoolOrInt::Int(0) => Ok(false),
+            BoolOrInt::Int(1) => Ok(true),
+            BoolOrInt::Int(n) => Err(E::custom(format!(
+                "expected true, false, 0 or 1, found {n}"
+            ))),
+        }
+    }
+}
+
+fn bool_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<bool>, D::Error> {
+    let raw: Vec<serde_yaml::Value> = Vec::deserialize(d)?;
+    raw.into_iter().map(value_to_bool::<D::Error>).collect()
+}
+
+fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    let raw = serde_yaml::Value::deserialize(d)?;
+    value_to_bool::<D::Error>(raw).map(Some)
+}
+
+fn value_to_bool<E: serde::de::Error>(v: serde_yaml::Value) -> Result<bool, E> {
+    match serde_yaml::from_value::<BoolOrInt>(v.clone()) {
+        Ok(b) => b.into_bool(),
+        Err(_) => Err(E::custom(format!(
+            "expected true, false, 0 or 1, found {}",
+            serde_yaml::to_string(&v).unwrap_or_default().trim()
+        ))),
+    }
+}
+
+/// A parsed and validated sweep file together with where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Its exact bytes, hashed into the manifest.
+    pub text: String,
+    /// The parsed config.
+    pub config: SweepConfig,
+}
+
+impl LoadedConfig {
+    /// The kv_aligned=true tolerance for `dtype`, defaults merged with the file's overrides.
+    pub fn tolerance(&self, dtype: RunDtype) -> Thresholds {
+        let base = Thresholds::default_tolerance(dtype);
+        match self.config.tolerances.get(&dtype) {
+            Some(o) => base.merged(o),
+            None => base,
+        }
+    }
+
+    /// The kv_aligned=false drift budget for `dtype`, defaults merged with the file's overrides.
+    pub fn drift_budget(&self, dtype: RunDtype) -> Thresholds {
+        let base = Thresholds::default_drift_budget(dtype);
+        match self.config.drift_budget.get(&dtype) {
+            Some(o) => base.merged(o),
+            None => base,
+        }
+    }
+
+    /// The prompts the sweep uses, in file order, filtered by `sweep.prompt` when given.
+    pub fn selected_prompts(&self) -> Vec<&PromptConfig> {
+        match &self.config.sweep.prompt {
+            None => self.config.prompts.iter().collect(),
+            Some(ids) => self
+                .config
+                .prompts
+                .iter()
+                .filter(|p| ids.contains(&p.id))
+                .collect(),
+        }
+    }
+}
+
+/// Reads, parses and validates a sweep file.
+pub fn load(path: &Path) -> Result<LoadedConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::config(path, "", format!("cannot read the sweep file: {e}")))?;
+    parse(path, &text)
+}
+
+/// Parses and validates sweep-file text; `path` is only used in error messages.
+pub fn parse(path: &Path, text: &str) -> Result<LoadedConfig> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    let config: SweepConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let location = inner
+            .location()
+            .map(|l| format!("line {}, column {}: ", l.line(), l.column()))
+            .unwrap_or_default();
+        // serde_yaml appends " at line L column C"; the location is already in front.
+        let mut message = inner.to_string();
+        if let Some(i) = message.find(" at line ") {
+            message.truncate(i);
+        }
+        // ... and may start with the parent path ("sweep: unknown field"), named already.
+        if let Some((head, rest)) = message.split_once(": ")
+            && !head.contains(' ')
+            && field.starts_with(head)
+        {
+            message = rest.to_string();
+        }
+        Error::Config {
+            file: path.to_path_buf(),
+            location,
+            field: if field == "." { String::new() } else { field },
+            message,
+        }
+    })?;
+    validate(path, &config)?;
+    Ok(LoadedConfig {
+        path: path.to_path_buf(),
+        text: text.to_string(),
+        config,
+    })
+}
+
+/// The checks that need no model.
+fn validate(path: &Path, c: &SweepConfig) -> Result<()> {
+    let err = |field: &str, msg: String| Err(Error::config(path, field, msg));
+    if c.name.trim().is_empty() {
+        return err("name", "must not be empty".into());
+    }
+    if !c
+        .name
+        .chars()
+        .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
+    {
+        return err(
+            "name",
+            format!(
+                "`{}` may only use letters, digits, `_`, `-` and `.`",
+                c.name
+            ),
+        );
+    }
+    if c.model.source.trim().is_empty() {
+        return err("model.source", "must not be empty".into());
+    }
+    if c.prompts.is_empty() {
+        return err(
+            "prompts",
+            "the list is empty: give at least one prompt".into(),
+        );
+    }
+    let mut seen = HashSet::new();
+    for (i, p) in c.prompts.iter().enumerate() {
+        let field = format!("prompts[{i}]");
+        if p.id.is_empty()
+            || !p
+                .id
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "_-".contains(ch))
+        {
+            return err(
+                &format!("{field}.id"),
+                format!(
+                    "`{}` must be non-empty and use only letters, digits, `_` and `-` (it names files)",
+                    p.id
+                ),
+            );
+        }
+        if !seen.insert(p.id.as_str()) {
+            return err(
+                &format!("{field}.id"),
+                format!("duplicate prompt id `{}`", p.id),
+            );
+        }
+        match (&p.text, p.random_tokens) {
+            (Some(_), Some(_)) => {
+                return err(
+                    &field,
+                    "give either `text` or `random_tokens`, not both".into(),
+                );
+            }
+            (None, None) => return err(&field, "give `text` or `random_tokens`".into()),
+            (Some(t), None) if t.is_empty() => {
+                return err(&format!("{field}.text"), "must not be empty".into());
+            }
+            (None, Some(0)) => {
+                return err(
+                    &format!("{field}.random_tokens"),
+                    "must be at least 1".into(),
+                );
+            }
+            _ => {}
+        }
+    }
+    let s = &c.sweep;
+    for (name, len) in [
+        ("sweep.span", s.span.len()),
+        ("sweep.dtype", s.dtype.len()),
+        ("sweep.kv_aligned", s.kv_aligned.len()),
+        ("sweep.seed", s.seed.len()),
+    ] {
+        if len == 0 {
+            return err(
+                name,
+                "the list is empty: the sweep would have no pairs".into(),
+            );
+        }
+    }
+    if let Some(i) = s.span.iter().position(|&x| x == 0) {
+        return err(
+            &format!("sweep.span[{i}]"),
+            "a span must be at least 1 token".into(),
+        );
+    }
+    check_unique(path, "sweep.span", &s.span)?;
+    check_unique(path, "sweep.dtype", &s.dtype)?;
+    check_unique(path, "sweep.kv_aligned", &s.kv_aligned)?;
+    check_unique(path, "sweep.seed", &s.seed)?;
+    if let Some(ids) = &s.prompt {
+        if ids.is_empty() {
+            return err(
+                "sweep.prompt",
+                "the list is empty: leave it out to use every prompt".into(),
+            );
+        }
+        check_unique(path, "sweep.prompt", ids)?;
+        for (i, id) in ids.iter().enumerate() {
+            if !c.prompts.iter().any(|p| &p.id == id) {
+                return err(
+                    &format!("sweep.prompt[{i}]"),
+                    format!("no prompt has id `{id}`"),
+                );
+            }
+        }
+    }
+    for (i, rule) in c.exclude.iter().enumerate() {
+        let field = format!("exclude[{i}]");
+        if rule.prompt.is_none()
+            && rule.span.is_none()
+            && rule.dtype.is_none()
+            && rule.kv_aligned.is_none()
+            && rule.seed.is_none()
+        {
+            return err(&field, "an empty rule would drop every pair".into());
+        }
+        if let Some(p) = &rule.prompt
+            && !c.prompts.iter().any(|q| &q.id == p)
+        {
+            return err(
+                &format!("{field}.prompt"),
+                format!("no prompt has id `{p}`"),
+            );
+        }
+    }
+    for (section, map) in [
+        ("tolerances", &c.tolerances),
+        ("drift_budget", &c.drift_budget),
+    ] {
+        for (dtype, o) in map {
+            o.validate()
+                .map_err(|(k, m)| Error::config(path, format!("{section}.{dtype}.{k}"), m))?;
+        }
+    }
+    Ok(())
+}
+
+fn check_unique<T: PartialEq + fmt::Debug>(path: &Path, field: &str, xs: &[T]) -> Result<()> {
+    for (i, x) in xs.iter().enumerate() {
+        if xs[..i].contains(x) {
+            return Err(Error::config(
+                path,
+                format!("{field}[{i}]"),
+                format!("{x:?} is listed twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name: t
+model: {source: "builtin:tiny-llama"}
+prompts:
+  - {id: a, text: "hello"}
+  - {id: b, random_tokens: 8}
+sweep:
+  span: [4, 8]
+  dtype: [f32, bf16]
+  kv_aligned: [0, true]
+  seed: [0, 1]
+"#;
+
+    fn parse_str(s: &str) -> Result<LoadedConfig> {
+        parse(Path::new("t.yaml"), s)
+    }
+
+    fn err_of(s: &str) -> String {
+        parse_str(s).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = parse_str(GOOD).unwrap();
+        assert_eq!(c.config.sweep.kv_aligned, vec![false, true]);
+        assert_eq!(c.config.continuation, ContinuationMode::Sample);
+        assert_eq!(c.config.device, "cpu");
+        assert_eq!(c.selected_prompts().len(), 2);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = err_of(&GOOD.replace("  seed: [0, 1]", "  seed: [0, 1]\n  sede: [2]"));
+        assert!(e.starts_with("t.yaml: line 12"), "{e}");
+        assert!(e.contains("unknown field `sede`"), "{e}");
+        assert!(e.contains("sweep"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key_path() {
+        let e = err_of(&GOOD.replace("span: [4, 8]", "span: [4, eight]"));
+        assert!(e.contains("sweep.span[1]"), "{e}");
+        assert!(e.contains("line 8"), "{e}");
+    }
+
+    #[test]
+    fn kv_aligned_rejects_two() {
+        let e = err_of(&GOOD.replace("kv_aligned: [0, true]", "kv_aligned: [2]"));
+        assert!(e.contains("sweep.kv_aligned"), "{e}");
+        assert!(e.contains("true, false, 0 or 1"), "{e}");
+    }
+
+    #[test]
+    fn unknown_dtype_lists_the_known_ones() {
+        let e = err_of(&GOOD.replace("[f32, bf16]", "[f32, fp8]"));
+        assert!(e.contains("sweep.dtype[1]") && e.contains("fp8"), "{e}");
+        assert!(e.contains("bf16") && e.contains("f16"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field() {
+        let cases = [
+            (GOOD.replace("span: [4, 8]", "span: []"), "sweep.span"),
+            (GOOD.replace("seed: [0, 1]", "seed: []"), "sweep.seed"),
+            (
+                GOOD.replace("span: [4, 8]", "span: [4, 0]"),
+                "sweep.span[1]",
+            ),
+            (
+                GOOD.replace("span: [4, 8]", "span: [4, 4]"),
+                "sweep.span[1]",
+            ),
+            (GOOD.replace("{id: b,", "{id: a,"), "prompts[1].id"),
+            (
+                GOOD.replace("random_tokens: 8", "random_tokens: 0"),
+                "prompts[1].random_tokens",
+            ),
+            (
+                GOOD.replace("{id: b, random_tokens: 8}", "{id: b}"),
+                "prompts[1]",
+            ),
+            (
+                GOOD.replace("  seed: [0, 1]", "  seed: [0, 1]\n  prompt: [zz]"),
+                "sweep.prompt[0]",
+            ),
+            (format!("{GOOD}exclude:\n  - {{}}\n"), "exclude[0]"),
+            (
+                format!("{GOOD}exclude:\n  - {{prompt: zz}}\n"),
+                "exclude[0].prompt",
+            ),
+            (
+                format!("{GOOD}tolerances:\n  bf16: {{max_abs_diff: -1}}\n"),
+                "tolerances.bf16.max_abs_diff",
+            ),
+            (GOOD.replace("name: t", "name: 'a/b'"), "name"),
+        ];
+        for (text, field) in cases {
+            let e = err_of(&text);
+            assert!(e.contains(field), "expected `{field}` in: {e}");
+            assert!(e.starts_with("t.yaml"), "{e}");
+        }
+    }
+
+    #[test]
+    fn missing_required_key_is_named() {
+        let e = err_of(&GOOD.replace("name: t\n", ""));
+        assert!(e.contains("missing field `name`"), "{e}");
+    }
+
+    #[test]
+    fn yaml_syntax_error_has_a_line() {
+        let e = err_of("name: [unclosed\n");
+        assert!(e.starts_with("t.yaml: line"), "{e}");
+    }
+}

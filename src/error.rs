@@ -1,0 +1,122 @@
+//! Typed errors at the library boundary.
+//!
+//! Every variant carries enough context (file, field, run) for the CLI to print one clear line.
+//! [`Error::exit_code`] maps them onto the exit codes of DESIGN.md section 7.
+
+use std::path::PathBuf;
+
+/// Result alias used across the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in driftsweep.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The sweep file is malformed or asks for something impossible.
+    #[error("{}", config_line(file, location, field, message))]
+    Config {
+        /// The sweep file.
+        file: PathBuf,
+        /// `line L, column C: ` when known, otherwise empty.
+        location: String,
+        /// Dotted path of the offending key, for example `sweep.span[2]`.
+        field: String,
+        /// What is wrong, in words.
+        message: String,
+    },
+    /// A model could not be found, read or built.
+    #[error("model `{source_name}`: {message}")]
+    Model {
+        /// The `model.source` string from the sweep file.
+        source_name: String,
+        /// What is wrong, in words.
+        message: String,
+    },
+    /// A results directory could not be read or written.
+    #[error("{path}: {message}")]
+    Store {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// What is wrong, in words.
+        message: String,
+    },
+    /// A template could not be parsed or rendered.
+    #[error("template `{name}`: {message}")]
+    Template {
+        /// Template name.
+        name: String,
+        /// Tera's explanation, with its causes.
+        message: String,
+    },
+    /// A tensor operation failed while running the model or comparing logits.
+    #[error("{context}: {source}")]
+    Candle {
+        /// What was being done.
+        context: String,
+        /// The underlying candle error.
+        #[source]
+        source: candle_core::Error,
+    },
+}
+
+fn config_line(file: &std::path::Path, location: &str, field: &str, message: &str) -> String {
+    let field = if field.is_empty() {
+        String::new()
+    } else {
+        format!("`{field}`: ")
+    };
+    format!("{}: {location}{field}{message}", file.display())
+}
+
+impl Error {
+    /// Builds a [`Error::Config`] for a field of a sweep file, without a line number.
+    pub fn config(
+        file: impl Into<PathBuf>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::Config {
+            file: file.into(),
+            location: String::new(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Builds a [`Error::Model`].
+    pub fn model(source: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Model {
+            source_name: source.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Builds a [`Error::Store`].
+    pub fn store(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
+        Error::Store {
+            path: path.into(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Exit code for the CLI: bad input (config, model, store, template) is 2.
+    /// A candle failure that escapes a run is an internal failure of the sweep: also 2, since
+    /// no verdict could be given; failures inside runs become INCOMPLETE pairs instead.
+    pub fn exit_code(&self) -> i32 {
+        2
+    }
+}
+
+/// Adds context to candle results, turning them into [`Error::Candle`].
+pub trait CandleContext<T> {
+    /// Attaches `context` to a candle error.
+    fn context(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> CandleContext<T> for candle_core::Result<T> {
+    fn context(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Candle {
+            context: context(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,378 @@
+//! The project's own Llama-family decoder, built from candle-nn parts.
+//!
+//! candle-transformers' models return only the last position's logits and expose no hidden
+//! states (DESIGN.md section 9); driftsweep needs logits at every position and, later, layer
+//! traces, so it owns the forward pass. Tensor names follow the Hugging Face layout
+//! (`model.layers.N.self_attn.q_proj.weight`, ...), so weights load by name.
+//!
+//! Numerics, where they differ from "everything in the run dtype":
+//! - RoPE cos/sin tables are computed in f32 and cast to the run dtype once, as in
+//!   candle-transformers and transformers.
+//! - Attention scores are computed in the run dtype, but the softmax runs in f32 and its
+//!   result is cast back (transformers' eager attention does the same: exp over thousands of
+//!   bf16 scores loses the small weights).
+//! - RMSNorm goes through `candle_nn::ops::rms_norm`, which accumulates in f32.
+//! - Logits leave the model as f32, because every metric is computed in f32.
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::kv_cache::KvCache;
+use candle_nn::{Embedding, Linear, RmsNorm, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+/// Hyper-parameters of a Llama-family decoder (the fields of a Hugging Face `config.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// Rows of the embedding and of the output head.
+    pub vocab_size: usize,
+    /// Width of the residual stream.
+    pub hidden_size: usize,
+    /// Width of the SwiGLU MLP.
+    pub intermediate_size: usize,
+    /// Number of decoder layers.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (grouped-query attention when fewer than query heads).
+    pub num_key_value_heads: usize,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: f64,
+    /// RoPE base frequency.
+    pub rope_theta: f64,
+    /// Context length: the largest prompt + span the model accepts.
+    pub max_position_embeddings: usize,
+    /// Output head shares the embedding matrix.
+    pub tie_word_embeddings: bool,
+}
+
+impl Config {
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Structural checks, so that a bad config fails here rather than in a matmul.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.num_attention_heads == 0 || self.num_key_value_heads == 0 {
+            return Err("head counts must be positive".into());
+        }
+        if self.hidden_size % self.num_attention_heads != 0 {
+            return Err(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        if self.num_attention_heads % self.num_key_value_heads != 0 {
+            return Err(format!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                self.num_attention_heads, self.num_key_value_heads
+            ));
+        }
+        if self.head_dim() % 2 != 0 {
+            return Err(format!(
+                "head_dim {} must be even for RoPE",
+                self.head_dim()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Rotary position embedding tables for every position up to the context length.
+#[derive(Debug, Clone)]
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rope {
+    fn new(cfg: &Config, dtype: DType, dev: &Device) -> candle_core::Result<Self> {
+        let hd = cfg.head_dim();
+        let inv_freq: Vec<f32> = (0..hd)
+            .step_by(2)
+            .map(|i| 1f32 / (cfg.rope_theta as f32).powf(i as f32 / hd as f32))
+            .collect();
+        let inv_freq = Tensor::from_vec(inv_freq, (1, hd / 2), dev)?;
+        let t = Tensor::arange(0u32, cfg.max_position_embeddings as u32, dev)?
+            .to_dtype(DType::F32)?
+            .reshape((cfg.max_position_embeddings, 1))?;
+        let freqs = t.matmul(&inv_freq)?;
+        Ok(Rope {
+            cos: freqs.cos()?.to_dtype(dtype)?,
+            sin: freqs.sin()?.to_dtype(dtype)?,
+        })
+    }
+
+    /// Rotates `x` of shape (batch, heads, t, head_dim) for positions offset..offset+t.
+    fn apply(&self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
+        let t = x.dim(2)?;
+        let cos = self.cos.narrow(0, offset, t)?;
+        let sin = self.sin.narrow(0, offset, t)?;
+        candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)
+    }
+}
+
+fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
+    Ok(Linear::new(vb.get((out_dim, in_dim), "weight")?, None))
+}
+
+fn rms_norm(dim: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<RmsNorm> {
+    Ok(RmsNorm::new(vb.get(dim, "weight")?, eps))
+}
+
+/// Grouped-query self-attention with RoPE and a KV cache.
+#[derive(Debug, Clone)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
+        let hd = cfg.head_dim();
+        let h = cfg.hidden_size;
+        Ok(Attention {
+            q_proj: linear(h, cfg.num_attention_heads * hd, vb.pp("q_proj"))?,
+            k_proj: linear(h, cfg.num_key_value_heads * hd, vb.pp("k_proj"))?,
+            v_proj: linear(h, cfg.num_key_value_heads * hd, vb.pp("v_proj"))?,
+            o_proj: linear(cfg.num_attention_heads * hd, h, vb.pp("o_proj"))?,
+            n_heads: cfg.num_attention_heads,
+            n_kv_heads: cfg.num_key_value_heads,
+            head_dim: hd,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        offset: usize,
+        mask: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> candle_core::Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let heads = |y: Tensor, n: usize| -> candle_core::Result<Tensor> {
+            y.reshape((b, t, n, self.head_dim))?.transpose(1, 2)
+        };
+        let q = rope.apply(&heads(self.q_proj.forward(x)?, self.n_heads)?, offset)?;
+        let k = rope.apply(&heads(self.k_proj.forward(x)?, self.n_kv_heads)?, offset)?;
+        let v = heads(self.v_proj.forward(x)?, self.n_kv_heads)?.contiguous()?;
+        let (k, v) = cache.append(&k, &v)?;
+        let n_rep = self.n_heads / self.n_kv_heads;
+        let k = candle_transformers::utils::repeat_kv(k, n_rep)?.contiguous()?;
+        let v = candle_transformers::utils::repeat_kv(v, n_rep)?.contiguous()?;
+
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?;
+        let scores = match mask {
+            Some(m) => scores.broadcast_add(m)?,
+            None => scores,
+        };
+        // Softmax in f32 (see the module notes), back to the run dtype for the value product.
+        let probs =
+            candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(q.dtype())?;
+        let y = probs.matmul(&v)?;
+        let y = y
+            .transpose(1, 2)?
+            .reshape((b, t, self.n_heads * self.head_dim))?;
+        self.o_proj.forward(&y)
+    }
+}
+
+/// SwiGLU MLP: down(silu(gate(x)) * up(x)).
+#[derive(Debug, Clone)]
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Mlp {
+            gate_proj: linear(h, i, vb.pp("gate_proj"))?,
+            up_proj: linear(h, i, vb.pp("up_proj"))?,
+            down_proj: linear(i, h, vb.pp("down_proj"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
+        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+    }
+}
+
+/// One pre-norm decoder layer.
+#[derive(Debug, Clone)]
+struct Layer {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl Layer {
+    fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(Layer {
+            input_layernorm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
+            self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
+            post_attention_layernorm: rms_norm(
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+                vb.pp("post_attention_layernorm"),
+            )?,
+            mlp: Mlp::new(cfg, vb.pp("mlp"))?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        offset: usize,
+        mask: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> candle_core::Result<Tensor> {
+        let attn =
+            self.self_attn
+                .forward(&self.input_layernorm.forward(x)?, rope, offset, mask, cache)?;
+        let resid_mid = (x + attn)?;
+        let mlp = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&resid_mid)?)?;
+        resid_mid + mlp
+    }
+}
+
+/// The KV cache of one run: one [`KvCache`] per layer, over the sequence dimension.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    layers: Vec<KvCache>,
+}
+
+impl Cache {
+    /// Number of positions cached so far (the offset of the next token).
+    pub fn seq_len(&self) -> usize {
+        self.layers.first().map_or(0, KvCache::current_seq_len)
+    }
+}
+
+/// A loaded decoder: weights in one dtype on one device, shared by every run of its group.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    embed_tokens: Embedding,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rope: Rope,
+    cfg: Config,
+    dtype: DType,
+    device: Device,
+}
+
+impl Decoder {
+    /// Builds the decoder from Hugging Face-named weights in `vb` (dtype and device come
+    /// from it).
+    pub fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
+        cfg.validate().map_err(candle_core::Error::Msg)?;
+        let embed = vb
+            .pp("model.embed_tokens")
+            .get((cfg.vocab_size, cfg.hidden_size), "weight")?;
+        let lm_head = if cfg.tie_word_embeddings {
+            Linear::new(embed.clone(), None)
+        } else {
+            linear(cfg.hidden_size, cfg.vocab_size, vb.pp("lm_head"))?
+        };
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| Layer::new(cfg, vb.pp(format!("model.layers.{i}"))))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Decoder {
+            embed_tokens: Embedding::new(embed, cfg.hidden_size),
+            layers,
+            norm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("model.norm"))?,
+            lm_head,
+            rope: Rope::new(cfg, vb.dtype(), vb.device())?,
+            cfg: cfg.clone(),
+            dtype: vb.dtype(),
+            device: vb.device().clone(),
+        })
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The dtype the weights and activations are in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The device the weights are on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// An empty cache preallocated for `capacity` positions (it grows if exceeded).
+    pub fn new_cache(&self, capacity: usize) -> Cache {
+        Cache {
+            layers: (0..self.cfg.num_hidden_layers)
+                .map(|_| KvCache::new(2, capacity.max(1)))
+                .collect(),
+        }
+    }
+
+    /// Feeds `tokens` at positions cache.seq_len().. and appends their K/V to the cache.
+    /// Returns f32 logits of shape (tokens.len(), vocab): one row per fed position.
+    pub fn forward(&self, tokens: &[u32], cache: &mut Cache) -> candle_core::Result<Tensor> {
+        let t = tokens.len();
+        let offset = cache.seq_len();
+        if t == 0 {
+            candle_core::bail!("forward called with no tokens");
+        }
+        if offset + t > self.cfg.max_position_embeddings {
+            candle_core::bail!(
+                "positions {offset}..{} exceed the context length {}",
+                offset + t,
+                self.cfg.max_position_embeddings
+            );
+        }
+        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let mut x = self.embed_tokens.forward(&input)?;
+        // A single new token may attend to everything cached: no mask needed.
+        let mask = if t > 1 {
+            Some(self.causal_mask(t, offset)?)
+        } else {
+            None
+        };
+        for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            x = layer.forward(&x, &self.rope, offset, mask.as_ref(), kv)?;
+        }
+        let x = self.norm.forward(&x)?;
+        let logits = self.lm_head.forward(&x)?;
+        logits.squeeze(0)?.to_dtype(DType::F32)
+    }
+
+    /// Additive mask (t, offset + t): row i may see columns ≤ offset + i. Built in f32 and
+    /// cast, since -inf is exact in every float dtype.
+    fn causal_mask(&self, t: usize, offset: usize) -> candle_core::Result<Tensor> {
+        let cols = offset + t;
+        let mask: Vec<f32> = (0..t)
+            .flat_map(|i| {
+                (0..cols).map(move |j| {
+                    if j > offset + i {
+                        f32::NEG_INFINITY
+                    } else {
+                        0.0
+                    }
+                })
+            })
+            .collect();
+        Tensor::from_vec(mask, (t, cols), &self.device)?.to_dtype(self.dtype)
+    }
+}

@@ -1,0 +1,116 @@
+//! Models: where they come from (`model.source`), what they are, and loading them once per
+//! (model, dtype, device).
+
+pub mod builtin;
+pub mod decoder;
+
+use candle_core::Device;
+use tokenizers::Tokenizer;
+
+use crate::config::RunDtype;
+use crate::error::{CandleContext, Error, Result};
+pub use decoder::{Cache, Config, Decoder};
+
+/// A parsed `model.source` string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// `builtin:<name>`.
+    Builtin(String),
+}
+
+impl ModelSource {
+    /// Parses a `model.source` string.
+    pub fn parse(source: &str) -> Result<Self> {
+        if let Some(name) = source.strip_prefix("builtin:") {
+            if builtin::NAMES.contains(&name) {
+                return Ok(ModelSource::Builtin(name.to_string()));
+            }
+            return Err(Error::model(
+                source,
+                format!(
+                    "no built-in model `{name}`; built-in models: {}",
+                    builtin::NAMES.join(", ")
+                ),
+            ));
+        }
+        Err(Error::model(
+            source,
+            "unsupported source; this build knows `builtin:<name>` (built-in models: tiny-llama)",
+        ))
+    }
+}
+
+/// What is known about a model without loading its weights: enough to plan a sweep and
+/// tokenize its prompts.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// The `model.source` string.
+    pub source: String,
+    /// Architecture name, as in report.json.
+    pub architecture: String,
+    /// Hyper-parameters.
+    pub config: Config,
+    /// The tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Id prepended to every text prompt, if the model uses one.
+    pub bos_id: Option<u32>,
+    /// Ids never drawn for random prompts or continuations (special tokens).
+    pub special_ids: Vec<u32>,
+    /// sha256 identity of the weights (for generated weights: of the recipe).
+    pub sha256: String,
+}
+
+impl ModelInfo {
+    /// Reads config and tokenizer of a model source.
+    pub fn inspect(source: &str) -> Result<Self> {
+        match ModelSource::parse(source)? {
+            ModelSource::Builtin(name) => {
+                let config = builtin::config();
+                let tokenizer = builtin::tokenizer(config.vocab_size)
+                    .map_err(|e| Error::model(source, format!("building the tokenizer: {e}")))?;
+                let special_ids: Vec<u32> = tokenizer
+                    .get_added_tokens_decoder()
+                    .keys()
+                    .copied()
+                    .collect();
+                let bos_id = tokenizer.token_to_id(builtin::BOS);
+                Ok(ModelInfo {
+                    source: source.to_string(),
+                    architecture: "llama".into(),
+                    sha256: builtin::recipe_sha256(&name, &config),
+                    config,
+                    tokenizer,
+                    bos_id,
+                    special_ids,
+                })
+            }
+        }
+    }
+
+    /// Context length: the largest prompt + span.
+    pub fn context_len(&self) -> usize {
+        self.config.max_position_embeddings
+    }
+
+    /// Tokenizes a text prompt, with BOS in front when the model has one.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| Error::model(&self.source, format!("tokenizing the prompt: {e}")))?;
+        let mut ids: Vec<u32> = self.bos_id.into_iter().collect();
+        ids.extend_from_slice(enc.get_ids());
+        Ok(ids)
+    }
+
+    /// Loads the weights in `dtype` on `device`.
+    pub fn load(&self, dtype: RunDtype, device: &Device) -> Result<Decoder> {
+        match ModelSource::parse(&self.source)? {
+            ModelSource::Builtin(_) => {
+                let vb = builtin::var_builder(&self.config, dtype.candle(), device);
+                Decoder::new(&self.config, vb)
+                    .context(|| format!("building `{}` in {dtype}", self.source))
+            }
+        }
+    }
+}

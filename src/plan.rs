@@ -1,0 +1,325 @@
+//! Expansion of a sweep file into pairs and runs: the cartesian product of the `sweep` lists
+//! minus `exclude`, with stable readable ids, checked against the model's context length.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ExcludeRule, LoadedConfig, PromptSource, RunDtype};
+use crate::error::{Error, Result};
+use crate::model::ModelInfo;
+
+/// Which path a run takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One forward over prompt + span.
+    Prefill,
+    /// Token by token with a KV cache (the prompt as kv_aligned says).
+    Decode,
+}
+
+impl Mode {
+    /// Lowercase name, as in run ids.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Prefill => "prefill",
+            Mode::Decode => "decode",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One (prefill, decode) pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairSpec {
+    /// `prompt.sSPAN.DTYPE.kvK.seedN`.
+    pub id: String,
+    /// Prompt id.
+    pub prompt: String,
+    /// Span length S.
+    pub span: usize,
+    /// Run dtype.
+    pub dtype: RunDtype,
+    /// How decode builds the prompt's cache.
+    pub kv_aligned: bool,
+    /// Seed of every random choice.
+    pub seed: u64,
+}
+
+impl PairSpec {
+    fn new(prompt: &str, span: usize, dtype: RunDtype, kv_aligned: bool, seed: u64) -> Self {
+        PairSpec {
+            id: format!(
+                "{prompt}.s{span}.{dtype}.kv{}.seed{seed}",
+                u8::from(kv_aligned)
+            ),
+            prompt: prompt.to_string(),
+            span,
+            dtype,
+            kv_aligned,
+            seed,
+        }
+    }
+
+    /// Id of one of the pair's runs, for example `p0_short.s128.bf16.kv1.seed0.prefill`.
+    pub fn run_id(&self, mode: Mode) -> String {
+        format!("{}.{mode}", self.id)
+    }
+
+    fn matches(&self, r: &ExcludeRule) -> bool {
+        r.prompt.as_ref().is_none_or(|p| *p == self.prompt)
+            && r.span.is_none_or(|s| s == self.span)
+            && r.dtype.is_none_or(|d| d == self.dtype)
+            && r.kv_aligned.is_none_or(|k| k == self.kv_aligned)
+            && r.seed.is_none_or(|s| s == self.seed)
+    }
+}
+
+/// A prompt as the plan sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedPrompt {
+    /// Prompt id.
+    pub id: String,
+    /// Where its tokens come from.
+    pub source: PromptSource,
+    /// Token count P (with BOS for text prompts).
+    pub len: usize,
+    /// Token ids of a text prompt (random prompts get theirs per seed at run time).
+    #[serde(skip)]
+    pub text_ids: Option<Vec<u32>>,
+}
+
+/// The expanded sweep.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Pairs, grouped by dtype (the order the device worker runs them in).
+    pub pairs: Vec<PairSpec>,
+    /// Prompts used by at least one pair, by id.
+    pub prompts: BTreeMap<String, PlannedPrompt>,
+    /// Pairs dropped by `exclude`.
+    pub excluded: usize,
+}
+
+impl Plan {
+    /// Runs = 2 × pairs.
+    pub fn run_count(&self) -> usize {
+        2 * self.pairs.len()
+    }
+
+    /// The dtypes of the sweep, in the order their groups run.
+    pub fn dtypes(&self) -> Vec<RunDtype> {
+        let mut out: Vec<RunDtype> = Vec::new();
+        for p in &self.pairs {
+            if !out.contains(&p.dtype) {
+                out.push(p.dtype);
+            }
+        }
+        out
+    }
+
+    /// The longest span any pair asks of (prompt, seed): its continuation is generated once at
+    /// that length and shorter spans use a prefix.
+    pub fn continuation_lengths(&self) -> BTreeMap<(String, u64), usize> {
+        let mut out = BTreeMap::new();
+        for p in &self.pairs {
+            let e = out.entry((p.prompt.clone(), p.seed)).or_insert(0);
+            *e = (*e).max(p.span);
+        }
+        out
+    }
+}
+
+/// Expands a validated config against a model's tokenizer and context length.
+pub fn expand(cfg: &LoadedConfig, model: &ModelInfo) -> Result<Plan> {
+    let c = &cfg.config;
+    let prompts = cfg.selected_prompts();
+    let mut pairs = Vec::new();
+    let mut excluded = 0;
+    // dtype outermost: one model load per dtype group.
+    for &dtype in &c.sweep.dtype {
+        for p in &prompts {
+            for &span in &c.sweep.span {
+                for &kv in &c.sweep.kv_aligned {
+                    for &seed in &c.sweep.seed {
+                        let pair = PairSpec::new(&p.id, span, dtype, kv, seed);
+                        if c.exclude.iter().any(|r| pair.matches(r)) {
+                            excluded += 1;
+                        } else {
+                            pairs.push(pair);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if pairs.is_empty() {
+        return Err(Error::config(
+            &cfg.path,
+            "exclude",
+            "the exclusions drop every pair",
+        ));
+    }
+
+    let mut planned = BTreeMap::new();
+    for (i, p) in c.prompts.iter().enumerate() {
+        if !pairs.iter().any(|q| q.prompt == p.id) {
+            continue;
+        }
+        let source = p.source();
+        let (len, text_ids) = match &source {
+            PromptSource::Text(t) => {
+                let ids = model.encode(t).map_err(|e| {
+                    Error::config(&cfg.path, format!("prompts[{i}].text"), e.to_string())
+                })?;
+                (ids.len(), Some(ids))
+            }
+            PromptSource::RandomTokens(n) => (*n, None),
+        };
+        planned.insert(
+            p.id.clone(),
+            PlannedPrompt {
+                id: p.id.clone(),
+                source,
+                len,
+                text_ids,
+            },
+        );
+    }
+
+    let ctx = model.context_len();
+    for (i, &span) in c.sweep.span.iter().enumerate() {
+        for pp in planned.values() {
+            let used = pairs.iter().any(|q| q.prompt == pp.id && q.span == span);
+            if used && pp.len + span > ctx {
+                return Err(Error::config(
+                    &cfg.path,
+                    format!("sweep.span[{i}]"),
+                    format!(
+                        "span {span} after prompt `{}` ({} tokens) needs {} positions, but `{}` has a context of {ctx}",
+                        pp.id,
+                        pp.len,
+                        pp.len + span,
+                        model.source
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(Plan {
+        pairs,
+        prompts: planned,
+        excluded,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn plan_of(yaml: &str) -> Result<Plan> {
+        let cfg = crate::config::parse(Path::new("t.yaml"), yaml)?;
+        let info = ModelInfo::inspect(&cfg.config.model.source)?;
+        expand(&cfg, &info)
+    }
+
+    const BASE: &str = r#"
+name: t
+model: {source: "builtin:tiny-llama"}
+prompts:
+  - {id: p0_short, text: "What is the capital of France?"}
+  - {id: r8, random_tokens: 8}
+sweep:
+  span: [32, 128, 512]
+  dtype: [bf16, f16]
+  kv_aligned: [false, true]
+  seed: [0, 1, 2]
+"#;
+
+    #[test]
+    fn cartesian_product_counts() {
+        let p = plan_of(BASE).unwrap();
+        assert_eq!(p.pairs.len(), 2 * 3 * 2 * 2 * 3);
+        assert_eq!(p.run_count(), 144);
+        assert_eq!(p.dtypes(), vec![RunDtype::Bf16, RunDtype::F16]);
+        assert_eq!(p.prompts["r8"].len, 8);
+        assert!(p.prompts["p0_short"].len > 1);
+    }
+
+    #[test]
+    fn run_ids_are_stable_and_readable() {
+        let p = plan_of(BASE).unwrap();
+        let pair = p
+            .pairs
+            .iter()
+            .find(|q| q.prompt == "p0_short" && q.span == 128 && q.kv_aligned && q.seed == 0)
+            .unwrap();
+        assert_eq!(
+            pair.run_id(Mode::Prefill),
+            "p0_short.s128.bf16.kv1.seed0.prefill"
+        );
+        let mut ids: Vec<_> = p.pairs.iter().map(|q| q.id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), p.pairs.len(), "ids are unique");
+    }
+
+    #[test]
+    fn exclude_is_a_partial_match() {
+        let yaml = format!(
+            "{BASE}exclude:\n  - {{span: 512, dtype: bf16}}\n  - {{prompt: r8, kv_aligned: 0}}\n"
+        );
+        let p = plan_of(&yaml).unwrap();
+        // 12 pairs of (512, bf16) per... : 2 prompts × 2 kv × 3 seeds = 12; r8 kv0: 3 spans × 2
+        // dtypes × 3 seeds = 18; overlap (r8, 512, bf16, kv0): 3.
+        assert_eq!(p.excluded, 12 + 18 - 3);
+        assert_eq!(p.pairs.len(), 72 - 27);
+        assert!(
+            !p.pairs
+                .iter()
+                .any(|q| q.span == 512 && q.dtype == RunDtype::Bf16)
+        );
+    }
+
+    #[test]
+    fn sweep_prompt_selects() {
+        let yaml = BASE.replace("  seed: [0, 1, 2]", "  seed: [0, 1, 2]\n  prompt: [r8]");
+        let p = plan_of(&yaml).unwrap();
+        assert_eq!(p.pairs.len(), 36);
+        assert_eq!(p.prompts.keys().collect::<Vec<_>>(), vec!["r8"]);
+    }
+
+    #[test]
+    fn span_beyond_context_is_an_error() {
+        let e = plan_of(&BASE.replace("[32, 128, 512]", "[32, 2045]"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sweep.span[1]"), "{e}");
+        assert!(e.contains("context of 2048"), "{e}");
+    }
+
+    #[test]
+    fn excluding_everything_is_an_error() {
+        let e = plan_of(&format!(
+            "{BASE}exclude:\n  - {{seed: 0}}\n  - {{seed: 1}}\n  - {{seed: 2}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("drop every pair"), "{e}");
+    }
+
+    #[test]
+    fn continuation_lengths_take_the_longest_span() {
+        let p = plan_of(BASE).unwrap();
+        let l = p.continuation_lengths();
+        assert_eq!(l.len(), 2 * 3);
+        assert!(l.values().all(|&n| n == 512));
+    }
+}

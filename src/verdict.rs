@@ -1,0 +1,507 @@
+//! Verdicts (DESIGN.md section 4): per pair from its metrics and thresholds, and the sweep's
+//! global verdict from the pairs. The default tolerances and drift budgets live here, and only
+//! here, each with where its number comes from.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::compare::Metrics;
+use crate::config::RunDtype;
+
+/// Limits a pair's metrics must stay within. Used both as the kv_aligned=true tolerance and
+/// as the kv_aligned=false drift budget.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// Largest allowed |prefill − decode| over the span × vocab.
+    pub max_abs_diff: f32,
+    /// Largest allowed 99th percentile of |prefill − decode|.
+    pub p99_abs_diff: f32,
+    /// Largest allowed mean over positions of KL(prefill ‖ decode).
+    pub kl_mean: f32,
+    /// Largest allowed KL at any one position.
+    pub kl_max: f32,
+    /// Smallest allowed fraction of positions with the same argmax.
+    pub top1_agreement_min: f32,
+    /// A top-1 flip where the prefill logits' gap between the two best tokens is at most this
+    /// is a near-tie (rounding); any flip on a wider gap fails the pair.
+    pub tie_margin: f32,
+}
+
+/// A partial [`Thresholds`] from the sweep file; absent keys keep the default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdsOverride {
+    /// See [`Thresholds::max_abs_diff`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_abs_diff: Option<f32>,
+    /// See [`Thresholds::p99_abs_diff`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_abs_diff: Option<f32>,
+    /// See [`Thresholds::kl_mean`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl_mean: Option<f32>,
+    /// See [`Thresholds::kl_max`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl_max: Option<f32>,
+    /// See [`Thresholds::top1_agreement_min`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top1_agreement_min: Option<f32>,
+    /// See [`Thresholds::tie_margin`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tie_margin: Option<f32>,
+}
+
+impl ThresholdsOverride {
+    /// Every given value must be finite and non-negative; agreement must be in [0, 1].
+    /// On error returns (key, message).
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let fields = [
+            ("max_abs_diff", self.max_abs_diff),
+            ("p99_abs_diff", self.p99_abs_diff),
+            ("kl_mean", self.kl_mean),
+            ("kl_max", self.kl_max),
+            ("top1_agreement_min", self.top1_agreement_min),
+            ("tie_margin", self.tie_margin),
+        ];
+        for (k, v) in fields {
+            if let Some(v) = v
+                && !(v.is_finite() && v >= 0.0)
+            {
+                return Err((k, format!("{v} must be a finite number ≥ 0")));
+            }
+        }
+        if let Some(a) = self.top1_agreement_min
+            && a > 1.0
+        {
+            return Err((
+                "top1_agreement_min",
+                format!("{a} is a fraction and must be ≤ 1"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Thresholds {
+    /// Default kv_aligned=true tolerance for a dtype.
+    ///
+    /// Calibrated on the measured drift of DESIGN.md section 4 (SmolLM2-135M, CPU, spans
+    /// 32–512, seeds 0–2): each limit is about twice the worst value seen there, so that an
+    /// honest kernel passes and a defect (wrong mask, stale cache slot, position off by one:
+    /// KL orders of magnitude higher, flips on wide margins) does not.
+    pub fn default_tolerance(dtype: RunDtype) -> Self {
+        match dtype {
+            // f32: seen max 1.2e-4, p99 2.5e-5, mean KL 1.5e-11, no flips. The KL limits sit
+            // far above the seen value because f32 log-softmax itself rounds at ~1e-7.
+            RunDtype::F32 => Thresholds {
+                max_abs_diff: 2.5e-4,
+                p99_abs_diff: 5e-5,
+                kl_mean: 1e-8,
+                kl_max: 1e-6,
+                top1_agreement_min: 1.0,
+                // f32 flips only happen on exact ties; 1e-4 is the max_abs scale.
+                tie_margin: 2.5e-4,
+            },
+            // bf16: seen max 0.79–1.14, p99 ~0.37, top-1 ≥ 0.961, mean KL ~1.9e-3. Every flip
+            // examined sat on a tie or a one-ulp gap (0.125 for logits in [16, 32)); two ulps
+            // of margin is still rounding.
+            RunDtype::Bf16 => Thresholds {
+                max_abs_diff: 2.5,
+                p99_abs_diff: 0.75,
+                kl_mean: 5e-3,
+                kl_max: 0.1,
+                top1_agreement_min: 0.9,
+                tie_margin: 0.25,
+            },
+            // f16: seen max 0.08–0.19, p99 ~0.05, top-1 ≥ 0.996, mean KL ~3e-5. The f16 ulp in
+            // [16, 32) is 1/64; the tie margin is two of them.
+            RunDtype::F16 => Thresholds {
+                max_abs_diff: 0.4,
+                p99_abs_diff: 0.1,
+                kl_mean: 1e-4,
+                kl_max: 5e-3,
+                top1_agreement_min: 0.98,
+                tie_margin: 1.0 / 32.0,
+            },
+        }
+    }
+
+    /// Default kv_aligned=false drift budget for a dtype.
+    ///
+    /// DESIGN.md section 4 saw no systematic difference between kv_aligned true and false, so
+    /// the budget is the tolerance with twice the room on every magnitude (and the same tie
+    /// margin: a wide-margin flip is a defect in either mode).
+    pub fn default_drift_budget(dtype: RunDtype) -> Self {
+        let t = Self::default_tolerance(dtype);
+        Thresholds {
+            max_abs_diff: 2.0 * t.max_abs_diff,
+            p99_abs_diff: 2.0 * t.p99_abs_diff,
+            kl_mean: 2.0 * t.kl_mean,
+            kl_max: 2.0 * t.kl_max,
+            top1_agreement_min: 1.0 - 2.0 * (1.0 - t.top1_agreement_min),
+            tie_margin: t.tie_margin,
+        }
+    }
+
+    /// These thresholds with the given overrides applied.
+    pub fn merged(&self, o: &ThresholdsOverride) -> Self {
+        Thresholds {
+            max_abs_diff: o.max_abs_diff.unwrap_or(self.max_abs_diff),
+            p99_abs_diff: o.p99_abs_diff.unwrap_or(self.p99_abs_diff),
+            kl_mean: o.kl_mean.unwrap_or(self.kl_mean),
+            kl_max: o.kl_max.unwrap_or(self.kl_max),
+            top1_agreement_min: o.top1_agreement_min.unwrap_or(self.top1_agreement_min),
+            tie_margin: o.tie_margin.unwrap_or(self.tie_margin),
+        }
+    }
+}
+
+/// A pair's verdict (DESIGN.md section 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PairVerdict {
+    /// kv_aligned=true, within tolerance.
+    PassEquiv,
+    /// kv_aligned=true, outside tolerance or non-finite.
+    FailEquiv,
+    /// kv_aligned=false, within the drift budget.
+    ExpectedDrift,
+    /// kv_aligned=false, outside the drift budget or non-finite.
+    FailDrift,
+    /// A run failed, is missing, or the runs cover different positions.
+    Incomplete,
+    /// The pair cannot run here.
+    Skipped,
+}
+
+impl PairVerdict {
+    /// Upper-case name, as in the reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PairVerdict::PassEquiv => "PASS_EQUIV",
+            PairVerdict::FailEquiv => "FAIL_EQUIV",
+            PairVerdict::ExpectedDrift => "EXPECTED_DRIFT",
+            PairVerdict::FailDrift => "FAIL_DRIFT",
+            PairVerdict::Incomplete => "INCOMPLETE",
+            PairVerdict::Skipped => "SKIPPED",
+        }
+    }
+
+    /// Whether this verdict is a failure of the numbers.
+    pub fn is_fail(self) -> bool {
+        matches!(self, PairVerdict::FailEquiv | PairVerdict::FailDrift)
+    }
+
+    /// Whether the two runs were actually compared.
+    pub fn is_compared(self) -> bool {
+        matches!(
+            self,
+            PairVerdict::PassEquiv
+                | PairVerdict::FailEquiv
+                | PairVerdict::ExpectedDrift
+                | PairVerdict::FailDrift
+        )
+    }
+}
+
+impl fmt::Display for PairVerdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The sweep's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum GlobalVerdict {
+    /// At least one pair compared, none failed, none incomplete.
+    Pass,
+    /// Some pair failed.
+    Fail,
+    /// Anything else, including nothing compared.
+    Incomplete,
+}
+
+impl GlobalVerdict {
+    /// Exit code of `driftsweep run` (DESIGN.md section 7).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            GlobalVerdict::Pass => 0,
+            GlobalVerdict::Fail => 1,
+            GlobalVerdict::Incomplete => 3,
+        }
+    }
+
+    /// Upper-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GlobalVerdict::Pass => "PASS",
+            GlobalVerdict::Fail => "FAIL",
+            GlobalVerdict::Incomplete => "INCOMPLETE",
+        }
+    }
+}
+
+/// Judges a compared pair. `kv_aligned` picks between tolerance (PASS_EQUIV/FAIL_EQUIV) and
+/// drift budget (EXPECTED_DRIFT/FAIL_DRIFT); `limits` is the one that applies. Returns the
+/// verdict and its reason in words.
+pub fn judge_pair(m: &Metrics, kv_aligned: bool, limits: &Thresholds) -> (PairVerdict, String) {
+    let (pass, fail, what) = if kv_aligned {
+        (PairVerdict::PassEquiv, PairVerdict::FailEquiv, "tolerance")
+    } else {
+        (
+            PairVerdict::ExpectedDrift,
+            PairVerdict::FailDrift,
+            "drift budget",
+        )
+    };
+    let mut breaches = Vec::new();
+    if m.non_finite > 0 {
+        breaches.push(format!("{} non-finite logits", m.non_finite));
+    }
+    let mut over = |name: &str, value: f32, limit: f32| {
+        // NaN metrics come with non-finite logits, already counted above.
+        if value > limit {
+            breaches.push(format!("{name} {} > {}", fmt_num(value), fmt_num(limit)));
+        }
+    };
+    over("max_abs_diff", m.max_abs_diff, limits.max_abs_diff);
+    over("p99_abs_diff", m.p99_abs_diff, limits.p99_abs_diff);
+    over("kl_mean", m.kl_mean, limits.kl_mean);
+    over("kl_max", m.kl_max, limits.kl_max);
+    if m.top1_agreement < limits.top1_agreement_min {
+        breaches.push(format!(
+            "top1_agreement {:.4} < {:.4}",
+            m.top1_agreement, limits.top1_agreement_min
+        ));
+    }
+    let wide: Vec<_> = m
+        .top1_flips
+        .iter()
+        .filter(|f| f.prefill_margin > limits.tie_margin)
+        .collect();
+    if let Some(f) = wide.first() {
+        breaches.push(format!(
+            "{} top-1 flip(s) on a wide margin, first at position {} (prefill margin {} > tie margin {})",
+            wide.len(),
+            f.pos,
+            fmt_num(f.prefill_margin),
+            fmt_num(limits.tie_margin)
+        ));
+    }
+    if !breaches.is_empty() {
+        return (fail, format!("outside the {what}: {}", breaches.join("; ")));
+    }
+    let mut reason = format!("within the {what}");
+    if m.max_abs_diff == 0.0 {
+        reason.push_str("; no drift observed: the logits are bit-identical");
+    } else {
+        reason.push_str(&format!(
+            " (max_abs_diff {} of {}, kl_mean {})",
+            fmt_num(m.max_abs_diff),
+            fmt_num(limits.max_abs_diff),
+            fmt_num(m.kl_mean)
+        ));
+        let ties = m.top1_flips.len();
+        if ties > 0 {
+            reason.push_str(&format!("; {ties} top-1 flip(s), all on near-ties"));
+        }
+    }
+    (pass, reason)
+}
+
+/// The global verdict and its reason from all pair verdicts.
+pub fn judge_sweep(verdicts: &[PairVerdict]) -> (GlobalVerdict, String) {
+    let n = verdicts.len();
+    let count = |f: fn(PairVerdict) -> bool| verdicts.iter().filter(|v| f(**v)).count();
+    let failed = count(PairVerdict::is_fail);
+    let compared = count(PairVerdict::is_compared);
+    let incomplete = count(|v| v == PairVerdict::Incomplete);
+    let skipped = count(|v| v == PairVerdict::Skipped);
+    if failed > 0 {
+        return (
+            GlobalVerdict::Fail,
+            format!("{failed} of {n} pairs failed ({compared} compared)"),
+        );
+    }
+    if compared == 0 {
+        let why = if n == 0 {
+            "the sweep has no pairs".to_string()
+        } else {
+            format!("no pair was compared ({incomplete} incomplete, {skipped} skipped of {n})")
+        };
+        return (GlobalVerdict::Incomplete, why);
+    }
+    if incomplete > 0 {
+        return (
+            GlobalVerdict::Incomplete,
+            format!(
+                "{incomplete} of {n} pairs are incomplete; {compared} compared without failure"
+            ),
+        );
+    }
+    let mut reason = format!("all {compared} compared pairs are within their limits");
+    if skipped > 0 {
+        reason.push_str(&format!("; {skipped} skipped"));
+    }
+    (GlobalVerdict::Pass, reason)
+}
+
+/// Compact number formatting for reasons: scientific below 1e-3, otherwise 4 significant digits.
+pub fn fmt_num(x: f32) -> String {
+    if x == 0.0 {
+        "0".into()
+    } else if x.abs() < 1e-3 || x.abs() >= 1e5 {
+        format!("{x:.2e}")
+    } else {
+        format!("{}", (x as f64 * 1e4).round() / 1e4)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::TopFlip;
+
+    fn metrics(max_abs: f32) -> Metrics {
+        Metrics {
+            max_abs_diff: max_abs,
+            p99_abs_diff: max_abs / 2.0,
+            mean_abs_diff: max_abs / 4.0,
+            top1_agreement: 1.0,
+            kl_mean: 0.0,
+            kl_p99: 0.0,
+            kl_max: 0.0,
+            first_divergent_pos: None,
+            first_top1_flip: None,
+            top1_flips: vec![],
+            non_finite: 0,
+            positions: 4,
+            vocab: 8,
+            per_pos_max_abs: vec![max_abs; 4],
+            per_pos_kl: vec![0.0; 4],
+        }
+    }
+
+    #[test]
+    fn within_tolerance_passes_and_says_so() {
+        let t = Thresholds::default_tolerance(RunDtype::Bf16);
+        let (v, r) = judge_pair(&metrics(0.5), true, &t);
+        assert_eq!(v, PairVerdict::PassEquiv);
+        assert!(r.contains("within the tolerance"), "{r}");
+    }
+
+    #[test]
+    fn zero_drift_is_still_expected_drift_but_says_no_drift() {
+        let t = Thresholds::default_drift_budget(RunDtype::F16);
+        let (v, r) = judge_pair(&metrics(0.0), false, &t);
+        assert_eq!(v, PairVerdict::ExpectedDrift);
+        assert!(r.contains("no drift observed"), "{r}");
+    }
+
+    #[test]
+    fn over_limit_fails_in_each_mode() {
+        let t = Thresholds::default_tolerance(RunDtype::F32);
+        let (v, r) = judge_pair(&metrics(1.0), true, &t);
+        assert_eq!(v, PairVerdict::FailEquiv);
+        assert!(r.contains("max_abs_diff 1 > 2.50e-4"), "{r}");
+        let b = Thresholds::default_drift_budget(RunDtype::F32);
+        assert_eq!(
+            judge_pair(&metrics(1.0), false, &b).0,
+            PairVerdict::FailDrift
+        );
+    }
+
+    #[test]
+    fn nan_fails_the_pair() {
+        let mut m = metrics(0.0);
+        m.non_finite = 1;
+        m.max_abs_diff = f32::NAN;
+        let t = Thresholds::default_tolerance(RunDtype::F32);
+        let (v, r) = judge_pair(&m, true, &t);
+        assert_eq!(v, PairVerdict::FailEquiv);
+        assert!(r.contains("1 non-finite"), "{r}");
+        assert_eq!(judge_pair(&m, false, &t).0, PairVerdict::FailDrift);
+    }
+
+    #[test]
+    fn near_tie_flip_passes_wide_flip_fails() {
+        let t = Thresholds::default_tolerance(RunDtype::Bf16);
+        let mut m = metrics(0.2);
+        m.top1_agreement = 0.95;
+        m.top1_flips = vec![TopFlip {
+            pos: 7,
+            prefill_margin: 0.125,
+        }];
+        assert_eq!(judge_pair(&m, true, &t).0, PairVerdict::PassEquiv);
+        m.top1_flips = vec![TopFlip {
+            pos: 7,
+            prefill_margin: 3.0,
+        }];
+        let (v, r) = judge_pair(&m, true, &t);
+        assert_eq!(v, PairVerdict::FailEquiv);
+        assert!(r.contains("wide margin, first at position 7"), "{r}");
+    }
+
+    #[test]
+    fn low_agreement_fails() {
+        let t = Thresholds::default_tolerance(RunDtype::F16);
+        let mut m = metrics(0.01);
+        m.top1_agreement = 0.5;
+        assert_eq!(judge_pair(&m, true, &t).0, PairVerdict::FailEquiv);
+    }
+
+    #[test]
+    fn overrides_merge() {
+        let t = Thresholds::default_tolerance(RunDtype::Bf16).merged(&ThresholdsOverride {
+            max_abs_diff: Some(0.1),
+            ..Default::default()
+        });
+        assert_eq!(t.max_abs_diff, 0.1);
+        assert_eq!(
+            t.p99_abs_diff,
+            Thresholds::default_tolerance(RunDtype::Bf16).p99_abs_diff
+        );
+    }
+
+    #[test]
+    fn budget_is_looser_than_tolerance() {
+        for d in [RunDtype::F32, RunDtype::Bf16, RunDtype::F16] {
+            let t = Thresholds::default_tolerance(d);
+            let b = Thresholds::default_drift_budget(d);
+            assert!(b.max_abs_diff > t.max_abs_diff && b.kl_mean > t.kl_mean);
+            assert!(b.top1_agreement_min <= t.top1_agreement_min);
+        }
+    }
+
+    #[test]
+    fn global_verdict_rules() {
+        use PairVerdict::*;
+        assert_eq!(judge_sweep(&[]).0, GlobalVerdict::Incomplete);
+        assert_eq!(
+            judge_sweep(&[Skipped, Skipped]).0,
+            GlobalVerdict::Incomplete
+        );
+        assert_eq!(judge_sweep(&[Incomplete]).0, GlobalVerdict::Incomplete);
+        assert_eq!(
+            judge_sweep(&[PassEquiv, Incomplete]).0,
+            GlobalVerdict::Incomplete
+        );
+        assert_eq!(
+            judge_sweep(&[PassEquiv, ExpectedDrift]).0,
+            GlobalVerdict::Pass
+        );
+        assert_eq!(judge_sweep(&[PassEquiv, Skipped]).0, GlobalVerdict::Pass);
+        assert_eq!(
+            judge_sweep(&[PassEquiv, FailDrift, Incomplete]).0,
+            GlobalVerdict::Fail
+        );
+        assert_eq!(judge_sweep(&[FailEquiv]).0, GlobalVerdict::Fail);
+        let (_, r) = judge_sweep(&[Skipped]);
+        assert!(r.contains("no pair was compared"), "{r}");
+        assert_eq!(GlobalVerdict::Pass.exit_code(), 0);
+        assert_eq!(GlobalVerdict::Fail.exit_code(), 1);
+        assert_eq!(GlobalVerdict::Incomplete.exit_code(), 3);
+    }
+}
