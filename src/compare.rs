@@ -49,8 +49,8 @@ pub struct Metrics {
     pub vocab: usize,
     /// Per position max |diff|, for plots.
     pub per_pos_max_abs: Vec<f32>,
-    /// Per position KL, for plots.
-    pub per_pos_kl: Vec<f32>,
+    /// Per position KL, for plots; `None` where a row holds non-finite values.
+    pub per_pos_kl: Vec<Option<f32>>,
 }
 
 /// Why two runs' logits could not be compared.
@@ -126,7 +126,7 @@ pub fn compare(
             first_divergent_pos = Some(pos);
         }
         // A row with non-finite values has no meaningful distribution; the pair fails anyway.
-        per_pos_kl.push(if row_finite { kl(a, b) } else { f32::NAN });
+        per_pos_kl.push(row_finite.then(|| kl(a, b)));
         let (ia, ib) = (argmax(a), argmax(b));
         if ia != ib {
             top1_flips.push(TopFlip {
@@ -143,11 +143,7 @@ pub fn compare(
         (sum_abs / abs_diffs.len() as f64) as f32
     };
     let p99_abs_diff = percentile(&mut abs_diffs, 0.99);
-    let mut finite_kl: Vec<f32> = per_pos_kl
-        .iter()
-        .copied()
-        .filter(|k| k.is_finite())
-        .collect();
+    let mut finite_kl: Vec<f32> = per_pos_kl.iter().flatten().copied().collect();
     let kl_mean = if finite_kl.is_empty() {
         0.0
     } else {

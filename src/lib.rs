@@ -7,6 +7,17 @@ pub mod config;
 pub mod error;
 pub mod model;
 pub mod plan;
+pub mod report;
+pub mod run;
+pub mod store;
+pub mod sweep;
+pub mod tokens;
 pub mod verdict;
 
 pub use error::{Error, Result};
+
+/// The candle-core version this binary was built with (read from Cargo.lock by build.rs).
+pub const CANDLE_VERSION: &str = env!("DRIFTSWEEP_CANDLE_VERSION");
+
+/// The git commit this binary was built from, or "unknown".
+pub const GIT_COMMIT: &str = env!("DRIFTSWEEP_GIT_COMMIT");

@@ -1,1 +1,179 @@
-fn main() {}
+//! The `driftsweep` command line: `plan`, `run`, `report`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use driftsweep::plan::Mode;
+use driftsweep::{Error, config, model, plan, report, store, sweep};
+
+/// Measures how far the prefill and decode paths of causal language models drift apart.
+#[derive(Parser)]
+#[command(name = "driftsweep", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the runs and pairs a sweep file expands into, without running anything.
+    Plan {
+        /// The sweep file (YAML).
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a sweep and write its results directory and reports.
+    /// Exit code: 0 PASS, 1 FAIL, 3 INCOMPLETE, 2 bad input.
+    Run {
+        /// The sweep file (YAML).
+        config: PathBuf,
+        /// Results directory (default: the file's `output`, else results/<name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Never draw the progress bar.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Re-render report.json and report.md from a results directory, running nothing.
+    Report {
+        /// The results directory.
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn dispatch(cmd: Command) -> Result<i32, Error> {
+    match cmd {
+        Command::Plan { config, json } => {
+            let cfg = config::load(&config)?;
+            let info = model::ModelInfo::inspect(&cfg.config.model.source)?;
+            let plan = plan::expand(&cfg, &info)?;
+            if json {
+                print_plan_json(&plan);
+            } else {
+                print_plan_table(&cfg, &plan);
+            }
+            Ok(0)
+        }
+        Command::Run {
+            config,
+            out,
+            no_progress,
+        } => {
+            let cfg = config::load(&config)?;
+            let opts = sweep::SweepOptions {
+                out,
+                progress: !no_progress,
+            };
+            let rendered = sweep::run_sweep(&cfg, &opts)?;
+            summarize(&rendered);
+            Ok(rendered.verdict().exit_code())
+        }
+        Command::Report { dir } => {
+            let store = store::Store::open(&dir)?;
+            let rendered = report::render(&store)?;
+            summarize(&rendered);
+            Ok(rendered.verdict().exit_code())
+        }
+    }
+}
+
+fn summarize(r: &report::Rendered) {
+    let c = &r.report.counts;
+    println!(
+        "{}: {} — {}\n  pairs {} (PASS_EQUIV {}, FAIL_EQUIV {}, EXPECTED_DRIFT {}, FAIL_DRIFT {}, INCOMPLETE {}, SKIPPED {}), runs {}, model loads {}",
+        r.report.sweep.name,
+        r.report.verdict.as_str(),
+        r.report.verdict_reason,
+        c.pairs,
+        c.pass_equiv,
+        c.fail_equiv,
+        c.expected_drift,
+        c.fail_drift,
+        c.incomplete,
+        c.skipped,
+        c.runs,
+        r.report.model_loads
+    );
+    if let Some(w) = r.report.wall_s {
+        println!("  wall time {w:.2} s");
+    }
+    println!(
+        "  reports: {}  {}",
+        r.dir.join("report.md").display(),
+        r.dir.join("report.json").display()
+    );
+}
+
+fn print_plan_table(cfg: &config::LoadedConfig, plan: &plan::Plan) {
+    println!(
+        "sweep `{}`: model {}, device {}, continuation {}",
+        cfg.config.name, cfg.config.model.source, cfg.config.device, cfg.config.continuation
+    );
+    println!(
+        "{} pairs, {} runs ({} pairs excluded), {} model load group(s): {}",
+        plan.pairs.len(),
+        plan.run_count(),
+        plan.excluded,
+        plan.dtypes().len(),
+        plan.dtypes()
+            .iter()
+            .map(|d| d.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!();
+    let w = plan
+        .pairs
+        .iter()
+        .map(|p| p.run_id(Mode::Prefill).len())
+        .max()
+        .unwrap_or(0);
+    println!(
+        "{:<w$}  {:<w$}  {:>6}  {:>6}  {:>5}  {:>3}  {:>5}",
+        "prefill run", "decode run", "prompt", "span", "dtype", "kv", "seed"
+    );
+    for p in &plan.pairs {
+        println!(
+            "{:<w$}  {:<w$}  {:>6}  {:>6}  {:>5}  {:>3}  {:>5}",
+            p.run_id(Mode::Prefill),
+            p.run_id(Mode::Decode),
+            plan.prompts[&p.prompt].len,
+            p.span,
+            p.dtype.as_str(),
+            u8::from(p.kv_aligned),
+            p.seed
+        );
+    }
+}
+
+fn print_plan_json(plan: &plan::Plan) {
+    let runs: Vec<serde_json::Value> = plan
+        .pairs
+        .iter()
+        .flat_map(|p| {
+            [Mode::Prefill, Mode::Decode]
+                .map(|m| serde_json::json!({"id": p.run_id(m), "pair": p.id, "mode": m}))
+        })
+        .collect();
+    let v = serde_json::json!({
+        "counts": {"pairs": plan.pairs.len(), "runs": plan.run_count(), "excluded": plan.excluded},
+        "prompts": plan.prompts,
+        "pairs": plan.pairs,
+        "runs": runs,
+    });
+    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+}

@@ -380,7 +380,7 @@ mod tests {
             positions: 4,
             vocab: 8,
             per_pos_max_abs: vec![max_abs; 4],
-            per_pos_kl: vec![0.0; 4],
+            per_pos_kl: vec![Some(0.0); 4],
         }
     }
 

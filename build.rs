@@ -1,0 +1,23 @@
+//! Records the candle version (from Cargo.lock) and the git commit for the manifest.
+use std::process::Command;
+
+fn main() {
+    let lock = std::fs::read_to_string("Cargo.lock").unwrap_or_default();
+    let candle = lock
+        .split("[[package]]")
+        .find(|p| p.contains("name = \"candle-core\""))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")))
+        .map(|v| v.trim_end_matches('"').to_string())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=DRIFTSWEEP_CANDLE_VERSION={candle}");
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=DRIFTSWEEP_GIT_COMMIT={commit}");
+    println!("cargo:rerun-if-changed=Cargo.lock");
+    println!("cargo:rerun-if-changed=.git/HEAD");
+}

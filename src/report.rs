@@ -1,0 +1,751 @@
+//! Reports: `report.json` (the contract of DESIGN.md section 7) and `report.md` (through the
+//! Tera template in `templates/`), both built from a results directory alone, so that
+//! `driftsweep report DIR` re-renders them without running anything.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::compare::{Metrics, percentile};
+use crate::config::RunDtype;
+use crate::error::{Error, Result};
+use crate::plan::{Mode, PairSpec};
+use crate::store::{Manifest, ModelLoad, RunRecord, RunStatus, Store, ToolInfo};
+use crate::verdict::{self, GlobalVerdict, PairVerdict, Thresholds, fmt_num};
+
+/// The Markdown report template, compiled in so the binary works from any directory.
+pub const REPORT_TEMPLATE: &str = include_str!("../templates/report.md.tera");
+
+/// What rendering produced.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// The results directory.
+    pub dir: PathBuf,
+    /// The report's content.
+    pub report: ReportJson,
+}
+
+impl Rendered {
+    /// The global verdict.
+    pub fn verdict(&self) -> GlobalVerdict {
+        self.report.verdict
+    }
+}
+
+/// `report.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportJson {
+    /// Tool identity.
+    pub tool: ToolInfo,
+    /// Sweep identity.
+    pub sweep: SweepIdentity,
+    /// Device asked for.
+    pub device: String,
+    /// Device used.
+    pub device_name: String,
+    /// Model identity.
+    pub model: crate::store::ModelIdentity,
+    /// Global verdict.
+    pub verdict: GlobalVerdict,
+    /// Its reason.
+    pub verdict_reason: String,
+    /// Counts of runs, pairs and verdicts.
+    pub counts: Counts,
+    /// How many times weights were loaded.
+    pub model_loads: usize,
+    /// Each load, with its time.
+    pub model_load_details: Vec<ModelLoad>,
+    /// Whole sweep wall time, seconds (null while unfinished).
+    pub wall_s: Option<f64>,
+    /// Start time.
+    pub started_at: String,
+    /// End time.
+    pub finished_at: Option<String>,
+    /// Continuation mode.
+    pub continuation: String,
+    /// Thresholds per dtype.
+    pub limits: BTreeMap<String, DtypeLimits>,
+    /// Observations derived from the data.
+    pub observations: Vec<String>,
+    /// Per pair.
+    pub pairs: Vec<PairJson>,
+    /// kv_aligned=false drift per (span, dtype).
+    pub drift_characterization: Vec<DriftGroup>,
+    /// Timings per (span, dtype, mode).
+    pub performance: Vec<PerfGroup>,
+}
+
+/// `sweep` in report.json.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepIdentity {
+    /// Name.
+    pub name: String,
+    /// sha256 of the sweep file.
+    pub config_sha256: String,
+}
+
+/// `counts` in report.json.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    /// Runs planned (2 × pairs).
+    pub runs: usize,
+    /// Runs that finished.
+    pub runs_ok: usize,
+    /// Runs that failed.
+    pub runs_failed: usize,
+    /// Runs skipped.
+    pub runs_skipped: usize,
+    /// Pairs planned.
+    pub pairs: usize,
+    /// PASS_EQUIV pairs.
+    pub pass_equiv: usize,
+    /// FAIL_EQUIV pairs.
+    pub fail_equiv: usize,
+    /// EXPECTED_DRIFT pairs.
+    pub expected_drift: usize,
+    /// FAIL_DRIFT pairs.
+    pub fail_drift: usize,
+    /// INCOMPLETE pairs (including pairs with no record yet).
+    pub incomplete: usize,
+    /// SKIPPED pairs.
+    pub skipped: usize,
+}
+
+/// Tolerance and budget of one dtype.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct DtypeLimits {
+    /// kv_aligned=true.
+    pub tolerance: Thresholds,
+    /// kv_aligned=false.
+    pub drift_budget: Thresholds,
+}
+
+/// One run inside a pair.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunJson {
+    /// ok, failed, skipped or missing.
+    pub status: String,
+    /// Wall time, seconds.
+    pub wall_s: Option<f64>,
+    /// Kept logits file.
+    pub logits_file: Option<String>,
+    /// Error text.
+    pub error: Option<String>,
+    /// Tokens fed.
+    pub tokens_fed: usize,
+    /// f32 span logits size, bytes.
+    pub logits_bytes: u64,
+}
+
+/// One pair in report.json.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairJson {
+    /// The pair.
+    #[serde(flatten)]
+    pub spec: PairSpec,
+    /// Verdict.
+    pub verdict: PairVerdict,
+    /// Reason.
+    pub reason: String,
+    /// Metrics (null unless compared).
+    pub metrics: Option<Metrics>,
+    /// The thresholds applied.
+    pub limits: Option<Thresholds>,
+    /// Prefill run.
+    pub prefill: RunJson,
+    /// Decode run.
+    pub decode: RunJson,
+}
+
+/// kv_aligned=false drift of one (span, dtype).
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftGroup {
+    /// Span.
+    pub span: usize,
+    /// Dtype.
+    pub dtype: RunDtype,
+    /// Largest max_abs_diff.
+    pub max_abs_max: f32,
+    /// Mean max_abs_diff.
+    pub max_abs_mean: f32,
+    /// Mean p99_abs_diff.
+    pub p99_mean: f32,
+    /// Smallest top-1 agreement.
+    pub top1_min: f32,
+    /// Mean top-1 agreement.
+    pub top1_mean: f32,
+    /// Mean of kl_mean.
+    pub kl_mean_mean: f32,
+    /// Largest kl_max.
+    pub kl_max_max: f32,
+    /// Pairs with bit-identical logits.
+    pub identical: usize,
+    /// Same for the kv_aligned=true pairs of this (span, dtype), for contrast.
+    pub aligned_max_abs_mean: Option<f32>,
+    /// Pairs compared.
+    pub samples: usize,
+}
+
+/// Timing of one (span, dtype, mode).
+#[derive(Debug, Clone, Serialize)]
+pub struct PerfGroup {
+    /// Span.
+    pub span: usize,
+    /// Dtype.
+    pub dtype: RunDtype,
+    /// Mode.
+    pub mode: Mode,
+    /// Mean wall time, seconds.
+    pub wall_mean_s: f64,
+    /// 95th percentile wall time (nearest rank), seconds.
+    pub wall_p95_s: f64,
+    /// Mean tokens fed per second.
+    pub tokens_per_s: f64,
+    /// Mean f32 logits bytes.
+    pub logits_bytes_mean: u64,
+    /// Runs measured.
+    pub samples: usize,
+}
+
+fn run_json(r: Option<&RunRecord>) -> RunJson {
+    match r {
+        None => RunJson {
+            status: "missing".into(),
+            wall_s: None,
+            logits_file: None,
+            error: None,
+            tokens_fed: 0,
+            logits_bytes: 0,
+        },
+        Some(r) => RunJson {
+            status: match r.status {
+                RunStatus::Ok => "ok",
+                RunStatus::Failed => "failed",
+                RunStatus::Skipped => "skipped",
+            }
+            .into(),
+            wall_s: r.wall_s,
+            logits_file: r.logits_file.clone(),
+            error: r.error.clone(),
+            tokens_fed: r.tokens_fed,
+            logits_bytes: r.logits_bytes,
+        },
+    }
+}
+
+/// Builds report.json's content from a results directory.
+pub fn build(store: &Store) -> Result<ReportJson> {
+    let m: Manifest = store.manifest()?;
+    let mut pairs = Vec::with_capacity(m.pairs.len());
+    let mut runs: Vec<RunRecord> = Vec::new();
+    for spec in &m.pairs {
+        let pre = store.run(spec, Mode::Prefill)?;
+        let dec = store.run(spec, Mode::Decode)?;
+        let rec = store.pair(spec)?;
+        let (verdict, reason, metrics, limits) = match rec {
+            Some(r) => (r.verdict, r.reason, r.metrics, Some(r.limits)),
+            None => (
+                PairVerdict::Incomplete,
+                "not finished: the sweep stopped before this pair was compared".to_string(),
+                None,
+                None,
+            ),
+        };
+        pairs.push(PairJson {
+            spec: spec.clone(),
+            verdict,
+            reason,
+            metrics,
+            limits,
+            prefill: run_json(pre.as_ref()),
+            decode: run_json(dec.as_ref()),
+        });
+        runs.extend(pre);
+        runs.extend(dec);
+    }
+    // Tables read best in numeric order, not in the order the worker ran the groups.
+    pairs.sort_by(|a, b| {
+        let k = |p: &PairJson| {
+            (
+                p.spec.prompt.clone(),
+                p.spec.span,
+                p.spec.dtype,
+                p.spec.kv_aligned,
+                p.spec.seed,
+            )
+        };
+        k(a).cmp(&k(b))
+    });
+
+    let verdicts: Vec<PairVerdict> = pairs.iter().map(|p| p.verdict).collect();
+    let (verdict, verdict_reason) = verdict::judge_sweep(&verdicts);
+    let count = |v: PairVerdict| verdicts.iter().filter(|x| **x == v).count();
+    let count_runs = |s: RunStatus| runs.iter().filter(|r| r.status == s).count();
+    let counts = Counts {
+        runs: 2 * m.pairs.len(),
+        runs_ok: count_runs(RunStatus::Ok),
+        runs_failed: count_runs(RunStatus::Failed),
+        runs_skipped: count_runs(RunStatus::Skipped),
+        pairs: m.pairs.len(),
+        pass_equiv: count(PairVerdict::PassEquiv),
+        fail_equiv: count(PairVerdict::FailEquiv),
+        expected_drift: count(PairVerdict::ExpectedDrift),
+        fail_drift: count(PairVerdict::FailDrift),
+        incomplete: count(PairVerdict::Incomplete),
+        skipped: count(PairVerdict::Skipped),
+    };
+    let limits = serde_json::from_value(m.resolved["limits"].clone()).unwrap_or_default();
+    let drift_characterization = drift_groups(&pairs);
+    let performance = perf_groups(&m.pairs, &runs);
+    let observations = observations(&pairs, &counts);
+    Ok(ReportJson {
+        tool: m.tool,
+        sweep: SweepIdentity {
+            name: m.sweep_name,
+            config_sha256: m.config_sha256,
+        },
+        device: m.device,
+        device_name: m.device_name,
+        model: m.model,
+        verdict,
+        verdict_reason,
+        counts,
+        model_loads: m.model_loads.len(),
+        model_load_details: m.model_loads,
+        wall_s: m.wall_s,
+        started_at: m.started_at,
+        finished_at: m.finished_at,
+        continuation: m.continuation,
+        limits,
+        observations,
+        pairs,
+        drift_characterization,
+        performance,
+    })
+}
+
+fn mean(xs: impl IntoIterator<Item = f32>) -> Option<f32> {
+    let v: Vec<f32> = xs.into_iter().collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f32>() / v.len() as f32)
+}
+
+fn compared(pairs: &[PairJson]) -> impl Iterator<Item = (&PairJson, &Metrics)> {
+    pairs
+        .iter()
+        .filter(|p| p.verdict.is_compared())
+        .filter_map(|p| p.metrics.as_ref().map(|m| (p, m)))
+}
+
+fn drift_groups(pairs: &[PairJson]) -> Vec<DriftGroup> {
+    let mut groups: BTreeMap<(usize, RunDtype), Vec<&Metrics>> = BTreeMap::new();
+    let mut aligned: BTreeMap<(usize, RunDtype), Vec<f32>> = BTreeMap::new();
+    for (p, m) in compared(pairs) {
+        let key = (p.spec.span, p.spec.dtype);
+        if p.spec.kv_aligned {
+            aligned.entry(key).or_default().push(m.max_abs_diff);
+        } else {
+            groups.entry(key).or_default().push(m);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((span, dtype), ms)| DriftGroup {
+            span,
+            dtype,
+            max_abs_max: ms.iter().map(|m| m.max_abs_diff).fold(0.0, f32::max),
+            max_abs_mean: mean(ms.iter().map(|m| m.max_abs_diff)).unwrap_or(0.0),
+            p99_mean: mean(ms.iter().map(|m| m.p99_abs_diff)).unwrap_or(0.0),
+            top1_min: ms.iter().map(|m| m.top1_agreement).fold(1.0, f32::min),
+            top1_mean: mean(ms.iter().map(|m| m.top1_agreement)).unwrap_or(0.0),
+            kl_mean_mean: mean(ms.iter().map(|m| m.kl_mean)).unwrap_or(0.0),
+            kl_max_max: ms.iter().map(|m| m.kl_max).fold(0.0, f32::max),
+            identical: ms.iter().filter(|m| m.max_abs_diff == 0.0).count(),
+            aligned_max_abs_mean: aligned
+                .get(&(span, dtype))
+                .and_then(|v| mean(v.iter().copied())),
+            samples: ms.len(),
+        })
+        .collect()
+}
+
+fn perf_groups(specs: &[PairSpec], runs: &[RunRecord]) -> Vec<PerfGroup> {
+    let by_pair: BTreeMap<&str, &PairSpec> = specs.iter().map(|p| (p.id.as_str(), p)).collect();
+    let mut groups: BTreeMap<(usize, RunDtype, Mode), Vec<&RunRecord>> = BTreeMap::new();
+    for r in runs
+        .iter()
+        .filter(|r| r.status == RunStatus::Ok && r.wall_s.is_some())
+    {
+        if let Some(p) = by_pair.get(r.pair_id.as_str()) {
+            groups.entry((p.span, p.dtype, r.mode)).or_default().push(r);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((span, dtype, mode), rs)| {
+            let walls: Vec<f64> = rs.iter().filter_map(|r| r.wall_s).collect();
+            let mut w32: Vec<f32> = walls.iter().map(|&w| w as f32).collect();
+            let n = rs.len();
+            PerfGroup {
+                span,
+                dtype,
+                mode,
+                wall_mean_s: walls.iter().sum::<f64>() / n as f64,
+                wall_p95_s: percentile(&mut w32, 0.95) as f64,
+                tokens_per_s: rs
+                    .iter()
+                    .map(|r| r.tokens_fed as f64 / r.wall_s.unwrap_or(f64::NAN).max(1e-9))
+                    .sum::<f64>()
+                    / n as f64,
+                logits_bytes_mean: rs.iter().map(|r| r.logits_bytes).sum::<u64>() / n as u64,
+                samples: n,
+            }
+        })
+        .collect()
+}
+
+/// Plain statements read off the data; nothing here is assumed.
+fn observations(pairs: &[PairJson], counts: &Counts) -> Vec<String> {
+    let mut out = Vec::new();
+    let done = compared(pairs).count();
+    if done == 0 {
+        out.push(format!(
+            "No pair was compared ({} incomplete, {} skipped): there is nothing to conclude about drift.",
+            counts.incomplete, counts.skipped
+        ));
+        return out;
+    }
+    for kv in [false, true] {
+        let ms: Vec<&Metrics> = compared(pairs)
+            .filter(|(p, _)| p.spec.kv_aligned == kv)
+            .map(|(_, m)| m)
+            .collect();
+        if ms.is_empty() {
+            continue;
+        }
+        let same = ms.iter().filter(|m| m.max_abs_diff == 0.0).count();
+        out.push(format!(
+            "kv_aligned={} produced bit-identical logits (max_abs_diff = 0) in {same}/{} compared pairs.",
+            u8::from(kv),
+            ms.len()
+        ));
+    }
+    let dtypes: Vec<RunDtype> = {
+        let mut d: Vec<RunDtype> = compared(pairs).map(|(p, _)| p.spec.dtype).collect();
+        d.sort();
+        d.dedup();
+        d
+    };
+    for dtype in dtypes {
+        let ms: Vec<(&PairJson, &Metrics)> = compared(pairs)
+            .filter(|(p, _)| p.spec.dtype == dtype)
+            .collect();
+        let lo = ms
+            .iter()
+            .map(|(_, m)| m.max_abs_diff)
+            .fold(f32::INFINITY, f32::min);
+        let hi = ms.iter().map(|(_, m)| m.max_abs_diff).fold(0.0, f32::max);
+        let kl_hi = ms.iter().map(|(_, m)| m.kl_mean).fold(0.0, f32::max);
+        let top1_lo = ms.iter().map(|(_, m)| m.top1_agreement).fold(1.0, f32::min);
+        let mut line = format!(
+            "{dtype}: max_abs_diff {} – {}, mean KL up to {}, top-1 agreement ≥ {:.4} over {} pairs",
+            fmt_num(lo),
+            fmt_num(hi),
+            fmt_num(kl_hi),
+            top1_lo,
+            ms.len()
+        );
+        let flips: Vec<(f32, f32)> = ms
+            .iter()
+            .flat_map(|(p, m)| {
+                let tie = p.limits.map_or(0.0, |l| l.tie_margin);
+                m.top1_flips.iter().map(move |f| (f.prefill_margin, tie))
+            })
+            .collect();
+        if flips.is_empty() {
+            line.push_str("; no top-1 flips.");
+        } else {
+            let wide = flips.iter().filter(|(m, t)| m > t).count();
+            let widest = flips.iter().map(|(m, _)| *m).fold(0.0, f32::max);
+            line.push_str(&format!(
+                "; {} top-1 flips, {} on near-ties and {wide} on wide margins (largest prefill margin {}).",
+                flips.len(),
+                flips.len() - wide,
+                fmt_num(widest)
+            ));
+        }
+        out.push(line);
+        // kv_aligned=false versus true, and the trend over span.
+        let mean_of = |kv: bool| {
+            mean(
+                ms.iter()
+                    .filter(|(p, _)| p.spec.kv_aligned == kv)
+                    .map(|(_, m)| m.max_abs_diff),
+            )
+        };
+        if let (Some(f), Some(t)) = (mean_of(false), mean_of(true)) {
+            let cmp = if t > 0.0 {
+                format!("{:.2}×", f / t)
+            } else if f > 0.0 {
+                "more than".into()
+            } else {
+                "equal to".into()
+            };
+            out.push(format!(
+                "{dtype}: mean max_abs_diff with kv_aligned=0 is {} against {} with kv_aligned=1 ({cmp}).",
+                fmt_num(f),
+                fmt_num(t)
+            ));
+        }
+        let mut spans: Vec<usize> = ms.iter().map(|(p, _)| p.spec.span).collect();
+        spans.sort();
+        spans.dedup();
+        if spans.len() > 1 {
+            let parts: Vec<String> = spans
+                .iter()
+                .map(|s| {
+                    let v = mean(
+                        ms.iter()
+                            .filter(|(p, _)| p.spec.span == *s)
+                            .map(|(_, m)| m.max_abs_diff),
+                    );
+                    format!("span {s}: {}", fmt_num(v.unwrap_or(0.0)))
+                })
+                .collect();
+            out.push(format!(
+                "{dtype}: mean max_abs_diff by span — {}.",
+                parts.join(", ")
+            ));
+        }
+    }
+    let non_finite: usize = compared(pairs).filter(|(_, m)| m.non_finite > 0).count();
+    out.push(if non_finite == 0 {
+        "No run produced non-finite logits.".into()
+    } else {
+        format!("{non_finite} pairs had non-finite logits (NaN or ±inf); they fail.")
+    });
+    let failed = counts.fail_equiv + counts.fail_drift;
+    if failed > 0 {
+        out.push(format!(
+            "{failed} pairs failed; their reasons are listed under Failures."
+        ));
+    }
+    out
+}
+
+/// Markdown-ready rows, numbers formatted once here so the template only lays them out.
+#[derive(Serialize)]
+struct View<'a> {
+    r: &'a ReportJson,
+    date: String,
+    wall: String,
+    loads: Vec<BTreeMap<&'static str, String>>,
+    rows: Vec<BTreeMap<&'static str, String>>,
+    drift: Vec<BTreeMap<&'static str, String>>,
+    perf: Vec<BTreeMap<&'static str, String>>,
+    limits: Vec<BTreeMap<&'static str, String>>,
+    problems: Vec<BTreeMap<&'static str, String>>,
+}
+
+fn opt<T: ToString>(x: Option<T>) -> String {
+    x.map_or_else(|| "—".into(), |v| v.to_string())
+}
+
+fn secs(s: f64) -> String {
+    if s < 1.0 {
+        format!("{:.1} ms", s * 1e3)
+    } else {
+        format!("{s:.2} s")
+    }
+}
+
+fn bytes(n: u64) -> String {
+    // Thousands separators, as in the seed report.
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn view(r: &ReportJson) -> View<'_> {
+    let row = |pairs: &[(&'static str, String)]| pairs.iter().cloned().collect::<BTreeMap<_, _>>();
+    let rows = r
+        .pairs
+        .iter()
+        .map(|p| {
+            let m = p.metrics.as_ref();
+            let f = |g: fn(&Metrics) -> f32| m.map_or("—".into(), |m| fmt_num(g(m)));
+            row(&[
+                ("prompt", p.spec.prompt.clone()),
+                ("span", p.spec.span.to_string()),
+                ("dtype", p.spec.dtype.to_string()),
+                ("kv", u8::from(p.spec.kv_aligned).to_string()),
+                ("seed", p.spec.seed.to_string()),
+                ("max_abs", f(|m| m.max_abs_diff)),
+                ("p99_abs", f(|m| m.p99_abs_diff)),
+                ("mean_abs", f(|m| m.mean_abs_diff)),
+                (
+                    "top1",
+                    m.map_or("—".into(), |m| format!("{:.4}", m.top1_agreement)),
+                ),
+                ("kl_mean", f(|m| m.kl_mean)),
+                ("kl_max", f(|m| m.kl_max)),
+                ("first_div", opt(m.and_then(|m| m.first_divergent_pos))),
+                (
+                    "first_flip",
+                    m.and_then(|m| m.first_top1_flip).map_or("—".into(), |f| {
+                        format!("{} (margin {})", f.pos, fmt_num(f.prefill_margin))
+                    }),
+                ),
+                ("verdict", p.verdict.to_string()),
+            ])
+        })
+        .collect();
+    let drift = r
+        .drift_characterization
+        .iter()
+        .map(|g| {
+            row(&[
+                ("span", g.span.to_string()),
+                ("dtype", g.dtype.to_string()),
+                (
+                    "max_abs",
+                    format!("{} / {}", fmt_num(g.max_abs_max), fmt_num(g.max_abs_mean)),
+                ),
+                ("p99", fmt_num(g.p99_mean)),
+                ("top1", format!("{:.4} / {:.4}", g.top1_min, g.top1_mean)),
+                (
+                    "kl",
+                    format!("{} / {}", fmt_num(g.kl_mean_mean), fmt_num(g.kl_max_max)),
+                ),
+                ("identical", format!("{}/{}", g.identical, g.samples)),
+                (
+                    "aligned",
+                    g.aligned_max_abs_mean.map_or("—".into(), fmt_num),
+                ),
+                ("samples", g.samples.to_string()),
+            ])
+        })
+        .collect();
+    let perf = r
+        .performance
+        .iter()
+        .map(|g| {
+            row(&[
+                ("span", g.span.to_string()),
+                ("dtype", g.dtype.to_string()),
+                ("mode", g.mode.to_string()),
+                (
+                    "wall",
+                    format!("{} / {}", secs(g.wall_mean_s), secs(g.wall_p95_s)),
+                ),
+                ("tps", format!("{:.0}", g.tokens_per_s)),
+                ("bytes", bytes(g.logits_bytes_mean)),
+                ("samples", g.samples.to_string()),
+            ])
+        })
+        .collect();
+    let loads = r
+        .model_load_details
+        .iter()
+        .map(|l| {
+            row(&[
+                ("dtype", l.dtype.to_string()),
+                ("device", l.device.clone()),
+                ("load", secs(l.load_s)),
+                ("purpose", l.purpose.clone()),
+            ])
+        })
+        .collect();
+    let limits = r
+        .limits
+        .iter()
+        .flat_map(|(d, l)| {
+            [
+                ("tolerance (kv_aligned=1)", l.tolerance),
+                ("drift budget (kv_aligned=0)", l.drift_budget),
+            ]
+            .map(|(what, t)| {
+                row(&[
+                    ("dtype", d.clone()),
+                    ("what", what.to_string()),
+                    ("max_abs", fmt_num(t.max_abs_diff)),
+                    ("p99", fmt_num(t.p99_abs_diff)),
+                    ("kl_mean", fmt_num(t.kl_mean)),
+                    ("kl_max", fmt_num(t.kl_max)),
+                    ("top1", format!("{:.4}", t.top1_agreement_min)),
+                    ("tie", fmt_num(t.tie_margin)),
+                ])
+            })
+        })
+        .collect();
+    let problems = r
+        .pairs
+        .iter()
+        .filter(|p| {
+            !matches!(
+                p.verdict,
+                PairVerdict::PassEquiv | PairVerdict::ExpectedDrift
+            )
+        })
+        .map(|p| {
+            row(&[
+                ("id", p.spec.id.clone()),
+                ("verdict", p.verdict.to_string()),
+                ("reason", p.reason.clone()),
+            ])
+        })
+        .collect();
+    View {
+        r,
+        date: r
+            .finished_at
+            .clone()
+            .unwrap_or_else(|| format!("{} (unfinished)", r.started_at)),
+        wall: r.wall_s.map_or("unfinished".into(), secs),
+        loads,
+        rows,
+        drift,
+        perf,
+        limits,
+        problems,
+    }
+}
+
+/// Renders the Markdown report from report.json's content.
+pub fn render_markdown(r: &ReportJson) -> Result<String> {
+    let terr = |e: tera::Error| {
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+        Error::Template {
+            name: "report.md.tera".into(),
+            message: msg,
+        }
+    };
+    let mut tera = tera::Tera::new();
+    tera.autoescape_on(Vec::<&str>::new());
+    tera.add_raw_template("report.md", REPORT_TEMPLATE)
+        .map_err(terr)?;
+    let ctx = tera::Context::from_serialize(&view(r)).map_err(terr)?;
+    tera.render("report.md", &ctx).map_err(terr)
+}
+
+/// Builds and writes report.json and report.md into the results directory.
+pub fn render(store: &Store) -> Result<Rendered> {
+    let report = build(store)?;
+    store.write_json("report.json", &report)?;
+    store.write_bytes("report.md", render_markdown(&report)?.as_bytes())?;
+    Ok(Rendered {
+        dir: store.root().to_path_buf(),
+        report,
+    })
+}

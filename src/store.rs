@@ -1,0 +1,363 @@
+//! The results directory (DESIGN.md section 7): the manifest, one record per run, one per
+//! pair, optional logits, and the rendered reports. Every file is written atomically
+//! (temporary file in the same directory, fsync, rename), so it appears whole or not at all.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::compare::Metrics;
+use crate::config::RunDtype;
+use crate::error::{Error, Result};
+use crate::plan::{Mode, PairSpec};
+use crate::verdict::{PairVerdict, Thresholds};
+
+/// Name of the manifest file.
+pub const MANIFEST: &str = "manifest.json";
+
+/// What a results directory says about the sweep that made it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Tool name and version, candle version.
+    pub tool: ToolInfo,
+    /// Sweep name.
+    pub sweep_name: String,
+    /// The sweep file's path as given.
+    pub config_path: String,
+    /// sha256 of the sweep file's bytes.
+    pub config_sha256: String,
+    /// The sweep file's text.
+    pub config_text: String,
+    /// The resolved config (defaults filled in, thresholds per dtype merged).
+    pub resolved: serde_json::Value,
+    /// Device asked for.
+    pub device: String,
+    /// Device actually used, or why none could be.
+    pub device_name: String,
+    /// Model identity.
+    pub model: ModelIdentity,
+    /// Continuation mode.
+    pub continuation: String,
+    /// Every pair in plan order.
+    pub pairs: Vec<PairSpec>,
+    /// Token ids per `prompt/seedN`: the prompt and the longest continuation.
+    pub tokens: BTreeMap<String, SequenceRecord>,
+    /// One entry per weight load.
+    pub model_loads: Vec<ModelLoad>,
+    /// RFC 3339 start time.
+    pub started_at: String,
+    /// RFC 3339 end time, when finished.
+    pub finished_at: Option<String>,
+    /// Wall time of the whole sweep, seconds, when finished.
+    pub wall_s: Option<f64>,
+}
+
+/// `tool` in report.json.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ToolInfo {
+    /// "driftsweep".
+    pub name: String,
+    /// Crate version.
+    pub version: String,
+    /// candle-core version it was built with.
+    pub candle_version: String,
+}
+
+impl ToolInfo {
+    /// This binary.
+    pub fn current() -> Self {
+        ToolInfo {
+            name: env!("CARGO_PKG_NAME").into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            candle_version: crate::CANDLE_VERSION.into(),
+        }
+    }
+}
+
+/// `model` in report.json.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelIdentity {
+    /// `model.source`.
+    pub source: String,
+    /// Architecture.
+    pub architecture: String,
+    /// sha256 of the weights (or, for generated weights, of their recipe).
+    pub sha256: String,
+    /// Context length.
+    pub context_len: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+}
+
+/// The ids a (prompt, seed) feeds to its runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SequenceRecord {
+    /// Prompt ids.
+    pub prompt: Vec<u32>,
+    /// Continuation ids at the longest span; shorter spans use a prefix.
+    pub continuation: Vec<u32>,
+}
+
+/// One load of the weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelLoad {
+    /// Dtype loaded.
+    pub dtype: RunDtype,
+    /// Device.
+    pub device: String,
+    /// Seconds it took.
+    pub load_s: f64,
+    /// Why it was loaded: "runs", "continuation", or both.
+    pub purpose: String,
+}
+
+/// Status of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Finished; logits were compared or kept.
+    Ok,
+    /// Raised an error.
+    Failed,
+    /// Not run here.
+    Skipped,
+}
+
+/// One run's record, written the moment the run finishes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Run id.
+    pub id: String,
+    /// Its pair.
+    pub pair_id: String,
+    /// Prefill or decode.
+    pub mode: Mode,
+    /// Outcome.
+    pub status: RunStatus,
+    /// Error or skip reason.
+    pub error: Option<String>,
+    /// Wall time, seconds.
+    pub wall_s: Option<f64>,
+    /// First span position.
+    pub span_start: usize,
+    /// Span positions produced.
+    pub positions: usize,
+    /// Forward passes.
+    pub forwards: usize,
+    /// Tokens fed.
+    pub tokens_fed: usize,
+    /// Size of the span logits in f32, bytes.
+    pub logits_bytes: u64,
+    /// Logits file relative to the results directory, if kept.
+    pub logits_file: Option<String>,
+    /// RFC 3339 time it finished.
+    pub finished_at: String,
+}
+
+/// One pair's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PairRecord {
+    /// The pair.
+    #[serde(flatten)]
+    pub spec: PairSpec,
+    /// Verdict.
+    pub verdict: PairVerdict,
+    /// Its reason in words.
+    pub reason: String,
+    /// Metrics, when the runs were compared.
+    pub metrics: Option<Metrics>,
+    /// The tolerance (kv_aligned=true) or drift budget (false) applied.
+    pub limits: Thresholds,
+}
+
+/// A results directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Creates (or reuses) a results directory and its sub-directories.
+    pub fn create(root: &Path) -> Result<Self> {
+        for d in [
+            root.to_path_buf(),
+            root.join("runs"),
+            root.join("pairs"),
+            root.join("logits"),
+        ] {
+            fs::create_dir_all(&d).map_err(|e| {
+                Error::store(&d, format!("cannot create the results directory: {e}"))
+            })?;
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// Opens an existing results directory (it must hold a manifest).
+    pub fn open(root: &Path) -> Result<Self> {
+        let m = root.join(MANIFEST);
+        if !m.is_file() {
+            return Err(Error::store(
+                root,
+                "not a driftsweep results directory (no manifest.json)",
+            ));
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Writes `bytes` to `rel` atomically.
+    pub fn write_bytes(&self, rel: &str, bytes: &[u8]) -> Result<()> {
+        write_atomic(&self.root.join(rel), bytes)
+    }
+
+    /// Writes a value as pretty JSON to `rel` atomically.
+    pub fn write_json<T: Serialize>(&self, rel: &str, value: &T) -> Result<()> {
+        let path = self.root.join(rel);
+        let text = serde_json::to_vec_pretty(value).map_err(|e| Error::store(&path, e))?;
+        write_atomic(&path, &text)
+    }
+
+    /// Reads JSON from `rel`.
+    pub fn read_json<T: DeserializeOwned>(&self, rel: &str) -> Result<T> {
+        read_json(&self.root.join(rel))
+    }
+
+    /// Writes the manifest.
+    pub fn write_manifest(&self, m: &Manifest) -> Result<()> {
+        self.write_json(MANIFEST, m)
+    }
+
+    /// Reads the manifest.
+    pub fn manifest(&self) -> Result<Manifest> {
+        self.read_json(MANIFEST)
+    }
+
+    /// Writes a run record.
+    pub fn write_run(&self, r: &RunRecord) -> Result<()> {
+        self.write_json(&format!("runs/{}.json", r.id), r)
+    }
+
+    /// Writes a pair record.
+    pub fn write_pair(&self, p: &PairRecord) -> Result<()> {
+        self.write_json(&format!("pairs/{}.json", p.spec.id), p)
+    }
+
+    /// The run record of `pair` in `mode`, if written.
+    pub fn run(&self, pair: &PairSpec, mode: Mode) -> Result<Option<RunRecord>> {
+        self.optional(&format!("runs/{}.json", pair.run_id(mode)))
+    }
+
+    /// The pair record, if written.
+    pub fn pair(&self, pair: &PairSpec) -> Result<Option<PairRecord>> {
+        self.optional(&format!("pairs/{}.json", pair.id))
+    }
+
+    fn optional<T: DeserializeOwned>(&self, rel: &str) -> Result<Option<T>> {
+        let path = self.root.join(rel);
+        if path.is_file() {
+            read_json(&path).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Saves a run's span logits (f32, shape positions × vocab) as safetensors; returns the
+    /// file name relative to the results directory.
+    pub fn write_logits(
+        &self,
+        run_id: &str,
+        logits: &[f32],
+        positions: usize,
+        vocab: usize,
+    ) -> Result<String> {
+        let rel = format!("logits/{run_id}.safetensors");
+        let path = self.root.join(&rel);
+        let bytes: Vec<u8> = logits.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let view = safetensors::tensor::TensorView::new(
+            safetensors::Dtype::F32,
+            vec![positions, vocab],
+            &bytes,
+        )
+        .map_err(|e| Error::store(&path, e))?;
+        let data =
+            safetensors::serialize([("logits", view)], None).map_err(|e| Error::store(&path, e))?;
+        write_atomic(&path, &data)?;
+        Ok(rel)
+    }
+}
+
+fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = fs::read(path).map_err(|e| Error::store(path, format!("cannot read: {e}")))?;
+    serde_json::from_slice(&text).map_err(|e| Error::store(path, format!("malformed: {e}")))
+}
+
+/// Temporary file in the same directory, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let io = |e: std::io::Error| Error::store(path, format!("cannot write: {e}"));
+    {
+        let mut f = fs::File::create(&tmp).map_err(io)?;
+        f.write_all(bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    fs::rename(&tmp, path).map_err(io)?;
+    if let Ok(d) = fs::File::open(dir) {
+        // Directory fsync makes the rename durable; some filesystems refuse it, harmlessly.
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Current time, RFC 3339 UTC.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_whole_file_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.json");
+        write_atomic(&p, b"first").unwrap();
+        write_atomic(&p, b"second").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"second");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn logits_round_trip_through_safetensors() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::create(dir.path()).unwrap();
+        let rel = s
+            .write_logits("r", &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3)
+            .unwrap();
+        let bytes = fs::read(dir.path().join(rel)).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let t = st.tensor("logits").unwrap();
+        assert_eq!(t.shape(), &[2, 3]);
+        assert_eq!(&t.data()[4..8], &2.0f32.to_le_bytes());
+    }
+}

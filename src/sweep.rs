@@ -1,0 +1,477 @@
+//! Runs a planned sweep: one device worker thread does all model work, group by group (one
+//! weight load per (model, dtype, device)); a tokio runtime writes each run's record the moment
+//! it arrives and compares each pair as soon as both its runs are in, while the worker is
+//! already computing the next run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::Device;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::compare;
+use crate::config::{ContinuationMode, LoadedConfig, RunDtype};
+use crate::error::{Error, Result};
+use crate::model::{Decoder, ModelInfo};
+use crate::plan::{self, Mode, PairSpec, Plan};
+use crate::report;
+use crate::run::{self, RunOutput};
+use crate::store::{
+    self, Manifest, ModelIdentity, ModelLoad, PairRecord, RunRecord, RunStatus, SequenceRecord,
+    Store, ToolInfo,
+};
+use crate::tokens;
+use crate::verdict::{self, PairVerdict, Thresholds};
+
+/// How to run a sweep.
+#[derive(Debug, Clone, Default)]
+pub struct SweepOptions {
+    /// Results directory; overrides the config's `output`.
+    pub out: Option<PathBuf>,
+    /// Show the progress bar (it is also hidden when stderr is not a terminal).
+    pub progress: bool,
+}
+
+/// The results directory a sweep writes to.
+pub fn output_dir(cfg: &LoadedConfig, out: Option<&PathBuf>) -> PathBuf {
+    out.cloned()
+        .or_else(|| cfg.config.output.clone())
+        .unwrap_or_else(|| PathBuf::from("results").join(&cfg.config.name))
+}
+
+/// Runs the sweep described by `cfg` and renders its reports. Input errors (model, plan,
+/// results directory) come back before any model work.
+pub fn run_sweep(cfg: &LoadedConfig, opts: &SweepOptions) -> Result<report::Rendered> {
+    let started = Instant::now();
+    let info = ModelInfo::inspect(&cfg.config.model.source)?;
+    let plan = plan::expand(cfg, &info)?;
+    let dir = output_dir(cfg, opts.out.as_ref());
+    let store = Store::create(&dir)?;
+    let device = run::open_device(&cfg.config.device);
+    let mut manifest = Manifest {
+        tool: ToolInfo::current(),
+        sweep_name: cfg.config.name.clone(),
+        config_path: cfg.path.display().to_string(),
+        config_sha256: hex(&Sha256::digest(cfg.text.as_bytes())),
+        config_text: cfg.text.clone(),
+        resolved: resolved_config(cfg, &plan),
+        device: cfg.config.device.clone(),
+        device_name: match &device {
+            Ok((_, name)) => name.clone(),
+            Err(why) => format!("unavailable: {why}"),
+        },
+        model: ModelIdentity {
+            source: info.source.clone(),
+            architecture: info.architecture.clone(),
+            sha256: info.sha256.clone(),
+            context_len: info.context_len(),
+            vocab_size: info.config.vocab_size,
+        },
+        continuation: cfg.config.continuation.to_string(),
+        pairs: plan.pairs.clone(),
+        tokens: BTreeMap::new(),
+        model_loads: Vec::new(),
+        started_at: store::now(),
+        finished_at: None,
+        wall_s: None,
+    };
+    store.write_manifest(&manifest)?;
+
+    match device {
+        Ok(device) => execute(cfg, &info, &plan, device, &store, &mut manifest, opts)?,
+        Err(why) => skip_all(cfg, &plan, &store, &why)?,
+    }
+    manifest.finished_at = Some(store::now());
+    manifest.wall_s = Some(started.elapsed().as_secs_f64());
+    store.write_manifest(&manifest)?;
+    report::render(&store)
+}
+
+/// The config with defaults filled in and the thresholds each dtype uses.
+fn resolved_config(cfg: &LoadedConfig, plan: &Plan) -> serde_json::Value {
+    let mut v = serde_json::to_value(&cfg.config).unwrap_or_default();
+    let limits: BTreeMap<String, serde_json::Value> = plan
+        .dtypes()
+        .into_iter()
+        .map(|d| {
+            (
+                d.to_string(),
+                serde_json::json!({"tolerance": cfg.tolerance(d), "drift_budget": cfg.drift_budget(d)}),
+            )
+        })
+        .collect();
+    v["limits"] = serde_json::json!(limits);
+    v
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn limits_for(cfg: &LoadedConfig, pair: &PairSpec) -> Thresholds {
+    if pair.kv_aligned {
+        cfg.tolerance(pair.dtype)
+    } else {
+        cfg.drift_budget(pair.dtype)
+    }
+}
+
+/// Every pair SKIPPED with the device's reason.
+fn skip_all(cfg: &LoadedConfig, plan: &Plan, store: &Store, why: &str) -> Result<()> {
+    for pair in &plan.pairs {
+        for mode in [Mode::Prefill, Mode::Decode] {
+            store.write_run(&failed_record(
+                pair,
+                mode,
+                RunStatus::Skipped,
+                why.to_string(),
+            ))?;
+        }
+        store.write_pair(&PairRecord {
+            spec: pair.clone(),
+            verdict: PairVerdict::Skipped,
+            reason: why.to_string(),
+            metrics: None,
+            limits: limits_for(cfg, pair),
+        })?;
+    }
+    Ok(())
+}
+
+fn failed_record(pair: &PairSpec, mode: Mode, status: RunStatus, error: String) -> RunRecord {
+    RunRecord {
+        id: pair.run_id(mode),
+        pair_id: pair.id.clone(),
+        mode,
+        status,
+        error: Some(error),
+        wall_s: None,
+        span_start: 0,
+        positions: 0,
+        forwards: 0,
+        tokens_fed: 0,
+        logits_bytes: 0,
+        logits_file: None,
+        finished_at: store::now(),
+    }
+}
+
+/// What the device worker tells the writer.
+enum WorkerMsg {
+    Tokens(BTreeMap<String, SequenceRecord>),
+    Loaded(ModelLoad),
+    Started(String),
+    Run {
+        pair: usize,
+        mode: Mode,
+        result: std::result::Result<RunOutput, String>,
+    },
+}
+
+fn token_key(prompt: &str, seed: u64) -> String {
+    format!("{prompt}/seed{seed}")
+}
+
+/// The device worker: all model work, in group order, on this thread.
+fn device_worker(
+    cfg: LoadedConfig,
+    info: ModelInfo,
+    plan: Plan,
+    device: (Device, String),
+    tx: mpsc::Sender<WorkerMsg>,
+) {
+    let send = |m: WorkerMsg| tx.blocking_send(m).is_ok();
+    let (device, device_name) = device;
+    let load = |dtype: RunDtype, purpose: &str| -> std::result::Result<Decoder, String> {
+        let t = Instant::now();
+        let m = info.load(dtype, &device).map_err(|e| e.to_string())?;
+        send(WorkerMsg::Loaded(ModelLoad {
+            dtype,
+            device: device_name.clone(),
+            load_s: t.elapsed().as_secs_f64(),
+            purpose: purpose.into(),
+        }));
+        Ok(m)
+    };
+
+    let mut dtypes = plan.dtypes();
+    // f32 first: the continuation's reference model is then reused by the f32 runs.
+    dtypes.sort_by_key(|d| *d != RunDtype::F32);
+    let mode = cfg.config.continuation;
+    let mut reference: Option<std::result::Result<Decoder, String>> = None;
+    if mode != ContinuationMode::Random {
+        let purpose = if dtypes.contains(&RunDtype::F32) {
+            "continuation+runs"
+        } else {
+            "continuation"
+        };
+        reference = Some(load(RunDtype::F32, purpose));
+    }
+
+    // Tokens per (prompt, seed): generated once at the longest span, shared by every dtype,
+    // kv_aligned value and shorter span.
+    let mut seqs: HashMap<(String, u64), std::result::Result<SequenceRecord, String>> =
+        HashMap::new();
+    for ((prompt_id, seed), len) in plan.continuation_lengths() {
+        let prompt = tokens::prompt_ids(&info, &plan.prompts[&prompt_id], seed);
+        let result = match &reference {
+            Some(Err(e)) => Err(format!("the f32 reference model could not load: {e}")),
+            r => tokens::continuation(
+                &info,
+                r.as_ref().and_then(|r| r.as_ref().ok()),
+                &prompt_id,
+                &prompt,
+                len,
+                mode,
+                seed,
+            )
+            .map(|continuation| SequenceRecord {
+                prompt,
+                continuation,
+            })
+            .map_err(|e| e.to_string()),
+        };
+        seqs.insert((prompt_id, seed), result);
+    }
+    let records = seqs
+        .iter()
+        .filter_map(|((p, s), r)| r.as_ref().ok().map(|r| (token_key(p, *s), r.clone())))
+        .collect();
+    if !send(WorkerMsg::Tokens(records)) {
+        return;
+    }
+
+    for dtype in dtypes {
+        let model = match (dtype, reference.take()) {
+            (RunDtype::F32, Some(r)) => r,
+            _ => load(dtype, "runs"),
+        };
+        for (idx, pair) in plan
+            .pairs
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.dtype == dtype)
+        {
+            let seq = &seqs[&(pair.prompt.clone(), pair.seed)];
+            for mode in [Mode::Prefill, Mode::Decode] {
+                if !send(WorkerMsg::Started(pair.run_id(mode))) {
+                    return;
+                }
+                let result = match (&model, seq) {
+                    (Err(e), _) => Err(format!("the model could not load in {dtype}: {e}")),
+                    (_, Err(e)) => Err(format!("no tokens for this prompt and seed: {e}")),
+                    (Ok(m), Ok(seq)) => {
+                        let mut ids = seq.prompt.clone();
+                        ids.extend_from_slice(&seq.continuation[..pair.span]);
+                        let p = seq.prompt.len();
+                        match mode {
+                            Mode::Prefill => run::prefill(m, &ids, p),
+                            Mode::Decode => run::decode(m, &ids, p, pair.kv_aligned),
+                        }
+                        .map_err(|e| e.to_string())
+                    }
+                };
+                if !send(WorkerMsg::Run {
+                    pair: idx,
+                    mode,
+                    result,
+                }) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn progress_bar(total: usize, enabled: bool) -> ProgressBar {
+    if !enabled || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} runs, ETA {eta}  {msg}") {
+        pb.set_style(style);
+    }
+    pb
+}
+
+fn execute(
+    cfg: &LoadedConfig,
+    info: &ModelInfo,
+    plan: &Plan,
+    device: (Device, String),
+    store: &Store,
+    manifest: &mut Manifest,
+    opts: &SweepOptions,
+) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::store(store.root(), format!("cannot start the runtime: {e}")))?;
+    let (tx, mut rx) = mpsc::channel::<WorkerMsg>(2);
+    let worker = {
+        let (cfg, info, plan) = (cfg.clone(), info.clone(), plan.clone());
+        std::thread::Builder::new()
+            .name("device-worker".into())
+            .spawn(move || device_worker(cfg, info, plan, device, tx))
+            .map_err(|e| {
+                Error::store(store.root(), format!("cannot start the device worker: {e}"))
+            })?
+    };
+    let pb = progress_bar(plan.run_count(), opts.progress);
+
+    let result: Result<()> = rt.block_on(async {
+        let mut pending: HashMap<usize, (Option<RunOutput>, Option<RunOutput>)> = HashMap::new();
+        let mut failures: HashMap<usize, Vec<String>> = HashMap::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                WorkerMsg::Tokens(t) => {
+                    manifest.tokens = t;
+                    store.write_manifest(manifest)?;
+                }
+                WorkerMsg::Loaded(l) => {
+                    manifest.model_loads.push(l);
+                    store.write_manifest(manifest)?;
+                }
+                WorkerMsg::Started(id) => pb.set_message(id),
+                WorkerMsg::Run { pair, mode, result } => {
+                    pb.inc(1);
+                    let spec = plan.pairs[pair].clone();
+                    let slot = pending.entry(pair).or_default();
+                    match result {
+                        Ok(out) => {
+                            let keep = cfg.config.keep_logits;
+                            let (store, spec2) = (store.clone(), spec.clone());
+                            let out2 = out.clone();
+                            tasks.spawn_blocking(move || {
+                                write_run_ok(&store, &spec2, mode, &out2, keep)
+                            });
+                            match mode {
+                                Mode::Prefill => slot.0 = Some(out),
+                                Mode::Decode => slot.1 = Some(out),
+                            }
+                        }
+                        Err(e) => {
+                            store.write_run(&failed_record(
+                                &spec,
+                                mode,
+                                RunStatus::Failed,
+                                e.clone(),
+                            ))?;
+                            failures
+                                .entry(pair)
+                                .or_default()
+                                .push(format!("{mode} failed: {e}"));
+                        }
+                    }
+                    if mode == Mode::Decode {
+                        let (pre, dec) = pending.remove(&pair).unwrap_or_default();
+                        let errs = failures.remove(&pair).unwrap_or_default();
+                        let limits = limits_for(cfg, &spec);
+                        let store = store.clone();
+                        tasks.spawn_blocking(move || {
+                            let rec = judge(spec, pre, dec, errs, limits);
+                            store.write_pair(&rec)
+                        });
+                    }
+                }
+            }
+            // Surface write errors early rather than after the whole sweep.
+            while let Some(done) = tasks.try_join_next() {
+                done.map_err(|e| {
+                    Error::store(store.root(), format!("a writer task failed: {e}"))
+                })??;
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.map_err(|e| Error::store(store.root(), format!("a writer task failed: {e}")))??;
+        }
+        Ok(())
+    });
+    pb.finish_and_clear();
+    // The worker ends when its work is done or, after a writer error, when its channel closes.
+    let joined = worker.join();
+    result?;
+    joined.map_err(|_| Error::store(store.root(), "the device worker panicked"))
+}
+
+fn write_run_ok(
+    store: &Store,
+    pair: &PairSpec,
+    mode: Mode,
+    out: &RunOutput,
+    keep: bool,
+) -> Result<()> {
+    let id = pair.run_id(mode);
+    let logits_file = if keep {
+        Some(store.write_logits(&id, &out.logits, out.positions, out.vocab)?)
+    } else {
+        None
+    };
+    store.write_run(&RunRecord {
+        id,
+        pair_id: pair.id.clone(),
+        mode,
+        status: RunStatus::Ok,
+        error: None,
+        wall_s: Some(out.wall_s),
+        span_start: out.span_start,
+        positions: out.positions,
+        forwards: out.forwards,
+        tokens_fed: out.tokens_fed,
+        logits_bytes: (out.logits.len() * std::mem::size_of::<f32>()) as u64,
+        logits_file,
+        finished_at: store::now(),
+    })
+}
+
+/// Compares a pair's runs and gives its verdict.
+fn judge(
+    spec: PairSpec,
+    pre: Option<RunOutput>,
+    dec: Option<RunOutput>,
+    errors: Vec<String>,
+    limits: Thresholds,
+) -> PairRecord {
+    let incomplete = |reason: String| PairRecord {
+        spec: spec.clone(),
+        verdict: PairVerdict::Incomplete,
+        reason,
+        metrics: None,
+        limits,
+    };
+    let (pre, dec) = match (pre, dec) {
+        (Some(p), Some(d)) => (p, d),
+        _ => return incomplete(errors.join("; ")),
+    };
+    if pre.span_start != dec.span_start {
+        return incomplete(format!(
+            "the runs start their spans at different positions (prefill {}, decode {})",
+            pre.span_start, dec.span_start
+        ));
+    }
+    match compare::compare(
+        &pre.logits,
+        &dec.logits,
+        pre.vocab,
+        pre.span_start,
+        limits.max_abs_diff,
+    ) {
+        Ok(m) => {
+            let (verdict, reason) = verdict::judge_pair(&m, spec.kv_aligned, &limits);
+            PairRecord {
+                spec,
+                verdict,
+                reason,
+                metrics: Some(m),
+                limits,
+            }
+        }
+        Err(e) => incomplete(e.to_string()),
+    }
+}

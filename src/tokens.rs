@@ -1,0 +1,125 @@
+//! The token ids both runs of a pair consume: the prompt (tokenized text or seeded random
+//! ids) followed by the continuation (sampled, greedy or random, fixed by the seed).
+//!
+//! Every random choice draws from ChaCha8 seeded with sha256(purpose, prompt id, seed), so the
+//! same (prompt, seed) gives the same ids on every machine, and two prompts or two purposes
+//! never share a stream.
+
+use rand::distr::Distribution;
+use rand::distr::weighted::WeightedIndex;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sha2::{Digest, Sha256};
+
+use crate::compare::argmax;
+use crate::config::ContinuationMode;
+use crate::error::{CandleContext, Result};
+use crate::model::{Decoder, ModelInfo};
+use crate::plan::PlannedPrompt;
+
+fn rng_for(purpose: &str, prompt_id: &str, seed: u64) -> ChaCha8Rng {
+    let digest = Sha256::digest(format!("{purpose}\0{prompt_id}\0{seed}").as_bytes());
+    ChaCha8Rng::from_seed(digest.into())
+}
+
+/// Ids a random draw may produce: the vocabulary minus special tokens.
+fn drawable_ids(info: &ModelInfo) -> Vec<u32> {
+    (0..info.config.vocab_size as u32)
+        .filter(|id| !info.special_ids.contains(id))
+        .collect()
+}
+
+fn random_ids(info: &ModelInfo, n: usize, rng: &mut ChaCha8Rng) -> Vec<u32> {
+    let pool = drawable_ids(info);
+    (0..n)
+        .map(|_| pool[rng.random_range(0..pool.len())])
+        .collect()
+}
+
+/// The prompt ids of `prompt` under `seed` (text prompts ignore the seed).
+pub fn prompt_ids(info: &ModelInfo, prompt: &PlannedPrompt, seed: u64) -> Vec<u32> {
+    match &prompt.text_ids {
+        Some(ids) => ids.clone(),
+        None => random_ids(info, prompt.len, &mut rng_for("prompt", &prompt.id, seed)),
+    }
+}
+
+/// `len` continuation ids after `prompt`. `reference` is the f32 model, needed for sample and
+/// greedy (the model's own distribution); random needs none.
+pub fn continuation(
+    info: &ModelInfo,
+    reference: Option<&Decoder>,
+    prompt_id: &str,
+    prompt: &[u32],
+    len: usize,
+    mode: ContinuationMode,
+    seed: u64,
+) -> Result<Vec<u32>> {
+    let mut rng = rng_for("continuation", prompt_id, seed);
+    let model = match (mode, reference) {
+        (ContinuationMode::Random, _) => return Ok(random_ids(info, len, &mut rng)),
+        (_, Some(m)) => m,
+        (_, None) => {
+            return Err(crate::Error::model(
+                &info.source,
+                format!("a {mode} continuation needs the f32 reference model"),
+            ));
+        }
+    };
+    let ctx = || format!("generating the {mode} continuation of `{prompt_id}` (seed {seed})");
+    let mut cache = model.new_cache(prompt.len() + len);
+    let mut out = Vec::with_capacity(len);
+    let mut logits = model.forward(prompt, &mut cache).context(ctx)?;
+    while out.len() < len {
+        let last: Vec<f32> = logits
+            .get(logits.dim(0).context(ctx)? - 1)
+            .and_then(|r| r.to_vec1())
+            .context(ctx)?;
+        let next = match mode {
+            ContinuationMode::Greedy => argmax(&last) as u32,
+            _ => sample(&last, &mut rng),
+        };
+        out.push(next);
+        if out.len() < len {
+            logits = model.forward(&[next], &mut cache).context(ctx)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Draws from softmax(logits) at temperature 1, in f64.
+fn sample(logits: &[f32], rng: &mut ChaCha8Rng) -> u32 {
+    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let weights: Vec<f64> = logits.iter().map(|&x| (x as f64 - m).exp()).collect();
+    match WeightedIndex::new(&weights) {
+        Ok(dist) => dist.sample(rng) as u32,
+        // Non-finite logits: fall back to the argmax so the sweep can still show them.
+        Err(_) => argmax(logits) as u32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_draws_repeat_and_differ_by_prompt() {
+        let info = ModelInfo::inspect("builtin:tiny-llama").unwrap();
+        let a = random_ids(&info, 16, &mut rng_for("prompt", "x", 0));
+        let b = random_ids(&info, 16, &mut rng_for("prompt", "x", 0));
+        let c = random_ids(&info, 16, &mut rng_for("prompt", "y", 0));
+        let d = random_ids(&info, 16, &mut rng_for("prompt", "x", 1));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_ne!(a, d);
+        assert!(a.iter().all(|id| !info.special_ids.contains(id)));
+    }
+
+    #[test]
+    fn sampling_follows_the_distribution() {
+        let mut rng = rng_for("t", "t", 0);
+        let logits = [0.0f32, 10.0, -10.0];
+        let hits = (0..1000).filter(|_| sample(&logits, &mut rng) == 1).count();
+        assert!(hits > 990, "{hits}");
+    }
+}
