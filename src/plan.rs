@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ExcludeRule, LoadedConfig, PromptSource, RunDtype};
+use crate::config::{ContinuationMode, ExcludeRule, LoadedConfig, PromptSource, RunDtype};
 use crate::error::{Error, Result};
 use crate::model::ModelInfo;
 
@@ -96,6 +96,28 @@ pub struct PlannedPrompt {
     pub text_ids: Option<Vec<u32>>,
 }
 
+/// One weight load: a dtype, used by runs, as the continuation reference, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadGroup {
+    /// Dtype loaded.
+    pub dtype: RunDtype,
+    /// Pairs of this dtype run on it.
+    pub runs: bool,
+    /// It generates the sampled or greedy continuations (always f32).
+    pub reference: bool,
+}
+
+impl LoadGroup {
+    /// "runs", "continuation" or "continuation+runs".
+    pub fn purpose(&self) -> &'static str {
+        match (self.reference, self.runs) {
+            (true, true) => "continuation+runs",
+            (true, false) => "continuation",
+            _ => "runs",
+        }
+    }
+}
+
 /// The expanded sweep.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -122,6 +144,33 @@ impl Plan {
             }
         }
         out
+    }
+
+    /// The weight loads the sweep needs, in the order the device worker makes them: one per
+    /// dtype, with f32 first when a sampled or greedy continuation needs the f32 reference
+    /// model (which the f32 runs then reuse).
+    pub fn load_groups(&self, continuation: ContinuationMode) -> Vec<LoadGroup> {
+        let mut groups: Vec<LoadGroup> = self
+            .dtypes()
+            .into_iter()
+            .map(|dtype| LoadGroup {
+                dtype,
+                runs: true,
+                reference: false,
+            })
+            .collect();
+        if continuation != ContinuationMode::Random {
+            match groups.iter_mut().find(|g| g.dtype == RunDtype::F32) {
+                Some(g) => g.reference = true,
+                None => groups.push(LoadGroup {
+                    dtype: RunDtype::F32,
+                    runs: false,
+                    reference: true,
+                }),
+            }
+        }
+        groups.sort_by_key(|g| !g.reference);
+        groups
     }
 
     /// The longest span any pair asks of (prompt, seed): its continuation is generated once at
@@ -313,6 +362,25 @@ sweep:
         .unwrap_err()
         .to_string();
         assert!(e.contains("drop every pair"), "{e}");
+    }
+
+    #[test]
+    fn load_groups_add_the_f32_reference_once() {
+        let p = plan_of(BASE).unwrap();
+        let g = p.load_groups(ContinuationMode::Sample);
+        assert_eq!(g.len(), 3);
+        assert_eq!(
+            (g[0].dtype, g[0].purpose()),
+            (RunDtype::F32, "continuation")
+        );
+        assert_eq!(p.load_groups(ContinuationMode::Random).len(), 2);
+        let p = plan_of(&BASE.replace("[bf16, f16]", "[bf16, f32]")).unwrap();
+        let g = p.load_groups(ContinuationMode::Greedy);
+        assert_eq!(g.len(), 2);
+        assert_eq!(
+            (g[0].dtype, g[0].purpose()),
+            (RunDtype::F32, "continuation+runs")
+        );
     }
 
     #[test]

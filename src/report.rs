@@ -54,6 +54,9 @@ pub struct ReportJson {
     pub counts: Counts,
     /// How many times weights were loaded.
     pub model_loads: usize,
+    /// How many (model, dtype, device) groups the sweep needs: equal to `model_loads` when
+    /// every group was loaded exactly once.
+    pub model_load_groups: usize,
     /// Each load, with its time.
     pub model_load_details: Vec<ModelLoad>,
     /// Whole sweep wall time, seconds (null while unfinished).
@@ -312,6 +315,7 @@ pub fn build(store: &Store) -> Result<ReportJson> {
         verdict_reason,
         counts,
         model_loads: m.model_loads.len(),
+        model_load_groups: m.load_groups.len(),
         model_load_details: m.model_loads,
         wall_s: m.wall_s,
         started_at: m.started_at,
@@ -564,7 +568,7 @@ fn bytes(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

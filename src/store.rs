@@ -45,7 +45,9 @@ pub struct Manifest {
     pub pairs: Vec<PairSpec>,
     /// Token ids per `prompt/seedN`: the prompt and the longest continuation.
     pub tokens: BTreeMap<String, SequenceRecord>,
-    /// One entry per weight load.
+    /// The weight loads the plan needs: one per (model, dtype, device) group.
+    pub load_groups: Vec<crate::plan::LoadGroup>,
+    /// One entry per weight load made.
     pub model_loads: Vec<ModelLoad>,
     /// RFC 3339 start time.
     pub started_at: String,

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::compare;
-use crate::config::{ContinuationMode, LoadedConfig, RunDtype};
+use crate::config::{LoadedConfig, RunDtype};
 use crate::error::{Error, Result};
 use crate::model::{Decoder, ModelInfo};
 use crate::plan::{self, Mode, PairSpec, Plan};
@@ -74,6 +74,7 @@ pub fn run_sweep(cfg: &LoadedConfig, opts: &SweepOptions) -> Result<report::Rend
         continuation: cfg.config.continuation.to_string(),
         pairs: plan.pairs.clone(),
         tokens: BTreeMap::new(),
+        load_groups: plan.load_groups(cfg.config.continuation),
         model_loads: Vec::new(),
         started_at: store::now(),
         finished_at: None,
@@ -198,19 +199,13 @@ fn device_worker(
         Ok(m)
     };
 
-    let mut dtypes = plan.dtypes();
-    // f32 first: the continuation's reference model is then reused by the f32 runs.
-    dtypes.sort_by_key(|d| *d != RunDtype::F32);
     let mode = cfg.config.continuation;
-    let mut reference: Option<std::result::Result<Decoder, String>> = None;
-    if mode != ContinuationMode::Random {
-        let purpose = if dtypes.contains(&RunDtype::F32) {
-            "continuation+runs"
-        } else {
-            "continuation"
-        };
-        reference = Some(load(RunDtype::F32, purpose));
-    }
+    let groups = plan.load_groups(mode);
+    // The reference group, when there is one, comes first.
+    let mut reference: Option<std::result::Result<Decoder, String>> = groups
+        .first()
+        .filter(|g| g.reference)
+        .map(|g| load(g.dtype, g.purpose()));
 
     // Tokens per (prompt, seed): generated once at the longest span, shared by every dtype,
     // kv_aligned value and shorter span.
@@ -245,10 +240,12 @@ fn device_worker(
         return;
     }
 
-    for dtype in dtypes {
-        let model = match (dtype, reference.take()) {
-            (RunDtype::F32, Some(r)) => r,
-            _ => load(dtype, "runs"),
+    for group in groups.iter().filter(|g| g.runs) {
+        let dtype = group.dtype;
+        // The reference model is dropped here unless its group also runs pairs.
+        let model = match reference.take() {
+            Some(r) if group.reference => r,
+            _ => load(dtype, group.purpose()),
         };
         for (idx, pair) in plan
             .pairs
@@ -473,5 +470,91 @@ fn judge(
             }
         }
         Err(e) => incomplete(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RunDtype;
+
+    fn spec(kv: bool) -> PairSpec {
+        PairSpec {
+            id: "p.s2.f32.kv1.seed0".into(),
+            prompt: "p".into(),
+            span: 2,
+            dtype: RunDtype::F32,
+            kv_aligned: kv,
+            seed: 0,
+        }
+    }
+
+    fn out(start: usize, logits: Vec<f32>) -> RunOutput {
+        RunOutput {
+            vocab: 2,
+            span_start: start,
+            positions: logits.len() / 2,
+            forwards: 1,
+            tokens_fed: start + 2,
+            wall_s: 0.1,
+            logits,
+        }
+    }
+
+    #[test]
+    fn a_failed_run_makes_the_pair_incomplete_with_its_error() {
+        let limits = Thresholds::default_tolerance(RunDtype::F32);
+        let r = judge(
+            spec(true),
+            Some(out(3, vec![0.0; 4])),
+            None,
+            vec!["decode failed: boom".into()],
+            limits,
+        );
+        assert_eq!(r.verdict, PairVerdict::Incomplete);
+        assert!(r.reason.contains("boom"));
+    }
+
+    #[test]
+    fn runs_over_different_positions_are_incomplete() {
+        let limits = Thresholds::default_tolerance(RunDtype::F32);
+        let r = judge(
+            spec(true),
+            Some(out(3, vec![0.0; 4])),
+            Some(out(4, vec![0.0; 4])),
+            vec![],
+            limits,
+        );
+        assert_eq!(r.verdict, PairVerdict::Incomplete);
+        let r = judge(
+            spec(true),
+            Some(out(3, vec![0.0; 4])),
+            Some(out(3, vec![0.0; 6])),
+            vec![],
+            limits,
+        );
+        assert_eq!(r.verdict, PairVerdict::Incomplete);
+        assert!(r.reason.contains("different positions"), "{}", r.reason);
+    }
+
+    #[test]
+    fn compared_pairs_get_mode_specific_verdicts() {
+        let limits = Thresholds::default_tolerance(RunDtype::F32);
+        let r = judge(
+            spec(true),
+            Some(out(3, vec![1.0, 2.0, 3.0, 4.0])),
+            Some(out(3, vec![1.0, 2.0, 3.0, 4.0])),
+            vec![],
+            limits,
+        );
+        assert_eq!(r.verdict, PairVerdict::PassEquiv);
+        let r = judge(
+            spec(false),
+            Some(out(3, vec![1.0, 2.0, 3.0, 4.0])),
+            Some(out(3, vec![1.0, f32::NAN, 3.0, 4.0])),
+            vec![],
+            limits,
+        );
+        assert_eq!(r.verdict, PairVerdict::FailDrift);
     }
 }

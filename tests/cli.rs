@@ -1,0 +1,335 @@
+//! Integration tests: run the binary on real sweep files and read what it writes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_driftsweep"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("the binary starts")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited, not killed")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
+
+const SMALL: &str = r#"
+name: small
+model:
+  source: builtin:tiny-llama
+device: cpu
+prompts:
+  - id: p0_short
+    text: "What is the capital of France?"
+  - id: r6
+    random_tokens: 6
+continuation: sample
+sweep:
+  span: [4, 9]
+  dtype: [f32, f16]
+  kv_aligned: [false, true]
+  seed: [0]
+keep_logits: true
+"#;
+
+#[test]
+fn run_writes_a_complete_results_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write(tmp.path(), "small.yaml", SMALL);
+    let out = tmp.path().join("res");
+    let o = run(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+
+    let r = read_json(&out.join("report.json"));
+    assert_eq!(r["verdict"], "PASS", "{}", r["verdict_reason"]);
+    assert_eq!(r["tool"]["name"], "driftsweep");
+    assert!(
+        r["tool"]["candle_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("0.")
+    );
+    assert_eq!(r["sweep"]["name"], "small");
+    assert_eq!(r["sweep"]["config_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(r["device"], "cpu");
+    assert_eq!(r["model"]["source"], "builtin:tiny-llama");
+    assert_eq!(r["model"]["architecture"], "llama");
+    let c = &r["counts"];
+    assert_eq!(c["pairs"], 2 * 2 * 2 * 2);
+    assert_eq!(c["runs"], 32);
+    assert_eq!(c["pass_equiv"], 8);
+    assert_eq!(c["expected_drift"], 8);
+    // f32 reference (also used by the f32 runs) + f16: one load per group.
+    assert_eq!(r["model_loads"], 2);
+    assert_eq!(r["model_loads"], r["model_load_groups"]);
+    assert!(r["wall_s"].as_f64().unwrap() > 0.0);
+
+    let pairs = r["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 16);
+    for p in pairs {
+        let m = &p["metrics"];
+        for k in [
+            "max_abs_diff",
+            "p99_abs_diff",
+            "mean_abs_diff",
+            "top1_agreement",
+            "kl_mean",
+            "kl_p99",
+            "kl_max",
+            "first_divergent_pos",
+            "first_top1_flip",
+            "non_finite",
+        ] {
+            assert!(m.get(k).is_some(), "metric {k} missing in {}", p["id"]);
+        }
+        let span = p["span"].as_u64().unwrap() as usize;
+        assert_eq!(m["per_pos_max_abs"].as_array().unwrap().len(), span);
+        if p["dtype"] == "f32" {
+            assert!(m["max_abs_diff"].as_f64().unwrap() < 1e-4, "{}", p["id"]);
+        }
+        for mode in ["prefill", "decode"] {
+            assert_eq!(p[mode]["status"], "ok");
+            assert!(p[mode]["wall_s"].as_f64().unwrap() > 0.0);
+            // keep_logits: a safetensors file of span × vocab f32 values.
+            let f = out.join(p[mode]["logits_file"].as_str().unwrap());
+            let len = std::fs::metadata(&f).unwrap().len() as usize;
+            assert!(len > span * 1024 * 4, "{}: {len} bytes", f.display());
+            let run_id = format!("{}.{mode}", p["id"].as_str().unwrap());
+            let rec = read_json(&out.join("runs").join(format!("{run_id}.json")));
+            assert_eq!(rec["status"], "ok");
+        }
+    }
+    // Text prompt p0_short: BOS + tokens, same prompt ids for every seed.
+    let m = read_json(&out.join("manifest.json"));
+    assert_eq!(
+        m["tokens"]["r6/seed0"]["prompt"].as_array().unwrap().len(),
+        6
+    );
+    assert_eq!(
+        m["tokens"]["r6/seed0"]["continuation"]
+            .as_array()
+            .unwrap()
+            .len(),
+        9
+    );
+
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for section in [
+        "## Global Verdict",
+        "**PASS**",
+        "## Counting Semantics: Runs vs Pairs",
+        "**Total runs:** 32",
+        "**Total pairs:** 16",
+        "## Observations",
+        "kv_aligned=0 produced bit-identical logits",
+        "## Comparison Results",
+        "## Drift Characterization (kv_aligned=0)",
+        "## Tolerances and Drift Budgets",
+        "## Performance Profiling",
+        "| 9 | f16 | decode |",
+    ] {
+        assert!(md.contains(section), "report.md lacks `{section}`:\n{md}");
+    }
+    // One table row per pair.
+    assert_eq!(
+        md.lines()
+            .filter(|l| l.starts_with("| p0_short |") || l.starts_with("| r6 |"))
+            .count(),
+        16
+    );
+
+    // `report` re-renders the same content from the directory alone.
+    std::fs::remove_file(out.join("report.md")).unwrap();
+    let o = run(&["report", out.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let again = read_json(&out.join("report.json"));
+    assert_eq!(again["pairs"], r["pairs"]);
+    assert_eq!(again["counts"], r["counts"]);
+    assert!(out.join("report.md").is_file());
+
+    // A second sweep of the same config gives bit-identical metrics on the same device.
+    let out2 = tmp.path().join("res2");
+    let o = run(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        out2.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let r2 = read_json(&out2.join("report.json"));
+    for (a, b) in pairs.iter().zip(r2["pairs"].as_array().unwrap()) {
+        assert_eq!(a["metrics"], b["metrics"], "{}", a["id"]);
+    }
+}
+
+#[test]
+fn plan_prints_runs_and_pairs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write(
+        tmp.path(),
+        "s.yaml",
+        &format!("{SMALL}exclude:\n  - {{dtype: f16, span: 9}}\n"),
+    );
+    let o = run(&["plan", cfg.to_str().unwrap(), "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["counts"]["pairs"], 12);
+    assert_eq!(v["counts"]["runs"], 24);
+    assert_eq!(v["counts"]["excluded"], 4);
+    assert_eq!(v["runs"][0]["id"], "p0_short.s4.f32.kv0.seed0.prefill");
+    let o = run(&["plan", cfg.to_str().unwrap()]);
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.contains("12 pairs, 24 runs (4 pairs excluded)"),
+        "{table}"
+    );
+    assert!(table.contains("r6.s9.f32.kv1.seed0.decode"), "{table}");
+    assert!(!tmp.path().join("results").exists(), "plan writes nothing");
+}
+
+#[test]
+fn bad_input_exits_2_naming_file_and_field_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "unknown_key",
+            SMALL.replace("keep_logits: true", "keep_logits: true\nkeep_logit: 1"),
+            "unknown field `keep_logit`",
+        ),
+        (
+            "wrong_type",
+            SMALL.replace("seed: [0]", "seed: [zero]"),
+            "sweep.seed[0]",
+        ),
+        (
+            "span_too_long",
+            SMALL.replace("span: [4, 9]", "span: [4, 2040]"),
+            "context of 2048",
+        ),
+        (
+            "duplicate_prompt",
+            SMALL.replace("id: r6", "id: p0_short"),
+            "duplicate prompt id",
+        ),
+        (
+            "empty_list",
+            SMALL.replace("dtype: [f32, f16]", "dtype: []"),
+            "sweep.dtype",
+        ),
+        (
+            "zero_span",
+            SMALL.replace("span: [4, 9]", "span: [0]"),
+            "sweep.span[0]",
+        ),
+        (
+            "bad_dtype",
+            SMALL.replace("dtype: [f32, f16]", "dtype: [f8]"),
+            "unknown variant `f8`",
+        ),
+        (
+            "unknown_model",
+            SMALL.replace("builtin:tiny-llama", "builtin:huge"),
+            "no built-in model `huge`",
+        ),
+        (
+            "yaml_syntax",
+            SMALL.replace("seed: [0]", "seed: [0"),
+            "line",
+        ),
+        (
+            "bad_kv",
+            SMALL.replace("kv_aligned: [false, true]", "kv_aligned: [yes please]"),
+            "sweep.kv_aligned",
+        ),
+    ];
+    for (name, text, words) in cases {
+        let cfg = write(tmp.path(), &format!("{name}.yaml"), &text);
+        let out = tmp.path().join(format!("out_{name}"));
+        let o = run(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        let err = stderr(&o);
+        assert_eq!(code(&o), 2, "{name}: {err}");
+        assert!(
+            err.contains(&format!("{name}.yaml")) || name == "unknown_model",
+            "{name}: {err}"
+        );
+        assert!(err.contains(words), "{name}: expected `{words}` in: {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+        assert!(
+            !out.exists(),
+            "{name}: no results before the input is valid"
+        );
+    }
+    let o = run(&["run", tmp.path().join("missing.yaml").to_str().unwrap()]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("missing.yaml"), "{}", stderr(&o));
+    // An output directory that cannot be created.
+    let cfg = write(tmp.path(), "ok.yaml", SMALL);
+    let blocker = write(tmp.path(), "a_file", "x");
+    let o = run(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        blocker.join("res").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot create the results directory"),
+        "{}",
+        stderr(&o)
+    );
+    // `report` on a directory that holds no results.
+    let o = run(&["report", tmp.path().to_str().unwrap()]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("no manifest.json"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_unbuilt_device_skips_every_pair_and_never_passes() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write(
+        tmp.path(),
+        "gpu.yaml",
+        &SMALL.replace("device: cpu", "device: cuda:0"),
+    );
+    let out = tmp.path().join("res");
+    let o = run(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let r = read_json(&out.join("report.json"));
+    assert_eq!(r["verdict"], "INCOMPLETE");
+    assert_eq!(r["counts"]["skipped"], 16);
+    assert_eq!(r["model_loads"], 0);
+    assert!(
+        r["pairs"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("without the `cuda` feature")
+    );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("**INCOMPLETE**") && !md.contains("**PASS**"),
+        "{md}"
+    );
+    assert!(md.contains("No pair was compared"), "{md}");
+}
