@@ -543,6 +543,7 @@ struct View<'a> {
     r: &'a ReportJson,
     date: String,
     wall: String,
+    axes: String,
     loads: Vec<BTreeMap<&'static str, String>>,
     rows: Vec<BTreeMap<&'static str, String>>,
     drift: Vec<BTreeMap<&'static str, String>>,
@@ -706,6 +707,7 @@ fn view(r: &ReportJson) -> View<'_> {
         })
         .collect();
     View {
+        axes: axes(r),
         r,
         date: r
             .finished_at
@@ -719,6 +721,26 @@ fn view(r: &ReportJson) -> View<'_> {
         limits,
         problems,
     }
+}
+
+/// "spans 32/128 × dtypes bf16/f16 × ..." from the pairs themselves.
+fn axes(r: &ReportJson) -> String {
+    fn uniq<T: Ord + ToString>(xs: impl Iterator<Item = T>) -> String {
+        let mut v: Vec<T> = xs.collect();
+        v.sort();
+        v.dedup();
+        v.iter().map(T::to_string).collect::<Vec<_>>().join("/")
+    }
+    let p = &r.pairs;
+    format!(
+        "prompts {} × spans {} × dtypes {} × kv_aligned {} × seeds {} ({} pairs after exclusions)",
+        uniq(p.iter().map(|x| x.spec.prompt.clone())),
+        uniq(p.iter().map(|x| x.spec.span)),
+        uniq(p.iter().map(|x| x.spec.dtype)),
+        uniq(p.iter().map(|x| u8::from(x.spec.kv_aligned))),
+        uniq(p.iter().map(|x| x.spec.seed)),
+        p.len()
+    )
 }
 
 /// Renders the Markdown report from report.json's content.

@@ -50,13 +50,15 @@ pub fn run_sweep(cfg: &LoadedConfig, opts: &SweepOptions) -> Result<report::Rend
     let info = ModelInfo::inspect(&cfg.config.model.source)?;
     let plan = plan::expand(cfg, &info)?;
     let dir = output_dir(cfg, opts.out.as_ref());
+    let config_sha256 = hex(&Sha256::digest(cfg.text.as_bytes()));
+    refuse_foreign_results(&dir, &config_sha256)?;
     let store = Store::create(&dir)?;
     let device = run::open_device(&cfg.config.device);
     let mut manifest = Manifest {
         tool: ToolInfo::current(),
         sweep_name: cfg.config.name.clone(),
         config_path: cfg.path.display().to_string(),
-        config_sha256: hex(&Sha256::digest(cfg.text.as_bytes())),
+        config_sha256,
         config_text: cfg.text.clone(),
         resolved: resolved_config(cfg, &plan),
         device: cfg.config.device.clone(),
@@ -90,6 +92,27 @@ pub fn run_sweep(cfg: &LoadedConfig, opts: &SweepOptions) -> Result<report::Rend
     manifest.wall_s = Some(started.elapsed().as_secs_f64());
     store.write_manifest(&manifest)?;
     report::render(&store)
+}
+
+/// A results directory made from a different sweep file is never written into: its records
+/// would mix with this sweep's.
+fn refuse_foreign_results(dir: &std::path::Path, config_sha256: &str) -> Result<()> {
+    let Ok(existing) = Store::open(dir) else {
+        return Ok(());
+    };
+    let m = existing.manifest()?;
+    if m.config_sha256 != config_sha256 {
+        return Err(Error::store(
+            dir,
+            format!(
+                "holds the results of a different sweep file (`{}`, sha256 {}…); choose another \
+                 --out or remove the directory",
+                m.config_path,
+                &m.config_sha256[..12.min(m.config_sha256.len())]
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The config with defaults filled in and the thresholds each dtype uses.

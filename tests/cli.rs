@@ -296,6 +296,29 @@ fn bad_input_exits_2_naming_file_and_field_before_any_work() {
         "{}",
         stderr(&o)
     );
+    // A results directory of a different sweep file is refused, and left as it was.
+    let res = tmp.path().join("res_other");
+    let o = run(&["run", cfg.to_str().unwrap(), "--out", res.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let before = std::fs::read(res.join("report.json")).unwrap();
+    let other = write(
+        tmp.path(),
+        "other.yaml",
+        &SMALL.replace("seed: [0]", "seed: [1]"),
+    );
+    let o = run(&[
+        "run",
+        other.to_str().unwrap(),
+        "--out",
+        res.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("different sweep file"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(res.join("report.json")).unwrap(), before);
     // `report` on a directory that holds no results.
     let o = run(&["report", tmp.path().to_str().unwrap()]);
     assert_eq!(code(&o), 2);
