@@ -51,12 +51,43 @@ fn default_device() -> String {
     "cpu".to_string()
 }
 
-/// `model:` section.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `model:` section: `{source: ...}`, or the source string alone.
+#[derive(Debug, Clone, Serialize)]
 pub struct ModelConfig {
     /// `builtin:<name>` (more sources come with the real-model loaders).
     pub source: String,
+}
+
+impl<'de> Deserialize<'de> for ModelConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            source: String,
+        }
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ModelConfig;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a model source string or a map with `source`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ModelConfig, E> {
+                Ok(ModelConfig {
+                    source: v.to_string(),
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ModelConfig, A::Error> {
+                let full = Full::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(ModelConfig {
+                    source: full.source,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// One prompt: exactly one of `text` or `random_tokens`.
@@ -589,6 +620,23 @@ sweep:
             assert!(e.contains(field), "expected `{field}` in: {e}");
             assert!(e.starts_with("t.yaml"), "{e}");
         }
+    }
+
+    #[test]
+    fn model_may_be_a_bare_source_string() {
+        let c = parse_str(&GOOD.replace(
+            r#"model: {source: "builtin:tiny-llama"}"#,
+            "model: builtin:tiny-llama",
+        ))
+        .unwrap();
+        assert_eq!(c.config.model.source, "builtin:tiny-llama");
+        let e = err_of(&GOOD.replace("source:", "sorce:"));
+        assert!(
+            e.contains("unknown field `sorce`") && e.contains("model"),
+            "{e}"
+        );
+        let e = err_of(&GOOD.replace(r#"model: {source: "builtin:tiny-llama"}"#, "model: 3"));
+        assert!(e.contains("a model source string or a map"), "{e}");
     }
 
     #[test]

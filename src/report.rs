@@ -137,6 +137,8 @@ pub struct RunJson {
     pub error: Option<String>,
     /// Tokens fed.
     pub tokens_fed: usize,
+    /// Absolute position of the first span position (the prompt length).
+    pub span_start: usize,
     /// f32 span logits size, bytes.
     pub logits_bytes: u64,
 }
@@ -219,6 +221,7 @@ fn run_json(r: Option<&RunRecord>) -> RunJson {
             logits_file: None,
             error: None,
             tokens_fed: 0,
+            span_start: 0,
             logits_bytes: 0,
         },
         Some(r) => RunJson {
@@ -232,6 +235,7 @@ fn run_json(r: Option<&RunRecord>) -> RunJson {
             logits_file: r.logits_file.clone(),
             error: r.error.clone(),
             tokens_fed: r.tokens_fed,
+            span_start: r.span_start,
             logits_bytes: r.logits_bytes,
         },
     }

@@ -356,3 +356,46 @@ fn an_unbuilt_device_skips_every_pair_and_never_passes() {
     );
     assert!(md.contains("No pair was compared"), "{md}");
 }
+
+#[test]
+fn a_pair_outside_its_limits_fails_the_sweep_with_exit_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A zero tolerance in f32: prefill and decode differ by ~1e-5, so kv_aligned=1 fails,
+    // while kv_aligned=0 keeps the default budget and stays EXPECTED_DRIFT.
+    let text = SMALL.replace("dtype: [f32, f16]", "dtype: [f32]")
+        + "tolerances:\n  f32: {max_abs_diff: 0.0}\n";
+    let cfg = write(tmp.path(), "strict.yaml", &text);
+    let out = tmp.path().join("res");
+    let o = run(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let r = read_json(&out.join("report.json"));
+    assert_eq!(r["verdict"], "FAIL");
+    assert_eq!(r["counts"]["fail_equiv"], 4);
+    assert_eq!(r["counts"]["expected_drift"], 4);
+    let failed = r["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["verdict"] == "FAIL_EQUIV")
+        .unwrap();
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("max_abs_diff") && reason.contains("> 0"),
+        "{reason}"
+    );
+    // The first divergent position is the first span position with any difference.
+    let m = &failed["metrics"];
+    let first = m["first_divergent_pos"].as_u64().unwrap() as usize;
+    let start = failed["prefill"]["span_start"].as_u64().unwrap() as usize;
+    let span = failed["span"].as_u64().unwrap() as usize;
+    assert!(
+        (start..start + span).contains(&first),
+        "{first} not in the span at {start}"
+    );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("**FAIL**") && md.contains("## Failures, Incomplete and Skipped Pairs"),
+        "{md}"
+    );
+    assert!(md.contains("4 pairs failed"), "{md}");
+}
