@@ -15,6 +15,8 @@ pub struct TopFlip {
     /// Prefill logit of its own best token minus its logit of decode's best token: a near-tie
     /// is rounding, a wide margin is a defect.
     pub prefill_margin: f32,
+    /// Prefill's best logit there: the rounding step of the dtype scales with it.
+    pub prefill_top: f32,
 }
 
 /// What the comparator measures for one pair.
@@ -122,16 +124,21 @@ pub fn compare(
             row_max = row_max.max(d);
         }
         per_pos_max_abs.push(row_max);
-        if first_divergent_pos.is_none() && row_max > divergence_limit {
+        // A row with non-finite values diverges; it has no distribution to compare and no
+        // meaningful argmax, and it fails the pair through `non_finite`.
+        if first_divergent_pos.is_none() && (!row_finite || row_max > divergence_limit) {
             first_divergent_pos = Some(pos);
         }
-        // A row with non-finite values has no meaningful distribution; the pair fails anyway.
         per_pos_kl.push(row_finite.then(|| kl(a, b)));
+        if !row_finite {
+            continue;
+        }
         let (ia, ib) = (argmax(a), argmax(b));
         if ia != ib {
             top1_flips.push(TopFlip {
                 pos,
                 prefill_margin: a[ia] - a[ib],
+                prefill_top: a[ia],
             });
         }
     }
@@ -170,15 +177,16 @@ pub fn compare(
     })
 }
 
-/// Index of the largest value; the first one on exact ties (both runs break ties alike).
+/// Index of the largest finite value; the first one on exact ties (both runs break ties
+/// alike); 0 when no value is finite.
 pub fn argmax(xs: &[f32]) -> usize {
-    let mut best = 0;
+    let mut best: Option<usize> = None;
     for (i, &x) in xs.iter().enumerate() {
-        if x > xs[best] {
-            best = i;
+        if x.is_finite() && best.is_none_or(|b| x > xs[b]) {
+            best = Some(i);
         }
     }
-    best
+    best.unwrap_or(0)
 }
 
 /// KL(softmax(p) ‖ softmax(q)) in f64; clamped at 0 since rounding can make it slightly negative.
@@ -263,6 +271,7 @@ mod tests {
         let f = m.first_top1_flip.unwrap();
         assert_eq!(f.pos, 41);
         assert!(close(f.prefill_margin, 0.25, 1e-6));
+        assert_eq!(f.prefill_top, 2.0);
     }
 
     #[test]
@@ -281,12 +290,22 @@ mod tests {
     }
 
     #[test]
-    fn non_finite_values_are_counted() {
-        let a = vec![0.0, f32::NAN, 1.0, 2.0];
-        let b = vec![0.0, 1.0, f32::INFINITY, 2.0];
-        let m = compare(&a, &b, 2, 0, 1.0).unwrap();
+    fn non_finite_values_are_counted_and_the_metrics_stay_storable() {
+        // Position 0 has a NaN in prefill, position 1 an inf in decode, position 2 is clean.
+        let a = vec![f32::NAN, 0.0, 1.0, 2.0, 5.0, 1.0];
+        let b = vec![0.0, 1.0, f32::INFINITY, 2.0, 5.0, 1.0];
+        let m = compare(&a, &b, 2, 10, 1.0).unwrap();
         assert_eq!(m.non_finite, 2);
+        assert_eq!(m.first_divergent_pos, Some(10), "a non-finite row diverges");
         assert!(m.max_abs_diff.is_finite());
+        assert!(m.top1_flips.iter().all(|f| f.prefill_margin.is_finite()));
+        assert_eq!(m.per_pos_kl[0], None);
+        assert!(m.per_pos_kl[2].is_some());
+        // JSON has no NaN: the record must read back as written.
+        let json = serde_json::to_string(&m).unwrap();
+        let back: Metrics = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.non_finite, 2);
+        assert_eq!(argmax(&[f32::NAN, 1.0, f32::INFINITY, 3.0]), 3);
     }
 
     #[test]

@@ -21,8 +21,8 @@ pub struct SweepConfig {
     /// Which model to run.
     pub model: ModelConfig,
     /// `cpu`, `cuda`, `cuda:N`, `metal`, `metal:N` or `auto`.
-    #[serde(default = "default_device")]
-    pub device: String,
+    #[serde(default)]
+    pub device: DeviceSpec,
     /// The prompts, each with a unique id.
     pub prompts: Vec<PromptConfig>,
     /// How the span tokens after the prompt are chosen.
@@ -33,12 +33,13 @@ pub struct SweepConfig {
     /// Partial matches: a pair matching every key of one entry is dropped.
     #[serde(default)]
     pub exclude: Vec<ExcludeRule>,
-    /// Per-dtype overrides of the kv_aligned=true tolerances.
+    /// Per-dtype overrides of the kv_aligned=true tolerances (keys: f32, bf16, f16; kept as
+    /// strings so that error paths can name them).
     #[serde(default)]
-    pub tolerances: BTreeMap<RunDtype, ThresholdsOverride>,
+    pub tolerances: BTreeMap<String, ThresholdsOverride>,
     /// Per-dtype overrides of the kv_aligned=false drift budgets.
     #[serde(default)]
-    pub drift_budget: BTreeMap<RunDtype, ThresholdsOverride>,
+    pub drift_budget: BTreeMap<String, ThresholdsOverride>,
     /// Results directory (relative to the working directory); `--out` overrides it.
     #[serde(default)]
     pub output: Option<PathBuf>,
@@ -47,8 +48,70 @@ pub struct SweepConfig {
     pub keep_logits: bool,
 }
 
-fn default_device() -> String {
-    "cpu".to_string()
+/// The `device:` of a sweep file. Whether the device exists is decided when the sweep runs
+/// (an absent or unbuilt device makes pairs SKIPPED); its spelling is checked here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeviceSpec {
+    /// CUDA, then Metal, then CPU.
+    Auto,
+    /// The CPU.
+    #[default]
+    Cpu,
+    /// CUDA device N.
+    Cuda(usize),
+    /// Metal device N.
+    Metal(usize),
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (kind, ordinal) = match s.split_once(':') {
+            Some((k, n)) => match n.parse::<usize>() {
+                Ok(n) if k == "cuda" || k == "metal" => (k, n),
+                _ => {
+                    return Err(format!(
+                        "`{s}`: use cpu, auto, cuda, cuda:N, metal or metal:N"
+                    ));
+                }
+            },
+            None => (s, 0),
+        };
+        match kind {
+            "auto" => Ok(DeviceSpec::Auto),
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "cuda" => Ok(DeviceSpec::Cuda(ordinal)),
+            "metal" => Ok(DeviceSpec::Metal(ordinal)),
+            _ => Err(format!(
+                "unknown device `{s}`: use cpu, auto, cuda, cuda:N, metal or metal:N"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceSpec::Auto => f.write_str("auto"),
+            DeviceSpec::Cpu => f.write_str("cpu"),
+            DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+            DeviceSpec::Metal(n) => write!(f, "metal:{n}"),
+        }
+    }
+}
+
+impl Serialize for DeviceSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// `model:` section: `{source: ...}`, or the source string alone.
@@ -286,7 +349,7 @@ impl LoadedConfig {
     /// The kv_aligned=true tolerance for `dtype`, defaults merged with the file's overrides.
     pub fn tolerance(&self, dtype: RunDtype) -> Thresholds {
         let base = Thresholds::default_tolerance(dtype);
-        match self.config.tolerances.get(&dtype) {
+        match self.config.tolerances.get(dtype.as_str()) {
             Some(o) => base.merged(o),
             None => base,
         }
@@ -295,7 +358,7 @@ impl LoadedConfig {
     /// The kv_aligned=false drift budget for `dtype`, defaults merged with the file's overrides.
     pub fn drift_budget(&self, dtype: RunDtype) -> Thresholds {
         let base = Thresholds::default_drift_budget(dtype);
-        match self.config.drift_budget.get(&dtype) {
+        match self.config.drift_budget.get(dtype.as_str()) {
             Some(o) => base.merged(o),
             None => base,
         }
@@ -365,10 +428,12 @@ fn validate(path: &Path, c: &SweepConfig) -> Result<()> {
     if c.name.trim().is_empty() {
         return err("name", "must not be empty".into());
     }
-    if !c
-        .name
-        .chars()
-        .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
+    // It names the default results directory: no path tricks like `..`.
+    if !c.name.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+        || !c
+            .name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
     {
         return err(
             "name",
@@ -495,6 +560,15 @@ fn validate(path: &Path, c: &SweepConfig) -> Result<()> {
         ("drift_budget", &c.drift_budget),
     ] {
         for (dtype, o) in map {
+            if ![RunDtype::F32, RunDtype::Bf16, RunDtype::F16]
+                .iter()
+                .any(|d| d.as_str() == dtype)
+            {
+                return err(
+                    &format!("{section}.{dtype}"),
+                    format!("unknown dtype `{dtype}`; expected f32, bf16 or f16"),
+                );
+            }
             o.validate()
                 .map_err(|(k, m)| Error::config(path, format!("{section}.{dtype}.{k}"), m))?;
         }
@@ -545,7 +619,7 @@ sweep:
         let c = parse_str(GOOD).unwrap();
         assert_eq!(c.config.sweep.kv_aligned, vec![false, true]);
         assert_eq!(c.config.continuation, ContinuationMode::Sample);
-        assert_eq!(c.config.device, "cpu");
+        assert_eq!(c.config.device, DeviceSpec::Cpu);
         assert_eq!(c.selected_prompts().len(), 2);
     }
 
@@ -614,6 +688,13 @@ sweep:
                 "tolerances.bf16.max_abs_diff",
             ),
             (GOOD.replace("name: t", "name: 'a/b'"), "name"),
+            (GOOD.replace("name: t", "name: '..'"), "name"),
+            (
+                format!("{GOOD}tolerances:\n  fp8: {{max_abs_diff: 1}}\n"),
+                "tolerances.fp8",
+            ),
+            (format!("{GOOD}device: tpu\n"), "device"),
+            (format!("{GOOD}device: 'cuda:x'\n"), "device"),
         ];
         for (text, field) in cases {
             let e = err_of(&text);
@@ -637,6 +718,28 @@ sweep:
         );
         let e = err_of(&GOOD.replace(r#"model: {source: "builtin:tiny-llama"}"#, "model: 3"));
         assert!(e.contains("a model source string or a map"), "{e}");
+    }
+
+    #[test]
+    fn threshold_key_errors_name_the_dtype() {
+        let e = err_of(&format!("{GOOD}tolerances:\n  bf16: {{max_abs: 1}}\n"));
+        assert!(e.contains("tolerances.bf16.max_abs"), "{e}");
+        assert!(!e.contains('?'), "{e}");
+    }
+
+    #[test]
+    fn device_specs_parse() {
+        for (s, d) in [
+            ("cpu", DeviceSpec::Cpu),
+            ("auto", DeviceSpec::Auto),
+            ("cuda", DeviceSpec::Cuda(0)),
+            ("cuda:1", DeviceSpec::Cuda(1)),
+            ("metal:0", DeviceSpec::Metal(0)),
+        ] {
+            assert_eq!(s.parse::<DeviceSpec>().unwrap(), d);
+        }
+        assert!("cpu:1".parse::<DeviceSpec>().is_err());
+        assert_eq!(DeviceSpec::Cuda(2).to_string(), "cuda:2");
     }
 
     #[test]

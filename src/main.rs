@@ -59,7 +59,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
     match cmd {
         Command::Plan { config, json } => {
             let cfg = config::load(&config)?;
-            let info = model::ModelInfo::inspect(&cfg.config.model.source)?;
+            let info = model::ModelInfo::for_config(&cfg)?;
             let plan = plan::expand(&cfg, &info)?;
             if json {
                 print_plan_json(&plan);

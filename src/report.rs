@@ -466,8 +466,11 @@ fn observations(pairs: &[PairJson], counts: &Counts) -> Vec<String> {
         let flips: Vec<(f32, f32)> = ms
             .iter()
             .flat_map(|(p, m)| {
-                let tie = p.limits.map_or(0.0, |l| l.tie_margin);
-                m.top1_flips.iter().map(move |f| (f.prefill_margin, tie))
+                let limits = p.limits;
+                m.top1_flips.iter().map(move |f| {
+                    let tie = limits.map_or(0.0, |l| l.tie_margin_at(dtype, f.prefill_top));
+                    (f.prefill_margin, tie)
+                })
             })
             .collect();
         if flips.is_empty() {
@@ -685,10 +688,15 @@ fn view(r: &ReportJson) -> View<'_> {
                     ("what", what.to_string()),
                     ("max_abs", fmt_num(t.max_abs_diff)),
                     ("p99", fmt_num(t.p99_abs_diff)),
+                    ("mean_abs", fmt_num(t.mean_abs_diff)),
                     ("kl_mean", fmt_num(t.kl_mean)),
+                    ("kl_p99", fmt_num(t.kl_p99)),
                     ("kl_max", fmt_num(t.kl_max)),
                     ("top1", format!("{:.4}", t.top1_agreement_min)),
-                    ("tie", fmt_num(t.tie_margin)),
+                    (
+                        "tie",
+                        format!("max({}, {} ulp)", fmt_num(t.tie_margin), t.tie_ulps),
+                    ),
                 ])
             })
         })

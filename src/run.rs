@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 
+use crate::config::DeviceSpec;
 use crate::error::{CandleContext, Result};
 use crate::model::Decoder;
 
@@ -56,8 +57,13 @@ pub fn prefill(model: &Decoder, tokens: &[u32], prompt_len: usize) -> Result<Run
     })
 }
 
-/// Decode: the prompt as one forward (`kv_aligned`) or token by token, then one forward per
-/// span token at its own offset; keep each span step's logits.
+/// Decode: build the prompt's cache as `kv_aligned` says, then one forward per span token at
+/// its own offset; keep each span step's logits.
+///
+/// kv_aligned = true: the span must start from the cache prefill computed (DESIGN.md
+/// section 2), so the run makes prefill's own forward over prompt + span and keeps the
+/// prompt's K/V. A separate forward over the prompt alone would run the projections at a
+/// different matrix height, which on GPU kernels can round differently.
 pub fn decode(
     model: &Decoder,
     tokens: &[u32],
@@ -69,9 +75,13 @@ pub fn decode(
     let mut cache = model.new_cache(tokens.len());
     let mut forwards = 0;
     if kv_aligned {
+        let mut full = model.new_cache(tokens.len());
         model
-            .forward(&tokens[..prompt_len], &mut cache)
-            .context(|| format!("decode: prompt forward over {prompt_len} tokens"))?;
+            .forward(tokens, &mut full)
+            .context(|| format!("decode: prefill forward over {} tokens", tokens.len()))?;
+        cache = full
+            .truncated(prompt_len, tokens.len())
+            .context(|| format!("decode: keeping the prompt's {prompt_len} cached positions"))?;
         forwards += 1;
     } else {
         for (pos, &tok) in tokens[..prompt_len].iter().enumerate() {
@@ -102,50 +112,80 @@ pub fn decode(
     })
 }
 
-/// The device a sweep asks for, opened, with a human name; or why it cannot run here.
-pub fn open_device(spec: &str) -> std::result::Result<(Device, String), String> {
-    let (kind, ordinal) = match spec.split_once(':') {
-        Some((k, n)) => match n.parse::<usize>() {
-            Ok(n) => (k, n),
-            Err(_) => return Err(format!("device `{spec}`: `{n}` is not a device number")),
-        },
-        None => (spec, 0),
-    };
-    match kind {
-        "cpu" => Ok((Device::Cpu, "cpu".into())),
-        "auto" => {
-            if candle_core::utils::cuda_is_available() {
-                open_device(&format!("cuda:{ordinal}"))
-            } else if candle_core::utils::metal_is_available() {
-                open_device(&format!("metal:{ordinal}"))
-            } else {
-                Ok((Device::Cpu, "cpu".into()))
-            }
+/// An opened device.
+#[derive(Debug, Clone)]
+pub struct OpenDevice {
+    /// The candle device.
+    pub device: Device,
+    /// Canonical id: `cpu`, `cuda:N` or `metal:N` (report.json `device`).
+    pub id: String,
+    /// Human-readable name (report.json `device_name`).
+    pub name: String,
+}
+
+/// Opens the device a sweep asks for; `Err` says why it cannot run here (its pairs are then
+/// SKIPPED with that reason, never silently moved to the CPU).
+pub fn open_device(spec: DeviceSpec) -> std::result::Result<OpenDevice, String> {
+    match spec {
+        DeviceSpec::Cpu => Ok(OpenDevice {
+            device: Device::Cpu,
+            id: "cpu".into(),
+            name: cpu_name(),
+        }),
+        DeviceSpec::Auto if candle_core::utils::cuda_is_available() => {
+            open_device(DeviceSpec::Cuda(0))
         }
-        "cuda" => {
-            if !candle_core::utils::cuda_is_available() {
-                return Err(format!(
-                    "device `{spec}`: this binary was built without the `cuda` feature"
-                ));
-            }
-            Device::new_cuda(ordinal)
-                .map(|d| (d, format!("cuda:{ordinal}")))
-                .map_err(|e| format!("device `{spec}` is not available: {e}"))
+        DeviceSpec::Auto if candle_core::utils::metal_is_available() => {
+            open_device(DeviceSpec::Metal(0))
         }
-        "metal" => {
-            if !candle_core::utils::metal_is_available() {
-                return Err(format!(
-                    "device `{spec}`: this binary was built without the `metal` feature"
-                ));
-            }
-            Device::new_metal(ordinal)
-                .map(|d| (d, format!("metal:{ordinal}")))
-                .map_err(|e| format!("device `{spec}` is not available: {e}"))
-        }
-        _ => Err(format!(
-            "device `{spec}` is unknown; use cpu, cuda, cuda:N, metal, metal:N or auto"
-        )),
+        DeviceSpec::Auto => open_device(DeviceSpec::Cpu),
+        DeviceSpec::Cuda(n) => open_gpu(
+            spec,
+            "cuda",
+            candle_core::utils::cuda_is_available(),
+            || Device::new_cuda(n),
+        ),
+        DeviceSpec::Metal(n) => open_gpu(
+            spec,
+            "metal",
+            candle_core::utils::metal_is_available(),
+            || Device::new_metal(n),
+        ),
     }
+}
+
+fn open_gpu(
+    spec: DeviceSpec,
+    feature: &str,
+    built: bool,
+    open: impl FnOnce() -> candle_core::Result<Device>,
+) -> std::result::Result<OpenDevice, String> {
+    if !built {
+        return Err(format!(
+            "device `{spec}`: this binary was built without the `{feature}` feature"
+        ));
+    }
+    let device = open().map_err(|e| format!("device `{spec}` is not available: {e}"))?;
+    Ok(OpenDevice {
+        device,
+        id: spec.to_string(),
+        name: spec.to_string(),
+    })
+}
+
+/// The CPU's model name (Linux /proc/cpuinfo), with the number of threads available.
+fn cpu_name() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{model} ({threads} threads)")
 }
 
 #[cfg(test)]
@@ -174,12 +214,31 @@ mod tests {
             let diff = max_abs(&p.logits, &d.logits);
             assert!(diff < 1e-4, "kv_aligned={kv}: max |diff| {diff}");
             assert_eq!(d.forwards, if kv { 1 + 16 } else { 40 });
+            assert_eq!(d.tokens_fed, 40);
         }
         // Logits have a trained model's spread, not a toy's.
         let row = &p.logits[..info.config.vocab_size];
         let mean = row.iter().sum::<f32>() / row.len() as f32;
         let std = (row.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / row.len() as f32).sqrt();
         assert!(std > 1.0 && std < 20.0, "logit std {std}");
+    }
+
+    #[test]
+    fn aligned_decode_starts_from_prefills_own_cache() {
+        let info = ModelInfo::inspect("builtin:tiny-llama").unwrap();
+        let model = info.load(RunDtype::F32, &Device::Cpu).unwrap();
+        let tokens: Vec<u32> = (0..12).map(|i| 5 + i * 11).collect();
+        let mut full = model.new_cache(12);
+        model.forward(&tokens, &mut full).unwrap();
+        let kept = full.truncated(8, 12).unwrap();
+        assert_eq!(kept.seq_len(), 8);
+        assert!(full.truncated(13, 13).is_err());
+        // Decoding token 8 from the kept cache equals prefill's row 8 to f32 rounding.
+        let mut c = kept.clone();
+        let row = model.forward(&tokens[8..9], &mut c).unwrap();
+        let pre = prefill(&model, &tokens, 8).unwrap();
+        let row: Vec<f32> = row.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(max_abs(&row, &pre.logits[..row.len()]) < 1e-4);
     }
 
     #[test]
@@ -214,11 +273,12 @@ mod tests {
     #[test]
     fn unbuilt_devices_say_why() {
         if !candle_core::utils::cuda_is_available() {
-            let e = open_device("cuda:0").unwrap_err();
+            let e = open_device(DeviceSpec::Cuda(0)).unwrap_err();
             assert!(e.contains("without the `cuda` feature"), "{e}");
+            assert_eq!(open_device(DeviceSpec::Auto).unwrap().id, "cpu");
         }
-        assert!(open_device("tpu").unwrap_err().contains("unknown"));
-        assert!(open_device("cuda:x").is_err());
-        assert_eq!(open_device("cpu").unwrap().1, "cpu");
+        let cpu = open_device(DeviceSpec::Cpu).unwrap();
+        assert_eq!(cpu.id, "cpu");
+        assert!(cpu.name.contains("threads"), "{}", cpu.name);
     }
 }

@@ -8,7 +8,6 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::Device;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -47,13 +46,13 @@ pub fn output_dir(cfg: &LoadedConfig, out: Option<&PathBuf>) -> PathBuf {
 /// results directory) come back before any model work.
 pub fn run_sweep(cfg: &LoadedConfig, opts: &SweepOptions) -> Result<report::Rendered> {
     let started = Instant::now();
-    let info = ModelInfo::inspect(&cfg.config.model.source)?;
+    let info = ModelInfo::for_config(&cfg)?;
     let plan = plan::expand(cfg, &info)?;
     let dir = output_dir(cfg, opts.out.as_ref());
     let config_sha256 = hex(&Sha256::digest(cfg.text.as_bytes()));
     refuse_foreign_results(&dir, &config_sha256)?;
     let store = Store::create(&dir)?;
-    let device = run::open_device(&cfg.config.device);
+    let device = run::open_device(cfg.config.device);
     let mut manifest = Manifest {
         tool: ToolInfo::current(),
         sweep_name: cfg.config.name.clone(),
@@ -61,9 +60,12 @@ pub fn run_sweep(cfg: &LoadedConfig, opts: &SweepOptions) -> Result<report::Rend
         config_sha256,
         config_text: cfg.text.clone(),
         resolved: resolved_config(cfg, &plan),
-        device: cfg.config.device.clone(),
+        device: match &device {
+            Ok(d) => d.id.clone(),
+            Err(_) => cfg.config.device.to_string(),
+        },
         device_name: match &device {
-            Ok((_, name)) => name.clone(),
+            Ok(d) => d.name.clone(),
             Err(why) => format!("unavailable: {why}"),
         },
         model: ModelIdentity {
@@ -205,11 +207,11 @@ fn device_worker(
     cfg: LoadedConfig,
     info: ModelInfo,
     plan: Plan,
-    device: (Device, String),
+    device: run::OpenDevice,
     tx: mpsc::Sender<WorkerMsg>,
 ) {
     let send = |m: WorkerMsg| tx.blocking_send(m).is_ok();
-    let (device, device_name) = device;
+    let (device, device_name) = (device.device, device.id);
     let load = |dtype: RunDtype, purpose: &str| -> std::result::Result<Decoder, String> {
         let t = Instant::now();
         let m = info.load(dtype, &device).map_err(|e| e.to_string())?;
@@ -322,7 +324,7 @@ fn execute(
     cfg: &LoadedConfig,
     info: &ModelInfo,
     plan: &Plan,
-    device: (Device, String),
+    device: run::OpenDevice,
     store: &Store,
     manifest: &mut Manifest,
     opts: &SweepOptions,
@@ -414,7 +416,9 @@ fn execute(
         Ok(())
     });
     pb.finish_and_clear();
-    // The worker ends when its work is done or, after a writer error, when its channel closes.
+    // The worker ends when its work is done or, after a writer error, when it finds its
+    // channel closed: close it before waiting.
+    drop(rx);
     let joined = worker.join();
     result?;
     joined.map_err(|_| Error::store(store.root(), "the device worker panicked"))
@@ -483,7 +487,7 @@ fn judge(
         limits.max_abs_diff,
     ) {
         Ok(m) => {
-            let (verdict, reason) = verdict::judge_pair(&m, spec.kv_aligned, &limits);
+            let (verdict, reason) = verdict::judge_pair(&m, spec.dtype, spec.kv_aligned, &limits);
             PairRecord {
                 spec,
                 verdict,

@@ -399,3 +399,31 @@ fn a_pair_outside_its_limits_fails_the_sweep_with_exit_1() {
     );
     assert!(md.contains("4 pairs failed"), "{md}");
 }
+
+#[test]
+fn a_write_error_mid_sweep_exits_2_instead_of_hanging() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write(tmp.path(), "small.yaml", SMALL);
+    let out = tmp.path().join("res");
+    // A directory where the first run's record must go makes that write fail.
+    std::fs::create_dir_all(out.join("runs/p0_short.s4.f32.kv0.seed0.prefill.json")).unwrap();
+    let mut child = bin()
+        .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("driftsweep hung after a write error");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot write"), "{}", stderr(&o));
+}

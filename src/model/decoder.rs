@@ -263,6 +263,29 @@ impl Cache {
     pub fn seq_len(&self) -> usize {
         self.layers.first().map_or(0, KvCache::current_seq_len)
     }
+
+    /// A new cache holding this cache's first `len` positions (copied, bit for bit), with
+    /// room for `capacity` positions.
+    pub fn truncated(&self, len: usize, capacity: usize) -> candle_core::Result<Cache> {
+        if len > self.seq_len() {
+            candle_core::bail!(
+                "cannot keep {len} positions of a cache holding {}",
+                self.seq_len()
+            );
+        }
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for kv in &self.layers {
+            let mut fresh = KvCache::new(2, capacity.max(1));
+            if let (Some(k), Some(v)) = (kv.k()?, kv.v()?) {
+                fresh.append(
+                    &k.narrow(2, 0, len)?.contiguous()?,
+                    &v.narrow(2, 0, len)?.contiguous()?,
+                )?;
+            }
+            layers.push(fresh);
+        }
+        Ok(Cache { layers })
+    }
 }
 
 /// A loaded decoder: weights in one dtype on one device, shared by every run of its group.

@@ -87,6 +87,15 @@ impl ModelInfo {
         }
     }
 
+    /// [`ModelInfo::inspect`] for a sweep file: a bad source is an error of the file's
+    /// `model.source` field.
+    pub fn for_config(cfg: &crate::config::LoadedConfig) -> Result<Self> {
+        Self::inspect(&cfg.config.model.source).map_err(|e| match e {
+            Error::Model { .. } => Error::config(&cfg.path, "model.source", e.to_string()),
+            other => other,
+        })
+    }
+
     /// Context length: the largest prompt + span.
     pub fn context_len(&self) -> usize {
         self.config.max_position_embeddings
