@@ -46,7 +46,7 @@ pub fn output_dir(cfg: &LoadedConfig, out: Option<&PathBuf>) -> PathBuf {
 /// results directory) come back before any model work.
 pub fn run_sweep(cfg: &LoadedConfig, opts: &SweepOptions) -> Result<report::Rendered> {
     let started = Instant::now();
-    let info = ModelInfo::for_config(&cfg)?;
+    let info = ModelInfo::for_config(cfg)?;
     let plan = plan::expand(cfg, &info)?;
     let dir = output_dir(cfg, opts.out.as_ref());
     let config_sha256 = hex(&Sha256::digest(cfg.text.as_bytes()));
