@@ -12,6 +12,7 @@ pub mod run;
 pub mod store;
 pub mod sweep;
 pub mod tokens;
+pub mod trace;
 pub mod verdict;
 
 pub use error::{Error, Result};

@@ -8,6 +8,7 @@ use candle_core::{Device, Tensor};
 use crate::config::DeviceSpec;
 use crate::error::{CandleContext, Result};
 use crate::model::Decoder;
+use crate::trace::{Hooks, Injection, TraceRecord, TraceSelection, TraceSink};
 
 /// What a run hands to the comparator.
 #[derive(Debug, Clone)]
@@ -26,6 +27,8 @@ pub struct RunOutput {
     pub tokens_fed: usize,
     /// Wall time of the run, seconds.
     pub wall_s: f64,
+    /// Trace records, when the run was traced.
+    pub trace: Vec<TraceRecord>,
 }
 
 fn rows_to_host(rows: &Tensor, what: &str) -> Result<Vec<f32>> {
@@ -35,12 +38,23 @@ fn rows_to_host(rows: &Tensor, what: &str) -> Result<Vec<f32>> {
 }
 
 /// Prefill: one forward over prompt + span at offset 0; keep the span positions' logits.
-pub fn prefill(model: &Decoder, tokens: &[u32], prompt_len: usize) -> Result<RunOutput> {
+/// With `trace`, records the selection during that forward.
+pub fn prefill(
+    model: &Decoder,
+    tokens: &[u32],
+    prompt_len: usize,
+    trace: Option<&TraceSelection>,
+) -> Result<RunOutput> {
     let start = Instant::now();
     let span = tokens.len() - prompt_len;
     let mut cache = model.new_cache(tokens.len());
+    let mut sink = trace.cloned().map(TraceSink::new);
+    let mut hooks = Hooks {
+        sink: sink.as_mut(),
+        fault: None,
+    };
     let all = model
-        .forward(tokens, &mut cache)
+        .forward_with(tokens, &mut cache, &mut hooks, 0)
         .context(|| format!("prefill forward over {} tokens", tokens.len()))?;
     let rows = all
         .narrow(0, prompt_len, span)
@@ -54,6 +68,7 @@ pub fn prefill(model: &Decoder, tokens: &[u32], prompt_len: usize) -> Result<Run
         tokens_fed: tokens.len(),
         wall_s: start.elapsed().as_secs_f64(),
         logits,
+        trace: sink.map(|s| s.records).unwrap_or_default(),
     })
 }
 
@@ -64,29 +79,51 @@ pub fn prefill(model: &Decoder, tokens: &[u32], prompt_len: usize) -> Result<Run
 /// section 2), so the run makes prefill's own forward over prompt + span and keeps the
 /// prompt's K/V. A separate forward over the prompt alone would run the projections at a
 /// different matrix height, which on GPU kernels can round differently.
+///
+/// With `trace`, records the selection: prompt positions from whichever forward computed
+/// them, span positions from the decode steps. `fault` perturbs every single-token forward
+/// (never the kv_aligned cache forward, which is prefill's computation).
 pub fn decode(
     model: &Decoder,
     tokens: &[u32],
     prompt_len: usize,
     kv_aligned: bool,
+    trace: Option<&TraceSelection>,
+    fault: &Injection,
 ) -> Result<RunOutput> {
     let start = Instant::now();
     let span = tokens.len() - prompt_len;
     let mut cache = model.new_cache(tokens.len());
     let mut forwards = 0;
+    let mut sink = trace.cloned().map(TraceSink::new);
+    let shift = fault.position_shift;
     if kv_aligned {
         let mut full = model.new_cache(tokens.len());
+        if let Some(s) = sink.as_mut() {
+            s.set_window(0..prompt_len);
+        }
+        let mut hooks = Hooks {
+            sink: sink.as_mut(),
+            fault: None,
+        };
         model
-            .forward(tokens, &mut full)
+            .forward_with(tokens, &mut full, &mut hooks, 0)
             .context(|| format!("decode: prefill forward over {} tokens", tokens.len()))?;
+        if let Some(s) = sink.as_mut() {
+            s.set_window(0..usize::MAX);
+        }
         cache = full
             .truncated(prompt_len, tokens.len())
             .context(|| format!("decode: keeping the prompt's {prompt_len} cached positions"))?;
         forwards += 1;
     } else {
         for (pos, &tok) in tokens[..prompt_len].iter().enumerate() {
+            let mut hooks = Hooks {
+                sink: sink.as_mut(),
+                fault: fault.scale,
+            };
             model
-                .forward(&[tok], &mut cache)
+                .forward_with(&[tok], &mut cache, &mut hooks, shift)
                 .context(|| format!("decode: prompt token at position {pos}"))?;
             forwards += 1;
         }
@@ -95,8 +132,12 @@ pub fn decode(
     let mut logits = Vec::with_capacity(span * vocab);
     for (i, &tok) in tokens[prompt_len..].iter().enumerate() {
         let pos = prompt_len + i;
+        let mut hooks = Hooks {
+            sink: sink.as_mut(),
+            fault: fault.scale,
+        };
         let row = model
-            .forward(&[tok], &mut cache)
+            .forward_with(&[tok], &mut cache, &mut hooks, shift)
             .context(|| format!("decode: step at position {pos}"))?;
         logits.extend(rows_to_host(&row, "decode")?);
         forwards += 1;
@@ -109,6 +150,7 @@ pub fn decode(
         forwards,
         tokens_fed: tokens.len(),
         wall_s: start.elapsed().as_secs_f64(),
+        trace: sink.map(|s| s.records).unwrap_or_default(),
     })
 }
 
@@ -206,10 +248,10 @@ mod tests {
         let info = ModelInfo::inspect("builtin:tiny-llama").unwrap();
         let model = info.load(RunDtype::F32, &Device::Cpu).unwrap();
         let tokens: Vec<u32> = (0..40).map(|i| 3 + (i * 37) % 900).collect();
-        let p = prefill(&model, &tokens, 24).unwrap();
+        let p = prefill(&model, &tokens, 24, None).unwrap();
         assert_eq!(p.positions, 16);
         for kv in [true, false] {
-            let d = decode(&model, &tokens, 24, kv).unwrap();
+            let d = decode(&model, &tokens, 24, kv, None, &Injection::default()).unwrap();
             assert_eq!(d.logits.len(), p.logits.len());
             let diff = max_abs(&p.logits, &d.logits);
             assert!(diff < 1e-4, "kv_aligned={kv}: max |diff| {diff}");
@@ -236,7 +278,7 @@ mod tests {
         // Decoding token 8 from the kept cache equals prefill's row 8 to f32 rounding.
         let mut c = kept.clone();
         let row = model.forward(&tokens[8..9], &mut c).unwrap();
-        let pre = prefill(&model, &tokens, 8).unwrap();
+        let pre = prefill(&model, &tokens, 8, None).unwrap();
         let row: Vec<f32> = row.flatten_all().unwrap().to_vec1().unwrap();
         assert!(max_abs(&row, &pre.logits[..row.len()]) < 1e-4);
     }
@@ -263,8 +305,8 @@ mod tests {
     fn a_masked_future_token_does_not_change_earlier_logits() {
         let info = ModelInfo::inspect("builtin:tiny-llama").unwrap();
         let model = info.load(RunDtype::F32, &Device::Cpu).unwrap();
-        let a = prefill(&model, &[1, 2, 3, 4, 5], 0).unwrap();
-        let b = prefill(&model, &[1, 2, 3, 4, 99], 0).unwrap();
+        let a = prefill(&model, &[1, 2, 3, 4, 5], 0, None).unwrap();
+        let b = prefill(&model, &[1, 2, 3, 4, 99], 0, None).unwrap();
         let v = info.config.vocab_size;
         assert!(max_abs(&a.logits[..4 * v], &b.logits[..4 * v]) < 1e-5);
         assert!(max_abs(&a.logits[4 * v..], &b.logits[4 * v..]) > 1e-3);

@@ -24,6 +24,7 @@ use crate::store::{
     Store, ToolInfo,
 };
 use crate::tokens;
+use crate::trace::Injection;
 use crate::verdict::{self, PairVerdict, Thresholds};
 
 /// How to run a sweep.
@@ -291,8 +292,15 @@ fn device_worker(
                         ids.extend_from_slice(&seq.continuation[..pair.span]);
                         let p = seq.prompt.len();
                         match mode {
-                            Mode::Prefill => run::prefill(m, &ids, p),
-                            Mode::Decode => run::decode(m, &ids, p, pair.kv_aligned),
+                            Mode::Prefill => run::prefill(m, &ids, p, None),
+                            Mode::Decode => run::decode(
+                                m,
+                                &ids,
+                                p,
+                                pair.kv_aligned,
+                                None,
+                                &Injection::default(),
+                            ),
                         }
                         .map_err(|e| e.to_string())
                     }
@@ -525,6 +533,7 @@ mod tests {
             tokens_fed: start + 2,
             wall_s: 0.1,
             logits,
+            trace: vec![],
         }
     }
 

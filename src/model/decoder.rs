@@ -19,6 +19,8 @@ use candle_nn::kv_cache::KvCache;
 use candle_nn::{Embedding, Linear, RmsNorm, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use crate::trace::{Hooks, TensorName};
+
 /// Hyper-parameters of a Llama-family decoder (the fields of a Hugging Face `config.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Config {
@@ -149,6 +151,7 @@ impl Attention {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         x: &Tensor,
@@ -156,14 +159,35 @@ impl Attention {
         offset: usize,
         mask: Option<&Tensor>,
         cache: &mut KvCache,
+        layer: usize,
+        hooks: &mut Hooks,
     ) -> candle_core::Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let heads = |y: Tensor, n: usize| -> candle_core::Result<Tensor> {
             y.reshape((b, t, n, self.head_dim))?.transpose(1, 2)
         };
-        let q = rope.apply(&heads(self.q_proj.forward(x)?, self.n_heads)?, offset)?;
-        let k = rope.apply(&heads(self.k_proj.forward(x)?, self.n_kv_heads)?, offset)?;
-        let v = heads(self.v_proj.forward(x)?, self.n_kv_heads)?.contiguous()?;
+        // Taps see (batch, t, heads × head_dim): one row per position, heads concatenated.
+        let mut tap = |name: TensorName, y: Tensor| -> candle_core::Result<Tensor> {
+            if !hooks.active() {
+                return Ok(y);
+            }
+            let n = y.dim(1)?;
+            let rows = y.transpose(1, 2)?.reshape((b, t, n * self.head_dim))?;
+            let rows = hooks.tap(Some(layer), name, rows, offset)?;
+            heads(rows, n)?.contiguous()
+        };
+        let q = tap(
+            TensorName::Q,
+            rope.apply(&heads(self.q_proj.forward(x)?, self.n_heads)?, offset)?,
+        )?;
+        let k = tap(
+            TensorName::K,
+            rope.apply(&heads(self.k_proj.forward(x)?, self.n_kv_heads)?, offset)?,
+        )?;
+        let v = tap(
+            TensorName::V,
+            heads(self.v_proj.forward(x)?, self.n_kv_heads)?.contiguous()?,
+        )?;
         let (k, v) = cache.append(&k, &v)?;
         let n_rep = self.n_heads / self.n_kv_heads;
         let k = candle_transformers::utils::repeat_kv(k, n_rep)?.contiguous()?;
@@ -233,6 +257,7 @@ impl Layer {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         x: &Tensor,
@@ -240,15 +265,29 @@ impl Layer {
         offset: usize,
         mask: Option<&Tensor>,
         cache: &mut KvCache,
+        layer: usize,
+        hooks: &mut Hooks,
     ) -> candle_core::Result<Tensor> {
-        let attn =
-            self.self_attn
-                .forward(&self.input_layernorm.forward(x)?, rope, offset, mask, cache)?;
-        let resid_mid = (x + attn)?;
-        let mlp = self
-            .mlp
-            .forward(&self.post_attention_layernorm.forward(&resid_mid)?)?;
-        resid_mid + mlp
+        let l = Some(layer);
+        let normed = hooks.tap(
+            l,
+            TensorName::AttnNorm,
+            self.input_layernorm.forward(x)?,
+            offset,
+        )?;
+        let attn = self
+            .self_attn
+            .forward(&normed, rope, offset, mask, cache, layer, hooks)?;
+        let attn = hooks.tap(l, TensorName::AttnOut, attn, offset)?;
+        let resid_mid = hooks.tap(l, TensorName::ResidMid, (x + attn)?, offset)?;
+        let normed = hooks.tap(
+            l,
+            TensorName::MlpNorm,
+            self.post_attention_layernorm.forward(&resid_mid)?,
+            offset,
+        )?;
+        let mlp = hooks.tap(l, TensorName::MlpOut, self.mlp.forward(&normed)?, offset)?;
+        hooks.tap(l, TensorName::ResidOut, (resid_mid + mlp)?, offset)
     }
 }
 
@@ -356,8 +395,20 @@ impl Decoder {
     /// Feeds `tokens` at positions cache.seq_len().. and appends their K/V to the cache.
     /// Returns f32 logits of shape (tokens.len(), vocab): one row per fed position.
     pub fn forward(&self, tokens: &[u32], cache: &mut Cache) -> candle_core::Result<Tensor> {
+        self.forward_with(tokens, cache, &mut Hooks::default(), 0)
+    }
+
+    /// [`Decoder::forward`] with trace/fault hooks, and RoPE positions shifted by
+    /// `position_shift` (a fault: the step believes it is further along than the cache says).
+    pub fn forward_with(
+        &self,
+        tokens: &[u32],
+        cache: &mut Cache,
+        hooks: &mut Hooks,
+        position_shift: usize,
+    ) -> candle_core::Result<Tensor> {
         let t = tokens.len();
-        let offset = cache.seq_len();
+        let offset = cache.seq_len() + position_shift;
         if t == 0 {
             candle_core::bail!("forward called with no tokens");
         }
@@ -369,19 +420,26 @@ impl Decoder {
             );
         }
         let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        let mut x = self.embed_tokens.forward(&input)?;
-        // A single new token may attend to everything cached: no mask needed.
+        let mut x = hooks.tap(
+            None,
+            TensorName::Embed,
+            self.embed_tokens.forward(&input)?,
+            offset,
+        )?;
+        // A single new token may attend to everything cached: no mask needed. The mask's
+        // columns are the cached positions, so it is built from the cache length.
         let mask = if t > 1 {
-            Some(self.causal_mask(t, offset)?)
+            Some(self.causal_mask(t, cache.seq_len())?)
         } else {
             None
         };
-        for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            x = layer.forward(&x, &self.rope, offset, mask.as_ref(), kv)?;
+        for (i, (layer, kv)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
+            x = layer.forward(&x, &self.rope, offset, mask.as_ref(), kv, i, hooks)?;
         }
-        let x = self.norm.forward(&x)?;
-        let logits = self.lm_head.forward(&x)?;
-        logits.squeeze(0)?.to_dtype(DType::F32)
+        let x = hooks.tap(None, TensorName::FinalNorm, self.norm.forward(&x)?, offset)?;
+        let logits = self.lm_head.forward(&x)?.to_dtype(DType::F32)?;
+        let logits = hooks.tap(None, TensorName::Logits, logits, offset)?;
+        logits.squeeze(0)
     }
 
     /// Additive mask (t, offset + t): row i may see columns ≤ offset + i. Built in f32 and

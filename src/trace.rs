@@ -1,0 +1,673 @@
+//! Layer traces (DESIGN.md sections 5–6): record chosen tensors at chosen layers and positions
+//! in both runs of a pair, align them by (position, layer, tensor), measure each aligned record,
+//! and name the first tensor in forward order where the paths diverge and its root cause.
+//!
+//! Root-cause rules, applied to the first failing record of a position in forward order:
+//! - a record on one side with no partner at the same position → TRACE_OFFSET (the two paths
+//!   disagree about where they are);
+//! - `embed` → EMBEDDING;
+//! - `attn_norm`, `mlp_norm`, `final_norm` → NORM;
+//! - `q`, `attn_out`, `resid_mid` → ATTENTION (projection, RoPE, the attention product, or
+//!   its residual add);
+//! - `k`, `v` → KV_CACHE (they are what the cache stores and later steps read back);
+//! - `mlp_out`, `resid_out` → MLP;
+//! - `logits` → LM_HEAD;
+//! - nothing over threshold → NONE.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use candle_core::{DType, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::config::RunDtype;
+
+/// A traced tensor, in forward order within a layer (DESIGN.md section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TensorName {
+    /// Token embeddings (before layer 0).
+    Embed,
+    /// Input RMSNorm of a layer.
+    AttnNorm,
+    /// Queries after RoPE.
+    Q,
+    /// Keys after RoPE.
+    K,
+    /// Values.
+    V,
+    /// Attention output after the output projection.
+    AttnOut,
+    /// Residual stream after attention.
+    ResidMid,
+    /// Post-attention RMSNorm.
+    MlpNorm,
+    /// MLP output.
+    MlpOut,
+    /// Residual stream after the MLP (the layer's output).
+    ResidOut,
+    /// Final RMSNorm.
+    FinalNorm,
+    /// Output logits.
+    Logits,
+}
+
+impl TensorName {
+    /// Every name, in forward order.
+    pub const ALL: [TensorName; 12] = [
+        TensorName::Embed,
+        TensorName::AttnNorm,
+        TensorName::Q,
+        TensorName::K,
+        TensorName::V,
+        TensorName::AttnOut,
+        TensorName::ResidMid,
+        TensorName::MlpNorm,
+        TensorName::MlpOut,
+        TensorName::ResidOut,
+        TensorName::FinalNorm,
+        TensorName::Logits,
+    ];
+
+    /// Whether the tensor belongs to a decoder layer (the others have no layer).
+    pub fn in_layer(self) -> bool {
+        !matches!(
+            self,
+            TensorName::Embed | TensorName::FinalNorm | TensorName::Logits
+        )
+    }
+
+    /// snake_case name, as in sweep files and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TensorName::Embed => "embed",
+            TensorName::AttnNorm => "attn_norm",
+            TensorName::Q => "q",
+            TensorName::K => "k",
+            TensorName::V => "v",
+            TensorName::AttnOut => "attn_out",
+            TensorName::ResidMid => "resid_mid",
+            TensorName::MlpNorm => "mlp_norm",
+            TensorName::MlpOut => "mlp_out",
+            TensorName::ResidOut => "resid_out",
+            TensorName::FinalNorm => "final_norm",
+            TensorName::Logits => "logits",
+        }
+    }
+
+    /// The root cause when this tensor is the first to fail (rules in the module notes).
+    pub fn root_cause(self) -> RootCause {
+        match self {
+            TensorName::Embed => RootCause::Embedding,
+            TensorName::AttnNorm | TensorName::MlpNorm | TensorName::FinalNorm => RootCause::Norm,
+            TensorName::Q | TensorName::AttnOut | TensorName::ResidMid => RootCause::Attention,
+            TensorName::K | TensorName::V => RootCause::KvCache,
+            TensorName::MlpOut | TensorName::ResidOut => RootCause::Mlp,
+            TensorName::Logits => RootCause::LmHead,
+        }
+    }
+}
+
+impl fmt::Display for TensorName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a position's divergence starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RootCause {
+    /// Token embeddings differ.
+    Embedding,
+    /// A normalization differs first.
+    Norm,
+    /// Queries, the attention product or its residual add differ first.
+    Attention,
+    /// Keys or values (what the cache holds) differ first.
+    KvCache,
+    /// The MLP differs first.
+    Mlp,
+    /// Only the output head differs.
+    LmHead,
+    /// Nothing over threshold.
+    None,
+    /// A record has no partner at the same position.
+    TraceOffset,
+}
+
+impl RootCause {
+    /// Upper-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RootCause::Embedding => "EMBEDDING",
+            RootCause::Norm => "NORM",
+            RootCause::Attention => "ATTENTION",
+            RootCause::KvCache => "KV_CACHE",
+            RootCause::Mlp => "MLP",
+            RootCause::LmHead => "LM_HEAD",
+            RootCause::None => "NONE",
+            RootCause::TraceOffset => "TRACE_OFFSET",
+        }
+    }
+}
+
+/// Sort key of a record in forward order: embed, layers in order, final norm, logits.
+pub fn forward_order(layer: Option<usize>, tensor: TensorName) -> (u8, usize, TensorName) {
+    match (tensor, layer) {
+        (TensorName::Embed, _) => (0, 0, tensor),
+        (_, Some(l)) => (1, l, tensor),
+        _ => (2, 0, tensor),
+    }
+}
+
+/// What to record, resolved for one pair.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceSelection {
+    /// Layers to record (`None`: all).
+    pub layers: Option<BTreeSet<usize>>,
+    /// Tensors to record.
+    pub tensors: BTreeSet<TensorName>,
+    /// Absolute positions to record.
+    pub positions: BTreeSet<usize>,
+}
+
+/// One recorded tensor row: the values at one position, as f32.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceRecord {
+    /// Absolute position the run believes it is at.
+    pub pos: usize,
+    /// Layer, for layer tensors.
+    pub layer: Option<usize>,
+    /// Which tensor.
+    pub tensor: TensorName,
+    /// Its values at that position (all heads concatenated for q/k/v).
+    pub values: Vec<f32>,
+}
+
+/// Collects records during forwards. Only positions inside `window` are kept, so that a run
+/// can make a forward over more positions than it owns (kv_aligned decode's cache forward).
+#[derive(Debug, Clone)]
+pub struct TraceSink {
+    sel: TraceSelection,
+    window: std::ops::Range<usize>,
+    /// What was recorded.
+    pub records: Vec<TraceRecord>,
+}
+
+impl TraceSink {
+    /// A sink for `sel`, open to every position.
+    pub fn new(sel: TraceSelection) -> Self {
+        TraceSink {
+            sel,
+            window: 0..usize::MAX,
+            records: Vec::new(),
+        }
+    }
+
+    /// Restricts the positions later forwards may record.
+    pub fn set_window(&mut self, window: std::ops::Range<usize>) {
+        self.window = window;
+    }
+
+    fn wants(&self, layer: Option<usize>, tensor: TensorName) -> bool {
+        self.sel.tensors.contains(&tensor)
+            && match (layer, &self.sel.layers) {
+                (Some(l), Some(ls)) => ls.contains(&l),
+                _ => true,
+            }
+    }
+
+    /// Records `x` of shape (1, t, d), whose rows sit at positions offset..offset+t.
+    pub fn record(
+        &mut self,
+        layer: Option<usize>,
+        tensor: TensorName,
+        x: &Tensor,
+        offset: usize,
+    ) -> candle_core::Result<()> {
+        if !self.wants(layer, tensor) {
+            return Ok(());
+        }
+        let t = x.dim(1)?;
+        let lo = offset.max(self.window.start);
+        let hi = (offset + t).min(self.window.end);
+        let wanted: Vec<usize> = self.sel.positions.range(lo..hi.max(lo)).copied().collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        // Upcast for the comparison: records are measured in f32 whatever the run dtype.
+        let rows = x.squeeze(0)?.to_dtype(DType::F32)?;
+        for pos in wanted {
+            let values = rows.get(pos - offset)?.flatten_all()?.to_vec1()?;
+            self.records.push(TraceRecord {
+                pos,
+                layer,
+                tensor,
+                values,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A deliberate perturbation of the decode path (the tool's negative control).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Injection {
+    /// Scale `tensor` at `layer` by (1 + epsilon) in every single-token decode forward.
+    pub scale: Option<ScaleFault>,
+    /// Shift the positions decode steps believe they are at by this many.
+    pub position_shift: usize,
+}
+
+/// Scale one tensor at one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ScaleFault {
+    /// Layer (ignored for embed, final_norm and logits).
+    pub layer: usize,
+    /// Tensor.
+    pub tensor: TensorName,
+    /// Relative perturbation.
+    pub epsilon: f64,
+}
+
+/// What a forward pass does besides computing: record into a sink, and perturb on purpose.
+#[derive(Debug, Default)]
+pub struct Hooks<'a> {
+    /// Where records go; `None` costs one branch per tap.
+    pub sink: Option<&'a mut TraceSink>,
+    /// An active fault, if any.
+    pub fault: Option<ScaleFault>,
+}
+
+impl Hooks<'_> {
+    /// Applies the fault if it targets this point, then records. `x` is (1, t, d).
+    pub fn tap(
+        &mut self,
+        layer: Option<usize>,
+        tensor: TensorName,
+        x: Tensor,
+        offset: usize,
+    ) -> candle_core::Result<Tensor> {
+        let x = match self.fault {
+            Some(f) if f.tensor == tensor && (!tensor.in_layer() || Some(f.layer) == layer) => {
+                (x * (1.0 + f.epsilon))?
+            }
+            _ => x,
+        };
+        if let Some(sink) = self.sink.as_deref_mut() {
+            sink.record(layer, tensor, &x, offset)?;
+        }
+        Ok(x)
+    }
+
+    /// Whether any tap can do anything (lets callers skip layout work).
+    pub fn active(&self) -> bool {
+        self.sink.is_some() || self.fault.is_some()
+    }
+}
+
+/// Default threshold on the normalized MSE Σ(a−b)²/Σa² of one record, per dtype.
+///
+/// Set about ten times above the worst NMSE of any tensor between honest prefill and decode
+/// runs of the built-in model (12 layers, 64 span positions after a 16-token prompt, both
+/// kv_aligned modes, every tensor; worst at `attn_out` in each dtype):
+/// f32 2.4e-10, f16 1.1e-3, bf16 1.2e-2. In units of the dtype's eps² these are 1.7e4, 1.2e3
+/// and 190: accumulated rounding does not scale with eps² alone, so each dtype has its own
+/// measured number rather than one multiplier. A relative perturbation ε of one tensor gives
+/// an NMSE of ε²: ε = 1e-2 (1e-4) is caught in f32, and drowns in f16/bf16 rounding noise.
+pub fn default_nmse_threshold(dtype: RunDtype) -> f64 {
+    match dtype {
+        RunDtype::F32 => 1e-8,
+        RunDtype::F16 => 1e-2,
+        RunDtype::Bf16 => 1e-1,
+    }
+}
+
+/// One aligned record, measured; or a record with no partner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordResult {
+    /// Position.
+    pub pos: usize,
+    /// Layer.
+    pub layer: Option<usize>,
+    /// Tensor.
+    pub tensor: TensorName,
+    /// Σ(a−b)²/Σa² (prefill is a); `None` for an unpaired record.
+    pub nmse: Option<f64>,
+    /// max |a−b|; `None` for an unpaired record.
+    pub max_abs: Option<f32>,
+    /// Over its threshold (or unpaired).
+    pub failed: bool,
+    /// For an unpaired record: which side has it.
+    pub only_in: Option<String>,
+}
+
+/// A traced pair's verdict at one position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PositionResult {
+    /// Absolute position.
+    pub pos: usize,
+    /// Token id fed at that position.
+    pub token_id: Option<u32>,
+    /// First failing record in forward order: (layer, tensor).
+    pub first_fail: Option<(Option<usize>, TensorName)>,
+    /// Root cause.
+    pub root_cause: RootCause,
+    /// In words.
+    pub details: String,
+}
+
+/// The trace analysis of one pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairTrace {
+    /// Pair id.
+    pub pair_id: String,
+    /// Prompt id.
+    pub prompt: String,
+    /// Dtype.
+    pub dtype: RunDtype,
+    /// NMSE threshold used.
+    pub nmse_threshold: f64,
+    /// Every record, aligned and measured, in forward order per position.
+    pub records: Vec<RecordResult>,
+    /// Per position.
+    pub positions: Vec<PositionResult>,
+}
+
+impl PairTrace {
+    /// Records compared (both sides present).
+    pub fn compared(&self) -> usize {
+        self.records.iter().filter(|r| r.only_in.is_none()).count()
+    }
+
+    /// Records with no partner.
+    pub fn missing(&self) -> usize {
+        self.records.iter().filter(|r| r.only_in.is_some()).count()
+    }
+
+    /// Compared records over threshold.
+    pub fn failed(&self) -> usize {
+        self.records
+            .iter()
+            .filter(|r| r.failed && r.only_in.is_none())
+            .count()
+    }
+}
+
+fn fmt_positions(ps: &BTreeSet<usize>) -> String {
+    if ps.is_empty() {
+        return "none".into();
+    }
+    // Runs of consecutive positions as a–b.
+    let mut parts = Vec::new();
+    let mut it = ps.iter().copied().peekable();
+    while let Some(start) = it.next() {
+        let mut end = start;
+        while it.peek() == Some(&(end + 1)) {
+            end = it.next().unwrap_or(end);
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}–{end}")
+        });
+    }
+    parts.join(", ")
+}
+
+/// Aligns and measures the records of one pair's two runs.
+pub fn analyze(
+    pair_id: &str,
+    prompt: &str,
+    dtype: RunDtype,
+    prefill: &[TraceRecord],
+    decode: &[TraceRecord],
+    token_ids: &[u32],
+    nmse_threshold: f64,
+) -> PairTrace {
+    type Key = (usize, (u8, usize, TensorName), Option<usize>);
+    let key = |r: &TraceRecord| -> Key { (r.pos, forward_order(r.layer, r.tensor), r.layer) };
+    let pre: BTreeMap<Key, &TraceRecord> = prefill.iter().map(|r| (key(r), r)).collect();
+    let dec: BTreeMap<Key, &TraceRecord> = decode.iter().map(|r| (key(r), r)).collect();
+    // Positions each side has, per (layer, tensor), for TRACE_OFFSET details.
+    let positions_of = |m: &BTreeMap<Key, &TraceRecord>, layer: Option<usize>, t: TensorName| {
+        m.values()
+            .filter(|r| r.layer == layer && r.tensor == t)
+            .map(|r| r.pos)
+            .collect::<BTreeSet<usize>>()
+    };
+    let keys: BTreeSet<Key> = pre.keys().chain(dec.keys()).copied().collect();
+    let mut records = Vec::with_capacity(keys.len());
+    for k in keys {
+        let (pos, (_, _, tensor), layer) = k;
+        let r = match (pre.get(&k), dec.get(&k)) {
+            (Some(a), Some(b)) => {
+                let (nmse, max_abs) = measure(&a.values, &b.values);
+                RecordResult {
+                    pos,
+                    layer,
+                    tensor,
+                    nmse: Some(nmse),
+                    max_abs: Some(max_abs),
+                    failed: !(nmse <= nmse_threshold),
+                    only_in: None,
+                }
+            }
+            (a, _) => {
+                let (side, other, other_map) = if a.is_some() {
+                    ("prefill", "decode", &dec)
+                } else {
+                    ("decode", "prefill", &pre)
+                };
+                RecordResult {
+                    pos,
+                    layer,
+                    tensor,
+                    nmse: None,
+                    max_abs: None,
+                    failed: true,
+                    only_in: Some(format!(
+                        "only in {side}; {other} has positions {} for this tensor",
+                        fmt_positions(&positions_of(other_map, layer, tensor))
+                    )),
+                }
+            }
+        };
+        records.push(r);
+    }
+
+    let mut positions = Vec::new();
+    let all_pos: BTreeSet<usize> = records.iter().map(|r| r.pos).collect();
+    for pos in all_pos {
+        let at: Vec<&RecordResult> = records.iter().filter(|r| r.pos == pos).collect();
+        let token_id = token_ids.get(pos).copied();
+        let first = at.iter().find(|r| r.failed);
+        let (first_fail, root_cause, details) = match first {
+            Some(r) if r.only_in.is_some() => (
+                Some((r.layer, r.tensor)),
+                RootCause::TraceOffset,
+                r.only_in.clone().unwrap_or_default(),
+            ),
+            Some(r) => (
+                Some((r.layer, r.tensor)),
+                r.tensor.root_cause(),
+                format!(
+                    "nmse {:.3e} > {:.1e}, max|diff| {:.3e}",
+                    r.nmse.unwrap_or(f64::NAN),
+                    nmse_threshold,
+                    r.max_abs.unwrap_or(f32::NAN)
+                ),
+            ),
+            None => {
+                let worst = at
+                    .iter()
+                    .max_by(|a, b| a.nmse.unwrap_or(0.0).total_cmp(&b.nmse.unwrap_or(0.0)));
+                let d = worst.map_or(String::new(), |w| {
+                    format!(
+                        "{} records within {:.1e}; worst nmse {:.3e} at {}",
+                        at.len(),
+                        nmse_threshold,
+                        w.nmse.unwrap_or(0.0),
+                        label(w.layer, w.tensor)
+                    )
+                });
+                (None, RootCause::None, d)
+            }
+        };
+        positions.push(PositionResult {
+            pos,
+            token_id,
+            first_fail,
+            root_cause,
+            details,
+        });
+    }
+    PairTrace {
+        pair_id: pair_id.to_string(),
+        prompt: prompt.to_string(),
+        dtype,
+        nmse_threshold,
+        records,
+        positions,
+    }
+}
+
+/// `layer 2 mlp_out`, or `final_norm` for tensors outside layers.
+pub fn label(layer: Option<usize>, tensor: TensorName) -> String {
+    match layer {
+        Some(l) => format!("layer {l} {tensor}"),
+        None => tensor.to_string(),
+    }
+}
+
+/// Σ(a−b)²/Σa² and max |a−b|, in f64. A zero reference with a non-zero difference is
+/// infinitely far; two zero vectors are equal. Non-finite values give NaN, which fails.
+pub fn measure(a: &[f32], b: &[f32]) -> (f64, f32) {
+    if a.len() != b.len() {
+        return (f64::INFINITY, f32::INFINITY);
+    }
+    let mut num = 0f64;
+    let mut den = 0f64;
+    let mut max_abs = 0f32;
+    for (&x, &y) in a.iter().zip(b) {
+        let d = x as f64 - y as f64;
+        num += d * d;
+        den += x as f64 * x as f64;
+        max_abs = max_abs.max((x - y).abs());
+    }
+    let nmse = if num == 0.0 {
+        0.0
+    } else if den == 0.0 {
+        f64::INFINITY
+    } else {
+        num / den
+    };
+    (nmse, max_abs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(pos: usize, layer: Option<usize>, tensor: TensorName, v: Vec<f32>) -> TraceRecord {
+        TraceRecord {
+            pos,
+            layer,
+            tensor,
+            values: v,
+        }
+    }
+
+    #[test]
+    fn nmse_and_max_abs() {
+        let (n, m) = measure(&[1.0, 2.0], &[1.0, 2.2]);
+        assert!((n - 0.04 / 5.0).abs() < 1e-7, "{n}");
+        assert!((m - 0.2).abs() < 1e-6);
+        assert_eq!(measure(&[0.0], &[0.0]).0, 0.0);
+        assert_eq!(measure(&[0.0], &[1.0]).0, f64::INFINITY);
+        assert!(measure(&[1.0], &[f32::NAN]).0.is_nan());
+    }
+
+    #[test]
+    fn first_fail_is_first_in_forward_order_and_names_the_cause() {
+        let t = TensorName::MlpOut;
+        let pre = vec![
+            rec(5, Some(2), TensorName::AttnOut, vec![1.0, 1.0]),
+            rec(5, Some(2), t, vec![1.0, 1.0]),
+            rec(5, Some(4), TensorName::Q, vec![1.0, 1.0]),
+            rec(5, None, TensorName::Logits, vec![1.0, 1.0]),
+        ];
+        let mut dec = pre.clone();
+        dec[1].values = vec![1.01, 1.01];
+        dec[2].values = vec![2.0, 2.0];
+        let tr = analyze(
+            "p",
+            "p",
+            RunDtype::F32,
+            &pre,
+            &dec,
+            &[0, 1, 2, 3, 4, 42],
+            1e-8,
+        );
+        assert_eq!(tr.compared(), 4);
+        assert_eq!(tr.failed(), 2);
+        let p = &tr.positions[0];
+        assert_eq!(p.token_id, Some(42));
+        assert_eq!(p.first_fail, Some((Some(2), t)));
+        assert_eq!(p.root_cause, RootCause::Mlp);
+    }
+
+    #[test]
+    fn unpaired_records_are_trace_offsets_with_the_other_sides_positions() {
+        let pre = vec![rec(7, Some(0), TensorName::Q, vec![1.0])];
+        let dec = vec![
+            rec(8, Some(0), TensorName::Q, vec![1.0]),
+            rec(9, Some(0), TensorName::Q, vec![1.0]),
+        ];
+        let tr = analyze("p", "p", RunDtype::F32, &pre, &dec, &[], 1e-8);
+        assert_eq!(tr.missing(), 3);
+        assert_eq!(tr.compared(), 0);
+        let p = &tr.positions[0];
+        assert_eq!(p.root_cause, RootCause::TraceOffset);
+        assert!(
+            p.details
+                .contains("only in prefill; decode has positions 8–9"),
+            "{}",
+            p.details
+        );
+        assert_eq!(p.token_id, None);
+    }
+
+    #[test]
+    fn sink_keeps_selected_positions_layers_and_tensors_inside_its_window() {
+        let sel = TraceSelection {
+            layers: Some([1].into()),
+            tensors: [TensorName::Q, TensorName::Logits].into(),
+            positions: [3, 4, 9].into(),
+        };
+        let mut sink = TraceSink::new(sel);
+        let x = Tensor::arange(0f32, 12.0, &candle_core::Device::Cpu)
+            .unwrap()
+            .reshape((1, 6, 2))
+            .unwrap();
+        sink.record(Some(1), TensorName::Q, &x, 0).unwrap();
+        sink.record(Some(0), TensorName::Q, &x, 0).unwrap();
+        sink.record(Some(1), TensorName::K, &x, 0).unwrap();
+        assert_eq!(sink.records.len(), 2);
+        assert_eq!(sink.records[0].values, vec![6.0, 7.0]);
+        sink.set_window(0..4);
+        sink.record(None, TensorName::Logits, &x, 0).unwrap();
+        assert_eq!(sink.records.len(), 3, "position 4 is outside the window");
+    }
+
+    #[test]
+    fn thresholds_scale_with_the_dtype() {
+        let f32t = default_nmse_threshold(RunDtype::F32);
+        let bf = default_nmse_threshold(RunDtype::Bf16);
+        let f16t = default_nmse_threshold(RunDtype::F16);
+        assert!(f32t < f16t && f16t < bf);
+        // ε = 1e-2 on one tensor is an NMSE of 1e-4: caught in f32.
+        assert!(1e-4 > f32t);
+    }
+}
