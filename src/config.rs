@@ -46,6 +46,168 @@ pub struct SweepConfig {
     /// Keep every run's span logits on disk as safetensors (f32).
     #[serde(default)]
     pub keep_logits: bool,
+    /// Layer traces (DESIGN.md section 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceConfig>,
+    /// A deliberate fault in the decode path: the tool's negative control.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inject: Option<InjectConfig>,
+}
+
+/// `all`, or a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllOr<T> {
+    /// Everything.
+    All,
+    /// These.
+    List(Vec<T>),
+}
+
+impl<T: Serialize> Serialize for AllOr<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            AllOr::All => s.serialize_str("all"),
+            AllOr::List(v) => v.serialize(s),
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for AllOr<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = AllOr<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`all` or a list")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AllOr<T>, E> {
+                if v == "all" {
+                    Ok(AllOr::All)
+                } else {
+                    Err(E::custom(format!("expected `all` or a list, found `{v}`")))
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<AllOr<T>, A::Error> {
+                Vec::<T>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(AllOr::List)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// Which positions a trace records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TracePositions {
+    /// Every span position.
+    Span,
+    /// The last position of the sequence.
+    Last,
+    /// These absolute positions.
+    List(Vec<usize>),
+}
+
+impl Serialize for TracePositions {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TracePositions::Span => s.serialize_str("span"),
+            TracePositions::Last => s.serialize_str("last"),
+            TracePositions::List(v) => v.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TracePositions {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TracePositions;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`span`, `last` or a list of absolute positions")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TracePositions, E> {
+                match v {
+                    "span" => Ok(TracePositions::Span),
+                    "last" => Ok(TracePositions::Last),
+                    _ => Err(E::custom(format!(
+                        "expected `span`, `last` or a list of positions, found `{v}`"
+                    ))),
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<TracePositions, A::Error> {
+                Vec::<usize>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(TracePositions::List)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// When pairs are traced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceOn {
+    /// Every pair, during its runs.
+    #[default]
+    Always,
+    /// Only pairs whose logits verdict failed, re-run with tracing.
+    Failing,
+}
+
+/// `trace:` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceConfig {
+    /// Layers to record.
+    pub layers: AllOr<usize>,
+    /// Tensors to record.
+    pub tensors: AllOr<crate::trace::TensorName>,
+    /// Positions to record.
+    pub positions: TracePositions,
+    /// Which pairs.
+    #[serde(default)]
+    pub on: TraceOn,
+    /// Per-dtype overrides of the NMSE threshold (keys f32, bf16, f16).
+    #[serde(default)]
+    pub nmse_threshold: BTreeMap<String, f64>,
+}
+
+/// `inject:` section: at least one of a scale fault or a position shift.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InjectConfig {
+    /// Tensor to scale by (1 + epsilon).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensor: Option<crate::trace::TensorName>,
+    /// Its layer (required for layer tensors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<usize>,
+    /// Relative perturbation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epsilon: Option<f64>,
+    /// Decode steps believe they are this many positions further along.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position_shift: Option<usize>,
+}
+
+impl InjectConfig {
+    /// The validated fault.
+    pub fn injection(&self) -> crate::trace::Injection {
+        crate::trace::Injection {
+            scale: match (self.tensor, self.epsilon) {
+                (Some(tensor), Some(epsilon)) => Some(crate::trace::ScaleFault {
+                    layer: self.layer.unwrap_or(0),
+                    tensor,
+                    epsilon,
+                }),
+                _ => None,
+            },
+            position_shift: self.position_shift.unwrap_or(0),
+        }
+    }
 }
 
 /// The `device:` of a sweep file. Whether the device exists is decided when the sweep runs
@@ -364,6 +526,24 @@ impl LoadedConfig {
         }
     }
 
+    /// The fault injected into decode runs (none by default).
+    pub fn injection(&self) -> crate::trace::Injection {
+        self.config
+            .inject
+            .as_ref()
+            .map(InjectConfig::injection)
+            .unwrap_or_default()
+    }
+
+    /// The trace NMSE threshold for `dtype`: the default, or the file's override.
+    pub fn nmse_threshold(&self, dtype: RunDtype) -> f64 {
+        self.config
+            .trace
+            .as_ref()
+            .and_then(|t| t.nmse_threshold.get(dtype.as_str()).copied())
+            .unwrap_or_else(|| crate::trace::default_nmse_threshold(dtype))
+    }
+
     /// The prompts the sweep uses, in file order, filtered by `sweep.prompt` when given.
     pub fn selected_prompts(&self) -> Vec<&PromptConfig> {
         match &self.config.sweep.prompt {
@@ -555,15 +735,91 @@ fn validate(path: &Path, c: &SweepConfig) -> Result<()> {
             );
         }
     }
+    let is_dtype = |k: &str| {
+        [RunDtype::F32, RunDtype::Bf16, RunDtype::F16]
+            .iter()
+            .any(|d| d.as_str() == k)
+    };
+    if let Some(t) = &c.trace {
+        for (k, v) in &t.nmse_threshold {
+            if !is_dtype(k) {
+                return err(
+                    &format!("trace.nmse_threshold.{k}"),
+                    format!("unknown dtype `{k}`; expected f32, bf16 or f16"),
+                );
+            }
+            if !(v.is_finite() && *v > 0.0) {
+                return err(
+                    &format!("trace.nmse_threshold.{k}"),
+                    format!("{v} must be a finite number > 0"),
+                );
+            }
+        }
+        for (name, empty) in [
+            (
+                "trace.layers",
+                matches!(&t.layers, AllOr::List(v) if v.is_empty()),
+            ),
+            (
+                "trace.tensors",
+                matches!(&t.tensors, AllOr::List(v) if v.is_empty()),
+            ),
+            (
+                "trace.positions",
+                matches!(&t.positions, TracePositions::List(v) if v.is_empty()),
+            ),
+        ] {
+            if empty {
+                return err(name, "the list is empty: nothing would be traced".into());
+            }
+        }
+    }
+    if let Some(i) = &c.inject {
+        match (i.tensor, i.epsilon) {
+            (Some(_), None) => {
+                return err("inject.epsilon", "a scaled tensor needs `epsilon`".into());
+            }
+            (None, Some(_)) => {
+                return err(
+                    "inject.tensor",
+                    "`epsilon` needs the `tensor` to scale".into(),
+                );
+            }
+            (None, None) if i.position_shift.unwrap_or(0) == 0 => {
+                return err(
+                    "inject",
+                    "give `tensor` with `epsilon`, or a `position_shift` of at least 1".into(),
+                );
+            }
+            _ => {}
+        }
+        if let Some(e) = i.epsilon
+            && !(e.is_finite() && e != 0.0)
+        {
+            return err(
+                "inject.epsilon",
+                format!("{e} must be a finite non-zero number"),
+            );
+        }
+        if let Some(t) = i.tensor {
+            match (t.in_layer(), i.layer) {
+                (true, None) => {
+                    return err(
+                        "inject.layer",
+                        format!("`{t}` is a layer tensor: give its layer"),
+                    );
+                }
+                (false, Some(_)) => return err("inject.layer", format!("`{t}` has no layer")),
+                _ => {}
+            }
+        }
+    }
     for (section, map) in [
         ("tolerances", &c.tolerances),
         ("drift_budget", &c.drift_budget),
     ] {
         for (dtype, o) in map {
-            if ![RunDtype::F32, RunDtype::Bf16, RunDtype::F16]
-                .iter()
-                .any(|d| d.as_str() == dtype)
-            {
+            if !is_dtype(dtype) {
                 return err(
                     &format!("{section}.{dtype}"),
                     format!("unknown dtype `{dtype}`; expected f32, bf16 or f16"),
@@ -718,6 +974,69 @@ sweep:
         );
         let e = err_of(&GOOD.replace(r#"model: {source: "builtin:tiny-llama"}"#, "model: 3"));
         assert!(e.contains("a model source string or a map"), "{e}");
+    }
+
+    #[test]
+    fn trace_and_inject_sections_parse_and_validate() {
+        let t = format!(
+            "{GOOD}trace:\n  layers: [0, 2]\n  tensors: all\n  positions: last\n  on: failing\ninject:\n  tensor: mlp_out\n  layer: 2\n  epsilon: 0.01\n"
+        );
+        let c = parse_str(&t).unwrap();
+        let tr = c.config.trace.as_ref().unwrap();
+        assert_eq!(tr.layers, AllOr::List(vec![0, 2]));
+        assert_eq!(tr.tensors, AllOr::All);
+        assert_eq!(tr.positions, TracePositions::Last);
+        assert_eq!(tr.on, TraceOn::Failing);
+        let inj = c.injection();
+        assert_eq!(inj.scale.unwrap().layer, 2);
+        assert_eq!(
+            c.nmse_threshold(RunDtype::F32),
+            crate::trace::default_nmse_threshold(RunDtype::F32)
+        );
+        let shift = parse_str(&format!("{GOOD}inject: {{position_shift: 1}}\n")).unwrap();
+        assert_eq!(shift.injection().position_shift, 1);
+        assert!(shift.injection().scale.is_none());
+        let cases = [
+            (
+                format!("{GOOD}trace: {{layers: every, tensors: all, positions: span}}\n"),
+                "trace.layers",
+            ),
+            (
+                format!("{GOOD}trace: {{layers: all, tensors: [qq], positions: span}}\n"),
+                "trace.tensors[0]",
+            ),
+            (
+                format!("{GOOD}trace: {{layers: all, tensors: all, positions: first}}\n"),
+                "trace.positions",
+            ),
+            (
+                format!("{GOOD}trace: {{layers: [], tensors: all, positions: span}}\n"),
+                "trace.layers",
+            ),
+            (
+                format!(
+                    "{GOOD}trace: {{layers: all, tensors: all, positions: span, nmse_threshold: {{f8: 1}}}}\n"
+                ),
+                "trace.nmse_threshold.f8",
+            ),
+            (
+                format!("{GOOD}inject: {{tensor: mlp_out, epsilon: 0.1}}\n"),
+                "inject.layer",
+            ),
+            (
+                format!("{GOOD}inject: {{tensor: mlp_out, layer: 1}}\n"),
+                "inject.epsilon",
+            ),
+            (format!("{GOOD}inject: {{}}\n"), "inject"),
+            (
+                format!("{GOOD}inject: {{tensor: logits, layer: 1, epsilon: 0.1}}\n"),
+                "inject.layer",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = err_of(&text);
+            assert!(e.contains(field), "expected `{field}` in: {e}");
+        }
     }
 
     #[test]

@@ -6,9 +6,13 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ContinuationMode, ExcludeRule, LoadedConfig, PromptSource, RunDtype};
+use crate::config::{
+    AllOr, ContinuationMode, ExcludeRule, LoadedConfig, PromptSource, RunDtype, TraceConfig,
+    TracePositions,
+};
 use crate::error::{Error, Result};
 use crate::model::ModelInfo;
+use crate::trace::{TensorName, TraceSelection};
 
 /// Which path a run takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -173,6 +177,27 @@ impl Plan {
         groups
     }
 
+    /// What to record for `pair` under the sweep's `trace` section.
+    pub fn trace_selection(&self, t: &TraceConfig, pair: &PairSpec) -> TraceSelection {
+        let p = self.prompts.get(&pair.prompt).map_or(0, |p| p.len);
+        let end = p + pair.span;
+        TraceSelection {
+            layers: match &t.layers {
+                AllOr::All => None,
+                AllOr::List(v) => Some(v.iter().copied().collect()),
+            },
+            tensors: match &t.tensors {
+                AllOr::All => TensorName::ALL.into_iter().collect(),
+                AllOr::List(v) => v.iter().copied().collect(),
+            },
+            positions: match &t.positions {
+                TracePositions::Span => (p..end).collect(),
+                TracePositions::Last => [end - 1].into(),
+                TracePositions::List(v) => v.iter().copied().filter(|&x| x < end).collect(),
+            },
+        }
+    }
+
     /// The longest span any pair asks of (prompt, seed): its continuation is generated once at
     /// that length and shorter spans use a prefix.
     pub fn continuation_lengths(&self) -> BTreeMap<(String, u64), usize> {
@@ -261,11 +286,68 @@ pub fn expand(cfg: &LoadedConfig, model: &ModelInfo) -> Result<Plan> {
             }
         }
     }
-    Ok(Plan {
+    let plan = Plan {
         pairs,
         prompts: planned,
         excluded,
-    })
+    };
+    check_trace_and_inject(cfg, model, &plan)?;
+    Ok(plan)
+}
+
+/// Layers and positions named by `trace` and `inject` must exist in this model and sweep.
+fn check_trace_and_inject(cfg: &LoadedConfig, model: &ModelInfo, plan: &Plan) -> Result<()> {
+    let n = model.config.num_hidden_layers;
+    let longest = plan
+        .pairs
+        .iter()
+        .map(|q| plan.prompts[&q.prompt].len + q.span)
+        .max()
+        .unwrap_or(0);
+    if let Some(t) = &cfg.config.trace {
+        if let AllOr::List(ls) = &t.layers
+            && let Some(i) = ls.iter().position(|&l| l >= n)
+        {
+            return Err(Error::config(
+                &cfg.path,
+                format!("trace.layers[{i}]"),
+                format!(
+                    "layer {} does not exist: `{}` has layers 0–{}",
+                    ls[i],
+                    model.source,
+                    n - 1
+                ),
+            ));
+        }
+        if let TracePositions::List(ps) = &t.positions
+            && let Some(i) = ps.iter().position(|&p| p >= longest)
+        {
+            return Err(Error::config(
+                &cfg.path,
+                format!("trace.positions[{i}]"),
+                format!(
+                    "position {} lies beyond every sequence of the sweep (longest: positions 0–{})",
+                    ps[i],
+                    longest - 1
+                ),
+            ));
+        }
+    }
+    if let Some(i) = &cfg.config.inject
+        && let Some(l) = i.layer
+        && l >= n
+    {
+        return Err(Error::config(
+            &cfg.path,
+            "inject.layer",
+            format!(
+                "layer {l} does not exist: `{}` has layers 0–{}",
+                model.source,
+                n - 1
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -362,6 +444,42 @@ sweep:
         .unwrap_err()
         .to_string();
         assert!(e.contains("drop every pair"), "{e}");
+    }
+
+    #[test]
+    fn trace_selection_and_its_errors() {
+        let yaml = format!("{BASE}trace: {{layers: [0, 11], tensors: [q], positions: last}}\n");
+        let p = plan_of(&yaml).unwrap();
+        let cfg = crate::config::parse(Path::new("t.yaml"), &yaml).unwrap();
+        let pair = p
+            .pairs
+            .iter()
+            .find(|q| q.prompt == "r8" && q.span == 32)
+            .unwrap();
+        let sel = p.trace_selection(cfg.config.trace.as_ref().unwrap(), pair);
+        assert_eq!(sel.positions, [8 + 32 - 1].into());
+        assert_eq!(sel.layers, Some([0, 11].into()));
+        let e = plan_of(&format!(
+            "{BASE}trace: {{layers: [12], tensors: all, positions: span}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("trace.layers[0]") && e.contains("layers 0–11"),
+            "{e}"
+        );
+        let e = plan_of(&format!(
+            "{BASE}trace: {{layers: all, tensors: all, positions: [5, 9999]}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("trace.positions[1]"), "{e}");
+        let e = plan_of(&format!(
+            "{BASE}inject: {{tensor: q, layer: 40, epsilon: 0.1}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("inject.layer"), "{e}");
     }
 
     #[test]

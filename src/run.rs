@@ -49,10 +49,7 @@ pub fn prefill(
     let span = tokens.len() - prompt_len;
     let mut cache = model.new_cache(tokens.len());
     let mut sink = trace.cloned().map(TraceSink::new);
-    let mut hooks = Hooks {
-        sink: sink.as_mut(),
-        fault: None,
-    };
+    let mut hooks = Hooks::new(sink.as_mut(), None);
     let all = model
         .forward_with(tokens, &mut cache, &mut hooks, 0)
         .context(|| format!("prefill forward over {} tokens", tokens.len()))?;
@@ -102,10 +99,7 @@ pub fn decode(
         if let Some(s) = sink.as_mut() {
             s.set_window(0..prompt_len);
         }
-        let mut hooks = Hooks {
-            sink: sink.as_mut(),
-            fault: None,
-        };
+        let mut hooks = Hooks::new(sink.as_mut(), None);
         model
             .forward_with(tokens, &mut full, &mut hooks, 0)
             .context(|| format!("decode: prefill forward over {} tokens", tokens.len()))?;
@@ -118,10 +112,7 @@ pub fn decode(
         forwards += 1;
     } else {
         for (pos, &tok) in tokens[..prompt_len].iter().enumerate() {
-            let mut hooks = Hooks {
-                sink: sink.as_mut(),
-                fault: fault.scale,
-            };
+            let mut hooks = Hooks::new(sink.as_mut(), fault.scale);
             model
                 .forward_with(&[tok], &mut cache, &mut hooks, shift)
                 .context(|| format!("decode: prompt token at position {pos}"))?;
@@ -132,10 +123,7 @@ pub fn decode(
     let mut logits = Vec::with_capacity(span * vocab);
     for (i, &tok) in tokens[prompt_len..].iter().enumerate() {
         let pos = prompt_len + i;
-        let mut hooks = Hooks {
-            sink: sink.as_mut(),
-            fault: fault.scale,
-        };
+        let mut hooks = Hooks::new(sink.as_mut(), fault.scale);
         let row = model
             .forward_with(&[tok], &mut cache, &mut hooks, shift)
             .context(|| format!("decode: step at position {pos}"))?;
@@ -281,6 +269,41 @@ mod tests {
         let pre = prefill(&model, &tokens, 8, None).unwrap();
         let row: Vec<f32> = row.flatten_all().unwrap().to_vec1().unwrap();
         assert!(max_abs(&row, &pre.logits[..row.len()]) < 1e-4);
+    }
+
+    #[test]
+    fn honest_runs_stay_under_the_default_trace_thresholds_in_every_dtype() {
+        use crate::trace::{TensorName, TraceSelection, analyze, default_nmse_threshold};
+        let info = ModelInfo::inspect("builtin:tiny-llama").unwrap();
+        let tokens: Vec<u32> = (0..48).map(|i| 3 + (i * 37) % 900).collect();
+        let sel = TraceSelection {
+            layers: None,
+            tensors: TensorName::ALL.into_iter().collect(),
+            positions: (0..48).collect(),
+        };
+        for dtype in [RunDtype::F32, RunDtype::F16, RunDtype::Bf16] {
+            let model = info.load(dtype, &Device::Cpu).unwrap();
+            let p = prefill(&model, &tokens, 16, Some(&sel)).unwrap();
+            for kv in [true, false] {
+                let d = decode(&model, &tokens, 16, kv, Some(&sel), &Injection::default()).unwrap();
+                let threshold = default_nmse_threshold(dtype);
+                let t = analyze("x", "x", dtype, &p.trace, &d.trace, &tokens, threshold);
+                assert_eq!(t.missing(), 0);
+                // embed + 12 layers × 9 tensors + final_norm + logits at each of 48 positions.
+                assert_eq!(t.compared(), 48 * (1 + 12 * 9 + 2));
+                let worst = t.records.iter().filter_map(|r| r.nmse).fold(0.0, f64::max);
+                assert_eq!(
+                    t.failed(),
+                    0,
+                    "{dtype} kv_aligned={kv}: worst nmse {worst:e}"
+                );
+                // Room to spare: honest drift stays well below the threshold.
+                assert!(
+                    worst < threshold / 4.0,
+                    "{dtype} kv_aligned={kv}: worst nmse {worst:e}"
+                );
+            }
+        }
     }
 
     #[test]

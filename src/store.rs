@@ -175,6 +175,17 @@ pub struct PairRecord {
     pub limits: Thresholds,
 }
 
+/// One pair's trace file (`traces/<pair id>.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TraceFile {
+    /// Pair id.
+    pub pair_id: String,
+    /// Why the traced runs failed, if they did.
+    pub error: Option<String>,
+    /// The analysis, when both traced runs finished.
+    pub trace: Option<crate::trace::PairTrace>,
+}
+
 /// A results directory.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -189,6 +200,7 @@ impl Store {
             root.join("runs"),
             root.join("pairs"),
             root.join("logits"),
+            root.join("traces"),
         ] {
             fs::create_dir_all(&d).map_err(|e| {
                 Error::store(&d, format!("cannot create the results directory: {e}"))
@@ -253,6 +265,16 @@ impl Store {
     /// Writes a pair record.
     pub fn write_pair(&self, p: &PairRecord) -> Result<()> {
         self.write_json(&format!("pairs/{}.json", p.spec.id), p)
+    }
+
+    /// Writes a pair's trace file.
+    pub fn write_trace(&self, t: &TraceFile) -> Result<()> {
+        self.write_json(&format!("traces/{}.json", t.pair_id), t)
+    }
+
+    /// A pair's trace file, if written.
+    pub fn trace(&self, pair: &PairSpec) -> Result<Option<TraceFile>> {
+        self.optional(&format!("traces/{}.json", pair.id))
     }
 
     /// The run record of `pair` in `mode`, if written.

@@ -13,18 +13,19 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::compare;
-use crate::config::{LoadedConfig, RunDtype};
+use crate::config::{LoadedConfig, RunDtype, TraceOn};
 use crate::error::{Error, Result};
 use crate::model::{Decoder, ModelInfo};
 use crate::plan::{self, Mode, PairSpec, Plan};
 use crate::report;
 use crate::run::{self, RunOutput};
+use crate::store::TraceFile;
 use crate::store::{
     self, Manifest, ModelIdentity, ModelLoad, PairRecord, RunRecord, RunStatus, SequenceRecord,
     Store, ToolInfo,
 };
 use crate::tokens;
-use crate::trace::Injection;
+use crate::trace::{self, Injection, TraceRecord, TraceSelection};
 use crate::verdict::{self, PairVerdict, Thresholds};
 
 /// How to run a sweep.
@@ -197,6 +198,27 @@ enum WorkerMsg {
         mode: Mode,
         result: std::result::Result<RunOutput, String>,
     },
+    /// A pair's trace records (prefill, decode), or why its traced runs failed.
+    Trace {
+        pair: usize,
+        result: std::result::Result<(Vec<TraceRecord>, Vec<TraceRecord>), String>,
+    },
+}
+
+/// One run of `pair` on `model`, traced when `selection` is given; decode carries the fault.
+fn run_one(
+    model: &Decoder,
+    ids: &[u32],
+    prompt_len: usize,
+    pair: &PairSpec,
+    mode: Mode,
+    selection: Option<&TraceSelection>,
+    fault: &Injection,
+) -> Result<RunOutput> {
+    match mode {
+        Mode::Prefill => run::prefill(model, ids, prompt_len, selection),
+        Mode::Decode => run::decode(model, ids, prompt_len, pair.kv_aligned, selection, fault),
+    }
 }
 
 fn token_key(prompt: &str, seed: u64) -> String {
@@ -227,6 +249,9 @@ fn device_worker(
 
     let mode = cfg.config.continuation;
     let groups = plan.load_groups(mode);
+    let trace = cfg.config.trace.as_ref();
+    let trace_on = trace.map(|t| t.on);
+    let fault = cfg.injection();
     // The reference group, when there is one, comes first.
     let mut reference: Option<std::result::Result<Decoder, String>> = groups
         .first()
@@ -279,32 +304,40 @@ fn device_worker(
             .enumerate()
             .filter(|(_, p)| p.dtype == dtype)
         {
-            let seq = &seqs[&(pair.prompt.clone(), pair.seed)];
+            let inputs = match (&model, &seqs[&(pair.prompt.clone(), pair.seed)]) {
+                (Err(e), _) => Err(format!("the model could not load in {dtype}: {e}")),
+                (_, Err(e)) => Err(format!("no tokens for this prompt and seed: {e}")),
+                (Ok(m), Ok(seq)) => {
+                    let mut ids = seq.prompt.clone();
+                    ids.extend_from_slice(&seq.continuation[..pair.span]);
+                    Ok((m, ids, seq.prompt.len()))
+                }
+            };
+            let selection = trace.map(|t| plan.trace_selection(t, pair));
+            let trace_now = selection
+                .as_ref()
+                .filter(|_| trace_on == Some(TraceOn::Always));
+            let mut kept: Vec<Option<RunOutput>> = Vec::new();
+            let mut records = Vec::new();
             for mode in [Mode::Prefill, Mode::Decode] {
                 if !send(WorkerMsg::Started(pair.run_id(mode))) {
                     return;
                 }
-                let result = match (&model, seq) {
-                    (Err(e), _) => Err(format!("the model could not load in {dtype}: {e}")),
-                    (_, Err(e)) => Err(format!("no tokens for this prompt and seed: {e}")),
-                    (Ok(m), Ok(seq)) => {
-                        let mut ids = seq.prompt.clone();
-                        ids.extend_from_slice(&seq.continuation[..pair.span]);
-                        let p = seq.prompt.len();
-                        match mode {
-                            Mode::Prefill => run::prefill(m, &ids, p, None),
-                            Mode::Decode => run::decode(
-                                m,
-                                &ids,
-                                p,
-                                pair.kv_aligned,
-                                None,
-                                &Injection::default(),
-                            ),
-                        }
-                        .map_err(|e| e.to_string())
-                    }
-                };
+                let result = inputs
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|(m, ids, p)| {
+                        run_one(m, ids, *p, pair, mode, trace_now, &fault)
+                            .map_err(|e| e.to_string())
+                    });
+                let result = result.map(|mut out| {
+                    records.push(std::mem::take(&mut out.trace));
+                    out
+                });
+                // `failing` judges the pair here, so it keeps the logits it sends.
+                if trace_on == Some(TraceOn::Failing) {
+                    kept.push(result.as_ref().ok().cloned());
+                }
                 if !send(WorkerMsg::Run {
                     pair: idx,
                     mode,
@@ -312,6 +345,38 @@ fn device_worker(
                 }) {
                     return;
                 }
+            }
+            let traced = match (trace_on, &inputs, &selection) {
+                (Some(TraceOn::Always), Ok(_), _) if records.len() == 2 => {
+                    let dec = records.pop().unwrap_or_default();
+                    let pre = records.pop().unwrap_or_default();
+                    Some(Ok((pre, dec)))
+                }
+                (Some(TraceOn::Failing), Ok((m, ids, p)), Some(sel)) => {
+                    let (pre, dec) = (kept[0].take(), kept[1].take());
+                    let failed = pre.is_some()
+                        && dec.is_some()
+                        && judge(pair.clone(), pre, dec, vec![], limits_for(&cfg, pair))
+                            .verdict
+                            .is_fail();
+                    if failed && !send(WorkerMsg::Started(format!("{} (traced re-run)", pair.id))) {
+                        return;
+                    }
+                    failed.then(|| {
+                        let pre = run_one(m, ids, *p, pair, Mode::Prefill, Some(sel), &fault);
+                        let dec = run_one(m, ids, *p, pair, Mode::Decode, Some(sel), &fault);
+                        match (pre, dec) {
+                            (Ok(a), Ok(b)) => Ok((a.trace, b.trace)),
+                            (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+                        }
+                    })
+                }
+                _ => None,
+            };
+            if let Some(result) = traced
+                && !send(WorkerMsg::Trace { pair: idx, result })
+            {
+                return;
             }
         }
     }
@@ -369,6 +434,45 @@ fn execute(
                     store.write_manifest(manifest)?;
                 }
                 WorkerMsg::Started(id) => pb.set_message(id),
+                WorkerMsg::Trace { pair, result } => {
+                    let spec = plan.pairs[pair].clone();
+                    let ids: Vec<u32> = manifest
+                        .tokens
+                        .get(&token_key(&spec.prompt, spec.seed))
+                        .map(|t| {
+                            [
+                                &t.prompt[..],
+                                &t.continuation[..spec.span.min(t.continuation.len())],
+                            ]
+                            .concat()
+                        })
+                        .unwrap_or_default();
+                    let threshold = cfg.nmse_threshold(spec.dtype);
+                    let store = store.clone();
+                    tasks.spawn_blocking(move || {
+                        let rec = match result {
+                            Ok((pre, dec)) => TraceFile {
+                                pair_id: spec.id.clone(),
+                                error: None,
+                                trace: Some(trace::analyze(
+                                    &spec.id,
+                                    &spec.prompt,
+                                    spec.dtype,
+                                    &pre,
+                                    &dec,
+                                    &ids,
+                                    threshold,
+                                )),
+                            },
+                            Err(e) => TraceFile {
+                                pair_id: spec.id.clone(),
+                                error: Some(e),
+                                trace: None,
+                            },
+                        };
+                        store.write_trace(&rec)
+                    });
+                }
                 WorkerMsg::Run { pair, mode, result } => {
                     pb.inc(1);
                     let spec = plan.pairs[pair].clone();

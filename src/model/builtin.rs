@@ -78,6 +78,11 @@ pub fn weights(cfg: &Config) -> HashMap<String, Tensor> {
     );
     for l in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{l}");
+        // Layer 0 writes 6× wider into the residual stream, so the stream leaves the current
+        // token's own embedding direction: otherwise the tied head mostly predicts the input
+        // token again and sampled continuations repeat one token. The later layers stay
+        // small, which keeps the network out of the chaotic regime where rounding explodes.
+        let out_scale = if l == 0 { 6.0 } else { out_scale };
         put(format!("{p}.input_layernorm.weight"), &[h], 0.1, 1.0);
         put(
             format!("{p}.post_attention_layernorm.weight"),

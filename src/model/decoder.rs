@@ -409,6 +409,7 @@ impl Decoder {
     ) -> candle_core::Result<Tensor> {
         let t = tokens.len();
         let offset = cache.seq_len() + position_shift;
+        hooks.shift = position_shift;
         if t == 0 {
             candle_core::bail!("forward called with no tokens");
         }

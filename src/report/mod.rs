@@ -14,8 +14,10 @@ use crate::plan::{Mode, PairSpec};
 use crate::store::{Manifest, ModelLoad, RunRecord, RunStatus, Store, ToolInfo};
 use crate::verdict::{self, GlobalVerdict, PairVerdict, Thresholds, fmt_num};
 
+pub mod trace;
+
 /// The Markdown report template, compiled in so the binary works from any directory.
-pub const REPORT_TEMPLATE: &str = include_str!("../templates/report.md.tera");
+pub const REPORT_TEMPLATE: &str = include_str!("../../templates/report.md.tera");
 
 /// What rendering produced.
 #[derive(Debug, Clone)]
@@ -77,6 +79,11 @@ pub struct ReportJson {
     pub drift_characterization: Vec<DriftGroup>,
     /// Timings per (span, dtype, mode).
     pub performance: Vec<PerfGroup>,
+    /// The fault injected into decode runs, when one was (the numbers are then not the
+    /// model's own drift).
+    pub inject: Option<serde_json::Value>,
+    /// The trace result, when the sweep traced.
+    pub trace: Option<trace::TraceSummary>,
 }
 
 /// `sweep` in report.json.
@@ -330,6 +337,8 @@ pub fn build(store: &Store) -> Result<ReportJson> {
         pairs,
         drift_characterization,
         performance,
+        inject: m.resolved.get("inject").filter(|v| !v.is_null()).cloned(),
+        trace: None,
     })
 }
 
@@ -551,6 +560,7 @@ struct View<'a> {
     date: String,
     wall: String,
     axes: String,
+    inject: Option<String>,
     loads: Vec<BTreeMap<&'static str, String>>,
     rows: Vec<BTreeMap<&'static str, String>>,
     drift: Vec<BTreeMap<&'static str, String>>,
@@ -720,6 +730,7 @@ fn view(r: &ReportJson) -> View<'_> {
         .collect();
     View {
         axes: axes(r),
+        inject: r.inject.as_ref().map(describe_injection),
         r,
         date: r
             .finished_at
@@ -755,8 +766,35 @@ fn axes(r: &ReportJson) -> String {
     )
 }
 
+/// The injected fault in words, from the resolved config's `inject` section.
+pub fn describe_injection(v: &serde_json::Value) -> String {
+    let mut parts = Vec::new();
+    if let (Some(t), Some(e)) = (
+        v.get("tensor").and_then(|x| x.as_str()),
+        v.get("epsilon").and_then(|x| x.as_f64()),
+    ) {
+        match v.get("layer").and_then(|x| x.as_u64()) {
+            Some(l) => parts.push(format!("`{t}` at layer {l} scaled by (1 + {e})")),
+            None => parts.push(format!("`{t}` scaled by (1 + {e})")),
+        }
+    }
+    if let Some(k) = v
+        .get("position_shift")
+        .and_then(|x| x.as_u64())
+        .filter(|k| *k > 0)
+    {
+        parts.push(format!("decode positions shifted by {k}"));
+    }
+    parts.join("; ")
+}
+
 /// Renders the Markdown report from report.json's content.
 pub fn render_markdown(r: &ReportJson) -> Result<String> {
+    render_template("report.md.tera", REPORT_TEMPLATE, &view(r))
+}
+
+/// Renders a Markdown template (no HTML escaping) with `ctx`; errors carry Tera's causes.
+pub(crate) fn render_template<T: Serialize>(name: &str, template: &str, ctx: &T) -> Result<String> {
     let terr = |e: tera::Error| {
         let mut msg = e.to_string();
         let mut src = std::error::Error::source(&e);
@@ -765,21 +803,24 @@ pub fn render_markdown(r: &ReportJson) -> Result<String> {
             src = s.source();
         }
         Error::Template {
-            name: "report.md.tera".into(),
+            name: name.into(),
             message: msg,
         }
     };
     let mut tera = tera::Tera::new();
     tera.autoescape_on(Vec::<&str>::new());
-    tera.add_raw_template("report.md", REPORT_TEMPLATE)
-        .map_err(terr)?;
-    let ctx = tera::Context::from_serialize(&view(r)).map_err(terr)?;
-    tera.render("report.md", &ctx).map_err(terr)
+    tera.add_raw_template(name, template).map_err(terr)?;
+    let ctx = tera::Context::from_serialize(ctx).map_err(terr)?;
+    tera.render(name, &ctx).map_err(terr)
 }
 
-/// Builds and writes report.json and report.md into the results directory.
+/// Builds and writes report.json and report.md (and, for traced sweeps, trace.json and
+/// trace_report.md) into the results directory.
 pub fn render(store: &Store) -> Result<Rendered> {
-    let report = build(store)?;
+    let mut report = build(store)?;
+    if let Some(t) = trace::render(store, &report)? {
+        report.trace = Some(t);
+    }
     store.write_json("report.json", &report)?;
     store.write_bytes("report.md", render_markdown(&report)?.as_bytes())?;
     Ok(Rendered {

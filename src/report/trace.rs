@@ -1,0 +1,251 @@
+//! The trace report (the B3.66 report, done right): `trace.json` with every number and
+//! `trace_report.md` through `templates/trace_report.md.tera`, built from the results
+//! directory's `traces/` files.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{ReportJson, render_template};
+use crate::error::Result;
+use crate::store::{Store, TraceFile};
+use crate::trace::{PairTrace, RecordResult, RootCause, label};
+use crate::verdict::GlobalVerdict;
+
+/// The trace report template, compiled in.
+pub const TRACE_TEMPLATE: &str = include_str!("../../templates/trace_report.md.tera");
+
+/// What report.json says of the traces.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceSummary {
+    /// PASS only when records were compared and none failed and none is missing.
+    pub result: GlobalVerdict,
+    /// Why.
+    pub reason: String,
+    /// Pairs with a trace.
+    pub traced_pairs: usize,
+    /// The Markdown report, relative to the results directory.
+    pub report: String,
+    /// The JSON with every number.
+    pub json: String,
+}
+
+/// trace.json.
+#[derive(Debug, Clone, Serialize)]
+struct TraceJson {
+    date: String,
+    sweep: String,
+    on: String,
+    inject: Option<String>,
+    result: GlobalVerdict,
+    reason: String,
+    expected_pairs: usize,
+    traced_pairs: usize,
+    pass: usize,
+    fail: usize,
+    not_traced: Vec<String>,
+    compared_records: usize,
+    failed_records: usize,
+    missing_partners: usize,
+    failure_summary: BTreeMap<String, usize>,
+    rows: Vec<TraceRow>,
+    pairs: Vec<PairTrace>,
+}
+
+/// One row of the detailed table: one (pair, position, layer) group of records.
+#[derive(Debug, Clone, Serialize)]
+struct TraceRow {
+    pair: String,
+    prompt: String,
+    token_id: String,
+    pos: usize,
+    layer: String,
+    tensor: String,
+    first_fail: String,
+    root_cause: String,
+    details: String,
+}
+
+fn group_label(r: &RecordResult) -> (u8, usize, String) {
+    match r.layer {
+        Some(l) => (1, l, l.to_string()),
+        None if r.tensor == crate::trace::TensorName::Embed => (0, 0, "embed".into()),
+        None => (2, 0, "final".into()),
+    }
+}
+
+fn rows_of(t: &PairTrace) -> Vec<TraceRow> {
+    let mut rows = Vec::new();
+    for p in &t.positions {
+        let at: Vec<&RecordResult> = t.records.iter().filter(|r| r.pos == p.pos).collect();
+        let mut groups: BTreeMap<(u8, usize, String), Vec<&RecordResult>> = BTreeMap::new();
+        for r in at {
+            groups.entry(group_label(r)).or_default().push(r);
+        }
+        let first_fail = p
+            .first_fail
+            .map_or("none".to_string(), |(l, t)| label(l, t));
+        for ((_, _, layer), rs) in groups {
+            let failing = rs.iter().find(|r| r.failed);
+            let (tensor, details) = match failing {
+                Some(r) => (
+                    r.tensor.to_string(),
+                    match &r.misaligned {
+                        Some(why) => why.clone(),
+                        None => format!(
+                            "nmse {:.3e} > {:.1e}, max|diff| {:.3e}",
+                            r.nmse.unwrap_or(f64::NAN),
+                            t.nmse_threshold,
+                            r.max_abs.unwrap_or(f32::NAN)
+                        ),
+                    },
+                ),
+                None => {
+                    let worst = rs
+                        .iter()
+                        .max_by(|a, b| a.nmse.unwrap_or(0.0).total_cmp(&b.nmse.unwrap_or(0.0)));
+                    (
+                        worst.map_or("—".into(), |w| w.tensor.to_string()),
+                        format!(
+                            "{} tensors within {:.1e}; worst nmse {:.3e}",
+                            rs.len(),
+                            t.nmse_threshold,
+                            worst.and_then(|w| w.nmse).unwrap_or(0.0)
+                        ),
+                    )
+                }
+            };
+            rows.push(TraceRow {
+                pair: t.pair_id.clone(),
+                prompt: t.prompt.clone(),
+                token_id: p.token_id.map_or("—".into(), |id| id.to_string()),
+                pos: p.pos,
+                layer,
+                tensor,
+                first_fail: first_fail.clone(),
+                root_cause: p.root_cause.as_str().to_string(),
+                details,
+            });
+        }
+    }
+    rows
+}
+
+/// Builds and writes trace.json and trace_report.md when the sweep traces; returns the
+/// summary for report.json.
+pub fn render(store: &Store, report: &ReportJson) -> Result<Option<TraceSummary>> {
+    let m = store.manifest()?;
+    let Some(trace_cfg) = m.resolved.get("trace").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let on = trace_cfg
+        .get("on")
+        .and_then(|v| v.as_str())
+        .unwrap_or("always")
+        .to_string();
+    // Which pairs should have a trace: all, or those whose logits verdict failed.
+    let expected: Vec<&str> = report
+        .pairs
+        .iter()
+        .filter(|p| on == "always" || p.verdict.is_fail())
+        .map(|p| p.spec.id.as_str())
+        .collect();
+    let mut traces: Vec<PairTrace> = Vec::new();
+    let mut not_traced = Vec::new();
+    for spec in &m.pairs {
+        let file: Option<TraceFile> = store.trace(spec)?;
+        match file {
+            Some(TraceFile { trace: Some(t), .. }) => traces.push(t),
+            Some(TraceFile { error: Some(e), .. }) => not_traced.push(format!("{}: {e}", spec.id)),
+            _ if expected.contains(&spec.id.as_str()) => {
+                not_traced.push(format!("{}: no trace (its runs did not finish)", spec.id))
+            }
+            _ => {}
+        }
+    }
+    traces.sort_by(|a, b| a.pair_id.cmp(&b.pair_id));
+    let compared: usize = traces.iter().map(PairTrace::compared).sum();
+    let failed_records: usize = traces.iter().map(PairTrace::failed).sum();
+    let missing: usize = traces.iter().map(PairTrace::missing).sum();
+    let fail = traces
+        .iter()
+        .filter(|t| t.failed() + t.missing() > 0)
+        .count();
+    let pass = traces
+        .iter()
+        .filter(|t| t.compared() > 0 && t.failed() + t.missing() == 0)
+        .count();
+    let mut failure_summary: BTreeMap<String, usize> = BTreeMap::new();
+    for p in traces.iter().flat_map(|t| &t.positions) {
+        if p.root_cause != RootCause::None {
+            *failure_summary
+                .entry(p.root_cause.as_str().to_string())
+                .or_default() += 1;
+        }
+    }
+    let (result, reason) = if fail > 0 {
+        (
+            GlobalVerdict::Fail,
+            format!(
+                "{fail} of {} traced pairs diverge: {failed_records} records over threshold, {missing} misaligned (no partner at their position, or a partner for another token)",
+                traces.len()
+            ),
+        )
+    } else if compared == 0 {
+        let why = if on == "failing" && expected.is_empty() {
+            "no pair failed its logits verdict, so none was traced".to_string()
+        } else {
+            "no trace record was compared".to_string()
+        };
+        (GlobalVerdict::Incomplete, why)
+    } else if !not_traced.is_empty() {
+        (
+            GlobalVerdict::Incomplete,
+            format!(
+                "{} expected traces are missing; the rest match",
+                not_traced.len()
+            ),
+        )
+    } else {
+        (
+            GlobalVerdict::Pass,
+            format!(
+                "all {compared} records of {} traced pairs within threshold, none missing",
+                traces.len()
+            ),
+        )
+    };
+    let rows: Vec<TraceRow> = traces.iter().flat_map(rows_of).collect();
+    let json = TraceJson {
+        date: report
+            .finished_at
+            .clone()
+            .unwrap_or_else(|| report.started_at.clone()),
+        sweep: report.sweep.name.clone(),
+        on,
+        inject: report.inject.as_ref().map(super::describe_injection),
+        result,
+        reason: reason.clone(),
+        expected_pairs: expected.len(),
+        traced_pairs: traces.len(),
+        pass,
+        fail,
+        not_traced,
+        compared_records: compared,
+        failed_records,
+        missing_partners: missing,
+        failure_summary,
+        rows,
+        pairs: traces,
+    };
+    store.write_json("trace.json", &json)?;
+    let md = render_template("trace_report.md.tera", TRACE_TEMPLATE, &json)?;
+    store.write_bytes("trace_report.md", md.as_bytes())?;
+    Ok(Some(TraceSummary {
+        result,
+        reason,
+        traced_pairs: json.traced_pairs,
+        report: "trace_report.md".into(),
+        json: "trace.json".into(),
+    }))
+}
