@@ -2,6 +2,7 @@
 //! apart. Data flows one way: [`config`] → [`plan`] → [`run`] (through [`sweep`]) →
 //! [`compare`] → [`verdict`] → [`store`] → [`report`].
 
+pub mod bench;
 pub mod compare;
 pub mod config;
 pub mod error;

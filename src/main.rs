@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use driftsweep::plan::Mode;
-use driftsweep::{Error, config, model, plan, report, store, sweep};
+use driftsweep::{Error, bench, config, model, plan, report, store, sweep};
 
 /// Measures how far the prefill and decode paths of causal language models drift apart.
 #[derive(Parser)]
@@ -41,6 +41,21 @@ enum Command {
     Report {
         /// The results directory.
         dir: PathBuf,
+    },
+    /// Measure the cost of layer tracing: prefill and decode with tracing off and on (CPU).
+    Bench {
+        /// Model source.
+        #[arg(long, default_value = "builtin:tiny-llama")]
+        model: String,
+        /// Run dtype: f32, bf16 or f16.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// Sequence length (the first quarter is the prompt).
+        #[arg(long, default_value_t = 256)]
+        tokens: usize,
+        /// Timed repetitions per case (after one warm-up).
+        #[arg(long, default_value_t = 7)]
+        repeat: usize,
     },
 }
 
@@ -81,6 +96,46 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             let rendered = sweep::run_sweep(&cfg, &opts)?;
             summarize(&rendered);
             Ok(rendered.verdict().exit_code())
+        }
+        Command::Bench {
+            model,
+            dtype,
+            tokens,
+            repeat,
+        } => {
+            let dtype: config::RunDtype = serde_yaml::from_str(&dtype).map_err(|_| {
+                Error::config(
+                    "--dtype",
+                    "dtype",
+                    format!("`{dtype}`: use f32, bf16 or f16"),
+                )
+            })?;
+            if tokens < 4 || repeat == 0 {
+                return Err(Error::config(
+                    "--tokens",
+                    "tokens",
+                    "need at least 4 tokens and 1 repetition",
+                ));
+            }
+            let cases = bench::trace_overhead(&model, dtype, tokens, repeat)?;
+            println!(
+                "trace overhead: {model}, {dtype}, {tokens} tokens, median of {repeat} (min–max)"
+            );
+            println!(
+                "{:<8} {:<16} {:>12} {:>22} {:>9}",
+                "mode", "tracing", "median ms", "min–max ms", "records"
+            );
+            for c in cases {
+                println!(
+                    "{:<8} {:<16} {:>12.2} {:>22} {:>9}",
+                    c.mode,
+                    c.tracing,
+                    c.median_ms,
+                    format!("{:.2}–{:.2}", c.min_ms, c.max_ms),
+                    c.records
+                );
+            }
+            Ok(0)
         }
         Command::Report { dir } => {
             let store = store::Store::open(&dir)?;
