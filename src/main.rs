@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use driftsweep::plan::Mode;
-use driftsweep::{Error, bench, config, model, plan, report, store, sweep};
+use driftsweep::{Error, bench, config, model, plan, report, store, sweep, tokens};
 
 /// Measures how far the prefill and decode paths of causal language models drift apart.
 #[derive(Parser)]
@@ -41,6 +41,20 @@ enum Command {
     Report {
         /// The results directory.
         dir: PathBuf,
+    },
+    /// Greedily continue a prompt, to see that a model loads and answers sensibly before
+    /// sweeping it. `\n` in PROMPT is a newline.
+    Generate {
+        /// Model source (`builtin:tiny-llama`, a `.gguf` file).
+        model: String,
+        /// The prompt text; special tokens such as `<|im_start|>` are recognized.
+        prompt: String,
+        /// Most tokens to generate (stops after end-of-sequence).
+        #[arg(long, default_value_t = 48)]
+        max_tokens: usize,
+        /// Run dtype: f32, bf16 or f16.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
     },
     /// Measure the cost of layer tracing: prefill and decode with tracing off and on (CPU).
     Bench {
@@ -97,19 +111,42 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             summarize(&rendered);
             Ok(rendered.verdict().exit_code())
         }
+        Command::Generate {
+            model,
+            prompt,
+            max_tokens,
+            dtype,
+        } => {
+            let dtype = parse_dtype(&dtype)?;
+            let info = model::ModelInfo::inspect(&model)?;
+            let start = std::time::Instant::now();
+            let m = info.load(dtype, &candle_core::Device::Cpu)?;
+            let load_s = start.elapsed().as_secs_f64();
+            let ids = info.encode(&prompt.replace("\\n", "\n"))?;
+            let start = std::time::Instant::now();
+            let out = tokens::generate(&info, &m, &ids, max_tokens)?;
+            let gen_s = start.elapsed().as_secs_f64();
+            let text = info
+                .tokenizer
+                .decode(&out, false)
+                .map_err(|e| Error::model(&model, format!("decoding: {e}")))?;
+            println!("{text}");
+            eprintln!(
+                "{model} ({}, {dtype}): loaded in {load_s:.2} s; prompt {} tokens; {} tokens in {gen_s:.2} s ({:.1} tokens/s)",
+                info.architecture,
+                ids.len(),
+                out.len(),
+                out.len() as f64 / gen_s.max(1e-9)
+            );
+            Ok(0)
+        }
         Command::Bench {
             model,
             dtype,
             tokens,
             repeat,
         } => {
-            let dtype: config::RunDtype = serde_yaml::from_str(&dtype).map_err(|_| {
-                Error::config(
-                    "--dtype",
-                    "dtype",
-                    format!("`{dtype}`: use f32, bf16 or f16"),
-                )
-            })?;
+            let dtype = parse_dtype(&dtype)?;
             if tokens < 4 || repeat == 0 {
                 return Err(Error::config(
                     "--tokens",
@@ -144,6 +181,11 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             Ok(rendered.verdict().exit_code())
         }
     }
+}
+
+fn parse_dtype(s: &str) -> Result<config::RunDtype, Error> {
+    serde_yaml::from_str(s)
+        .map_err(|_| Error::config("--dtype", "dtype", format!("`{s}`: use f32, bf16 or f16")))
 }
 
 fn summarize(r: &report::Rendered) {

@@ -87,6 +87,29 @@ pub fn continuation(
     Ok(out)
 }
 
+/// Greedy continuation of `prompt` by up to `max_tokens` tokens, stopping after the model's
+/// end-of-sequence token (which is kept).
+pub fn generate(
+    info: &ModelInfo,
+    model: &Decoder,
+    prompt: &[u32],
+    max_tokens: usize,
+) -> Result<Vec<u32>> {
+    let mut out = continuation(
+        info,
+        Some(model),
+        "generate",
+        prompt,
+        max_tokens,
+        ContinuationMode::Greedy,
+        0,
+    )?;
+    if let Some(i) = out.iter().position(|t| Some(*t) == info.eos_id) {
+        out.truncate(i + 1);
+    }
+    Ok(out)
+}
+
 /// Draws from softmax(logits) at temperature 1, in f64.
 fn sample(logits: &[f32], rng: &mut ChaCha8Rng) -> u32 {
     let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;

@@ -3,6 +3,7 @@
 
 pub mod builtin;
 pub mod decoder;
+pub mod gguf;
 
 use candle_core::Device;
 use tokenizers::Tokenizer;
@@ -16,6 +17,8 @@ pub use decoder::{Cache, Config, Decoder};
 pub enum ModelSource {
     /// `builtin:<name>`.
     Builtin(String),
+    /// A `.gguf` file (relative paths are relative to the working directory).
+    Gguf(std::path::PathBuf),
 }
 
 impl ModelSource {
@@ -33,11 +36,39 @@ impl ModelSource {
                 ),
             ));
         }
+        if source.ends_with(".gguf") {
+            let path = std::path::PathBuf::from(source);
+            if !path.is_file() {
+                return Err(Error::model(
+                    source,
+                    "no such GGUF file (relative paths are taken from the working directory; \
+                     scripts/fetch_smollm2.sh fetches SmolLM2-135M)",
+                ));
+            }
+            return Ok(ModelSource::Gguf(path));
+        }
         Err(Error::model(
             source,
-            "unsupported source; this build knows `builtin:<name>` (built-in models: tiny-llama)",
+            "unsupported source; use `builtin:<name>` (built-in models: tiny-llama) or a `.gguf` file",
         ))
     }
+}
+
+/// sha256 of a file, streamed.
+fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// What is known about a model without loading its weights: enough to plan a sweep and
@@ -56,6 +87,8 @@ pub struct ModelInfo {
     pub bos_id: Option<u32>,
     /// Ids never drawn for random prompts or continuations (special tokens).
     pub special_ids: Vec<u32>,
+    /// End-of-sequence id (where `generate` stops).
+    pub eos_id: Option<u32>,
     /// sha256 identity of the weights (for generated weights: of the recipe).
     pub sha256: String,
 }
@@ -78,10 +111,25 @@ impl ModelInfo {
                     source: source.to_string(),
                     architecture: "llama".into(),
                     sha256: builtin::recipe_sha256(&name, &config),
+                    eos_id: tokenizer.token_to_id(builtin::EOS),
                     config,
                     tokenizer,
                     bos_id,
                     special_ids,
+                })
+            }
+            ModelSource::Gguf(path) => {
+                let g = gguf::inspect(&path).map_err(|e| Error::model(source, e))?;
+                Ok(ModelInfo {
+                    source: source.to_string(),
+                    architecture: g.architecture,
+                    config: g.config,
+                    tokenizer: g.tokenizer,
+                    bos_id: g.bos_id,
+                    special_ids: g.special_ids,
+                    eos_id: g.eos_id,
+                    sha256: sha256_file(&path)
+                        .map_err(|e| Error::model(source, format!("hashing: {e}")))?,
                 })
             }
         }
@@ -119,6 +167,12 @@ impl ModelInfo {
                 let vb = builtin::var_builder(&self.config, dtype.candle(), device);
                 Decoder::new(&self.config, vb)
                     .context(|| format!("building `{}` in {dtype}", self.source))
+            }
+            ModelSource::Gguf(path) => {
+                let vb = gguf::var_builder(&path, &self.config, dtype.candle(), device)
+                    .map_err(|e| Error::model(&self.source, e))?;
+                Decoder::new(&self.config, vb)
+                    .map_err(|e| Error::model(&self.source, format!("in {dtype}: {e}")))
             }
         }
     }

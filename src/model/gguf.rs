@@ -1,0 +1,307 @@
+//! GGUF files (llama.cpp's format): hyper-parameters and the tokenizer from the metadata,
+//! tensors dequantized to f32 and then cast to the run dtype, renamed to Hugging Face names.
+//!
+//! llama.cpp's converter permutes the rows of the Q and K projections so that RoPE can rotate
+//! adjacent pairs; the project's decoder rotates halves as the original model does, so the
+//! loader undoes that permutation and the numbers match the original model.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::{AddedToken, PreTokenizerWrapper, Tokenizer};
+
+use super::decoder::Config;
+
+/// What the metadata of a GGUF file gives.
+pub struct GgufModel {
+    /// Hyper-parameters.
+    pub config: Config,
+    /// `general.architecture`.
+    pub architecture: String,
+    /// The byte-level BPE tokenizer.
+    pub tokenizer: Tokenizer,
+    /// BOS id, when the file asks for BOS in front of prompts.
+    pub bos_id: Option<u32>,
+    /// Control tokens.
+    pub special_ids: Vec<u32>,
+    /// End-of-sequence id.
+    pub eos_id: Option<u32>,
+}
+
+/// Architectures the GGUF loader maps onto the decoder.
+pub const ARCHITECTURES: &[&str] = &["llama"];
+
+fn open(path: &Path) -> Result<(Content, BufReader<File>), String> {
+    let f = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let mut r = BufReader::new(f);
+    let c = Content::read(&mut r).map_err(|e| format!("not a readable GGUF file: {e}"))?;
+    Ok((c, r))
+}
+
+fn get<'a>(c: &'a Content, key: &str) -> Result<&'a Value, String> {
+    c.metadata
+        .get(key)
+        .ok_or_else(|| format!("metadata key `{key}` is missing"))
+}
+
+fn get_u32(c: &Content, key: &str) -> Result<u32, String> {
+    get(c, key)?
+        .to_u32()
+        .map_err(|e| format!("metadata key `{key}`: {e}"))
+}
+
+fn get_f32(c: &Content, key: &str) -> Result<f32, String> {
+    get(c, key)?
+        .to_f32()
+        .map_err(|e| format!("metadata key `{key}`: {e}"))
+}
+
+fn strings(c: &Content, key: &str) -> Result<Vec<String>, String> {
+    get(c, key)?
+        .to_vec()
+        .map_err(|e| format!("metadata key `{key}`: {e}"))?
+        .iter()
+        .map(|v| {
+            v.to_string()
+                .cloned()
+                .map_err(|e| format!("metadata key `{key}`: {e}"))
+        })
+        .collect()
+}
+
+/// Reads the metadata (not the tensors) of a GGUF file.
+pub fn inspect(path: &Path) -> Result<GgufModel, String> {
+    let (c, _) = open(path)?;
+    let arch = get(&c, "general.architecture")?
+        .to_string()
+        .map_err(|e| format!("general.architecture: {e}"))?
+        .clone();
+    if !ARCHITECTURES.contains(&arch.as_str()) {
+        return Err(format!(
+            "architecture `{arch}` is not supported from GGUF; supported: {}",
+            ARCHITECTURES.join(", ")
+        ));
+    }
+    let k = |s: &str| format!("{arch}.{s}");
+    let tokens = strings(&c, "tokenizer.ggml.tokens")?;
+    let embd = c
+        .tensor_infos
+        .get("token_embd.weight")
+        .ok_or("tensor `token_embd.weight` is missing")?;
+    let vocab_size = embd.shape.dims()[0];
+    if tokens.len() != vocab_size {
+        return Err(format!(
+            "the tokenizer has {} tokens but the embedding has {vocab_size} rows",
+            tokens.len()
+        ));
+    }
+    let heads = get_u32(&c, &k("attention.head_count"))? as usize;
+    let config = Config {
+        vocab_size,
+        hidden_size: get_u32(&c, &k("embedding_length"))? as usize,
+        intermediate_size: get_u32(&c, &k("feed_forward_length"))? as usize,
+        num_hidden_layers: get_u32(&c, &k("block_count"))? as usize,
+        num_attention_heads: heads,
+        num_key_value_heads: get_u32(&c, &k("attention.head_count_kv"))
+            .map_or(heads, |v| v as usize),
+        rms_norm_eps: get_f32(&c, &k("attention.layer_norm_rms_epsilon"))? as f64,
+        rope_theta: get_f32(&c, &k("rope.freq_base")).unwrap_or(10_000.0) as f64,
+        max_position_embeddings: get_u32(&c, &k("context_length"))? as usize,
+        tie_word_embeddings: !c.tensor_infos.contains_key("output.weight"),
+    };
+    config.validate()?;
+
+    let model = get(&c, "tokenizer.ggml.model")?
+        .to_string()
+        .map_err(|e| e.to_string())?
+        .clone();
+    if model != "gpt2" {
+        return Err(format!(
+            "tokenizer model `{model}` is not supported; supported: gpt2 (byte-level BPE)"
+        ));
+    }
+    let merges: Vec<(String, String)> = strings(&c, "tokenizer.ggml.merges")?
+        .into_iter()
+        .map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .ok_or_else(|| format!("malformed merge `{m}`"))
+        })
+        .collect::<Result<_, _>>()?;
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(|e| format!("building the BPE tokenizer: {e}"))?;
+    let mut tokenizer = Tokenizer::new(bpe);
+    let byte_level = ByteLevel::default().add_prefix_space(false);
+    let pre = match c
+        .metadata
+        .get("tokenizer.ggml.pre")
+        .and_then(|v| v.to_string().ok())
+        .map(String::as_str)
+    {
+        // SmolLM's pre-tokenizer splits digits one by one before the GPT-2 regex.
+        Some("smollm") => PreTokenizerWrapper::Sequence(Sequence::new(vec![
+            PreTokenizerWrapper::Digits(Digits::new(true)),
+            PreTokenizerWrapper::ByteLevel(byte_level),
+        ])),
+        _ => PreTokenizerWrapper::ByteLevel(byte_level),
+    };
+    tokenizer.with_pre_tokenizer(Some(pre));
+    tokenizer.with_decoder(Some(ByteLevel::default()));
+    // Control tokens (type 3) are matched whole in text, like <|im_start|>.
+    let types: Vec<i32> = get(&c, "tokenizer.ggml.token_type")
+        .and_then(|v| v.to_vec().map_err(|e| e.to_string()))
+        .map(|v| v.iter().map(|x| x.to_i32().unwrap_or(1)).collect())
+        .unwrap_or_default();
+    let special_ids: Vec<u32> = types
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| **t == 3)
+        .map(|(i, _)| i as u32)
+        .collect();
+    let specials: Vec<AddedToken> = special_ids
+        .iter()
+        .map(|&i| AddedToken::from(tokens[i as usize].clone(), true))
+        .collect();
+    tokenizer
+        .add_special_tokens(specials)
+        .map_err(|e| format!("adding special tokens: {e}"))?;
+    let add_bos = c
+        .metadata
+        .get("tokenizer.ggml.add_bos_token")
+        .and_then(|v| v.to_bool().ok())
+        .unwrap_or(false);
+    let bos_id = if add_bos {
+        get_u32(&c, "tokenizer.ggml.bos_token_id").ok()
+    } else {
+        None
+    };
+    Ok(GgufModel {
+        config,
+        architecture: arch,
+        tokenizer,
+        bos_id,
+        special_ids,
+        eos_id: get_u32(&c, "tokenizer.ggml.eos_token_id").ok(),
+    })
+}
+
+/// GGUF tensor name → Hugging Face name.
+fn hf_name(name: &str) -> Option<String> {
+    let fixed = match name {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = name.strip_prefix("blk.")?;
+    let (layer, t) = rest.split_once('.')?;
+    let hf = match t {
+        "attn_norm.weight" => "input_layernorm.weight",
+        "attn_q.weight" => "self_attn.q_proj.weight",
+        "attn_k.weight" => "self_attn.k_proj.weight",
+        "attn_v.weight" => "self_attn.v_proj.weight",
+        "attn_output.weight" => "self_attn.o_proj.weight",
+        "ffn_norm.weight" => "post_attention_layernorm.weight",
+        "ffn_gate.weight" => "mlp.gate_proj.weight",
+        "ffn_up.weight" => "mlp.up_proj.weight",
+        "ffn_down.weight" => "mlp.down_proj.weight",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}"))
+}
+
+/// Undoes llama.cpp's Q/K row permutation: rows (heads, 2, head_dim/2) were stored as
+/// (heads, head_dim/2, 2).
+fn unpermute(w: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
+    let (rows, cols) = w.dims2()?;
+    let hd = rows / heads;
+    w.reshape((heads, hd / 2, 2, cols))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((rows, cols))
+}
+
+/// Loads every tensor, dequantized to f32 and cast to `dtype` on `device`.
+pub fn var_builder(
+    path: &Path,
+    cfg: &Config,
+    dtype: DType,
+    device: &Device,
+) -> Result<VarBuilder<'static>, String> {
+    let (c, mut r) = open(path)?;
+    let mut tensors = HashMap::new();
+    for name in c.tensor_infos.keys() {
+        let Some(hf) = hf_name(name) else { continue };
+        // Dequantize on the CPU in f32: the quantized blocks only know how to widen to f32.
+        let q = c
+            .tensor(&mut r, name, &Device::Cpu)
+            .map_err(|e| format!("tensor `{name}`: {e}"))?;
+        let mut t = q
+            .dequantize(&Device::Cpu)
+            .map_err(|e| format!("tensor `{name}`: {e}"))?;
+        if name.ends_with("attn_q.weight") {
+            t = unpermute(&t, cfg.num_attention_heads)
+                .map_err(|e| format!("tensor `{name}`: {e}"))?;
+        } else if name.ends_with("attn_k.weight") {
+            t = unpermute(&t, cfg.num_key_value_heads)
+                .map_err(|e| format!("tensor `{name}`: {e}"))?;
+        }
+        tensors.insert(hf, t);
+    }
+    Ok(VarBuilder::from_tensors(tensors, dtype, device))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permute() {
+        // llama.cpp: w.reshape(h, 2, hd/2, c).swapaxes(1, 2).reshape(rows, c)
+        let (h, hd, c) = (3, 4, 2);
+        let w = Tensor::arange(0f32, (h * hd * c) as f32, &Device::Cpu)
+            .unwrap()
+            .reshape((h * hd, c))
+            .unwrap();
+        let permuted = w
+            .reshape((h, 2, hd / 2, c))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .reshape((h * hd, c))
+            .unwrap();
+        let back = unpermute(&permuted, h).unwrap();
+        assert_eq!(back.to_vec2::<f32>().unwrap(), w.to_vec2::<f32>().unwrap());
+    }
+
+    #[test]
+    fn names_map_to_hugging_face() {
+        assert_eq!(
+            hf_name("blk.3.attn_q.weight").unwrap(),
+            "model.layers.3.self_attn.q_proj.weight"
+        );
+        assert_eq!(hf_name("output_norm.weight").unwrap(), "model.norm.weight");
+        assert_eq!(hf_name("rope_freqs.weight"), None);
+    }
+}
