@@ -220,18 +220,25 @@ fn print_plan_table(cfg: &config::LoadedConfig, plan: &plan::Plan) {
         "sweep `{}`: model {}, device {}, continuation {}",
         cfg.config.name, cfg.config.model.source, cfg.config.device, cfg.config.continuation
     );
+    let groups = plan.load_groups(cfg.config.continuation);
     println!(
-        "{} pairs, {} runs ({} pairs excluded), {} model load group(s): {}",
+        "{} pairs, {} runs ({} pairs excluded), {} model load(s): {}",
         plan.pairs.len(),
         plan.run_count(),
         plan.excluded,
-        plan.dtypes().len(),
-        plan.dtypes()
+        groups.len(),
+        groups
             .iter()
-            .map(|d| d.as_str())
+            .map(|g| format!("{} ({})", g.dtype, g.purpose()))
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if let Some(i) = &cfg.config.inject {
+        println!(
+            "fault injection: {}",
+            serde_json::to_string(i).unwrap_or_default()
+        );
+    }
     println!();
     let w = plan
         .pairs
