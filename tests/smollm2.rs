@@ -108,3 +108,87 @@ fn cross_check_against_candle_quantized_llama() {
         "max |diff| {max_abs} against max |logit| {scale}"
     );
 }
+
+#[test]
+fn a_truncated_gguf_is_bad_input_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(gguf()).unwrap();
+    let bin = env!("CARGO_BIN_EXE_driftsweep");
+    // Cut inside the tensor data, then inside the metadata.
+    for (name, cut) in [("data", bytes.len() / 2), ("meta", 1000)] {
+        let model = tmp.path().join(format!("{name}.gguf"));
+        std::fs::write(&model, &bytes[..cut]).unwrap();
+        let cfg = tmp.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "name: t\nmodel: {{source: '{}'}}\nprompts: [{{id: a, text: hi}}]\nsweep: {{span: [2], dtype: [f32], kv_aligned: [1], seed: [0]}}\n",
+                model.display()
+            ),
+        )
+        .unwrap();
+        let out = tmp.path().join(format!("out_{name}"));
+        let o = std::process::Command::new(bin)
+            .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+        assert!(
+            err.contains(&format!("{name}.yaml")) && err.contains("model.source"),
+            "{name}: {err}"
+        );
+        assert!(
+            err.contains("truncated") || err.contains("not a readable GGUF"),
+            "{name}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!out.exists());
+        let o = std::process::Command::new(bin)
+            .args(["generate", model.to_str().unwrap(), "hi"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_ci_sweep_on_smollm2_measures_real_drift() {
+    gguf();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("res");
+    let cfg = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/smollm2_ci.yaml");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_driftsweep"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(
+        r["model"]["sha256"],
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    );
+    assert_eq!(r["model"]["architecture"], "llama");
+    assert_eq!(r["counts"]["pairs"], 4);
+    for p in r["pairs"].as_array().unwrap() {
+        let m = &p["metrics"];
+        let max_abs = m["max_abs_diff"].as_f64().unwrap();
+        // DESIGN.md section 4 measured f32 5.6e-5–1.2e-4 and f16 0.08–0.19 with PyTorch.
+        match p["dtype"].as_str().unwrap() {
+            "f32" => assert!(max_abs > 0.0 && max_abs < 1e-3, "{}: {max_abs}", p["id"]),
+            _ => assert!(max_abs > 1e-3 && max_abs < 0.4, "{}: {max_abs}", p["id"]),
+        }
+    }
+}

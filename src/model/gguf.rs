@@ -78,6 +78,28 @@ fn strings(c: &Content, key: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
+/// Every tensor's bytes must lie inside the file: a truncated download is found here, before
+/// any work, not when a group's weights load.
+fn check_tensor_extents(path: &Path, c: &Content) -> Result<(), String> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| format!("cannot stat: {e}"))?
+        .len();
+    for (name, t) in &c.tensor_infos {
+        let block = t.ggml_dtype.block_size();
+        let bytes = (t.shape.elem_count() / block.max(1) * t.ggml_dtype.type_size()) as u64;
+        let end = c
+            .tensor_data_offset
+            .saturating_add(t.offset)
+            .saturating_add(bytes);
+        if end > len {
+            return Err(format!(
+                "truncated: tensor `{name}` needs bytes up to {end} but the file has {len}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Reads the metadata (not the tensors) of a GGUF file.
 pub fn inspect(path: &Path) -> Result<GgufModel, String> {
     let (c, _) = open(path)?;
@@ -91,6 +113,7 @@ pub fn inspect(path: &Path) -> Result<GgufModel, String> {
             ARCHITECTURES.join(", ")
         ));
     }
+    check_tensor_extents(path, &c)?;
     let k = |s: &str| format!("{arch}.{s}");
     let tokens = strings(&c, "tokenizer.ggml.tokens")?;
     let embd = c
