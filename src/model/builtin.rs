@@ -47,6 +47,11 @@ pub fn config() -> Config {
         rope_theta: 10_000.0,
         max_position_embeddings: 2048,
         tie_word_embeddings: true,
+        explicit_head_dim: None,
+        attention_bias: false,
+        qk_norm: false,
+        sliding_window: None,
+        rope_llama3: None,
     }
 }
 
@@ -115,6 +120,15 @@ pub fn weights(cfg: &Config) -> HashMap<String, Tensor> {
             fan(nq) * out_scale,
             0.0,
         );
+        if cfg.attention_bias {
+            put(format!("{p}.self_attn.q_proj.bias"), &[nq], 0.1, 0.0);
+            put(format!("{p}.self_attn.k_proj.bias"), &[nkv], 0.1, 0.0);
+            put(format!("{p}.self_attn.v_proj.bias"), &[nkv], 0.1, 0.0);
+        }
+        if cfg.qk_norm {
+            put(format!("{p}.self_attn.q_norm.weight"), &[hd], 0.1, 1.0);
+            put(format!("{p}.self_attn.k_norm.weight"), &[hd], 0.1, 1.0);
+        }
         put(format!("{p}.mlp.gate_proj.weight"), &[i, h], fan(h), 0.0);
         put(format!("{p}.mlp.up_proj.weight"), &[i, h], fan(h), 0.0);
         put(
@@ -125,6 +139,9 @@ pub fn weights(cfg: &Config) -> HashMap<String, Tensor> {
         );
     }
     put("model.norm.weight".into(), &[h], 0.1, 1.0);
+    if !cfg.tie_word_embeddings {
+        put("lm_head.weight".into(), &[v, h], 4.0 * fan(h), 0.0);
+    }
     w
 }
 

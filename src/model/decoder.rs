@@ -44,12 +44,61 @@ pub struct Config {
     pub max_position_embeddings: usize,
     /// Output head shares the embedding matrix.
     pub tie_word_embeddings: bool,
+    /// Head width when the config gives it (Qwen3); otherwise hidden / heads.
+    #[serde(default)]
+    pub explicit_head_dim: Option<usize>,
+    /// Q, K and V projections carry a bias (Qwen2).
+    #[serde(default)]
+    pub attention_bias: bool,
+    /// RMSNorm over each query and key head before RoPE (Qwen3).
+    #[serde(default)]
+    pub qk_norm: bool,
+    /// Each position attends only to the last `sliding_window` positions (Mistral), in both
+    /// paths alike.
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    /// Llama 3 RoPE frequency scaling.
+    #[serde(default)]
+    pub rope_llama3: Option<Llama3Rope>,
+}
+
+/// Llama 3's `rope_scaling` (rope_type "llama3").
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Llama3Rope {
+    /// Scale of the low frequencies.
+    pub factor: f64,
+    /// Wavelength bound of the low-frequency band (as a factor).
+    pub low_freq_factor: f64,
+    /// Wavelength bound of the high-frequency band (as a factor).
+    pub high_freq_factor: f64,
+    /// Context length the frequencies were trained for.
+    pub original_max_position_embeddings: usize,
+}
+
+impl Llama3Rope {
+    /// The scaled inverse frequency, as in transformers' `_compute_llama3_parameters`.
+    fn scale(&self, inv_freq: f64) -> f64 {
+        let low_wavelen = self.original_max_position_embeddings as f64 / self.low_freq_factor;
+        let high_wavelen = self.original_max_position_embeddings as f64 / self.high_freq_factor;
+        let wavelen = 2.0 * std::f64::consts::PI / inv_freq;
+        if wavelen < high_wavelen {
+            inv_freq
+        } else if wavelen > low_wavelen {
+            inv_freq / self.factor
+        } else {
+            let smooth = (self.original_max_position_embeddings as f64 / wavelen
+                - self.low_freq_factor)
+                / (self.high_freq_factor - self.low_freq_factor);
+            (1.0 - smooth) * inv_freq / self.factor + smooth * inv_freq
+        }
+    }
 }
 
 impl Config {
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
+        self.explicit_head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
     /// Structural checks, so that a bad config fails here rather than in a matmul.
@@ -57,7 +106,9 @@ impl Config {
         if self.num_attention_heads == 0 || self.num_key_value_heads == 0 {
             return Err("head counts must be positive".into());
         }
-        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+        if self.explicit_head_dim.is_none()
+            && !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
@@ -94,7 +145,11 @@ impl Rope {
         let hd = cfg.head_dim();
         let inv_freq: Vec<f32> = (0..hd)
             .step_by(2)
-            .map(|i| 1f32 / (cfg.rope_theta as f32).powf(i as f32 / hd as f32))
+            // In f32 like transformers' `1.0 / base ** (arange(0, dim, 2).float() / dim)`.
+            .map(|i| {
+                let f = 1f32 / (cfg.rope_theta as f32).powf(i as f32 / hd as f32);
+                cfg.rope_llama3.map_or(f, |r| r.scale(f as f64) as f32)
+            })
             .collect();
         let inv_freq = Tensor::from_vec(inv_freq, (1, hd / 2), dev)?;
         let t = Tensor::arange(0u32, cfg.max_position_embeddings as u32, dev)?
@@ -120,6 +175,20 @@ fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> candle_core::Result<
     Ok(Linear::new(vb.get((out_dim, in_dim), "weight")?, None))
 }
 
+fn linear_b(
+    in_dim: usize,
+    out_dim: usize,
+    bias: bool,
+    vb: VarBuilder,
+) -> candle_core::Result<Linear> {
+    let b = if bias {
+        Some(vb.get(out_dim, "bias")?)
+    } else {
+        None
+    };
+    Ok(Linear::new(vb.get((out_dim, in_dim), "weight")?, b))
+}
+
 fn rms_norm(dim: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<RmsNorm> {
     Ok(RmsNorm::new(vb.get(dim, "weight")?, eps))
 }
@@ -131,6 +200,8 @@ struct Attention {
     k_proj: Linear,
     v_proj: Linear,
     o_proj: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
     n_heads: usize,
     n_kv_heads: usize,
     head_dim: usize,
@@ -140,11 +211,21 @@ impl Attention {
     fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
         let hd = cfg.head_dim();
         let h = cfg.hidden_size;
+        let bias = cfg.attention_bias;
+        let norm = |name: &str| -> candle_core::Result<Option<RmsNorm>> {
+            if cfg.qk_norm {
+                rms_norm(hd, cfg.rms_norm_eps, vb.pp(name)).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
         Ok(Attention {
-            q_proj: linear(h, cfg.num_attention_heads * hd, vb.pp("q_proj"))?,
-            k_proj: linear(h, cfg.num_key_value_heads * hd, vb.pp("k_proj"))?,
-            v_proj: linear(h, cfg.num_key_value_heads * hd, vb.pp("v_proj"))?,
+            q_proj: linear_b(h, cfg.num_attention_heads * hd, bias, vb.pp("q_proj"))?,
+            k_proj: linear_b(h, cfg.num_key_value_heads * hd, bias, vb.pp("k_proj"))?,
+            v_proj: linear_b(h, cfg.num_key_value_heads * hd, bias, vb.pp("v_proj"))?,
             o_proj: linear(cfg.num_attention_heads * hd, h, vb.pp("o_proj"))?,
+            q_norm: norm("q_norm")?,
+            k_norm: norm("k_norm")?,
             n_heads: cfg.num_attention_heads,
             n_kv_heads: cfg.num_key_value_heads,
             head_dim: hd,
@@ -176,13 +257,22 @@ impl Attention {
             let rows = hooks.tap(Some(layer), name, rows, offset)?;
             heads(rows, n)?.contiguous()
         };
+        // Qwen3 normalizes each head (over head_dim) before RoPE.
+        let head_norm = |y: Tensor, norm: &Option<RmsNorm>| -> candle_core::Result<Tensor> {
+            match norm {
+                Some(n) => n.forward(&y.contiguous()?),
+                None => Ok(y),
+            }
+        };
+        let q = heads(self.q_proj.forward(x)?, self.n_heads)?;
         let q = tap(
             TensorName::Q,
-            rope.apply(&heads(self.q_proj.forward(x)?, self.n_heads)?, offset)?,
+            rope.apply(&head_norm(q, &self.q_norm)?, offset)?,
         )?;
+        let k = heads(self.k_proj.forward(x)?, self.n_kv_heads)?;
         let k = tap(
             TensorName::K,
-            rope.apply(&heads(self.k_proj.forward(x)?, self.n_kv_heads)?, offset)?,
+            rope.apply(&head_norm(k, &self.k_norm)?, offset)?,
         )?;
         let v = tap(
             TensorName::V,
@@ -427,10 +517,13 @@ impl Decoder {
             self.embed_tokens.forward(&input)?,
             offset,
         )?;
-        // A single new token may attend to everything cached: no mask needed. The mask's
-        // columns are the cached positions, so it is built from the cache length.
-        let mask = if t > 1 {
-            Some(self.causal_mask(t, cache.seq_len())?)
+        // A single new token may attend to everything cached (no mask needed) unless a
+        // sliding window hides the oldest keys. The mask's columns are the cached positions,
+        // so it is built from the cache length.
+        let past = cache.seq_len();
+        let windowed = self.cfg.sliding_window.is_some_and(|w| past + t > w);
+        let mask = if t > 1 || windowed {
+            Some(self.causal_mask(t, past)?)
         } else {
             None
         };
@@ -443,14 +536,17 @@ impl Decoder {
         logits.squeeze(0)
     }
 
-    /// Additive mask (t, offset + t): row i may see columns ≤ offset + i. Built in f32 and
-    /// cast, since -inf is exact in every float dtype.
+    /// Additive mask (t, offset + t): row i may see columns ≤ offset + i, and with a sliding
+    /// window only the last `window` of them. Built in f32 and cast, since -inf is exact in
+    /// every float dtype.
     fn causal_mask(&self, t: usize, offset: usize) -> candle_core::Result<Tensor> {
         let cols = offset + t;
+        let window = self.cfg.sliding_window.unwrap_or(usize::MAX);
         let mask: Vec<f32> = (0..t)
             .flat_map(|i| {
+                let pos = offset + i;
                 (0..cols).map(move |j| {
-                    if j > offset + i {
+                    if j > pos || pos - j >= window {
                         f32::NEG_INFINITY
                     } else {
                         0.0

@@ -140,6 +140,11 @@ pub fn inspect(path: &Path) -> Result<GgufModel, String> {
         rope_theta: get_f32(&c, &k("rope.freq_base")).unwrap_or(10_000.0) as f64,
         max_position_embeddings: get_u32(&c, &k("context_length"))? as usize,
         tie_word_embeddings: !c.tensor_infos.contains_key("output.weight"),
+        explicit_head_dim: None,
+        attention_bias: false,
+        qk_norm: false,
+        sliding_window: None,
+        rope_llama3: None,
     };
     config.validate()?;
 

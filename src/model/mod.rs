@@ -4,6 +4,7 @@
 pub mod builtin;
 pub mod decoder;
 pub mod gguf;
+pub mod hf_dir;
 
 use candle_core::Device;
 use tokenizers::Tokenizer;
@@ -19,6 +20,8 @@ pub enum ModelSource {
     Builtin(String),
     /// A `.gguf` file (relative paths are relative to the working directory).
     Gguf(std::path::PathBuf),
+    /// A directory in Hugging Face layout.
+    HfDir(std::path::PathBuf),
 }
 
 impl ModelSource {
@@ -36,6 +39,9 @@ impl ModelSource {
                 ),
             ));
         }
+        if std::path::Path::new(source).is_dir() {
+            return Ok(ModelSource::HfDir(source.into()));
+        }
         if source.ends_with(".gguf") {
             let path = std::path::PathBuf::from(source);
             if !path.is_file() {
@@ -49,7 +55,8 @@ impl ModelSource {
         }
         Err(Error::model(
             source,
-            "unsupported source; use `builtin:<name>` (built-in models: tiny-llama) or a `.gguf` file",
+            "unsupported source; use `builtin:<name>` (built-in models: tiny-llama), a `.gguf` file \
+             or a Hugging Face model directory (config.json, *.safetensors, tokenizer.json)",
         ))
     }
 }
@@ -89,6 +96,9 @@ pub struct ModelInfo {
     pub special_ids: Vec<u32>,
     /// End-of-sequence id (where `generate` stops).
     pub eos_id: Option<u32>,
+    /// Let the tokenizer's own post-processor add its special tokens (tokenizer.json files
+    /// know whether their model wants BOS); otherwise `bos_id` is prepended by hand.
+    pub tokenizer_adds_specials: bool,
     /// sha256 identity of the weights (for generated weights: of the recipe).
     pub sha256: String,
 }
@@ -112,6 +122,7 @@ impl ModelInfo {
                     architecture: "llama".into(),
                     sha256: builtin::recipe_sha256(&name, &config),
                     eos_id: tokenizer.token_to_id(builtin::EOS),
+                    tokenizer_adds_specials: false,
                     config,
                     tokenizer,
                     bos_id,
@@ -128,8 +139,44 @@ impl ModelInfo {
                     bos_id: g.bos_id,
                     special_ids: g.special_ids,
                     eos_id: g.eos_id,
+                    tokenizer_adds_specials: false,
                     sha256: sha256_file(&path)
                         .map_err(|e| Error::model(source, format!("hashing: {e}")))?,
+                })
+            }
+            ModelSource::HfDir(dir) => {
+                let h = hf_dir::inspect(&dir).map_err(|e| Error::model(source, e))?;
+                let mut hashes = String::new();
+                for f in &h.files {
+                    let one = sha256_file(f).map_err(|e| {
+                        Error::model(source, format!("hashing {}: {e}", f.display()))
+                    })?;
+                    hashes.push_str(&one);
+                }
+                let special_ids = h
+                    .tokenizer
+                    .get_added_tokens_decoder()
+                    .iter()
+                    .filter(|(_, t)| t.special)
+                    .map(|(id, _)| *id)
+                    .collect();
+                Ok(ModelInfo {
+                    source: source.to_string(),
+                    architecture: h.architecture,
+                    config: h.config,
+                    tokenizer: h.tokenizer,
+                    bos_id: None,
+                    special_ids,
+                    eos_id: h.eos_id,
+                    tokenizer_adds_specials: true,
+                    // One file: its own hash; several: the hash of their hashes in name order.
+                    sha256: if h.files.len() == 1 {
+                        hashes
+                    } else {
+                        use sha2::{Digest, Sha256};
+                        let d = Sha256::digest(hashes.as_bytes());
+                        d.iter().map(|b| format!("{b:02x}")).collect()
+                    },
                 })
             }
         }
@@ -153,7 +200,7 @@ impl ModelInfo {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self
             .tokenizer
-            .encode(text, false)
+            .encode(text, self.tokenizer_adds_specials)
             .map_err(|e| Error::model(&self.source, format!("tokenizing the prompt: {e}")))?;
         let mut ids: Vec<u32> = self.bos_id.into_iter().collect();
         ids.extend_from_slice(enc.get_ids());
@@ -167,6 +214,15 @@ impl ModelInfo {
                 let vb = builtin::var_builder(&self.config, dtype.candle(), device);
                 Decoder::new(&self.config, vb)
                     .context(|| format!("building `{}` in {dtype}", self.source))
+            }
+            ModelSource::HfDir(dir) => {
+                let files = hf_dir::inspect(&dir)
+                    .map_err(|e| Error::model(&self.source, e))?
+                    .files;
+                let vb = hf_dir::var_builder(&files, dtype.candle(), device)
+                    .map_err(|e| Error::model(&self.source, e))?;
+                Decoder::new(&self.config, vb)
+                    .map_err(|e| Error::model(&self.source, format!("in {dtype}: {e}")))
             }
             ModelSource::Gguf(path) => {
                 let vb = gguf::var_builder(&path, &self.config, dtype.candle(), device)

@@ -1,0 +1,188 @@
+//! A model directory in Hugging Face layout: `config.json`, one or many `*.safetensors`
+//! (with `model.safetensors.index.json`), `tokenizer.json`. Weights are memory-mapped.
+//! The architecture comes from `model_type` (or `architectures`): Llama, Mistral (sliding
+//! window), Qwen2 (q/k/v bias), Qwen3 (q/k RMSNorm, explicit head_dim).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use serde::Deserialize;
+use tokenizers::Tokenizer;
+
+use super::decoder::{Config, Llama3Rope};
+
+/// Architectures the directory loader maps onto the decoder.
+pub const ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
+
+/// The fields of `config.json` the decoder uses (others are ignored).
+#[derive(Debug, Deserialize)]
+struct HfConfig {
+    model_type: Option<String>,
+    architectures: Option<Vec<String>>,
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    rms_norm_eps: f64,
+    rope_theta: Option<f64>,
+    max_position_embeddings: usize,
+    #[serde(default)]
+    tie_word_embeddings: bool,
+    head_dim: Option<usize>,
+    attention_bias: Option<bool>,
+    sliding_window: Option<usize>,
+    use_sliding_window: Option<bool>,
+    rope_scaling: Option<serde_json::Value>,
+    eos_token_id: Option<serde_json::Value>,
+}
+
+/// What a directory holds.
+pub struct HfModel {
+    /// Hyper-parameters.
+    pub config: Config,
+    /// Architecture name.
+    pub architecture: String,
+    /// tokenizer.json.
+    pub tokenizer: Tokenizer,
+    /// First end-of-sequence id of config.json.
+    pub eos_id: Option<u32>,
+    /// The safetensors files.
+    pub files: Vec<PathBuf>,
+}
+
+fn architecture(c: &HfConfig) -> Result<String, String> {
+    if let Some(t) = &c.model_type
+        && ARCHITECTURES.contains(&t.as_str())
+    {
+        return Ok(t.clone());
+    }
+    for a in c.architectures.iter().flatten() {
+        let name = match a.as_str() {
+            "LlamaForCausalLM" => "llama",
+            "MistralForCausalLM" => "mistral",
+            "Qwen2ForCausalLM" => "qwen2",
+            "Qwen3ForCausalLM" => "qwen3",
+            _ => continue,
+        };
+        return Ok(name.to_string());
+    }
+    Err(format!(
+        "config.json: architecture `{}` is not supported; supported: {} (model_type), or \
+         LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM",
+        c.model_type
+            .clone()
+            .or_else(|| c.architectures.as_ref().and_then(|a| a.first().cloned()))
+            .unwrap_or_default(),
+        ARCHITECTURES.join(", ")
+    ))
+}
+
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        #[derive(Deserialize)]
+        struct Index {
+            weight_map: std::collections::HashMap<String, String>,
+        }
+        let text =
+            std::fs::read_to_string(&index).map_err(|e| format!("{}: {e}", index.display()))?;
+        let idx: Index =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", index.display()))?;
+        let files: BTreeSet<&String> = idx.weight_map.values().collect();
+        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
+    }
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    Err("no model.safetensors or model.safetensors.index.json".into())
+}
+
+/// Reads config, tokenizer and safetensors headers (validated, not loaded).
+pub fn inspect(dir: &Path) -> Result<HfModel, String> {
+    let cfg_path = dir.join("config.json");
+    let text =
+        std::fs::read_to_string(&cfg_path).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
+    let c: HfConfig =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
+    let architecture = architecture(&c)?;
+    let rope_llama3 = match &c.rope_scaling {
+        Some(v) if v.get("rope_type").and_then(|t| t.as_str()) == Some("llama3") => Some(
+            serde_json::from_value::<Llama3Rope>(v.clone())
+                .map_err(|e| format!("config.json rope_scaling: {e}"))?,
+        ),
+        Some(v)
+            if !v.is_null() && v.get("rope_type").and_then(|t| t.as_str()) != Some("default") =>
+        {
+            return Err(format!(
+                "config.json: rope_scaling {v} is not supported (llama3 is)"
+            ));
+        }
+        _ => None,
+    };
+    let sliding_window = match architecture.as_str() {
+        "mistral" => c.sliding_window,
+        "qwen2" | "qwen3" if c.use_sliding_window == Some(true) => c.sliding_window,
+        _ => None,
+    };
+    let config = Config {
+        vocab_size: c.vocab_size,
+        hidden_size: c.hidden_size,
+        intermediate_size: c.intermediate_size,
+        num_hidden_layers: c.num_hidden_layers,
+        num_attention_heads: c.num_attention_heads,
+        num_key_value_heads: c.num_key_value_heads.unwrap_or(c.num_attention_heads),
+        rms_norm_eps: c.rms_norm_eps,
+        rope_theta: c.rope_theta.unwrap_or(10_000.0),
+        max_position_embeddings: c.max_position_embeddings,
+        tie_word_embeddings: c.tie_word_embeddings,
+        explicit_head_dim: c.head_dim,
+        attention_bias: architecture == "qwen2" || c.attention_bias.unwrap_or(false),
+        qk_norm: architecture == "qwen3",
+        sliding_window,
+        rope_llama3,
+    };
+    config.validate().map_err(|e| format!("config.json: {e}"))?;
+    let tok_path = dir.join("tokenizer.json");
+    let tokenizer =
+        Tokenizer::from_file(&tok_path).map_err(|e| format!("{}: {e}", tok_path.display()))?;
+    let tv = tokenizer.get_vocab_size(true);
+    if tv != config.vocab_size {
+        return Err(format!(
+            "tokenizer.json has {tv} tokens but the model's embedding has {} rows (config.json vocab_size)",
+            config.vocab_size
+        ));
+    }
+    let files = weight_files(dir)?;
+    // Headers are parsed (and their sizes checked against the files) here, before any work.
+    // SAFETY: the files are mapped read-only and must not change while the sweep runs.
+    unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }
+        .map_err(|e| format!("reading the safetensors headers: {e}"))?;
+    let eos_id = match &c.eos_token_id {
+        Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v as u32),
+        Some(serde_json::Value::Array(a)) => a.first().and_then(|v| v.as_u64()).map(|v| v as u32),
+        _ => None,
+    };
+    Ok(HfModel {
+        config,
+        architecture,
+        tokenizer,
+        eos_id,
+        files,
+    })
+}
+
+/// Memory-maps the weights, cast to `dtype` on `device` as they are read.
+pub fn var_builder(
+    files: &[PathBuf],
+    dtype: DType,
+    device: &Device,
+) -> Result<VarBuilder<'static>, String> {
+    // SAFETY: as in `inspect`.
+    unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device) }
+        .map_err(|e| format!("mapping the weights: {e}"))
+}
