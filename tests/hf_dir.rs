@@ -245,3 +245,56 @@ fn bad_directories_are_clear_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn hf_sources_resolve_from_the_standard_cache_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = tmp.path().join("hub");
+    let repo = hub.join("models--tiny-org--tiny-llama");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let snap = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    write_dir(&snap, "llama", &tiny("llama"), false);
+    let run = |source: &str| {
+        let sweep = tmp.path().join("s.yaml");
+        std::fs::write(
+            &sweep,
+            format!("name: s\nmodel: '{source}'\nprompts: [{{id: a, text: hi}}]\nsweep: {{span: [2], dtype: [f32], kv_aligned: [1], seed: [0]}}\n"),
+        )
+        .unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_driftsweep"))
+            .env("HF_HUB_CACHE", &hub)
+            .env("HF_HUB_OFFLINE", "1")
+            .env("HF_ENDPOINT", "http://127.0.0.1:9")
+            .args(["plan", sweep.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let o = run("hf:tiny-org/tiny-llama");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = run("hf:tiny-org/tiny-llama@main");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = run("hf:tiny-org/absent");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("model.source") && err.contains("not in the Hugging Face cache"),
+        "{err}"
+    );
+    assert!(
+        err.contains("huggingface-cli download tiny-org/absent"),
+        "{err}"
+    );
+}

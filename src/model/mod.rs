@@ -5,6 +5,7 @@ pub mod builtin;
 pub mod decoder;
 pub mod gguf;
 pub mod hf_dir;
+pub mod hub;
 
 use candle_core::Device;
 use tokenizers::Tokenizer;
@@ -38,6 +39,11 @@ impl ModelSource {
                     builtin::NAMES.join(", ")
                 ),
             ));
+        }
+        if let Some(id) = source.strip_prefix("hf:") {
+            let id = hub::HubId::parse(id).map_err(|e| Error::model(source, e))?;
+            let dir = hub::snapshot_dir(&id).map_err(|e| Error::model(source, e))?;
+            return Ok(ModelSource::HfDir(dir));
         }
         if std::path::Path::new(source).is_dir() {
             return Ok(ModelSource::HfDir(source.into()));
