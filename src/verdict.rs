@@ -103,53 +103,56 @@ impl ThresholdsOverride {
 impl Thresholds {
     /// Default kv_aligned=true tolerance for a dtype.
     ///
-    /// Calibrated on the measured drift of DESIGN.md section 4 (SmolLM2-135M, CPU, spans
-    /// 32–512, seeds 0–2): each limit is about twice the worst value seen there, so that an
-    /// honest kernel passes and a defect (wrong mask, stale cache slot, position off by one:
-    /// KL orders of magnitude higher, flips on wide margins) does not. DESIGN.md does not give
-    /// mean |diff| or KL p99: mean_abs_diff is a third of the p99 limit (the measured mean sits
-    /// near a quarter of p99) and kl_p99 ten times the kl_mean limit, capped by kl_max.
-    /// A flip is a near-tie within two rounding steps of the dtype at the top logit's size
-    /// (`tie_ulps`), and never less than the absolute `tie_margin`.
+    /// Each limit is about twice the worst honest drift measured on SmolLM2-135M-Instruct in
+    /// the B3.70 sweep (ChatML prompt, spans 32–512, seeds 0–2, both kv_aligned modes, CPU), by
+    /// two implementations: PyTorch + transformers (DESIGN.md section 4) and driftsweep's own
+    /// candle decoder (`configs/smollm2_b3_70.yaml`, whose f32 matmuls accumulate in another
+    /// order and drift about twice as far). An honest kernel passes; a defect (wrong mask,
+    /// stale cache slot, position off by one: KL orders of magnitude higher, top-1 flips on wide
+    /// margins) does not. A flip is a near-tie within two rounding steps of the dtype at the top
+    /// logit's size (`tie_ulps`), and never less than the absolute `tie_margin`.
     pub fn default_tolerance(dtype: RunDtype) -> Self {
         match dtype {
-            // f32: seen max 1.2e-4, p99 2.5e-5, mean KL 1.5e-11, no flips. The KL limits sit
-            // far above the seen value because f32 log-softmax itself rounds at ~1e-7.
+            // f32, worst seen (PyTorch / candle): max 1.2e-4 / 1.9e-4, p99 2.5e-5 / 6.7e-5,
+            // mean — / 1.7e-5, mean KL 1.5e-11 / 5e-11, KL max — / 3.8e-10, no flips. The KL
+            // limits sit far above that because f32 log-softmax itself rounds near 1e-7.
             RunDtype::F32 => Thresholds {
-                max_abs_diff: 2.5e-4,
-                p99_abs_diff: 5e-5,
-                mean_abs_diff: 2e-5,
+                max_abs_diff: 4e-4,
+                p99_abs_diff: 1.5e-4,
+                mean_abs_diff: 4e-5,
                 kl_mean: 1e-8,
                 kl_p99: 1e-7,
                 kl_max: 1e-6,
                 top1_agreement_min: 1.0,
-                // f32 flips only happen on exact ties; 1e-4 is the max_abs scale.
-                tie_margin: 2.5e-4,
+                // f32 flips only happen on exact ties: the max_abs scale.
+                tie_margin: 4e-4,
                 tie_ulps: 2.0,
             },
-            // bf16: seen max 0.79–1.14, p99 ~0.37, top-1 ≥ 0.961, mean KL ~1.9e-3. Every flip
-            // examined sat on a tie or a one-ulp gap (0.125 for logits in [16, 32)); two ulps
-            // of margin is still rounding.
+            // bf16, worst seen: max 1.14 / 1.75, p99 0.37 / 0.72, mean — / 0.22, mean KL
+            // 1.9e-3 / 5.7e-3, KL p99 — / 0.049, KL max — / 0.076, top-1 ≥ 0.961 in both.
+            // Every flip sat on a tie or a one-step gap (0.125 for logits in [16, 32)); the
+            // widest was 0.25.
             RunDtype::Bf16 => Thresholds {
-                max_abs_diff: 2.5,
-                p99_abs_diff: 0.75,
-                mean_abs_diff: 0.25,
-                kl_mean: 5e-3,
-                kl_p99: 0.05,
-                kl_max: 0.1,
+                max_abs_diff: 3.5,
+                p99_abs_diff: 1.5,
+                mean_abs_diff: 0.45,
+                kl_mean: 1.2e-2,
+                kl_p99: 0.1,
+                kl_max: 0.15,
                 top1_agreement_min: 0.9,
                 tie_margin: 0.25,
                 tie_ulps: 2.0,
             },
-            // f16: seen max 0.08–0.19, p99 ~0.05, top-1 ≥ 0.996, mean KL ~3e-5. The f16 ulp in
-            // [16, 32) is 1/64; the tie margin is two of them.
+            // f16, worst seen: max 0.19 / 0.52, p99 0.05 / 0.13, mean — / 0.034, mean KL 3e-5 /
+            // 9.5e-5, KL p99 — / 1e-3, KL max — / 3.5e-3, top-1 ≥ 0.996 / 0.992; flips on gaps
+            // up to 1/64 (one f16 step in [16, 32)).
             RunDtype::F16 => Thresholds {
-                max_abs_diff: 0.4,
-                p99_abs_diff: 0.1,
-                mean_abs_diff: 0.035,
-                kl_mean: 1e-4,
-                kl_p99: 1e-3,
-                kl_max: 5e-3,
+                max_abs_diff: 1.0,
+                p99_abs_diff: 0.25,
+                mean_abs_diff: 0.07,
+                kl_mean: 2e-4,
+                kl_p99: 2e-3,
+                kl_max: 7e-3,
                 top1_agreement_min: 0.98,
                 tie_margin: 1.0 / 32.0,
                 tie_ulps: 2.0,
@@ -465,7 +468,7 @@ mod tests {
         let t = Thresholds::default_tolerance(RunDtype::F32);
         let (v, r) = judge_pair(&metrics(1.0), RunDtype::F32, true, &t);
         assert_eq!(v, PairVerdict::FailEquiv);
-        assert!(r.contains("max_abs_diff 1 > 2.50e-4"), "{r}");
+        assert!(r.contains("max_abs_diff 1 > 4.00e-4"), "{r}");
         let b = Thresholds::default_drift_budget(RunDtype::F32);
         assert_eq!(
             judge_pair(&metrics(1.0), RunDtype::F32, false, &b).0,
@@ -541,12 +544,12 @@ mod tests {
             judge_pair(&m, RunDtype::F16, true, &t).0,
             PairVerdict::PassEquiv
         );
-        m.mean_abs_diff = 0.05;
+        m.mean_abs_diff = 0.09;
         let (v, r) = judge_pair(&m, RunDtype::F16, true, &t);
         assert_eq!(v, PairVerdict::FailEquiv);
         assert!(r.contains("mean_abs_diff"), "{r}");
         let mut m = metrics(0.1);
-        m.kl_p99 = 2e-3;
+        m.kl_p99 = 3e-3;
         let (v, r) = judge_pair(&m, RunDtype::F16, true, &t);
         assert_eq!(v, PairVerdict::FailEquiv);
         assert!(r.contains("kl_p99"), "{r}");
