@@ -74,17 +74,7 @@ async fn get(
     let offline =
         std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if offline {
-        return Err(format!(
-            "{file} is not in the Hugging Face cache ({}) and HF_HUB_OFFLINE is set; pre-fetch it where the hub is \
-             reachable, for example `huggingface-cli download {}{}`, and bring that cache here (HF_HOME or \
-             HF_HUB_CACHE point to it)",
-            cache.display(),
-            id.repo_id(),
-            id.revision
-                .as_ref()
-                .map(|r| format!(" --revision {r}"))
-                .unwrap_or_default()
-        ));
+        return Err(miss(file, cache, id, "HF_HUB_OFFLINE is set"));
     }
     let online = repo
         .download_file()
@@ -93,18 +83,29 @@ async fn get(
     match online.send().await {
         Ok(p) => Ok(Some(p)),
         Err(HFError::EntryNotFound { .. }) => Ok(None),
-        Err(e) => Err(format!(
-            "{file} is not in the Hugging Face cache ({}) and could not be downloaded ({e}); \
-             pre-fetch it where the hub is reachable, for example `huggingface-cli download {}{}`, \
-             and bring that cache here (HF_HOME or HF_HUB_CACHE point to it)",
-            cache.display(),
-            id.repo_id(),
-            id.revision
-                .as_ref()
-                .map(|r| format!(" --revision {r}"))
-                .unwrap_or_default()
+        Err(e) => Err(miss(
+            file,
+            cache,
+            id,
+            &format!("it could not be downloaded ({e})"),
         )),
     }
+}
+
+/// A cache miss that cannot be fetched, in words, with how to pre-fetch.
+fn miss(file: &str, cache: &std::path::Path, id: &HubId, why: &str) -> String {
+    let rev = id
+        .revision
+        .as_ref()
+        .map(|r| format!(" --revision {r}"))
+        .unwrap_or_default();
+    format!(
+        "{file} is not in the Hugging Face cache ({}) and {why}; pre-fetch it where the hub is \
+         reachable, for example `huggingface-cli download {}{rev}`, and bring that cache here \
+         (HF_HOME or HF_HUB_CACHE point to it)",
+        cache.display(),
+        id.repo_id()
+    )
 }
 
 async fn fetch(id: &HubId) -> Result<PathBuf, String> {
