@@ -7,6 +7,14 @@ use clap::{Parser, Subcommand};
 use driftsweep::plan::Mode;
 use driftsweep::{Error, bench, config, model, plan, report, store, sweep, tokens};
 
+/// `println!` that ignores a closed stdout (`driftsweep plan x | head` must not panic).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 /// Measures how far the prefill and decode paths of causal language models drift apart.
 #[derive(Parser)]
 #[command(name = "driftsweep", version, about)]
@@ -130,7 +138,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                 .tokenizer
                 .decode(&out, false)
                 .map_err(|e| Error::model(&model, format!("decoding: {e}")))?;
-            println!("{text}");
+            outln!("{text}");
             eprintln!(
                 "{model} ({}, {dtype}): loaded in {load_s:.2} s; prompt {} tokens; {} tokens in {gen_s:.2} s ({:.1} tokens/s)",
                 info.architecture,
@@ -155,15 +163,19 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                 ));
             }
             let cases = bench::trace_overhead(&model, dtype, tokens, repeat)?;
-            println!(
+            outln!(
                 "trace overhead: {model}, {dtype}, {tokens} tokens, median of {repeat} (min–max)"
             );
-            println!(
+            outln!(
                 "{:<8} {:<16} {:>12} {:>22} {:>9}",
-                "mode", "tracing", "median ms", "min–max ms", "records"
+                "mode",
+                "tracing",
+                "median ms",
+                "min–max ms",
+                "records"
             );
             for c in cases {
-                println!(
+                outln!(
                     "{:<8} {:<16} {:>12.2} {:>22} {:>9}",
                     c.mode,
                     c.tracing,
@@ -190,7 +202,7 @@ fn parse_dtype(s: &str) -> Result<config::RunDtype, Error> {
 
 fn summarize(r: &report::Rendered) {
     let c = &r.report.counts;
-    println!(
+    outln!(
         "{}: {} — {}\n  pairs {} (PASS_EQUIV {}, FAIL_EQUIV {}, EXPECTED_DRIFT {}, FAIL_DRIFT {}, INCOMPLETE {}, SKIPPED {}), runs {}, model loads {}",
         r.report.sweep.name,
         r.report.verdict.as_str(),
@@ -206,9 +218,9 @@ fn summarize(r: &report::Rendered) {
         r.report.model_loads
     );
     if let Some(w) = r.report.wall_s {
-        println!("  wall time {w:.2} s");
+        outln!("  wall time {w:.2} s");
     }
-    println!(
+    outln!(
         "  reports: {}  {}",
         r.dir.join("report.md").display(),
         r.dir.join("report.json").display()
@@ -216,12 +228,15 @@ fn summarize(r: &report::Rendered) {
 }
 
 fn print_plan_table(cfg: &config::LoadedConfig, plan: &plan::Plan) {
-    println!(
+    outln!(
         "sweep `{}`: model {}, device {}, continuation {}",
-        cfg.config.name, cfg.config.model.source, cfg.config.device, cfg.config.continuation
+        cfg.config.name,
+        cfg.config.model.source,
+        cfg.config.device,
+        cfg.config.continuation
     );
     let groups = plan.load_groups(cfg.config.continuation);
-    println!(
+    outln!(
         "{} pairs, {} runs ({} pairs excluded), {} model load(s): {}",
         plan.pairs.len(),
         plan.run_count(),
@@ -234,24 +249,30 @@ fn print_plan_table(cfg: &config::LoadedConfig, plan: &plan::Plan) {
             .join(", ")
     );
     if let Some(i) = &cfg.config.inject {
-        println!(
+        outln!(
             "fault injection: {}",
             serde_json::to_string(i).unwrap_or_default()
         );
     }
-    println!();
+    outln!();
     let w = plan
         .pairs
         .iter()
         .map(|p| p.run_id(Mode::Prefill).len())
         .max()
         .unwrap_or(0);
-    println!(
+    outln!(
         "{:<w$}  {:<w$}  {:>6}  {:>6}  {:>5}  {:>3}  {:>5}",
-        "prefill run", "decode run", "prompt", "span", "dtype", "kv", "seed"
+        "prefill run",
+        "decode run",
+        "prompt",
+        "span",
+        "dtype",
+        "kv",
+        "seed"
     );
     for p in &plan.pairs {
-        println!(
+        outln!(
             "{:<w$}  {:<w$}  {:>6}  {:>6}  {:>5}  {:>3}  {:>5}",
             p.run_id(Mode::Prefill),
             p.run_id(Mode::Decode),
@@ -279,5 +300,5 @@ fn print_plan_json(plan: &plan::Plan) {
         "pairs": plan.pairs,
         "runs": runs,
     });
-    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
 }
