@@ -51,7 +51,7 @@ pub fn run_sweep(cfg: &LoadedConfig, opts: &SweepOptions) -> Result<report::Rend
     let info = ModelInfo::for_config(cfg)?;
     let plan = plan::expand(cfg, &info)?;
     let dir = output_dir(cfg, opts.out.as_ref());
-    let config_sha256 = hex(&Sha256::digest(cfg.text.as_bytes()));
+    let config_sha256 = store::hex(&Sha256::digest(cfg.text.as_bytes()));
     refuse_foreign_results(&dir, &config_sha256)?;
     let store = Store::create(&dir)?;
     let device = run::open_device(cfg.config.device);
@@ -134,10 +134,6 @@ fn resolved_config(cfg: &LoadedConfig, plan: &Plan) -> serde_json::Value {
         .collect();
     v["limits"] = serde_json::json!(limits);
     v
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn limits_for(cfg: &LoadedConfig, pair: &PairSpec) -> Thresholds {

@@ -11,7 +11,7 @@ use candle_core::Device;
 use tokenizers::Tokenizer;
 
 use crate::config::RunDtype;
-use crate::error::{CandleContext, Error, Result};
+use crate::error::{Error, Result};
 pub use decoder::{Cache, Config, Decoder};
 
 /// A parsed `model.source` string.
@@ -81,7 +81,7 @@ fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::store::hex(&h.finalize()))
 }
 
 /// What is known about a model without loading its weights: enough to plan a sweep and
@@ -107,6 +107,20 @@ pub struct ModelInfo {
     pub tokenizer_adds_specials: bool,
     /// sha256 identity of the weights (for generated weights: of the recipe).
     pub sha256: String,
+    /// Where the weights are, resolved once (an `hf:` id is looked up in the cache once, a
+    /// directory's files listed and their headers checked once), so each load only loads.
+    pub weights: Weights,
+}
+
+/// The resolved location of a model's weights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Weights {
+    /// Generated from the built-in seed.
+    Builtin,
+    /// A GGUF file.
+    Gguf(std::path::PathBuf),
+    /// Safetensors files (memory-mapped).
+    Safetensors(Vec<std::path::PathBuf>),
 }
 
 impl ModelInfo {
@@ -133,6 +147,7 @@ impl ModelInfo {
                     tokenizer,
                     bos_id,
                     special_ids,
+                    weights: Weights::Builtin,
                 })
             }
             ModelSource::Gguf(path) => {
@@ -148,6 +163,7 @@ impl ModelInfo {
                     tokenizer_adds_specials: false,
                     sha256: sha256_file(&path)
                         .map_err(|e| Error::model(source, format!("hashing: {e}")))?,
+                    weights: Weights::Gguf(path),
                 })
             }
             ModelSource::HfDir(dir) => {
@@ -180,9 +196,9 @@ impl ModelInfo {
                         hashes
                     } else {
                         use sha2::{Digest, Sha256};
-                        let d = Sha256::digest(hashes.as_bytes());
-                        d.iter().map(|b| format!("{b:02x}")).collect()
+                        crate::store::hex(&Sha256::digest(hashes.as_bytes()))
                     },
+                    weights: Weights::Safetensors(h.files),
                 })
             }
         }
@@ -215,27 +231,20 @@ impl ModelInfo {
 
     /// Loads the weights in `dtype` on `device`.
     pub fn load(&self, dtype: RunDtype, device: &Device) -> Result<Decoder> {
-        match ModelSource::parse(&self.source)? {
-            ModelSource::Builtin(_) => {
-                let vb = builtin::var_builder(&self.config, dtype.candle(), device);
-                Decoder::new(&self.config, vb)
-                    .context(|| format!("building `{}` in {dtype}", self.source))
-            }
-            ModelSource::HfDir(dir) => {
-                let files = hf_dir::inspect(&dir)
-                    .map_err(|e| Error::model(&self.source, e))?
-                    .files;
-                let vb = hf_dir::var_builder(&files, dtype.candle(), device)
-                    .map_err(|e| Error::model(&self.source, e))?;
-                Decoder::new(&self.config, vb)
-                    .map_err(|e| Error::model(&self.source, format!("in {dtype}: {e}")))
-            }
-            ModelSource::Gguf(path) => {
-                let vb = gguf::var_builder(&path, &self.config, dtype.candle(), device)
-                    .map_err(|e| Error::model(&self.source, e))?;
-                Decoder::new(&self.config, vb)
-                    .map_err(|e| Error::model(&self.source, format!("in {dtype}: {e}")))
-            }
+        let built = |vb| {
+            Decoder::new(&self.config, vb)
+                .map_err(|e| Error::model(&self.source, format!("in {dtype}: {e}")))
+        };
+        match &self.weights {
+            Weights::Builtin => built(builtin::var_builder(&self.config, dtype.candle(), device)),
+            Weights::Safetensors(files) => built(
+                hf_dir::var_builder(files, dtype.candle(), device)
+                    .map_err(|e| Error::model(&self.source, e))?,
+            ),
+            Weights::Gguf(path) => built(
+                gguf::var_builder(path, &self.config, dtype.candle(), device)
+                    .map_err(|e| Error::model(&self.source, e))?,
+            ),
         }
     }
 }
