@@ -52,6 +52,30 @@ pub struct SweepConfig {
     /// A deliberate fault in the decode path: the tool's negative control.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inject: Option<InjectConfig>,
+    /// Custom report templates (Tera), relative to the sweep file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub templates: Option<TemplatesConfig>,
+}
+
+/// `templates:` section: replacements for the compiled-in report templates.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplatesConfig {
+    /// Replaces `templates/report.md.tera`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<PathBuf>,
+    /// Replaces `templates/trace_report.md.tera`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_report: Option<PathBuf>,
+}
+
+/// The text of the custom templates a sweep file names, read and syntax-checked at load.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CustomTemplates {
+    /// `templates.report`.
+    pub report: Option<String>,
+    /// `templates.trace_report`.
+    pub trace_report: Option<String>,
 }
 
 /// `all`, or a list.
@@ -191,6 +215,10 @@ pub struct InjectConfig {
     /// Decode steps believe they are this many positions further along.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position_shift: Option<usize>,
+    /// Decode runs at this span raise an error instead of running: the control for failure
+    /// handling (their pairs must come out INCOMPLETE and the sweep must go on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_span: Option<usize>,
 }
 
 impl InjectConfig {
@@ -206,6 +234,7 @@ impl InjectConfig {
                 _ => None,
             },
             position_shift: self.position_shift.unwrap_or(0),
+            fail_span: self.fail_span,
         }
     }
 }
@@ -315,15 +344,20 @@ impl<'de> Deserialize<'de> for ModelConfig {
     }
 }
 
-/// One prompt: exactly one of `text` or `random_tokens`.
+/// One prompt: exactly one of `text`, `file` or `random_tokens`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PromptConfig {
     /// Unique, used in run ids.
     pub id: String,
-    /// Text, tokenized by the model's tokenizer.
+    /// Text, tokenized by the model's tokenizer. For a `file` prompt, the file's text once
+    /// loaded (so the resolved config in the manifest holds what was run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// A UTF-8 text file holding the prompt, relative to the sweep file's directory (it may
+    /// not leave that directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
     /// A count of seeded uniformly random token ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub random_tokens: Option<usize>,
@@ -503,11 +537,31 @@ pub struct LoadedConfig {
     pub path: PathBuf,
     /// Its exact bytes, hashed into the manifest.
     pub text: String,
-    /// The parsed config.
+    /// The parsed config (prompt files already read into `text`).
     pub config: SweepConfig,
+    /// Custom report templates, read from the files `templates:` names.
+    pub templates: CustomTemplates,
+    /// (field, bytes) of every file the sweep file pulls in (prompt files, templates): part
+    /// of the sweep's identity, since editing one changes what a resumed sweep would run.
+    pub included: Vec<(String, Vec<u8>)>,
 }
 
 impl LoadedConfig {
+    /// sha256 identity of the sweep: the file's bytes and every file it includes. Results
+    /// directories are keyed by it (resume reuses only results of the same identity).
+    pub fn sha256(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.text.as_bytes());
+        for (field, bytes) in &self.included {
+            h.update(b"\0");
+            h.update(field.as_bytes());
+            h.update(b"\0");
+            h.update(bytes);
+        }
+        crate::store::hex(&h.finalize())
+    }
+
     /// The kv_aligned=true tolerance for `dtype`, defaults merged with the file's overrides.
     pub fn tolerance(&self, dtype: RunDtype) -> Thresholds {
         let base = Thresholds::default_tolerance(dtype);
@@ -595,11 +649,91 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedConfig> {
         }
     })?;
     validate(path, &config)?;
-    Ok(LoadedConfig {
+    let mut loaded = LoadedConfig {
         path: path.to_path_buf(),
         text: text.to_string(),
         config,
-    })
+        templates: CustomTemplates::default(),
+        included: Vec::new(),
+    };
+    load_included(&mut loaded)?;
+    Ok(loaded)
+}
+
+/// Reads the prompt files and templates the sweep file names. Each must stay inside the sweep
+/// file's directory: a results directory should be reproducible from that directory alone,
+/// and a shared sweep file must not read arbitrary files.
+fn load_included(cfg: &mut LoadedConfig) -> Result<()> {
+    let path = cfg.path.clone();
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let read = |field: &str, rel: &Path| -> Result<(String, Vec<u8>)> {
+        let e = |m: String| Error::config(&path, field, m);
+        if rel.is_absolute() {
+            return Err(e(format!(
+                "`{}` is absolute: give a path relative to the sweep file's directory",
+                rel.display()
+            )));
+        }
+        let full = base.join(rel);
+        let canon_base = base.canonicalize().map_err(|x| {
+            e(format!(
+                "cannot resolve the sweep file's directory `{}`: {x}",
+                base.display()
+            ))
+        })?;
+        let canon = full
+            .canonicalize()
+            .map_err(|x| e(format!("cannot read `{}`: {x}", full.display())))?;
+        if !canon.starts_with(&canon_base) {
+            return Err(e(format!(
+                "`{}` escapes the sweep file's directory `{}`",
+                rel.display(),
+                canon_base.display()
+            )));
+        }
+        let bytes = std::fs::read(&canon)
+            .map_err(|x| e(format!("cannot read `{}`: {x}", full.display())))?;
+        let text = String::from_utf8(bytes.clone())
+            .map_err(|_| e(format!("`{}` is not UTF-8 text", full.display())))?;
+        Ok((text, bytes))
+    };
+    for i in 0..cfg.config.prompts.len() {
+        let Some(rel) = cfg.config.prompts[i].file.clone() else {
+            continue;
+        };
+        let field = format!("prompts[{i}].file");
+        let (text, bytes) = read(&field, &rel)?;
+        if text.is_empty() {
+            return Err(Error::config(
+                &path,
+                &field,
+                format!("`{}` is empty", rel.display()),
+            ));
+        }
+        cfg.config.prompts[i].text = Some(text);
+        cfg.included.push((field, bytes));
+    }
+    if let Some(t) = cfg.config.templates.clone() {
+        for (field, rel, slot) in [
+            ("templates.report", t.report, &mut cfg.templates.report),
+            (
+                "templates.trace_report",
+                t.trace_report,
+                &mut cfg.templates.trace_report,
+            ),
+        ] {
+            let Some(rel) = rel else { continue };
+            let (text, bytes) = read(field, &rel)?;
+            crate::report::check_template(&text)
+                .map_err(|m| Error::config(&path, field, format!("`{}`: {m}", rel.display())))?;
+            *slot = Some(text);
+            cfg.included.push((field.to_string(), bytes));
+        }
+    }
+    Ok(())
 }
 
 /// The checks that need no model.
@@ -655,14 +789,21 @@ fn validate(path: &Path, c: &SweepConfig) -> Result<()> {
                 format!("duplicate prompt id `{}`", p.id),
             );
         }
+        let given = [
+            p.text.is_some(),
+            p.file.is_some(),
+            p.random_tokens.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return err(
+                &field,
+                "give one of `text`, `file` or `random_tokens`, not several".into(),
+            );
+        }
         match (&p.text, p.random_tokens) {
-            (Some(_), Some(_)) => {
-                return err(
-                    &field,
-                    "give either `text` or `random_tokens`, not both".into(),
-                );
+            (None, None) if p.file.is_none() => {
+                return err(&field, "give `text`, `file` or `random_tokens`".into());
             }
-            (None, None) => return err(&field, "give `text` or `random_tokens`".into()),
             (Some(t), None) if t.is_empty() => {
                 return err(&format!("{field}.text"), "must not be empty".into());
             }
@@ -785,13 +926,23 @@ fn validate(path: &Path, c: &SweepConfig) -> Result<()> {
                     "`epsilon` needs the `tensor` to scale".into(),
                 );
             }
-            (None, None) if i.position_shift.unwrap_or(0) == 0 => {
+            (None, None) if i.position_shift.unwrap_or(0) == 0 && i.fail_span.is_none() => {
                 return err(
                     "inject",
-                    "give `tensor` with `epsilon`, or a `position_shift` of at least 1".into(),
+                    "give `tensor` with `epsilon`, a `position_shift` of at least 1, or a \
+                     `fail_span`"
+                        .into(),
                 );
             }
             _ => {}
+        }
+        if let Some(f) = i.fail_span
+            && !c.sweep.span.contains(&f)
+        {
+            return err(
+                "inject.fail_span",
+                format!("{f} is not one of `sweep.span`, so no run would fail"),
+            );
         }
         if let Some(e) = i.epsilon
             && !(e.is_finite() && e != 0.0)

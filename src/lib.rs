@@ -15,6 +15,7 @@ pub mod sweep;
 pub mod tokens;
 pub mod trace;
 pub mod verdict;
+pub mod verify;
 
 pub use error::{Error, Result};
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use driftsweep::plan::Mode;
-use driftsweep::{Error, bench, config, model, plan, report, store, sweep, tokens};
+use driftsweep::{Error, bench, config, model, plan, report, store, sweep, tokens, verify};
 
 /// `println!` that ignores a closed stdout (`driftsweep plan x | head` must not panic).
 macro_rules! outln {
@@ -33,14 +33,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run a sweep and write its results directory and reports.
-    /// Exit code: 0 PASS, 1 FAIL, 3 INCOMPLETE, 2 bad input.
+    /// Run a sweep and write its results directory and reports. Running it again into the
+    /// same directory resumes: finished pairs are kept, the rest is computed.
+    /// Exit code: 0 PASS, 1 FAIL, 3 INCOMPLETE, 2 bad input, 130 interrupted.
     Run {
         /// The sweep file (YAML).
         config: PathBuf,
         /// Results directory (default: the file's `output`, else results/<name>).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Device, overriding the file's `device:` (auto, cpu, cuda, cuda:N, metal, metal:N).
+        #[arg(long)]
+        device: Option<String>,
+        /// Discard the results already in the directory (of this or another sweep) instead of
+        /// resuming from them.
+        #[arg(long)]
+        start_over: bool,
         /// Never draw the progress bar.
         #[arg(long)]
         no_progress: bool,
@@ -49,6 +57,22 @@ enum Command {
     Report {
         /// The results directory.
         dir: PathBuf,
+    },
+    /// Re-run pairs of a results directory and say, per pair, whether this device reproduces
+    /// the stored metrics bit for bit (writes verify.json there).
+    /// Exit code: 0 all identical, 1 a metric moved, 3 nothing verified or a pair errored.
+    Verify {
+        /// The results directory.
+        dir: PathBuf,
+        /// Re-run every compared pair instead of a sample.
+        #[arg(long)]
+        all: bool,
+        /// How many pairs the sample holds (spread evenly over the plan).
+        #[arg(long, default_value_t = 6)]
+        sample: usize,
+        /// Device to re-run on (default: the sweep's own).
+        #[arg(long)]
+        device: Option<String>,
     },
     /// Greedily continue a prompt, to see that a model loads and answers sensibly before
     /// sweeping it. `\n` in PROMPT is a newline.
@@ -108,16 +132,72 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
         Command::Run {
             config,
             out,
+            device,
+            start_over,
             no_progress,
         } => {
-            let cfg = config::load(&config)?;
+            let mut cfg = config::load(&config)?;
+            if let Some(d) = device {
+                cfg.config.device = parse_device(&d)?;
+            }
             let opts = sweep::SweepOptions {
                 out,
                 progress: !no_progress,
+                start_over,
             };
-            let rendered = sweep::run_sweep(&cfg, &opts)?;
-            summarize(&rendered);
-            Ok(rendered.verdict().exit_code())
+            sweep::install_interrupt_handler()?;
+            let outcome = sweep::run_sweep(&cfg, &opts)?;
+            if outcome.reused_pairs > 0 {
+                outln!(
+                    "resumed: {} pair(s) reused from earlier sessions",
+                    outcome.reused_pairs
+                );
+            }
+            summarize(&outcome.rendered);
+            if outcome.interrupted {
+                eprintln!("interrupted: run the same command again to resume");
+                return Ok(130);
+            }
+            Ok(outcome.rendered.verdict().exit_code())
+        }
+        Command::Verify {
+            dir,
+            all,
+            sample,
+            device,
+        } => {
+            let selection = if all {
+                verify::Selection::All
+            } else {
+                verify::Selection::Sample(sample)
+            };
+            let device = device.map(|d| parse_device(&d)).transpose()?;
+            let r = verify::verify(&dir, selection, device)?;
+            outln!(
+                "verify {}: {} of {} re-run pair(s) bit-identical ({} compared pairs stored; \
+                 stored on {}, re-run on {})",
+                r.dir,
+                r.identical(),
+                r.pairs.len(),
+                r.candidates,
+                r.stored_device,
+                r.device
+            );
+            for p in &r.pairs {
+                match (p.status, &p.error) {
+                    (_, Some(e)) => outln!("  {:<10} {}  {e}", p.status, p.id),
+                    _ => outln!("  {:<10} {}", p.status, p.id),
+                }
+                for m in &p.moved {
+                    outln!(
+                        "      {} moved: stored {} now {}",
+                        m.metric,
+                        m.stored,
+                        m.now
+                    );
+                }
+            }
+            Ok(r.exit_code())
         }
         Command::Generate {
             model,
@@ -193,6 +273,11 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             Ok(rendered.verdict().exit_code())
         }
     }
+}
+
+fn parse_device(s: &str) -> Result<config::DeviceSpec, Error> {
+    s.parse()
+        .map_err(|m: String| Error::config("--device", "device", m))
 }
 
 fn parse_dtype(s: &str) -> Result<config::RunDtype, Error> {

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 
-use crate::config::DeviceSpec;
-use crate::error::{CandleContext, Result};
+use crate::config::{DeviceSpec, RunDtype};
+use crate::error::{CandleContext, Error, Result};
 use crate::model::Decoder;
 use crate::trace::{Hooks, Injection, TraceRecord, TraceSelection, TraceSink};
 
@@ -90,6 +90,12 @@ pub fn decode(
 ) -> Result<RunOutput> {
     let start = Instant::now();
     let span = tokens.len() - prompt_len;
+    if fault.fail_span == Some(span) {
+        return Err(Error::Candle {
+            context: format!("decode at span {span}"),
+            source: candle_core::Error::Msg("injected failure (inject.fail_span)".into()),
+        });
+    }
     let mut cache = model.new_cache(tokens.len());
     let mut forwards = 0;
     let mut sink = trace.cloned().map(TraceSink::new);
@@ -196,11 +202,50 @@ fn open_gpu(
         ));
     }
     let device = open().map_err(|e| format!("device `{spec}` is not available: {e}"))?;
+    let name = gpu_name(&device).unwrap_or_else(|| spec.to_string());
     Ok(OpenDevice {
         device,
         id: spec.to_string(),
-        name: spec.to_string(),
+        name,
     })
+}
+
+/// The GPU's marketing name with its compute capability, from the CUDA driver
+/// ("NVIDIA H100 80GB HBM3 (sm_90)"); the manifest needs it to tell two results apart.
+#[cfg(feature = "cuda")]
+fn gpu_name(device: &Device) -> Option<String> {
+    let Device::Cuda(d) = device else {
+        return None;
+    };
+    let stream = d.cuda_stream();
+    let ctx = stream.context();
+    let name = ctx.name().ok()?;
+    Some(match ctx.compute_capability() {
+        Ok((major, minor)) => format!("{name} (sm_{major}{minor})"),
+        Err(_) => name,
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu_name(_device: &Device) -> Option<String> {
+    None
+}
+
+/// Whether `device` can compute in `dtype`: the operations a decoder step needs (matmul,
+/// softmax, RMS norm, a cast back to f32) are tried on a tiny tensor. `Err` says why not, so
+/// that the pairs of that dtype are SKIPPED with the reason rather than failing one by one.
+pub fn dtype_support(device: &Device, dtype: RunDtype) -> std::result::Result<(), String> {
+    let probe = || -> candle_core::Result<()> {
+        let a = Tensor::ones((2, 8), dtype.candle(), device)?;
+        let b = Tensor::ones((8, 2), dtype.candle(), device)?;
+        let c = a.matmul(&b)?;
+        let c = candle_nn::ops::softmax_last_dim(&c)?;
+        let w = Tensor::ones(2, dtype.candle(), device)?;
+        let c = candle_nn::ops::rms_norm(&c, &w, 1e-5)?;
+        c.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+        Ok(())
+    };
+    probe().map_err(|e| format!("{dtype} is not supported on this device: {e}"))
 }
 
 /// The CPU's model name (Linux /proc/cpuinfo), with the number of threads available.

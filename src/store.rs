@@ -49,12 +49,41 @@ pub struct Manifest {
     pub load_groups: Vec<crate::plan::LoadGroup>,
     /// One entry per weight load made.
     pub model_loads: Vec<ModelLoad>,
-    /// RFC 3339 start time.
+    /// RFC 3339 start time of the first session.
     pub started_at: String,
-    /// RFC 3339 end time, when finished.
+    /// RFC 3339 end time of the last session, when it finished (interrupted or not).
     pub finished_at: Option<String>,
-    /// Wall time of the whole sweep, seconds, when finished.
+    /// Wall time of the sweep, seconds: the sum over its sessions, once the last finished.
     pub wall_s: Option<f64>,
+    /// Each invocation that worked on this directory: the first run, then every resume.
+    #[serde(default)]
+    pub sessions: Vec<Session>,
+}
+
+/// One invocation of `driftsweep run` on a results directory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Session {
+    /// RFC 3339 start.
+    pub started_at: String,
+    /// RFC 3339 end, once finished.
+    pub finished_at: Option<String>,
+    /// Wall time, seconds, once finished.
+    pub wall_s: Option<f64>,
+    /// Pairs whose finished results were reused from earlier sessions.
+    pub reused_pairs: usize,
+    /// Pairs this session set out to compute.
+    pub planned_pairs: usize,
+    /// Stopped by SIGINT or SIGTERM before its work was done.
+    pub interrupted: bool,
+    /// Tool that ran it (a resume may use a newer build).
+    pub tool: Option<ToolInfo>,
+}
+
+impl Manifest {
+    /// Whether the last session was interrupted.
+    pub fn interrupted(&self) -> bool {
+        self.sessions.last().is_some_and(|s| s.interrupted)
+    }
 }
 
 /// `tool` in report.json.
@@ -66,6 +95,9 @@ pub struct ToolInfo {
     pub version: String,
     /// candle-core version it was built with.
     pub candle_version: String,
+    /// Git commit the binary was built from ("unknown" outside a checkout).
+    #[serde(default)]
+    pub git_commit: String,
 }
 
 impl ToolInfo {
@@ -75,6 +107,7 @@ impl ToolInfo {
             name: env!("CARGO_PKG_NAME").into(),
             version: env!("CARGO_PKG_VERSION").into(),
             candle_version: crate::CANDLE_VERSION.into(),
+            git_commit: crate::GIT_COMMIT.into(),
         }
     }
 }
@@ -201,10 +234,12 @@ impl Store {
             root.join("pairs"),
             root.join("logits"),
             root.join("traces"),
+            root.join("templates"),
         ] {
             fs::create_dir_all(&d).map_err(|e| {
                 Error::store(&d, format!("cannot create the results directory: {e}"))
             })?;
+            remove_stale_temporaries(&d);
         }
         Ok(Store {
             root: root.to_path_buf(),
@@ -324,6 +359,20 @@ impl Store {
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = fs::read(path).map_err(|e| Error::store(path, format!("cannot read: {e}")))?;
     serde_json::from_slice(&text).map_err(|e| Error::store(path, format!("malformed: {e}")))
+}
+
+/// Removes the temporary files a killed writer left behind (`.<name>.tmp<pid>`, see
+/// [`write_atomic`]): they were never renamed, so nothing refers to them. Best effort.
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(".tmp") && e.path().is_file() {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Temporary file in the same directory, fsync, rename, fsync of the directory.

@@ -3,26 +3,26 @@
 //! it arrives and compares each pair as soon as both its runs are in, while the worker is
 //! already computing the next run.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::compare;
-use crate::config::{LoadedConfig, RunDtype, TraceOn};
+use crate::config::{ContinuationMode, LoadedConfig, RunDtype, TraceOn};
 use crate::error::{Error, Result};
 use crate::model::{Decoder, ModelInfo};
-use crate::plan::{self, Mode, PairSpec, Plan};
+use crate::plan::{self, LoadGroup, Mode, PairSpec, Plan};
 use crate::report;
 use crate::run::{self, RunOutput};
 use crate::store::TraceFile;
 use crate::store::{
     self, Manifest, ModelIdentity, ModelLoad, PairRecord, RunRecord, RunStatus, SequenceRecord,
-    Store, ToolInfo,
+    Session, Store, ToolInfo,
 };
 use crate::tokens;
 use crate::trace::{self, Injection, TraceRecord, TraceSelection};
@@ -35,6 +35,44 @@ pub struct SweepOptions {
     pub out: Option<PathBuf>,
     /// Show the progress bar (it is also hidden when stderr is not a terminal).
     pub progress: bool,
+    /// Throw away an existing results directory's records instead of resuming from them or
+    /// refusing a directory made by another sweep.
+    pub start_over: bool,
+}
+
+/// Set by SIGINT/SIGTERM: the device worker finishes the run it is in and stops.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Makes the first SIGINT or SIGTERM stop the sweep after the current run (the report is then
+/// written and marked INCOMPLETE); a second one exits at once (every file already written is
+/// whole, and the next run resumes).
+pub fn install_interrupt_handler() -> Result<()> {
+    ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted again: stopping now; run the same command to resume");
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\ninterrupt: finishing the current run, then writing the report (again to stop now)"
+        );
+    })
+    .map_err(|e| Error::store(".", format!("cannot install the interrupt handler: {e}")))
+}
+
+/// Whether a stop was requested.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// What a sweep invocation produced.
+#[derive(Debug, Clone)]
+pub struct SweepOutcome {
+    /// The rendered reports.
+    pub rendered: report::Rendered,
+    /// It stopped on a signal before finishing its work (exit 130).
+    pub interrupted: bool,
+    /// Pairs reused from an earlier session of the same sweep.
+    pub reused_pairs: usize,
 }
 
 /// The results directory a sweep writes to.
@@ -45,78 +83,227 @@ pub fn output_dir(cfg: &LoadedConfig, out: Option<&PathBuf>) -> PathBuf {
 }
 
 /// Runs the sweep described by `cfg` and renders its reports. Input errors (model, plan,
-/// results directory) come back before any model work.
-pub fn run_sweep(cfg: &LoadedConfig, opts: &SweepOptions) -> Result<report::Rendered> {
+/// results directory) come back before any model work. A results directory already holding
+/// part of this sweep is resumed: its finished pairs are kept and only the rest is computed.
+pub fn run_sweep(cfg: &LoadedConfig, opts: &SweepOptions) -> Result<SweepOutcome> {
     let started = Instant::now();
     let info = ModelInfo::for_config(cfg)?;
     let plan = plan::expand(cfg, &info)?;
     let dir = output_dir(cfg, opts.out.as_ref());
-    let config_sha256 = store::hex(&Sha256::digest(cfg.text.as_bytes()));
-    refuse_foreign_results(&dir, &config_sha256)?;
-    let store = Store::create(&dir)?;
+    let config_sha256 = cfg.sha256();
     let device = run::open_device(cfg.config.device);
-    let mut manifest = Manifest {
-        tool: ToolInfo::current(),
-        sweep_name: cfg.config.name.clone(),
-        config_path: cfg.path.display().to_string(),
-        config_sha256,
-        config_text: cfg.text.clone(),
-        resolved: resolved_config(cfg, &plan),
-        device: match &device {
-            Ok(d) => d.id.clone(),
-            Err(_) => cfg.config.device.to_string(),
-        },
-        device_name: match &device {
-            Ok(d) => d.name.clone(),
-            Err(why) => format!("unavailable: {why}"),
-        },
-        model: ModelIdentity {
-            source: info.source.clone(),
-            architecture: info.architecture.clone(),
-            sha256: info.sha256.clone(),
-            context_len: info.context_len(),
-            vocab_size: info.config.vocab_size,
-        },
-        continuation: cfg.config.continuation.to_string(),
-        pairs: plan.pairs.clone(),
-        tokens: BTreeMap::new(),
-        load_groups: plan.load_groups(cfg.config.continuation),
-        model_loads: Vec::new(),
-        started_at: store::now(),
-        finished_at: None,
-        wall_s: None,
+    let (device_id, device_name) = match &device {
+        Ok(d) => (d.id.clone(), d.name.clone()),
+        Err(why) => (cfg.config.device.to_string(), format!("unavailable: {why}")),
     };
+    let previous = previous_results(&dir, &config_sha256, &info, &device_name, opts.start_over)?;
+    let store = Store::create(&dir).map_err(|e| match (&opts.out, &cfg.config.output) {
+        // The directory came from the sweep file: say which file and field chose it.
+        (None, Some(_)) => Error::config(&cfg.path, "output", e.to_string()),
+        _ => e,
+    })?;
+    save_templates(cfg, &store)?;
+
+    let done = match &previous {
+        Some(_) => finished_pairs(cfg, &plan, &store)?,
+        None => HashSet::new(),
+    };
+    let todo: Vec<usize> = (0..plan.pairs.len())
+        .filter(|i| !done.contains(&plan.pairs[*i].id))
+        .collect();
+    let session = Session {
+        started_at: store::now(),
+        reused_pairs: done.len(),
+        planned_pairs: todo.len(),
+        tool: Some(ToolInfo::current()),
+        ..Session::default()
+    };
+    let mut manifest = match previous {
+        Some(mut m) => {
+            // Same sweep identity, model and device: only this session's facts change.
+            m.tool = ToolInfo::current();
+            m.finished_at = None;
+            m.wall_s = None;
+            m
+        }
+        None => Manifest {
+            tool: ToolInfo::current(),
+            sweep_name: cfg.config.name.clone(),
+            config_path: cfg.path.display().to_string(),
+            config_sha256,
+            config_text: cfg.text.clone(),
+            resolved: resolved_config(cfg, &plan),
+            device: device_id,
+            device_name,
+            model: ModelIdentity {
+                source: info.source.clone(),
+                architecture: info.architecture.clone(),
+                sha256: info.sha256.clone(),
+                context_len: info.context_len(),
+                vocab_size: info.config.vocab_size,
+            },
+            continuation: cfg.config.continuation.to_string(),
+            pairs: plan.pairs.clone(),
+            tokens: BTreeMap::new(),
+            load_groups: plan.load_groups(cfg.config.continuation),
+            model_loads: Vec::new(),
+            started_at: store::now(),
+            finished_at: None,
+            wall_s: None,
+            sessions: Vec::new(),
+        },
+    };
+    manifest.sessions.push(session);
     store.write_manifest(&manifest)?;
 
+    let work = Work {
+        todo: todo.clone(),
+        known_tokens: manifest.tokens.clone(),
+    };
     match device {
-        Ok(device) => execute(cfg, &info, &plan, device, &store, &mut manifest, opts)?,
-        Err(why) => skip_all(cfg, &plan, &store, &why)?,
+        Ok(device) => execute(cfg, &info, &plan, work, device, &store, &mut manifest, opts)?,
+        Err(why) => skip_all(cfg, &plan, &todo, &store, &why)?,
+    }
+    let unfinished = todo
+        .iter()
+        .filter(|i| matches!(store.pair(&plan.pairs[**i]), Ok(None)))
+        .count();
+    let interrupted = stop_requested() && unfinished > 0;
+    if let Some(s) = manifest.sessions.last_mut() {
+        s.finished_at = Some(store::now());
+        s.wall_s = Some(started.elapsed().as_secs_f64());
+        s.interrupted = interrupted;
     }
     manifest.finished_at = Some(store::now());
-    manifest.wall_s = Some(started.elapsed().as_secs_f64());
+    manifest.wall_s = Some(manifest.sessions.iter().filter_map(|s| s.wall_s).sum());
     store.write_manifest(&manifest)?;
-    report::render(&store)
+    Ok(SweepOutcome {
+        rendered: report::render(&store)?,
+        interrupted,
+        reused_pairs: done.len(),
+    })
 }
 
-/// A results directory made from a different sweep file is never written into: its records
-/// would mix with this sweep's.
-fn refuse_foreign_results(dir: &std::path::Path, config_sha256: &str) -> Result<()> {
+/// The manifest of an earlier session of this very sweep in `dir`, if there is one. A
+/// directory made by another sweep file, another model or on another device is refused
+/// (mixing them would compare unlike things), unless `start_over` clears it first.
+fn previous_results(
+    dir: &Path,
+    config_sha256: &str,
+    info: &ModelInfo,
+    device_name: &str,
+    start_over: bool,
+) -> Result<Option<Manifest>> {
     let Ok(existing) = Store::open(dir) else {
-        return Ok(());
+        return Ok(None);
     };
+    if start_over {
+        clear_results(dir)?;
+        return Ok(None);
+    }
     let m = existing.manifest()?;
-    if m.config_sha256 != config_sha256 {
-        return Err(Error::store(
+    let short = |h: &str| h[..12.min(h.len())].to_string();
+    let refuse = |what: String| {
+        Err(Error::store(
             dir,
             format!(
-                "holds the results of a different sweep file (`{}`, sha256 {}…); choose another \
-                 --out or remove the directory",
-                m.config_path,
-                &m.config_sha256[..12.min(m.config_sha256.len())]
+                "{what}; its results cannot be resumed: pass --start-over to replace them, or \
+                 choose another --out"
             ),
+        ))
+    };
+    if m.config_sha256 != config_sha256 {
+        return refuse(format!(
+            "holds the results of a different sweep file or prompt/template files (`{}`, sha256 \
+             {}…, this one {}…)",
+            m.config_path,
+            short(&m.config_sha256),
+            short(config_sha256)
         ));
     }
+    if m.model.sha256 != info.sha256 {
+        return refuse(format!(
+            "was computed with other weights for `{}` (sha256 {}…, now {}…)",
+            m.model.source,
+            short(&m.model.sha256),
+            short(&info.sha256)
+        ));
+    }
+    if m.device_name != device_name {
+        return refuse(format!(
+            "was computed on `{}`, this session would run on `{device_name}`",
+            m.device_name
+        ));
+    }
+    Ok(Some(m))
+}
+
+/// Removes what a sweep writes into a results directory, and nothing else.
+fn clear_results(dir: &Path) -> Result<()> {
+    for sub in ["runs", "pairs", "logits", "traces", "templates"] {
+        let p = dir.join(sub);
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+                .map_err(|e| Error::store(&p, format!("cannot remove for --start-over: {e}")))?;
+        }
+    }
+    for f in [
+        "report.json",
+        "report.md",
+        "trace.json",
+        "trace_report.md",
+        "verify.json",
+        store::MANIFEST,
+    ] {
+        let p = dir.join(f);
+        if p.is_file() {
+            std::fs::remove_file(&p)
+                .map_err(|e| Error::store(&p, format!("cannot remove for --start-over: {e}")))?;
+        }
+    }
     Ok(())
+}
+
+/// Copies the sweep's custom templates into the results directory, where `driftsweep report`
+/// finds them.
+fn save_templates(cfg: &LoadedConfig, store: &Store) -> Result<()> {
+    for (rel, text) in [
+        (report::CUSTOM_REPORT_TEMPLATE, &cfg.templates.report),
+        (report::CUSTOM_TRACE_TEMPLATE, &cfg.templates.trace_report),
+    ] {
+        if let Some(t) = text {
+            store.write_bytes(rel, t.as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+/// Pairs an earlier session finished: compared, both runs recorded, and traced when the sweep
+/// asks for it. Everything else (missing, INCOMPLETE, SKIPPED) is computed again. The unit
+/// is the pair: a lone finished run whose partner is missing is recomputed, since its logits
+/// were not kept.
+fn finished_pairs(cfg: &LoadedConfig, plan: &Plan, store: &Store) -> Result<HashSet<String>> {
+    let mut done = HashSet::new();
+    for pair in &plan.pairs {
+        let Some(rec) = store.pair(pair)? else {
+            continue;
+        };
+        if !rec.verdict.is_compared() {
+            continue;
+        }
+        let runs_ok = [Mode::Prefill, Mode::Decode]
+            .into_iter()
+            .all(|m| matches!(store.run(pair, m), Ok(Some(r)) if r.status == RunStatus::Ok));
+        let trace_needed = match cfg.config.trace.as_ref().map(|t| t.on) {
+            Some(TraceOn::Always) => true,
+            Some(TraceOn::Failing) => rec.verdict.is_fail(),
+            None => false,
+        };
+        if runs_ok && (!trace_needed || store.trace(pair)?.is_some()) {
+            done.insert(pair.id.clone());
+        }
+    }
+    Ok(done)
 }
 
 /// The config with defaults filled in and the thresholds each dtype uses.
@@ -144,26 +331,37 @@ fn limits_for(cfg: &LoadedConfig, pair: &PairSpec) -> Thresholds {
     }
 }
 
-/// Every pair SKIPPED with the device's reason.
-fn skip_all(cfg: &LoadedConfig, plan: &Plan, store: &Store, why: &str) -> Result<()> {
-    for pair in &plan.pairs {
-        for mode in [Mode::Prefill, Mode::Decode] {
-            store.write_run(&failed_record(
-                pair,
-                mode,
-                RunStatus::Skipped,
-                why.to_string(),
-            ))?;
-        }
-        store.write_pair(&PairRecord {
-            spec: pair.clone(),
-            verdict: PairVerdict::Skipped,
-            reason: why.to_string(),
-            metrics: None,
-            limits: limits_for(cfg, pair),
-        })?;
+/// Every pair to do SKIPPED with the device's reason.
+fn skip_all(
+    cfg: &LoadedConfig,
+    plan: &Plan,
+    todo: &[usize],
+    store: &Store,
+    why: &str,
+) -> Result<()> {
+    for pair in todo.iter().map(|i| &plan.pairs[*i]) {
+        write_skipped(cfg, store, pair, why)?;
     }
     Ok(())
+}
+
+/// A pair that cannot run here: both runs and the pair SKIPPED, with the reason.
+fn write_skipped(cfg: &LoadedConfig, store: &Store, pair: &PairSpec, why: &str) -> Result<()> {
+    for mode in [Mode::Prefill, Mode::Decode] {
+        store.write_run(&failed_record(
+            pair,
+            mode,
+            RunStatus::Skipped,
+            why.to_string(),
+        ))?;
+    }
+    store.write_pair(&PairRecord {
+        spec: pair.clone(),
+        verdict: PairVerdict::Skipped,
+        reason: why.to_string(),
+        metrics: None,
+        limits: limits_for(cfg, pair),
+    })
 }
 
 fn failed_record(pair: &PairSpec, mode: Mode, status: RunStatus, error: String) -> RunRecord {
@@ -189,6 +387,11 @@ enum WorkerMsg {
     Tokens(BTreeMap<String, SequenceRecord>),
     Loaded(ModelLoad),
     Started(String),
+    /// The pair cannot run on this device (its dtype is unsupported there).
+    Skipped {
+        pair: usize,
+        reason: String,
+    },
     Run {
         pair: usize,
         mode: Mode,
@@ -202,7 +405,7 @@ enum WorkerMsg {
 }
 
 /// One run of `pair` on `model`, traced when `selection` is given; decode carries the fault.
-fn run_one(
+pub(crate) fn run_one(
     model: &Decoder,
     ids: &[u32],
     prompt_len: usize,
@@ -217,15 +420,27 @@ fn run_one(
     }
 }
 
-fn token_key(prompt: &str, seed: u64) -> String {
+pub(crate) fn token_key(prompt: &str, seed: u64) -> String {
     format!("{prompt}/seed{seed}")
 }
 
-/// The device worker: all model work, in group order, on this thread.
+/// What the device worker is asked to do.
+#[derive(Debug, Clone, Default)]
+struct Work {
+    /// Indices into `plan.pairs` to compute, in plan order.
+    todo: Vec<usize>,
+    /// Token ids already fixed by an earlier session (`prompt/seedN`); missing or shorter
+    /// ones are generated.
+    known_tokens: BTreeMap<String, SequenceRecord>,
+}
+
+/// The device worker: all model work, in group order, on this thread. It checks for a stop
+/// request before every weight load and every run.
 fn device_worker(
     cfg: LoadedConfig,
     info: ModelInfo,
     plan: Plan,
+    work: Work,
     device: run::OpenDevice,
     tx: mpsc::Sender<WorkerMsg>,
 ) {
@@ -244,21 +459,51 @@ fn device_worker(
     };
 
     let mode = cfg.config.continuation;
-    let groups = plan.load_groups(mode);
     let trace = cfg.config.trace.as_ref();
     let trace_on = trace.map(|t| t.on);
     let fault = cfg.injection();
+    let todo: Vec<&PairSpec> = work.todo.iter().map(|i| &plan.pairs[*i]).collect();
+
+    // Tokens per (prompt, seed): generated once at the plan's longest span, shared by every
+    // dtype, kv_aligned value and shorter span; taken from an earlier session when it has them.
+    let lengths = plan.continuation_lengths();
+    let mut seqs: HashMap<(String, u64), std::result::Result<SequenceRecord, String>> =
+        HashMap::new();
+    let mut to_generate = Vec::new();
+    for ((prompt_id, seed), len) in lengths {
+        if !todo.iter().any(|p| p.prompt == prompt_id && p.seed == seed) {
+            continue;
+        }
+        match work.known_tokens.get(&token_key(&prompt_id, seed)) {
+            Some(known) if known.continuation.len() >= len => {
+                seqs.insert((prompt_id, seed), Ok(known.clone()));
+            }
+            _ => to_generate.push(((prompt_id, seed), len)),
+        }
+    }
+    let needs_reference = mode != ContinuationMode::Random && !to_generate.is_empty();
+    let groups: Vec<LoadGroup> = plan
+        .load_groups(mode)
+        .into_iter()
+        .map(|mut g| {
+            g.runs = g.runs && todo.iter().any(|p| p.dtype == g.dtype);
+            g.reference = g.reference && needs_reference;
+            g
+        })
+        .filter(|g| g.runs || g.reference)
+        .collect();
+    if stop_requested() {
+        return;
+    }
     // The reference group, when there is one, comes first.
     let mut reference: Option<std::result::Result<Decoder, String>> = groups
         .first()
         .filter(|g| g.reference)
         .map(|g| load(g.dtype, g.purpose()));
-
-    // Tokens per (prompt, seed): generated once at the longest span, shared by every dtype,
-    // kv_aligned value and shorter span.
-    let mut seqs: HashMap<(String, u64), std::result::Result<SequenceRecord, String>> =
-        HashMap::new();
-    for ((prompt_id, seed), len) in plan.continuation_lengths() {
+    for ((prompt_id, seed), len) in to_generate {
+        if stop_requested() {
+            return;
+        }
         let prompt = tokens::prompt_ids(&info, &plan.prompts[&prompt_id], seed);
         let result = match &reference {
             Some(Err(e)) => Err(format!("the f32 reference model could not load: {e}")),
@@ -288,18 +533,29 @@ fn device_worker(
     }
 
     for group in groups.iter().filter(|g| g.runs) {
+        if stop_requested() {
+            return;
+        }
         let dtype = group.dtype;
+        if let Err(reason) = run::dtype_support(&device, dtype) {
+            reference = None;
+            for &idx in work.todo.iter().filter(|i| plan.pairs[**i].dtype == dtype) {
+                if !send(WorkerMsg::Skipped {
+                    pair: idx,
+                    reason: reason.clone(),
+                }) {
+                    return;
+                }
+            }
+            continue;
+        }
         // The reference model is dropped here unless its group also runs pairs.
         let model = match reference.take() {
             Some(r) if group.reference => r,
             _ => load(dtype, group.purpose()),
         };
-        for (idx, pair) in plan
-            .pairs
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.dtype == dtype)
-        {
+        for &idx in work.todo.iter().filter(|i| plan.pairs[**i].dtype == dtype) {
+            let pair = &plan.pairs[idx];
             let inputs = match (&model, &seqs[&(pair.prompt.clone(), pair.seed)]) {
                 (Err(e), _) => Err(format!("the model could not load in {dtype}: {e}")),
                 (_, Err(e)) => Err(format!("no tokens for this prompt and seed: {e}")),
@@ -316,7 +572,7 @@ fn device_worker(
             let mut kept: Vec<Option<RunOutput>> = Vec::new();
             let mut records = Vec::new();
             for mode in [Mode::Prefill, Mode::Decode] {
-                if !send(WorkerMsg::Started(pair.run_id(mode))) {
+                if stop_requested() || !send(WorkerMsg::Started(pair.run_id(mode))) {
                     return;
                 }
                 let result = inputs
@@ -355,7 +611,10 @@ fn device_worker(
                         && judge(pair.clone(), pre, dec, vec![], limits_for(&cfg, pair))
                             .verdict
                             .is_fail();
-                    if failed && !send(WorkerMsg::Started(format!("{} (traced re-run)", pair.id))) {
+                    if failed
+                        && (stop_requested()
+                            || !send(WorkerMsg::Started(format!("{} (traced re-run)", pair.id))))
+                    {
                         return;
                     }
                     failed.then(|| {
@@ -389,10 +648,12 @@ fn progress_bar(total: usize, enabled: bool) -> ProgressBar {
     pb
 }
 
+#[allow(clippy::too_many_arguments)]
 fn execute(
     cfg: &LoadedConfig,
     info: &ModelInfo,
     plan: &Plan,
+    work: Work,
     device: run::OpenDevice,
     store: &Store,
     manifest: &mut Manifest,
@@ -404,16 +665,17 @@ fn execute(
         .build()
         .map_err(|e| Error::store(store.root(), format!("cannot start the runtime: {e}")))?;
     let (tx, mut rx) = mpsc::channel::<WorkerMsg>(2);
+    let work_len = work.todo.len();
     let worker = {
         let (cfg, info, plan) = (cfg.clone(), info.clone(), plan.clone());
         std::thread::Builder::new()
             .name("device-worker".into())
-            .spawn(move || device_worker(cfg, info, plan, device, tx))
+            .spawn(move || device_worker(cfg, info, plan, work, device, tx))
             .map_err(|e| {
                 Error::store(store.root(), format!("cannot start the device worker: {e}"))
             })?
     };
-    let pb = progress_bar(plan.run_count(), opts.progress);
+    let pb = progress_bar(2 * work_len, opts.progress);
 
     let result: Result<()> = rt.block_on(async {
         let mut pending: HashMap<usize, (Option<RunOutput>, Option<RunOutput>)> = HashMap::new();
@@ -422,7 +684,7 @@ fn execute(
         while let Some(msg) = rx.recv().await {
             match msg {
                 WorkerMsg::Tokens(t) => {
-                    manifest.tokens = t;
+                    manifest.tokens.extend(t);
                     store.write_manifest(manifest)?;
                 }
                 WorkerMsg::Loaded(l) => {
@@ -430,6 +692,10 @@ fn execute(
                     store.write_manifest(manifest)?;
                 }
                 WorkerMsg::Started(id) => pb.set_message(id),
+                WorkerMsg::Skipped { pair, reason } => {
+                    pb.inc(2);
+                    write_skipped(cfg, store, &plan.pairs[pair], &reason)?;
+                }
                 WorkerMsg::Trace { pair, result } => {
                     let spec = plan.pairs[pair].clone();
                     let ids: Vec<u32> = manifest
@@ -563,7 +829,7 @@ fn write_run_ok(
 }
 
 /// Compares a pair's runs and gives its verdict.
-fn judge(
+pub(crate) fn judge(
     spec: PairSpec,
     pre: Option<RunOutput>,
     dec: Option<RunOutput>,

@@ -265,6 +265,8 @@ pub struct Injection {
     pub scale: Option<ScaleFault>,
     /// Shift the positions decode steps believe they are at by this many.
     pub position_shift: usize,
+    /// Decode runs over this many span tokens fail with an error (failure-handling control).
+    pub fail_span: Option<usize>,
 }
 
 /// Scale one tensor at one layer.

@@ -12,85 +12,8 @@ use driftsweep::run;
 use driftsweep::trace::Injection;
 use serde_json::json;
 
-fn tiny(arch: &str) -> Config {
-    let mut c = Config {
-        vocab_size: 1024,
-        hidden_size: 64,
-        intermediate_size: 96,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
-        rms_norm_eps: 1e-6,
-        rope_theta: 10_000.0,
-        max_position_embeddings: 256,
-        tie_word_embeddings: arch != "mistral",
-        explicit_head_dim: None,
-        attention_bias: false,
-        qk_norm: false,
-        sliding_window: None,
-        rope_llama3: None,
-    };
-    match arch {
-        "mistral" => c.sliding_window = Some(5),
-        "qwen2" => c.attention_bias = true,
-        "qwen3" => {
-            c.qk_norm = true;
-            c.explicit_head_dim = Some(32);
-        }
-        _ => {}
-    }
-    c
-}
-
-fn write_dir(dir: &Path, arch: &str, cfg: &Config, split: bool) {
-    let mut j = json!({
-        "model_type": arch,
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.hidden_size,
-        "intermediate_size": cfg.intermediate_size,
-        "num_hidden_layers": cfg.num_hidden_layers,
-        "num_attention_heads": cfg.num_attention_heads,
-        "num_key_value_heads": cfg.num_key_value_heads,
-        "rms_norm_eps": cfg.rms_norm_eps,
-        "rope_theta": cfg.rope_theta,
-        "max_position_embeddings": cfg.max_position_embeddings,
-        "tie_word_embeddings": cfg.tie_word_embeddings,
-        "eos_token_id": 1,
-    });
-    if let Some(w) = cfg.sliding_window {
-        j["sliding_window"] = json!(w);
-    }
-    if let Some(h) = cfg.explicit_head_dim {
-        j["head_dim"] = json!(h);
-    }
-    std::fs::write(dir.join("config.json"), j.to_string()).unwrap();
-    let w = builtin::weights(cfg);
-    if split {
-        let (a, b): (Vec<_>, Vec<_>) = w.into_iter().partition(|(k, _)| k.contains("layers.0."));
-        let mut map = serde_json::Map::new();
-        for (file, part) in [
-            ("model-00001-of-00002.safetensors", a),
-            ("model-00002-of-00002.safetensors", b),
-        ] {
-            for (k, _) in &part {
-                map.insert(k.clone(), json!(file));
-            }
-            let part: std::collections::HashMap<_, _> = part.into_iter().collect();
-            candle_core::safetensors::save(&part, dir.join(file)).unwrap();
-        }
-        std::fs::write(
-            dir.join("model.safetensors.index.json"),
-            json!({"weight_map": map}).to_string(),
-        )
-        .unwrap();
-    } else {
-        candle_core::safetensors::save(&w, dir.join("model.safetensors")).unwrap();
-    }
-    builtin::tokenizer(cfg.vocab_size)
-        .unwrap()
-        .save(dir.join("tokenizer.json"), false)
-        .unwrap();
-}
+mod common;
+use common::{tiny, write_hf_dir};
 
 #[test]
 fn every_architecture_reads_back_with_the_same_logits() {
@@ -104,7 +27,7 @@ fn every_architecture_reads_back_with_the_same_logits() {
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let cfg = tiny(arch);
-        write_dir(tmp.path(), arch, &cfg, split);
+        write_hf_dir(tmp.path(), arch, &cfg, split);
         let info = ModelInfo::inspect(tmp.path().to_str().unwrap()).unwrap();
         assert_eq!(info.architecture, arch);
         assert_eq!(
@@ -177,7 +100,7 @@ fn bad_directories_are_clear_errors() {
     let cfg = tiny("llama");
     // Unknown architecture.
     let tmp = tempfile::tempdir().unwrap();
-    write_dir(tmp.path(), "llama", &cfg, false);
+    write_hf_dir(tmp.path(), "llama", &cfg, false);
     let text = std::fs::read_to_string(tmp.path().join("config.json"))
         .unwrap()
         .replace("\"llama\"", "\"gpt_neox\"");
@@ -190,7 +113,7 @@ fn bad_directories_are_clear_errors() {
 
     // A safetensors header that lies about its size.
     let tmp = tempfile::tempdir().unwrap();
-    write_dir(tmp.path(), "llama", &cfg, false);
+    write_hf_dir(tmp.path(), "llama", &cfg, false);
     let mut bytes = std::fs::read(tmp.path().join("model.safetensors")).unwrap();
     bytes[..8].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
     std::fs::write(tmp.path().join("model.safetensors"), &bytes).unwrap();
@@ -202,7 +125,7 @@ fn bad_directories_are_clear_errors() {
         let tmp = tempfile::tempdir().unwrap();
         let mut c = cfg.clone();
         c.vocab_size = vocab;
-        write_dir(tmp.path(), "llama", &c, false);
+        write_hf_dir(tmp.path(), "llama", &c, false);
         // The tokenizer is the 1024-token one whatever the config says.
         builtin::tokenizer(1024)
             .unwrap()
@@ -219,7 +142,7 @@ fn bad_directories_are_clear_errors() {
 
     // Through the CLI: exit 2, naming the sweep file and `model.source`.
     let tmp = tempfile::tempdir().unwrap();
-    write_dir(tmp.path(), "llama", &cfg, false);
+    write_hf_dir(tmp.path(), "llama", &cfg, false);
     std::fs::write(
         tmp.path().join("config.json"),
         "{\"model_type\": \"llama\"}",
@@ -256,7 +179,7 @@ fn hf_sources_resolve_from_the_standard_cache_offline() {
     std::fs::create_dir_all(&snap).unwrap();
     std::fs::create_dir_all(repo.join("refs")).unwrap();
     std::fs::write(repo.join("refs/main"), commit).unwrap();
-    write_dir(&snap, "llama", &tiny("llama"), false);
+    write_hf_dir(&snap, "llama", &tiny("llama"), false);
     let run = |source: &str| {
         let sweep = tmp.path().join("s.yaml");
         std::fs::write(

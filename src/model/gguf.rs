@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::{Content, Value};
@@ -40,11 +40,172 @@ pub struct GgufModel {
 /// Architectures the GGUF loader maps onto the decoder.
 pub const ARCHITECTURES: &[&str] = &["llama"];
 
-fn open(path: &Path) -> Result<(Content, BufReader<File>), String> {
+fn open(path: &Path) -> Result<(Content, BufReader<File>, u64), String> {
     let f = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let len = f.metadata().map_err(|e| format!("cannot stat: {e}"))?.len();
     let mut r = BufReader::new(f);
-    let c = Content::read(&mut r).map_err(|e| format!("not a readable GGUF file: {e}"))?;
-    Ok((c, r))
+    let c = read_content(&mut r, len)?;
+    Ok((c, r, len))
+}
+
+/// Reads the header, metadata and tensor infos of a GGUF stream of `len` bytes that starts at
+/// the reader's position 0, after [`precheck`] has rejected what would make candle panic.
+fn read_content<R: Read + Seek>(r: &mut R, len: u64) -> Result<Content, String> {
+    precheck(r, len).map_err(|e| format!("not a readable GGUF file: {e}"))?;
+    r.seek(SeekFrom::Start(0))
+        .map_err(|e| format!("cannot read: {e}"))?;
+    Content::read(r).map_err(|e| format!("not a readable GGUF file: {e}"))
+}
+
+/// Walks the metadata section the way candle's `Content::read` will, without keeping any
+/// value, and rejects `general.alignment = 0`: candle rounds the tensor-data offset up to a
+/// multiple of it and would divide by zero (a panic, found by `fuzz/` target `gguf_header`).
+/// Anything malformed that candle reports as an error itself is left to candle (`Ok`); this
+/// never allocates more than a key's worth of bytes, whatever lengths the file declares.
+fn precheck<R: Read + Seek>(r: &mut R, len: u64) -> Result<(), String> {
+    const KEY: &[u8] = b"general.alignment";
+    // Same caps as candle 0.11.1's reader; beyond them candle bails out with an error.
+    const MAX_LEN: u64 = 1 << 30;
+    const MAX_DEPTH: usize = 64;
+    struct W<'a, R> {
+        r: &'a mut R,
+        /// Bytes left after the current position.
+        left: u64,
+        wide: bool,
+    }
+    impl<R: Read + Seek> W<'_, R> {
+        fn bytes<const N: usize>(&mut self) -> Option<[u8; N]> {
+            let mut b = [0u8; N];
+            self.r.read_exact(&mut b).ok()?;
+            self.left = self.left.saturating_sub(N as u64);
+            Some(b)
+        }
+        fn u32(&mut self) -> Option<u32> {
+            self.bytes::<4>().map(u32::from_le_bytes)
+        }
+        fn length(&mut self) -> Option<u64> {
+            if self.wide {
+                self.bytes::<8>().map(u64::from_le_bytes)
+            } else {
+                self.u32().map(u64::from)
+            }
+        }
+        /// Skips `n` bytes by reading them (cheap through a `BufReader`, unlike a seek).
+        fn skip(&mut self, n: u64) -> Option<()> {
+            let done = std::io::copy(&mut (&mut *self.r).take(n), &mut std::io::sink()).ok()?;
+            self.left = self.left.saturating_sub(done);
+            (done == n).then_some(())
+        }
+        /// A string: `Some(true)` when it equals `KEY`.
+        fn string_is_key(&mut self) -> Option<bool> {
+            let n = self.length()?;
+            if n > MAX_LEN || n > self.left {
+                return None;
+            }
+            if n == KEY.len() as u64 {
+                return Some(self.bytes::<{ KEY.len() }>()? == KEY);
+            }
+            self.skip(n)?;
+            Some(false)
+        }
+        fn min_size(&self, t: u32) -> Option<u64> {
+            let prefix = if self.wide { 8 } else { 4 };
+            Some(match t {
+                0 | 1 | 7 => 1,
+                2 | 3 => 2,
+                4..=6 => 4,
+                10..=12 => 8,
+                8 => prefix,
+                9 => 4 + prefix,
+                _ => return None,
+            })
+        }
+        /// Skips one value of type `t`; returns it when it is a candidate alignment (the
+        /// integer types candle reads `general.alignment` from).
+        fn value(&mut self, t: u32, depth: usize) -> Option<Option<i64>> {
+            if depth > MAX_DEPTH {
+                return None;
+            }
+            Some(match t {
+                0 => Some(i64::from(self.bytes::<1>()?[0])),
+                1 => Some(i64::from(self.bytes::<1>()?[0] as i8)),
+                2 => Some(i64::from(u16::from_le_bytes(self.bytes::<2>()?))),
+                3 => Some(i64::from(i16::from_le_bytes(self.bytes::<2>()?))),
+                4 => Some(i64::from(self.u32()?)),
+                5 => Some(i64::from(self.u32()? as i32)),
+                7 => {
+                    if self.bytes::<1>()?[0] > 1 {
+                        return None;
+                    }
+                    None
+                }
+                8 => {
+                    self.string_is_key()?;
+                    None
+                }
+                9 => {
+                    let et = self.u32()?;
+                    let min = self.min_size(et)?;
+                    let n = self.length()?;
+                    if n > MAX_LEN || n.saturating_mul(min) > self.left {
+                        return None;
+                    }
+                    if et == 9 || et == 8 {
+                        for _ in 0..n {
+                            self.value(et, depth + 1)?;
+                        }
+                    } else {
+                        self.skip(n * min)?;
+                    }
+                    None
+                }
+                t => {
+                    self.skip(self.min_size(t)?)?;
+                    None
+                }
+            })
+        }
+    }
+    let Some(start) = r.stream_position().ok() else {
+        return Ok(());
+    };
+    let mut w = W {
+        r,
+        left: len.saturating_sub(start),
+        wide: true,
+    };
+    let walk = |w: &mut W<'_, R>| -> Option<Option<i64>> {
+        let magic = w.u32()?;
+        if magic != 0x4655_4747 && magic != 0x4747_5546 {
+            return None;
+        }
+        w.wide = match w.u32()? {
+            1 => false,
+            2 | 3 => true,
+            _ => return None,
+        };
+        let _tensors = w.length()?;
+        let kvs = w.length()?;
+        if kvs > MAX_LEN || kvs.saturating_mul(if w.wide { 13 } else { 9 }) > w.left {
+            return None;
+        }
+        let mut alignment = None;
+        for _ in 0..kvs {
+            let is_key = w.string_is_key()?;
+            let t = w.u32()?;
+            let v = w.value(t, 0)?;
+            if is_key {
+                alignment = v;
+            }
+        }
+        Some(alignment)
+    };
+    let found = walk(&mut w);
+    let _ = w.r.seek(SeekFrom::Start(start));
+    match found {
+        Some(Some(0)) => Err("general.alignment is 0".into()),
+        _ => Ok(()),
+    }
 }
 
 fn get<'a>(c: &'a Content, key: &str) -> Result<&'a Value, String> {
@@ -79,14 +240,26 @@ fn strings(c: &Content, key: &str) -> Result<Vec<String>, String> {
 }
 
 /// Every tensor's bytes must lie inside the file: a truncated download is found here, before
-/// any work, not when a group's weights load.
-fn check_tensor_extents(path: &Path, c: &Content) -> Result<(), String> {
-    let len = std::fs::metadata(path)
-        .map_err(|e| format!("cannot stat: {e}"))?
-        .len();
+/// any work, not when a group's weights load. The arithmetic is checked: dimensions come from
+/// the file, and their product may overflow.
+fn check_tensor_extents(len: u64, c: &Content) -> Result<(), String> {
     for (name, t) in &c.tensor_infos {
-        let block = t.ggml_dtype.block_size();
-        let bytes = (t.shape.elem_count() / block.max(1) * t.ggml_dtype.type_size()) as u64;
+        let block = t.ggml_dtype.block_size().max(1);
+        let elems = t
+            .shape
+            .dims()
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| format!("tensor `{name}`: shape {:?} overflows", t.shape.dims()))?;
+        if !elems.is_multiple_of(block) {
+            return Err(format!(
+                "tensor `{name}`: {elems} elements are not a whole number of {:?} blocks of {block}",
+                t.ggml_dtype
+            ));
+        }
+        let bytes = (elems / block)
+            .checked_mul(t.ggml_dtype.type_size())
+            .ok_or_else(|| format!("tensor `{name}`: size overflows"))? as u64;
         let end = c
             .tensor_data_offset
             .saturating_add(t.offset)
@@ -102,8 +275,22 @@ fn check_tensor_extents(path: &Path, c: &Content) -> Result<(), String> {
 
 /// Reads the metadata (not the tensors) of a GGUF file.
 pub fn inspect(path: &Path) -> Result<GgufModel, String> {
-    let (c, _) = open(path)?;
-    let arch = get(&c, "general.architecture")?
+    let (c, _, len) = open(path)?;
+    inspect_content(&c, len)
+}
+
+/// [`inspect`] on a GGUF file held in memory: the same checks (header, metadata, tensor
+/// extents against `bytes.len()`, tokenizer), no file system. The entry point of the
+/// `gguf_header` fuzz target.
+pub fn inspect_bytes(bytes: &[u8]) -> Result<GgufModel, String> {
+    let mut r = Cursor::new(bytes);
+    let c = read_content(&mut r, bytes.len() as u64)?;
+    inspect_content(&c, bytes.len() as u64)
+}
+
+/// Everything [`inspect`] checks once the header is read; `len` is the file's size.
+fn inspect_content(c: &Content, len: u64) -> Result<GgufModel, String> {
+    let arch = get(c, "general.architecture")?
         .to_string()
         .map_err(|e| format!("general.architecture: {e}"))?
         .clone();
@@ -113,32 +300,39 @@ pub fn inspect(path: &Path) -> Result<GgufModel, String> {
             ARCHITECTURES.join(", ")
         ));
     }
-    check_tensor_extents(path, &c)?;
+    check_tensor_extents(len, c)?;
     let k = |s: &str| format!("{arch}.{s}");
-    let tokens = strings(&c, "tokenizer.ggml.tokens")?;
+    let tokens = strings(c, "tokenizer.ggml.tokens")?;
     let embd = c
         .tensor_infos
         .get("token_embd.weight")
         .ok_or("tensor `token_embd.weight` is missing")?;
-    let vocab_size = embd.shape.dims()[0];
+    let vocab_size = match embd.shape.dims() {
+        &[rows, _] => rows,
+        d => {
+            return Err(format!(
+                "tensor `token_embd.weight` has shape {d:?}, not 2-D"
+            ));
+        }
+    };
     if tokens.len() != vocab_size {
         return Err(format!(
             "the tokenizer has {} tokens but the embedding has {vocab_size} rows",
             tokens.len()
         ));
     }
-    let heads = get_u32(&c, &k("attention.head_count"))? as usize;
+    let heads = get_u32(c, &k("attention.head_count"))? as usize;
     let config = Config {
         vocab_size,
-        hidden_size: get_u32(&c, &k("embedding_length"))? as usize,
-        intermediate_size: get_u32(&c, &k("feed_forward_length"))? as usize,
-        num_hidden_layers: get_u32(&c, &k("block_count"))? as usize,
+        hidden_size: get_u32(c, &k("embedding_length"))? as usize,
+        intermediate_size: get_u32(c, &k("feed_forward_length"))? as usize,
+        num_hidden_layers: get_u32(c, &k("block_count"))? as usize,
         num_attention_heads: heads,
-        num_key_value_heads: get_u32(&c, &k("attention.head_count_kv"))
+        num_key_value_heads: get_u32(c, &k("attention.head_count_kv"))
             .map_or(heads, |v| v as usize),
-        rms_norm_eps: get_f32(&c, &k("attention.layer_norm_rms_epsilon"))? as f64,
-        rope_theta: get_f32(&c, &k("rope.freq_base")).unwrap_or(10_000.0) as f64,
-        max_position_embeddings: get_u32(&c, &k("context_length"))? as usize,
+        rms_norm_eps: get_f32(c, &k("attention.layer_norm_rms_epsilon"))? as f64,
+        rope_theta: get_f32(c, &k("rope.freq_base")).unwrap_or(10_000.0) as f64,
+        max_position_embeddings: get_u32(c, &k("context_length"))? as usize,
         tie_word_embeddings: !c.tensor_infos.contains_key("output.weight"),
         explicit_head_dim: None,
         attention_bias: false,
@@ -148,7 +342,7 @@ pub fn inspect(path: &Path) -> Result<GgufModel, String> {
     };
     config.validate()?;
 
-    let model = get(&c, "tokenizer.ggml.model")?
+    let model = get(c, "tokenizer.ggml.model")?
         .to_string()
         .map_err(|e| e.to_string())?
         .clone();
@@ -157,7 +351,7 @@ pub fn inspect(path: &Path) -> Result<GgufModel, String> {
             "tokenizer model `{model}` is not supported; supported: gpt2 (byte-level BPE)"
         ));
     }
-    let merges: Vec<(String, String)> = strings(&c, "tokenizer.ggml.merges")?
+    let merges: Vec<(String, String)> = strings(c, "tokenizer.ggml.merges")?
         .into_iter()
         .map(|m| {
             m.split_once(' ')
@@ -192,10 +386,17 @@ pub fn inspect(path: &Path) -> Result<GgufModel, String> {
     tokenizer.with_pre_tokenizer(Some(pre));
     tokenizer.with_decoder(Some(ByteLevel::default()));
     // Control tokens (type 3) are matched whole in text, like <|im_start|>.
-    let types: Vec<i32> = get(&c, "tokenizer.ggml.token_type")
+    let types: Vec<i32> = get(c, "tokenizer.ggml.token_type")
         .and_then(|v| v.to_vec().map_err(|e| e.to_string()))
         .map(|v| v.iter().map(|x| x.to_i32().unwrap_or(1)).collect())
         .unwrap_or_default();
+    if !types.is_empty() && types.len() != tokens.len() {
+        return Err(format!(
+            "tokenizer.ggml.token_type has {} entries but there are {} tokens",
+            types.len(),
+            tokens.len()
+        ));
+    }
     let special_ids: Vec<u32> = types
         .iter()
         .enumerate()
@@ -215,17 +416,27 @@ pub fn inspect(path: &Path) -> Result<GgufModel, String> {
         .and_then(|v| v.to_bool().ok())
         .unwrap_or(false);
     let bos_id = if add_bos {
-        get_u32(&c, "tokenizer.ggml.bos_token_id").ok()
+        get_u32(c, "tokenizer.ggml.bos_token_id").ok()
     } else {
         None
     };
+    let eos_id = get_u32(c, "tokenizer.ggml.eos_token_id").ok();
+    for (key, id) in [("bos", bos_id), ("eos", eos_id)] {
+        if let Some(id) = id
+            && id as usize >= vocab_size
+        {
+            return Err(format!(
+                "tokenizer.ggml.{key}_token_id {id} is outside the vocabulary of {vocab_size}"
+            ));
+        }
+    }
     Ok(GgufModel {
         config,
         architecture: arch,
         tokenizer,
         bos_id,
         special_ids,
-        eos_id: get_u32(&c, "tokenizer.ggml.eos_token_id").ok(),
+        eos_id,
     })
 }
 
@@ -275,7 +486,7 @@ pub fn var_builder(
     dtype: DType,
     device: &Device,
 ) -> Result<VarBuilder<'static>, String> {
-    let (c, mut r) = open(path)?;
+    let (c, mut r, _) = open(path)?;
     let mut tensors = HashMap::new();
     for name in c.tensor_infos.keys() {
         let Some(hf) = hf_name(name) else { continue };

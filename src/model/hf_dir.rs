@@ -158,7 +158,11 @@ pub fn inspect(dir: &Path) -> Result<HfModel, String> {
         ));
     }
     let files = weight_files(dir)?;
-    // Headers are parsed (and their sizes checked against the files) here, before any work.
+    // Headers are parsed (and their sizes checked against the files) here, before any work:
+    // first by `check_safetensors_file` (checked arithmetic), then by candle's reader.
+    for f in &files {
+        check_safetensors_file(f)?;
+    }
     // SAFETY: the files are mapped read-only and must not change while the sweep runs.
     unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }
         .map_err(|e| format!("reading the safetensors headers: {e}"))?;
@@ -174,6 +178,117 @@ pub fn inspect(dir: &Path) -> Result<HfModel, String> {
         eos_id,
         files,
     })
+}
+
+/// The largest header the safetensors crate accepts (its `MAX_HEADER_SIZE`).
+const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
+
+/// Checks the header of one safetensors file of `file_len` bytes, given at least its first
+/// `8 + header length` bytes (`head`; more is fine): the JSON parses, tensors are laid out
+/// back to back from offset 0, each takes exactly `elements × dtype size` bytes, and they end
+/// exactly at the end of the file. All arithmetic on the file's numbers is checked (the
+/// safetensors crate adds them unchecked, a panic in builds with overflow checks). Returns
+/// the number of tensors.
+pub fn check_safetensors_header(head: &[u8], file_len: u64) -> Result<usize, String> {
+    use safetensors::tensor::TensorInfo;
+    let err = |m: String| format!("safetensors header: {m}");
+    let n = head
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .ok_or_else(|| err(format!("the file has {file_len} bytes, fewer than 8")))?;
+    if n > MAX_SAFETENSORS_HEADER {
+        return Err(err(format!(
+            "declares a header of {n} bytes, more than {MAX_SAFETENSORS_HEADER}"
+        )));
+    }
+    if 8 + n > file_len {
+        return Err(err(format!(
+            "declares a header of {n} bytes but the file has {file_len}"
+        )));
+    }
+    let json = head
+        .get(8..8 + n as usize)
+        .ok_or_else(|| err(format!("only {} of its {n} bytes given", head.len() - 8)))?;
+    let json = std::str::from_utf8(json).map_err(|e| err(format!("not UTF-8: {e}")))?;
+    let map: std::collections::HashMap<String, serde_json::Value> =
+        serde_json::from_str(json).map_err(|e| err(e.to_string()))?;
+    let mut infos = Vec::with_capacity(map.len());
+    for (name, v) in map {
+        if name == "__metadata__" {
+            serde_json::from_value::<std::collections::HashMap<String, String>>(v)
+                .map_err(|e| err(format!("__metadata__: {e}")))?;
+            continue;
+        }
+        let info: TensorInfo =
+            serde_json::from_value(v).map_err(|e| err(format!("tensor `{name}`: {e}")))?;
+        infos.push((name, info));
+    }
+    infos.sort_by_key(|(_, i)| i.data_offsets);
+    let mut end = 0usize;
+    for (name, info) in &infos {
+        let (s, e) = info.data_offsets;
+        if s != end || e < s {
+            return Err(err(format!(
+                "tensor `{name}`: data offsets [{s}, {e}] do not follow the previous tensor's end {end}"
+            )));
+        }
+        let bits = info
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|n| n.checked_mul(info.dtype.bitsize()))
+            .ok_or_else(|| err(format!("tensor `{name}`: shape {:?} overflows", info.shape)))?;
+        if bits % 8 != 0 || e - s != bits / 8 {
+            return Err(err(format!(
+                "tensor `{name}`: {:?} {:?} takes {bits} bits, but its data offsets span {} bytes",
+                info.dtype,
+                info.shape,
+                e - s
+            )));
+        }
+        end = e;
+    }
+    let expected = (end as u64).checked_add(8 + n);
+    if expected != Some(file_len) {
+        return Err(err(format!(
+            "the tensors end at byte {} of the data but the file has {} data bytes",
+            end,
+            file_len - 8 - n
+        )));
+    }
+    Ok(infos.len())
+}
+
+/// [`check_safetensors_header`] on a whole safetensors file held in memory, then the
+/// safetensors crate's own parse, as [`inspect`] does through candle's reader. The entry point
+/// of the `safetensors_header` fuzz target.
+pub fn check_safetensors_bytes(bytes: &[u8]) -> Result<usize, String> {
+    let n = check_safetensors_header(bytes, bytes.len() as u64)?;
+    safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| format!("reading the safetensors header: {e}"))?;
+    Ok(n)
+}
+
+/// Reads the header of one safetensors file (never more than the header's bytes, which are
+/// capped) and checks it with [`check_safetensors_header`].
+fn check_safetensors_file(path: &Path) -> Result<usize, String> {
+    use std::io::Read;
+    let e = |m: String| format!("{}: {m}", path.display());
+    let mut f = std::fs::File::open(path).map_err(|x| e(x.to_string()))?;
+    let len = f.metadata().map_err(|x| e(x.to_string()))?.len();
+    let mut head = [0u8; 8];
+    if len < 8 {
+        return check_safetensors_header(&[], len).map_err(e);
+    }
+    f.read_exact(&mut head).map_err(|x| e(x.to_string()))?;
+    let n = u64::from_le_bytes(head);
+    if n > MAX_SAFETENSORS_HEADER || 8 + n > len {
+        return check_safetensors_header(&head, len).map_err(e);
+    }
+    let mut buf = head.to_vec();
+    buf.resize(8 + n as usize, 0);
+    f.read_exact(&mut buf[8..]).map_err(|x| e(x.to_string()))?;
+    check_safetensors_header(&buf, len).map_err(e)
 }
 
 /// Memory-maps the weights, cast to `dtype` on `device` as they are read.

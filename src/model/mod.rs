@@ -4,6 +4,7 @@
 pub mod builtin;
 pub mod decoder;
 pub mod gguf;
+pub mod hash_cache;
 pub mod hf_dir;
 pub mod hub;
 
@@ -65,23 +66,6 @@ impl ModelSource {
              or a Hugging Face model directory (config.json, *.safetensors, tokenizer.json)",
         ))
     }
-}
-
-/// sha256 of a file, streamed.
-fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(crate::store::hex(&h.finalize()))
 }
 
 /// What is known about a model without loading its weights: enough to plan a sweep and
@@ -161,7 +145,7 @@ impl ModelInfo {
                     special_ids: g.special_ids,
                     eos_id: g.eos_id,
                     tokenizer_adds_specials: false,
-                    sha256: sha256_file(&path)
+                    sha256: hash_cache::sha256(&path)
                         .map_err(|e| Error::model(source, format!("hashing: {e}")))?,
                     weights: Weights::Gguf(path),
                 })
@@ -170,7 +154,7 @@ impl ModelInfo {
                 let h = hf_dir::inspect(&dir).map_err(|e| Error::model(source, e))?;
                 let mut hashes = String::new();
                 for f in &h.files {
-                    let one = sha256_file(f).map_err(|e| {
+                    let one = hash_cache::sha256(f).map_err(|e| {
                         Error::model(source, format!("hashing {}: {e}", f.display()))
                     })?;
                     hashes.push_str(&one);

@@ -84,6 +84,10 @@ pub struct ReportJson {
     pub inject: Option<serde_json::Value>,
     /// The trace result, when the sweep traced.
     pub trace: Option<trace::TraceSummary>,
+    /// The last session was stopped by a signal before its work was done.
+    pub interrupted: bool,
+    /// Every invocation that worked on the results directory (first run, then resumes).
+    pub sessions: Vec<crate::store::Session>,
 }
 
 /// `sweep` in report.json.
@@ -251,6 +255,13 @@ fn run_json(r: Option<&RunRecord>) -> RunJson {
 /// Builds report.json's content from a results directory.
 pub fn build(store: &Store) -> Result<ReportJson> {
     let m: Manifest = store.manifest()?;
+    let interrupted = m.interrupted();
+    let missing_reason = if interrupted {
+        "not finished: the sweep was interrupted before this pair was compared; run the same \
+         command again to resume"
+    } else {
+        "not finished: the sweep stopped before this pair was compared"
+    };
     let mut pairs = Vec::with_capacity(m.pairs.len());
     let mut runs: Vec<RunRecord> = Vec::new();
     for spec in &m.pairs {
@@ -261,7 +272,7 @@ pub fn build(store: &Store) -> Result<ReportJson> {
             Some(r) => (r.verdict, r.reason, r.metrics, Some(r.limits)),
             None => (
                 PairVerdict::Incomplete,
-                "not finished: the sweep stopped before this pair was compared".to_string(),
+                missing_reason.to_string(),
                 None,
                 None,
             ),
@@ -339,6 +350,8 @@ pub fn build(store: &Store) -> Result<ReportJson> {
         performance,
         inject: m.resolved.get("inject").filter(|v| !v.is_null()).cloned(),
         trace: None,
+        interrupted,
+        sessions: m.sessions,
     })
 }
 
@@ -788,24 +801,51 @@ pub fn describe_injection(v: &serde_json::Value) -> String {
     parts.join("; ")
 }
 
-/// Renders the Markdown report from report.json's content.
+/// Renders the Markdown report from report.json's content with the compiled-in template.
 pub fn render_markdown(r: &ReportJson) -> Result<String> {
     render_template("report.md.tera", REPORT_TEMPLATE, &view(r))
 }
 
+/// Where a results directory keeps a sweep's custom templates, so that `driftsweep report`
+/// re-renders with them.
+pub const CUSTOM_REPORT_TEMPLATE: &str = "templates/report.md.tera";
+/// See [`CUSTOM_REPORT_TEMPLATE`].
+pub const CUSTOM_TRACE_TEMPLATE: &str = "templates/trace_report.md.tera";
+
+/// The template `rel` saved in the results directory, or the compiled-in `default`.
+pub(crate) fn template_for(store: &Store, rel: &str, default: &str) -> Result<String> {
+    let path = store.root().join(rel);
+    if path.is_file() {
+        std::fs::read_to_string(&path)
+            .map_err(|e| Error::store(&path, format!("cannot read the custom template: {e}")))
+    } else {
+        Ok(default.to_string())
+    }
+}
+
+/// Checks that `text` parses as a Tera template; the error carries Tera's explanation.
+pub fn check_template(text: &str) -> std::result::Result<(), String> {
+    let mut tera = tera::Tera::new();
+    tera.add_raw_template("custom", text)
+        .map(|_| ())
+        .map_err(|e| error_chain(&e))
+}
+
+fn error_chain(e: &tera::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
+}
+
 /// Renders a Markdown template (no HTML escaping) with `ctx`; errors carry Tera's causes.
 pub(crate) fn render_template<T: Serialize>(name: &str, template: &str, ctx: &T) -> Result<String> {
-    let terr = |e: tera::Error| {
-        let mut msg = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg.push_str(&format!(": {s}"));
-            src = s.source();
-        }
-        Error::Template {
-            name: name.into(),
-            message: msg,
-        }
+    let terr = |e: tera::Error| Error::Template {
+        name: name.into(),
+        message: error_chain(&e),
     };
     let mut tera = tera::Tera::new();
     tera.autoescape_on(Vec::<&str>::new());
@@ -822,7 +862,9 @@ pub fn render(store: &Store) -> Result<Rendered> {
         report.trace = Some(t);
     }
     store.write_json("report.json", &report)?;
-    store.write_bytes("report.md", render_markdown(&report)?.as_bytes())?;
+    let template = template_for(store, CUSTOM_REPORT_TEMPLATE, REPORT_TEMPLATE)?;
+    let md = render_template("report.md.tera", &template, &view(&report))?;
+    store.write_bytes("report.md", md.as_bytes())?;
     Ok(Rendered {
         dir: store.root().to_path_buf(),
         report,

@@ -239,7 +239,8 @@ pub fn render(store: &Store, report: &ReportJson) -> Result<Option<TraceSummary>
         pairs: traces,
     };
     store.write_json("trace.json", &json)?;
-    let md = render_template("trace_report.md.tera", TRACE_TEMPLATE, &json)?;
+    let template = super::template_for(store, super::CUSTOM_TRACE_TEMPLATE, TRACE_TEMPLATE)?;
+    let md = render_template("trace_report.md.tera", &template, &json)?;
     store.write_bytes("trace_report.md", md.as_bytes())?;
     Ok(Some(TraceSummary {
         result,

@@ -1,0 +1,271 @@
+//! `driftsweep verify DIR`: re-runs pairs of a finished results directory and says, per pair,
+//! whether this device reproduces the stored metrics bit for bit, and which metric moved when
+//! it does not. It reads the sweep file's text, token ids and model identity from the
+//! manifest, so it needs no sweep file, and it never writes a run or pair record: only
+//! `verify.json`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::config::{self, DeviceSpec};
+use crate::error::{Error, Result};
+use crate::model::ModelInfo;
+use crate::plan::{self, Mode, PairSpec};
+use crate::run;
+use crate::store::{self, PairRecord, Store};
+use crate::sweep;
+
+/// Which pairs to re-run.
+#[derive(Debug, Clone, Copy)]
+pub enum Selection {
+    /// Every compared pair.
+    All,
+    /// About this many, spread evenly over the plan (so every dtype and span is likely hit).
+    Sample(usize),
+}
+
+/// One re-run pair.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairCheck {
+    /// Pair id.
+    pub id: String,
+    /// `identical`, `mismatch` or `error`.
+    pub status: &'static str,
+    /// The metrics whose value differs: (name, stored, now).
+    pub moved: Vec<MovedMetric>,
+    /// Why the pair could not be re-run.
+    pub error: Option<String>,
+}
+
+/// One metric that is not bit-identical.
+#[derive(Debug, Clone, Serialize)]
+pub struct MovedMetric {
+    /// Metric name (report.json spelling).
+    pub metric: String,
+    /// The stored value.
+    pub stored: serde_json::Value,
+    /// The value this re-run gave.
+    pub now: serde_json::Value,
+}
+
+/// `verify.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// Results directory.
+    pub dir: String,
+    /// Device the results were computed on.
+    pub stored_device: String,
+    /// Device of this re-run.
+    pub device: String,
+    /// When this check ran.
+    pub checked_at: String,
+    /// Compared pairs in the directory.
+    pub candidates: usize,
+    /// The checks, in plan order.
+    pub pairs: Vec<PairCheck>,
+}
+
+impl VerifyReport {
+    /// Pairs whose metrics were reproduced bit for bit.
+    pub fn identical(&self) -> usize {
+        self.pairs
+            .iter()
+            .filter(|p| p.status == "identical")
+            .count()
+    }
+
+    /// Exit code: 0 all re-run pairs identical, 1 any mismatch, 3 nothing verified or an error.
+    pub fn exit_code(&self) -> i32 {
+        if self.pairs.iter().any(|p| p.status == "mismatch") {
+            1
+        } else if self.pairs.is_empty() || self.pairs.iter().any(|p| p.status == "error") {
+            3
+        } else {
+            0
+        }
+    }
+}
+
+/// Re-runs the selected pairs of `dir` on `device` (default: the sweep's own device) and
+/// writes `verify.json` there.
+pub fn verify(
+    dir: &Path,
+    selection: Selection,
+    device: Option<DeviceSpec>,
+) -> Result<VerifyReport> {
+    let store = Store::open(dir)?;
+    let manifest = store.manifest()?;
+    let mut cfg = config::parse(Path::new(&manifest.config_path), &manifest.config_text)?;
+    if cfg.sha256() != manifest.config_sha256 {
+        return Err(Error::store(
+            dir,
+            format!(
+                "a file that `{}` includes (prompt file or template) changed since the sweep \
+                 ran, so its pairs cannot be re-run as they were",
+                manifest.config_path
+            ),
+        ));
+    }
+    if let Some(d) = device {
+        cfg.config.device = d;
+    }
+    let info = ModelInfo::for_config(&cfg)?;
+    if info.sha256 != manifest.model.sha256 {
+        return Err(Error::model(
+            &info.source,
+            format!(
+                "the weights changed since the sweep ran (sha256 {} then, {} now)",
+                manifest.model.sha256, info.sha256
+            ),
+        ));
+    }
+    let plan = plan::expand(&cfg, &info)?;
+    let open = run::open_device(cfg.config.device)
+        .map_err(|why| Error::store(dir, format!("cannot verify here: {why}")))?;
+
+    let mut compared: Vec<(PairSpec, PairRecord)> = Vec::new();
+    for pair in &plan.pairs {
+        if let Some(rec) = store.pair(pair)?
+            && rec.metrics.is_some()
+        {
+            compared.push((pair.clone(), rec));
+        }
+    }
+    let chosen = choose(compared.len(), selection);
+    let fault = cfg.injection();
+
+    let mut checks: BTreeMap<usize, PairCheck> = BTreeMap::new();
+    // One load per dtype, as in the sweep.
+    let mut dtypes: Vec<_> = chosen.iter().map(|&i| compared[i].0.dtype).collect();
+    dtypes.sort_by_key(|d| d.as_str());
+    dtypes.dedup();
+    for dtype in dtypes {
+        let model = info.load(dtype, &open.device);
+        for &i in chosen.iter().filter(|&&i| compared[i].0.dtype == dtype) {
+            let (spec, stored) = &compared[i];
+            let check = |error: String| PairCheck {
+                id: spec.id.clone(),
+                status: "error",
+                moved: vec![],
+                error: Some(error),
+            };
+            let model = match &model {
+                Ok(m) => m,
+                Err(e) => {
+                    checks.insert(i, check(format!("the model could not load: {e}")));
+                    continue;
+                }
+            };
+            let Some(seq) = manifest
+                .tokens
+                .get(&sweep::token_key(&spec.prompt, spec.seed))
+                .filter(|s| s.continuation.len() >= spec.span)
+            else {
+                checks.insert(i, check("the manifest has no token ids for it".into()));
+                continue;
+            };
+            let mut ids = seq.prompt.clone();
+            ids.extend_from_slice(&seq.continuation[..spec.span]);
+            let runs = [Mode::Prefill, Mode::Decode].map(|mode| {
+                sweep::run_one(model, &ids, seq.prompt.len(), spec, mode, None, &fault)
+            });
+            let [pre, dec] = runs;
+            let (pre, dec) = match (pre, dec) {
+                (Ok(p), Ok(d)) => (p, d),
+                (Err(e), _) | (_, Err(e)) => {
+                    checks.insert(i, check(e.to_string()));
+                    continue;
+                }
+            };
+            let now = sweep::judge(spec.clone(), Some(pre), Some(dec), vec![], stored.limits);
+            let moved = moved_metrics(stored, &now);
+            checks.insert(
+                i,
+                PairCheck {
+                    id: spec.id.clone(),
+                    status: if moved.is_empty() {
+                        "identical"
+                    } else {
+                        "mismatch"
+                    },
+                    moved,
+                    error: None,
+                },
+            );
+        }
+    }
+    let report = VerifyReport {
+        dir: dir.display().to_string(),
+        stored_device: manifest.device_name.clone(),
+        device: open.name,
+        checked_at: store::now(),
+        candidates: compared.len(),
+        pairs: checks.into_values().collect(),
+    };
+    store.write_json("verify.json", &report)?;
+    Ok(report)
+}
+
+/// Indices of the pairs to re-run out of `n`: all, or `k` spread evenly (first and last
+/// included), deterministic so that two verifications check the same pairs.
+fn choose(n: usize, selection: Selection) -> Vec<usize> {
+    match selection {
+        Selection::All => (0..n).collect(),
+        Selection::Sample(k) if k >= n => (0..n).collect(),
+        Selection::Sample(0) => vec![],
+        Selection::Sample(1) => vec![0],
+        Selection::Sample(k) => {
+            let mut v: Vec<usize> = (0..k).map(|j| j * (n - 1) / (k - 1)).collect();
+            v.dedup();
+            v
+        }
+    }
+}
+
+/// Every metric (and the verdict) whose stored value differs from the re-run's, compared
+/// through their JSON form: serde_json writes f32 in the shortest form that reads back to
+/// the same bits, so equal JSON numbers are equal bits.
+fn moved_metrics(stored: &PairRecord, now: &PairRecord) -> Vec<MovedMetric> {
+    let as_map = |r: &PairRecord| match serde_json::to_value(&r.metrics) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    let (a, b) = (as_map(stored), as_map(now));
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let mut moved: Vec<MovedMetric> = keys
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| MovedMetric {
+            metric: k.clone(),
+            stored: a.get(k).cloned().unwrap_or(serde_json::Value::Null),
+            now: b.get(k).cloned().unwrap_or(serde_json::Value::Null),
+        })
+        .collect();
+    if stored.verdict != now.verdict {
+        moved.push(MovedMetric {
+            metric: "verdict".into(),
+            stored: serde_json::json!(stored.verdict.as_str()),
+            now: serde_json::json!(now.verdict.as_str()),
+        });
+    }
+    moved
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_spreads_over_the_plan_and_keeps_both_ends() {
+        assert_eq!(choose(10, Selection::Sample(3)), vec![0, 4, 9]);
+        assert_eq!(choose(10, Selection::Sample(1)), vec![0]);
+        assert_eq!(choose(3, Selection::Sample(8)), vec![0, 1, 2]);
+        assert_eq!(choose(5, Selection::All), vec![0, 1, 2, 3, 4]);
+        assert!(choose(0, Selection::Sample(4)).is_empty());
+        assert!(choose(7, Selection::Sample(0)).is_empty());
+    }
+}
