@@ -19,5 +19,7 @@ fn main() {
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=DRIFTSWEEP_GIT_COMMIT={commit}");
     println!("cargo:rerun-if-changed=Cargo.lock");
+    // HEAD names the branch; the branch's log changes with every commit.
     println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/logs/HEAD");
 }

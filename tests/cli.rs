@@ -1,8 +1,5 @@
 //! Integration tests: run the binary on real sweep files and read what it writes.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
 use serde_json::Value;
 
 mod common;

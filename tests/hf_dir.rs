@@ -10,7 +10,6 @@ use driftsweep::config::RunDtype;
 use driftsweep::model::{Decoder, ModelInfo, builtin, decoder::Config};
 use driftsweep::run;
 use driftsweep::trace::Injection;
-use serde_json::json;
 
 mod common;
 use common::{tiny, write_hf_dir};
