@@ -70,7 +70,7 @@ enum Command {
         /// How many pairs the sample holds (spread evenly over the plan).
         #[arg(long, default_value_t = 6)]
         sample: usize,
-        /// Device to re-run on (default: the sweep's own).
+        /// Device to re-run on (default: the one the results were computed on).
         #[arg(long)]
         device: Option<String>,
     },

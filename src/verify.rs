@@ -88,8 +88,8 @@ impl VerifyReport {
     }
 }
 
-/// Re-runs the selected pairs of `dir` on `device` (default: the sweep's own device) and
-/// writes `verify.json` there.
+/// Re-runs the selected pairs of `dir` on `device` (default: the device the results were
+/// computed on, from the manifest) and writes `verify.json` there.
 pub fn verify(
     dir: &Path,
     selection: Selection,
@@ -108,9 +108,15 @@ pub fn verify(
             ),
         ));
     }
-    if let Some(d) = device {
-        cfg.config.device = d;
-    }
+    // By default the device the results were computed on (which `--device` at `run` time
+    // may have chosen over the sweep file's), so that "identical" means "reproduced there".
+    cfg.config.device = match device {
+        Some(d) => d,
+        None => manifest
+            .device
+            .parse()
+            .map_err(|m: String| Error::store(dir, format!("manifest.json: `device`: {m}")))?,
+    };
     let info = ModelInfo::for_config(&cfg)?;
     if info.sha256 != manifest.model.sha256 {
         return Err(Error::model(

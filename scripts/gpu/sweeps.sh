@@ -51,8 +51,8 @@ for k in sorted(pa):
         moved = [m for m in ma if ma.get(m) != mb.get(m)]
         print(f"  differs: {k}: {', '.join(moved[:6])}")
 PY
-"$bin" verify "results/gpu_${which}_a" --all >"$out/verify_$which.log" 2>&1
+"$bin" verify "results/gpu_${which}_a" --all --device cuda:0 >"$out/verify_$which.log" 2>&1
 echo "verify $which: exit $?" | tee -a "$out/gpu_$which.txt"
 head -1 "$out/verify_$which.log" | tee -a "$out/gpu_$which.txt"
-tar czf "$out/results_$which.tar.gz" "results/gpu_${which}_a" "results/gpu_${which}_b" \
-  --exclude='*.safetensors'
+tar czf "$out/results_$which.tar.gz" --exclude='*.safetensors' \
+  "results/gpu_${which}_a" "results/gpu_${which}_b"
