@@ -88,20 +88,31 @@ enum Command {
         #[arg(long, default_value = "f32")]
         dtype: String,
     },
-    /// Measure the cost of layer tracing: prefill and decode with tracing off and on (CPU).
+    /// Measure performance. `--suite perf` (default): model load, prefill tokens/s at spans
+    /// 32/128/512, decode step time at positions 10 and 500, comparator throughput, peak
+    /// memory. `--suite trace`: the cost of layer tracing (CPU).
     Bench {
+        /// perf or trace.
+        #[arg(long, default_value = "perf")]
+        suite: String,
         /// Model source.
         #[arg(long, default_value = "builtin:tiny-llama")]
         model: String,
         /// Run dtype: f32, bf16 or f16.
         #[arg(long, default_value = "f32")]
         dtype: String,
-        /// Sequence length (the first quarter is the prompt).
+        /// Device (perf suite): cpu, cuda[:N], metal[:N], auto.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Sequence length for the trace suite (the first quarter is the prompt).
         #[arg(long, default_value_t = 256)]
         tokens: usize,
         /// Timed repetitions per case (after one warm-up).
         #[arg(long, default_value_t = 7)]
         repeat: usize,
+        /// Print the perf suite's result as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -229,40 +240,38 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             Ok(0)
         }
         Command::Bench {
+            suite,
             model,
             dtype,
+            device,
             tokens,
             repeat,
+            json,
         } => {
             let dtype = parse_dtype(&dtype)?;
-            if tokens < 4 || repeat == 0 {
-                return Err(Error::config(
-                    "--tokens",
-                    "tokens",
-                    "need at least 4 tokens and 1 repetition",
-                ));
+            if repeat == 0 {
+                return Err(Error::config("--repeat", "repeat", "need at least 1"));
             }
-            let cases = bench::trace_overhead(&model, dtype, tokens, repeat)?;
-            outln!(
-                "trace overhead: {model}, {dtype}, {tokens} tokens, median of {repeat} (min–max)"
-            );
-            outln!(
-                "{:<8} {:<16} {:>12} {:>22} {:>9}",
-                "mode",
-                "tracing",
-                "median ms",
-                "min–max ms",
-                "records"
-            );
-            for c in cases {
-                outln!(
-                    "{:<8} {:<16} {:>12.2} {:>22} {:>9}",
-                    c.mode,
-                    c.tracing,
-                    c.median_ms,
-                    format!("{:.2}–{:.2}", c.min_ms, c.max_ms),
-                    c.records
-                );
+            match suite.as_str() {
+                "perf" => {
+                    let spec = parse_device(&device)?;
+                    let dev = driftsweep::run::open_device(spec)
+                        .map_err(|m| Error::config("--device", "device", m))?;
+                    let r = bench::perf(&model, dtype, &dev, repeat)?;
+                    if json {
+                        outln!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                    } else {
+                        print_perf(&r);
+                    }
+                }
+                "trace" => bench_trace(&model, dtype, tokens, repeat)?,
+                other => {
+                    return Err(Error::config(
+                        "--suite",
+                        "suite",
+                        format!("`{other}`: use perf or trace"),
+                    ));
+                }
             }
             Ok(0)
         }
@@ -273,6 +282,81 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             Ok(rendered.verdict().exit_code())
         }
     }
+}
+
+fn print_perf(r: &bench::PerfReport) {
+    outln!("{} ({}) on {}", r.model, r.dtype, r.device);
+    outln!("  load            {:>10.1} ms", r.load_ms);
+    for p in &r.prefill {
+        outln!(
+            "  prefill s{:<4}   {:>10.2} ms  {:>9.0} tokens/s  ({} tokens)",
+            p.span,
+            p.median_ms,
+            p.tokens_per_s,
+            p.tokens
+        );
+    }
+    for d in &r.decode_steps {
+        outln!(
+            "  decode @{:<5}   {:>10.3} ms/token",
+            d.position,
+            d.median_ms
+        );
+    }
+    if let [a, b] = &r.decode_steps[..] {
+        outln!(
+            "  decode ratio    {:>10.2}× (position {} / position {})",
+            b.median_ms / a.median_ms,
+            b.position,
+            a.position
+        );
+    }
+    outln!(
+        "  compare         {:>10.1} ms  {:>6.2} GB/s  ({} × {} logits, both runs)",
+        r.compare.median_ms,
+        r.compare.gb_per_s,
+        r.compare.positions,
+        r.compare.vocab
+    );
+    if let Some(m) = r.peak_rss_mib {
+        outln!("  peak RSS        {m:>10.0} MiB");
+    }
+}
+
+fn bench_trace(
+    model: &str,
+    dtype: config::RunDtype,
+    tokens: usize,
+    repeat: usize,
+) -> Result<(), Error> {
+    if tokens < 4 {
+        return Err(Error::config(
+            "--tokens",
+            "tokens",
+            "need at least 4 tokens",
+        ));
+    }
+    let cases = bench::trace_overhead(model, dtype, tokens, repeat)?;
+    outln!("trace overhead: {model}, {dtype}, {tokens} tokens, median of {repeat} (min–max)");
+    outln!(
+        "{:<8} {:<16} {:>12} {:>22} {:>9}",
+        "mode",
+        "tracing",
+        "median ms",
+        "min–max ms",
+        "records"
+    );
+    for c in cases {
+        outln!(
+            "{:<8} {:<16} {:>12.2} {:>22} {:>9}",
+            c.mode,
+            c.tracing,
+            c.median_ms,
+            format!("{:.2}–{:.2}", c.min_ms, c.max_ms),
+            c.records
+        );
+    }
+    Ok(())
 }
 
 fn parse_device(s: &str) -> Result<config::DeviceSpec, Error> {

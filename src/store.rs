@@ -190,6 +190,11 @@ pub struct RunRecord {
     pub logits_file: Option<String>,
     /// RFC 3339 time it finished.
     pub finished_at: String,
+    /// The run whose computation this one reused: a prefill is the same computation for
+    /// kv_aligned true and false, so the second pair takes the first's logits (and its
+    /// wall time, the cost of producing them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
 }
 
 /// One pair's record.

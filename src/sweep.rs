@@ -379,6 +379,7 @@ fn failed_record(pair: &PairSpec, mode: Mode, status: RunStatus, error: String) 
         logits_bytes: 0,
         logits_file: None,
         finished_at: store::now(),
+        reused_from: None,
     }
 }
 
@@ -396,6 +397,8 @@ enum WorkerMsg {
         pair: usize,
         mode: Mode,
         result: std::result::Result<RunOutput, String>,
+        /// Run id whose result this is, when it was reused rather than computed.
+        reused_from: Option<String>,
     },
     /// A pair's trace records (prefill, decode), or why its traced runs failed.
     Trace {
@@ -418,6 +421,12 @@ pub(crate) fn run_one(
         Mode::Prefill => run::prefill(model, ids, prompt_len, selection),
         Mode::Decode => run::decode(model, ids, prompt_len, pair.kv_aligned, selection, fault),
     }
+}
+
+/// What makes two prefill runs the same computation: everything but kv_aligned (the dtype
+/// and model are those of the group being run).
+fn prefill_key(pair: &PairSpec) -> String {
+    format!("{}/s{}/seed{}", pair.prompt, pair.span, pair.seed)
 }
 
 pub(crate) fn token_key(prompt: &str, seed: u64) -> String {
@@ -554,7 +563,22 @@ fn device_worker(
             Some(r) if group.reference => r,
             _ => load(dtype, group.purpose()),
         };
-        for &idx in work.todo.iter().filter(|i| plan.pairs[**i].dtype == dtype) {
+        // kv_aligned false and true of one (prompt, span, seed) run next to each other, so
+        // that the second reuses the first's prefill (the same computation) while it is
+        // still the last one made: no prefill logits are held beyond the two pairs.
+        let mut order: Vec<usize> = work
+            .todo
+            .iter()
+            .copied()
+            .filter(|i| plan.pairs[*i].dtype == dtype)
+            .collect();
+        order.sort_by_key(|i| {
+            let p = &plan.pairs[*i];
+            (p.prompt.clone(), p.span, p.seed, p.kv_aligned)
+        });
+        // (what makes it shareable, the run that computed it, its output)
+        let mut last_prefill: Option<(String, String, RunOutput)> = None;
+        for idx in order {
             let pair = &plan.pairs[idx];
             let inputs = match (&model, &seqs[&(pair.prompt.clone(), pair.seed)]) {
                 (Err(e), _) => Err(format!("the model could not load in {dtype}: {e}")),
@@ -575,13 +599,29 @@ fn device_worker(
                 if stop_requested() || !send(WorkerMsg::Started(pair.run_id(mode))) {
                     return;
                 }
-                let result = inputs
+                // Traced prefills are never shared: their records belong to one pair.
+                let shareable = mode == Mode::Prefill && trace_now.is_none();
+                let reused = last_prefill
                     .as_ref()
-                    .map_err(Clone::clone)
-                    .and_then(|(m, ids, p)| {
-                        run_one(m, ids, *p, pair, mode, trace_now, &fault)
-                            .map_err(|e| e.to_string())
-                    });
+                    .filter(|(key, _, _)| shareable && *key == prefill_key(pair));
+                let reused_from = reused.map(|(_, from, _)| from.clone());
+                let reused = reused.map(|(_, _, out)| out.clone());
+                let result = match reused {
+                    Some(out) => Ok(out),
+                    None => inputs
+                        .as_ref()
+                        .map_err(Clone::clone)
+                        .and_then(|(m, ids, p)| {
+                            run_one(m, ids, *p, pair, mode, trace_now, &fault)
+                                .map_err(|e| e.to_string())
+                        }),
+                };
+                if shareable && reused_from.is_none() {
+                    last_prefill = result
+                        .as_ref()
+                        .ok()
+                        .map(|o| (prefill_key(pair), pair.run_id(mode), o.clone()));
+                }
                 let result = result.map(|mut out| {
                     records.push(std::mem::take(&mut out.trace));
                     out
@@ -594,6 +634,7 @@ fn device_worker(
                     pair: idx,
                     mode,
                     result,
+                    reused_from,
                 }) {
                     return;
                 }
@@ -735,7 +776,12 @@ fn execute(
                         store.write_trace(&rec)
                     });
                 }
-                WorkerMsg::Run { pair, mode, result } => {
+                WorkerMsg::Run {
+                    pair,
+                    mode,
+                    result,
+                    reused_from,
+                } => {
                     pb.inc(1);
                     let spec = plan.pairs[pair].clone();
                     let slot = pending.entry(pair).or_default();
@@ -745,7 +791,7 @@ fn execute(
                             let (store, spec2) = (store.clone(), spec.clone());
                             let out2 = out.clone();
                             tasks.spawn_blocking(move || {
-                                write_run_ok(&store, &spec2, mode, &out2, keep)
+                                write_run_ok(&store, &spec2, mode, &out2, keep, reused_from)
                             });
                             match mode {
                                 Mode::Prefill => slot.0 = Some(out),
@@ -804,6 +850,7 @@ fn write_run_ok(
     mode: Mode,
     out: &RunOutput,
     keep: bool,
+    reused_from: Option<String>,
 ) -> Result<()> {
     let id = pair.run_id(mode);
     let logits_file = if keep {
@@ -825,6 +872,7 @@ fn write_run_ok(
         logits_bytes: (out.logits.len() * std::mem::size_of::<f32>()) as u64,
         logits_file,
         finished_at: store::now(),
+        reused_from,
     })
 }
 

@@ -58,6 +58,26 @@ fn run_writes_a_complete_results_directory() {
 
     let pairs = r["pairs"].as_array().unwrap();
     assert_eq!(pairs.len(), 16);
+    // kv_aligned 0 and 1 share one prefill per (prompt, span, dtype, seed): the second pair's
+    // prefill names the first's, and their kept logits are the same bytes.
+    assert_eq!(c["runs_reused"], 8);
+    for p in pairs.iter().filter(|p| p["kv_aligned"] == true) {
+        let twin = p["id"].as_str().unwrap().replace(".kv1.", ".kv0.");
+        assert_eq!(
+            p["prefill"]["reused_from"],
+            format!("{twin}.prefill"),
+            "{p}"
+        );
+        let mine = std::fs::read(out.join(p["prefill"]["logits_file"].as_str().unwrap())).unwrap();
+        let theirs = std::fs::read(out.join(format!("logits/{twin}.prefill.safetensors"))).unwrap();
+        assert_eq!(mine, theirs);
+    }
+    assert!(
+        pairs
+            .iter()
+            .filter(|p| p["kv_aligned"] == false)
+            .all(|p| p["prefill"].get("reused_from").is_none())
+    );
     for p in pairs {
         let m = &p["metrics"];
         for k in [
@@ -300,7 +320,7 @@ fn bad_input_exits_2_naming_file_and_field_before_any_work() {
 
 #[test]
 fn an_unbuilt_device_skips_every_pair_and_never_passes() {
-    if cfg!(feature = "cuda") {
+    if cfg!(any(feature = "cuda", feature = "metal")) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -328,6 +348,42 @@ fn an_unbuilt_device_skips_every_pair_and_never_passes() {
         "{md}"
     );
     assert!(md.contains("No pair was compared"), "{md}");
+
+    // `--device` overrides the file: Metal on this build is SKIPPED too, with its own reason,
+    // and `auto` falls back to the CPU only because no GPU back-end is built in.
+    let out = tmp.path().join("res_metal");
+    let o = run(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "metal",
+    ]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let r = read_json(&out.join("report.json"));
+    assert_eq!(r["counts"]["skipped"], 16);
+    assert!(
+        r["pairs"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("without the `metal` feature")
+    );
+    let out = tmp.path().join("res_auto");
+    let o = run(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "auto",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let r = read_json(&out.join("report.json"));
+    assert_eq!(r["device"], "cpu");
+    let o = run(&["run", cfg.to_str().unwrap(), "--device", "tpu:0"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("--device"), "{}", stderr(&o));
 }
 
 #[test]

@@ -110,6 +110,8 @@ pub struct Counts {
     pub runs_failed: usize,
     /// Runs skipped.
     pub runs_skipped: usize,
+    /// Finished runs that reused another run's computation (shared prefills).
+    pub runs_reused: usize,
     /// Pairs planned.
     pub pairs: usize,
     /// PASS_EQUIV pairs.
@@ -152,6 +154,9 @@ pub struct RunJson {
     pub span_start: usize,
     /// f32 span logits size, bytes.
     pub logits_bytes: u64,
+    /// The run whose computation this one reused (a prefill shared by kv_aligned 0 and 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
 }
 
 /// One pair in report.json.
@@ -234,6 +239,7 @@ fn run_json(r: Option<&RunRecord>) -> RunJson {
             tokens_fed: 0,
             span_start: 0,
             logits_bytes: 0,
+            reused_from: None,
         },
         Some(r) => RunJson {
             status: match r.status {
@@ -248,6 +254,7 @@ fn run_json(r: Option<&RunRecord>) -> RunJson {
             tokens_fed: r.tokens_fed,
             span_start: r.span_start,
             logits_bytes: r.logits_bytes,
+            reused_from: r.reused_from.clone(),
         },
     }
 }
@@ -312,6 +319,7 @@ pub fn build(store: &Store) -> Result<ReportJson> {
         runs_ok: count_runs(RunStatus::Ok),
         runs_failed: count_runs(RunStatus::Failed),
         runs_skipped: count_runs(RunStatus::Skipped),
+        runs_reused: runs.iter().filter(|r| r.reused_from.is_some()).count(),
         pairs: m.pairs.len(),
         pass_equiv: count(PairVerdict::PassEquiv),
         fail_equiv: count(PairVerdict::FailEquiv),
@@ -402,9 +410,10 @@ fn drift_groups(pairs: &[PairJson]) -> Vec<DriftGroup> {
 fn perf_groups(specs: &[PairSpec], runs: &[RunRecord]) -> Vec<PerfGroup> {
     let by_pair: BTreeMap<&str, &PairSpec> = specs.iter().map(|p| (p.id.as_str(), p)).collect();
     let mut groups: BTreeMap<(usize, RunDtype, Mode), Vec<&RunRecord>> = BTreeMap::new();
+    // Reused runs were not computed: counting them would count one computation twice.
     for r in runs
         .iter()
-        .filter(|r| r.status == RunStatus::Ok && r.wall_s.is_some())
+        .filter(|r| r.status == RunStatus::Ok && r.wall_s.is_some() && r.reused_from.is_none())
     {
         if let Some(p) = by_pair.get(r.pair_id.as_str()) {
             groups.entry((p.span, p.dtype, r.mode)).or_default().push(r);
