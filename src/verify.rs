@@ -274,4 +274,38 @@ mod tests {
         assert!(choose(0, Selection::Sample(4)).is_empty());
         assert!(choose(7, Selection::Sample(0)).is_empty());
     }
+
+    fn record(decode_shift: f32) -> PairRecord {
+        let pre = [1.0f32, 2.0, 3.0, 0.5, 0.25, 4.0];
+        let dec: Vec<f32> = pre.iter().map(|x| x + decode_shift).collect();
+        let spec = PairSpec {
+            id: "p.s2.f32.kv1.seed0".into(),
+            prompt: "p".into(),
+            span: 2,
+            dtype: crate::config::RunDtype::F32,
+            kv_aligned: true,
+            seed: 0,
+        };
+        let limits = crate::verdict::Thresholds::default_tolerance(spec.dtype);
+        let m = crate::compare::compare(&pre, &dec, 3, 5, limits.max_abs_diff).unwrap();
+        PairRecord {
+            spec,
+            verdict: crate::verdict::PairVerdict::PassEquiv,
+            reason: String::new(),
+            metrics: Some(m),
+            limits,
+        }
+    }
+
+    #[test]
+    fn equal_bits_move_nothing_and_a_changed_value_is_named() {
+        assert!(moved_metrics(&record(1e-6), &record(1e-6)).is_empty());
+        let moved = moved_metrics(&record(1e-6), &record(2e-6));
+        let names: Vec<&str> = moved.iter().map(|m| m.metric.as_str()).collect();
+        assert!(names.contains(&"max_abs_diff"), "{names:?}");
+        assert!(names.contains(&"mean_abs_diff"), "{names:?}");
+        assert!(!names.contains(&"vocab"), "{names:?}");
+        let m = moved.iter().find(|m| m.metric == "max_abs_diff").unwrap();
+        assert_ne!(m.stored, m.now);
+    }
 }
