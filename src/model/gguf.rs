@@ -513,6 +513,40 @@ pub fn var_builder(
 mod tests {
     use super::*;
 
+    /// GGUF v3 bytes: the given metadata entries (key, type, value bytes) and no tensors.
+    fn gguf(kv: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.extend((kv.len() as u64).to_le_bytes());
+        for (k, t, v) in kv {
+            b.extend((k.len() as u64).to_le_bytes());
+            b.extend(k.as_bytes());
+            b.extend(t.to_le_bytes());
+            b.extend(v);
+        }
+        b
+    }
+
+    #[test]
+    fn fuzz_regression_alignment_zero_is_an_error_not_a_division_by_zero() {
+        // Found by the `gguf_header` fuzz target: candle rounds the data offset up to a
+        // multiple of `general.alignment` and panics on 0.
+        for t in [4u32, 5] {
+            let bytes = gguf(&[("general.alignment", t, 0u32.to_le_bytes().to_vec())]);
+            let Err(e) = inspect_bytes(&bytes) else {
+                panic!("alignment 0 (type {t}) was accepted");
+            };
+            assert!(e.contains("alignment"), "{e}");
+        }
+        // Any other malformed header is an error too.
+        assert!(inspect_bytes(b"GGUF").is_err());
+        assert!(inspect_bytes(&[]).is_err());
+        let mut huge = gguf(&[]);
+        huge[8..16].copy_from_slice(&u64::MAX.to_le_bytes()); // tensor count
+        assert!(inspect_bytes(&huge).is_err());
+    }
+
     #[test]
     fn unpermute_inverts_llama_cpp_permute() {
         // llama.cpp: w.reshape(h, 2, hd/2, c).swapaxes(1, 2).reshape(rows, c)
