@@ -96,17 +96,31 @@ fn precheck<R: Read + Seek>(r: &mut R, len: u64) -> Result<(), String> {
             self.left = self.left.saturating_sub(done);
             (done == n).then_some(())
         }
-        /// A string: `Some(true)` when it equals `KEY`.
+        /// A string: `Some(true)` when candle will read it as `KEY`. candle drops trailing
+        /// NUL bytes from strings, so `general.alignment\0\0\0` is the key too (a crash the
+        /// `gguf_header` fuzz target found after the exact-match check).
         fn string_is_key(&mut self) -> Option<bool> {
             let n = self.length()?;
             if n > MAX_LEN || n > self.left {
                 return None;
             }
-            if n == KEY.len() as u64 {
-                return Some(self.bytes::<{ KEY.len() }>()? == KEY);
+            if n < KEY.len() as u64 {
+                self.skip(n)?;
+                return Some(false);
             }
-            self.skip(n)?;
-            Some(false)
+            let head = self.bytes::<{ KEY.len() }>()? == KEY;
+            // The rest is read in chunks, never allocated whole: it must be all NULs.
+            let mut rest = n - KEY.len() as u64;
+            let mut nuls = true;
+            let mut buf = [0u8; 256];
+            while rest > 0 {
+                let k = rest.min(buf.len() as u64) as usize;
+                self.r.read_exact(&mut buf[..k]).ok()?;
+                self.left = self.left.saturating_sub(k as u64);
+                nuls &= buf[..k].iter().all(|b| *b == 0);
+                rest -= k as u64;
+            }
+            Some(head && nuls)
         }
         fn min_size(&self, t: u32) -> Option<u64> {
             let prefix = if self.wide { 8 } else { 4 };
@@ -542,6 +556,19 @@ mod tests {
         // Any other malformed header is an error too.
         assert!(inspect_bytes(b"GGUF").is_err());
         assert!(inspect_bytes(&[]).is_err());
+        // The crash the fuzzer found next: candle strips trailing NULs from keys, so this is
+        // `general.alignment` as well (the fuzzer's input below, reduced).
+        let bytes = gguf(&[
+            ("general.architecture", 5, 0i32.to_le_bytes().to_vec()),
+            ("general.alignment\0\0\0", 0, vec![0u8]),
+        ]);
+        let Err(e) = inspect_bytes(&bytes) else {
+            panic!("a NUL-padded alignment key of 0 was accepted");
+        };
+        assert!(e.contains("alignment"), "{e}");
+        // The fuzzer's own crash input, as it found it.
+        let crash = include_bytes!("../../tests/fuzz_regressions/gguf_header-crash-351e96d2.bin");
+        assert!(inspect_bytes(crash).is_err());
         let mut huge = gguf(&[]);
         huge[8..16].copy_from_slice(&u64::MAX.to_le_bytes()); // tensor count
         assert!(inspect_bytes(&huge).is_err());
