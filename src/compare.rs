@@ -95,53 +95,46 @@ pub fn compare(
     if positions == 0 {
         return Err(CompareError::Empty);
     }
+    // Rows are independent: split them over the cores, then merge the per-row results in row
+    // order, so the metrics do not depend on the number of threads.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(positions);
+    let rows_per = positions.div_ceil(threads);
+    let chunk = rows_per * vocab;
+    let parts: Vec<Rows> = std::thread::scope(|scope| {
+        let handles: Vec<_> = prefill
+            .chunks(chunk)
+            .zip(decode.chunks(chunk))
+            .enumerate()
+            .map(|(t, (a, b))| scope.spawn(move || rows(a, b, vocab, span_start + t * rows_per)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a comparator thread panicked"))
+            .collect()
+    });
     let mut non_finite = 0usize;
     let mut abs_diffs = Vec::with_capacity(prefill.len());
     let mut sum_abs = 0f64;
     let mut per_pos_max_abs = Vec::with_capacity(positions);
     let mut per_pos_kl = Vec::with_capacity(positions);
     let mut top1_flips = Vec::new();
-    let mut first_divergent_pos = None;
-
-    for (i, (a, b)) in prefill
-        .chunks_exact(vocab)
-        .zip(decode.chunks_exact(vocab))
-        .enumerate()
-    {
-        let pos = span_start + i;
-        let mut row_max = 0f32;
-        let mut row_finite = true;
-        for (&x, &y) in a.iter().zip(b) {
-            let bad = usize::from(!x.is_finite()) + usize::from(!y.is_finite());
-            if bad > 0 {
-                non_finite += bad;
-                row_finite = false;
-                continue;
-            }
-            let d = (x - y).abs();
-            abs_diffs.push(d);
-            sum_abs += d as f64;
-            row_max = row_max.max(d);
-        }
-        per_pos_max_abs.push(row_max);
-        // A row with non-finite values diverges; it has no distribution to compare and no
-        // meaningful argmax, and it fails the pair through `non_finite`.
-        if first_divergent_pos.is_none() && (!row_finite || row_max > divergence_limit) {
-            first_divergent_pos = Some(pos);
-        }
-        per_pos_kl.push(row_finite.then(|| kl(a, b)));
-        if !row_finite {
-            continue;
-        }
-        let (ia, ib) = (argmax(a), argmax(b));
-        if ia != ib {
-            top1_flips.push(TopFlip {
-                pos,
-                prefill_margin: a[ia] - a[ib],
-                prefill_top: a[ia],
-            });
-        }
+    for part in parts {
+        non_finite += part.non_finite;
+        abs_diffs.extend_from_slice(&part.abs_diffs);
+        // Row by row, in row order: the same sum whatever the number of threads.
+        sum_abs = part.sum_abs.iter().fold(sum_abs, |acc, r| acc + r);
+        per_pos_max_abs.extend(part.max_abs);
+        per_pos_kl.extend(part.kl);
+        top1_flips.extend(part.flips);
     }
+    // A row with non-finite values diverges: it fails the pair through `non_finite`.
+    let first_divergent_pos = per_pos_max_abs
+        .iter()
+        .zip(&per_pos_kl)
+        .position(|(&m, kl)| kl.is_none() || m > divergence_limit)
+        .map(|i| span_start + i);
 
     let max_abs_diff = abs_diffs.iter().copied().fold(0f32, f32::max);
     let mean_abs_diff = if abs_diffs.is_empty() {
@@ -177,6 +170,68 @@ pub fn compare(
     })
 }
 
+/// The per-row results of a run of consecutive rows.
+struct Rows {
+    non_finite: usize,
+    abs_diffs: Vec<f32>,
+    /// Σ|diff| of each row, in f64.
+    sum_abs: Vec<f64>,
+    max_abs: Vec<f32>,
+    kl: Vec<Option<f32>>,
+    flips: Vec<TopFlip>,
+}
+
+/// Compares consecutive rows of both runs; `first_pos` is the first row's absolute position.
+fn rows(prefill: &[f32], decode: &[f32], vocab: usize, first_pos: usize) -> Rows {
+    let n = prefill.len() / vocab;
+    let mut out = Rows {
+        non_finite: 0,
+        abs_diffs: Vec::with_capacity(prefill.len()),
+        sum_abs: Vec::with_capacity(n),
+        max_abs: Vec::with_capacity(n),
+        kl: Vec::with_capacity(n),
+        flips: Vec::new(),
+    };
+    for (i, (a, b)) in prefill
+        .chunks_exact(vocab)
+        .zip(decode.chunks_exact(vocab))
+        .enumerate()
+    {
+        let mut row_max = 0f32;
+        let mut row_sum = 0f64;
+        let mut row_finite = true;
+        for (&x, &y) in a.iter().zip(b) {
+            let bad = usize::from(!x.is_finite()) + usize::from(!y.is_finite());
+            if bad > 0 {
+                out.non_finite += bad;
+                row_finite = false;
+                continue;
+            }
+            let d = (x - y).abs();
+            out.abs_diffs.push(d);
+            row_sum += d as f64;
+            row_max = row_max.max(d);
+        }
+        out.max_abs.push(row_max);
+        out.sum_abs.push(row_sum);
+        // A row with non-finite values has no distribution to compare and no meaningful
+        // argmax.
+        out.kl.push(row_finite.then(|| kl(a, b)));
+        if !row_finite {
+            continue;
+        }
+        let (ia, ib) = (argmax(a), argmax(b));
+        if ia != ib {
+            out.flips.push(TopFlip {
+                pos: first_pos + i,
+                prefill_margin: a[ia] - a[ib],
+                prefill_top: a[ia],
+            });
+        }
+    }
+    out
+}
+
 /// Index of the largest finite value; the first one on exact ties (both runs break ties
 /// alike); 0 when no value is finite.
 pub fn argmax(xs: &[f32]) -> usize {
@@ -189,18 +244,29 @@ pub fn argmax(xs: &[f32]) -> usize {
     best.unwrap_or(0)
 }
 
-/// KL(softmax(p) ‖ softmax(q)) in f64; clamped at 0 since rounding can make it slightly negative.
+/// KL(softmax(p) ‖ softmax(q)) in f64; clamped at 0 since rounding can make it slightly
+/// negative. With m the row maximum and e_i = exp(x_i − m): log softmax(x)_i = x_i − lse(x)
+/// and softmax(p)_i = e_i / Σe, so each element costs two exponentials (one per run) and no
+/// temporary vector.
 fn kl(p: &[f32], q: &[f32]) -> f32 {
-    let lp = log_softmax(p);
-    let lq = log_softmax(q);
-    let k: f64 = lp.iter().zip(&lq).map(|(&a, &b)| a.exp() * (a - b)).sum();
+    let max = |xs: &[f32]| xs.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let (mp, mq) = (max(p), max(q));
+    let mut sum_p = 0f64;
+    let mut sum_q = 0f64;
+    // Σ e_i (p_i − q_i), normalized once the sums are known.
+    let mut weighted = 0f64;
+    for (&a, &b) in p.iter().zip(q) {
+        let (a, b) = (a as f64, b as f64);
+        let ea = (a - mp).exp();
+        sum_p += ea;
+        sum_q += (b - mq).exp();
+        weighted += ea * (a - b);
+    }
+    // KL = Σ softmax(p)_i ((p_i − lse_p) − (q_i − lse_q)) = weighted / Σe_p + lse_q − lse_p,
+    // and lse_q − lse_p = (m_q − m_p) + ln(Σe_q / Σe_p): every term is of the size of the
+    // drift, never of the logits, so a KL of 1e-12 keeps its digits.
+    let k = weighted / sum_p + (mq - mp) + ((sum_q - sum_p) / sum_p).ln_1p();
     k.max(0.0) as f32
-}
-
-fn log_softmax(xs: &[f32]) -> Vec<f64> {
-    let m = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = m + xs.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
-    xs.iter().map(|&x| x as f64 - lse).collect()
 }
 
 /// Nearest-rank percentile by selection (no full sort); 0 for an empty slice. Reorders `xs`.
@@ -219,6 +285,44 @@ mod tests {
 
     fn close(a: f32, b: f32, tol: f32) -> bool {
         (a - b).abs() <= tol
+    }
+
+    #[test]
+    fn kl_is_exact_for_a_shift_and_keeps_digits_for_tiny_drift() {
+        // softmax is shift-invariant: a constant offset is no drift at all.
+        let p: Vec<f32> = (0..1000)
+            .map(|i| ((i * 37 % 101) as f32) * 0.25 - 12.0)
+            .collect();
+        let q: Vec<f32> = p.iter().map(|x| x + 3.0).collect();
+        assert_eq!(kl(&p, &q), 0.0);
+        // A perturbation of 1e-5 on logits of size ~12: KL ~ 1e-11, computed to a few parts
+        // in 1e3 of the second-order estimate ½ Var_p(p − q).
+        let q: Vec<f32> = p
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x + if i % 2 == 0 { 1e-5 } else { -1e-5 })
+            .collect();
+        let k = kl(&p, &q) as f64;
+        let m = p.iter().copied().fold(f32::MIN, f32::max) as f64;
+        let w: Vec<f64> = p.iter().map(|&x| (x as f64 - m).exp()).collect();
+        let z: f64 = w.iter().sum();
+        let d: Vec<f64> = p
+            .iter()
+            .zip(&q)
+            .map(|(&a, &b)| a as f64 - b as f64)
+            .collect();
+        let mean: f64 = w.iter().zip(&d).map(|(w, d)| w * d).sum::<f64>() / z;
+        let var: f64 = w
+            .iter()
+            .zip(&d)
+            .map(|(w, d)| w * (d - mean).powi(2))
+            .sum::<f64>()
+            / z;
+        assert!(
+            (k - var / 2.0).abs() < 1e-2 * var / 2.0,
+            "kl {k} vs {}",
+            var / 2.0
+        );
     }
 
     #[test]
