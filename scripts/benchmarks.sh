@@ -80,3 +80,7 @@ if sweeps:
             print(f"| {g['span']} | {g['dtype']} | {g['mode']} | {g['wall_mean_s'] * 1e3:.1f} | {g['wall_p95_s'] * 1e3:.1f} | {g['tokens_per_s']:.0f} |")
 PY
 echo "wrote BENCHMARKS.md" >&2
+# Figures measured on other machines and committed as JSON (scripts/gpu/bench.sh).
+for d in docs/results/bench_*/; do
+  [[ -d $d ]] && python3 scripts/bench_section.py "${d%/}" "Measured elsewhere: ${d%/}" >>BENCHMARKS.md
+done

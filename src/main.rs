@@ -195,9 +195,9 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                 r.device
             );
             for p in &r.pairs {
-                match (p.status, &p.error) {
-                    (_, Some(e)) => outln!("  {:<10} {}  {e}", p.status, p.id),
-                    _ => outln!("  {:<10} {}", p.status, p.id),
+                match &p.error {
+                    Some(e) => outln!("  {:<10} {}  {e}", p.status.as_str(), p.id),
+                    None => outln!("  {:<10} {}", p.status.as_str(), p.id),
                 }
                 for m in &p.moved {
                     outln!(

@@ -26,13 +26,36 @@ pub enum Selection {
     Sample(usize),
 }
 
+/// What re-running a pair showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    /// Every metric and the verdict have the stored bits.
+    Identical,
+    /// Some metric (or the verdict) moved.
+    Mismatch,
+    /// The pair could not be re-run.
+    Error,
+}
+
+impl CheckStatus {
+    /// Lowercase name, as in verify.json.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckStatus::Identical => "identical",
+            CheckStatus::Mismatch => "mismatch",
+            CheckStatus::Error => "error",
+        }
+    }
+}
+
 /// One re-run pair.
 #[derive(Debug, Clone, Serialize)]
 pub struct PairCheck {
     /// Pair id.
     pub id: String,
-    /// `identical`, `mismatch` or `error`.
-    pub status: &'static str,
+    /// What the re-run showed.
+    pub status: CheckStatus,
     /// The metrics whose value differs: (name, stored, now).
     pub moved: Vec<MovedMetric>,
     /// Why the pair could not be re-run.
@@ -72,15 +95,16 @@ impl VerifyReport {
     pub fn identical(&self) -> usize {
         self.pairs
             .iter()
-            .filter(|p| p.status == "identical")
+            .filter(|p| p.status == CheckStatus::Identical)
             .count()
     }
 
     /// Exit code: 0 all re-run pairs identical, 1 any mismatch, 3 nothing verified or an error.
     pub fn exit_code(&self) -> i32 {
-        if self.pairs.iter().any(|p| p.status == "mismatch") {
+        let any = |s: CheckStatus| self.pairs.iter().any(|p| p.status == s);
+        if any(CheckStatus::Mismatch) {
             1
-        } else if self.pairs.is_empty() || self.pairs.iter().any(|p| p.status == "error") {
+        } else if self.pairs.is_empty() || any(CheckStatus::Error) {
             3
         } else {
             0
@@ -153,7 +177,7 @@ pub fn verify(
             let (spec, stored) = &compared[i];
             let check = |error: String| PairCheck {
                 id: spec.id.clone(),
-                status: "error",
+                status: CheckStatus::Error,
                 moved: vec![],
                 error: Some(error),
             };
@@ -192,9 +216,9 @@ pub fn verify(
                 PairCheck {
                     id: spec.id.clone(),
                     status: if moved.is_empty() {
-                        "identical"
+                        CheckStatus::Identical
                     } else {
-                        "mismatch"
+                        CheckStatus::Mismatch
                     },
                     moved,
                     error: None,
