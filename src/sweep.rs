@@ -578,8 +578,12 @@ fn device_worker(
         });
         // (what makes it shareable, the run that computed it, its output)
         let mut last_prefill: Option<(String, String, RunOutput)> = None;
-        for idx in order {
+        for (k, &idx) in order.iter().enumerate() {
             let pair = &plan.pairs[idx];
+            // Keep this pair's prefill only when the next pair is its kv_aligned twin.
+            let twin_next = order
+                .get(k + 1)
+                .is_some_and(|j| prefill_key(&plan.pairs[*j]) == prefill_key(pair));
             let inputs = match (&model, &seqs[&(pair.prompt.clone(), pair.seed)]) {
                 (Err(e), _) => Err(format!("the model could not load in {dtype}: {e}")),
                 (_, Err(e)) => Err(format!("no tokens for this prompt and seed: {e}")),
@@ -601,13 +605,17 @@ fn device_worker(
                 }
                 // Traced prefills are never shared: their records belong to one pair.
                 let shareable = mode == Mode::Prefill && trace_now.is_none();
-                let reused = last_prefill
-                    .as_ref()
-                    .filter(|(key, _, _)| shareable && *key == prefill_key(pair));
-                let reused_from = reused.map(|(_, from, _)| from.clone());
-                let reused = reused.map(|(_, _, out)| out.clone());
+                // The twin's prefill is taken, not copied: nothing else will use it.
+                let reused = if shareable {
+                    last_prefill
+                        .take()
+                        .filter(|(key, _, _)| *key == prefill_key(pair))
+                } else {
+                    None
+                };
+                let reused_from = reused.as_ref().map(|(_, from, _)| from.clone());
                 let result = match reused {
-                    Some(out) => Ok(out),
+                    Some((_, _, out)) => Ok(out),
                     None => inputs
                         .as_ref()
                         .map_err(Clone::clone)
@@ -616,7 +624,7 @@ fn device_worker(
                                 .map_err(|e| e.to_string())
                         }),
                 };
-                if shareable && reused_from.is_none() {
+                if shareable && twin_next && reused_from.is_none() {
                     last_prefill = result
                         .as_ref()
                         .ok()

@@ -351,17 +351,20 @@ fn an_unbuilt_device_skips_every_pair_and_never_passes() {
 
     // `--device` overrides the file: Metal on this build is SKIPPED too, with its own reason,
     // and `auto` falls back to the CPU only because no GPU back-end is built in.
-    let out = tmp.path().join("res_metal");
-    let o = run(&[
-        "run",
-        cfg.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--device",
-        "metal",
-    ]);
-    assert_eq!(code(&o), 3, "{}", stderr(&o));
-    let r = read_json(&out.join("report.json"));
+    let on_device = |device: &str| {
+        let out = tmp.path().join(format!("res_{device}"));
+        let o = run(&[
+            "run",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            device,
+        ]);
+        (code(&o), stderr(&o), read_json(&out.join("report.json")))
+    };
+    let (c, err, r) = on_device("metal");
+    assert_eq!(c, 3, "{err}");
     assert_eq!(r["counts"]["skipped"], 16);
     assert!(
         r["pairs"][0]["reason"]
@@ -369,17 +372,8 @@ fn an_unbuilt_device_skips_every_pair_and_never_passes() {
             .unwrap()
             .contains("without the `metal` feature")
     );
-    let out = tmp.path().join("res_auto");
-    let o = run(&[
-        "run",
-        cfg.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--device",
-        "auto",
-    ]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let r = read_json(&out.join("report.json"));
+    let (c, err, r) = on_device("auto");
+    assert_eq!(c, 0, "{err}");
     assert_eq!(r["device"], "cpu");
     let o = run(&["run", cfg.to_str().unwrap(), "--device", "tpu:0"]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));

@@ -5,13 +5,7 @@
 set -uo pipefail
 bin=$1 out=$2 model=$3
 mkdir -p "$out"
-if ! ldconfig -p | grep -q 'libcublas.so.13'; then
-  for lib in libcublas.so.13 libcudart.so.13 libcurand.so.10; do
-    d=$(find / \( -path /proc -o -path /sys \) -prune -o -name "$lib" -print 2>/dev/null | head -1)
-    [[ -n $d ]] && LD_LIBRARY_PATH=$(dirname "$d")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  done
-  export LD_LIBRARY_PATH
-fi
+source "$(dirname "$0")/cuda_libs.sh"
 name=$(basename "$model" | tr ':' '_')
 for d in f32 bf16 f16; do
   "$bin" bench --suite perf --model "$model" --dtype "$d" --device cuda:0 --repeat 5 --json \

@@ -13,16 +13,7 @@ case $which in
   smollm2) config=configs/smollm2_b3_70.yaml ;;
   *) echo "usage: $0 BINARY OUT_DIR builtin|smollm2" >&2; exit 2 ;;
 esac
-# The binary needs the CUDA 13 runtime, cuBLAS and cuRAND (see docs/cuda.md). Where the
-# system has none on its library path, use the ones a PyTorch cu13x install ships as wheels.
-if ! ldconfig -p | grep -q 'libcublas.so.13'; then
-  for lib in libcublas.so.13 libcudart.so.13 libcurand.so.10; do
-    d=$(find / \( -path /proc -o -path /sys \) -prune -o -name "$lib" -print 2>/dev/null | head -1)
-    [[ -n $d ]] && LD_LIBRARY_PATH=$(dirname "$d")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  done
-  export LD_LIBRARY_PATH
-  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
-fi
+source "$(dirname "$0")/cuda_libs.sh"
 "$bin" --version
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv |
   tee "$out/gpu_$which.txt"
