@@ -45,8 +45,8 @@ print(f"- commit: `{commit}`; binary `{binary}`\n")
 print("## Per operation (`driftsweep bench --suite perf`)\n")
 print("Prefill: one forward over a 31-token prompt plus the span, span logits to the host. "
       "Decode: one single-token forward with its logits row to the host, at absolute "
-      "position 10 and 500 (the cache holds every earlier position). Compare: the "
-      "comparator on 512 × vocab f32 logits of both runs.\n")
+      "position 10 and 500 (the cache holds every earlier position). Compare: the comparator, on "
+      "the run device, on 512 × vocab f32 logits of both runs.\n")
 print("| model | dtype | load ms | prefill s32 tok/s | s128 tok/s | s512 tok/s | decode @10 ms | decode @500 ms | @500/@10 | compare GB/s | peak RSS MiB |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 for f in sorted(glob.glob(f"{tmp}/*.json")):

@@ -253,8 +253,14 @@ pub fn perf(
         .enumerate()
         .map(|(i, x)| x + ((i as f32 * 0.414_213_6).fract() - 0.5) * 1e-3)
         .collect();
+    // On the run device, where the sweep compares them.
+    let on_device = |v: Vec<f32>| {
+        candle_core::Tensor::from_vec(v, (positions, vocab), dev)
+            .context(|| "bench: logits to the device".into())
+    };
+    let (a, b) = (on_device(a)?, on_device(b)?);
     let (ms, _) = time_it(repeat, || {
-        crate::compare::compare(&a, &b, vocab, PROMPT, 1.0).map_err(|e| crate::Error::Candle {
+        crate::compare::compare_tensors(&a, &b, PROMPT, 1.0).map_err(|e| crate::Error::Candle {
             context: "bench: compare".into(),
             source: candle_core::Error::Msg(e.to_string()),
         })?;

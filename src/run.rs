@@ -13,8 +13,9 @@ use crate::trace::{Hooks, Injection, TraceRecord, TraceSelection, TraceSink};
 /// What a run hands to the comparator.
 #[derive(Debug, Clone)]
 pub struct RunOutput {
-    /// f32 logits of the span positions, row-major (span × vocab).
-    pub logits: Vec<f32>,
+    /// f32 logits of the span positions, `[span × vocab]`, on the device that computed them:
+    /// the comparator reads them there, and they reach the host only when they are kept.
+    pub logits: Tensor,
     /// Vocabulary size (row width).
     pub vocab: usize,
     /// Absolute position of the first row (= prompt length).
@@ -31,10 +32,14 @@ pub struct RunOutput {
     pub trace: Vec<TraceRecord>,
 }
 
-fn rows_to_host(rows: &Tensor, what: &str) -> Result<Vec<f32>> {
-    rows.flatten_all()
-        .and_then(|t| t.to_vec1())
-        .context(|| format!("copying the {what} logits"))
+impl RunOutput {
+    /// The logits in host memory, row-major (a copy, for storing them).
+    pub fn host_logits(&self) -> Result<Vec<f32>> {
+        self.logits
+            .flatten_all()
+            .and_then(|t| t.to_vec1())
+            .context(|| "copying the logits to the host".into())
+    }
 }
 
 /// Prefill: one forward over prompt + span at offset 0; keep the span positions' logits.
@@ -53,10 +58,10 @@ pub fn prefill(
     let all = model
         .forward_with(tokens, &mut cache, &mut hooks, 0)
         .context(|| format!("prefill forward over {} tokens", tokens.len()))?;
-    let rows = all
+    // A view of the span rows: no copy.
+    let logits = all
         .narrow(0, prompt_len, span)
         .context(|| "selecting the span".into())?;
-    let logits = rows_to_host(&rows, "prefill")?;
     Ok(RunOutput {
         vocab: model.config().vocab_size,
         span_start: prompt_len,
@@ -126,16 +131,20 @@ pub fn decode(
         }
     }
     let vocab = model.config().vocab_size;
-    let mut logits = Vec::with_capacity(span * vocab);
+    // Each step's row stays on the device (no per-step copy to the host, no sync); the rows
+    // are joined once at the end.
+    let mut rows = Vec::with_capacity(span);
     for (i, &tok) in tokens[prompt_len..].iter().enumerate() {
         let pos = prompt_len + i;
         let mut hooks = Hooks::new(sink.as_mut(), fault.scale);
         let row = model
             .forward_with(&[tok], &mut cache, &mut hooks, shift)
             .context(|| format!("decode: step at position {pos}"))?;
-        logits.extend(rows_to_host(&row, "decode")?);
+        rows.push(row);
         forwards += 1;
     }
+    let logits = Tensor::cat(&rows, 0).context(|| "joining the decode steps' logits".into())?;
+    drop(rows);
     Ok(RunOutput {
         logits,
         vocab,
@@ -285,14 +294,16 @@ mod tests {
         assert_eq!(p.positions, 16);
         for kv in [true, false] {
             let d = decode(&model, &tokens, 24, kv, None, &Injection::default()).unwrap();
-            assert_eq!(d.logits.len(), p.logits.len());
-            let diff = max_abs(&p.logits, &d.logits);
+            let (pl, dl) = (p.host_logits().unwrap(), d.host_logits().unwrap());
+            assert_eq!(d.logits.dims(), p.logits.dims());
+            let diff = max_abs(&pl, &dl);
             assert!(diff < 1e-4, "kv_aligned={kv}: max |diff| {diff}");
             assert_eq!(d.forwards, if kv { 1 + 16 } else { 40 });
             assert_eq!(d.tokens_fed, 40);
         }
         // Logits have a trained model's spread, not a toy's.
-        let row = &p.logits[..info.config.vocab_size];
+        let pl = p.host_logits().unwrap();
+        let row = &pl[..info.config.vocab_size];
         let mean = row.iter().sum::<f32>() / row.len() as f32;
         let std = (row.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / row.len() as f32).sqrt();
         assert!(std > 1.0 && std < 20.0, "logit std {std}");
@@ -313,7 +324,7 @@ mod tests {
         let row = model.forward(&tokens[8..9], &mut c).unwrap();
         let pre = prefill(&model, &tokens, 8, None).unwrap();
         let row: Vec<f32> = row.flatten_all().unwrap().to_vec1().unwrap();
-        assert!(max_abs(&row, &pre.logits[..row.len()]) < 1e-4);
+        assert!(max_abs(&row, &pre.host_logits().unwrap()[..row.len()]) < 1e-4);
     }
 
     #[test]
@@ -376,8 +387,9 @@ mod tests {
         let a = prefill(&model, &[1, 2, 3, 4, 5], 0, None).unwrap();
         let b = prefill(&model, &[1, 2, 3, 4, 99], 0, None).unwrap();
         let v = info.config.vocab_size;
-        assert!(max_abs(&a.logits[..4 * v], &b.logits[..4 * v]) < 1e-5);
-        assert!(max_abs(&a.logits[4 * v..], &b.logits[4 * v..]) > 1e-3);
+        let (a, b) = (a.host_logits().unwrap(), b.host_logits().unwrap());
+        assert!(max_abs(&a[..4 * v], &b[..4 * v]) < 1e-5);
+        assert!(max_abs(&a[4 * v..], &b[4 * v..]) > 1e-3);
     }
 
     #[test]

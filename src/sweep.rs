@@ -396,15 +396,48 @@ enum WorkerMsg {
     Run {
         pair: usize,
         mode: Mode,
-        result: std::result::Result<RunOutput, String>,
+        result: std::result::Result<RunDone, String>,
         /// Run id whose result this is, when it was reused rather than computed.
         reused_from: Option<String>,
     },
+    /// A pair compared and judged where its logits are.
+    Pair(Box<PairRecord>),
     /// A pair's trace records (prefill, decode), or why its traced runs failed.
     Trace {
         pair: usize,
         result: std::result::Result<(Vec<TraceRecord>, Vec<TraceRecord>), String>,
     },
+}
+
+/// A finished run as the writer records it: the logits stay with the device worker, and only
+/// a host copy made for storing them travels.
+struct RunDone {
+    wall_s: f64,
+    span_start: usize,
+    positions: usize,
+    vocab: usize,
+    forwards: usize,
+    tokens_fed: usize,
+    /// The logits in host memory, when the sweep keeps them.
+    logits: Option<Vec<f32>>,
+}
+
+impl RunDone {
+    fn new(out: &RunOutput, keep_logits: bool) -> std::result::Result<Self, String> {
+        Ok(Self {
+            wall_s: out.wall_s,
+            span_start: out.span_start,
+            positions: out.positions,
+            vocab: out.vocab,
+            forwards: out.forwards,
+            tokens_fed: out.tokens_fed,
+            logits: if keep_logits {
+                Some(out.host_logits().map_err(|e| e.to_string())?)
+            } else {
+                None
+            },
+        })
+    }
 }
 
 /// One run of `pair` on `model`, traced when `selection` is given; decode carries the fault.
@@ -597,7 +630,9 @@ fn device_worker(
             let trace_now = selection
                 .as_ref()
                 .filter(|_| trace_on == Some(TraceOn::Always));
-            let mut kept: Vec<Option<RunOutput>> = Vec::new();
+            // The pair's two runs, kept on the device until they are compared.
+            let mut outputs: Vec<Option<RunOutput>> = Vec::new();
+            let mut errors = Vec::new();
             let mut records = Vec::new();
             for mode in [Mode::Prefill, Mode::Decode] {
                 if stop_requested() || !send(WorkerMsg::Started(pair.run_id(mode))) {
@@ -630,14 +665,19 @@ fn device_worker(
                         .ok()
                         .map(|o| (prefill_key(pair), pair.run_id(mode), o.clone()));
                 }
-                let result = result.map(|mut out| {
+                let result = result.and_then(|mut out| {
                     records.push(std::mem::take(&mut out.trace));
-                    out
+                    let done = RunDone::new(&out, cfg.config.keep_logits)?;
+                    Ok((out, done))
                 });
-                // `failing` judges the pair here, so it keeps the logits it sends.
-                if trace_on == Some(TraceOn::Failing) {
-                    kept.push(result.as_ref().ok().cloned());
-                }
+                let (output, result) = match result {
+                    Ok((out, done)) => (Some(out), Ok(done)),
+                    Err(e) => {
+                        errors.push(format!("{mode} failed: {e}"));
+                        (None, Err(e))
+                    }
+                };
+                outputs.push(output);
                 if !send(WorkerMsg::Run {
                     pair: idx,
                     mode,
@@ -647,6 +687,14 @@ fn device_worker(
                     return;
                 }
             }
+            // Compared here, on the device that holds both runs' logits, which are then
+            // dropped; only the metrics travel.
+            let (pre, dec) = (outputs[0].take(), outputs[1].take());
+            let record = judge(pair.clone(), pre, dec, errors, limits_for(&cfg, pair));
+            let failed = record.verdict.is_fail();
+            if !send(WorkerMsg::Pair(Box::new(record))) {
+                return;
+            }
             let traced = match (trace_on, &inputs, &selection) {
                 (Some(TraceOn::Always), Ok(_), _) if records.len() == 2 => {
                     let dec = records.pop().unwrap_or_default();
@@ -654,12 +702,6 @@ fn device_worker(
                     Some(Ok((pre, dec)))
                 }
                 (Some(TraceOn::Failing), Ok((m, ids, p)), Some(sel)) => {
-                    let (pre, dec) = (kept[0].take(), kept[1].take());
-                    let failed = pre.is_some()
-                        && dec.is_some()
-                        && judge(pair.clone(), pre, dec, vec![], limits_for(&cfg, pair))
-                            .verdict
-                            .is_fail();
                     if failed
                         && (stop_requested()
                             || !send(WorkerMsg::Started(format!("{} (traced re-run)", pair.id))))
@@ -727,8 +769,6 @@ fn execute(
     let pb = progress_bar(2 * work_len, opts.progress);
 
     let result: Result<()> = rt.block_on(async {
-        let mut pending: HashMap<usize, (Option<RunOutput>, Option<RunOutput>)> = HashMap::new();
-        let mut failures: HashMap<usize, Vec<String>> = HashMap::new();
         let mut tasks = tokio::task::JoinSet::new();
         while let Some(msg) = rx.recv().await {
             match msg {
@@ -792,43 +832,21 @@ fn execute(
                 } => {
                     pb.inc(1);
                     let spec = plan.pairs[pair].clone();
-                    let slot = pending.entry(pair).or_default();
                     match result {
-                        Ok(out) => {
-                            let keep = cfg.config.keep_logits;
-                            let (store, spec2) = (store.clone(), spec.clone());
-                            let out2 = out.clone();
+                        Ok(done) => {
+                            let store = store.clone();
                             tasks.spawn_blocking(move || {
-                                write_run_ok(&store, &spec2, mode, &out2, keep, reused_from)
+                                write_run_ok(&store, &spec, mode, done, reused_from)
                             });
-                            match mode {
-                                Mode::Prefill => slot.0 = Some(out),
-                                Mode::Decode => slot.1 = Some(out),
-                            }
                         }
                         Err(e) => {
-                            store.write_run(&failed_record(
-                                &spec,
-                                mode,
-                                RunStatus::Failed,
-                                e.clone(),
-                            ))?;
-                            failures
-                                .entry(pair)
-                                .or_default()
-                                .push(format!("{mode} failed: {e}"));
+                            store.write_run(&failed_record(&spec, mode, RunStatus::Failed, e))?;
                         }
                     }
-                    if mode == Mode::Decode {
-                        let (pre, dec) = pending.remove(&pair).unwrap_or_default();
-                        let errs = failures.remove(&pair).unwrap_or_default();
-                        let limits = limits_for(cfg, &spec);
-                        let store = store.clone();
-                        tasks.spawn_blocking(move || {
-                            let rec = judge(spec, pre, dec, errs, limits);
-                            store.write_pair(&rec)
-                        });
-                    }
+                }
+                WorkerMsg::Pair(record) => {
+                    let store = store.clone();
+                    tasks.spawn_blocking(move || store.write_pair(&record));
                 }
             }
             // Surface write errors early rather than after the whole sweep.
@@ -856,15 +874,13 @@ fn write_run_ok(
     store: &Store,
     pair: &PairSpec,
     mode: Mode,
-    out: &RunOutput,
-    keep: bool,
+    out: RunDone,
     reused_from: Option<String>,
 ) -> Result<()> {
     let id = pair.run_id(mode);
-    let logits_file = if keep {
-        Some(store.write_logits(&id, &out.logits, out.positions, out.vocab)?)
-    } else {
-        None
+    let logits_file = match &out.logits {
+        Some(logits) => Some(store.write_logits(&id, logits, out.positions, out.vocab)?),
+        None => None,
     };
     store.write_run(&RunRecord {
         id,
@@ -877,7 +893,7 @@ fn write_run_ok(
         positions: out.positions,
         forwards: out.forwards,
         tokens_fed: out.tokens_fed,
-        logits_bytes: (out.logits.len() * std::mem::size_of::<f32>()) as u64,
+        logits_bytes: (out.positions * out.vocab * std::mem::size_of::<f32>()) as u64,
         logits_file,
         finished_at: store::now(),
         reused_from,
@@ -909,10 +925,9 @@ pub(crate) fn judge(
             pre.span_start, dec.span_start
         ));
     }
-    match compare::compare(
+    match compare::compare_tensors(
         &pre.logits,
         &dec.logits,
-        pre.vocab,
         pre.span_start,
         limits.max_abs_diff,
     ) {
@@ -934,6 +949,7 @@ pub(crate) fn judge(
 mod tests {
     use super::*;
     use crate::config::RunDtype;
+    use candle_core::{Device, Tensor};
 
     fn spec(kv: bool) -> PairSpec {
         PairSpec {
@@ -947,14 +963,15 @@ mod tests {
     }
 
     fn out(start: usize, logits: Vec<f32>) -> RunOutput {
+        let positions = logits.len() / 2;
         RunOutput {
             vocab: 2,
             span_start: start,
-            positions: logits.len() / 2,
+            positions,
             forwards: 1,
             tokens_fed: start + 2,
             wall_s: 0.1,
-            logits,
+            logits: Tensor::from_vec(logits, (positions, 2), &Device::Cpu).unwrap(),
             trace: vec![],
         }
     }

@@ -39,8 +39,14 @@ fn every_architecture_reads_back_with_the_same_logits() {
             VarBuilder::from_tensors(builtin::weights(&cfg), DType::F32, &Device::Cpu),
         )
         .unwrap();
-        let a = run::prefill(&loaded, &ids, 2, None).unwrap().logits;
-        let b = run::prefill(&memory, &ids, 2, None).unwrap().logits;
+        let a = run::prefill(&loaded, &ids, 2, None)
+            .unwrap()
+            .host_logits()
+            .unwrap();
+        let b = run::prefill(&memory, &ids, 2, None)
+            .unwrap()
+            .host_logits()
+            .unwrap();
         assert_eq!(
             a, b,
             "{arch} (split={split}): directory and in-memory logits differ"
@@ -49,7 +55,8 @@ fn every_architecture_reads_back_with_the_same_logits() {
         for kv in [true, false] {
             let d = run::decode(&loaded, &ids, 2, kv, None, &Injection::default())
                 .unwrap()
-                .logits;
+                .host_logits()
+                .unwrap();
             let diff = a
                 .iter()
                 .zip(&d)
@@ -77,10 +84,12 @@ fn the_sliding_window_changes_the_logits() {
         None,
     )
     .unwrap()
-    .logits;
+    .host_logits()
+    .unwrap();
     let b = run::prefill(&Decoder::new(&full, vb(&full)).unwrap(), &ids, 0, None)
         .unwrap()
-        .logits;
+        .host_logits()
+        .unwrap();
     let v = windowed.vocab_size;
     // Positions 0–4 see at most 5 tokens either way; later ones lose the oldest.
     assert_eq!(a[..5 * v], b[..5 * v]);

@@ -68,7 +68,8 @@ fn cross_check_against_candle_quantized_llama() {
     let model = info.load(RunDtype::F32, &Device::Cpu).unwrap();
     let ours = run::prefill(&model, &ids, ids.len() - 1, None)
         .unwrap()
-        .logits;
+        .host_logits()
+        .unwrap();
 
     let mut f = std::fs::File::open(&path).unwrap();
     let content = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();

@@ -1,10 +1,15 @@
 //! The comparator (DESIGN.md section 3): prefill logits are the reference, decode logits are
-//! under test; both arrive as f32 `[positions × vocab]` row-major slices.
+//! under test; both arrive as f32 `[positions × vocab]` tensors on the device that produced
+//! them, and are compared there ([`compare_tensors`]): in place on the CPU, with candle ops on
+//! a GPU ([`device`]).
 //!
 //! Logits are f32 whatever the run dtype (the runs upcast before handing them over). Sums and
 //! the log-softmax behind KL are accumulated in f64 so that an f32-level KL of 1e-11 measures
-//! the logits, not the comparator's own rounding.
+//! the logits, not the comparator's own rounding. p99 is found by selection, never a sort.
 
+mod device;
+
+use candle_core::{Storage, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// A position where the argmax differs.
@@ -73,10 +78,69 @@ pub enum CompareError {
     /// Nothing to compare.
     #[error("no positions to compare")]
     Empty,
+    /// The device failed while reducing the logits.
+    #[error("comparing on the device: {0}")]
+    Device(String),
 }
 
-/// Compares span logits. `span_start` is the absolute position of the first row;
+/// Compares two runs' span logits where they are: `[positions × vocab]` f32 tensors on the
+/// device that produced them. `span_start` is the absolute position of the first row;
 /// `divergence_limit` is the max |diff| above which a position counts as divergent.
+///
+/// On the CPU the comparator reads the tensors' storage in place (no copy). On a GPU the
+/// metrics are reduced there with candle ops ([`device`]) and only per-row summaries, a few
+/// numbers per position, come to the host.
+pub fn compare_tensors(
+    prefill: &Tensor,
+    decode: &Tensor,
+    span_start: usize,
+    divergence_limit: f32,
+) -> Result<Metrics, CompareError> {
+    let (pd, dd) = (prefill.dims(), decode.dims());
+    if pd.len() != 2 || pd != dd {
+        return Err(CompareError::ShapeMismatch {
+            prefill: prefill.elem_count(),
+            decode: decode.elem_count(),
+            vocab: pd.last().copied().unwrap_or(0),
+        });
+    }
+    if pd[0] == 0 || pd[1] == 0 {
+        return Err(CompareError::Empty);
+    }
+    if prefill.device().is_cpu() && decode.device().is_cpu() {
+        with_host_slice(prefill, |a| {
+            with_host_slice(decode, |b| {
+                compare(a, b, pd[1], span_start, divergence_limit)
+            })
+        })
+        .and_then(|r| r)
+        .and_then(|r| r)
+    } else {
+        device::compare(prefill, decode, span_start, divergence_limit)
+    }
+}
+
+/// Runs `f` on a CPU tensor's f32 values, borrowed from its storage when the tensor is
+/// contiguous (a narrowed prefill or a concatenated decode is) and copied otherwise.
+fn with_host_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R, CompareError> {
+    let device_error = |e: candle_core::Error| CompareError::Device(e.to_string());
+    {
+        let (storage, layout) = t.storage_and_layout();
+        if let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
+            let all = cpu.as_slice::<f32>().map_err(device_error)?;
+            return Ok(f(&all[start..end]));
+        }
+    }
+    let owned: Vec<f32> = t
+        .flatten_all()
+        .and_then(|x| x.to_vec1())
+        .map_err(device_error)?;
+    Ok(f(&owned))
+}
+
+/// Compares span logits held in host memory as row-major `[positions × vocab]` f32 slices.
+/// `span_start` is the absolute position of the first row; `divergence_limit` is the max
+/// |diff| above which a position counts as divergent.
 pub fn compare(
     prefill: &[f32],
     decode: &[f32],
@@ -102,7 +166,7 @@ pub fn compare(
         .min(positions);
     let rows_per = positions.div_ceil(threads);
     let chunk = rows_per * vocab;
-    let parts: Vec<Rows> = std::thread::scope(|scope| {
+    let parts: Vec<(RowStats, Vec<f32>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = prefill
             .chunks(chunk)
             .zip(decode.chunks(chunk))
@@ -114,83 +178,107 @@ pub fn compare(
             .map(|h| h.join().expect("a comparator thread panicked"))
             .collect()
     });
-    let mut non_finite = 0usize;
+    let mut stats = RowStats::default();
     let mut abs_diffs = Vec::with_capacity(prefill.len());
-    let mut sum_abs = 0f64;
-    let mut per_pos_max_abs = Vec::with_capacity(positions);
-    let mut per_pos_kl = Vec::with_capacity(positions);
-    let mut top1_flips = Vec::new();
-    for part in parts {
-        non_finite += part.non_finite;
-        abs_diffs.extend_from_slice(&part.abs_diffs);
-        // Row by row, in row order: the same sum whatever the number of threads.
-        sum_abs = part.sum_abs.iter().fold(sum_abs, |acc, r| acc + r);
-        per_pos_max_abs.extend(part.max_abs);
-        per_pos_kl.extend(part.kl);
-        top1_flips.extend(part.flips);
+    for (part, diffs) in parts {
+        stats.append(part);
+        abs_diffs.extend_from_slice(&diffs);
     }
-    // A row with non-finite values diverges: it fails the pair through `non_finite`.
-    let first_divergent_pos = per_pos_max_abs
-        .iter()
-        .zip(&per_pos_kl)
-        .position(|(&m, kl)| kl.is_none() || m > divergence_limit)
-        .map(|i| span_start + i);
-
-    let max_abs_diff = abs_diffs.iter().copied().fold(0f32, f32::max);
-    let mean_abs_diff = if abs_diffs.is_empty() {
-        0.0
-    } else {
-        (sum_abs / abs_diffs.len() as f64) as f32
-    };
     let p99_abs_diff = percentile(&mut abs_diffs, 0.99);
-    let mut finite_kl: Vec<f32> = per_pos_kl.iter().flatten().copied().collect();
-    let kl_mean = if finite_kl.is_empty() {
-        0.0
-    } else {
-        (finite_kl.iter().map(|&k| k as f64).sum::<f64>() / finite_kl.len() as f64) as f32
-    };
-    let kl_max = finite_kl.iter().copied().fold(0f32, f32::max);
-    let kl_p99 = percentile(&mut finite_kl, 0.99);
-    Ok(Metrics {
-        max_abs_diff,
-        p99_abs_diff,
-        mean_abs_diff,
-        top1_agreement: (positions - top1_flips.len()) as f32 / positions as f32,
-        kl_mean,
-        kl_p99,
-        kl_max,
-        first_divergent_pos,
-        first_top1_flip: top1_flips.first().copied(),
-        top1_flips,
-        non_finite,
-        positions,
-        vocab,
-        per_pos_max_abs,
-        per_pos_kl,
-    })
+    Ok(stats.into_metrics(p99_abs_diff, span_start, vocab, divergence_limit))
 }
 
-/// The per-row results of a run of consecutive rows.
-struct Rows {
+/// Per-row results, in row order, from either comparator path.
+#[derive(Debug, Default)]
+struct RowStats {
+    /// NaN/±inf values in either run.
     non_finite: usize,
-    abs_diffs: Vec<f32>,
+    /// Values where both runs are finite: the population of the |diff| statistics.
+    finite_values: usize,
     /// Σ|diff| of each row, in f64.
     sum_abs: Vec<f64>,
+    /// max |diff| of each row.
     max_abs: Vec<f32>,
+    /// KL of each row; `None` for a row with non-finite values.
     kl: Vec<Option<f32>>,
+    /// Argmax flips, in position order.
     flips: Vec<TopFlip>,
 }
 
+impl RowStats {
+    /// Appends the rows that follow `self`'s.
+    fn append(&mut self, next: RowStats) {
+        self.non_finite += next.non_finite;
+        self.finite_values += next.finite_values;
+        self.sum_abs.extend(next.sum_abs);
+        self.max_abs.extend(next.max_abs);
+        self.kl.extend(next.kl);
+        self.flips.extend(next.flips);
+    }
+
+    /// The pair's metrics from its rows and the p99 of |diff| (which needs every value, so
+    /// each path computes it where the values are).
+    fn into_metrics(
+        self,
+        p99_abs_diff: f32,
+        span_start: usize,
+        vocab: usize,
+        divergence_limit: f32,
+    ) -> Metrics {
+        let positions = self.max_abs.len();
+        // A row with non-finite values diverges: it fails the pair through `non_finite`.
+        let first_divergent_pos = self
+            .max_abs
+            .iter()
+            .zip(&self.kl)
+            .position(|(&m, kl)| kl.is_none() || m > divergence_limit)
+            .map(|i| span_start + i);
+        let max_abs_diff = self.max_abs.iter().copied().fold(0f32, f32::max);
+        // Row by row, in row order: the same sum however the rows were computed.
+        let sum_abs = self.sum_abs.iter().fold(0f64, |acc, r| acc + r);
+        let mean_abs_diff = if self.finite_values == 0 {
+            0.0
+        } else {
+            (sum_abs / self.finite_values as f64) as f32
+        };
+        let mut finite_kl: Vec<f32> = self.kl.iter().flatten().copied().collect();
+        let kl_mean = if finite_kl.is_empty() {
+            0.0
+        } else {
+            (finite_kl.iter().map(|&k| k as f64).sum::<f64>() / finite_kl.len() as f64) as f32
+        };
+        let kl_max = finite_kl.iter().copied().fold(0f32, f32::max);
+        let kl_p99 = percentile(&mut finite_kl, 0.99);
+        Metrics {
+            max_abs_diff,
+            p99_abs_diff,
+            mean_abs_diff,
+            top1_agreement: (positions - self.flips.len()) as f32 / positions as f32,
+            kl_mean,
+            kl_p99,
+            kl_max,
+            first_divergent_pos,
+            first_top1_flip: self.flips.first().copied(),
+            top1_flips: self.flips,
+            non_finite: self.non_finite,
+            positions,
+            vocab,
+            per_pos_max_abs: self.max_abs,
+            per_pos_kl: self.kl,
+        }
+    }
+}
+
 /// Compares consecutive rows of both runs; `first_pos` is the first row's absolute position.
-fn rows(prefill: &[f32], decode: &[f32], vocab: usize, first_pos: usize) -> Rows {
+/// Returns the rows' results and their finite |diff| values.
+fn rows(prefill: &[f32], decode: &[f32], vocab: usize, first_pos: usize) -> (RowStats, Vec<f32>) {
     let n = prefill.len() / vocab;
-    let mut out = Rows {
-        non_finite: 0,
-        abs_diffs: Vec::with_capacity(prefill.len()),
+    let mut abs_diffs = Vec::with_capacity(prefill.len());
+    let mut out = RowStats {
         sum_abs: Vec::with_capacity(n),
         max_abs: Vec::with_capacity(n),
         kl: Vec::with_capacity(n),
-        flips: Vec::new(),
+        ..RowStats::default()
     };
     for (i, (a, b)) in prefill
         .chunks_exact(vocab)
@@ -208,7 +296,7 @@ fn rows(prefill: &[f32], decode: &[f32], vocab: usize, first_pos: usize) -> Rows
                 continue;
             }
             let d = (x - y).abs();
-            out.abs_diffs.push(d);
+            abs_diffs.push(d);
             row_sum += d as f64;
             row_max = row_max.max(d);
         }
@@ -229,7 +317,8 @@ fn rows(prefill: &[f32], decode: &[f32], vocab: usize, first_pos: usize) -> Rows
             });
         }
     }
-    out
+    out.finite_values = abs_diffs.len();
+    (out, abs_diffs)
 }
 
 /// Index of the largest finite value; the first one on exact ties (both runs break ties
@@ -262,11 +351,23 @@ fn kl(p: &[f32], q: &[f32]) -> f32 {
         sum_q += (b - mq).exp();
         weighted += ea * (a - b);
     }
-    // KL = Σ softmax(p)_i ((p_i − lse_p) − (q_i − lse_q)) = weighted / Σe_p + lse_q − lse_p,
-    // and lse_q − lse_p = (m_q − m_p) + ln(Σe_q / Σe_p): every term is of the size of the
-    // drift, never of the logits, so a KL of 1e-12 keeps its digits.
+    kl_from_sums(weighted, sum_p, sum_q, mp, mq)
+}
+
+/// Finishes a row's KL from Σe_p(p − q), Σe_p, Σe_q and the row maxima m_p, m_q (both
+/// comparator paths end here).
+///
+/// KL = Σ softmax(p)_i ((p_i − lse_p) − (q_i − lse_q)) = weighted / Σe_p + lse_q − lse_p, and
+/// lse_q − lse_p = (m_q − m_p) + ln(Σe_q / Σe_p): every term is of the size of the drift,
+/// never of the logits, so a KL of 1e-12 keeps its digits.
+fn kl_from_sums(weighted: f64, sum_p: f64, sum_q: f64, mp: f64, mq: f64) -> f32 {
     let k = weighted / sum_p + (mq - mp) + ((sum_q - sum_p) / sum_p).ln_1p();
     k.max(0.0) as f32
+}
+
+/// The 0-based index of the nearest-rank q-quantile among `n` > 0 sorted values.
+fn nearest_rank(n: usize, q: f64) -> usize {
+    ((q * n as f64).ceil() as usize).clamp(1, n) - 1
 }
 
 /// Nearest-rank percentile by selection (no full sort); 0 for an empty slice. Reorders `xs`.
@@ -274,7 +375,7 @@ pub fn percentile(xs: &mut [f32], q: f64) -> f32 {
     if xs.is_empty() {
         return 0.0;
     }
-    let rank = ((q * xs.len() as f64).ceil() as usize).clamp(1, xs.len()) - 1;
+    let rank = nearest_rank(xs.len(), q);
     let (_, v, _) = xs.select_nth_unstable_by(rank, f32::total_cmp);
     *v
 }
