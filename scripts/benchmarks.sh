@@ -32,6 +32,20 @@ if [[ ${BENCH_SWEEPS:-1} == 1 ]]; then
       --no-progress --start-over >/dev/null || true
   done
 fi
+# The peer race (scripts/peer/setup.sh makes the venv): the same f32 pairs of the SmolLM2
+# sweep through PyTorch + transformers, after the sweep, on the same cores. Its JSON and the
+# sweep's report are kept in docs/results/peer_cpu/ for the README's figures.
+peer_py=${PEER_PYTHON:-.peer-venv/bin/python}
+race=""
+if [[ $device == cpu && -x $peer_py && -f $tmp/sweep_smollm2_b3_70/report.json ]]; then
+  echo "peer: transformers on the f32 pairs" >&2
+  mkdir -p docs/results/peer_cpu
+  "$peer_py" scripts/peer/peer_transformers.py "$tmp/sweep_smollm2_b3_70" --dtype "${PEER_DTYPE:-f32}" \
+    --out docs/results/peer_cpu/peer.json >docs/results/peer_cpu/peer.log 2>&1
+  cp "$tmp/sweep_smollm2_b3_70/report.json" docs/results/peer_cpu/driftsweep_report.json
+  race=$(python3 scripts/peer/race_table.py "$tmp/sweep_smollm2_b3_70" docs/results/peer_cpu/peer.json \
+    --title "The peer: SmolLM2-135M on this CPU")
+fi
 python3 - "$tmp" "$device" "$bin" <<'PY' >BENCHMARKS.md
 import glob, json, os, platform, subprocess, sys
 tmp, device, binary = sys.argv[1:]
@@ -79,6 +93,9 @@ if sweeps:
         for g in r["performance"]:
             print(f"| {g['span']} | {g['dtype']} | {g['mode']} | {g['wall_mean_s'] * 1e3:.1f} | {g['wall_p95_s'] * 1e3:.1f} | {g['tokens_per_s']:.0f} |")
 PY
+if [[ -n $race ]]; then
+  printf '\n## Against PyTorch + transformers (`scripts/peer/`)\n\n%s\n' "$race" >>BENCHMARKS.md
+fi
 echo "wrote BENCHMARKS.md" >&2
 # Figures measured on other machines and committed as JSON (scripts/gpu/bench.sh).
 for d in docs/results/bench_*/; do

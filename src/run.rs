@@ -55,12 +55,17 @@ pub fn prefill(
     let mut cache = model.new_cache(tokens.len());
     let mut sink = trace.cloned().map(TraceSink::new);
     let mut hooks = Hooks::new(sink.as_mut(), None);
-    let all = model
-        .forward_with(tokens, &mut cache, &mut hooks, 0)
-        .context(|| format!("prefill forward over {} tokens", tokens.len()))?;
+    // Logits for the span rows only (every row while tracing).
+    let rows = model
+        .forward_rows(tokens, &mut cache, &mut hooks, 0, prompt_len)
+        .context(|| format!("prefill forward over {} tokens", tokens.len()))?
+        .ok_or_else(|| Error::Candle {
+            context: "prefill".into(),
+            source: candle_core::Error::Msg("the span is empty".into()),
+        })?;
     // A view of the span rows: no copy.
-    let logits = all
-        .narrow(0, prompt_len, span)
+    let logits = rows
+        .narrow(0, rows.dim(0).unwrap_or(span) - span, span)
         .context(|| "selecting the span".into())?;
     Ok(RunOutput {
         vocab: model.config().vocab_size,
@@ -111,8 +116,9 @@ pub fn decode(
             s.set_window(0..prompt_len);
         }
         let mut hooks = Hooks::new(sink.as_mut(), None);
+        // Only the cache is used: no logits are computed unless the forward is traced.
         model
-            .forward_with(tokens, &mut full, &mut hooks, 0)
+            .forward_rows(tokens, &mut full, &mut hooks, 0, tokens.len())
             .context(|| format!("decode: prefill forward over {} tokens", tokens.len()))?;
         if let Some(s) = sink.as_mut() {
             s.set_window(0..usize::MAX);

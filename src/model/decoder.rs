@@ -497,6 +497,23 @@ impl Decoder {
         hooks: &mut Hooks,
         position_shift: usize,
     ) -> candle_core::Result<Tensor> {
+        self.forward_rows(tokens, cache, hooks, position_shift, 0)?
+            .ok_or_else(|| candle_core::Error::Msg("forward computed no logits".into()))
+    }
+
+    /// [`Decoder::forward_with`] that computes logits only for the rows `first_row..` of this
+    /// forward: rows before a span are never compared, and the final norm and LM head are a
+    /// fifth of SmolLM2's work per token. `None` when no row is asked for (a forward made for
+    /// its cache alone). While tracing, every row is computed, so that the trace holds the
+    /// logits of every position; the result then starts at row 0.
+    pub fn forward_rows(
+        &self,
+        tokens: &[u32],
+        cache: &mut Cache,
+        hooks: &mut Hooks,
+        position_shift: usize,
+        first_row: usize,
+    ) -> candle_core::Result<Option<Tensor>> {
         let t = tokens.len();
         let offset = cache.seq_len() + position_shift;
         hooks.shift = position_shift;
@@ -530,10 +547,21 @@ impl Decoder {
         for (i, (layer, kv)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
             x = layer.forward(&x, &self.rope, offset, mask.as_ref(), kv, i, hooks)?;
         }
+        let first = if hooks.sink.is_some() {
+            0
+        } else {
+            first_row.min(t)
+        };
+        if first == t {
+            return Ok(None);
+        }
+        let x = x.narrow(1, first, t - first)?;
+        let offset = offset + first;
         let x = hooks.tap(None, TensorName::FinalNorm, self.norm.forward(&x)?, offset)?;
+        // Upcast once, at the end: the comparator works on f32 whatever the run dtype.
         let logits = self.lm_head.forward(&x)?.to_dtype(DType::F32)?;
         let logits = hooks.tap(None, TensorName::Logits, logits, offset)?;
-        logits.squeeze(0)
+        logits.squeeze(0).map(Some)
     }
 
     /// Additive mask (t, offset + t): row i may see columns ≤ offset + i, and with a sliding
