@@ -78,7 +78,15 @@ def main() -> None:
     ds_runs = sum(sum(g["ds_pre"]) + sum(g["ds_dec"]) for g in groups.values())
     pe_runs = sum(sum(g["peer_pre"]) + sum(g["peer_dec"]) for g in groups.values())
     peer_load = sum(m["load_s"] for m in peer["model_loads"])
-    print(
+    if len(common) < len(ds_pairs):
+        print(
+            f"\nThe peer ran {len(common)} of the sweep's {len(ds_pairs)} pairs, so whole-sweep "
+            f"wall times do not compare. Runs alone, over those pairs: driftsweep {ds_runs:.1f} s, "
+            f"the peer {pe_runs:.1f} s, ratio **{ratio(ds_runs, pe_runs)}**; the peer spent "
+            f"{peer_load:.1f} s more loading the GGUF into transformers.\n"
+        )
+    else:
+        print(
         f"\nWhole sweep: driftsweep {report['wall_s']:.1f} s wall (model loads, token generation, "
         f"runs, comparison, reports) against the peer's {t['sweep_wall_s']:.1f} s "
         f"(of which {peer_load:.1f} s loading the GGUF into transformers): ratio "
