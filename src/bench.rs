@@ -126,7 +126,7 @@ pub struct PrefillCase {
     pub span: usize,
     /// Tokens in the forward (prompt + span).
     pub tokens: usize,
-    /// Median wall time of a whole prefill run (forward + span logits to the host), ms.
+    /// Median wall time of a whole prefill run (forward; the span logits stay where the comparator reads them), ms.
     pub median_ms: f64,
     /// Tokens per second at the median.
     pub tokens_per_s: f64,

@@ -63,9 +63,10 @@ pub fn prefill(
             context: "prefill".into(),
             source: candle_core::Error::Msg("the span is empty".into()),
         })?;
-    // A view of the span rows: no copy.
+    // A view of the last `span` rows (the result starts at row 0 while tracing): no copy.
     let logits = rows
-        .narrow(0, rows.dim(0).unwrap_or(span) - span, span)
+        .dim(0)
+        .and_then(|n| rows.narrow(0, n - span, span))
         .context(|| "selecting the span".into())?;
     Ok(RunOutput {
         vocab: model.config().vocab_size,
@@ -150,7 +151,6 @@ pub fn decode(
         forwards += 1;
     }
     let logits = Tensor::cat(&rows, 0).context(|| "joining the decode steps' logits".into())?;
-    drop(rows);
     Ok(RunOutput {
         logits,
         vocab,
