@@ -8,10 +8,9 @@
 //! Numerics, where they differ from "everything in the run dtype":
 //! - RoPE cos/sin tables are computed in f32 and cast to the run dtype once, as in
 //!   candle-transformers and transformers.
-//! - Attention (scores, softmax, the value product) runs in f32 on the run dtype's q, k and v,
-//!   and only its output is cast back, as PyTorch's fused attention keeps its accumulators in
-//!   f32. Rounding the scores to f16/bf16 before the softmax made the weights wrong by a
-//!   percent or more, and tripled candle's f16 drift against PyTorch's on SmolLM2.
+//! - Attention scores are computed in the run dtype, but the softmax runs in f32 and its
+//!   result is cast back (transformers' eager attention does the same: exp over thousands of
+//!   bf16 scores loses the small weights).
 //! - RMSNorm goes through `candle_nn::ops::rms_norm`, which accumulates in f32.
 //! - Logits leave the model as f32, because every metric is computed in f32.
 
@@ -322,22 +321,16 @@ impl Attention {
         let k = candle_transformers::utils::repeat_kv(k, n_rep)?.contiguous()?;
         let v = candle_transformers::utils::repeat_kv(v, n_rep)?.contiguous()?;
 
-        // Scores, softmax and the value product in f32 (see the module notes); the result goes
-        // back to the run dtype for the output projection.
-        let dtype = q.dtype();
-        let (q, k, v) = (
-            q.to_dtype(DType::F32)?,
-            k.to_dtype(DType::F32)?,
-            v.to_dtype(DType::F32)?,
-        );
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.t()?)? * scale)?;
         let scores = match mask {
             Some(m) => scores.broadcast_add(m)?,
             None => scores,
         };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let y = probs.matmul(&v)?.to_dtype(dtype)?;
+        // Softmax in f32 (see the module notes), back to the run dtype for the value product.
+        let probs =
+            candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(q.dtype())?;
+        let y = probs.matmul(&v)?;
         let y = y
             .transpose(1, 2)?
             .reshape((b, t, self.n_heads * self.head_dim))?;
@@ -610,7 +603,8 @@ impl Decoder {
     }
 
     /// Additive mask (t, offset + t): row i may see columns ≤ offset + i, and with a sliding
-    /// window only the last `window` of them. In f32, like the attention scores it is added to.
+    /// window only the last `window` of them. Built in f32 and cast, since -inf is exact in
+    /// every float dtype.
     fn causal_mask(&self, t: usize, offset: usize) -> candle_core::Result<Tensor> {
         let cols = offset + t;
         let window = self.cfg.sliding_window.unwrap_or(usize::MAX);
@@ -626,7 +620,7 @@ impl Decoder {
                 })
             })
             .collect();
-        Tensor::from_vec(mask, (t, cols), &self.device)
+        Tensor::from_vec(mask, (t, cols), &self.device)?.to_dtype(self.dtype)
     }
 }
 
