@@ -22,5 +22,6 @@ pub use error::{Error, Result};
 /// The candle-core version this binary was built with (read from Cargo.lock by build.rs).
 pub const CANDLE_VERSION: &str = env!("DRIFTSWEEP_CANDLE_VERSION");
 
-/// The git commit this binary was built from, or "unknown".
+/// The git commit this binary was built from (`-dirty` appended when tracked files had
+/// uncommitted changes), or "unknown".
 pub const GIT_COMMIT: &str = env!("DRIFTSWEEP_GIT_COMMIT");
