@@ -180,6 +180,9 @@ fn sigkill_part_way_then_resume_recomputes_nothing_finished_and_matches_an_unint
     let r = read_json(&out.join("report.json"));
     assert_eq!(r["verdict"], "PASS");
     assert_eq!(r["sessions"].as_array().unwrap().len(), 2);
+    // Loads add up over the sessions, and report.md says why there are more than groups.
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("over 2 sessions"), "{md}");
 }
 
 #[test]
