@@ -10,11 +10,11 @@ use std::time::Instant;
 use candle_core::Device;
 use serde::Serialize;
 
-use crate::config::RunDtype;
+use crate::dtype::RunDtype;
 use crate::error::{CandleContext, Result};
 use crate::model::ModelInfo;
 use crate::run;
-use crate::trace::{Injection, TensorName, TraceSelection};
+use crate::trace::{TensorName, TraceSelection};
 
 /// One measured case.
 #[derive(Debug, Clone, Serialize)]
@@ -81,7 +81,16 @@ pub fn trace_overhead(
                 let o = if mode == "prefill" {
                     run::prefill(&model, &ids, prompt, sel)?
                 } else {
-                    run::decode(&model, &ids, prompt, false, sel, &Injection::default())?
+                    run::decode(
+                        &model,
+                        &ids,
+                        prompt,
+                        false,
+                        run::Instruments {
+                            trace: sel,
+                            ..Default::default()
+                        },
+                    )?
                 };
                 Ok(o.trace.len())
             })?;

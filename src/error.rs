@@ -1,7 +1,7 @@
 //! Typed errors at the library boundary.
 //!
 //! Every variant carries enough context (file, field, run) for the CLI to print one clear line.
-//! [`Error::exit_code`] maps them onto the exit codes of DESIGN.md section 7.
+//! [`Error::exit_code`] maps them onto the exit codes of docs/design.md, "Results on disk".
 
 use std::path::PathBuf;
 
@@ -47,6 +47,10 @@ pub enum Error {
         /// Tera's explanation, with its causes.
         message: String,
     },
+    /// A failure of driftsweep itself (a panicked worker, a thread that cannot start): never
+    /// the user's input.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A tensor operation failed while running the model or comparing logits.
     #[error("{context}: {source}")]
     Candle {
@@ -98,11 +102,21 @@ impl Error {
         }
     }
 
-    /// Exit code for the CLI: bad input (config, model, store, template) is 2.
-    /// A candle failure that escapes a run is an internal failure of the sweep: also 2, since
-    /// no verdict could be given; failures inside runs become INCOMPLETE pairs instead.
+    /// Builds a [`Error::Internal`].
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::Internal(message.into())
+    }
+
+    /// Whether the error is the user's to fix (bad input: exit 2) rather than driftsweep's.
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(self, Error::Internal(_) | Error::Candle { .. })
+    }
+
+    /// Exit code for the CLI: bad input (config, model, store, template) is 2; an internal
+    /// failure (a panic, or a candle failure that escapes a run) is 4. Failures inside runs
+    /// never get here: they become INCOMPLETE pairs.
     pub fn exit_code(&self) -> i32 {
-        2
+        if self.is_bad_input() { 2 } else { 4 }
     }
 }
 

@@ -5,7 +5,10 @@
 pub mod bench;
 pub mod compare;
 pub mod config;
+pub mod dtype;
 pub mod error;
+pub mod fsutil;
+pub mod limits;
 pub mod model;
 pub mod plan;
 pub mod report;
@@ -18,6 +21,35 @@ pub mod verdict;
 pub mod verify;
 
 pub use error::{Error, Result};
+
+/// Environment variable candle (and rayon) read for their CPU thread count.
+pub const THREADS_VAR: &str = "RAYON_NUM_THREADS";
+
+/// Fixes candle's CPU thread count for the process, once: to `RAYON_NUM_THREADS` when the
+/// user set it, else to candle's own default (the physical core count), written into that
+/// variable. Returns the count.
+///
+/// Why: candle asks for its thread count on every matmul, and when the variable is unset it
+/// recounts the physical cores by parsing `/proc/cpuinfo` each time. On a 2-core machine that
+/// made the built-in sweep nearly 3× slower than with the variable set to the same count
+/// (BENCHMARKS.md, "Threads").
+///
+/// # Safety
+/// It writes the process environment: call it before any other thread exists (first thing in
+/// `main`), as [`std::env::set_var`] requires.
+pub unsafe fn pin_cpu_threads() -> usize {
+    if let Some(n) = std::env::var(THREADS_VAR)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        return n;
+    }
+    let n = candle_core::utils::get_num_threads();
+    // SAFETY: the caller guarantees no other thread reads or writes the environment now.
+    unsafe { std::env::set_var(THREADS_VAR, n.to_string()) };
+    n
+}
 
 /// The candle-core version this binary was built with (read from Cargo.lock by build.rs).
 pub const CANDLE_VERSION: &str = env!("DRIFTSWEEP_CANDLE_VERSION");

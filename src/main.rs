@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod progress;
 use driftsweep::plan::Mode;
 use driftsweep::{Error, bench, config, model, plan, report, store, sweep, tokens, verify};
 
@@ -52,6 +54,13 @@ enum Command {
         /// Never draw the progress bar.
         #[arg(long)]
         no_progress: bool,
+        /// Stop, as Ctrl-C would, once this many runs have started (testing aid: a
+        /// deterministic interrupt).
+        #[arg(long, hide = true)]
+        stop_after_runs: Option<usize>,
+        /// Exit at once, as SIGKILL would, after this many run records (testing aid).
+        #[arg(long, hide = true)]
+        exit_after_runs: Option<usize>,
     },
     /// Re-render report.json and report.md from a results directory, running nothing.
     Report {
@@ -117,6 +126,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // SAFETY: first statement of main; no other thread exists yet.
+    unsafe { driftsweep::pin_cpu_threads() };
     let cli = Cli::parse();
     match dispatch(cli.command) {
         Ok(code) => ExitCode::from(code as u8),
@@ -131,8 +142,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
     match cmd {
         Command::Plan { config, json } => {
             let cfg = config::load(&config)?;
-            let info = model::ModelInfo::for_config(&cfg)?;
-            let plan = plan::expand(&cfg, &info)?;
+            let (_, plan) = sweep::prepare(&cfg)?;
             if json {
                 print_plan_json(&plan);
             } else {
@@ -146,6 +156,8 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             device,
             start_over,
             no_progress,
+            stop_after_runs,
+            exit_after_runs,
         } => {
             let mut cfg = config::load(&config)?;
             if let Some(d) = device {
@@ -153,11 +165,14 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             }
             let opts = sweep::SweepOptions {
                 out,
-                progress: !no_progress,
                 start_over,
+                stop: sweep::StopFlag::new(),
+                stop_after_runs,
+                exit_after_runs,
             };
-            sweep::install_interrupt_handler()?;
-            let outcome = sweep::run_sweep(&cfg, &opts)?;
+            sweep::install_interrupt_handler(&opts.stop)?;
+            let mut bar = progress::Bar::new(!no_progress);
+            let outcome = sweep::run_sweep(&cfg, &opts, &mut bar)?;
             if outcome.reused_pairs > 0 {
                 outln!(
                     "resumed: {} pair(s) reused from earlier sessions",
@@ -325,7 +340,7 @@ fn print_perf(r: &bench::PerfReport) {
 
 fn bench_trace(
     model: &str,
-    dtype: config::RunDtype,
+    dtype: driftsweep::dtype::RunDtype,
     tokens: usize,
     repeat: usize,
 ) -> Result<(), Error> {
@@ -364,7 +379,7 @@ fn parse_device(s: &str) -> Result<config::DeviceSpec, Error> {
         .map_err(|m: String| Error::config("--device", "device", m))
 }
 
-fn parse_dtype(s: &str) -> Result<config::RunDtype, Error> {
+fn parse_dtype(s: &str) -> Result<driftsweep::dtype::RunDtype, Error> {
     serde_yaml::from_str(s)
         .map_err(|_| Error::config("--dtype", "dtype", format!("`{s}`: use f32, bf16 or f16")))
 }

@@ -7,11 +7,11 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    AllOr, ContinuationMode, ExcludeRule, LoadedConfig, PromptSource, RunDtype, TraceConfig,
-    TracePositions,
+    AllOr, ContinuationMode, ExcludeRule, LoadedConfig, PromptSource, TraceConfig, TracePositions,
 };
+use crate::dtype::RunDtype;
 use crate::error::{Error, Result};
-use crate::model::ModelInfo;
+use crate::model::{Capabilities, ModelInfo};
 use crate::trace::{TensorName, TraceSelection};
 
 /// Which path a run takes.
@@ -58,7 +58,8 @@ pub struct PairSpec {
 }
 
 impl PairSpec {
-    fn new(prompt: &str, span: usize, dtype: RunDtype, kv_aligned: bool, seed: u64) -> Self {
+    /// The pair of these settings, with its id.
+    pub fn new(prompt: &str, span: usize, dtype: RunDtype, kv_aligned: bool, seed: u64) -> Self {
         PairSpec {
             id: format!(
                 "{prompt}.s{span}.{dtype}.kv{}.seed{seed}",
@@ -131,6 +132,10 @@ pub struct Plan {
     pub prompts: BTreeMap<String, PlannedPrompt>,
     /// Pairs dropped by `exclude`.
     pub excluded: usize,
+    /// Pairs the model under test cannot run, by id, with the reason (decided here, so they
+    /// are SKIPPED with it rather than failed at run time).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub skipped: BTreeMap<String, String>,
 }
 
 impl Plan {
@@ -210,8 +215,10 @@ impl Plan {
     }
 }
 
-/// Expands a validated config against a model's tokenizer and context length.
-pub fn expand(cfg: &LoadedConfig, model: &ModelInfo) -> Result<Plan> {
+/// Expands a validated config against a model's tokenizer and context length, and against
+/// what the implementation under test can do (`caps`): a trace or fault it cannot apply is
+/// refused; a pair it cannot run (kv_aligned without a cache prefix) is SKIPPED with why.
+pub fn expand(cfg: &LoadedConfig, model: &ModelInfo, caps: Capabilities) -> Result<Plan> {
     let c = &cfg.config;
     let prompts = cfg.selected_prompts();
     let mut pairs = Vec::new();
@@ -242,19 +249,23 @@ pub fn expand(cfg: &LoadedConfig, model: &ModelInfo) -> Result<Plan> {
     }
 
     let mut planned = BTreeMap::new();
-    for (i, p) in c.prompts.iter().enumerate() {
+    for p in &cfg.prompts {
         if !pairs.iter().any(|q| q.prompt == p.id) {
             continue;
         }
-        let source = p.source();
+        let source = p.source.clone();
         let (len, text_ids) = match &source {
             PromptSource::Text(t) => {
                 let ids = model.encode(t).map_err(|e| {
-                    Error::config(&cfg.path, format!("prompts[{i}].text"), e.to_string())
+                    Error::config(
+                        &cfg.path,
+                        format!("prompts[{}].text", p.index),
+                        e.to_string(),
+                    )
                 })?;
                 (ids.len(), Some(ids))
             }
-            PromptSource::RandomTokens(n) => (*n, None),
+            PromptSource::RandomTokens(n) => (n.get(), None),
         };
         planned.insert(
             p.id.clone(),
@@ -286,10 +297,33 @@ pub fn expand(cfg: &LoadedConfig, model: &ModelInfo) -> Result<Plan> {
             }
         }
     }
+    for (field, asked) in [
+        ("trace", cfg.config.trace.is_some()),
+        ("inject", cfg.config.inject.is_some()),
+    ] {
+        if asked && !caps.probes {
+            return Err(Error::config(
+                &cfg.path,
+                field,
+                "the model under test has no layer taps or fault injection; only the \
+                 `driftsweep` engine traces and injects",
+            ));
+        }
+    }
+    let skipped = pairs
+        .iter()
+        .filter(|q| q.kv_aligned && !caps.cache_prefix)
+        .map(|q| {
+            let why = "kv_aligned needs the prefill's own cache, and this model cannot cut \
+                       its cache back to a prefix";
+            (q.id.clone(), why.to_string())
+        })
+        .collect();
     let plan = Plan {
         pairs,
         prompts: planned,
         excluded,
+        skipped,
     };
     check_trace_and_inject(cfg, model, &plan)?;
     Ok(plan)
@@ -358,7 +392,7 @@ mod tests {
     fn plan_of(yaml: &str) -> Result<Plan> {
         let cfg = crate::config::parse(Path::new("t.yaml"), yaml)?;
         let info = ModelInfo::inspect(&cfg.config.model.source)?;
-        expand(&cfg, &info)
+        expand(&cfg, &info, Capabilities::ALL)
     }
 
     const BASE: &str = r#"

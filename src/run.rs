@@ -5,10 +5,11 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 
-use crate::config::{DeviceSpec, RunDtype};
+use crate::config::DeviceSpec;
+use crate::dtype::RunDtype;
 use crate::error::{CandleContext, Error, Result};
-use crate::model::Decoder;
-use crate::trace::{Hooks, Injection, TraceRecord, TraceSelection, TraceSink};
+use crate::model::{Fault, ModelUnderTest, Probes, Rows, Sequence};
+use crate::trace::{Injection, TraceRecord, TraceSelection, TraceSink};
 
 /// What a run hands to the comparator.
 #[derive(Debug, Clone)]
@@ -42,124 +43,196 @@ impl RunOutput {
     }
 }
 
+/// How a run is instrumented: what to trace, and the fault its decode steps carry.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Instruments<'a> {
+    /// Record these tensors and positions.
+    pub trace: Option<&'a TraceSelection>,
+    /// The fault injected into decode (never into prefill).
+    pub fault: Injection,
+}
+
+impl Instruments<'_> {
+    fn decode_fault(&self) -> Fault {
+        Fault {
+            scale: self.fault.scale,
+            position_shift: self.fault.position_shift,
+        }
+    }
+}
+
+/// The probes of `seq`, or an error naming what needed them (plans skip such pairs before
+/// they reach a run, so this only guards library callers).
+fn probes<'s>(seq: &'s mut dyn Sequence, what: &str) -> Result<&'s mut Probes> {
+    seq.probes().ok_or_else(|| Error::Candle {
+        context: what.into(),
+        source: candle_core::Error::Msg("this model has no layer taps or faults".into()),
+    })
+}
+
+/// Feeds `tokens` and returns the logits of `rows`, which the caller needs: a model that
+/// returns none for them is an error with `what` as its context.
+fn logits_of(
+    seq: &mut dyn Sequence,
+    tokens: &[u32],
+    rows: Rows,
+    what: impl Fn() -> String,
+) -> Result<Tensor> {
+    seq.forward(tokens, rows)
+        .context(&what)?
+        .ok_or_else(|| Error::Candle {
+            context: what(),
+            source: candle_core::Error::Msg("the model returned no logits".into()),
+        })
+}
+
+/// The records a traced sequence collected.
+fn take_trace(seq: &mut dyn Sequence) -> Vec<TraceRecord> {
+    seq.probes()
+        .and_then(|p| p.trace.take())
+        .map(|s| s.records)
+        .unwrap_or_default()
+}
+
 /// Prefill: one forward over prompt + span at offset 0; keep the span positions' logits.
-/// With `trace`, records the selection during that forward.
+/// With `trace`, records the selection during that forward. A model that returns only the
+/// last row's logits gets one fresh forward per prefix length instead (span forwards).
 pub fn prefill(
-    model: &Decoder,
+    model: &dyn ModelUnderTest,
     tokens: &[u32],
     prompt_len: usize,
     trace: Option<&TraceSelection>,
 ) -> Result<RunOutput> {
     let start = Instant::now();
     let span = tokens.len() - prompt_len;
-    let mut cache = model.new_cache(tokens.len());
-    let mut sink = trace.cloned().map(TraceSink::new);
-    let mut hooks = Hooks::new(sink.as_mut(), None);
-    // Logits for the span rows only (every row while tracing).
-    let rows = model
-        .forward_rows(tokens, &mut cache, &mut hooks, 0, prompt_len)
-        .context(|| format!("prefill forward over {} tokens", tokens.len()))?
-        .ok_or_else(|| Error::Candle {
+    if span == 0 {
+        return Err(Error::Candle {
             context: "prefill".into(),
             source: candle_core::Error::Msg("the span is empty".into()),
-        })?;
-    // A view of the last `span` rows (the result starts at row 0 while tracing): no copy.
-    let logits = rows
-        .dim(0)
-        .and_then(|n| rows.narrow(0, n - span, span))
-        .context(|| "selecting the span".into())?;
+        });
+    }
+    let ctx = || format!("prefill forward over {} tokens", tokens.len());
+    let mut seq = model.sequence(tokens.len()).context(ctx)?;
+    if let Some(sel) = trace {
+        probes(seq.as_mut(), "prefill")?.trace = Some(TraceSink::new(sel.clone()));
+    }
+    let (logits, forwards, tokens_fed) = if model.capabilities().every_row {
+        let rows = logits_of(seq.as_mut(), tokens, Rows::From(prompt_len), ctx)?;
+        (rows, 1, tokens.len())
+    } else {
+        last_rows_by_prefix(model, tokens, prompt_len)?
+    };
     Ok(RunOutput {
-        vocab: model.config().vocab_size,
+        vocab: model.vocab_size(),
         span_start: prompt_len,
         positions: span,
-        forwards: 1,
-        tokens_fed: tokens.len(),
+        forwards,
+        tokens_fed,
         wall_s: start.elapsed().as_secs_f64(),
         logits,
-        trace: sink.map(|s| s.records).unwrap_or_default(),
+        trace: take_trace(seq.as_mut()),
     })
+}
+
+/// Prefill logits of a model that returns only the last row: a fresh sequence per prefix
+/// `tokens[..p + 1]` for every span position p. Quadratic in the span: the plan states the
+/// cost in forward tokens.
+fn last_rows_by_prefix(
+    model: &dyn ModelUnderTest,
+    tokens: &[u32],
+    prompt_len: usize,
+) -> Result<(Tensor, usize, usize)> {
+    let mut rows = Vec::with_capacity(tokens.len() - prompt_len);
+    let mut fed = 0;
+    for end in prompt_len + 1..=tokens.len() {
+        let ctx = || format!("prefill forward over the first {end} tokens");
+        let mut seq = model.sequence(end).context(ctx)?;
+        let row = logits_of(seq.as_mut(), &tokens[..end], Rows::last(end), ctx)?;
+        rows.push(row);
+        fed += end;
+    }
+    let logits = Tensor::cat(&rows, 0).context(|| "joining the prefill rows".into())?;
+    Ok((logits, rows.len(), fed))
 }
 
 /// Decode: build the prompt's cache as `kv_aligned` says, then one forward per span token at
 /// its own offset; keep each span step's logits.
 ///
-/// kv_aligned = true: the span must start from the cache prefill computed (DESIGN.md
-/// section 2), so the run makes prefill's own forward over prompt + span and keeps the
+/// kv_aligned = true: the span must start from the cache prefill computed (docs/design.md,
+/// "kv_aligned"), so the run makes prefill's own forward over prompt + span and keeps the
 /// prompt's K/V. A separate forward over the prompt alone would run the projections at a
 /// different matrix height, which on GPU kernels can round differently.
 ///
-/// With `trace`, records the selection: prompt positions from whichever forward computed
-/// them, span positions from the decode steps. `fault` perturbs every single-token forward
+/// With a trace selection, records prompt positions from whichever forward computed them and
+/// span positions from the decode steps. The fault perturbs every single-token forward
 /// (never the kv_aligned cache forward, which is prefill's computation).
 pub fn decode(
-    model: &Decoder,
+    model: &dyn ModelUnderTest,
     tokens: &[u32],
     prompt_len: usize,
     kv_aligned: bool,
-    trace: Option<&TraceSelection>,
-    fault: &Injection,
+    inst: Instruments,
 ) -> Result<RunOutput> {
     let start = Instant::now();
     let span = tokens.len() - prompt_len;
-    if fault.fail_span == Some(span) {
+    if inst.fault.fail_span == Some(span) {
         return Err(Error::Candle {
             context: format!("decode at span {span}"),
             source: candle_core::Error::Msg("injected failure (inject.fail_span)".into()),
         });
     }
-    let mut cache = model.new_cache(tokens.len());
+    let mut seq = model
+        .sequence(tokens.len())
+        .context(|| "decode: a new sequence".into())?;
+    let faulty = inst.decode_fault().is_active();
+    if inst.trace.is_some() || faulty {
+        probes(seq.as_mut(), "decode")?.trace = inst.trace.cloned().map(TraceSink::new);
+    }
     let mut forwards = 0;
-    let mut sink = trace.cloned().map(TraceSink::new);
-    let shift = fault.position_shift;
     if kv_aligned {
-        let mut full = model.new_cache(tokens.len());
-        if let Some(s) = sink.as_mut() {
-            s.set_window(0..prompt_len);
+        if let Some(sink) = seq.probes().and_then(|p| p.trace.as_mut()) {
+            sink.set_window(0..prompt_len);
         }
-        let mut hooks = Hooks::new(sink.as_mut(), None);
         // Only the cache is used: no logits are computed unless the forward is traced.
-        model
-            .forward_rows(tokens, &mut full, &mut hooks, 0, tokens.len())
+        seq.forward(tokens, Rows::None)
             .context(|| format!("decode: prefill forward over {} tokens", tokens.len()))?;
-        if let Some(s) = sink.as_mut() {
-            s.set_window(0..usize::MAX);
+        if let Some(sink) = seq.probes().and_then(|p| p.trace.as_mut()) {
+            sink.set_window(0..usize::MAX);
         }
-        cache = full
-            .truncated(prompt_len, tokens.len())
+        seq.truncate(prompt_len)
             .context(|| format!("decode: keeping the prompt's {prompt_len} cached positions"))?;
         forwards += 1;
-    } else {
+    }
+    if faulty {
+        probes(seq.as_mut(), "decode")?.fault = inst.decode_fault();
+    }
+    if !kv_aligned {
         for (pos, &tok) in tokens[..prompt_len].iter().enumerate() {
-            let mut hooks = Hooks::new(sink.as_mut(), fault.scale);
-            model
-                .forward_with(&[tok], &mut cache, &mut hooks, shift)
+            seq.forward(&[tok], Rows::None)
                 .context(|| format!("decode: prompt token at position {pos}"))?;
             forwards += 1;
         }
     }
-    let vocab = model.config().vocab_size;
     // Each step's row stays on the device (no per-step copy to the host, no sync); the rows
     // are joined once at the end.
     let mut rows = Vec::with_capacity(span);
     for (i, &tok) in tokens[prompt_len..].iter().enumerate() {
         let pos = prompt_len + i;
-        let mut hooks = Hooks::new(sink.as_mut(), fault.scale);
-        let row = model
-            .forward_with(&[tok], &mut cache, &mut hooks, shift)
-            .context(|| format!("decode: step at position {pos}"))?;
+        let ctx = || format!("decode: step at position {pos}");
+        let row = logits_of(seq.as_mut(), &[tok], Rows::From(0), ctx)?;
         rows.push(row);
         forwards += 1;
     }
     let logits = Tensor::cat(&rows, 0).context(|| "joining the decode steps' logits".into())?;
     Ok(RunOutput {
         logits,
-        vocab,
+        vocab: model.vocab_size(),
         span_start: prompt_len,
         positions: span,
         forwards,
         tokens_fed: tokens.len(),
         wall_s: start.elapsed().as_secs_f64(),
-        trace: sink.map(|s| s.records).unwrap_or_default(),
+        trace: take_trace(seq.as_mut()),
     })
 }
 
@@ -281,7 +354,7 @@ fn cpu_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RunDtype;
+    use crate::dtype::RunDtype;
     use crate::model::ModelInfo;
 
     fn max_abs(a: &[f32], b: &[f32]) -> f32 {
@@ -299,7 +372,7 @@ mod tests {
         let p = prefill(&model, &tokens, 24, None).unwrap();
         assert_eq!(p.positions, 16);
         for kv in [true, false] {
-            let d = decode(&model, &tokens, 24, kv, None, &Injection::default()).unwrap();
+            let d = decode(&model, &tokens, 24, kv, Instruments::default()).unwrap();
             let (pl, dl) = (p.host_logits().unwrap(), d.host_logits().unwrap());
             assert_eq!(d.logits.dims(), p.logits.dims());
             let diff = max_abs(&pl, &dl);
@@ -347,7 +420,11 @@ mod tests {
             let model = info.load(dtype, &Device::Cpu).unwrap();
             let p = prefill(&model, &tokens, 16, Some(&sel)).unwrap();
             for kv in [true, false] {
-                let d = decode(&model, &tokens, 16, kv, Some(&sel), &Injection::default()).unwrap();
+                let inst = Instruments {
+                    trace: Some(&sel),
+                    ..Default::default()
+                };
+                let d = decode(&model, &tokens, 16, kv, inst).unwrap();
                 let threshold = default_nmse_threshold(dtype);
                 let t = analyze("x", "x", dtype, &p.trace, &d.trace, &tokens, threshold);
                 assert_eq!(t.missing(), 0);

@@ -1,19 +1,20 @@
-//! The results directory (DESIGN.md section 7): the manifest, one record per run, one per
+//! The results directory (docs/design.md, "Results on disk"): the manifest, one record per run, one per
 //! pair, optional logits, and the rendered reports. Every file is written atomically
 //! (temporary file in the same directory, fsync, rename), so it appears whole or not at all.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::compare::Metrics;
-use crate::config::RunDtype;
+use crate::config::SweepConfig;
+use crate::dtype::RunDtype;
 use crate::error::{Error, Result};
+use crate::limits::{DtypeLimits, Thresholds};
 use crate::plan::{Mode, PairSpec};
-use crate::verdict::{PairVerdict, Thresholds};
+use crate::verdict::PairVerdict;
 
 /// Name of the manifest file.
 pub const MANIFEST: &str = "manifest.json";
@@ -31,8 +32,9 @@ pub struct Manifest {
     pub config_sha256: String,
     /// The sweep file's text.
     pub config_text: String,
-    /// The resolved config (defaults filled in, thresholds per dtype merged).
-    pub resolved: serde_json::Value,
+    /// The resolved settings (defaults filled in, limits per dtype merged), typed: a change
+    /// of their shape is a compile error here, not a silently dropped field in a report.
+    pub resolved: ResolvedSettings,
     /// Device asked for.
     pub device: String,
     /// Device actually used, or why none could be.
@@ -58,6 +60,17 @@ pub struct Manifest {
     /// Each invocation that worked on this directory: the first run, then every resume.
     #[serde(default)]
     pub sessions: Vec<Session>,
+}
+
+/// The settings a sweep ran with: its file with every default filled in, and the limits each
+/// dtype's pairs were judged by.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResolvedSettings {
+    /// The sweep file (prompt files read into their text), with defaults.
+    #[serde(flatten)]
+    pub config: SweepConfig,
+    /// Tolerance and drift budget per dtype name.
+    pub limits: BTreeMap<String, DtypeLimits>,
 }
 
 /// One invocation of `driftsweep run` on a results directory.
@@ -380,37 +393,7 @@ fn remove_stale_temporaries(dir: &Path) {
     }
 }
 
-/// Temporary file in the same directory, fsync, rename, fsync of the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let io = |e: std::io::Error| Error::store(path, format!("cannot write: {e}"));
-    {
-        let mut f = fs::File::create(&tmp).map_err(io)?;
-        f.write_all(bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-    }
-    fs::rename(&tmp, path).map_err(io)?;
-    if let Ok(d) = fs::File::open(dir) {
-        // Directory fsync makes the rename durable; some filesystems refuse it, harmlessly.
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-/// Lowercase hex of a digest.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Current time, RFC 3339 UTC.
-pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+use crate::fsutil::write_atomic;
 
 #[cfg(test)]
 mod tests {

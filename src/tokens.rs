@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::compare::argmax;
 use crate::config::ContinuationMode;
 use crate::error::{CandleContext, Result};
-use crate::model::{Decoder, ModelInfo};
+use crate::model::{ModelInfo, ModelUnderTest, Rows};
 use crate::plan::PlannedPrompt;
 
 fn rng_for(purpose: &str, prompt_id: &str, seed: u64) -> ChaCha8Rng {
@@ -48,7 +48,7 @@ pub fn prompt_ids(info: &ModelInfo, prompt: &PlannedPrompt, seed: u64) -> Vec<u3
 /// greedy (the model's own distribution); random needs none.
 pub fn continuation(
     info: &ModelInfo,
-    reference: Option<&Decoder>,
+    reference: Option<&dyn ModelUnderTest>,
     prompt_id: &str,
     prompt: &[u32],
     len: usize,
@@ -67,9 +67,21 @@ pub fn continuation(
         }
     };
     let ctx = || format!("generating the {mode} continuation of `{prompt_id}` (seed {seed})");
-    let mut cache = model.new_cache(prompt.len() + len);
+    let mut seq = model.sequence(prompt.len() + len).context(ctx)?;
     let mut out = Vec::with_capacity(len);
-    let mut logits = model.forward(prompt, &mut cache).context(ctx)?;
+    let no_logits = || candle_core::Error::Msg("the model returned no logits".into());
+    // The own decoder computes the head over every prompt row here, as continuations were
+    // always made: the last row of a P-row product can round differently from a one-row
+    // product, and the continuation ids must not change with the code's layout.
+    let rows = if model.capabilities().every_row {
+        Rows::From(0)
+    } else {
+        Rows::last(prompt.len())
+    };
+    let mut logits = seq
+        .forward(prompt, rows)
+        .and_then(|l| l.ok_or_else(no_logits))
+        .context(ctx)?;
     while out.len() < len {
         let last: Vec<f32> = logits
             .get(logits.dim(0).context(ctx)? - 1)
@@ -81,7 +93,10 @@ pub fn continuation(
         };
         out.push(next);
         if out.len() < len {
-            logits = model.forward(&[next], &mut cache).context(ctx)?;
+            logits = seq
+                .forward(&[next], Rows::From(0))
+                .and_then(|l| l.ok_or_else(no_logits))
+                .context(ctx)?;
         }
     }
     Ok(out)
@@ -91,7 +106,7 @@ pub fn continuation(
 /// end-of-sequence token (which is kept).
 pub fn generate(
     info: &ModelInfo,
-    model: &Decoder,
+    model: &dyn ModelUnderTest,
     prompt: &[u32],
     max_tokens: usize,
 ) -> Result<Vec<u32>> {
@@ -140,9 +155,25 @@ mod tests {
 
     #[test]
     fn sampling_follows_the_distribution() {
+        // Probabilities 1/6, 2/6, 3/6: each count of 6000 draws must lie within 5 binomial
+        // standard deviations of its expectation. An argmax (all draws on index 2) or a
+        // uniform draw fails.
         let mut rng = rng_for("t", "t", 0);
-        let logits = [0.0f32, 10.0, -10.0];
-        let hits = (0..1000).filter(|_| sample(&logits, &mut rng) == 1).count();
-        assert!(hits > 990, "{hits}");
+        let logits = [0.0f32, 2f32.ln(), 3f32.ln()];
+        let n = 6000;
+        let mut counts = [0usize; 3];
+        for _ in 0..n {
+            counts[sample(&logits, &mut rng) as usize] += 1;
+        }
+        for (i, &c) in counts.iter().enumerate() {
+            let p = (i + 1) as f64 / 6.0;
+            let mean = n as f64 * p;
+            let sd = (n as f64 * p * (1.0 - p)).sqrt();
+            assert!(
+                (c as f64 - mean).abs() < 5.0 * sd,
+                "index {i}: {c} draws, expected {mean:.0} ± {:.0}: {counts:?}",
+                5.0 * sd
+            );
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! Layer traces (DESIGN.md sections 5–6): record chosen tensors at chosen layers and positions
+//! Layer traces (docs/design.md, "Layer traces"): record chosen tensors at chosen layers and positions
 //! in both runs of a pair, align them by (position, layer, tensor), measure each aligned record,
 //! and name the first tensor in forward order where the paths diverge and its root cause.
 //!
@@ -20,9 +20,9 @@ use std::fmt;
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::config::RunDtype;
+use crate::dtype::RunDtype;
 
-/// A traced tensor, in forward order within a layer (DESIGN.md section 5).
+/// A traced tensor, in forward order within a layer (docs/design.md, "Layer traces").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TensorName {

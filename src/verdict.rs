@@ -1,223 +1,16 @@
-//! Verdicts (DESIGN.md section 4): per pair from its metrics and thresholds, and the sweep's
-//! global verdict from the pairs. The default tolerances and drift budgets live here, and only
-//! here, each with where its number comes from.
+//! Verdicts (docs/design.md, "Verdicts"): per pair from its metrics and limits, and the sweep's
+//! global verdict from the pairs. The limits themselves, with where each number comes from,
+//! are in [`crate::limits`]; this module only applies them.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::compare::Metrics;
-use crate::config::RunDtype;
+use crate::dtype::RunDtype;
+use crate::limits::Thresholds;
 
-/// Limits a pair's metrics must stay within. Used both as the kv_aligned=true tolerance and
-/// as the kv_aligned=false drift budget.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Thresholds {
-    /// Largest allowed |prefill − decode| over the span × vocab.
-    pub max_abs_diff: f32,
-    /// Largest allowed 99th percentile of |prefill − decode|.
-    pub p99_abs_diff: f32,
-    /// Largest allowed mean |prefill − decode|.
-    pub mean_abs_diff: f32,
-    /// Largest allowed mean over positions of KL(prefill ‖ decode).
-    pub kl_mean: f32,
-    /// Largest allowed 99th percentile of the per-position KL.
-    pub kl_p99: f32,
-    /// Largest allowed KL at any one position.
-    pub kl_max: f32,
-    /// Smallest allowed fraction of positions with the same argmax.
-    pub top1_agreement_min: f32,
-    /// Absolute floor of the near-tie margin (see [`Thresholds::tie_margin_at`]).
-    pub tie_margin: f32,
-    /// Near-tie margin in rounding steps of the dtype at the size of prefill's top logit.
-    pub tie_ulps: f32,
-}
-
-/// A partial [`Thresholds`] from the sweep file; absent keys keep the default.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ThresholdsOverride {
-    /// See [`Thresholds::max_abs_diff`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_abs_diff: Option<f32>,
-    /// See [`Thresholds::p99_abs_diff`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub p99_abs_diff: Option<f32>,
-    /// See [`Thresholds::mean_abs_diff`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mean_abs_diff: Option<f32>,
-    /// See [`Thresholds::kl_mean`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kl_mean: Option<f32>,
-    /// See [`Thresholds::kl_p99`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kl_p99: Option<f32>,
-    /// See [`Thresholds::kl_max`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kl_max: Option<f32>,
-    /// See [`Thresholds::top1_agreement_min`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top1_agreement_min: Option<f32>,
-    /// See [`Thresholds::tie_margin`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tie_margin: Option<f32>,
-    /// See [`Thresholds::tie_ulps`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tie_ulps: Option<f32>,
-}
-
-impl ThresholdsOverride {
-    /// Every given value must be finite and non-negative; agreement must be in [0, 1].
-    /// On error returns (key, message).
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        let fields = [
-            ("max_abs_diff", self.max_abs_diff),
-            ("p99_abs_diff", self.p99_abs_diff),
-            ("mean_abs_diff", self.mean_abs_diff),
-            ("kl_mean", self.kl_mean),
-            ("kl_p99", self.kl_p99),
-            ("kl_max", self.kl_max),
-            ("top1_agreement_min", self.top1_agreement_min),
-            ("tie_margin", self.tie_margin),
-            ("tie_ulps", self.tie_ulps),
-        ];
-        for (k, v) in fields {
-            if let Some(v) = v
-                && !(v.is_finite() && v >= 0.0)
-            {
-                return Err((k, format!("{v} must be a finite number ≥ 0")));
-            }
-        }
-        if let Some(a) = self.top1_agreement_min
-            && a > 1.0
-        {
-            return Err((
-                "top1_agreement_min",
-                format!("{a} is a fraction and must be ≤ 1"),
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Thresholds {
-    /// Default kv_aligned=true tolerance for a dtype.
-    ///
-    /// Each limit is about twice the worst honest drift measured on SmolLM2-135M-Instruct in
-    /// the B3.70 sweep (ChatML prompt, spans 32–512, seeds 0–2, both kv_aligned modes, CPU), by
-    /// two implementations: PyTorch + transformers (DESIGN.md section 4) and driftsweep's own
-    /// candle decoder (`configs/smollm2_b3_70.yaml`, whose f32 matmuls accumulate in another
-    /// order and drift about twice as far). An honest kernel passes; a defect (wrong mask,
-    /// stale cache slot, position off by one: KL orders of magnitude higher, top-1 flips on wide
-    /// margins) does not. A flip is a near-tie within two rounding steps of the dtype at the top
-    /// logit's size (`tie_ulps`), and never less than the absolute `tie_margin`.
-    pub fn default_tolerance(dtype: RunDtype) -> Self {
-        match dtype {
-            // f32, worst seen (PyTorch / candle): max 1.2e-4 / 1.9e-4, p99 2.5e-5 / 6.7e-5,
-            // mean — / 1.7e-5, mean KL 1.5e-11 / 5e-11, KL max — / 3.8e-10, no flips. The KL
-            // limits sit far above that because f32 log-softmax itself rounds near 1e-7.
-            RunDtype::F32 => Thresholds {
-                max_abs_diff: 4e-4,
-                p99_abs_diff: 1.5e-4,
-                mean_abs_diff: 4e-5,
-                kl_mean: 1e-8,
-                kl_p99: 1e-7,
-                kl_max: 1e-6,
-                top1_agreement_min: 1.0,
-                // f32 flips only happen on exact ties: the max_abs scale.
-                tie_margin: 4e-4,
-                tie_ulps: 2.0,
-            },
-            // bf16, worst seen: max 1.14 / 1.75, p99 0.37 / 0.72, mean — / 0.22, mean KL
-            // 1.9e-3 / 5.7e-3, KL p99 — / 0.049, KL max — / 0.076, top-1 ≥ 0.961 in both.
-            // Every flip sat on a tie or a one-step gap (0.125 for logits in [16, 32)); the
-            // widest was 0.25.
-            RunDtype::Bf16 => Thresholds {
-                max_abs_diff: 3.5,
-                p99_abs_diff: 1.5,
-                mean_abs_diff: 0.45,
-                kl_mean: 1.2e-2,
-                kl_p99: 0.1,
-                kl_max: 0.15,
-                top1_agreement_min: 0.9,
-                tie_margin: 0.25,
-                tie_ulps: 2.0,
-            },
-            // f16, worst seen: max 0.19 / 0.52, p99 0.05 / 0.13, mean — / 0.034, mean KL 3e-5 /
-            // 9.5e-5, KL p99 — / 1e-3, KL max 4e-4 / 0.0108, top-1 ≥ 0.996 / 0.992. Flips on
-            // gaps up to 1/64 in PyTorch and 0.0547 in candle (span 128, seed 0, position 156:
-            // f32 prefill and decode agree on a 0.021 near-tie that f16 prefill's own rounding
-            // widened; f16 decode sides with f32). The KL max (span 512, seed 1, position 377)
-            // is one top logit of 29 that f16 decode put 0.23 off f32, a quarter of
-            // `max_abs_diff`'s limit: such a shift δ at probability p costs p(1 − p)δ²/2 ≈ 0.008.
-            RunDtype::F16 => Thresholds {
-                max_abs_diff: 1.0,
-                p99_abs_diff: 0.25,
-                mean_abs_diff: 0.07,
-                kl_mean: 2e-4,
-                kl_p99: 2e-3,
-                kl_max: 2e-2,
-                top1_agreement_min: 0.98,
-                tie_margin: 1.0 / 8.0,
-                tie_ulps: 2.0,
-            },
-        }
-    }
-
-    /// Default kv_aligned=false drift budget for a dtype.
-    ///
-    /// DESIGN.md section 4 saw no systematic difference between kv_aligned true and false, so
-    /// the budget is the tolerance with twice the room on every magnitude (and the same tie
-    /// margin: a wide-margin flip is a defect in either mode).
-    pub fn default_drift_budget(dtype: RunDtype) -> Self {
-        let t = Self::default_tolerance(dtype);
-        Thresholds {
-            max_abs_diff: 2.0 * t.max_abs_diff,
-            p99_abs_diff: 2.0 * t.p99_abs_diff,
-            mean_abs_diff: 2.0 * t.mean_abs_diff,
-            kl_mean: 2.0 * t.kl_mean,
-            kl_p99: 2.0 * t.kl_p99,
-            kl_max: 2.0 * t.kl_max,
-            top1_agreement_min: 1.0 - 2.0 * (1.0 - t.top1_agreement_min),
-            tie_margin: t.tie_margin,
-            tie_ulps: t.tie_ulps,
-        }
-    }
-
-    /// These thresholds with the given overrides applied.
-    pub fn merged(&self, o: &ThresholdsOverride) -> Self {
-        Thresholds {
-            max_abs_diff: o.max_abs_diff.unwrap_or(self.max_abs_diff),
-            p99_abs_diff: o.p99_abs_diff.unwrap_or(self.p99_abs_diff),
-            mean_abs_diff: o.mean_abs_diff.unwrap_or(self.mean_abs_diff),
-            kl_mean: o.kl_mean.unwrap_or(self.kl_mean),
-            kl_p99: o.kl_p99.unwrap_or(self.kl_p99),
-            kl_max: o.kl_max.unwrap_or(self.kl_max),
-            top1_agreement_min: o.top1_agreement_min.unwrap_or(self.top1_agreement_min),
-            tie_margin: o.tie_margin.unwrap_or(self.tie_margin),
-            tie_ulps: o.tie_ulps.unwrap_or(self.tie_ulps),
-        }
-    }
-
-    /// The near-tie margin for a flip whose prefill top logit is `top`: `tie_ulps` rounding
-    /// steps of `dtype` at |top|, and at least `tie_margin`.
-    pub fn tie_margin_at(&self, dtype: RunDtype, top: f32) -> f32 {
-        self.tie_margin.max(self.tie_ulps * ulp(dtype, top))
-    }
-}
-
-/// The spacing of `dtype` values near `x` (one unit in the last place).
-pub fn ulp(dtype: RunDtype, x: f32) -> f32 {
-    let mantissa_bits = match dtype {
-        RunDtype::F32 => 23,
-        RunDtype::Bf16 => 7,
-        RunDtype::F16 => 10,
-    };
-    let exponent = x.abs().max(f32::MIN_POSITIVE).log2().floor();
-    2f32.powf(exponent - mantissa_bits as f32)
-}
-
-/// A pair's verdict (DESIGN.md section 4).
+/// A pair's verdict (docs/design.md, "Verdicts").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PairVerdict {
@@ -284,7 +77,7 @@ pub enum GlobalVerdict {
 }
 
 impl GlobalVerdict {
-    /// Exit code of `driftsweep run` (DESIGN.md section 7).
+    /// Exit code of `driftsweep run` (docs/design.md, "Results on disk").
     pub fn exit_code(self) -> i32 {
         match self {
             GlobalVerdict::Pass => 0,
@@ -429,6 +222,64 @@ pub fn judge_sweep(verdicts: &[PairVerdict]) -> (GlobalVerdict, String) {
     (GlobalVerdict::Pass, reason)
 }
 
+/// What a sweep's layer traces add up to: the counts the trace RESULT is judged from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TraceTally {
+    /// Pairs with a trace.
+    pub traced_pairs: usize,
+    /// Traced pairs with a record over threshold or without a partner.
+    pub failing_pairs: usize,
+    /// Records compared, over every trace.
+    pub compared_records: usize,
+    /// Records over threshold.
+    pub failed_records: usize,
+    /// Records without a partner at their position (or with one for another token).
+    pub missing_partners: usize,
+    /// Pairs that should have a trace and have none.
+    pub not_traced: usize,
+    /// The sweep traces failing pairs only, and no pair failed.
+    pub nothing_failed_to_trace: bool,
+}
+
+/// The trace RESULT: FAIL when a traced pair diverges, PASS only when records were compared,
+/// none failed and none is missing, INCOMPLETE otherwise (nothing compared, or expected
+/// traces missing).
+pub fn judge_traces(t: &TraceTally) -> (GlobalVerdict, String) {
+    if t.failing_pairs > 0 {
+        return (
+            GlobalVerdict::Fail,
+            format!(
+                "{} of {} traced pairs diverge: {} records over threshold, {} misaligned (no partner at their position, or a partner for another token)",
+                t.failing_pairs, t.traced_pairs, t.failed_records, t.missing_partners
+            ),
+        );
+    }
+    if t.compared_records == 0 {
+        let why = if t.nothing_failed_to_trace {
+            "no pair failed its logits verdict, so none was traced"
+        } else {
+            "no trace record was compared"
+        };
+        return (GlobalVerdict::Incomplete, why.to_string());
+    }
+    if t.not_traced > 0 {
+        return (
+            GlobalVerdict::Incomplete,
+            format!(
+                "{} expected traces are missing; the rest match",
+                t.not_traced
+            ),
+        );
+    }
+    (
+        GlobalVerdict::Pass,
+        format!(
+            "all {} records of {} traced pairs within threshold, none missing",
+            t.compared_records, t.traced_pairs
+        ),
+    )
+}
+
 /// Compact number formatting for reasons: scientific below 1e-3, otherwise 4 significant digits.
 pub fn fmt_num(x: f32) -> String {
     if x == 0.0 {
@@ -545,16 +396,6 @@ mod tests {
     }
 
     #[test]
-    fn ulp_matches_the_formats() {
-        assert_eq!(ulp(RunDtype::Bf16, 20.0), 0.125);
-        assert_eq!(ulp(RunDtype::Bf16, -80.0), 0.5);
-        assert_eq!(ulp(RunDtype::F16, 20.0), 1.0 / 64.0);
-        assert_eq!(ulp(RunDtype::F32, 1.0), f32::EPSILON);
-        let t = Thresholds::default_tolerance(RunDtype::Bf16);
-        assert_eq!(t.tie_margin_at(RunDtype::Bf16, 1.0), t.tie_margin);
-    }
-
-    #[test]
     fn mean_abs_and_kl_p99_are_judged_too() {
         let t = Thresholds::default_tolerance(RunDtype::F16);
         let mut m = metrics(0.1);
@@ -604,26 +445,35 @@ mod tests {
     }
 
     #[test]
-    fn overrides_merge() {
-        let t = Thresholds::default_tolerance(RunDtype::Bf16).merged(&ThresholdsOverride {
-            max_abs_diff: Some(0.1),
+    fn trace_result_rules() {
+        let pass = TraceTally {
+            traced_pairs: 2,
+            compared_records: 100,
+            ..Default::default()
+        };
+        assert_eq!(judge_traces(&pass).0, GlobalVerdict::Pass);
+        let fail = TraceTally {
+            failing_pairs: 1,
+            failed_records: 3,
+            ..pass
+        };
+        assert_eq!(judge_traces(&fail).0, GlobalVerdict::Fail);
+        let missing = TraceTally {
+            not_traced: 1,
+            ..pass
+        };
+        assert_eq!(judge_traces(&missing).0, GlobalVerdict::Incomplete);
+        // Nothing compared is never a PASS, whatever the reason.
+        let (v, why) = judge_traces(&TraceTally {
+            nothing_failed_to_trace: true,
             ..Default::default()
         });
-        assert_eq!(t.max_abs_diff, 0.1);
+        assert_eq!(v, GlobalVerdict::Incomplete);
+        assert!(why.contains("no pair failed"), "{why}");
         assert_eq!(
-            t.p99_abs_diff,
-            Thresholds::default_tolerance(RunDtype::Bf16).p99_abs_diff
+            judge_traces(&TraceTally::default()).0,
+            GlobalVerdict::Incomplete
         );
-    }
-
-    #[test]
-    fn budget_is_looser_than_tolerance() {
-        for d in [RunDtype::F32, RunDtype::Bf16, RunDtype::F16] {
-            let t = Thresholds::default_tolerance(d);
-            let b = Thresholds::default_drift_budget(d);
-            assert!(b.max_abs_diff > t.max_abs_diff && b.kl_mean > t.kl_mean);
-            assert!(b.top1_agreement_min <= t.top1_agreement_min);
-        }
     }
 
     #[test]

@@ -11,10 +11,9 @@ use serde::Serialize;
 
 use crate::config::{self, DeviceSpec};
 use crate::error::{Error, Result};
-use crate::model::ModelInfo;
-use crate::plan::{self, Mode, PairSpec};
+use crate::plan::PairSpec;
 use crate::run;
-use crate::store::{self, PairRecord, Store};
+use crate::store::{PairRecord, Store};
 use crate::sweep;
 
 /// Which pairs to re-run.
@@ -141,7 +140,7 @@ pub fn verify(
             .parse()
             .map_err(|m: String| Error::store(dir, format!("manifest.json: `device`: {m}")))?,
     };
-    let info = ModelInfo::for_config(&cfg)?;
+    let (info, plan) = sweep::prepare(&cfg)?;
     if info.sha256 != manifest.model.sha256 {
         return Err(Error::model(
             &info.source,
@@ -151,7 +150,6 @@ pub fn verify(
             ),
         ));
     }
-    let plan = plan::expand(&cfg, &info)?;
     let open = run::open_device(cfg.config.device)
         .map_err(|why| Error::store(dir, format!("cannot verify here: {why}")))?;
 
@@ -173,6 +171,9 @@ pub fn verify(
     dtypes.dedup();
     for dtype in dtypes {
         let model = info.load(dtype, &open.device);
+        let model = model
+            .as_ref()
+            .map(|m| m as &dyn crate::model::ModelUnderTest);
         for &i in chosen.iter().filter(|&&i| compared[i].0.dtype == dtype) {
             let (spec, stored) = &compared[i];
             let check = |error: String| PairCheck {
@@ -198,18 +199,23 @@ pub fn verify(
             };
             let mut ids = seq.prompt.clone();
             ids.extend_from_slice(&seq.continuation[..spec.span]);
-            let runs = [Mode::Prefill, Mode::Decode].map(|mode| {
-                sweep::run_one(model, &ids, seq.prompt.len(), spec, mode, None, &fault)
-            });
-            let [pre, dec] = runs;
-            let (pre, dec) = match (pre, dec) {
-                (Ok(p), Ok(d)) => (p, d),
-                (Err(e), _) | (_, Err(e)) => {
-                    checks.insert(i, check(e.to_string()));
-                    continue;
-                }
+            let input = sweep::PairInput {
+                ids: &ids,
+                prompt_len: seq.prompt.len(),
             };
-            let now = sweep::judge(spec.clone(), Some(pre), Some(dec), vec![], stored.limits);
+            let inst = run::Instruments { trace: None, fault };
+            let Some(done) =
+                sweep::run_pair(*model, input, spec, inst, stored.limits, None, &mut |_| {
+                    true
+                })
+            else {
+                continue;
+            };
+            if let Some(e) = done.runs.iter().find_map(|(_, r)| r.as_ref().err()) {
+                checks.insert(i, check(e.clone()));
+                continue;
+            }
+            let now = done.record;
             let moved = moved_metrics(stored, &now);
             checks.insert(
                 i,
@@ -230,7 +236,7 @@ pub fn verify(
         dir: dir.display().to_string(),
         stored_device: manifest.device_name.clone(),
         device: open.name,
-        checked_at: store::now(),
+        checked_at: crate::fsutil::now(),
         candidates: compared.len(),
         pairs: checks.into_values().collect(),
     };
@@ -306,11 +312,11 @@ mod tests {
             id: "p.s2.f32.kv1.seed0".into(),
             prompt: "p".into(),
             span: 2,
-            dtype: crate::config::RunDtype::F32,
+            dtype: crate::dtype::RunDtype::F32,
             kv_aligned: true,
             seed: 0,
         };
-        let limits = crate::verdict::Thresholds::default_tolerance(spec.dtype);
+        let limits = crate::limits::Thresholds::default_tolerance(spec.dtype);
         let m = crate::compare::compare(&pre, &dec, 3, 5, limits.max_abs_diff).unwrap();
         PairRecord {
             spec,

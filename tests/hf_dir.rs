@@ -6,10 +6,9 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use driftsweep::config::RunDtype;
+use driftsweep::dtype::RunDtype;
 use driftsweep::model::{Decoder, ModelInfo, builtin, decoder::Config};
 use driftsweep::run;
-use driftsweep::trace::Injection;
 
 mod common;
 use common::{tiny, write_hf_dir};
@@ -53,7 +52,7 @@ fn every_architecture_reads_back_with_the_same_logits() {
         );
         // Both paths apply the architecture alike (Mistral: the sliding window of 5 < 12).
         for kv in [true, false] {
-            let d = run::decode(&loaded, &ids, 2, kv, None, &Injection::default())
+            let d = run::decode(&loaded, &ids, 2, kv, run::Instruments::default())
                 .unwrap()
                 .host_logits()
                 .unwrap();

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
-use driftsweep::config::RunDtype;
+use driftsweep::dtype::RunDtype;
 use driftsweep::model::ModelInfo;
 use driftsweep::{run, tokens};
 
@@ -186,7 +186,7 @@ fn the_ci_sweep_on_smollm2_measures_real_drift() {
     for p in r["pairs"].as_array().unwrap() {
         let m = &p["metrics"];
         let max_abs = m["max_abs_diff"].as_f64().unwrap();
-        // DESIGN.md section 4 measured f32 5.6e-5–1.2e-4 and f16 0.08–0.19 with PyTorch.
+        // docs/design.md, "Verdicts" measured f32 5.6e-5–1.2e-4 and f16 0.08–0.19 with PyTorch.
         match p["dtype"].as_str().unwrap() {
             "f32" => assert!(max_abs > 0.0 && max_abs < 1e-3, "{}: {max_abs}", p["id"]),
             _ => assert!(max_abs > 1e-3 && max_abs < 0.4, "{}: {max_abs}", p["id"]),

@@ -1,4 +1,4 @@
-//! The comparator (DESIGN.md section 3): prefill logits are the reference, decode logits are
+//! The comparator (docs/design.md, "Metrics"): prefill logits are the reference, decode logits are
 //! under test; both arrive as f32 `[positions × vocab]` tensors on the device that produced
 //! them, and are compared there ([`compare_tensors`]): in place on the CPU, with candle ops on
 //! a GPU ([`device`]).

@@ -159,7 +159,7 @@ pub fn recipe_sha256(name: &str, cfg: &Config) -> String {
         serde_json::to_string(cfg).unwrap_or_default()
     );
     let digest = Sha256::digest(recipe.as_bytes());
-    crate::store::hex(&digest)
+    crate::fsutil::hex(&digest)
 }
 
 /// English text the built-in tokenizer's merges are trained on.

@@ -1,7 +1,7 @@
 //! The project's own Llama-family decoder, built from candle-nn parts.
 //!
 //! candle-transformers' models return only the last position's logits and expose no hidden
-//! states (DESIGN.md section 9); driftsweep needs logits at every position and, later, layer
+//! states (docs/design.md, "Models under test"); driftsweep needs logits at every position and, later, layer
 //! traces, so it owns the forward pass. Tensor names follow the Hugging Face layout
 //! (`model.layers.N.self_attn.q_proj.weight`, ...), so weights load by name.
 //!
@@ -19,6 +19,7 @@ use candle_nn::kv_cache::KvCache;
 use candle_nn::{Embedding, RmsNorm, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::under_test::{Capabilities, ModelUnderTest, Probes, Rows, Sequence};
 use crate::trace::{Hooks, TensorName};
 
 /// Hyper-parameters of a Llama-family decoder (the fields of a Hugging Face `config.json`).
@@ -523,34 +524,24 @@ impl Decoder {
     /// Feeds `tokens` at positions cache.seq_len().. and appends their K/V to the cache.
     /// Returns f32 logits of shape (tokens.len(), vocab): one row per fed position.
     pub fn forward(&self, tokens: &[u32], cache: &mut Cache) -> candle_core::Result<Tensor> {
-        self.forward_with(tokens, cache, &mut Hooks::default(), 0)
-    }
-
-    /// [`Decoder::forward`] with trace/fault hooks, and RoPE positions shifted by
-    /// `position_shift` (a fault: the step believes it is further along than the cache says).
-    pub fn forward_with(
-        &self,
-        tokens: &[u32],
-        cache: &mut Cache,
-        hooks: &mut Hooks,
-        position_shift: usize,
-    ) -> candle_core::Result<Tensor> {
-        self.forward_rows(tokens, cache, hooks, position_shift, 0)?
+        self.forward_hooked(tokens, cache, &mut Hooks::default(), 0, Rows::From(0))?
             .ok_or_else(|| candle_core::Error::Msg("forward computed no logits".into()))
     }
 
-    /// [`Decoder::forward_with`] that computes logits only for the rows `first_row..` of this
-    /// forward: rows before a span are never compared, and the final norm and LM head are a
-    /// fifth of SmolLM2's work per token. `None` when no row is asked for (a forward made for
-    /// its cache alone). While tracing, every row is computed, so that the trace holds the
-    /// logits of every position; the result then starts at row 0.
-    pub fn forward_rows(
+    /// [`Decoder::forward`] with trace/fault hooks and RoPE positions shifted by
+    /// `position_shift` (a fault: the step believes it is further along than the cache says),
+    /// computing logits only for `rows`: rows before a span are never compared, and the final
+    /// norm and LM head are a fifth of SmolLM2's work per token. While tracing, the final
+    /// norm and head run over every row (the trace holds every position's logits) and the
+    /// rows asked for are cut from that, so a traced and an untraced forward return rows of
+    /// the same computation only when they asked for the same rows.
+    fn forward_hooked(
         &self,
         tokens: &[u32],
         cache: &mut Cache,
         hooks: &mut Hooks,
         position_shift: usize,
-        first_row: usize,
+        rows: Rows,
     ) -> candle_core::Result<Option<Tensor>> {
         let t = tokens.len();
         let offset = cache.seq_len() + position_shift;
@@ -585,11 +576,11 @@ impl Decoder {
         for (i, (layer, kv)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
             x = layer.forward(&x, &self.rope, offset, mask.as_ref(), kv, i, hooks)?;
         }
-        let first = if hooks.sink.is_some() {
-            0
-        } else {
-            first_row.min(t)
+        let wanted = match rows {
+            Rows::None => t,
+            Rows::From(i) => i.min(t),
         };
+        let first = if hooks.sink.is_some() { 0 } else { wanted };
         if first == t {
             return Ok(None);
         }
@@ -599,7 +590,14 @@ impl Decoder {
         // Upcast once, at the end: the comparator works on f32 whatever the run dtype.
         let logits = self.lm_head.forward(&x)?.to_dtype(DType::F32)?;
         let logits = hooks.tap(None, TensorName::Logits, logits, offset)?;
-        logits.squeeze(0).map(Some)
+        if wanted == t {
+            return Ok(None);
+        }
+        // A view of the rows asked for (no copy when nothing extra was computed).
+        logits
+            .squeeze(0)?
+            .narrow(0, wanted - first, t - wanted)
+            .map(Some)
     }
 
     /// Additive mask (t, offset + t): row i may see columns ≤ offset + i, and with a sliding
@@ -621,6 +619,76 @@ impl Decoder {
             })
             .collect();
         Tensor::from_vec(mask, (t, cols), &self.device)?.to_dtype(self.dtype)
+    }
+}
+
+impl ModelUnderTest for Decoder {
+    fn engine(&self) -> &str {
+        "driftsweep"
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+
+    fn context_len(&self) -> usize {
+        self.cfg.max_position_embeddings
+    }
+
+    fn num_layers(&self) -> usize {
+        self.cfg.num_hidden_layers
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn sequence(&self, capacity: usize) -> candle_core::Result<Box<dyn Sequence + '_>> {
+        Ok(Box::new(DecoderSequence {
+            model: self,
+            cache: self.new_cache(capacity),
+            capacity,
+            probes: Probes::default(),
+        }))
+    }
+}
+
+/// A sequence on the own decoder: its cache, and the probes its forwards apply.
+struct DecoderSequence<'a> {
+    model: &'a Decoder,
+    cache: Cache,
+    capacity: usize,
+    probes: Probes,
+}
+
+impl Sequence for DecoderSequence<'_> {
+    fn len(&self) -> usize {
+        self.cache.seq_len()
+    }
+
+    fn forward(&mut self, tokens: &[u32], rows: Rows) -> candle_core::Result<Option<Tensor>> {
+        let fault = self.probes.fault;
+        let mut hooks = Hooks::new(self.probes.trace.as_mut(), fault.scale);
+        self.model.forward_hooked(
+            tokens,
+            &mut self.cache,
+            &mut hooks,
+            fault.position_shift,
+            rows,
+        )
+    }
+
+    fn truncate(&mut self, len: usize) -> candle_core::Result<()> {
+        self.cache = self.cache.truncated(len, self.capacity)?;
+        Ok(())
+    }
+
+    fn probes(&mut self) -> Option<&mut Probes> {
+        Some(&mut self.probes)
     }
 }
 

@@ -73,7 +73,7 @@ pub fn sha256(path: &Path) -> std::io::Result<String> {
             && let Ok(bytes) = serde_json::to_vec_pretty(&entries)
         {
             // Two processes racing here each write a whole file; either result is valid.
-            let _ = crate::store::write_atomic(&file, &bytes);
+            let _ = crate::fsutil::write_atomic(&file, &bytes);
         }
     }
     Ok(sha256)
@@ -91,7 +91,7 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(crate::store::hex(&h.finalize()))
+    Ok(crate::fsutil::hex(&h.finalize()))
 }
 
 #[cfg(test)]

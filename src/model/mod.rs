@@ -7,13 +7,15 @@ pub mod gguf;
 pub mod hash_cache;
 pub mod hf_dir;
 pub mod hub;
+pub mod under_test;
 
 use candle_core::Device;
 use tokenizers::Tokenizer;
 
-use crate::config::RunDtype;
+use crate::dtype::RunDtype;
 use crate::error::{Error, Result};
 pub use decoder::{Cache, Config, Decoder};
+pub use under_test::{Capabilities, Fault, ModelUnderTest, Probes, Rows, Sequence};
 
 /// A parsed `model.source` string.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,21 +182,12 @@ impl ModelInfo {
                         hashes
                     } else {
                         use sha2::{Digest, Sha256};
-                        crate::store::hex(&Sha256::digest(hashes.as_bytes()))
+                        crate::fsutil::hex(&Sha256::digest(hashes.as_bytes()))
                     },
                     weights: Weights::Safetensors(h.files),
                 })
             }
         }
-    }
-
-    /// [`ModelInfo::inspect`] for a sweep file: a bad source is an error of the file's
-    /// `model.source` field.
-    pub fn for_config(cfg: &crate::config::LoadedConfig) -> Result<Self> {
-        Self::inspect(&cfg.config.model.source).map_err(|e| match e {
-            Error::Model { .. } => Error::config(&cfg.path, "model.source", e.to_string()),
-            other => other,
-        })
     }
 
     /// Context length: the largest prompt + span.

@@ -1,4 +1,4 @@
-//! Reports: `report.json` (the contract of DESIGN.md section 7) and `report.md` (through the
+//! Reports: `report.json` (the contract of docs/design.md, "Results on disk") and `report.md` (through the
 //! Tera template in `templates/`), both built from a results directory alone, so that
 //! `driftsweep report DIR` re-renders them without running anything.
 
@@ -8,13 +8,17 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::compare::{Metrics, percentile};
-use crate::config::RunDtype;
+use crate::dtype::RunDtype;
 use crate::error::{Error, Result};
+use crate::limits::{DtypeLimits, Thresholds};
 use crate::plan::{Mode, PairSpec};
 use crate::store::{Manifest, ModelLoad, RunRecord, RunStatus, Store, ToolInfo};
-use crate::verdict::{self, GlobalVerdict, PairVerdict, Thresholds, fmt_num};
+use crate::verdict::{self, GlobalVerdict, PairVerdict, fmt_num};
 
 pub mod trace;
+
+#[cfg(test)]
+mod tests;
 
 /// The Markdown report template, compiled in so the binary works from any directory.
 pub const REPORT_TEMPLATE: &str = include_str!("../../templates/report.md.tera");
@@ -81,7 +85,7 @@ pub struct ReportJson {
     pub performance: Vec<PerfGroup>,
     /// The fault injected into decode runs, when one was (the numbers are then not the
     /// model's own drift).
-    pub inject: Option<serde_json::Value>,
+    pub inject: Option<crate::config::InjectConfig>,
     /// The trace result, when the sweep traced.
     pub trace: Option<trace::TraceSummary>,
     /// The last session was stopped by a signal before its work was done.
@@ -126,15 +130,6 @@ pub struct Counts {
     pub incomplete: usize,
     /// SKIPPED pairs.
     pub skipped: usize,
-}
-
-/// Tolerance and budget of one dtype.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct DtypeLimits {
-    /// kv_aligned=true.
-    pub tolerance: Thresholds,
-    /// kv_aligned=false.
-    pub drift_budget: Thresholds,
 }
 
 /// One run inside a pair.
@@ -328,7 +323,7 @@ pub fn build(store: &Store) -> Result<ReportJson> {
         incomplete: count(PairVerdict::Incomplete),
         skipped: count(PairVerdict::Skipped),
     };
-    let limits = serde_json::from_value(m.resolved["limits"].clone()).unwrap_or_default();
+    let limits = m.resolved.limits.clone();
     let drift_characterization = drift_groups(&pairs);
     let performance = perf_groups(&m.pairs, &runs);
     let observations = observations(&pairs, &counts);
@@ -356,7 +351,7 @@ pub fn build(store: &Store) -> Result<ReportJson> {
         pairs,
         drift_characterization,
         performance,
-        inject: m.resolved.get("inject").filter(|v| !v.is_null()).cloned(),
+        inject: m.resolved.config.inject.clone(),
         trace: None,
         interrupted,
         sessions: m.sessions,
@@ -789,22 +784,15 @@ fn axes(r: &ReportJson) -> String {
 }
 
 /// The injected fault in words, from the resolved config's `inject` section.
-pub fn describe_injection(v: &serde_json::Value) -> String {
+pub fn describe_injection(i: &crate::config::InjectConfig) -> String {
     let mut parts = Vec::new();
-    if let (Some(t), Some(e)) = (
-        v.get("tensor").and_then(|x| x.as_str()),
-        v.get("epsilon").and_then(|x| x.as_f64()),
-    ) {
-        match v.get("layer").and_then(|x| x.as_u64()) {
+    if let (Some(t), Some(e)) = (i.tensor, i.epsilon) {
+        match i.layer {
             Some(l) => parts.push(format!("`{t}` at layer {l} scaled by (1 + {e})")),
             None => parts.push(format!("`{t}` scaled by (1 + {e})")),
         }
     }
-    if let Some(k) = v
-        .get("position_shift")
-        .and_then(|x| x.as_u64())
-        .filter(|k| *k > 0)
-    {
+    if let Some(k) = i.position_shift.filter(|k| *k > 0) {
         parts.push(format!("decode positions shifted by {k}"));
     }
     parts.join("; ")

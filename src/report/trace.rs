@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{ReportJson, render_template};
+use crate::config::TraceOn;
 use crate::error::Result;
 use crate::store::{Store, TraceFile};
 use crate::trace::{PairTrace, RecordResult, RootCause, label};
-use crate::verdict::GlobalVerdict;
+use crate::verdict::{self, GlobalVerdict, TraceTally};
 
 /// The trace report template, compiled in.
 pub const TRACE_TEMPLATE: &str = include_str!("../../templates/trace_report.md.tera");
@@ -35,7 +36,7 @@ pub struct TraceSummary {
 struct TraceJson {
     date: String,
     sweep: String,
-    on: String,
+    on: TraceOn,
     inject: Option<String>,
     result: GlobalVerdict,
     reason: String,
@@ -135,19 +136,15 @@ fn rows_of(t: &PairTrace) -> Vec<TraceRow> {
 /// summary for report.json.
 pub fn render(store: &Store, report: &ReportJson) -> Result<Option<TraceSummary>> {
     let m = store.manifest()?;
-    let Some(trace_cfg) = m.resolved.get("trace").filter(|v| !v.is_null()) else {
+    let Some(trace_cfg) = &m.resolved.config.trace else {
         return Ok(None);
     };
-    let on = trace_cfg
-        .get("on")
-        .and_then(|v| v.as_str())
-        .unwrap_or("always")
-        .to_string();
+    let on = trace_cfg.on;
     // Which pairs should have a trace: all, or those whose logits verdict failed.
     let expected: Vec<&str> = report
         .pairs
         .iter()
-        .filter(|p| on == "always" || p.verdict.is_fail())
+        .filter(|p| on == TraceOn::Always || p.verdict.is_fail())
         .map(|p| p.spec.id.as_str())
         .collect();
     let mut traces: Vec<PairTrace> = Vec::new();
@@ -183,38 +180,15 @@ pub fn render(store: &Store, report: &ReportJson) -> Result<Option<TraceSummary>
                 .or_default() += 1;
         }
     }
-    let (result, reason) = if fail > 0 {
-        (
-            GlobalVerdict::Fail,
-            format!(
-                "{fail} of {} traced pairs diverge: {failed_records} records over threshold, {missing} misaligned (no partner at their position, or a partner for another token)",
-                traces.len()
-            ),
-        )
-    } else if compared == 0 {
-        let why = if on == "failing" && expected.is_empty() {
-            "no pair failed its logits verdict, so none was traced".to_string()
-        } else {
-            "no trace record was compared".to_string()
-        };
-        (GlobalVerdict::Incomplete, why)
-    } else if !not_traced.is_empty() {
-        (
-            GlobalVerdict::Incomplete,
-            format!(
-                "{} expected traces are missing; the rest match",
-                not_traced.len()
-            ),
-        )
-    } else {
-        (
-            GlobalVerdict::Pass,
-            format!(
-                "all {compared} records of {} traced pairs within threshold, none missing",
-                traces.len()
-            ),
-        )
-    };
+    let (result, reason) = verdict::judge_traces(&TraceTally {
+        traced_pairs: traces.len(),
+        failing_pairs: fail,
+        compared_records: compared,
+        failed_records,
+        missing_partners: missing,
+        not_traced: not_traced.len(),
+        nothing_failed_to_trace: on == TraceOn::Failing && expected.is_empty(),
+    });
     let rows: Vec<TraceRow> = traces.iter().flat_map(rows_of).collect();
     let json = TraceJson {
         date: report

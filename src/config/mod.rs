@@ -1,0 +1,374 @@
+//! The sweep file: its schema ([`schema`]), reading it ([`load`]), the checks that need no model
+//! ([`validate`]), and the resolved, checked value everything downstream uses
+//! ([`LoadedConfig`]).
+
+mod load;
+pub mod schema;
+mod validate;
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+pub use load::{load, parse};
+pub use schema::*;
+
+use crate::dtype::RunDtype;
+use crate::limits::Thresholds;
+
+/// The text of the custom templates a sweep file names, read at load (the renderer checks
+/// that they parse before any model work).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CustomTemplates {
+    /// `templates.report`.
+    pub report: Option<String>,
+    /// `templates.trace_report`.
+    pub trace_report: Option<String>,
+}
+
+/// What the prompt of a pair is made of, after validation: text (from `text` or `file`) or
+/// a positive count of random ids. A prompt with neither, or with zero random ids, cannot be
+/// represented.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptSource {
+    /// Tokenized text.
+    Text(String),
+    /// `n` random ids drawn with the pair's seed.
+    RandomTokens(NonZeroUsize),
+}
+
+/// A checked prompt: its id and its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    /// Unique id, used in run ids and file names.
+    pub id: String,
+    /// What it is made of.
+    pub source: PromptSource,
+    /// Its position in the sweep file's `prompts` list (error messages name `prompts[i]`).
+    pub index: usize,
+}
+
+/// A parsed and validated sweep file together with where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Its exact bytes, hashed into the manifest.
+    pub text: String,
+    /// The parsed config (prompt files already read into `text`).
+    pub config: SweepConfig,
+    /// Custom report templates, read from the files `templates:` names.
+    pub templates: CustomTemplates,
+    /// Every prompt of the file, checked, in file order.
+    pub prompts: Vec<Prompt>,
+    /// (field, bytes) of every file the sweep file pulls in (prompt files, templates): part
+    /// of the sweep's identity, since editing one changes what a resumed sweep would run.
+    pub included: Vec<(String, Vec<u8>)>,
+}
+
+impl LoadedConfig {
+    /// sha256 identity of the sweep: the file's bytes and every file it includes. Results
+    /// directories are keyed by it (resume reuses only results of the same identity).
+    pub fn sha256(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.text.as_bytes());
+        for (field, bytes) in &self.included {
+            h.update(b"\0");
+            h.update(field.as_bytes());
+            h.update(b"\0");
+            h.update(bytes);
+        }
+        crate::fsutil::hex(&h.finalize())
+    }
+
+    /// The kv_aligned=true tolerance for `dtype`, defaults merged with the file's overrides.
+    pub fn tolerance(&self, dtype: RunDtype) -> Thresholds {
+        let base = Thresholds::default_tolerance(dtype);
+        match self.config.tolerances.get(dtype.as_str()) {
+            Some(o) => base.merged(o),
+            None => base,
+        }
+    }
+
+    /// The kv_aligned=false drift budget for `dtype`, defaults merged with the file's overrides.
+    pub fn drift_budget(&self, dtype: RunDtype) -> Thresholds {
+        let base = Thresholds::default_drift_budget(dtype);
+        match self.config.drift_budget.get(dtype.as_str()) {
+            Some(o) => base.merged(o),
+            None => base,
+        }
+    }
+
+    /// The limits a pair is judged by: the tolerance when kv_aligned, else the drift budget.
+    pub fn limits(&self, dtype: RunDtype, kv_aligned: bool) -> Thresholds {
+        if kv_aligned {
+            self.tolerance(dtype)
+        } else {
+            self.drift_budget(dtype)
+        }
+    }
+
+    /// The fault injected into decode runs (none by default).
+    pub fn injection(&self) -> crate::trace::Injection {
+        self.config
+            .inject
+            .as_ref()
+            .map(InjectConfig::injection)
+            .unwrap_or_default()
+    }
+
+    /// The trace NMSE threshold for `dtype`: the default, or the file's override.
+    pub fn nmse_threshold(&self, dtype: RunDtype) -> f64 {
+        self.config
+            .trace
+            .as_ref()
+            .and_then(|t| t.nmse_threshold.get(dtype.as_str()).copied())
+            .unwrap_or_else(|| crate::trace::default_nmse_threshold(dtype))
+    }
+
+    /// The prompts the sweep uses, in file order, filtered by `sweep.prompt` when given.
+    pub fn selected_prompts(&self) -> Vec<&Prompt> {
+        match &self.config.sweep.prompt {
+            None => self.prompts.iter().collect(),
+            Some(ids) => self
+                .prompts
+                .iter()
+                .filter(|p| ids.contains(&p.id))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Result;
+    use std::path::Path;
+
+    const GOOD: &str = r#"
+name: t
+model: {source: "builtin:tiny-llama"}
+prompts:
+  - {id: a, text: "hello"}
+  - {id: b, random_tokens: 8}
+sweep:
+  span: [4, 8]
+  dtype: [f32, bf16]
+  kv_aligned: [0, true]
+  seed: [0, 1]
+"#;
+
+    fn parse_str(s: &str) -> Result<LoadedConfig> {
+        parse(Path::new("t.yaml"), s)
+    }
+
+    fn err_of(s: &str) -> String {
+        parse_str(s).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = parse_str(GOOD).unwrap();
+        assert_eq!(c.config.sweep.kv_aligned, vec![false, true]);
+        assert_eq!(c.config.continuation, ContinuationMode::Sample);
+        assert_eq!(c.config.device, DeviceSpec::Cpu);
+        assert_eq!(c.selected_prompts().len(), 2);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = err_of(&GOOD.replace("  seed: [0, 1]", "  seed: [0, 1]\n  sede: [2]"));
+        assert!(e.starts_with("t.yaml: line 12"), "{e}");
+        assert!(e.contains("unknown field `sede`"), "{e}");
+        assert!(e.contains("sweep"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key_path() {
+        let e = err_of(&GOOD.replace("span: [4, 8]", "span: [4, eight]"));
+        assert!(e.contains("sweep.span[1]"), "{e}");
+        assert!(e.contains("line 8"), "{e}");
+    }
+
+    #[test]
+    fn kv_aligned_rejects_two() {
+        let e = err_of(&GOOD.replace("kv_aligned: [0, true]", "kv_aligned: [2]"));
+        assert!(e.contains("sweep.kv_aligned"), "{e}");
+        assert!(e.contains("true, false, 0 or 1"), "{e}");
+    }
+
+    #[test]
+    fn unknown_dtype_lists_the_known_ones() {
+        let e = err_of(&GOOD.replace("[f32, bf16]", "[f32, fp8]"));
+        assert!(e.contains("sweep.dtype[1]") && e.contains("fp8"), "{e}");
+        assert!(e.contains("bf16") && e.contains("f16"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field() {
+        let cases = [
+            (GOOD.replace("span: [4, 8]", "span: []"), "sweep.span"),
+            (GOOD.replace("seed: [0, 1]", "seed: []"), "sweep.seed"),
+            (
+                GOOD.replace("span: [4, 8]", "span: [4, 0]"),
+                "sweep.span[1]",
+            ),
+            (
+                GOOD.replace("span: [4, 8]", "span: [4, 4]"),
+                "sweep.span[1]",
+            ),
+            (GOOD.replace("{id: b,", "{id: a,"), "prompts[1].id"),
+            (
+                GOOD.replace("random_tokens: 8", "random_tokens: 0"),
+                "prompts[1].random_tokens",
+            ),
+            (
+                GOOD.replace("{id: b, random_tokens: 8}", "{id: b}"),
+                "prompts[1]",
+            ),
+            (
+                GOOD.replace("  seed: [0, 1]", "  seed: [0, 1]\n  prompt: [zz]"),
+                "sweep.prompt[0]",
+            ),
+            (format!("{GOOD}exclude:\n  - {{}}\n"), "exclude[0]"),
+            (
+                format!("{GOOD}exclude:\n  - {{prompt: zz}}\n"),
+                "exclude[0].prompt",
+            ),
+            (
+                format!("{GOOD}tolerances:\n  bf16: {{max_abs_diff: -1}}\n"),
+                "tolerances.bf16.max_abs_diff",
+            ),
+            (GOOD.replace("name: t", "name: 'a/b'"), "name"),
+            (GOOD.replace("name: t", "name: '..'"), "name"),
+            (
+                format!("{GOOD}tolerances:\n  fp8: {{max_abs_diff: 1}}\n"),
+                "tolerances.fp8",
+            ),
+            (format!("{GOOD}device: tpu\n"), "device"),
+            (format!("{GOOD}device: 'cuda:x'\n"), "device"),
+        ];
+        for (text, field) in cases {
+            let e = err_of(&text);
+            assert!(e.contains(field), "expected `{field}` in: {e}");
+            assert!(e.starts_with("t.yaml"), "{e}");
+        }
+    }
+
+    #[test]
+    fn model_may_be_a_bare_source_string() {
+        let c = parse_str(&GOOD.replace(
+            r#"model: {source: "builtin:tiny-llama"}"#,
+            "model: builtin:tiny-llama",
+        ))
+        .unwrap();
+        assert_eq!(c.config.model.source, "builtin:tiny-llama");
+        let e = err_of(&GOOD.replace("source:", "sorce:"));
+        assert!(
+            e.contains("unknown field `sorce`") && e.contains("model"),
+            "{e}"
+        );
+        let e = err_of(&GOOD.replace(r#"model: {source: "builtin:tiny-llama"}"#, "model: 3"));
+        assert!(e.contains("a model source string or a map"), "{e}");
+    }
+
+    #[test]
+    fn trace_and_inject_sections_parse_and_validate() {
+        let t = format!(
+            "{GOOD}trace:\n  layers: [0, 2]\n  tensors: all\n  positions: last\n  on: failing\ninject:\n  tensor: mlp_out\n  layer: 2\n  epsilon: 0.01\n"
+        );
+        let c = parse_str(&t).unwrap();
+        let tr = c.config.trace.as_ref().unwrap();
+        assert_eq!(tr.layers, AllOr::List(vec![0, 2]));
+        assert_eq!(tr.tensors, AllOr::All);
+        assert_eq!(tr.positions, TracePositions::Last);
+        assert_eq!(tr.on, TraceOn::Failing);
+        let inj = c.injection();
+        assert_eq!(inj.scale.unwrap().layer, 2);
+        assert_eq!(
+            c.nmse_threshold(RunDtype::F32),
+            crate::trace::default_nmse_threshold(RunDtype::F32)
+        );
+        let shift = parse_str(&format!("{GOOD}inject: {{position_shift: 1}}\n")).unwrap();
+        assert_eq!(shift.injection().position_shift, 1);
+        assert!(shift.injection().scale.is_none());
+        let cases = [
+            (
+                format!("{GOOD}trace: {{layers: every, tensors: all, positions: span}}\n"),
+                "trace.layers",
+            ),
+            (
+                format!("{GOOD}trace: {{layers: all, tensors: [qq], positions: span}}\n"),
+                "trace.tensors[0]",
+            ),
+            (
+                format!("{GOOD}trace: {{layers: all, tensors: all, positions: first}}\n"),
+                "trace.positions",
+            ),
+            (
+                format!("{GOOD}trace: {{layers: [], tensors: all, positions: span}}\n"),
+                "trace.layers",
+            ),
+            (
+                format!(
+                    "{GOOD}trace: {{layers: all, tensors: all, positions: span, nmse_threshold: {{f8: 1}}}}\n"
+                ),
+                "trace.nmse_threshold.f8",
+            ),
+            (
+                format!("{GOOD}inject: {{tensor: mlp_out, epsilon: 0.1}}\n"),
+                "inject.layer",
+            ),
+            (
+                format!("{GOOD}inject: {{tensor: mlp_out, layer: 1}}\n"),
+                "inject.epsilon",
+            ),
+            (format!("{GOOD}inject: {{}}\n"), "inject"),
+            (
+                format!("{GOOD}inject: {{tensor: logits, layer: 1, epsilon: 0.1}}\n"),
+                "inject.layer",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = err_of(&text);
+            assert!(e.contains(field), "expected `{field}` in: {e}");
+        }
+    }
+
+    #[test]
+    fn threshold_key_errors_name_the_dtype() {
+        let e = err_of(&format!("{GOOD}tolerances:\n  bf16: {{max_abs: 1}}\n"));
+        assert!(e.contains("tolerances.bf16.max_abs"), "{e}");
+        assert!(!e.contains('?'), "{e}");
+    }
+
+    #[test]
+    fn device_specs_parse() {
+        for (s, d) in [
+            ("cpu", DeviceSpec::Cpu),
+            ("auto", DeviceSpec::Auto),
+            ("cuda", DeviceSpec::Cuda(0)),
+            ("cuda:1", DeviceSpec::Cuda(1)),
+            ("metal:0", DeviceSpec::Metal(0)),
+        ] {
+            assert_eq!(s.parse::<DeviceSpec>().unwrap(), d);
+        }
+        assert!("cpu:1".parse::<DeviceSpec>().is_err());
+        assert_eq!(DeviceSpec::Cuda(2).to_string(), "cuda:2");
+    }
+
+    #[test]
+    fn missing_required_key_is_named() {
+        let e = err_of(&GOOD.replace("name: t\n", ""));
+        assert!(e.contains("missing field `name`"), "{e}");
+    }
+
+    #[test]
+    fn yaml_syntax_error_has_a_line() {
+        let e = err_of("name: [unclosed\n");
+        assert!(e.starts_with("t.yaml: line"), "{e}");
+    }
+}

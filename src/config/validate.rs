@@ -1,0 +1,267 @@
+//! The checks a sweep file must pass that need no model (empty lists, duplicate ids, unknown
+//! prompt references, inconsistent fault injection). Checks that need the model, such as a
+//! span longer than its context, happen when the plan is expanded.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+
+use super::{AllOr, SweepConfig, TracePositions};
+use crate::dtype::RunDtype;
+use crate::error::{Error, Result};
+
+/// The checks that need no model.
+pub(super) fn validate(path: &Path, c: &SweepConfig) -> Result<()> {
+    let err = |field: &str, msg: String| Err(Error::config(path, field, msg));
+    if c.name.trim().is_empty() {
+        return err("name", "must not be empty".into());
+    }
+    // It names the default results directory: no path tricks like `..`.
+    if !c.name.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+        || !c
+            .name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
+    {
+        return err(
+            "name",
+            format!(
+                "`{}` may only use letters, digits, `_`, `-` and `.`",
+                c.name
+            ),
+        );
+    }
+    if c.model.source.trim().is_empty() {
+        return err("model.source", "must not be empty".into());
+    }
+    if c.prompts.is_empty() {
+        return err(
+            "prompts",
+            "the list is empty: give at least one prompt".into(),
+        );
+    }
+    let mut seen = HashSet::new();
+    for (i, p) in c.prompts.iter().enumerate() {
+        let field = format!("prompts[{i}]");
+        if p.id.is_empty()
+            || !p
+                .id
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "_-".contains(ch))
+        {
+            return err(
+                &format!("{field}.id"),
+                format!(
+                    "`{}` must be non-empty and use only letters, digits, `_` and `-` (it names files)",
+                    p.id
+                ),
+            );
+        }
+        if !seen.insert(p.id.as_str()) {
+            return err(
+                &format!("{field}.id"),
+                format!("duplicate prompt id `{}`", p.id),
+            );
+        }
+        let given = [
+            p.text.is_some(),
+            p.file.is_some(),
+            p.random_tokens.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return err(
+                &field,
+                "give one of `text`, `file` or `random_tokens`, not several".into(),
+            );
+        }
+        match (&p.text, p.random_tokens) {
+            (None, None) if p.file.is_none() => {
+                return err(&field, "give `text`, `file` or `random_tokens`".into());
+            }
+            (Some(t), None) if t.is_empty() => {
+                return err(&format!("{field}.text"), "must not be empty".into());
+            }
+            (None, Some(0)) => {
+                return err(
+                    &format!("{field}.random_tokens"),
+                    "must be at least 1".into(),
+                );
+            }
+            _ => {}
+        }
+    }
+    let s = &c.sweep;
+    for (name, len) in [
+        ("sweep.span", s.span.len()),
+        ("sweep.dtype", s.dtype.len()),
+        ("sweep.kv_aligned", s.kv_aligned.len()),
+        ("sweep.seed", s.seed.len()),
+    ] {
+        if len == 0 {
+            return err(
+                name,
+                "the list is empty: the sweep would have no pairs".into(),
+            );
+        }
+    }
+    if let Some(i) = s.span.iter().position(|&x| x == 0) {
+        return err(
+            &format!("sweep.span[{i}]"),
+            "a span must be at least 1 token".into(),
+        );
+    }
+    check_unique(path, "sweep.span", &s.span)?;
+    check_unique(path, "sweep.dtype", &s.dtype)?;
+    check_unique(path, "sweep.kv_aligned", &s.kv_aligned)?;
+    check_unique(path, "sweep.seed", &s.seed)?;
+    if let Some(ids) = &s.prompt {
+        if ids.is_empty() {
+            return err(
+                "sweep.prompt",
+                "the list is empty: leave it out to use every prompt".into(),
+            );
+        }
+        check_unique(path, "sweep.prompt", ids)?;
+        for (i, id) in ids.iter().enumerate() {
+            if !c.prompts.iter().any(|p| &p.id == id) {
+                return err(
+                    &format!("sweep.prompt[{i}]"),
+                    format!("no prompt has id `{id}`"),
+                );
+            }
+        }
+    }
+    for (i, rule) in c.exclude.iter().enumerate() {
+        let field = format!("exclude[{i}]");
+        if rule.prompt.is_none()
+            && rule.span.is_none()
+            && rule.dtype.is_none()
+            && rule.kv_aligned.is_none()
+            && rule.seed.is_none()
+        {
+            return err(&field, "an empty rule would drop every pair".into());
+        }
+        if let Some(p) = &rule.prompt
+            && !c.prompts.iter().any(|q| &q.id == p)
+        {
+            return err(
+                &format!("{field}.prompt"),
+                format!("no prompt has id `{p}`"),
+            );
+        }
+    }
+    let is_dtype = |k: &str| RunDtype::ALL.iter().any(|d| d.as_str() == k);
+    if let Some(t) = &c.trace {
+        for (k, v) in &t.nmse_threshold {
+            if !is_dtype(k) {
+                return err(
+                    &format!("trace.nmse_threshold.{k}"),
+                    format!("unknown dtype `{k}`; expected f32, bf16 or f16"),
+                );
+            }
+            if !(v.is_finite() && *v > 0.0) {
+                return err(
+                    &format!("trace.nmse_threshold.{k}"),
+                    format!("{v} must be a finite number > 0"),
+                );
+            }
+        }
+        for (name, empty) in [
+            (
+                "trace.layers",
+                matches!(&t.layers, AllOr::List(v) if v.is_empty()),
+            ),
+            (
+                "trace.tensors",
+                matches!(&t.tensors, AllOr::List(v) if v.is_empty()),
+            ),
+            (
+                "trace.positions",
+                matches!(&t.positions, TracePositions::List(v) if v.is_empty()),
+            ),
+        ] {
+            if empty {
+                return err(name, "the list is empty: nothing would be traced".into());
+            }
+        }
+    }
+    if let Some(i) = &c.inject {
+        match (i.tensor, i.epsilon) {
+            (Some(_), None) => {
+                return err("inject.epsilon", "a scaled tensor needs `epsilon`".into());
+            }
+            (None, Some(_)) => {
+                return err(
+                    "inject.tensor",
+                    "`epsilon` needs the `tensor` to scale".into(),
+                );
+            }
+            (None, None) if i.position_shift.unwrap_or(0) == 0 && i.fail_span.is_none() => {
+                return err(
+                    "inject",
+                    "give `tensor` with `epsilon`, a `position_shift` of at least 1, or a \
+                     `fail_span`"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+        if let Some(f) = i.fail_span
+            && !c.sweep.span.contains(&f)
+        {
+            return err(
+                "inject.fail_span",
+                format!("{f} is not one of `sweep.span`, so no run would fail"),
+            );
+        }
+        if let Some(e) = i.epsilon
+            && !(e.is_finite() && e != 0.0)
+        {
+            return err(
+                "inject.epsilon",
+                format!("{e} must be a finite non-zero number"),
+            );
+        }
+        if let Some(t) = i.tensor {
+            match (t.in_layer(), i.layer) {
+                (true, None) => {
+                    return err(
+                        "inject.layer",
+                        format!("`{t}` is a layer tensor: give its layer"),
+                    );
+                }
+                (false, Some(_)) => return err("inject.layer", format!("`{t}` has no layer")),
+                _ => {}
+            }
+        }
+    }
+    for (section, map) in [
+        ("tolerances", &c.tolerances),
+        ("drift_budget", &c.drift_budget),
+    ] {
+        for (dtype, o) in map {
+            if !is_dtype(dtype) {
+                return err(
+                    &format!("{section}.{dtype}"),
+                    format!("unknown dtype `{dtype}`; expected f32, bf16 or f16"),
+                );
+            }
+            o.validate()
+                .map_err(|(k, m)| Error::config(path, format!("{section}.{dtype}.{k}"), m))?;
+        }
+    }
+    Ok(())
+}
+
+fn check_unique<T: PartialEq + fmt::Debug>(path: &Path, field: &str, xs: &[T]) -> Result<()> {
+    for (i, x) in xs.iter().enumerate() {
+        if xs[..i].contains(x) {
+            return Err(Error::config(
+                path,
+                format!("{field}[{i}]"),
+                format!("{x:?} is listed twice"),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! The model under test, as runs see it: a seam between driftsweep's runs and whatever
+//! implementation computes the logits (driftsweep's own [`Decoder`](super::Decoder) first;
+//! other implementations plug in here).
+//!
+//! A run needs little from a model: its vocabulary and context size, a *sequence* that takes
+//! token ids at its current offset and returns f32 logits for the rows asked for, and a few
+//! optional abilities ([`Capabilities`]). Pairs that need an ability the model lacks are
+//! SKIPPED with the reason when the sweep is planned, never failed at run time.
+
+use candle_core::{Device, Tensor};
+use serde::Serialize;
+
+use crate::trace::{ScaleFault, TraceSink};
+
+/// What a model under test can do beyond feeding tokens and returning the last row's logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// A multi-token forward returns logits for any rows asked for. Without it, only the last
+    /// row's logits exist, and a prefill's span logits need one fresh forward per prefix.
+    pub every_row: bool,
+    /// Layer taps (traces) and injected faults ([`Sequence::probes`]).
+    pub probes: bool,
+    /// A sequence's cache can be cut back to a prefix ([`Sequence::truncate`]), which a
+    /// kv_aligned = true decode needs: it continues from prefill's own cache.
+    pub cache_prefix: bool,
+}
+
+impl Capabilities {
+    /// Everything: what driftsweep's own decoder can do.
+    pub const ALL: Capabilities = Capabilities {
+        every_row: true,
+        probes: true,
+        cache_prefix: true,
+    };
+}
+
+/// Which rows of a forward's tokens to return logits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rows {
+    /// None: the forward is made for its cache alone.
+    None,
+    /// Rows `i..` of this forward's tokens (`From(0)`: every row; `From(t - 1)`: the last).
+    From(usize),
+}
+
+impl Rows {
+    /// The last row of a `t`-token forward.
+    pub fn last(t: usize) -> Rows {
+        Rows::From(t.saturating_sub(1))
+    }
+}
+
+/// A deliberate perturbation active on a sequence's forwards (the tool's negative control).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Fault {
+    /// Scale one tensor at one layer by (1 + ε).
+    pub scale: Option<ScaleFault>,
+    /// The forward believes it is this many positions further along than its cache says.
+    pub position_shift: usize,
+}
+
+impl Fault {
+    /// Whether this fault changes anything.
+    pub fn is_active(&self) -> bool {
+        self.scale.is_some() || self.position_shift != 0
+    }
+}
+
+/// What a sequence does besides computing: record layer taps, and perturb on purpose. Runs
+/// set these between forwards (a kv_aligned decode records its cache forward's prompt
+/// positions, then turns the fault on for its decode steps).
+#[derive(Debug, Clone, Default)]
+pub struct Probes {
+    /// Where tap records go; `None` records nothing.
+    pub trace: Option<TraceSink>,
+    /// The fault applied to the following forwards.
+    pub fault: Fault,
+}
+
+/// A model loaded in one dtype on one device, ready to run sequences.
+pub trait ModelUnderTest: Send + Sync {
+    /// The implementation's name, as in run ids and reports (`driftsweep` for the own
+    /// decoder).
+    fn engine(&self) -> &str;
+    /// Width of a logits row.
+    fn vocab_size(&self) -> usize;
+    /// Largest number of positions a sequence may hold.
+    fn context_len(&self) -> usize;
+    /// Number of transformer blocks (the layers a trace or fault may name).
+    fn num_layers(&self) -> usize;
+    /// What it can do.
+    fn capabilities(&self) -> Capabilities;
+    /// The device its weights and logits are on.
+    fn device(&self) -> &Device;
+    /// A new, empty sequence with room for `capacity` positions.
+    fn sequence(&self, capacity: usize) -> candle_core::Result<Box<dyn Sequence + '_>>;
+}
+
+/// One sequence's state (its KV cache) on a [`ModelUnderTest`].
+pub trait Sequence {
+    /// Positions fed so far: the position of the next token.
+    fn len(&self) -> usize;
+
+    /// Whether nothing was fed yet.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Feeds `tokens` at positions `len()..` and appends them to the cache. Returns f32 logits
+    /// of shape (rows, vocab) for the rows asked for, or `None` for [`Rows::None`].
+    fn forward(&mut self, tokens: &[u32], rows: Rows) -> candle_core::Result<Option<Tensor>>;
+
+    /// Keeps the first `len` positions of the cache, bit for bit, and drops the rest. Only
+    /// for models with [`Capabilities::cache_prefix`].
+    fn truncate(&mut self, len: usize) -> candle_core::Result<()> {
+        let _ = len;
+        candle_core::bail!("this model cannot cut its cache back to a prefix")
+    }
+
+    /// The sequence's taps and fault, for models with [`Capabilities::probes`]; `None`
+    /// otherwise.
+    fn probes(&mut self) -> Option<&mut Probes> {
+        None
+    }
+}

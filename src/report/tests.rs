@@ -1,0 +1,232 @@
+//! Report building and rendering from a results directory written by hand: every verdict
+//! kind, a pair with no record, fixed timestamps, so that report.md can be snapshotted.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::compare;
+use crate::dtype::RunDtype;
+use crate::limits::DtypeLimits;
+use crate::plan::LoadGroup;
+use crate::store::{PairRecord, ResolvedSettings, SequenceRecord, Session};
+
+const SWEEP: &str = r#"
+name: snap
+model: builtin:tiny-llama
+prompts:
+  - id: p0
+    text: "hello"
+sweep:
+  span: [2]
+  dtype: [f32, f16]
+  kv_aligned: [false, true]
+  seed: [0]
+"#;
+
+const T0: &str = "2026-01-01T00:00:00.000Z";
+
+fn spec(dtype: RunDtype, kv: bool) -> PairSpec {
+    PairSpec::new("p0", 2, dtype, kv, 0)
+}
+
+fn run(spec: &PairSpec, mode: Mode, status: RunStatus, wall_s: f64) -> RunRecord {
+    RunRecord {
+        id: spec.run_id(mode),
+        pair_id: spec.id.clone(),
+        mode,
+        status,
+        error: (status != RunStatus::Ok).then(|| "not on this device".to_string()),
+        wall_s: (status == RunStatus::Ok).then_some(wall_s),
+        span_start: 3,
+        positions: 2,
+        forwards: if mode == Mode::Prefill { 1 } else { 5 },
+        tokens_fed: 5,
+        logits_bytes: 2 * 4 * 4,
+        logits_file: None,
+        finished_at: T0.into(),
+        reused_from: None,
+    }
+}
+
+/// A pair compared from hand-made logits (two positions, vocabulary 4).
+fn compared(spec: &PairSpec, pre: [f32; 8], dec: [f32; 8], limits: Thresholds) -> PairRecord {
+    let m = compare::compare(&pre, &dec, 4, 3, limits.max_abs_diff).unwrap();
+    let (verdict, reason) = verdict::judge_pair(&m, spec.dtype, spec.kv_aligned, &limits);
+    PairRecord {
+        spec: spec.clone(),
+        verdict,
+        reason,
+        metrics: Some(m),
+        limits,
+    }
+}
+
+/// A results directory: f32 pairs compared (one drifts within budget, one flips on a wide
+/// margin), one f16 pair skipped and one f16 pair with no record at all.
+fn results(dir: &std::path::Path) -> Store {
+    let cfg = crate::config::parse(std::path::Path::new("snap.yaml"), SWEEP).unwrap();
+    let store = Store::create(dir).unwrap();
+    let pairs = vec![
+        spec(RunDtype::F32, false),
+        spec(RunDtype::F32, true),
+        spec(RunDtype::F16, false),
+        spec(RunDtype::F16, true),
+    ];
+    let limits = |d| DtypeLimits {
+        tolerance: cfg.tolerance(d),
+        drift_budget: cfg.drift_budget(d),
+    };
+    let manifest = Manifest {
+        tool: ToolInfo {
+            name: "driftsweep".into(),
+            version: "0.0.0".into(),
+            candle_version: "0.0.0".into(),
+            git_commit: "snapshot".into(),
+        },
+        sweep_name: "snap".into(),
+        config_path: "snap.yaml".into(),
+        config_sha256: "0".repeat(64),
+        config_text: SWEEP.into(),
+        resolved: ResolvedSettings {
+            config: cfg.config.clone(),
+            limits: [RunDtype::F32, RunDtype::F16]
+                .into_iter()
+                .map(|d| (d.to_string(), limits(d)))
+                .collect(),
+        },
+        device: "cpu".into(),
+        device_name: "a test CPU (2 threads)".into(),
+        model: crate::store::ModelIdentity {
+            source: "builtin:tiny-llama".into(),
+            architecture: "llama".into(),
+            sha256: "1".repeat(64),
+            context_len: 2048,
+            vocab_size: 4,
+        },
+        continuation: "sample".into(),
+        pairs: pairs.clone(),
+        tokens: BTreeMap::from([(
+            "p0/seed0".to_string(),
+            SequenceRecord {
+                prompt: vec![1, 2, 3],
+                continuation: vec![3, 1],
+            },
+        )]),
+        load_groups: vec![LoadGroup {
+            dtype: RunDtype::F32,
+            runs: true,
+            reference: true,
+        }],
+        model_loads: vec![ModelLoad {
+            dtype: RunDtype::F32,
+            device: "cpu".into(),
+            load_s: 0.25,
+            purpose: "continuation+runs".into(),
+        }],
+        started_at: T0.into(),
+        finished_at: Some(T0.into()),
+        wall_s: Some(1.5),
+        sessions: vec![Session {
+            started_at: T0.into(),
+            finished_at: Some(T0.into()),
+            wall_s: Some(1.5),
+            reused_pairs: 0,
+            planned_pairs: 4,
+            interrupted: false,
+            tool: None,
+        }],
+    };
+    store.write_manifest(&manifest).unwrap();
+    let base = [1.0, 2.0, 3.0, 0.5, 4.0, 1.0, 0.0, 0.0];
+    let drifted = [1.0, 2.0, 3.0, 0.5, 4.0, 1.0, 0.0, 1e-4];
+    // Position 4's top logit moves from index 0 (margin 3) to index 1: a wide-margin flip.
+    let flipped = [1.0, 2.0, 3.0, 0.5, 0.0, 5.0, 0.0, 0.0];
+    let b32 = cfg.drift_budget(RunDtype::F32);
+    let t32 = cfg.tolerance(RunDtype::F32);
+    for (spec, rec) in [
+        (&pairs[0], compared(&pairs[0], base, drifted, b32)),
+        (&pairs[1], compared(&pairs[1], base, flipped, t32)),
+    ] {
+        store.write_pair(&rec).unwrap();
+        for (mode, wall) in [(Mode::Prefill, 0.125), (Mode::Decode, 0.5)] {
+            store
+                .write_run(&run(spec, mode, RunStatus::Ok, wall))
+                .unwrap();
+        }
+    }
+    store
+        .write_pair(&PairRecord {
+            spec: pairs[2].clone(),
+            verdict: PairVerdict::Skipped,
+            reason: "f16 is not supported on this device".into(),
+            metrics: None,
+            limits: cfg.drift_budget(RunDtype::F16),
+        })
+        .unwrap();
+    for mode in [Mode::Prefill, Mode::Decode] {
+        store
+            .write_run(&run(&pairs[2], mode, RunStatus::Skipped, 0.0))
+            .unwrap();
+    }
+    store
+}
+
+#[test]
+fn the_report_judges_from_the_records_and_counts_every_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = build(&results(dir.path())).unwrap();
+    assert_eq!(r.verdict, GlobalVerdict::Fail, "{}", r.verdict_reason);
+    let c = &r.counts;
+    assert_eq!(
+        (
+            c.pairs,
+            c.expected_drift,
+            c.fail_equiv,
+            c.skipped,
+            c.incomplete
+        ),
+        (4, 1, 1, 1, 1)
+    );
+    assert_eq!((c.runs, c.runs_ok, c.runs_skipped), (8, 4, 2));
+    let missing = r
+        .pairs
+        .iter()
+        .find(|p| p.spec.dtype == RunDtype::F16 && p.spec.kv_aligned);
+    let missing = missing.unwrap();
+    assert_eq!(missing.verdict, PairVerdict::Incomplete);
+    assert_eq!(missing.prefill.status, "missing");
+    // The limits come from the typed manifest, per dtype.
+    assert_eq!(r.limits.len(), 2);
+    assert_eq!(r.limits["f32"].tolerance.max_abs_diff, 4e-4);
+    let drift = &r.drift_characterization;
+    assert_eq!(drift.len(), 1, "only f32 kv_aligned=false was compared");
+    assert_eq!(drift[0].max_abs_max, 1e-4);
+}
+
+#[test]
+fn a_report_with_nothing_compared_never_says_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = results(dir.path());
+    for spec in [spec(RunDtype::F32, false), spec(RunDtype::F32, true)] {
+        std::fs::remove_file(dir.path().join("pairs").join(format!("{}.json", spec.id))).unwrap();
+    }
+    let r = render(&store).unwrap();
+    assert_eq!(r.verdict(), GlobalVerdict::Incomplete);
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(!md.contains("**PASS**"), "{md}");
+    assert!(md.contains("**INCOMPLETE** — no pair was compared"), "{md}");
+}
+
+#[test]
+fn report_md_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = build(&results(dir.path())).unwrap();
+    insta::assert_snapshot!(render_markdown(&r).unwrap());
+}
+
+#[test]
+fn report_json_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = build(&results(dir.path())).unwrap();
+    insta::assert_json_snapshot!(r);
+}

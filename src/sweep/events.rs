@@ -1,0 +1,84 @@
+//! What a sweep tells the outside while it runs: typed events for reporters (the CLI's
+//! progress bar is one), and the stop flag through which the outside asks it to stop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::store::ModelLoad;
+use crate::verdict::PairVerdict;
+
+/// One thing that happened in a sweep, in the order it happened.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The work is known: `runs` runs to compute in this session, after `reused_pairs` pairs
+    /// taken from earlier sessions.
+    Planned {
+        /// Runs this session will compute (two per pair to do).
+        runs: usize,
+        /// Pairs reused from earlier sessions.
+        reused_pairs: usize,
+    },
+    /// Weights were loaded.
+    ModelLoaded(ModelLoad),
+    /// A run (or a traced re-run) began.
+    RunStarted {
+        /// Its id.
+        run_id: String,
+    },
+    /// A run ended and its record was written.
+    RunFinished {
+        /// Its id.
+        run_id: String,
+        /// It produced logits (not failed or skipped).
+        ok: bool,
+    },
+    /// A pair was judged (or skipped) and its record written.
+    PairFinished {
+        /// Pair id.
+        pair_id: String,
+        /// Its verdict.
+        verdict: PairVerdict,
+    },
+    /// The session's work ended (done, or stopped).
+    Finished {
+        /// It stopped on request before its work was done.
+        stopped: bool,
+    },
+}
+
+/// Receives a sweep's events, on the thread that called [`super::run_sweep`].
+pub trait Reporter {
+    /// One event.
+    fn event(&mut self, event: &Event);
+}
+
+/// A reporter that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Silent;
+
+impl Reporter for Silent {
+    fn event(&mut self, _: &Event) {}
+}
+
+/// Asks one sweep to stop after the run it is in. Clones share the flag, so a signal handler
+/// or another thread can hold one; each sweep has its own, so a library user can run several
+/// sweeps in one process.
+#[derive(Debug, Clone, Default)]
+pub struct StopFlag(Arc<AtomicBool>);
+
+impl StopFlag {
+    /// A flag not yet raised.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Raises the flag; returns whether it was already raised.
+    pub fn request(&self) -> bool {
+        self.0.swap(true, Ordering::SeqCst)
+    }
+
+    /// Whether a stop was requested.
+    pub fn requested(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,299 @@
+//! Runs a planned sweep. One device worker thread ([`worker`]) does all model work, group by
+//! group, and compares each pair where its logits are; the calling thread writes each record
+//! the moment it arrives ([`writer`]) and tells a [`Reporter`] what happens ([`events`]).
+//! A results directory already holding part of the same sweep is resumed ([`resume`]).
+
+mod events;
+mod pair;
+mod resume;
+mod worker;
+mod writer;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Instant;
+
+pub use events::{Event, Reporter, Silent, StopFlag};
+pub use pair::{PairInput, PairRun, judge, run_pair, token_key};
+
+use crate::config::LoadedConfig;
+use crate::error::{Error, Result};
+use crate::limits::DtypeLimits;
+use crate::model::{Capabilities, ModelInfo};
+use crate::plan::{self, Plan};
+use crate::report;
+use crate::run;
+use crate::store::{Manifest, ModelIdentity, ResolvedSettings, Session, Store, ToolInfo};
+
+use worker::{Work, Worker};
+use writer::{Writer, write_skipped};
+
+/// How to run a sweep.
+#[derive(Debug, Clone, Default)]
+pub struct SweepOptions {
+    /// Results directory; overrides the config's `output`.
+    pub out: Option<PathBuf>,
+    /// Throw away an existing results directory's records instead of resuming from them or
+    /// refusing a directory made by another sweep.
+    pub start_over: bool,
+    /// Raised to stop the sweep after the run it is in (the report is then written and marked
+    /// INCOMPLETE, and the next invocation resumes).
+    pub stop: StopFlag,
+    /// Stop as on a request once this many runs have started (deterministic interrupts for
+    /// tests and for splitting long sweeps by hand).
+    pub stop_after_runs: Option<usize>,
+    /// Exit the process at once after this many run records (a deterministic stand-in for
+    /// SIGKILL in tests of what survives; nothing is finalized).
+    pub exit_after_runs: Option<usize>,
+}
+
+/// What a sweep invocation produced.
+#[derive(Debug, Clone)]
+pub struct SweepOutcome {
+    /// The rendered reports.
+    pub rendered: report::Rendered,
+    /// It stopped on request before finishing its work (exit 130).
+    pub interrupted: bool,
+    /// Pairs reused from an earlier session of the same sweep.
+    pub reused_pairs: usize,
+}
+
+/// Makes the first SIGINT or SIGTERM raise `stop` (the sweep finishes the run it is in, then
+/// writes the report, marked INCOMPLETE); a second one exits at once (every file already
+/// written is whole, and the next run resumes). One handler per process.
+pub fn install_interrupt_handler(stop: &StopFlag) -> Result<()> {
+    let stop = stop.clone();
+    ctrlc::set_handler(move || {
+        if stop.request() {
+            eprintln!("\ninterrupted again: stopping now; run the same command to resume");
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\ninterrupt: finishing the current run, then writing the report (again to stop now)"
+        );
+    })
+    .map_err(|e| Error::internal(format!("cannot install the interrupt handler: {e}")))
+}
+
+/// The results directory a sweep writes to.
+pub fn output_dir(cfg: &LoadedConfig, out: Option<&PathBuf>) -> PathBuf {
+    out.cloned()
+        .or_else(|| cfg.config.output.clone())
+        .unwrap_or_else(|| PathBuf::from("results").join(&cfg.config.name))
+}
+
+/// Everything a sweep needs before any model work, checked: the model's identity and
+/// tokenizer, the custom templates (test-parsed by the renderer), and the expanded plan.
+/// Every error here is bad input naming the sweep file and field.
+pub fn prepare(cfg: &LoadedConfig) -> Result<(ModelInfo, Plan)> {
+    for (field, text) in [
+        ("templates.report", &cfg.templates.report),
+        ("templates.trace_report", &cfg.templates.trace_report),
+    ] {
+        if let Some(t) = text {
+            report::check_template(t).map_err(|m| Error::config(&cfg.path, field, m))?;
+        }
+    }
+    let info = ModelInfo::inspect(&cfg.config.model.source).map_err(|e| match e {
+        Error::Model { .. } => Error::config(&cfg.path, "model.source", e.to_string()),
+        other => other,
+    })?;
+    // Today every pair runs on the own decoder, which can do everything a pair may ask for.
+    let plan = plan::expand(cfg, &info, Capabilities::ALL)?;
+    Ok((info, plan))
+}
+
+/// Runs the sweep described by `cfg` and renders its reports, telling `reporter` what
+/// happens. Input errors (model, plan, results directory) come back before any model work. A
+/// results directory already holding part of this sweep is resumed: its finished pairs are
+/// kept and only the rest is computed.
+pub fn run_sweep(
+    cfg: &LoadedConfig,
+    opts: &SweepOptions,
+    reporter: &mut dyn Reporter,
+) -> Result<SweepOutcome> {
+    let started = Instant::now();
+    let (info, plan) = prepare(cfg)?;
+    let dir = output_dir(cfg, opts.out.as_ref());
+    let config_sha256 = cfg.sha256();
+    let device = run::open_device(cfg.config.device);
+    let (device_id, device_name) = match &device {
+        Ok(d) => (d.id.clone(), d.name.clone()),
+        Err(why) => (cfg.config.device.to_string(), format!("unavailable: {why}")),
+    };
+    let previous =
+        resume::previous_results(&dir, &config_sha256, &info, &device_name, opts.start_over)?;
+    let store = Store::create(&dir).map_err(|e| match (&opts.out, &cfg.config.output) {
+        // The directory came from the sweep file: say which file and field chose it.
+        (None, Some(_)) => Error::config(&cfg.path, "output", e.to_string()),
+        _ => e,
+    })?;
+    save_templates(cfg, &store)?;
+
+    let done = match &previous {
+        Some(_) => resume::finished_pairs(cfg, &plan, &store)?,
+        None => HashSet::new(),
+    };
+    let todo: Vec<usize> = (0..plan.pairs.len())
+        .filter(|i| !done.contains(&plan.pairs[*i].id))
+        .collect();
+    let session = Session {
+        started_at: crate::fsutil::now(),
+        reused_pairs: done.len(),
+        planned_pairs: todo.len(),
+        tool: Some(ToolInfo::current()),
+        ..Session::default()
+    };
+    let mut manifest = match previous {
+        Some(mut m) => {
+            // Same sweep identity, model and device: only this session's facts change.
+            m.tool = ToolInfo::current();
+            m.finished_at = None;
+            m.wall_s = None;
+            m
+        }
+        None => Manifest {
+            tool: ToolInfo::current(),
+            sweep_name: cfg.config.name.clone(),
+            config_path: cfg.path.display().to_string(),
+            config_sha256,
+            config_text: cfg.text.clone(),
+            resolved: resolved_settings(cfg, &plan),
+            device: device_id,
+            device_name,
+            model: ModelIdentity {
+                source: info.source.clone(),
+                architecture: info.architecture.clone(),
+                sha256: info.sha256.clone(),
+                context_len: info.context_len(),
+                vocab_size: info.config.vocab_size,
+            },
+            continuation: cfg.config.continuation.to_string(),
+            pairs: plan.pairs.clone(),
+            tokens: BTreeMap::new(),
+            load_groups: plan.load_groups(cfg.config.continuation),
+            model_loads: Vec::new(),
+            started_at: crate::fsutil::now(),
+            finished_at: None,
+            wall_s: None,
+            sessions: Vec::new(),
+        },
+    };
+    manifest.sessions.push(session);
+    store.write_manifest(&manifest)?;
+    reporter.event(&Event::Planned {
+        runs: 2 * todo.len(),
+        reused_pairs: done.len(),
+    });
+
+    let work = Work {
+        todo: todo.clone(),
+        known_tokens: manifest.tokens.clone(),
+    };
+    match device {
+        Ok(device) => {
+            let worker = Worker {
+                cfg: cfg.clone(),
+                info,
+                plan: plan.clone(),
+                device,
+                tx: mpsc::sync_channel(0).0,
+                stop: opts.stop.clone(),
+                stop_after_runs: opts.stop_after_runs,
+                runs_started: 0,
+            };
+            let mut writer = Writer {
+                cfg,
+                plan: &plan,
+                store: &store,
+                manifest: &mut manifest,
+                reporter,
+                exit_after_runs: opts.exit_after_runs,
+                runs_written: 0,
+            };
+            execute(worker, work, &mut writer)?;
+        }
+        Err(why) => {
+            for pair in todo.iter().map(|i| &plan.pairs[*i]) {
+                write_skipped(cfg, &store, pair, &why)?;
+            }
+        }
+    }
+    let unfinished = todo
+        .iter()
+        .filter(|i| matches!(store.pair(&plan.pairs[**i]), Ok(None)))
+        .count();
+    let interrupted = opts.stop.requested() && unfinished > 0;
+    if let Some(s) = manifest.sessions.last_mut() {
+        s.finished_at = Some(crate::fsutil::now());
+        s.wall_s = Some(started.elapsed().as_secs_f64());
+        s.interrupted = interrupted;
+    }
+    manifest.finished_at = Some(crate::fsutil::now());
+    manifest.wall_s = Some(manifest.sessions.iter().filter_map(|s| s.wall_s).sum());
+    store.write_manifest(&manifest)?;
+    reporter.event(&Event::Finished {
+        stopped: interrupted,
+    });
+    Ok(SweepOutcome {
+        rendered: report::render(&store)?,
+        interrupted,
+        reused_pairs: done.len(),
+    })
+}
+
+/// Copies the sweep's custom templates into the results directory, where `driftsweep report`
+/// finds them.
+fn save_templates(cfg: &LoadedConfig, store: &Store) -> Result<()> {
+    for (rel, text) in [
+        (report::CUSTOM_REPORT_TEMPLATE, &cfg.templates.report),
+        (report::CUSTOM_TRACE_TEMPLATE, &cfg.templates.trace_report),
+    ] {
+        if let Some(t) = text {
+            store.write_bytes(rel, t.as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+/// The config with defaults filled in and the limits each dtype uses.
+fn resolved_settings(cfg: &LoadedConfig, plan: &Plan) -> ResolvedSettings {
+    ResolvedSettings {
+        config: cfg.config.clone(),
+        limits: plan
+            .dtypes()
+            .into_iter()
+            .map(|d| {
+                let limits = DtypeLimits {
+                    tolerance: cfg.tolerance(d),
+                    drift_budget: cfg.drift_budget(d),
+                };
+                (d.to_string(), limits)
+            })
+            .collect(),
+    }
+}
+
+/// Starts the device worker, records what it sends until it is done, then joins it. A panic
+/// of the worker is an internal error, never blamed on the input.
+fn execute(mut worker: Worker, work: Work, writer: &mut Writer) -> Result<()> {
+    let (tx, rx) = mpsc::sync_channel::<worker::WorkerMsg>(2);
+    worker.tx = tx;
+    let handle = std::thread::Builder::new()
+        .name("device-worker".into())
+        .spawn(move || worker.run(work))
+        .map_err(|e| Error::internal(format!("cannot start the device worker: {e}")))?;
+    let written = writer.drain(rx);
+    // On a write error the receiver is gone: the worker finds its channel closed and stops.
+    let joined = handle.join();
+    written?;
+    joined.map_err(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Error::internal(format!("the device worker panicked: {what}"))
+    })
+}

@@ -1,0 +1,247 @@
+//! One pair, start to verdict: its prefill and decode runs on a model under test, compared
+//! where the logits are and judged. The sweep's device worker and `verify` both run pairs
+//! through [`run_pair`], so a re-run is the same computation as the run it checks.
+
+use crate::compare;
+use crate::limits::Thresholds;
+use crate::model::ModelUnderTest;
+use crate::plan::{Mode, PairSpec};
+use crate::run::{self, Instruments, RunOutput};
+use crate::store::PairRecord;
+use crate::verdict::{self, PairVerdict};
+
+/// The token ids a pair's runs consume.
+#[derive(Debug, Clone, Copy)]
+pub struct PairInput<'a> {
+    /// Prompt followed by the first `span` continuation ids.
+    pub ids: &'a [u32],
+    /// Prompt length P (the span starts there).
+    pub prompt_len: usize,
+}
+
+/// What running a pair produced: each run's output (or why it failed) and the judged record.
+#[derive(Debug)]
+pub struct PairRun {
+    /// Prefill and decode, in that order.
+    pub runs: [(Mode, Result<RunOutput, String>); 2],
+    /// The compared and judged pair.
+    pub record: PairRecord,
+}
+
+/// Runs `pair` on `model` and judges it. `prefill` is a prefill of the same computation made
+/// for another pair (its kv_aligned twin), used instead of running one. `starting` is called
+/// before each run computes; returning false stops before it (the pair is then not
+/// recorded: `None`). The logits stay on the model's device.
+pub fn run_pair(
+    model: &dyn ModelUnderTest,
+    input: PairInput,
+    pair: &PairSpec,
+    inst: Instruments,
+    limits: Thresholds,
+    prefill: Option<RunOutput>,
+    starting: &mut dyn FnMut(Mode) -> bool,
+) -> Option<PairRun> {
+    if !starting(Mode::Prefill) {
+        return None;
+    }
+    let pre = match prefill {
+        Some(out) => Ok(out),
+        None => run::prefill(model, input.ids, input.prompt_len, inst.trace),
+    }
+    .map_err(|e| e.to_string());
+    if !starting(Mode::Decode) {
+        return None;
+    }
+    let dec = run::decode(model, input.ids, input.prompt_len, pair.kv_aligned, inst)
+        .map_err(|e| e.to_string());
+    let errors: Vec<String> = [(Mode::Prefill, &pre), (Mode::Decode, &dec)]
+        .into_iter()
+        .filter_map(|(mode, r)| r.as_ref().err().map(|e| format!("{mode} failed: {e}")))
+        .collect();
+    let record = judge(
+        pair.clone(),
+        pre.as_ref().ok(),
+        dec.as_ref().ok(),
+        errors,
+        limits,
+    );
+    Some(PairRun {
+        runs: [(Mode::Prefill, pre), (Mode::Decode, dec)],
+        record,
+    })
+}
+
+/// Compares a pair's runs and gives its verdict.
+pub fn judge(
+    spec: PairSpec,
+    pre: Option<&RunOutput>,
+    dec: Option<&RunOutput>,
+    errors: Vec<String>,
+    limits: Thresholds,
+) -> PairRecord {
+    let incomplete = |reason: String| PairRecord {
+        spec: spec.clone(),
+        verdict: PairVerdict::Incomplete,
+        reason,
+        metrics: None,
+        limits,
+    };
+    let (pre, dec) = match (pre, dec) {
+        (Some(p), Some(d)) => (p, d),
+        _ => return incomplete(errors.join("; ")),
+    };
+    if pre.span_start != dec.span_start {
+        return incomplete(format!(
+            "the runs start their spans at different positions (prefill {}, decode {})",
+            pre.span_start, dec.span_start
+        ));
+    }
+    match compare::compare_tensors(
+        &pre.logits,
+        &dec.logits,
+        pre.span_start,
+        limits.max_abs_diff,
+    ) {
+        Ok(m) => {
+            let (verdict, reason) = verdict::judge_pair(&m, spec.dtype, spec.kv_aligned, &limits);
+            PairRecord {
+                spec,
+                verdict,
+                reason,
+                metrics: Some(m),
+                limits,
+            }
+        }
+        Err(e) => incomplete(e.to_string()),
+    }
+}
+
+/// The key under which a (prompt, seed)'s token ids are stored in the manifest.
+pub fn token_key(prompt: &str, seed: u64) -> String {
+    format!("{prompt}/seed{seed}")
+}
+
+/// The one prefill kept for reuse: kv_aligned false and true of one (prompt, span, seed) run
+/// the same prefill, so the worker runs them next to each other and the second takes the
+/// first's output (moved, not copied: nothing else uses it).
+#[derive(Debug, Default)]
+pub(super) struct SharedPrefill {
+    kept: Option<(String, String, RunOutput)>,
+}
+
+impl SharedPrefill {
+    /// What makes two prefills the same computation: everything but kv_aligned (the dtype
+    /// and model are those of the group being run).
+    fn key(pair: &PairSpec) -> String {
+        format!("{}/s{}/seed{}", pair.prompt, pair.span, pair.seed)
+    }
+
+    /// Whether `a` and `b` run the same prefill.
+    pub(super) fn same(a: &PairSpec, b: &PairSpec) -> bool {
+        Self::key(a) == Self::key(b)
+    }
+
+    /// The kept prefill if it is `pair`'s, with the id of the run that computed it. Anything
+    /// else kept is dropped: it had its one chance.
+    pub(super) fn take_for(&mut self, pair: &PairSpec) -> Option<(String, RunOutput)> {
+        self.kept
+            .take()
+            .filter(|(key, _, _)| *key == Self::key(pair))
+            .map(|(_, from, out)| (from, out))
+    }
+
+    /// Keeps `pair`'s prefill (computed by run `run_id`) for its twin.
+    pub(super) fn keep(&mut self, pair: &PairSpec, run_id: String, out: RunOutput) {
+        self.kept = Some((Self::key(pair), run_id, out));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::RunDtype;
+    use candle_core::{Device, Tensor};
+
+    fn spec(kv: bool) -> PairSpec {
+        PairSpec {
+            id: "p.s2.f32.kv1.seed0".into(),
+            prompt: "p".into(),
+            span: 2,
+            dtype: RunDtype::F32,
+            kv_aligned: kv,
+            seed: 0,
+        }
+    }
+
+    fn out(start: usize, logits: Vec<f32>) -> RunOutput {
+        let positions = logits.len() / 2;
+        RunOutput {
+            vocab: 2,
+            span_start: start,
+            positions,
+            forwards: 1,
+            tokens_fed: start + 2,
+            wall_s: 0.1,
+            logits: Tensor::from_vec(logits, (positions, 2), &Device::Cpu).unwrap(),
+            trace: vec![],
+        }
+    }
+
+    #[test]
+    fn a_failed_run_makes_the_pair_incomplete_with_its_error() {
+        let limits = Thresholds::default_tolerance(RunDtype::F32);
+        let pre = out(3, vec![0.0; 4]);
+        let r = judge(
+            spec(true),
+            Some(&pre),
+            None,
+            vec!["decode failed: boom".into()],
+            limits,
+        );
+        assert_eq!(r.verdict, PairVerdict::Incomplete);
+        assert!(r.reason.contains("boom"));
+    }
+
+    #[test]
+    fn runs_over_different_positions_are_incomplete() {
+        let limits = Thresholds::default_tolerance(RunDtype::F32);
+        let (a, b, c) = (
+            out(3, vec![0.0; 4]),
+            out(4, vec![0.0; 4]),
+            out(3, vec![0.0; 6]),
+        );
+        let r = judge(spec(true), Some(&a), Some(&b), vec![], limits);
+        assert_eq!(r.verdict, PairVerdict::Incomplete);
+        let r = judge(spec(true), Some(&a), Some(&c), vec![], limits);
+        assert_eq!(r.verdict, PairVerdict::Incomplete);
+        assert!(r.reason.contains("different positions"), "{}", r.reason);
+    }
+
+    #[test]
+    fn compared_pairs_get_mode_specific_verdicts() {
+        let limits = Thresholds::default_tolerance(RunDtype::F32);
+        let a = out(3, vec![1.0, 2.0, 3.0, 4.0]);
+        let r = judge(spec(true), Some(&a), Some(&a), vec![], limits);
+        assert_eq!(r.verdict, PairVerdict::PassEquiv);
+        let b = out(3, vec![1.0, f32::NAN, 3.0, 4.0]);
+        let r = judge(spec(false), Some(&a), Some(&b), vec![], limits);
+        assert_eq!(r.verdict, PairVerdict::FailDrift);
+    }
+
+    #[test]
+    fn a_kept_prefill_goes_only_to_its_twin_and_only_once() {
+        let mut shared = SharedPrefill::default();
+        shared.keep(&spec(false), "run-a".into(), out(3, vec![0.0; 4]));
+        let mut other = spec(true);
+        other.seed = 1;
+        assert!(shared.take_for(&other).is_none(), "another seed's prefill");
+        assert!(
+            shared.take_for(&spec(true)).is_none(),
+            "dropped by the miss"
+        );
+        shared.keep(&spec(false), "run-a".into(), out(3, vec![0.0; 4]));
+        let (from, _) = shared.take_for(&spec(true)).expect("the twin takes it");
+        assert_eq!(from, "run-a");
+        assert!(shared.take_for(&spec(true)).is_none(), "taken, not copied");
+    }
+}

@@ -1,0 +1,458 @@
+//! The device worker: all model work of a sweep, on one thread, group by group (one weight
+//! load per (model, dtype, device)). It fixes the token ids first, then runs each group's
+//! pairs, compares and judges each pair on the device that holds its logits, analyses traces,
+//! and sends only records to the writer. It checks the stop flag before every weight load
+//! and every run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::SyncSender;
+use std::time::Instant;
+
+use crate::config::{ContinuationMode, LoadedConfig, TraceOn};
+use crate::dtype::RunDtype;
+use crate::model::{ModelInfo, ModelUnderTest};
+use crate::plan::{LoadGroup, Mode, PairSpec, Plan};
+use crate::run::{self, Instruments, RunOutput};
+use crate::store::{ModelLoad, PairRecord, SequenceRecord, TraceFile};
+use crate::tokens;
+use crate::trace;
+
+use super::StopFlag;
+use super::pair::{PairInput, SharedPrefill, run_pair, token_key};
+
+/// What the device worker tells the writer.
+pub(super) enum WorkerMsg {
+    /// Token ids fixed in this session, by [`token_key`].
+    Tokens(BTreeMap<String, SequenceRecord>),
+    /// Weights were loaded.
+    Loaded(ModelLoad),
+    /// A run (or a traced re-run) begins.
+    Started(String),
+    /// The pair cannot run on this device (its dtype is unsupported there).
+    Skipped { pair: usize, reason: String },
+    /// A run ended.
+    Run {
+        pair: usize,
+        mode: Mode,
+        result: Result<RunDone, String>,
+        /// Run id whose result this is, when it was reused rather than computed.
+        reused_from: Option<String>,
+    },
+    /// A pair compared and judged where its logits are.
+    Pair(Box<PairRecord>),
+    /// A pair's analysed trace, or why its traced runs failed.
+    Trace(Box<TraceFile>),
+}
+
+/// A finished run as the writer records it: the logits stay with the device worker, and only
+/// a host copy made for storing them travels.
+pub(super) struct RunDone {
+    pub(super) wall_s: f64,
+    pub(super) span_start: usize,
+    pub(super) positions: usize,
+    pub(super) vocab: usize,
+    pub(super) forwards: usize,
+    pub(super) tokens_fed: usize,
+    /// The logits in host memory, when the sweep keeps them.
+    pub(super) logits: Option<Vec<f32>>,
+}
+
+impl RunDone {
+    fn new(out: &RunOutput, keep_logits: bool) -> Result<Self, String> {
+        Ok(Self {
+            wall_s: out.wall_s,
+            span_start: out.span_start,
+            positions: out.positions,
+            vocab: out.vocab,
+            forwards: out.forwards,
+            tokens_fed: out.tokens_fed,
+            logits: if keep_logits {
+                Some(out.host_logits().map_err(|e| e.to_string())?)
+            } else {
+                None
+            },
+        })
+    }
+}
+
+/// What the device worker is asked to do.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Work {
+    /// Indices into `plan.pairs` to compute, in plan order.
+    pub(super) todo: Vec<usize>,
+    /// Token ids already fixed by an earlier session; missing or shorter ones are generated.
+    pub(super) known_tokens: BTreeMap<String, SequenceRecord>,
+}
+
+type Loaded = Result<Box<dyn ModelUnderTest>, String>;
+type Sequences = HashMap<(String, u64), Result<SequenceRecord, String>>;
+
+/// The worker's state: what it runs, where it sends records, and when it must stop.
+pub(super) struct Worker {
+    pub(super) cfg: LoadedConfig,
+    pub(super) info: ModelInfo,
+    pub(super) plan: Plan,
+    pub(super) device: run::OpenDevice,
+    pub(super) tx: SyncSender<WorkerMsg>,
+    pub(super) stop: StopFlag,
+    /// Stop (as on a request) once this many runs have started: a deterministic interrupt.
+    pub(super) stop_after_runs: Option<usize>,
+    pub(super) runs_started: usize,
+}
+
+impl Worker {
+    /// Does the work; returns when it is done, when a stop was requested, or when the writer
+    /// hung up.
+    pub(super) fn run(mut self, mut work: Work) {
+        // Pairs the model cannot run are SKIPPED with the plan's reason, before any load.
+        let (skipped, todo): (Vec<usize>, Vec<usize>) = std::mem::take(&mut work.todo)
+            .into_iter()
+            .partition(|i| self.plan.skipped.contains_key(&self.plan.pairs[*i].id));
+        for idx in skipped {
+            let reason = self.plan.skipped[&self.plan.pairs[idx].id].clone();
+            if !self.send(WorkerMsg::Skipped { pair: idx, reason }) {
+                return;
+            }
+        }
+        work.todo = todo;
+        let todo: Vec<&PairSpec> = work.todo.iter().map(|i| &self.plan.pairs[*i]).collect();
+        let mode = self.cfg.config.continuation;
+        let (known, to_generate) = self.tokens_to_fix(&todo, &work.known_tokens);
+        let needs_reference = mode != ContinuationMode::Random && !to_generate.is_empty();
+        let groups: Vec<LoadGroup> = self
+            .plan
+            .load_groups(mode)
+            .into_iter()
+            .map(|mut g| {
+                g.runs = g.runs && todo.iter().any(|p| p.dtype == g.dtype);
+                g.reference = g.reference && needs_reference;
+                g
+            })
+            .filter(|g| g.runs || g.reference)
+            .collect();
+        if self.stop.requested() {
+            return;
+        }
+        // The reference group, when there is one, comes first.
+        let mut reference: Option<Loaded> = groups
+            .first()
+            .filter(|g| g.reference)
+            .map(|g| self.load(g.dtype, g.purpose()));
+        let Some(seqs) = self.fix_tokens(known, to_generate, reference.as_ref()) else {
+            return;
+        };
+        for group in groups.iter().filter(|g| g.runs) {
+            if self.stop.requested() {
+                return;
+            }
+            let dtype = group.dtype;
+            if let Err(reason) = run::dtype_support(&self.device.device, dtype) {
+                reference = None;
+                for &idx in work
+                    .todo
+                    .iter()
+                    .filter(|i| self.plan.pairs[**i].dtype == dtype)
+                {
+                    let reason = reason.clone();
+                    if !self.send(WorkerMsg::Skipped { pair: idx, reason }) {
+                        return;
+                    }
+                }
+                continue;
+            }
+            // The reference model is dropped here unless its group also runs pairs.
+            let model = match reference.take() {
+                Some(r) if group.reference => r,
+                _ => self.load(dtype, group.purpose()),
+            };
+            let order: Vec<usize> = work
+                .todo
+                .iter()
+                .copied()
+                .filter(|i| self.plan.pairs[*i].dtype == dtype)
+                .collect();
+            if !self.run_group(&model, order, &seqs) {
+                return;
+            }
+        }
+    }
+
+    fn send(&self, m: WorkerMsg) -> bool {
+        self.tx.send(m).is_ok()
+    }
+
+    /// Announces a run; false when the worker must stop instead (a stop was requested, the
+    /// run budget is spent, or the writer is gone).
+    fn start_run(&mut self, id: String) -> bool {
+        if self.stop_after_runs.is_some_and(|n| self.runs_started >= n) {
+            self.stop.request();
+        }
+        if self.stop.requested() || !self.send(WorkerMsg::Started(id)) {
+            return false;
+        }
+        self.runs_started += 1;
+        true
+    }
+
+    fn load(&self, dtype: RunDtype, purpose: &str) -> Loaded {
+        let t = Instant::now();
+        let m = self
+            .info
+            .load(dtype, &self.device.device)
+            .map_err(|e| e.to_string())?;
+        self.send(WorkerMsg::Loaded(ModelLoad {
+            dtype,
+            device: self.device.id.clone(),
+            load_s: t.elapsed().as_secs_f64(),
+            purpose: purpose.into(),
+        }));
+        Ok(Box::new(m))
+    }
+
+    /// Token ids per (prompt, seed) that an earlier session fixed, and those still to make
+    /// (with the longest span they must cover): generated once at the plan's longest span,
+    /// shared by every dtype, kv_aligned value and shorter span.
+    #[allow(clippy::type_complexity)]
+    fn tokens_to_fix(
+        &self,
+        todo: &[&PairSpec],
+        known_tokens: &BTreeMap<String, SequenceRecord>,
+    ) -> (Sequences, Vec<((String, u64), usize)>) {
+        let mut known = HashMap::new();
+        let mut to_generate = Vec::new();
+        for ((prompt_id, seed), len) in self.plan.continuation_lengths() {
+            if !todo.iter().any(|p| p.prompt == prompt_id && p.seed == seed) {
+                continue;
+            }
+            match known_tokens.get(&token_key(&prompt_id, seed)) {
+                Some(k) if k.continuation.len() >= len => {
+                    known.insert((prompt_id, seed), Ok(k.clone()));
+                }
+                _ => to_generate.push(((prompt_id, seed), len)),
+            }
+        }
+        (known, to_generate)
+    }
+
+    /// Generates the missing token ids (on the f32 reference model for sampled and greedy
+    /// continuations) and sends every fixed sequence to the writer; `None` on a stop.
+    fn fix_tokens(
+        &self,
+        mut seqs: Sequences,
+        to_generate: Vec<((String, u64), usize)>,
+        reference: Option<&Loaded>,
+    ) -> Option<Sequences> {
+        let mode = self.cfg.config.continuation;
+        for ((prompt_id, seed), len) in to_generate {
+            if self.stop.requested() {
+                return None;
+            }
+            let prompt = tokens::prompt_ids(&self.info, &self.plan.prompts[&prompt_id], seed);
+            let result = match reference {
+                Some(Err(e)) => Err(format!("the f32 reference model could not load: {e}")),
+                r => tokens::continuation(
+                    &self.info,
+                    r.and_then(|r| r.as_ref().ok()).map(|m| m.as_ref()),
+                    &prompt_id,
+                    &prompt,
+                    len,
+                    mode,
+                    seed,
+                )
+                .map(|continuation| SequenceRecord {
+                    prompt,
+                    continuation,
+                })
+                .map_err(|e| e.to_string()),
+            };
+            seqs.insert((prompt_id, seed), result);
+        }
+        let records = seqs
+            .iter()
+            .filter_map(|((p, s), r)| r.as_ref().ok().map(|r| (token_key(p, *s), r.clone())))
+            .collect();
+        self.send(WorkerMsg::Tokens(records)).then_some(seqs)
+    }
+
+    /// Runs one group's pairs on its model; false when the worker must stop.
+    fn run_group(&mut self, model: &Loaded, mut order: Vec<usize>, seqs: &Sequences) -> bool {
+        // kv_aligned false and true of one (prompt, span, seed) run next to each other, so
+        // that the second reuses the first's prefill while it is still the last one made: no
+        // prefill logits are held beyond the two pairs.
+        order.sort_by_key(|i| {
+            let p = &self.plan.pairs[*i];
+            (p.prompt.clone(), p.span, p.seed, p.kv_aligned)
+        });
+        let trace_cfg = self.cfg.config.trace.clone();
+        let trace_on = trace_cfg.as_ref().map(|t| t.on);
+        let fault = self.cfg.injection();
+        let mut shared = SharedPrefill::default();
+        for (k, &idx) in order.iter().enumerate() {
+            let pair = self.plan.pairs[idx].clone();
+            let twin_next = order
+                .get(k + 1)
+                .is_some_and(|j| SharedPrefill::same(&self.plan.pairs[*j], &pair));
+            let dtype = pair.dtype;
+            let inputs = match (model, &seqs[&(pair.prompt.clone(), pair.seed)]) {
+                (Err(e), _) => Err(format!("the model could not load in {dtype}: {e}")),
+                (_, Err(e)) => Err(format!("no tokens for this prompt and seed: {e}")),
+                (Ok(m), Ok(seq)) => {
+                    let mut ids = seq.prompt.clone();
+                    ids.extend_from_slice(&seq.continuation[..pair.span]);
+                    Ok((m.as_ref(), ids, seq.prompt.len()))
+                }
+            };
+            let selection = trace_cfg
+                .as_ref()
+                .map(|t| self.plan.trace_selection(t, &pair));
+            let trace_now = selection
+                .as_ref()
+                .filter(|_| trace_on == Some(TraceOn::Always));
+            let limits = self.cfg.limits(dtype, pair.kv_aligned);
+            let judged = match &inputs {
+                Err(e) => {
+                    // Both runs fail with the same reason; the pair is INCOMPLETE with it.
+                    for mode in [Mode::Prefill, Mode::Decode] {
+                        if !self.start_run(pair.run_id(mode)) {
+                            return false;
+                        }
+                        let msg = WorkerMsg::Run {
+                            pair: idx,
+                            mode,
+                            result: Err(e.clone()),
+                            reused_from: None,
+                        };
+                        if !self.send(msg) {
+                            return false;
+                        }
+                    }
+                    let errors = vec![
+                        format!("prefill failed: {e}"),
+                        format!("decode failed: {e}"),
+                    ];
+                    super::pair::judge(pair.clone(), None, None, errors, limits)
+                }
+                Ok((m, ids, p)) => {
+                    // Traced prefills are never shared: their records belong to one pair.
+                    let reused = if trace_now.is_none() {
+                        shared.take_for(&pair)
+                    } else {
+                        None
+                    };
+                    let reused_from = reused.as_ref().map(|(from, _)| from.clone());
+                    let inst = Instruments {
+                        trace: trace_now,
+                        fault,
+                    };
+                    let input = PairInput {
+                        ids,
+                        prompt_len: *p,
+                    };
+                    let mut starting = |mode: Mode| self.start_run(pair.run_id(mode));
+                    let Some(done) = run_pair(
+                        *m,
+                        input,
+                        &pair,
+                        inst,
+                        limits,
+                        reused.map(|(_, out)| out),
+                        &mut starting,
+                    ) else {
+                        return false;
+                    };
+                    let [(_, pre), (_, dec)] = done.runs;
+                    let mut records = Vec::new();
+                    for (mode, result) in [(Mode::Prefill, pre), (Mode::Decode, dec)] {
+                        let result = result.and_then(|mut out| {
+                            records.push(std::mem::take(&mut out.trace));
+                            let rec = RunDone::new(&out, self.cfg.config.keep_logits)?;
+                            // Keep this pair's prefill only when the next pair is its twin.
+                            if mode == Mode::Prefill
+                                && trace_now.is_none()
+                                && twin_next
+                                && reused_from.is_none()
+                            {
+                                shared.keep(&pair, pair.run_id(mode), out);
+                            }
+                            Ok(rec)
+                        });
+                        let msg = WorkerMsg::Run {
+                            pair: idx,
+                            mode,
+                            result,
+                            reused_from: reused_from.clone().filter(|_| mode == Mode::Prefill),
+                        };
+                        if !self.send(msg) {
+                            return false;
+                        }
+                    }
+                    if trace_on == Some(TraceOn::Always) && records.len() == 2 {
+                        let dec = records.pop().unwrap_or_default();
+                        let pre = records.pop().unwrap_or_default();
+                        let file = self.analyse(&pair, ids, Ok((pre, dec)));
+                        if !self.send(WorkerMsg::Trace(Box::new(file))) {
+                            return false;
+                        }
+                    }
+                    done.record
+                }
+            };
+            let failed = judged.verdict.is_fail();
+            if !self.send(WorkerMsg::Pair(Box::new(judged))) {
+                return false;
+            }
+            // `on: failing`: a failed pair's runs again, traced.
+            if let (Some(TraceOn::Failing), true, Ok((m, ids, p)), Some(sel)) =
+                (trace_on, failed, &inputs, &selection)
+            {
+                if !self.start_run(format!("{} (traced re-run)", pair.id)) {
+                    return false;
+                }
+                let inst = Instruments {
+                    trace: Some(sel),
+                    fault,
+                };
+                let pre = run::prefill(*m, ids, *p, Some(sel));
+                let dec = run::decode(*m, ids, *p, pair.kv_aligned, inst);
+                let result = match (pre, dec) {
+                    (Ok(a), Ok(b)) => Ok((a.trace, b.trace)),
+                    (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+                };
+                let file = self.analyse(&pair, ids, result);
+                if !self.send(WorkerMsg::Trace(Box::new(file))) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// A pair's trace records compared position by position (or why there are none).
+    fn analyse(
+        &self,
+        pair: &PairSpec,
+        ids: &[u32],
+        result: Result<(Vec<trace::TraceRecord>, Vec<trace::TraceRecord>), String>,
+    ) -> TraceFile {
+        match result {
+            Ok((pre, dec)) => TraceFile {
+                pair_id: pair.id.clone(),
+                error: None,
+                trace: Some(trace::analyze(
+                    &pair.id,
+                    &pair.prompt,
+                    pair.dtype,
+                    &pre,
+                    &dec,
+                    ids,
+                    self.cfg.nmse_threshold(pair.dtype),
+                )),
+            },
+            Err(e) => TraceFile {
+                pair_id: pair.id.clone(),
+                error: Some(e),
+                trace: None,
+            },
+        }
+    }
+}
