@@ -1,4 +1,5 @@
-//! The `driftsweep` command line: `plan`, `run`, `report`.
+//! The `driftsweep` command line: `plan`, `run`, `merge`, `slurm`, `report`, `verify`,
+//! `generate`, `bench`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +53,60 @@ enum Command {
         /// Never draw the progress bar.
         #[arg(long)]
         no_progress: bool,
+        /// Run only shard K of N (K from 0) of the plan's pairs, into its own results
+        /// directory (default `<output>.shards/K-of-N`); `driftsweep merge` joins the shards.
+        #[arg(long, value_name = "K/N")]
+        shard: Option<driftsweep::shard::Shard>,
+    },
+    /// Join the results directories of `run --shard K/N` into OUT and render its reports.
+    /// The shards must come from the same sweep file, model, tool build and device kind.
+    /// Exit code: 0 PASS, 1 FAIL, 3 INCOMPLETE (a shard or pair missing), 2 bad input.
+    Merge {
+        /// The merged results directory.
+        out: PathBuf,
+        /// The shards' results directories.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
+    /// Write a Slurm job array (one task per shard, only the unfinished shards) and a merge
+    /// job that runs after it (--dependency=afterok); --submit submits both.
+    Slurm {
+        /// The sweep file (YAML).
+        config: PathBuf,
+        /// Number of shards N (array tasks).
+        #[arg(long)]
+        shards: usize,
+        /// At most this many tasks at once (`--array=...%K`; default: all).
+        #[arg(long)]
+        parallel: Option<usize>,
+        /// Merged results directory (default: the file's `output`, else results/<name>);
+        /// shards go to `<out>.shards/K-of-N`, the scripts and logs to `<out>.shards/slurm`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Device for the tasks (auto, cpu, cuda, cuda:N, metal, metal:N).
+        #[arg(long)]
+        device: Option<String>,
+        /// Generic resources per task, for example gpu:1.
+        #[arg(long)]
+        gres: Option<String>,
+        /// Slurm partition of both jobs.
+        #[arg(long)]
+        partition: Option<String>,
+        /// Time limit per task (Slurm syntax, for example 04:00:00).
+        #[arg(long)]
+        time: Option<String>,
+        /// CPUs per task.
+        #[arg(long)]
+        cpus_per_task: Option<usize>,
+        /// Another #SBATCH option for both jobs, as --name=value (repeatable).
+        #[arg(long = "sbatch-arg", value_name = "OPTION", allow_hyphen_values = true)]
+        sbatch_args: Vec<String>,
+        /// The driftsweep binary the jobs run (default: this one).
+        #[arg(long)]
+        bin: Option<PathBuf>,
+        /// Submit the jobs with sbatch after writing them.
+        #[arg(long)]
+        submit: bool,
     },
     /// Re-render report.json and report.md from a results directory, running nothing.
     Report {
@@ -146,6 +201,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             device,
             start_over,
             no_progress,
+            shard,
         } => {
             let mut cfg = config::load(&config)?;
             if let Some(d) = device {
@@ -155,6 +211,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                 out,
                 progress: !no_progress,
                 start_over,
+                shard,
             };
             sweep::install_interrupt_handler()?;
             let outcome = sweep::run_sweep(&cfg, &opts)?;
@@ -272,6 +329,69 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                         format!("`{other}`: use perf or trace"),
                     ));
                 }
+            }
+            Ok(0)
+        }
+        Command::Merge { out, dirs } => {
+            let m = driftsweep::merge::merge(&out, &dirs)?;
+            let i = &m.info;
+            outln!(
+                "merged {} of {} shard(s) into {}",
+                i.shards.len(),
+                i.count,
+                out.display()
+            );
+            if !i.missing_shards.is_empty() {
+                outln!("  missing shard(s): {:?}", i.missing_shards);
+            }
+            for id in &i.missing_pairs {
+                outln!("  missing pair: {id}");
+            }
+            summarize(&m.rendered);
+            Ok(m.rendered.verdict().exit_code())
+        }
+        Command::Slurm {
+            config,
+            shards,
+            parallel,
+            out,
+            device,
+            gres,
+            partition,
+            time,
+            cpus_per_task,
+            sbatch_args,
+            bin,
+            submit,
+        } => {
+            let cfg = config::load(&config)?;
+            if let Some(d) = &device {
+                parse_device(d)?;
+            }
+            let opts = driftsweep::slurm::SlurmOptions {
+                shards,
+                parallel,
+                out,
+                device,
+                gres,
+                partition,
+                time,
+                cpus_per_task,
+                sbatch_args,
+                bin,
+                submit,
+            };
+            let j = driftsweep::slurm::write_jobs(&cfg, &opts)?;
+            outln!("wrote {}", j.array_script.display());
+            outln!("wrote {}", j.merge_script.display());
+            outln!("wrote {}", j.submit_script.display());
+            match &j.array {
+                Some(a) => outln!("unfinished shard(s) {:?}: --array={a}", j.unfinished),
+                None => outln!("every shard is finished: only the merge is left"),
+            }
+            match &j.submitted {
+                Some(s) => outln!("{}", s.trim_end()),
+                None => outln!("submit with: bash {}", j.submit_script.display()),
             }
             Ok(0)
         }

@@ -58,6 +58,12 @@ pub struct Manifest {
     /// Each invocation that worked on this directory: the first run, then every resume.
     #[serde(default)]
     pub sessions: Vec<Session>,
+    /// The shard this directory holds (`run --shard K/N`), with the whole plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::shard::ShardInfo>,
+    /// The shards this directory was merged from (`driftsweep merge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<crate::merge::MergeInfo>,
 }
 
 /// One invocation of `driftsweep run` on a results directory.

@@ -38,6 +38,9 @@ pub struct SweepOptions {
     /// Throw away an existing results directory's records instead of resuming from them or
     /// refusing a directory made by another sweep.
     pub start_over: bool,
+    /// Run only this shard of the plan (`--shard K/N`); its default results directory is
+    /// `<output>.shards/K-of-N`.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 /// Set by SIGINT/SIGTERM: the device worker finishes the run it is in and stops.
@@ -89,7 +92,10 @@ pub fn run_sweep(cfg: &LoadedConfig, opts: &SweepOptions) -> Result<SweepOutcome
     let started = Instant::now();
     let info = ModelInfo::for_config(cfg)?;
     let plan = plan::expand(cfg, &info)?;
-    let dir = output_dir(cfg, opts.out.as_ref());
+    let dir = match opts.shard {
+        Some(s) if opts.out.is_none() => crate::shard::shard_dir(&output_dir(cfg, None), s),
+        _ => output_dir(cfg, opts.out.as_ref()),
+    };
     let config_sha256 = cfg.sha256();
     let device = run::open_device(cfg.config.device);
     let (device_id, device_name) = match &device {
@@ -97,6 +103,9 @@ pub fn run_sweep(cfg: &LoadedConfig, opts: &SweepOptions) -> Result<SweepOutcome
         Err(why) => (cfg.config.device.to_string(), format!("unavailable: {why}")),
     };
     let previous = previous_results(&dir, &config_sha256, &info, &device_name, opts.start_over)?;
+    // A shard runs only its pairs, but keeps the whole plan: its continuations are generated
+    // at the plan's longest span, so its token ids and metrics are a single run's.
+    let shard = crate::shard::for_sweep(cfg, &plan, opts.shard, &dir, previous.as_ref())?;
     let store = Store::create(&dir).map_err(|e| match (&opts.out, &cfg.config.output) {
         // The directory came from the sweep file: say which file and field chose it.
         (None, Some(_)) => Error::config(&cfg.path, "output", e.to_string()),
@@ -110,6 +119,7 @@ pub fn run_sweep(cfg: &LoadedConfig, opts: &SweepOptions) -> Result<SweepOutcome
     };
     let todo: Vec<usize> = (0..plan.pairs.len())
         .filter(|i| !done.contains(&plan.pairs[*i].id))
+        .filter(|i| shard.as_ref().is_none_or(|s| s.owns(*i)))
         .collect();
     let session = Session {
         started_at: store::now(),
@@ -151,8 +161,13 @@ pub fn run_sweep(cfg: &LoadedConfig, opts: &SweepOptions) -> Result<SweepOutcome
             finished_at: None,
             wall_s: None,
             sessions: Vec::new(),
+            shard: None,
+            merged: None,
         },
     };
+    if let Some(s) = &shard {
+        s.apply(&mut manifest, cfg.config.continuation);
+    }
     manifest.sessions.push(session);
     store.write_manifest(&manifest)?;
 
@@ -239,7 +254,7 @@ fn previous_results(
 }
 
 /// Removes what a sweep writes into a results directory, and nothing else.
-fn clear_results(dir: &Path) -> Result<()> {
+pub(crate) fn clear_results(dir: &Path) -> Result<()> {
     for sub in ["runs", "pairs", "logits", "traces", "templates"] {
         let p = dir.join(sub);
         if p.is_dir() {
@@ -282,7 +297,11 @@ fn save_templates(cfg: &LoadedConfig, store: &Store) -> Result<()> {
 /// asks for it. Everything else (missing, INCOMPLETE, SKIPPED) is computed again. The unit
 /// is the pair: a lone finished run whose partner is missing is recomputed, since its logits
 /// were not kept.
-fn finished_pairs(cfg: &LoadedConfig, plan: &Plan, store: &Store) -> Result<HashSet<String>> {
+pub(crate) fn finished_pairs(
+    cfg: &LoadedConfig,
+    plan: &Plan,
+    store: &Store,
+) -> Result<HashSet<String>> {
     let mut done = HashSet::new();
     for pair in &plan.pairs {
         let Some(rec) = store.pair(pair)? else {
