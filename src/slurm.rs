@@ -90,7 +90,10 @@ fn finished(cfg: &LoadedConfig, p: &plan::Plan, sel: &Selection, dir: &Path) -> 
     let Ok(store) = Store::open(dir) else {
         return Ok(false);
     };
-    let m = store.manifest()?;
+    // An unreadable manifest is unfinished: the task's `run` then says what is wrong with it.
+    let Ok(m) = store.manifest() else {
+        return Ok(false);
+    };
     if m.config_sha256 != cfg.sha256() || m.shard.as_ref() != Some(&sel.info) {
         return Ok(false);
     }
