@@ -390,6 +390,7 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
         .iter()
         .map(|i| i.manifest.device_name.clone())
         .collect();
+    names.sort();
     names.dedup();
     let missing_shards: Vec<usize> = (0..count).filter(|k| !given.contains_key(k)).collect();
     let info = MergeInfo {
