@@ -73,40 +73,8 @@ enum Command {
     Slurm {
         /// The sweep file (YAML).
         config: PathBuf,
-        /// Number of shards N (array tasks).
-        #[arg(long)]
-        shards: usize,
-        /// At most this many tasks at once (`--array=...%K`; default: all).
-        #[arg(long)]
-        parallel: Option<usize>,
-        /// Merged results directory (default: the file's `output`, else results/<name>);
-        /// shards go to `<out>.shards/K-of-N`, the scripts and logs to `<out>.shards/slurm`.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Device for the tasks (auto, cpu, cuda, cuda:N, metal, metal:N).
-        #[arg(long)]
-        device: Option<String>,
-        /// Generic resources per task, for example gpu:1.
-        #[arg(long)]
-        gres: Option<String>,
-        /// Slurm partition of both jobs.
-        #[arg(long)]
-        partition: Option<String>,
-        /// Time limit per task (Slurm syntax, for example 04:00:00).
-        #[arg(long)]
-        time: Option<String>,
-        /// CPUs per task.
-        #[arg(long)]
-        cpus_per_task: Option<usize>,
-        /// Another #SBATCH option for both jobs, as --name=value (repeatable).
-        #[arg(long = "sbatch-arg", value_name = "OPTION", allow_hyphen_values = true)]
-        sbatch_args: Vec<String>,
-        /// The driftsweep binary the jobs run (default: this one).
-        #[arg(long)]
-        bin: Option<PathBuf>,
-        /// Submit the jobs with sbatch after writing them.
-        #[arg(long)]
-        submit: bool,
+        #[command(flatten)]
+        opts: driftsweep::slurm::SlurmOptions,
     },
     /// Re-render report.json and report.md from a results directory, running nothing.
     Report {
@@ -350,37 +318,11 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             summarize(&m.rendered);
             Ok(m.rendered.verdict().exit_code())
         }
-        Command::Slurm {
-            config,
-            shards,
-            parallel,
-            out,
-            device,
-            gres,
-            partition,
-            time,
-            cpus_per_task,
-            sbatch_args,
-            bin,
-            submit,
-        } => {
+        Command::Slurm { config, opts } => {
             let cfg = config::load(&config)?;
-            if let Some(d) = &device {
+            if let Some(d) = &opts.device {
                 parse_device(d)?;
             }
-            let opts = driftsweep::slurm::SlurmOptions {
-                shards,
-                parallel,
-                out,
-                device,
-                gres,
-                partition,
-                time,
-                cpus_per_task,
-                sbatch_args,
-                bin,
-                submit,
-            };
             let j = driftsweep::slurm::write_jobs(&cfg, &opts)?;
             outln!("wrote {}", j.array_script.display());
             outln!("wrote {}", j.merge_script.display());

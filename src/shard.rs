@@ -172,6 +172,11 @@ impl Group {
     }
 }
 
+/// (prompt, seed).
+type GroupKey = (String, u64);
+/// (dtype, span) inside a group.
+type UnitKey = (String, usize);
+
 /// Estimated forward tokens of one pair's runs: see the module documentation.
 fn pair_cost(prompt_len: usize, p: &PairSpec, prefill_shared: bool) -> u64 {
     let (pl, s) = (prompt_len as u64, p.span as u64);
@@ -194,8 +199,7 @@ fn groups(
         m
     };
     // BTreeMaps keyed by ids: the order never depends on hashing.
-    let mut by_group: BTreeMap<(String, u64), BTreeMap<(String, usize), Vec<usize>>> =
-        BTreeMap::new();
+    let mut by_group: BTreeMap<GroupKey, BTreeMap<UnitKey, Vec<usize>>> = BTreeMap::new();
     for (i, p) in pairs.iter().enumerate() {
         by_group
             .entry((p.prompt.clone(), p.seed))

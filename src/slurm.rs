@@ -15,31 +15,42 @@ use crate::plan;
 use crate::shard::{self, Selection, Shard};
 use crate::store::Store;
 
-/// What `driftsweep slurm` is asked for.
-#[derive(Debug, Clone, Default)]
+/// What `driftsweep slurm` is asked for (its command-line options).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct SlurmOptions {
-    /// N, the number of shards (array tasks).
+    /// Number of shards N (array tasks).
+    #[arg(long)]
     pub shards: usize,
-    /// K in `--array=...%K`: at most this many tasks at once (default N).
+    /// At most this many tasks at once (`--array=...%K`; default: all).
+    #[arg(long)]
     pub parallel: Option<usize>,
-    /// Merged results directory (default: the sweep's `output`, else results/<name>); the
-    /// shards go to `<out>.shards/K-of-N`.
+    /// Merged results directory (default: the file's `output`, else results/<name>); shards
+    /// go to `<out>.shards/K-of-N`, the scripts and logs to `<out>.shards/slurm`.
+    #[arg(long)]
     pub out: Option<PathBuf>,
-    /// `--device` for the tasks.
+    /// Device for the tasks (auto, cpu, cuda, cuda:N, metal, metal:N).
+    #[arg(long)]
     pub device: Option<String>,
-    /// `#SBATCH --gres=` of the tasks (for example `gpu:1`); the merge asks for none.
+    /// Generic resources per task, for example gpu:1 (the merge asks for none).
+    #[arg(long)]
     pub gres: Option<String>,
-    /// `#SBATCH --partition=`.
+    /// Slurm partition of both jobs.
+    #[arg(long)]
     pub partition: Option<String>,
-    /// `#SBATCH --time=` of each task.
+    /// Time limit per task (Slurm syntax, for example 04:00:00).
+    #[arg(long)]
     pub time: Option<String>,
-    /// `#SBATCH --cpus-per-task=` of each task.
+    /// CPUs per task.
+    #[arg(long)]
     pub cpus_per_task: Option<usize>,
-    /// Further `#SBATCH` options, each as `--name=value`, for both jobs.
+    /// Another #SBATCH option for both jobs, as --name=value (repeatable).
+    #[arg(long = "sbatch-arg", value_name = "OPTION", allow_hyphen_values = true)]
     pub sbatch_args: Vec<String>,
     /// The driftsweep binary the jobs run (default: this one).
+    #[arg(long)]
     pub bin: Option<PathBuf>,
-    /// Submit with sbatch after writing.
+    /// Submit the jobs with sbatch after writing them.
+    #[arg(long)]
     pub submit: bool,
 }
 
