@@ -1,4 +1,5 @@
-//! The `driftsweep` command line: `plan`, `run`, `report`.
+//! The `driftsweep` command line: `plan`, `run`, `merge`, `slurm`, `report`, `verify`,
+//! `generate`, `bench`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +62,28 @@ enum Command {
         /// Exit at once, as SIGKILL would, after this many run records (testing aid).
         #[arg(long, hide = true)]
         exit_after_runs: Option<usize>,
+        /// Run only shard K of N (K from 0) of the plan's pairs, into its own results
+        /// directory (default `<output>.shards/K-of-N`); `driftsweep merge` joins the shards.
+        #[arg(long, value_name = "K/N")]
+        shard: Option<driftsweep::shard::Shard>,
+    },
+    /// Join the results directories of `run --shard K/N` into OUT and render its reports.
+    /// The shards must come from the same sweep file, model, tool build and device kind.
+    /// Exit code: 0 PASS, 1 FAIL, 3 INCOMPLETE (a shard or pair missing), 2 bad input.
+    Merge {
+        /// The merged results directory.
+        out: PathBuf,
+        /// The shards' results directories.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
+    /// Write a Slurm job array (one task per shard, only the unfinished shards) and a merge
+    /// job that runs after it (--dependency=afterok); --submit submits both.
+    Slurm {
+        /// The sweep file (YAML).
+        config: PathBuf,
+        #[command(flatten)]
+        opts: driftsweep::slurm::SlurmOptions,
     },
     /// Re-render report.json and report.md from a results directory, running nothing.
     Report {
@@ -158,6 +181,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             no_progress,
             stop_after_runs,
             exit_after_runs,
+            shard,
         } => {
             let mut cfg = config::load(&config)?;
             if let Some(d) = device {
@@ -169,6 +193,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                 stop: sweep::StopFlag::new(),
                 stop_after_runs,
                 exit_after_runs,
+                shard,
             };
             sweep::install_interrupt_handler(&opts.stop)?;
             let mut bar = progress::Bar::new(!no_progress);
@@ -287,6 +312,43 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                         format!("`{other}`: use perf or trace"),
                     ));
                 }
+            }
+            Ok(0)
+        }
+        Command::Merge { out, dirs } => {
+            let m = driftsweep::merge::merge(&out, &dirs)?;
+            let i = &m.info;
+            outln!(
+                "merged {} of {} shard(s) into {}",
+                i.shards.len(),
+                i.count,
+                out.display()
+            );
+            if !i.missing_shards.is_empty() {
+                outln!("  missing shard(s): {:?}", i.missing_shards);
+            }
+            for id in &i.missing_pairs {
+                outln!("  missing pair: {id}");
+            }
+            summarize(&m.rendered);
+            Ok(m.rendered.verdict().exit_code())
+        }
+        Command::Slurm { config, opts } => {
+            let cfg = config::load(&config)?;
+            if let Some(d) = &opts.device {
+                parse_device(d)?;
+            }
+            let j = driftsweep::slurm::write_jobs(&cfg, &opts)?;
+            outln!("wrote {}", j.array_script.display());
+            outln!("wrote {}", j.merge_script.display());
+            outln!("wrote {}", j.submit_script.display());
+            match &j.array {
+                Some(a) => outln!("unfinished shard(s) {:?}: --array={a}", j.unfinished),
+                None => outln!("every shard is finished: only the merge is left"),
+            }
+            match &j.submitted {
+                Some(s) => outln!("{}", s.trim_end()),
+                None => outln!("submit with: bash {}", j.submit_script.display()),
             }
             Ok(0)
         }

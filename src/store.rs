@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::compare::Metrics;
+pub mod shards;
+
 use crate::config::SweepConfig;
 use crate::dtype::RunDtype;
 use crate::error::{Error, Result};
@@ -60,6 +62,12 @@ pub struct Manifest {
     /// Each invocation that worked on this directory: the first run, then every resume.
     #[serde(default)]
     pub sessions: Vec<Session>,
+    /// The shard this directory holds (`run --shard K/N`), with the whole plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<shards::ShardInfo>,
+    /// The shards this directory was merged from (`driftsweep merge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<shards::MergeInfo>,
 }
 
 /// The settings a sweep ran with: its file with every default filled in, and the limits each

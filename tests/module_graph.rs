@@ -43,7 +43,11 @@ fn graph_of(files: &[(String, String)]) -> Graph {
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
-            if !name.is_empty() && name != *module {
+            // Modules are lowercase; `crate::Error` and the like are re-exports.
+            if !name.is_empty()
+                && name != *module
+                && name.starts_with(|c: char| c.is_ascii_lowercase())
+            {
                 deps.insert(name);
             }
         }

@@ -92,6 +92,12 @@ pub struct ReportJson {
     pub interrupted: bool,
     /// Every invocation that worked on the results directory (first run, then resumes).
     pub sessions: Vec<crate::store::Session>,
+    /// The shard these results are (`run --shard K/N`): index, count and estimated costs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::store::shards::ShardSummary>,
+    /// The shards these results were merged from, and what was missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged: Option<crate::store::shards::MergeInfo>,
 }
 
 /// `sweep` in report.json.
@@ -355,6 +361,8 @@ pub fn build(store: &Store) -> Result<ReportJson> {
         trace: None,
         interrupted,
         sessions: m.sessions,
+        shard: m.shard.as_ref().map(crate::store::shards::ShardSummary::of),
+        merged: m.merged,
     })
 }
 

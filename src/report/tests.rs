@@ -135,6 +135,8 @@ fn results(dir: &std::path::Path) -> Store {
             interrupted: false,
             tool: None,
         }],
+        shard: None,
+        merged: None,
     };
     store.write_manifest(&manifest).unwrap();
     let base = [1.0, 2.0, 3.0, 0.5, 4.0, 1.0, 0.0, 0.0];

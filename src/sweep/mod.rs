@@ -26,6 +26,7 @@ use crate::report;
 use crate::run;
 use crate::store::{Manifest, ModelIdentity, ResolvedSettings, Session, Store, ToolInfo};
 
+pub(crate) use resume::{clear_results, finished_pairs};
 use worker::{Work, Worker};
 use writer::{Writer, write_skipped};
 
@@ -46,6 +47,9 @@ pub struct SweepOptions {
     /// Exit the process at once after this many run records (a deterministic stand-in for
     /// SIGKILL in tests of what survives; nothing is finalized).
     pub exit_after_runs: Option<usize>,
+    /// Run only this shard of the plan (`--shard K/N`); its default results directory is
+    /// `<output>.shards/K-of-N`.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 /// What a sweep invocation produced.
@@ -115,7 +119,10 @@ pub fn run_sweep(
 ) -> Result<SweepOutcome> {
     let started = Instant::now();
     let (info, plan) = prepare(cfg)?;
-    let dir = output_dir(cfg, opts.out.as_ref());
+    let dir = match opts.shard {
+        Some(s) if opts.out.is_none() => crate::shard::shard_dir(&output_dir(cfg, None), s),
+        _ => output_dir(cfg, opts.out.as_ref()),
+    };
     let config_sha256 = cfg.sha256();
     let device = run::open_device(cfg.config.device);
     let (device_id, device_name) = match &device {
@@ -124,6 +131,9 @@ pub fn run_sweep(
     };
     let previous =
         resume::previous_results(&dir, &config_sha256, &info, &device_name, opts.start_over)?;
+    // A shard runs only its pairs, but keeps the whole plan: its continuations are generated
+    // at the plan's longest span, so its token ids and metrics are a single run's.
+    let shard = crate::shard::for_sweep(cfg, &plan, opts.shard, &dir, previous.as_ref())?;
     let store = Store::create(&dir).map_err(|e| match (&opts.out, &cfg.config.output) {
         // The directory came from the sweep file: say which file and field chose it.
         (None, Some(_)) => Error::config(&cfg.path, "output", e.to_string()),
@@ -137,6 +147,7 @@ pub fn run_sweep(
     };
     let todo: Vec<usize> = (0..plan.pairs.len())
         .filter(|i| !done.contains(&plan.pairs[*i].id))
+        .filter(|i| shard.as_ref().is_none_or(|s| s.owns(*i)))
         .collect();
     let session = Session {
         started_at: crate::fsutil::now(),
@@ -178,8 +189,13 @@ pub fn run_sweep(
             finished_at: None,
             wall_s: None,
             sessions: Vec::new(),
+            shard: None,
+            merged: None,
         },
     };
+    if let Some(s) = &shard {
+        s.apply(&mut manifest, cfg.config.continuation);
+    }
     manifest.sessions.push(session);
     store.write_manifest(&manifest)?;
     reporter.event(&Event::Planned {

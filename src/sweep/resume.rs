@@ -65,7 +65,7 @@ pub(super) fn previous_results(
 }
 
 /// Removes what a sweep writes into a results directory, and nothing else.
-fn clear_results(dir: &Path) -> Result<()> {
+pub(crate) fn clear_results(dir: &Path) -> Result<()> {
     for sub in ["runs", "pairs", "logits", "traces", "templates"] {
         let p = dir.join(sub);
         if p.is_dir() {
@@ -94,7 +94,7 @@ fn clear_results(dir: &Path) -> Result<()> {
 /// asks for it. Everything else (missing, INCOMPLETE, SKIPPED) is computed again. The unit
 /// is the pair: a lone finished run whose partner is missing is recomputed, since its logits
 /// were not kept.
-pub(super) fn finished_pairs(
+pub(crate) fn finished_pairs(
     cfg: &LoadedConfig,
     plan: &Plan,
     store: &Store,

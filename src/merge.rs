@@ -1,0 +1,358 @@
+//! `driftsweep merge OUT DIR...`: joins the results directories of `run --shard K/N` into one
+//! results directory and renders every report from it, as if one process had run the sweep.
+//!
+//! The shards must come from the same sweep file (sha256 of it and of the files it includes),
+//! model weights, tool build and device kind, and partition the same plan; anything else is
+//! refused with exit 2 and the differences named. Records are copied byte for byte, so the
+//! merged report.json has the very metrics the shards computed. A shard that is not given, or
+//! a pair a given shard has no record of, becomes an INCOMPLETE pair whose reason says which;
+//! the merged verdict is then INCOMPLETE, never PASS.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::limits::Thresholds;
+use crate::plan::{Mode, PairSpec};
+use crate::report::{self, Rendered};
+use crate::store::shards::ShardInfo;
+pub use crate::store::shards::{MergeInfo, MergedShard, ShardSummary};
+use crate::store::{Manifest, PairRecord, Store};
+use crate::verdict::PairVerdict;
+
+/// What a merge produced.
+#[derive(Debug, Clone)]
+pub struct MergeOutcome {
+    /// The rendered reports of the merged directory.
+    pub rendered: Rendered,
+    /// What went into it.
+    pub info: MergeInfo,
+}
+
+/// A shard directory and its manifest.
+struct Input {
+    dir: PathBuf,
+    store: Store,
+    manifest: Manifest,
+    shard: ShardInfo,
+}
+
+/// The device family of a manifest's device id: `cpu`, `cuda` or `metal`.
+fn device_kind(device: &str) -> &str {
+    device.split(':').next().unwrap_or(device)
+}
+
+fn short(h: &str) -> &str {
+    &h[..12.min(h.len())]
+}
+
+/// What must be equal across shards, in words, with the value.
+fn identity(i: &Input) -> Vec<(&'static str, String)> {
+    let m = &i.manifest;
+    vec![
+        (
+            "sweep file",
+            format!("`{}` (sha256 {}…)", m.config_path, short(&m.config_sha256)),
+        ),
+        (
+            "model",
+            format!("`{}` (sha256 {}…)", m.model.source, short(&m.model.sha256)),
+        ),
+        (
+            "tool version",
+            format!(
+                "{} {} commit {}, candle {}",
+                m.tool.name, m.tool.version, m.tool.git_commit, m.tool.candle_version
+            ),
+        ),
+        ("device kind", device_kind(&m.device).to_string()),
+        ("shard count", i.shard.count.to_string()),
+    ]
+}
+
+fn open_input(dir: &Path) -> Result<Input> {
+    let store = Store::open(dir)?;
+    let manifest = store.manifest()?;
+    let shard = manifest.shard.clone().ok_or_else(|| {
+        Error::store(
+            dir,
+            "is not a shard: its manifest records no `--shard K/N`; merge joins the \
+             directories of `driftsweep run CONFIG --shard K/N`",
+        )
+    })?;
+    Ok(Input {
+        dir: dir.to_path_buf(),
+        store,
+        manifest,
+        shard,
+    })
+}
+
+/// Refuses shards that do not belong together, naming every difference.
+fn check_same_sweep(inputs: &[Input]) -> Result<()> {
+    let first = &inputs[0];
+    let want = identity(first);
+    for other in &inputs[1..] {
+        // The sweep file's sha256 alone decides "same sweep"; its path may differ per node.
+        let differs: Vec<String> = want
+            .iter()
+            .zip(identity(other))
+            .filter(|((what, a), (_, b))| match *what {
+                "sweep file" => first.manifest.config_sha256 != other.manifest.config_sha256,
+                _ => a != b,
+            })
+            .map(|((what, a), (_, b))| format!("{what}: {b} here, {a} in {}", first.dir.display()))
+            .collect();
+        if !differs.is_empty() {
+            return Err(Error::store(
+                &other.dir,
+                format!(
+                    "cannot be merged with {}: not shards of the same sweep ({})",
+                    first.dir.display(),
+                    differs.join("; ")
+                ),
+            ));
+        }
+        if other.shard.plan != first.shard.plan {
+            return Err(Error::store(
+                &other.dir,
+                format!(
+                    "cannot be merged with {}: the two partition the plan differently",
+                    first.dir.display()
+                ),
+            ));
+        }
+    }
+    // Sorted by index: a shard given twice sits next to itself.
+    for w in inputs.windows(2) {
+        if w[0].shard.index == w[1].shard.index {
+            return Err(Error::store(
+                &w[1].dir,
+                format!(
+                    "holds shard {}, as does {}: give each shard once",
+                    w[1].shard.shard(),
+                    w[0].dir.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The limits a missing pair would have been judged by, from the resolved settings (the
+/// defaults when the manifest has none for its dtype).
+fn limits_of(m: &Manifest, p: &PairSpec) -> Thresholds {
+    match m.resolved.limits.get(p.dtype.as_str()) {
+        Some(l) if p.kv_aligned => l.tolerance,
+        Some(l) => l.drift_budget,
+        None if p.kv_aligned => Thresholds::default_tolerance(p.dtype),
+        None => Thresholds::default_drift_budget(p.dtype),
+    }
+}
+
+/// Copies `rel` from `from` to `to` byte for byte, if it exists; says whether it did.
+fn copy_rel(from: &Store, to: &Store, rel: &str) -> Result<bool> {
+    let src = from.root().join(rel);
+    if !src.is_file() {
+        return Ok(false);
+    }
+    let bytes = std::fs::read(&src).map_err(|e| Error::store(&src, format!("cannot read: {e}")))?;
+    to.write_bytes(rel, &bytes)?;
+    Ok(true)
+}
+
+/// Copies a pair's records (pair, both runs, their logits, its trace); false when the pair
+/// record is missing.
+fn copy_pair(from: &Store, to: &Store, p: &PairSpec) -> Result<bool> {
+    for mode in [Mode::Prefill, Mode::Decode] {
+        if let Some(r) = from.run(p, mode)? {
+            copy_rel(from, to, &format!("runs/{}.json", r.id))?;
+            if let Some(f) = &r.logits_file {
+                copy_rel(from, to, f)?;
+            }
+        }
+    }
+    copy_rel(from, to, &format!("traces/{}.json", p.id))?;
+    copy_rel(from, to, &format!("pairs/{}.json", p.id))
+}
+
+/// The merged directory may be new, or an earlier merge of this sweep (which is replaced);
+/// never a shard given to this merge, and never other results.
+fn prepare_out(out: &Path, inputs: &[Input]) -> Result<Store> {
+    let canon = |p: &Path| std::fs::canonicalize(p).ok();
+    if let Some(o) = canon(out)
+        && let Some(i) = inputs.iter().find(|i| canon(&i.dir).as_ref() == Some(&o))
+    {
+        return Err(Error::store(
+            out,
+            format!(
+                "is the shard {} given to this merge: write the merge to another directory",
+                i.shard.shard()
+            ),
+        ));
+    }
+    if let Ok(existing) = Store::open(out) {
+        let m = existing.manifest()?;
+        if m.merged.is_none() || m.config_sha256 != inputs[0].manifest.config_sha256 {
+            return Err(Error::store(
+                out,
+                "holds results that are not a merge of this sweep's shards: choose another \
+                 OUT (merge replaces only an earlier merge of the same sweep)",
+            ));
+        }
+        crate::sweep::clear_results(out)?;
+    }
+    Store::create(out)
+}
+
+/// Merges the shard directories `dirs` into `out` and renders its reports.
+pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
+    if dirs.is_empty() {
+        return Err(Error::store(
+            out,
+            "merge needs at least one shard directory",
+        ));
+    }
+    let mut inputs = dirs
+        .iter()
+        .map(|d| open_input(d))
+        .collect::<Result<Vec<_>>>()?;
+    // Records go in shard order.
+    inputs.sort_by_key(|i| i.shard.index);
+    check_same_sweep(&inputs)?;
+    let store = prepare_out(out, &inputs)?;
+    let first = &inputs[0];
+    let plan = &first.shard.plan;
+    let count = first.shard.count;
+
+    let mut tokens = BTreeMap::new();
+    for i in &inputs {
+        for (k, t) in &i.manifest.tokens {
+            // Every shard generates a (prompt, seed)'s ids at the plan's longest span with
+            // the same seeded draws: two that differ mean the shards are not one sweep.
+            if let Some(seen) = tokens.insert(k.clone(), t.clone())
+                && (seen.prompt != t.prompt || seen.continuation != t.continuation)
+            {
+                return Err(Error::store(
+                    &i.dir,
+                    format!(
+                        "its token ids for `{k}` differ from another shard's: these are not \
+                         shards of one sweep"
+                    ),
+                ));
+            }
+        }
+    }
+
+    let mut shards = Vec::new();
+    let mut missing_pairs = Vec::new();
+    let given: BTreeMap<usize, &Input> = inputs.iter().map(|i| (i.shard.index, i)).collect();
+    for sp in plan {
+        let p = &sp.spec;
+        let reason = match given.get(&sp.shard) {
+            Some(i) if copy_pair(&i.store, &store, p)? => continue,
+            Some(i) => format!(
+                "missing: shard {} ({}) has no record of this pair; run that shard again to \
+                 finish it, then merge again",
+                i.shard.shard(),
+                i.dir.display()
+            ),
+            None => format!(
+                "missing: shard {}/{count}, which holds this pair, was not given to merge",
+                sp.shard
+            ),
+        };
+        missing_pairs.push(p.id.clone());
+        store.write_pair(&PairRecord {
+            spec: p.clone(),
+            verdict: PairVerdict::Incomplete,
+            reason,
+            metrics: None,
+            limits: limits_of(&first.manifest, p),
+        })?;
+    }
+    for i in &inputs {
+        let own: Vec<&PairSpec> = plan
+            .iter()
+            .filter(|p| p.shard == i.shard.index)
+            .map(|p| &p.spec)
+            .collect();
+        shards.push(MergedShard {
+            index: i.shard.index,
+            dir: i.dir.display().to_string(),
+            pairs: own.len(),
+            missing_pairs: own.iter().filter(|p| missing_pairs.contains(&p.id)).count(),
+            wall_s: i.manifest.wall_s,
+            device_name: i.manifest.device_name.clone(),
+        });
+    }
+    for rel in [
+        report::CUSTOM_REPORT_TEMPLATE,
+        report::CUSTOM_TRACE_TEMPLATE,
+    ] {
+        copy_rel(&first.store, &store, rel)?;
+    }
+
+    let all_finished = inputs.iter().all(|i| i.manifest.finished_at.is_some());
+    let started_at = inputs.iter().map(|i| i.manifest.started_at.clone()).min();
+    let finished_at = all_finished
+        .then(|| {
+            inputs
+                .iter()
+                .filter_map(|i| i.manifest.finished_at.clone())
+                .max()
+        })
+        .flatten();
+    let elapsed_s = match (&started_at, &finished_at) {
+        (Some(a), Some(b)) => match (
+            chrono::DateTime::parse_from_rfc3339(a),
+            chrono::DateTime::parse_from_rfc3339(b),
+        ) {
+            (Ok(a), Ok(b)) => Some((b - a).num_milliseconds() as f64 / 1e3),
+            _ => None,
+        },
+        _ => None,
+    };
+    let mut names: Vec<String> = inputs
+        .iter()
+        .map(|i| i.manifest.device_name.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    let missing_shards: Vec<usize> = (0..count).filter(|k| !given.contains_key(k)).collect();
+    let info = MergeInfo {
+        count,
+        shards,
+        missing_shards,
+        missing_pairs,
+        elapsed_s,
+        merged_at: crate::fsutil::now(),
+    };
+    let mut manifest = first.manifest.clone();
+    manifest.pairs = plan.iter().map(|p| p.spec.clone()).collect();
+    manifest.tokens = tokens;
+    manifest.load_groups = first.shard.plan_load_groups.clone();
+    manifest.model_loads = inputs
+        .iter()
+        .flat_map(|i| i.manifest.model_loads.clone())
+        .collect();
+    manifest.sessions = inputs
+        .iter()
+        .flat_map(|i| i.manifest.sessions.clone())
+        .collect();
+    manifest.device_name = names.join(" / ");
+    manifest.started_at = started_at.unwrap_or_default();
+    manifest.finished_at = finished_at;
+    manifest.wall_s = if all_finished {
+        Some(inputs.iter().filter_map(|i| i.manifest.wall_s).sum())
+    } else {
+        None
+    };
+    manifest.shard = None;
+    manifest.merged = Some(info.clone());
+    store.write_manifest(&manifest)?;
+    Ok(MergeOutcome {
+        rendered: report::render(&store)?,
+        info,
+    })
+}
