@@ -15,6 +15,11 @@ use crate::store::{Manifest, ModelLoad, RunRecord, RunStatus, Store, ToolInfo};
 use crate::verdict::{self, GlobalVerdict, PairVerdict, Thresholds, fmt_num};
 
 pub mod trace;
+// issue 19: report.html, report.junit.xml, llama.cpp-style KL statistics.
+pub mod html;
+pub mod junit;
+pub mod kl;
+mod plots;
 
 /// The Markdown report template, compiled in so the binary works from any directory.
 pub const REPORT_TEMPLATE: &str = include_str!("../../templates/report.md.tera");
@@ -88,6 +93,8 @@ pub struct ReportJson {
     pub interrupted: bool,
     /// Every invocation that worked on the results directory (first run, then resumes).
     pub sessions: Vec<crate::store::Session>,
+    /// llama.cpp-style KL statistics pooled over each dtype's compared pairs.
+    pub kl_statistics: Vec<kl::KlGroup>,
 }
 
 /// `sweep` in report.json.
@@ -177,6 +184,8 @@ pub struct PairJson {
     pub prefill: RunJson,
     /// Decode run.
     pub decode: RunJson,
+    /// llama.cpp-style KL statistics of this pair (null unless compared).
+    pub kl_stats: Option<crate::compare::kl_stats::KlStats>,
 }
 
 /// kv_aligned=false drift of one (span, dtype).
@@ -288,6 +297,10 @@ pub fn build(store: &Store) -> Result<ReportJson> {
             spec: spec.clone(),
             verdict,
             reason,
+            kl_stats: metrics
+                .as_ref()
+                .filter(|_| verdict.is_compared())
+                .and_then(crate::compare::kl_stats::KlStats::of),
             metrics,
             limits,
             prefill: run_json(pre.as_ref()),
@@ -332,6 +345,7 @@ pub fn build(store: &Store) -> Result<ReportJson> {
     let drift_characterization = drift_groups(&pairs);
     let performance = perf_groups(&m.pairs, &runs);
     let observations = observations(&pairs, &counts);
+    let kl_statistics = kl::groups(&pairs);
     Ok(ReportJson {
         tool: m.tool,
         sweep: SweepIdentity {
@@ -360,6 +374,7 @@ pub fn build(store: &Store) -> Result<ReportJson> {
         trace: None,
         interrupted,
         sessions: m.sessions,
+        kl_statistics,
     })
 }
 
@@ -874,6 +889,8 @@ pub fn render(store: &Store) -> Result<Rendered> {
     let template = template_for(store, CUSTOM_REPORT_TEMPLATE, REPORT_TEMPLATE)?;
     let md = render_template("report.md.tera", &template, &view(&report))?;
     store.write_bytes("report.md", md.as_bytes())?;
+    html::write(store, &report)?;
+    junit::write(store, &report)?;
     Ok(Rendered {
         dir: store.root().to_path_buf(),
         report,
