@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod compare;
 pub mod config;
+pub mod diff;
 pub mod error;
 pub mod model;
 pub mod plan;

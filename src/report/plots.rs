@@ -119,6 +119,7 @@ pub fn pair_series(
             chart
                 .configure_mesh()
                 .disable_x_mesh()
+                .max_light_lines(0)
                 .x_labels(5)
                 .y_labels(4)
                 .x_label_formatter(&|x| format!("{x:.0}"))
@@ -256,6 +257,7 @@ pub fn drift_by_span(
             chart
                 .configure_mesh()
                 .disable_x_mesh()
+                .max_light_lines(0)
                 .x_labels(spans.len().max(1) * 2 + 1)
                 .x_label_formatter(&span_label)
                 .y_labels(5)
