@@ -28,7 +28,10 @@ pub const DEFAULT_FAIL_ON: f64 = 2.0;
 pub const NOISE_FLOOR: f64 = 0.01;
 
 /// The metrics compared, with the limit that sets each one's floor.
-const METRICS: &[(&str, fn(&Metrics) -> f32, fn(&Thresholds) -> f32)] = &[
+/// A metric's name, how to read it, and its limit.
+type MetricDef = (&'static str, fn(&Metrics) -> f32, fn(&Thresholds) -> f32);
+
+const METRICS: &[MetricDef] = &[
     ("max_abs_diff", |m| m.max_abs_diff, |t| t.max_abs_diff),
     ("p99_abs_diff", |m| m.p99_abs_diff, |t| t.p99_abs_diff),
     ("mean_abs_diff", |m| m.mean_abs_diff, |t| t.mean_abs_diff),

@@ -157,8 +157,15 @@ fn num(x: f64) -> String {
     fmt_num(x as f32)
 }
 
+/// A probability as a percentage, in llama.cpp's three decimals, or in scientific notation
+/// where those would print 0.000 % for a non-zero value (f32 drift).
 fn pct(x: f64) -> String {
-    format!("{:.3} %", 100.0 * x)
+    let v = 100.0 * x;
+    if v != 0.0 && v.abs() < 5e-4 {
+        format!("{v:.2e} %")
+    } else {
+        format!("{v:.3} %")
+    }
 }
 
 fn share(value: f32, limit: f32) -> String {

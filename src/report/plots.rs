@@ -81,20 +81,14 @@ pub fn pair_series(
                 Some((f.pos as f64, y, f.prefill_margin))
             })
             .collect();
-        let panels: [(
-            &DrawingArea<_, _>,
-            &str,
-            Vec<Option<f64>>,
-            Option<f32>,
-            RGBColor,
-        ); 2] = [
+        let panels = [
             (
                 &top,
                 "max |diff| per position",
                 m.per_pos_max_abs
                     .iter()
                     .map(|&v| Some(f64::from(v)))
-                    .collect(),
+                    .collect::<Vec<_>>(),
                 limits.map(|l| l.max_abs_diff),
                 PREFILL_BLUE,
             ),
