@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod compare;
 pub mod config;
+pub mod diff;
 pub mod dtype;
 pub mod error;
 pub mod fsutil;

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod progress;
 use driftsweep::plan::Mode;
-use driftsweep::{Error, bench, config, model, plan, report, store, sweep, tokens, verify};
+use driftsweep::{Error, bench, config, diff, model, plan, report, store, sweep, tokens, verify};
 
 /// `println!` that ignores a closed stdout (`driftsweep plan x | head` must not panic).
 macro_rules! outln {
@@ -66,6 +66,16 @@ enum Command {
         /// directory (default `<output>.shards/K-of-N`); `driftsweep merge` joins the shards.
         #[arg(long, value_name = "K/N")]
         shard: Option<driftsweep::shard::Shard>,
+        /// After the sweep, compare it with this results directory as `driftsweep diff` does
+        /// (writes diff.md and diff.json into the results directory); a regression exits 1.
+        #[arg(long, value_name = "DIR")]
+        baseline: Option<PathBuf>,
+        /// With --baseline: a metric that grew by more than this factor is a regression.
+        #[arg(long, default_value_t = diff::DEFAULT_FAIL_ON, value_name = "FACTOR")]
+        fail_on: f64,
+        /// With --baseline: match pairs by id even if the baseline holds another sweep.
+        #[arg(long)]
+        by_id: bool,
     },
     /// Join the results directories of `run --shard K/N` into OUT and render its reports.
     /// The shards must come from the same sweep file, model, tool build and device kind.
@@ -84,6 +94,26 @@ enum Command {
         config: PathBuf,
         #[command(flatten)]
         opts: driftsweep::slurm::SlurmOptions,
+    },
+    /// Compare two results directories pair by pair (matched by id): metric ratios NEW / BASE
+    /// and verdict changes. Exit code: 0 nothing regressed, 1 a pair regressed beyond
+    /// --fail-on, 3 no pair compared in both, 2 bad input (including different sweeps
+    /// without --by-id).
+    Diff {
+        /// The baseline results directory.
+        base: PathBuf,
+        /// The results directory under test.
+        new: PathBuf,
+        /// A metric that grew by more than this factor (after raising both values to 1% of
+        /// the pair's limit) is a regression.
+        #[arg(long, default_value_t = diff::DEFAULT_FAIL_ON, value_name = "FACTOR")]
+        fail_on: f64,
+        /// Match pairs by id even when the directories hold different sweeps.
+        #[arg(long)]
+        by_id: bool,
+        /// Print JSON instead of Markdown.
+        #[arg(long)]
+        json: bool,
     },
     /// Re-render report.json and report.md from a results directory, running nothing.
     Report {
@@ -182,7 +212,16 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             stop_after_runs,
             exit_after_runs,
             shard,
+            baseline,
+            fail_on,
+            by_id,
         } => {
+            let diff_opts = diff::DiffOptions { fail_on, by_id };
+            // A bad baseline is found before hours of sweeping, not after.
+            if let Some(b) = &baseline {
+                diff_opts.validate()?;
+                diff::check_baseline(b)?;
+            }
             let mut cfg = config::load(&config)?;
             if let Some(d) = device {
                 cfg.config.device = parse_device(&d)?;
@@ -209,7 +248,37 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                 eprintln!("interrupted: run the same command again to resume");
                 return Ok(130);
             }
-            Ok(outcome.rendered.verdict().exit_code())
+            let code = outcome.rendered.verdict().exit_code();
+            match baseline {
+                Some(b) => {
+                    let d = diff::diff(&b, &outcome.rendered.dir, diff_opts)?;
+                    diff::write(&outcome.rendered.dir, &d)?;
+                    outln!(
+                        "  against baseline {}: {} — {}",
+                        b.display(),
+                        d.verdict,
+                        d.reason
+                    );
+                    // The sweep's own failure comes first; then the baseline's verdict.
+                    Ok(if code != 0 { code } else { d.exit_code() })
+                }
+                None => Ok(code),
+            }
+        }
+        Command::Diff {
+            base,
+            new,
+            fail_on,
+            by_id,
+            json,
+        } => {
+            let d = diff::diff(&base, &new, diff::DiffOptions { fail_on, by_id })?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&d).unwrap_or_default());
+            } else {
+                outln!("{}", diff::markdown(&d));
+            }
+            Ok(d.exit_code())
         }
         Command::Verify {
             dir,

@@ -313,6 +313,7 @@ mod tests {
             vocab: 8,
             per_pos_max_abs: vec![max_abs; 4],
             per_pos_kl: vec![Some(0.0); 4],
+            per_pos_delta_p: vec![],
         }
     }
 

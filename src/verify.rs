@@ -272,6 +272,9 @@ fn moved_metrics(stored: &PairRecord, now: &PairRecord) -> Vec<MovedMetric> {
     let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
     keys.sort();
     keys.dedup();
+    // A metric the stored record predates (this binary measures more) has not moved: there
+    // is nothing stored to reproduce.
+    keys.retain(|k| a.contains_key(*k));
     let mut moved: Vec<MovedMetric> = keys
         .into_iter()
         .filter(|k| a.get(*k) != b.get(*k))
@@ -335,6 +338,10 @@ mod tests {
         assert!(names.contains(&"max_abs_diff"), "{names:?}");
         assert!(names.contains(&"mean_abs_diff"), "{names:?}");
         assert!(!names.contains(&"vocab"), "{names:?}");
+        // A record written before Δp was measured does not count Δp as moved.
+        let mut old = record(1e-6);
+        old.metrics.as_mut().unwrap().per_pos_delta_p.clear();
+        assert!(moved_metrics(&old, &record(1e-6)).is_empty());
         let m = moved.iter().find(|m| m.metric == "max_abs_diff").unwrap();
         assert_ne!(m.stored, m.now);
     }

@@ -11,7 +11,9 @@
 
 use candle_core::{D, DType, Device, Tensor};
 
-use super::{CompareError, Metrics, RowStats, TopFlip, kl_from_sums, nearest_rank};
+use super::{
+    CompareError, Metrics, RowStats, TopFlip, delta_p_from_sums, kl_from_sums, nearest_rank,
+};
 
 /// Compares `[positions × vocab]` f32 tensors on their device.
 pub(super) fn compare(
@@ -77,6 +79,8 @@ fn summaries(a: &Tensor, b: &Tensor, span_start: usize) -> candle_core::Result<(
     let ib = b0.argmax_keepdim(D::Minus1)?;
     let top_a: Vec<f32> = a0.gather(&ia, 1)?.flatten_all()?.to_vec1()?;
     let at_b: Vec<f32> = a0.gather(&ib, 1)?.flatten_all()?.to_vec1()?;
+    // Decode's logit of prefill's top token, for Δp.
+    let b_at_a: Vec<f32> = b0.gather(&ia, 1)?.flatten_all()?.to_vec1()?;
     let (ia, ib): (Vec<u32>, Vec<u32>) =
         (ia.flatten_all()?.to_vec1()?, ib.flatten_all()?.to_vec1()?);
 
@@ -92,6 +96,10 @@ fn summaries(a: &Tensor, b: &Tensor, span_start: usize) -> candle_core::Result<(
         stats
             .kl
             .push(row_finite.then(|| kl_from_sums(weighted[i], sum_p[i], sum_q[i], mp[i], mq[i])));
+        stats.delta_p.push(
+            row_finite
+                .then(|| delta_p_from_sums(top_a[i], b_at_a[i], sum_p[i], sum_q[i], mp[i], mq[i])),
+        );
         if row_finite && ia[i] != ib[i] {
             stats.flips.push(TopFlip {
                 pos: span_start + i,
@@ -187,6 +195,16 @@ mod tests {
                 _ => panic!("finite rows differ: {d:?} vs {h:?}"),
             }
         }
+        assert_eq!(dev.per_pos_delta_p.len(), host.per_pos_delta_p.len());
+        for (d, h) in dev.per_pos_delta_p.iter().zip(&host.per_pos_delta_p) {
+            match (d, h) {
+                (Some(d), Some(h)) => assert!((d - h).abs() <= 1e-6, "{d} vs {h}"),
+                (None, None) => {}
+                _ => panic!("finite rows differ: {d:?} vs {h:?}"),
+            }
+        }
+        // Row 2's flip moved probability away from prefill's top token.
+        assert!(host.per_pos_delta_p[2].unwrap() < 0.0);
         // The dispatcher takes the in-place host path for CPU tensors and gives the same.
         let direct = super::super::compare_tensors(&ta, &tb, 31, 0.01).unwrap();
         assert_eq!(direct, host);

@@ -8,6 +8,7 @@
 //! the logits, not the comparator's own rounding. p99 is found by selection, never a sort.
 
 mod device;
+pub mod kl_stats;
 
 use candle_core::{Storage, Tensor};
 use serde::{Deserialize, Serialize};
@@ -58,6 +59,11 @@ pub struct Metrics {
     pub per_pos_max_abs: Vec<f32>,
     /// Per position KL, for plots; `None` where a row holds non-finite values.
     pub per_pos_kl: Vec<Option<f32>>,
+    /// Per position Δp: decode's probability of prefill's top token minus prefill's own, for
+    /// the llama.cpp-style statistics ([`kl_stats`]); `None` where a row holds non-finite
+    /// values. Empty in records written before it was measured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_pos_delta_p: Vec<Option<f32>>,
 }
 
 /// Why two runs' logits could not be compared.
@@ -201,6 +207,8 @@ struct RowStats {
     max_abs: Vec<f32>,
     /// KL of each row; `None` for a row with non-finite values.
     kl: Vec<Option<f32>>,
+    /// Δp of each row; `None` for a row with non-finite values.
+    delta_p: Vec<Option<f32>>,
     /// Argmax flips, in position order.
     flips: Vec<TopFlip>,
 }
@@ -213,6 +221,7 @@ impl RowStats {
         self.sum_abs.extend(next.sum_abs);
         self.max_abs.extend(next.max_abs);
         self.kl.extend(next.kl);
+        self.delta_p.extend(next.delta_p);
         self.flips.extend(next.flips);
     }
 
@@ -265,6 +274,7 @@ impl RowStats {
             vocab,
             per_pos_max_abs: self.max_abs,
             per_pos_kl: self.kl,
+            per_pos_delta_p: self.delta_p,
         }
     }
 }
@@ -278,6 +288,7 @@ fn rows(prefill: &[f32], decode: &[f32], vocab: usize, first_pos: usize) -> (Row
         sum_abs: Vec::with_capacity(n),
         max_abs: Vec::with_capacity(n),
         kl: Vec::with_capacity(n),
+        delta_p: Vec::with_capacity(n),
         ..RowStats::default()
     };
     for (i, (a, b)) in prefill
@@ -304,11 +315,15 @@ fn rows(prefill: &[f32], decode: &[f32], vocab: usize, first_pos: usize) -> (Row
         out.sum_abs.push(row_sum);
         // A row with non-finite values has no distribution to compare and no meaningful
         // argmax.
-        out.kl.push(row_finite.then(|| kl(a, b)));
         if !row_finite {
+            out.kl.push(None);
+            out.delta_p.push(None);
             continue;
         }
         let (ia, ib) = (argmax(a), argmax(b));
+        let sums = kl_sums(a, b);
+        out.kl.push(Some(sums.kl()));
+        out.delta_p.push(Some(sums.delta_p(a[ia], b[ia])));
         if ia != ib {
             out.flips.push(TopFlip {
                 pos: first_pos + i,
@@ -333,11 +348,37 @@ pub fn argmax(xs: &[f32]) -> usize {
     best.unwrap_or(0)
 }
 
-/// KL(softmax(p) ‖ softmax(q)) in f64; clamped at 0 since rounding can make it slightly
-/// negative. With m the row maximum and e_i = exp(x_i − m): log softmax(x)_i = x_i − lse(x)
-/// and softmax(p)_i = e_i / Σe, so each element costs two exponentials (one per run) and no
-/// temporary vector.
+/// KL(softmax(p) ‖ softmax(q)) of one row, as the comparator computes it.
+#[cfg(test)]
 fn kl(p: &[f32], q: &[f32]) -> f32 {
+    kl_sums(p, q).kl()
+}
+
+/// One row's softmax sums, from which both its KL and its Δp follow.
+struct RowSums {
+    weighted: f64,
+    sum_p: f64,
+    sum_q: f64,
+    mp: f64,
+    mq: f64,
+}
+
+impl RowSums {
+    fn kl(&self) -> f32 {
+        kl_from_sums(self.weighted, self.sum_p, self.sum_q, self.mp, self.mq)
+    }
+
+    /// Δp of the token whose logits are `p_top` in prefill and `q_at_top` in decode.
+    fn delta_p(&self, p_top: f32, q_at_top: f32) -> f32 {
+        delta_p_from_sums(p_top, q_at_top, self.sum_p, self.sum_q, self.mp, self.mq)
+    }
+}
+
+/// Σe_p(p − q), Σe_p, Σe_q and the row maxima, in one pass over the row, in f64. With m the
+/// row maximum and e_i = exp(x_i − m): log softmax(x)_i = x_i − lse(x) and softmax(p)_i =
+/// e_i / Σe, so each element costs two exponentials (one per run) and no temporary vector.
+/// The KL is clamped at 0 since rounding can make it slightly negative.
+fn kl_sums(p: &[f32], q: &[f32]) -> RowSums {
     let max = |xs: &[f32]| xs.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let (mp, mq) = (max(p), max(q));
     let mut sum_p = 0f64;
@@ -351,7 +392,21 @@ fn kl(p: &[f32], q: &[f32]) -> f32 {
         sum_q += (b - mq).exp();
         weighted += ea * (a - b);
     }
-    kl_from_sums(weighted, sum_p, sum_q, mp, mq)
+    RowSums {
+        weighted,
+        sum_p,
+        sum_q,
+        mp,
+        mq,
+    }
+}
+
+/// Δp = softmax(q)_t − softmax(p)_t for prefill's top token t, from its logits in both runs,
+/// the softmax sums Σe_p, Σe_q and the row maxima (both comparator paths end here).
+fn delta_p_from_sums(p_top: f32, q_at_top: f32, sum_p: f64, sum_q: f64, mp: f64, mq: f64) -> f32 {
+    let pp = (f64::from(p_top) - mp).exp() / sum_p;
+    let pq = (f64::from(q_at_top) - mq).exp() / sum_q;
+    (pq - pp) as f32
 }
 
 /// Finishes a row's KL from Σe_p(p − q), Σe_p, Σe_q and the row maxima m_p, m_q (both
@@ -511,6 +566,20 @@ mod tests {
         let back: Metrics = serde_json::from_str(&json).unwrap();
         assert_eq!(back.non_finite, 2);
         assert_eq!(argmax(&[f32::NAN, 1.0, f32::INFINITY, 3.0]), 3);
+    }
+
+    #[test]
+    fn delta_p_is_the_change_in_probability_of_prefills_top_token() {
+        // softmax([0, ln 3]) = [0.25, 0.75]: prefill's top token 1 at 0.75; decode's [0, 0]
+        // gives it 0.5. Row 2 is identical: Δp 0.
+        let a = vec![0.0, 3f32.ln(), 1.0, 2.0];
+        let b = vec![0.0, 0.0, 1.0, 2.0];
+        let m = compare(&a, &b, 2, 0, 1e9).unwrap();
+        assert!(close(m.per_pos_delta_p[0].unwrap(), -0.25, 1e-6));
+        assert_eq!(m.per_pos_delta_p[1], Some(0.0));
+        // A non-finite row has none.
+        let m = compare(&[f32::NAN, 0.0], &[0.0, 0.0], 2, 0, 1e9).unwrap();
+        assert_eq!(m.per_pos_delta_p, vec![None]);
     }
 
     #[test]

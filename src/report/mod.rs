@@ -16,6 +16,11 @@ use crate::store::{Manifest, ModelLoad, RunRecord, RunStatus, Store, ToolInfo};
 use crate::verdict::{self, GlobalVerdict, PairVerdict, fmt_num};
 
 pub mod trace;
+// issue 19: report.html, report.junit.xml, llama.cpp-style KL statistics.
+pub mod html;
+pub mod junit;
+pub mod kl;
+mod plots;
 
 #[cfg(test)]
 mod tests;
@@ -98,6 +103,8 @@ pub struct ReportJson {
     /// The shards these results were merged from, and what was missing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merged: Option<crate::store::shards::MergeInfo>,
+    /// llama.cpp-style KL statistics pooled over each dtype's compared pairs.
+    pub kl_statistics: Vec<kl::KlGroup>,
 }
 
 /// `sweep` in report.json.
@@ -178,6 +185,8 @@ pub struct PairJson {
     pub prefill: RunJson,
     /// Decode run.
     pub decode: RunJson,
+    /// llama.cpp-style KL statistics of this pair (null unless compared).
+    pub kl_stats: Option<crate::compare::kl_stats::KlStats>,
 }
 
 /// kv_aligned=false drift of one (span, dtype).
@@ -289,6 +298,10 @@ pub fn build(store: &Store) -> Result<ReportJson> {
             spec: spec.clone(),
             verdict,
             reason,
+            kl_stats: metrics
+                .as_ref()
+                .filter(|_| verdict.is_compared())
+                .and_then(crate::compare::kl_stats::KlStats::of),
             metrics,
             limits,
             prefill: run_json(pre.as_ref()),
@@ -333,6 +346,7 @@ pub fn build(store: &Store) -> Result<ReportJson> {
     let drift_characterization = drift_groups(&pairs);
     let performance = perf_groups(&m.pairs, &runs);
     let observations = observations(&pairs, &counts);
+    let kl_statistics = kl::groups(&pairs);
     Ok(ReportJson {
         tool: m.tool,
         sweep: SweepIdentity {
@@ -363,6 +377,7 @@ pub fn build(store: &Store) -> Result<ReportJson> {
         sessions: m.sessions,
         shard: m.shard.as_ref().map(crate::store::shards::ShardSummary::of),
         merged: m.merged,
+        kl_statistics,
     })
 }
 
@@ -870,6 +885,8 @@ pub fn render(store: &Store) -> Result<Rendered> {
     let template = template_for(store, CUSTOM_REPORT_TEMPLATE, REPORT_TEMPLATE)?;
     let md = render_template("report.md.tera", &template, &view(&report))?;
     store.write_bytes("report.md", md.as_bytes())?;
+    html::write(store, &report)?;
+    junit::write(store, &report)?;
     Ok(Rendered {
         dir: store.root().to_path_buf(),
         report,

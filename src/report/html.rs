@@ -1,0 +1,554 @@
+//! `report.html`: one self-contained page (inline CSS and SVG, no script, no network) rendered
+//! from `templates/report.html.tera`, so that it opens on an air-gapped machine and attached
+//! to a ticket. The verdict comes first; then drift by dtype and span against the limits, the
+//! llama.cpp-style KL statistics, every pair's per-position series as small multiples, and
+//! the traced pairs' heat maps.
+
+use serde::Serialize;
+
+use super::plots::{self, Marker, SpanPoint};
+use super::{PairJson, ReportJson};
+use crate::dtype::RunDtype;
+use crate::error::{Error, Result};
+use crate::limits::Thresholds;
+use crate::store::Store;
+use crate::trace::PairTrace;
+use crate::verdict::{PairVerdict, fmt_num};
+
+/// The HTML report template, compiled in.
+pub const HTML_TEMPLATE: &str = include_str!("../../templates/report.html.tera");
+
+/// The file's name in the results directory.
+pub const HTML_FILE: &str = "report.html";
+
+/// A key small multiples are grouped by: its name and its value for a pair.
+type GroupKey = (&'static str, fn(&PairJson) -> String);
+
+/// The keys of the small multiples, outermost first. Engine and path join this list when
+/// pairs have them; nothing else changes.
+const GROUP_KEYS: &[GroupKey] = &[
+    ("span", |p| p.spec.span.to_string()),
+    ("dtype", |p| p.spec.dtype.to_string()),
+    ("kv_aligned", |p| u8::from(p.spec.kv_aligned).to_string()),
+];
+
+/// Vertical marks for a pair's plot: sliding-window edges and chunk boundaries. The sweep
+/// has neither yet (every prefill is one forward and no model here slides its window within
+/// a span); when it does, they are returned here and drawn with no other change.
+fn markers(_p: &PairJson) -> Vec<Marker> {
+    Vec::new()
+}
+
+#[derive(Serialize)]
+struct Count {
+    label: &'static str,
+    n: usize,
+    class: &'static str,
+}
+
+#[derive(Serialize)]
+struct DriftRow {
+    span: usize,
+    kv: u8,
+    pairs: usize,
+    max_abs: String,
+    max_abs_limit: String,
+    max_abs_share: String,
+    kl_max: String,
+    kl_max_limit: String,
+    kl_max_share: String,
+    over: bool,
+}
+
+#[derive(Serialize)]
+struct DtypeDrift {
+    dtype: String,
+    svg: String,
+    rows: Vec<DriftRow>,
+}
+
+#[derive(Serialize)]
+struct KlRow {
+    dtype: String,
+    kv: String,
+    pairs: usize,
+    positions: usize,
+    kl_mean: String,
+    kl_median: String,
+    kl_p90: String,
+    kl_p95: String,
+    kl_p99: String,
+    kl_p99_9: String,
+    kl_max: String,
+    dp_mean: String,
+    dp_rms: String,
+    dp_range: String,
+    same_top: String,
+    same_top_ci: String,
+}
+
+#[derive(Serialize)]
+struct PairFigure {
+    id: String,
+    verdict: String,
+    class: &'static str,
+    reason: String,
+    svg: Option<String>,
+    flips: Vec<String>,
+    markers: Vec<String>,
+    note: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Group {
+    title: String,
+    pairs: Vec<PairFigure>,
+}
+
+#[derive(Serialize)]
+struct TraceFigure {
+    pair: String,
+    svg: String,
+    first_fail: String,
+}
+
+#[derive(Serialize)]
+struct Problem {
+    id: String,
+    verdict: String,
+    reason: String,
+}
+
+#[derive(Serialize)]
+struct HtmlView {
+    name: String,
+    verdict: String,
+    verdict_class: &'static str,
+    verdict_reason: String,
+    counts: Vec<Count>,
+    date: String,
+    model: String,
+    device: String,
+    tool: String,
+    wall: String,
+    axes: String,
+    inject: Option<String>,
+    interrupted: bool,
+    trace_result: Option<String>,
+    trace_reason: Option<String>,
+    drift: Vec<DtypeDrift>,
+    kl: Vec<KlRow>,
+    group_keys: String,
+    groups: Vec<Group>,
+    traces: Vec<TraceFigure>,
+    problems: Vec<Problem>,
+    plot_count: usize,
+}
+
+fn class_of(v: PairVerdict) -> &'static str {
+    match v {
+        PairVerdict::PassEquiv | PairVerdict::ExpectedDrift => "pass",
+        PairVerdict::FailEquiv | PairVerdict::FailDrift => "fail",
+        PairVerdict::Incomplete => "incomplete",
+        PairVerdict::Skipped => "skipped",
+    }
+}
+
+fn num(x: f64) -> String {
+    fmt_num(x as f32)
+}
+
+/// A probability as a percentage, in llama.cpp's three decimals, or in scientific notation
+/// where those would print 0.000 % for a non-zero value (f32 drift).
+fn pct(x: f64) -> String {
+    let v = 100.0 * x;
+    if v != 0.0 && v.abs() < 5e-4 {
+        format!("{v:.2e} %")
+    } else {
+        format!("{v:.3} %")
+    }
+}
+
+fn share(value: f32, limit: f32) -> String {
+    if limit > 0.0 {
+        format!("{:.0} %", 100.0 * value / limit)
+    } else {
+        "—".into()
+    }
+}
+
+/// The limits of a dtype: from report.json's `limits`, else from any of its pairs.
+fn limits_of(r: &ReportJson, dtype: RunDtype, kv: bool) -> Option<Thresholds> {
+    r.limits
+        .get(dtype.as_str())
+        .map(|l| if kv { l.tolerance } else { l.drift_budget })
+        .or_else(|| {
+            r.pairs
+                .iter()
+                .find(|p| p.spec.dtype == dtype && p.spec.kv_aligned == kv)
+                .and_then(|p| p.limits)
+        })
+}
+
+fn drift(r: &ReportJson) -> Result<Vec<DtypeDrift>> {
+    let mut dtypes: Vec<RunDtype> = r.pairs.iter().map(|p| p.spec.dtype).collect();
+    dtypes.sort();
+    dtypes.dedup();
+    let mut out = Vec::new();
+    for dtype in dtypes {
+        let compared: Vec<(&PairJson, &crate::compare::Metrics)> = super::compared(&r.pairs)
+            .filter(|(p, _)| p.spec.dtype == dtype)
+            .collect();
+        if compared.is_empty() {
+            continue;
+        }
+        let points: Vec<SpanPoint> = compared
+            .iter()
+            .map(|(p, m)| SpanPoint {
+                span: p.spec.span,
+                kv_aligned: p.spec.kv_aligned,
+                max_abs: m.max_abs_diff,
+                kl_max: m.kl_max,
+            })
+            .collect();
+        let (tol, budget) = (limits_of(r, dtype, true), limits_of(r, dtype, false));
+        let svg = plots::drift_by_span(dtype, &points, tol.as_ref(), budget.as_ref())?;
+        let mut keys: Vec<(usize, bool)> = points.iter().map(|p| (p.span, p.kv_aligned)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let rows = keys
+            .into_iter()
+            .map(|(span, kv)| {
+                let here: Vec<&SpanPoint> = points
+                    .iter()
+                    .filter(|p| p.span == span && p.kv_aligned == kv)
+                    .collect();
+                let max_abs = here.iter().map(|p| p.max_abs).fold(0.0, f32::max);
+                let kl_max = here.iter().map(|p| p.kl_max).fold(0.0, f32::max);
+                let lim = if kv { tol } else { budget };
+                DriftRow {
+                    span,
+                    kv: u8::from(kv),
+                    pairs: here.len(),
+                    max_abs: fmt_num(max_abs),
+                    max_abs_limit: lim.map_or("—".into(), |l| fmt_num(l.max_abs_diff)),
+                    max_abs_share: lim.map_or("—".into(), |l| share(max_abs, l.max_abs_diff)),
+                    kl_max: fmt_num(kl_max),
+                    kl_max_limit: lim.map_or("—".into(), |l| fmt_num(l.kl_max)),
+                    kl_max_share: lim.map_or("—".into(), |l| share(kl_max, l.kl_max)),
+                    over: lim.is_some_and(|l| max_abs > l.max_abs_diff || kl_max > l.kl_max),
+                }
+            })
+            .collect();
+        out.push(DtypeDrift {
+            dtype: dtype.to_string(),
+            svg,
+            rows,
+        });
+    }
+    Ok(out)
+}
+
+fn kl_rows(r: &ReportJson) -> Vec<KlRow> {
+    r.kl_statistics
+        .iter()
+        .map(|g| {
+            let s = &g.stats;
+            let se = |v: Option<f64>| v.map_or(String::new(), |e| format!(" ± {}", num(e)));
+            let dp = s.delta_p.as_ref();
+            KlRow {
+                dtype: g.dtype.to_string(),
+                kv: g
+                    .kv_aligned
+                    .map_or("both".into(), |k| u8::from(k).to_string()),
+                pairs: g.pairs,
+                positions: s.positions,
+                kl_mean: format!("{}{}", num(s.kl.mean), se(s.kl.mean_se)),
+                kl_median: num(s.kl.median),
+                kl_p90: num(s.kl.p90),
+                kl_p95: num(s.kl.p95),
+                kl_p99: num(s.kl.p99),
+                kl_p99_9: num(s.kl.p99_9),
+                kl_max: num(s.kl.max),
+                dp_mean: dp.map_or("—".into(), |d| {
+                    format!(
+                        "{}{}",
+                        pct(d.mean),
+                        d.mean_se
+                            .map_or(String::new(), |e| format!(" ± {}", pct(e)))
+                    )
+                }),
+                dp_rms: dp.map_or("—".into(), |d| pct(d.rms)),
+                dp_range: dp.map_or("—".into(), |d| {
+                    format!(
+                        "{} / {} / {} / {}",
+                        pct(d.min),
+                        pct(d.p1),
+                        pct(d.p99),
+                        pct(d.max)
+                    )
+                }),
+                same_top: format!(
+                    "{}{}",
+                    pct(s.same_top_p.value),
+                    s.same_top_p
+                        .se
+                        .map_or(String::new(), |e| format!(" ± {}", pct(e)))
+                ),
+                same_top_ci: format!(
+                    "[{}, {}]",
+                    pct(s.same_top_p.ci95_low),
+                    pct(s.same_top_p.ci95_high)
+                ),
+            }
+        })
+        .collect()
+}
+
+fn pair_figure(p: &PairJson) -> Result<PairFigure> {
+    let mks = markers(p);
+    let (svg, flips, note) = match (&p.metrics, p.verdict.is_compared()) {
+        (Some(m), true) => {
+            let span_start = p.prefill.span_start.max(p.decode.span_start);
+            let svg = plots::pair_series(m, span_start, p.limits.as_ref(), &mks)?;
+            let flips = m
+                .top1_flips
+                .iter()
+                .map(|f| {
+                    let tie = p
+                        .limits
+                        .map(|l| l.tie_margin_at(p.spec.dtype, f.prefill_top));
+                    let kind = match tie {
+                        Some(t) if f.prefill_margin > t => " (wide: over the tie margin)",
+                        Some(_) => " (near-tie)",
+                        None => "",
+                    };
+                    format!(
+                        "position {}: prefill margin {}{kind}",
+                        f.pos,
+                        fmt_num(f.prefill_margin)
+                    )
+                })
+                .collect();
+            let note = (m.max_abs_diff == 0.0)
+                .then(|| "bit-identical logits: both series are 0 (drawn on the floor)".into());
+            (Some(svg), flips, note)
+        }
+        _ => (None, Vec::new(), None),
+    };
+    Ok(PairFigure {
+        id: p.spec.id.clone(),
+        verdict: p.verdict.to_string(),
+        class: class_of(p.verdict),
+        reason: p.reason.clone(),
+        svg,
+        flips,
+        markers: mks
+            .iter()
+            .map(|m| format!("{} at {}", m.label, m.pos))
+            .collect(),
+        note,
+    })
+}
+
+fn groups(r: &ReportJson) -> Result<Vec<Group>> {
+    let mut pairs: Vec<&PairJson> = r.pairs.iter().collect();
+    pairs.sort_by(|a, b| {
+        let k = |p: &PairJson| {
+            (
+                p.spec.span,
+                p.spec.dtype,
+                p.spec.kv_aligned,
+                p.spec.prompt.clone(),
+                p.spec.seed,
+            )
+        };
+        k(a).cmp(&k(b))
+    });
+    let mut out: Vec<(Vec<String>, Group)> = Vec::new();
+    for p in pairs {
+        let key: Vec<String> = GROUP_KEYS.iter().map(|(_, f)| f(p)).collect();
+        let fig = pair_figure(p)?;
+        match out.last_mut() {
+            Some((k, g)) if *k == key => g.pairs.push(fig),
+            _ => {
+                let title = GROUP_KEYS
+                    .iter()
+                    .zip(&key)
+                    .map(|((name, _), v)| format!("{name} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(" · ");
+                out.push((
+                    key,
+                    Group {
+                        title,
+                        pairs: vec![fig],
+                    },
+                ));
+            }
+        }
+    }
+    Ok(out.into_iter().map(|(_, g)| g).collect())
+}
+
+fn traces(store: &Store, r: &ReportJson) -> Result<Vec<TraceFigure>> {
+    if r.trace.is_none() {
+        return Ok(Vec::new());
+    }
+    let m = store.manifest()?;
+    let mut ts: Vec<PairTrace> = Vec::new();
+    for spec in &m.pairs {
+        if let Some(t) = store.trace(spec)?.and_then(|f| f.trace) {
+            ts.push(t);
+        }
+    }
+    ts.sort_by(|a, b| a.pair_id.cmp(&b.pair_id));
+    ts.iter()
+        .map(|t| {
+            let first = t
+                .positions
+                .iter()
+                .find_map(|p| p.first_fail.map(|ff| (p.pos, ff, p.root_cause)));
+            Ok(TraceFigure {
+                pair: t.pair_id.clone(),
+                svg: plots::trace_heatmap(t)?,
+                first_fail: first.map_or(
+                    "no record over threshold".into(),
+                    |(pos, (l, tn), rc)| {
+                        format!(
+                            "first failing record: {} at position {pos} (root cause {})",
+                            crate::trace::label(l, tn),
+                            rc.as_str()
+                        )
+                    },
+                ),
+            })
+        })
+        .collect()
+}
+
+fn view(store: &Store, r: &ReportJson) -> Result<HtmlView> {
+    let c = &r.counts;
+    let counts = vec![
+        Count {
+            label: "PASS_EQUIV",
+            n: c.pass_equiv,
+            class: "pass",
+        },
+        Count {
+            label: "EXPECTED_DRIFT",
+            n: c.expected_drift,
+            class: "pass",
+        },
+        Count {
+            label: "FAIL_EQUIV",
+            n: c.fail_equiv,
+            class: "fail",
+        },
+        Count {
+            label: "FAIL_DRIFT",
+            n: c.fail_drift,
+            class: "fail",
+        },
+        Count {
+            label: "INCOMPLETE",
+            n: c.incomplete,
+            class: "incomplete",
+        },
+        Count {
+            label: "SKIPPED",
+            n: c.skipped,
+            class: "skipped",
+        },
+    ];
+    let drift = drift(r)?;
+    let groups = groups(r)?;
+    let traces = traces(store, r)?;
+    let plot_count = drift.len()
+        + traces.len()
+        + groups
+            .iter()
+            .flat_map(|g| &g.pairs)
+            .filter(|p| p.svg.is_some())
+            .count();
+    Ok(HtmlView {
+        name: r.sweep.name.clone(),
+        verdict: r.verdict.as_str().into(),
+        verdict_class: match r.verdict {
+            crate::verdict::GlobalVerdict::Pass => "pass",
+            crate::verdict::GlobalVerdict::Fail => "fail",
+            crate::verdict::GlobalVerdict::Incomplete => "incomplete",
+        },
+        verdict_reason: r.verdict_reason.clone(),
+        counts,
+        date: r
+            .finished_at
+            .clone()
+            .unwrap_or_else(|| format!("{} (unfinished)", r.started_at)),
+        model: format!(
+            "{} ({}, vocab {})",
+            r.model.source, r.model.architecture, r.model.vocab_size
+        ),
+        device: format!("{} — {}", r.device, r.device_name),
+        tool: format!(
+            "{} {} (commit {}), candle {}",
+            r.tool.name, r.tool.version, r.tool.git_commit, r.tool.candle_version
+        ),
+        wall: r
+            .wall_s
+            .map_or("unfinished".into(), |w| format!("{w:.1} s")),
+        axes: super::axes(r),
+        inject: r.inject.as_ref().map(super::describe_injection),
+        interrupted: r.interrupted,
+        trace_result: r.trace.as_ref().map(|t| t.result.as_str().to_string()),
+        trace_reason: r.trace.as_ref().map(|t| t.reason.clone()),
+        drift,
+        kl: kl_rows(r),
+        group_keys: GROUP_KEYS
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", "),
+        groups,
+        traces,
+        problems: r
+            .pairs
+            .iter()
+            .filter(|p| {
+                !matches!(
+                    p.verdict,
+                    PairVerdict::PassEquiv | PairVerdict::ExpectedDrift
+                )
+            })
+            .map(|p| Problem {
+                id: p.spec.id.clone(),
+                verdict: p.verdict.to_string(),
+                reason: p.reason.clone(),
+            })
+            .collect(),
+        plot_count,
+    })
+}
+
+/// Renders report.html's text from report.json's content and the results directory (for
+/// the traces).
+pub fn render_html(store: &Store, r: &ReportJson) -> Result<String> {
+    let terr = |e: tera::Error| Error::Template {
+        name: "report.html.tera".into(),
+        message: super::error_chain(&e),
+    };
+    let v = view(store, r)?;
+    let mut tera = tera::Tera::new();
+    // Escape every value; the SVGs plotters drew are marked `safe` in the template.
+    tera.autoescape_on([".html"]);
+    tera.add_raw_template("report.html", HTML_TEMPLATE)
+        .map_err(terr)?;
+    let ctx = tera::Context::from_serialize(&v).map_err(terr)?;
+    tera.render("report.html", &ctx).map_err(terr)
+}
+
+/// Writes report.html into the results directory.
+pub fn write(store: &Store, r: &ReportJson) -> Result<()> {
+    let html = render_html(store, r)?;
+    store.write_bytes(HTML_FILE, html.as_bytes())
+}
