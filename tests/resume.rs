@@ -1,15 +1,14 @@
-//! Results that survive: SIGKILL and SIGINT part-way through a sweep, resume, failed runs as
-//! data, bit-identical repeats and `verify` (issue 5).
+//! Results that survive: a hard kill and a stop request part-way through a sweep (at a chosen
+//! run, through the binary's testing aids, so no test races a timer), resume, failed runs as
+//! data, bit-identical repeats and `verify`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod common;
-use common::{bin, code, read_json, run, text};
+use common::{code, read_json, run, text};
 
 /// 24 pairs on the built-in model: long enough to be stopped part-way, short enough for CI.
 const SWEEP: &str = r#"
@@ -36,14 +35,11 @@ fn setup(yaml: &str) -> (tempfile::TempDir, PathBuf) {
     (tmp, cfg)
 }
 
-fn start(cfg: &Path, out: &Path) -> Child {
-    bin()
-        .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
-        .args(["--no-progress"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts")
+/// `driftsweep run` with `extra` flags, waited for.
+fn run_with(cfg: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    run(&args)
 }
 
 fn count_json(dir: &Path) -> usize {
@@ -54,21 +50,6 @@ fn count_json(dir: &Path) -> usize {
                 .count()
         })
         .unwrap_or(0)
-}
-
-/// Waits until `dir/pairs` holds at least `n` records; false if the child exits first.
-fn wait_for_pairs(child: &mut Child, out: &Path, n: usize) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while Instant::now() < deadline {
-        if count_json(&out.join("pairs")) >= n {
-            return true;
-        }
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    panic!("no progress within 300 s");
 }
 
 /// Every run record's `finished_at`, by file name.
@@ -111,17 +92,9 @@ fn all_files_whole(out: &Path) {
     }
 }
 
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig}");
-}
-
 #[test]
-fn sigkill_part_way_then_resume_recomputes_nothing_finished_and_matches_an_uninterrupted_sweep() {
+fn a_hard_kill_part_way_then_resume_recomputes_nothing_finished_and_matches_an_uninterrupted_sweep()
+{
     let (tmp, cfg) = setup(SWEEP);
     let reference = tmp.path().join("reference");
     let o = run(&[
@@ -133,15 +106,15 @@ fn sigkill_part_way_then_resume_recomputes_nothing_finished_and_matches_an_unint
     assert_eq!(code(&o), 0, "{}", text(&o));
 
     let out = tmp.path().join("killed");
-    let mut child = start(&cfg, &out);
+    // A hard stop after the 13th run record, as SIGKILL would: mid-pair, nothing finalized.
+    let o = run_with(&cfg, &out, &["--exit-after-runs", "13"]);
+    assert_eq!(code(&o), 137, "{}", text(&o));
     assert!(
-        wait_for_pairs(&mut child, &out, 5),
-        "the sweep ended before it could be killed"
+        !out.join("report.json").exists(),
+        "a killed sweep writes no report"
     );
-    signal(&child, "-KILL");
-    child.wait().unwrap();
     let finished = count_json(&out.join("pairs"));
-    assert!(finished < 24, "the sweep finished before the kill");
+    assert_eq!(finished, 6, "pairs recorded before the kill");
     // A finished pair's runs keep their records (and timestamps) through the resume. (A pair
     // record and its run records are separate files: a kill can fall between them, and such a
     // pair is computed again; every pair with all three files must be kept.)
@@ -158,10 +131,11 @@ fn sigkill_part_way_then_resume_recomputes_nothing_finished_and_matches_an_unint
         .map(|pair| ["prefill", "decode"].map(|m| format!("{pair}.{m}.json")))
         .filter(|keys| keys.iter().all(|k| before.contains_key(k)))
         .collect();
-    assert!(
-        whole.len() >= 4,
-        "only {} whole pairs before the resume",
-        whole.len()
+    assert_eq!(whole.len(), 6, "whole pairs before the resume");
+    assert_eq!(
+        count_json(&out.join("runs")),
+        13,
+        "the 7th pair's prefill is recorded"
     );
 
     let o = run(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
@@ -186,17 +160,17 @@ fn sigkill_part_way_then_resume_recomputes_nothing_finished_and_matches_an_unint
 }
 
 #[test]
-fn sigint_stops_after_the_current_run_reports_incomplete_and_exits_130_then_resumes() {
+fn a_stop_request_ends_after_the_current_run_reports_incomplete_and_exits_130_then_resumes() {
     let (tmp, cfg) = setup(SWEEP);
     let out = tmp.path().join("res");
-    let mut child = start(&cfg, &out);
-    assert!(
-        wait_for_pairs(&mut child, &out, 3),
-        "the sweep ended before it could be interrupted"
-    );
-    signal(&child, "-INT");
-    let o = child.wait_with_output().unwrap();
+    // The stop flag raised once 7 runs have started: the path Ctrl-C and SIGTERM take.
+    let o = run_with(&cfg, &out, &["--stop-after-runs", "7"]);
     assert_eq!(code(&o), 130, "{}", text(&o));
+    assert_eq!(
+        count_json(&out.join("pairs")),
+        3,
+        "three whole pairs, then the stop"
+    );
     all_files_whole(&out);
 
     let r = read_json(&out.join("report.json"));

