@@ -16,6 +16,7 @@ use crate::run::{self, Instruments, RunOutput};
 use crate::store::{ModelLoad, PairRecord, SequenceRecord, TraceFile};
 use crate::tokens;
 use crate::trace;
+use crate::trace::TraceSelection;
 
 use super::StopFlag;
 use super::pair::{PairInput, SharedPrefill, run_pair, token_key};
@@ -285,16 +286,14 @@ impl Worker {
         });
         let trace_cfg = self.cfg.config.trace.clone();
         let trace_on = trace_cfg.as_ref().map(|t| t.on);
-        let fault = self.cfg.injection();
         let mut shared = SharedPrefill::default();
         for (k, &idx) in order.iter().enumerate() {
             let pair = self.plan.pairs[idx].clone();
             let twin_next = order
                 .get(k + 1)
                 .is_some_and(|j| SharedPrefill::same(&self.plan.pairs[*j], &pair));
-            let dtype = pair.dtype;
             let inputs = match (model, &seqs[&(pair.prompt.clone(), pair.seed)]) {
-                (Err(e), _) => Err(format!("the model could not load in {dtype}: {e}")),
+                (Err(e), _) => Err(format!("the model could not load in {}: {e}", pair.dtype)),
                 (_, Err(e)) => Err(format!("no tokens for this prompt and seed: {e}")),
                 (Ok(m), Ok(seq)) => {
                     let mut ids = seq.prompt.clone();
@@ -308,94 +307,26 @@ impl Worker {
             let trace_now = selection
                 .as_ref()
                 .filter(|_| trace_on == Some(TraceOn::Always));
-            let limits = self.cfg.limits(dtype, pair.kv_aligned);
             let judged = match &inputs {
-                Err(e) => {
-                    // Both runs fail with the same reason; the pair is INCOMPLETE with it.
-                    for mode in [Mode::Prefill, Mode::Decode] {
-                        if !self.start_run(pair.run_id(mode)) {
-                            return false;
-                        }
-                        let msg = WorkerMsg::Run {
-                            pair: idx,
-                            mode,
-                            result: Err(e.clone()),
-                            reused_from: None,
-                        };
-                        if !self.send(msg) {
-                            return false;
-                        }
-                    }
-                    let errors = vec![
-                        format!("prefill failed: {e}"),
-                        format!("decode failed: {e}"),
-                    ];
-                    super::pair::judge(pair.clone(), None, None, errors, limits)
-                }
+                Err(e) => self.fail_pair(idx, &pair, e),
                 Ok((m, ids, p)) => {
+                    let input = PairInput {
+                        ids,
+                        prompt_len: *p,
+                    };
                     // Traced prefills are never shared: their records belong to one pair.
                     let reused = if trace_now.is_none() {
                         shared.take_for(&pair)
                     } else {
                         None
                     };
-                    let reused_from = reused.as_ref().map(|(from, _)| from.clone());
-                    let inst = Instruments {
-                        trace: trace_now,
-                        fault,
-                    };
-                    let input = PairInput {
-                        ids,
-                        prompt_len: *p,
-                    };
-                    let mut starting = |mode: Mode| self.start_run(pair.run_id(mode));
-                    let Some(done) = run_pair(
-                        *m,
-                        input,
-                        &pair,
-                        inst,
-                        limits,
-                        reused.map(|(_, out)| out),
-                        &mut starting,
-                    ) else {
-                        return false;
-                    };
-                    let [(_, pre), (_, dec)] = done.runs;
-                    let mut records = Vec::new();
-                    for (mode, result) in [(Mode::Prefill, pre), (Mode::Decode, dec)] {
-                        let result = result.and_then(|mut out| {
-                            records.push(std::mem::take(&mut out.trace));
-                            let rec = RunDone::new(&out, self.cfg.config.keep_logits)?;
-                            // Keep this pair's prefill only when the next pair is its twin.
-                            if mode == Mode::Prefill
-                                && trace_now.is_none()
-                                && twin_next
-                                && reused_from.is_none()
-                            {
-                                shared.keep(&pair, pair.run_id(mode), out);
-                            }
-                            Ok(rec)
-                        });
-                        let msg = WorkerMsg::Run {
-                            pair: idx,
-                            mode,
-                            result,
-                            reused_from: reused_from.clone().filter(|_| mode == Mode::Prefill),
-                        };
-                        if !self.send(msg) {
-                            return false;
-                        }
-                    }
-                    if trace_on == Some(TraceOn::Always) && records.len() == 2 {
-                        let dec = records.pop().unwrap_or_default();
-                        let pre = records.pop().unwrap_or_default();
-                        let file = self.analyse(&pair, ids, Ok((pre, dec)));
-                        if !self.send(WorkerMsg::Trace(Box::new(file))) {
-                            return false;
-                        }
-                    }
-                    done.record
+                    // Keep this pair's prefill only when the next pair is its twin.
+                    let share = twin_next.then_some(&mut shared);
+                    self.compute_pair(idx, &pair, *m, input, trace_now, share, reused)
                 }
+            };
+            let Some(judged) = judged else {
+                return false;
             };
             let failed = judged.verdict.is_fail();
             if !self.send(WorkerMsg::Pair(Box::new(judged))) {
@@ -405,26 +336,134 @@ impl Worker {
             if let (Some(TraceOn::Failing), true, Ok((m, ids, p)), Some(sel)) =
                 (trace_on, failed, &inputs, &selection)
             {
-                if !self.start_run(format!("{} (traced re-run)", pair.id)) {
-                    return false;
-                }
-                let inst = Instruments {
-                    trace: Some(sel),
-                    fault,
+                let input = PairInput {
+                    ids,
+                    prompt_len: *p,
                 };
-                let pre = run::prefill(*m, ids, *p, Some(sel));
-                let dec = run::decode(*m, ids, *p, pair.kv_aligned, inst);
-                let result = match (pre, dec) {
-                    (Ok(a), Ok(b)) => Ok((a.trace, b.trace)),
-                    (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
-                };
-                let file = self.analyse(&pair, ids, result);
-                if !self.send(WorkerMsg::Trace(Box::new(file))) {
+                if !self.trace_again(&pair, *m, input, sel) {
                     return false;
                 }
             }
         }
         true
+    }
+
+    /// A pair whose inputs could not be made: both runs fail with that reason, and the pair
+    /// is INCOMPLETE with it. `None` when the worker must stop.
+    fn fail_pair(&mut self, idx: usize, pair: &PairSpec, e: &str) -> Option<PairRecord> {
+        for mode in [Mode::Prefill, Mode::Decode] {
+            if !self.start_run(pair.run_id(mode)) {
+                return None;
+            }
+            let msg = WorkerMsg::Run {
+                pair: idx,
+                mode,
+                result: Err(e.to_string()),
+                reused_from: None,
+            };
+            if !self.send(msg) {
+                return None;
+            }
+        }
+        let errors = vec![
+            format!("prefill failed: {e}"),
+            format!("decode failed: {e}"),
+        ];
+        let limits = self.cfg.limits(pair.dtype, pair.kv_aligned);
+        Some(super::pair::judge(pair.clone(), None, None, errors, limits))
+    }
+
+    /// Runs and judges one pair, sends its run records (and its trace, when traced during
+    /// the runs). `reused` is the twin's prefill when there is one; `share`, when given,
+    /// receives this pair's prefill for the twin that follows. `None` when the worker must
+    /// stop.
+    #[allow(clippy::too_many_arguments)]
+    fn compute_pair(
+        &mut self,
+        idx: usize,
+        pair: &PairSpec,
+        model: &dyn ModelUnderTest,
+        input: PairInput,
+        trace_now: Option<&TraceSelection>,
+        share: Option<&mut SharedPrefill>,
+        reused: Option<(String, RunOutput)>,
+    ) -> Option<PairRecord> {
+        let reused_from = reused.as_ref().map(|(from, _)| from.clone());
+        let inst = Instruments {
+            trace: trace_now,
+            fault: self.cfg.injection(),
+        };
+        let limits = self.cfg.limits(pair.dtype, pair.kv_aligned);
+        let mut starting = |mode: Mode| self.start_run(pair.run_id(mode));
+        let done = run_pair(
+            model,
+            input,
+            pair,
+            inst,
+            limits,
+            reused.map(|(_, out)| out),
+            &mut starting,
+        )?;
+        let [(_, pre), (_, dec)] = done.runs;
+        let mut share = share.filter(|_| trace_now.is_none() && reused_from.is_none());
+        let mut records = Vec::new();
+        for (mode, result) in [(Mode::Prefill, pre), (Mode::Decode, dec)] {
+            let result = result.and_then(|mut out| {
+                records.push(std::mem::take(&mut out.trace));
+                let rec = RunDone::new(&out, self.cfg.config.keep_logits)?;
+                if mode == Mode::Prefill
+                    && let Some(shared) = share.take()
+                {
+                    shared.keep(pair, pair.run_id(mode), out);
+                }
+                Ok(rec)
+            });
+            let msg = WorkerMsg::Run {
+                pair: idx,
+                mode,
+                result,
+                reused_from: reused_from.clone().filter(|_| mode == Mode::Prefill),
+            };
+            if !self.send(msg) {
+                return None;
+            }
+        }
+        if trace_now.is_some() && records.len() == 2 {
+            let dec = records.pop().unwrap_or_default();
+            let pre = records.pop().unwrap_or_default();
+            let file = self.analyse(pair, input.ids, Ok((pre, dec)));
+            if !self.send(WorkerMsg::Trace(Box::new(file))) {
+                return None;
+            }
+        }
+        Some(done.record)
+    }
+
+    /// `trace: {on: failing}`: a failed pair's two runs again, traced; false when the worker
+    /// must stop.
+    fn trace_again(
+        &mut self,
+        pair: &PairSpec,
+        model: &dyn ModelUnderTest,
+        input: PairInput,
+        sel: &TraceSelection,
+    ) -> bool {
+        if !self.start_run(format!("{} (traced re-run)", pair.id)) {
+            return false;
+        }
+        let inst = Instruments {
+            trace: Some(sel),
+            fault: self.cfg.injection(),
+        };
+        let (ids, p) = (input.ids, input.prompt_len);
+        let pre = run::prefill(model, ids, p, Some(sel));
+        let dec = run::decode(model, ids, p, pair.kv_aligned, inst);
+        let result = match (pre, dec) {
+            (Ok(a), Ok(b)) => Ok((a.trace, b.trace)),
+            (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+        };
+        let file = self.analyse(pair, ids, result);
+        self.send(WorkerMsg::Trace(Box::new(file)))
     }
 
     /// A pair's trace records compared position by position (or why there are none).
