@@ -276,10 +276,6 @@ pub fn floored_ratio(base: f64, new: f64, floor: f64) -> f64 {
     }
 }
 
-fn passes(v: PairVerdict) -> bool {
-    matches!(v, PairVerdict::PassEquiv | PairVerdict::ExpectedDrift)
-}
-
 fn pair_diff(base: &PairFile, new: &PairFile, fail_on: f64) -> PairDiff {
     let mut why = Vec::new();
     let mut ratios = BTreeMap::new();
@@ -311,7 +307,7 @@ fn pair_diff(base: &PairFile, new: &PairFile, fail_on: f64) -> PairDiff {
         }
         flips = Some((bm.top1_flips.len(), nm.top1_flips.len()));
     }
-    if passes(base.verdict) && (new.verdict.is_fail() || new.verdict == PairVerdict::Incomplete) {
+    if base.verdict.is_pass() && (new.verdict.is_fail() || new.verdict == PairVerdict::Incomplete) {
         why.push(format!("verdict {} → {}", base.verdict, new.verdict));
     }
     let worst = ratios

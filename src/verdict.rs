@@ -46,6 +46,11 @@ impl PairVerdict {
         matches!(self, PairVerdict::FailEquiv | PairVerdict::FailDrift)
     }
 
+    /// Whether the pair passed: within its tolerance or drift budget.
+    pub fn is_pass(self) -> bool {
+        matches!(self, PairVerdict::PassEquiv | PairVerdict::ExpectedDrift)
+    }
+
     /// Whether the two runs were actually compared.
     pub fn is_compared(self) -> bool {
         matches!(

@@ -514,12 +514,7 @@ fn view(store: &Store, r: &ReportJson) -> Result<HtmlView> {
         problems: r
             .pairs
             .iter()
-            .filter(|p| {
-                !matches!(
-                    p.verdict,
-                    PairVerdict::PassEquiv | PairVerdict::ExpectedDrift
-                )
-            })
+            .filter(|p| !p.verdict.is_pass())
             .map(|p| Problem {
                 id: p.spec.id.clone(),
                 verdict: p.verdict.to_string(),

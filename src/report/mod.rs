@@ -754,12 +754,7 @@ fn view(r: &ReportJson) -> View<'_> {
     let problems = r
         .pairs
         .iter()
-        .filter(|p| {
-            !matches!(
-                p.verdict,
-                PairVerdict::PassEquiv | PairVerdict::ExpectedDrift
-            )
-        })
+        .filter(|p| !p.verdict.is_pass())
         .map(|p| {
             row(&[
                 ("id", p.spec.id.clone()),
