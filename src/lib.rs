@@ -7,6 +7,7 @@ pub mod compare;
 pub mod config;
 pub mod diff;
 pub mod dtype;
+pub mod engine;
 pub mod error;
 pub mod fsutil;
 pub mod limits;

@@ -559,9 +559,31 @@ fn print_plan_table(cfg: &config::LoadedConfig, plan: &plan::Plan) {
         groups.len(),
         groups
             .iter()
-            .map(|g| format!("{} ({})", g.dtype, g.purpose()))
+            .map(|g| format!("{} ({})", g.key(), g.purpose()))
             .collect::<Vec<_>>()
             .join(", ")
+    );
+    let (mut pre, mut dec, mut single) = (0, 0, 0);
+    for p in plan
+        .pairs
+        .iter()
+        .filter(|p| !plan.skipped.contains_key(&p.id))
+    {
+        let (a, b) = plan.forward_tokens(p);
+        pre += a;
+        dec += b;
+        single += plan.prompts[&p.prompt].len + p.span;
+    }
+    outln!(
+        "forward tokens: {pre} in prefill runs{}, {dec} in decode runs (SKIPPED pairs cost none)",
+        if pre > single {
+            format!(
+                " ({single} if every prefill were one pass: engines that return only the last \
+                 row prefill once per prefix)"
+            )
+        } else {
+            String::new()
+        }
     );
     if let Some(i) = &cfg.config.inject {
         outln!(
@@ -577,25 +599,32 @@ fn print_plan_table(cfg: &config::LoadedConfig, plan: &plan::Plan) {
         .max()
         .unwrap_or(0);
     outln!(
-        "{:<w$}  {:<w$}  {:>6}  {:>6}  {:>5}  {:>3}  {:>5}",
+        "{:<w$}  {:<w$}  {:>6}  {:>6}  {:>5}  {:>3}  {:>5}  {:<19}  {:<11}  {:>12}",
         "prefill run",
         "decode run",
         "prompt",
         "span",
         "dtype",
         "kv",
-        "seed"
+        "seed",
+        "engine",
+        "weights",
+        "tokens fed"
     );
     for p in &plan.pairs {
+        let (a, b) = plan.forward_tokens(p);
         outln!(
-            "{:<w$}  {:<w$}  {:>6}  {:>6}  {:>5}  {:>3}  {:>5}",
+            "{:<w$}  {:<w$}  {:>6}  {:>6}  {:>5}  {:>3}  {:>5}  {:<19}  {:<11}  {:>12}",
             p.run_id(Mode::Prefill),
             p.run_id(Mode::Decode),
             plan.prompts[&p.prompt].len,
             p.span,
             p.dtype.as_str(),
             u8::from(p.kv_aligned),
-            p.seed
+            p.seed,
+            p.engine.as_str(),
+            p.weights.as_str(),
+            format!("{a}+{b}")
         );
     }
 }

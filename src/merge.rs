@@ -142,11 +142,15 @@ fn check_same_sweep(inputs: &[Input]) -> Result<()> {
 /// The limits a missing pair would have been judged by, from the resolved settings (the
 /// defaults when the manifest has none for its dtype).
 fn limits_of(m: &Manifest, p: &PairSpec) -> Thresholds {
-    match m.resolved.limits.get(p.dtype.as_str()) {
+    match m
+        .resolved
+        .limits
+        .get(&crate::limits::limits_key(p.dtype, p.weights))
+    {
         Some(l) if p.kv_aligned => l.tolerance,
         Some(l) => l.drift_budget,
-        None if p.kv_aligned => Thresholds::default_tolerance(p.dtype),
-        None => Thresholds::default_drift_budget(p.dtype),
+        None if p.kv_aligned => Thresholds::default_tolerance_for(p.dtype, p.weights),
+        None => Thresholds::default_drift_budget_for(p.dtype, p.weights),
     }
 }
 
@@ -269,6 +273,7 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
             reason,
             metrics: None,
             limits: limits_of(&first.manifest, p),
+            yardstick: None,
         })?;
     }
     for i in &inputs {

@@ -10,6 +10,7 @@ use crate::config::{
     AllOr, ContinuationMode, ExcludeRule, LoadedConfig, PromptSource, TraceConfig, TracePositions,
 };
 use crate::dtype::RunDtype;
+use crate::engine::{Engine, WeightFormat};
 use crate::error::{Error, Result};
 use crate::model::{Capabilities, ModelInfo};
 use crate::trace::{TensorName, TraceSelection};
@@ -43,7 +44,9 @@ impl fmt::Display for Mode {
 /// One (prefill, decode) pair.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PairSpec {
-    /// `prompt.sSPAN.DTYPE.kvK.seedN`.
+    /// `prompt.sSPAN.DTYPE.kvK.seedN`, then `.ENGINE` unless the engine is the own decoder
+    /// and `.WEIGHTS` unless the weights are dequantized (so the ids of sweeps without those
+    /// axes are what they always were).
     pub id: String,
     /// Prompt id.
     pub prompt: String,
@@ -55,21 +58,63 @@ pub struct PairSpec {
     pub kv_aligned: bool,
     /// Seed of every random choice.
     pub seed: u64,
+    /// Implementation under test (records written before engines existed have none: the own
+    /// decoder).
+    #[serde(default)]
+    pub engine: Engine,
+    /// Weight format (absent in older records: dequantized).
+    #[serde(default)]
+    pub weights: WeightFormat,
 }
 
 impl PairSpec {
-    /// The pair of these settings, with its id.
+    /// The pair of these settings on the own decoder with dequantized weights, with its id.
     pub fn new(prompt: &str, span: usize, dtype: RunDtype, kv_aligned: bool, seed: u64) -> Self {
         PairSpec {
-            id: format!(
-                "{prompt}.s{span}.{dtype}.kv{}.seed{seed}",
-                u8::from(kv_aligned)
-            ),
+            id: String::new(),
             prompt: prompt.to_string(),
             span,
             dtype,
             kv_aligned,
             seed,
+            engine: Engine::default(),
+            weights: WeightFormat::default(),
+        }
+        .with_id()
+    }
+
+    /// The same pair on `engine` with `weights`, with its id.
+    pub fn on(mut self, engine: Engine, weights: WeightFormat) -> Self {
+        self.engine = engine;
+        self.weights = weights;
+        self.with_id()
+    }
+
+    fn with_id(mut self) -> Self {
+        let mut id = format!(
+            "{}.s{}.{}.kv{}.seed{}",
+            self.prompt,
+            self.span,
+            self.dtype,
+            u8::from(self.kv_aligned),
+            self.seed
+        );
+        if !self.engine.is_default() {
+            id = format!("{id}.{}", self.engine);
+        }
+        if !self.weights.is_default() {
+            id = format!("{id}.{}", self.weights);
+        }
+        self.id = id;
+        self
+    }
+
+    /// The (engine, weights, dtype) whose one weight load runs this pair.
+    pub fn load_key(&self) -> LoadKey {
+        LoadKey {
+            engine: self.engine,
+            weights: self.weights,
+            dtype: self.dtype,
         }
     }
 
@@ -84,6 +129,8 @@ impl PairSpec {
             && r.dtype.is_none_or(|d| d == self.dtype)
             && r.kv_aligned.is_none_or(|k| k == self.kv_aligned)
             && r.seed.is_none_or(|s| s == self.seed)
+            && r.engine.is_none_or(|e| e == self.engine)
+            && r.weights.is_none_or(|w| w == self.weights)
     }
 }
 
@@ -101,24 +148,80 @@ pub struct PlannedPrompt {
     pub text_ids: Option<Vec<u32>>,
 }
 
-/// One weight load: a dtype, used by runs, as the continuation reference, or both.
+/// What one weight load is: an implementation, its weight format and the run dtype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LoadKey {
+    /// Implementation under test.
+    pub engine: Engine,
+    /// Weight format.
+    pub weights: WeightFormat,
+    /// Run dtype.
+    pub dtype: RunDtype,
+}
+
+impl Default for LoadKey {
+    fn default() -> Self {
+        LoadKey::REFERENCE
+    }
+}
+
+impl LoadKey {
+    /// The own decoder on dequantized f32 weights: the continuation reference, and the
+    /// yardstick every other load's prefill is measured against.
+    pub const REFERENCE: LoadKey = LoadKey {
+        engine: Engine::Driftsweep,
+        weights: WeightFormat::Dequantized,
+        dtype: RunDtype::F32,
+    };
+}
+
+impl fmt::Display for LoadKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.engine, self.weights, self.dtype)
+    }
+}
+
+/// One weight load, used by runs, as the continuation reference, or both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoadGroup {
+    /// Implementation (absent in manifests written before engines existed: the own decoder).
+    #[serde(default)]
+    pub engine: Engine,
+    /// Weight format (absent in older manifests: dequantized).
+    #[serde(default)]
+    pub weights: WeightFormat,
     /// Dtype loaded.
     pub dtype: RunDtype,
-    /// Pairs of this dtype run on it.
+    /// Pairs of this (engine, weights, dtype) run on it.
     pub runs: bool,
-    /// It generates the sampled or greedy continuations (always f32).
+    /// It generates the sampled or greedy continuations (always the own decoder in f32).
     pub reference: bool,
+    /// It computes the reference prefills other settings' prefills are measured against
+    /// ([`Plan::reference`] only; absent in older manifests).
+    #[serde(default)]
+    pub yardstick: bool,
 }
 
 impl LoadGroup {
-    /// "runs", "continuation" or "continuation+runs".
-    pub fn purpose(&self) -> &'static str {
-        match (self.reference, self.runs) {
-            (true, true) => "continuation+runs",
-            (true, false) => "continuation",
-            _ => "runs",
+    /// What it is loaded for: "continuation", "runs" and "yardstick" joined by "+".
+    pub fn purpose(&self) -> String {
+        let parts: Vec<&str> = [
+            (self.reference, "continuation"),
+            (self.runs, "runs"),
+            (self.yardstick, "yardstick"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+        parts.join("+")
+    }
+
+    /// What it loads.
+    pub fn key(&self) -> LoadKey {
+        LoadKey {
+            engine: self.engine,
+            weights: self.weights,
+            dtype: self.dtype,
         }
     }
 }
@@ -136,12 +239,39 @@ pub struct Plan {
     /// are SKIPPED with it rather than failed at run time).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub skipped: BTreeMap<String, String>,
+    /// What each (engine, weights, dtype) of the sweep can do.
+    #[serde(skip)]
+    pub capabilities: BTreeMap<LoadKey, Capabilities>,
+    /// The reference setting: [`LoadKey::REFERENCE`], or for a user's own model the same on
+    /// its engine.
+    #[serde(skip)]
+    pub reference: LoadKey,
 }
 
 impl Plan {
     /// Runs = 2 × pairs.
     pub fn run_count(&self) -> usize {
         2 * self.pairs.len()
+    }
+
+    /// Tokens a pair's (prefill, decode) runs feed through the model. A prefill on an engine
+    /// that returns only the last row makes one forward per prefix: S·P + S(S+1)/2 tokens
+    /// instead of P + S, quadratic in the span.
+    pub fn forward_tokens(&self, pair: &PairSpec) -> (usize, usize) {
+        let p = self.prompts.get(&pair.prompt).map_or(0, |p| p.len);
+        let s = pair.span;
+        let every_row = self
+            .capabilities
+            .get(&pair.load_key())
+            .is_none_or(|c| c.every_row);
+        let prefill = if every_row {
+            p + s
+        } else {
+            s * p + s * (s + 1) / 2
+        };
+        // kv_aligned: prefill's own forward over P + S for the cache, then the S steps.
+        let decode = if pair.kv_aligned { p + 2 * s } else { p + s };
+        (prefill, decode)
     }
 
     /// The dtypes of the sweep, in the order their groups run.
@@ -155,30 +285,56 @@ impl Plan {
         out
     }
 
-    /// The weight loads the sweep needs, in the order the device worker makes them: one per
-    /// dtype, with f32 first when a sampled or greedy continuation needs the f32 reference
-    /// model (which the f32 runs then reuse).
-    pub fn load_groups(&self, continuation: ContinuationMode) -> Vec<LoadGroup> {
-        let mut groups: Vec<LoadGroup> = self
-            .dtypes()
-            .into_iter()
-            .map(|dtype| LoadGroup {
-                dtype,
-                runs: true,
-                reference: false,
-            })
-            .collect();
-        if continuation != ContinuationMode::Random {
-            match groups.iter_mut().find(|g| g.dtype == RunDtype::F32) {
-                Some(g) => g.reference = true,
-                None => groups.push(LoadGroup {
-                    dtype: RunDtype::F32,
-                    runs: false,
-                    reference: true,
-                }),
+    /// The (engine, weights, dtype) loads of the pairs, in plan order.
+    pub fn load_keys(&self) -> Vec<LoadKey> {
+        let mut out: Vec<LoadKey> = Vec::new();
+        for p in &self.pairs {
+            if !out.contains(&p.load_key()) {
+                out.push(p.load_key());
             }
         }
-        groups.sort_by_key(|g| !g.reference);
+        out
+    }
+
+    /// The weight loads the sweep needs, in the order the device worker makes them: one per
+    /// (engine, weights, dtype), the own decoder's dequantized f32 first. That one is also
+    /// the reference when a sampled or greedy continuation needs it, and the yardstick when
+    /// other settings' prefills are measured against it; it is loaded for those alone when
+    /// no pair runs on it.
+    pub fn load_groups(&self, continuation: ContinuationMode) -> Vec<LoadGroup> {
+        let mut groups: Vec<LoadGroup> = self
+            .load_keys()
+            .into_iter()
+            .map(|k| LoadGroup {
+                engine: k.engine,
+                weights: k.weights,
+                dtype: k.dtype,
+                runs: true,
+                reference: false,
+                yardstick: false,
+            })
+            .collect();
+        let reference = continuation != ContinuationMode::Random;
+        let yardstick = self.pairs.iter().any(|p| p.load_key() != self.reference);
+        if reference || yardstick {
+            let g = match groups.iter_mut().position(|g| g.key() == self.reference) {
+                Some(i) => &mut groups[i],
+                None => {
+                    groups.push(LoadGroup {
+                        engine: self.reference.engine,
+                        weights: self.reference.weights,
+                        dtype: self.reference.dtype,
+                        runs: false,
+                        reference: false,
+                        yardstick: false,
+                    });
+                    groups.last_mut().expect("just pushed")
+                }
+            };
+            g.reference = reference;
+            g.yardstick = yardstick;
+        }
+        groups.sort_by_key(|g| g.key() != self.reference);
         groups
     }
 
@@ -215,26 +371,76 @@ impl Plan {
     }
 }
 
+/// What an implementation can do with a model in one (engine, weights, dtype), or why that
+/// combination does not exist.
+pub type Support<'a> =
+    &'a dyn Fn(Engine, WeightFormat, RunDtype) -> std::result::Result<Capabilities, String>;
+
 /// Expands a validated config against a model's tokenizer and context length, and against
-/// what the implementation under test can do (`caps`): a trace or fault it cannot apply is
+/// what each implementation under test can do (`support`): a combination that cannot exist
+/// is bad input unless `exclude` drops it; a trace or fault an engine cannot apply is
 /// refused; a pair it cannot run (kv_aligned without a cache prefix) is SKIPPED with why.
-pub fn expand(cfg: &LoadedConfig, model: &ModelInfo, caps: Capabilities) -> Result<Plan> {
+pub fn expand(cfg: &LoadedConfig, model: &ModelInfo, support: Support) -> Result<Plan> {
     let c = &cfg.config;
     let prompts = cfg.selected_prompts();
     let mut pairs = Vec::new();
     let mut excluded = 0;
-    // dtype outermost: one model load per dtype group.
-    for &dtype in &c.sweep.dtype {
-        for p in &prompts {
-            for &span in &c.sweep.span {
-                for &kv in &c.sweep.kv_aligned {
-                    for &seed in &c.sweep.seed {
-                        let pair = PairSpec::new(&p.id, span, dtype, kv, seed);
-                        if c.exclude.iter().any(|r| pair.matches(r)) {
-                            excluded += 1;
-                        } else {
-                            pairs.push(pair);
+    let mut caps = BTreeMap::new();
+    // (engine, weights, dtype) outermost: one model load per group.
+    for (ei, &engine) in c.sweep.engine.iter().enumerate() {
+        for (wi, &weights) in c.sweep.weights.iter().enumerate() {
+            for (di, &dtype) in c.sweep.dtype.iter().enumerate() {
+                let before = pairs.len();
+                for p in &prompts {
+                    for &span in &c.sweep.span {
+                        for &kv in &c.sweep.kv_aligned {
+                            for &seed in &c.sweep.seed {
+                                let pair =
+                                    PairSpec::new(&p.id, span, dtype, kv, seed).on(engine, weights);
+                                if c.exclude.iter().any(|r| pair.matches(r)) {
+                                    excluded += 1;
+                                } else {
+                                    pairs.push(pair);
+                                }
+                            }
                         }
+                    }
+                }
+                if pairs.len() == before {
+                    continue;
+                }
+                let key = LoadKey {
+                    engine,
+                    weights,
+                    dtype,
+                };
+                match support(engine, weights, dtype) {
+                    Ok(k) => {
+                        caps.insert(key, k);
+                    }
+                    Err(why) => {
+                        // Name the axis entry that makes it impossible: the engine unless
+                        // the engine alone is fine, then the weights, then the dtype.
+                        let field = if support(engine, WeightFormat::Dequantized, RunDtype::F32)
+                            .is_err()
+                            && support(engine, weights, RunDtype::F32).is_err()
+                        {
+                            format!("sweep.engine[{ei}]")
+                        } else if support(engine, weights, RunDtype::F32).is_err() {
+                            format!("sweep.weights[{wi}]")
+                        } else {
+                            format!("sweep.dtype[{di}]")
+                        };
+                        return Err(Error::config(
+                            &cfg.path,
+                            field,
+                            format!(
+                                "engine `{engine}` with {weights} weights in {dtype} cannot run \
+                                 `{}`: {why}; leave the combination out with `exclude: [{{engine: \
+                                 {engine}, weights: {weights}, dtype: {dtype}}}]`",
+                                model.source
+                            ),
+                        ));
                     }
                 }
             }
@@ -301,22 +507,32 @@ pub fn expand(cfg: &LoadedConfig, model: &ModelInfo, caps: Capabilities) -> Resu
         ("trace", cfg.config.trace.is_some()),
         ("inject", cfg.config.inject.is_some()),
     ] {
-        if asked && !caps.probes {
+        if let Some(k) = caps
+            .iter()
+            .find(|(_, k)| asked && !k.probes)
+            .map(|(k, _)| k)
+        {
             return Err(Error::config(
                 &cfg.path,
                 field,
-                "the model under test has no layer taps or fault injection; only the \
-                 `driftsweep` engine traces and injects",
+                format!(
+                    "engine `{}` has no layer taps or fault injection; only the `driftsweep` \
+                     engine traces and injects (leave the other engine out of this sweep)",
+                    k.engine
+                ),
             ));
         }
     }
     let skipped = pairs
         .iter()
-        .filter(|q| q.kv_aligned && !caps.cache_prefix)
+        .filter(|q| q.kv_aligned && !caps[&q.load_key()].cache_prefix)
         .map(|q| {
-            let why = "kv_aligned needs the prefill's own cache, and this model cannot cut \
-                       its cache back to a prefix";
-            (q.id.clone(), why.to_string())
+            let why = format!(
+                "kv_aligned needs the prefill's own cache, and engine `{}` cannot cut its \
+                 cache back to a prefix",
+                q.engine
+            );
+            (q.id.clone(), why)
         })
         .collect();
     let plan = Plan {
@@ -324,6 +540,15 @@ pub fn expand(cfg: &LoadedConfig, model: &ModelInfo, caps: Capabilities) -> Resu
         prompts: planned,
         excluded,
         skipped,
+        capabilities: caps,
+        reference: LoadKey {
+            engine: if model.custom.is_some() {
+                Engine::Custom
+            } else {
+                Engine::Driftsweep
+            },
+            ..LoadKey::REFERENCE
+        },
     };
     check_trace_and_inject(cfg, model, &plan)?;
     Ok(plan)
@@ -392,7 +617,7 @@ mod tests {
     fn plan_of(yaml: &str) -> Result<Plan> {
         let cfg = crate::config::parse(Path::new("t.yaml"), yaml)?;
         let info = ModelInfo::inspect(&cfg.config.model.source)?;
-        expand(&cfg, &info, Capabilities::ALL)
+        expand(&cfg, &info, &|e, w, d| info.support(e, w, d))
     }
 
     const BASE: &str = r#"
@@ -523,15 +748,22 @@ sweep:
         assert_eq!(g.len(), 3);
         assert_eq!(
             (g[0].dtype, g[0].purpose()),
-            (RunDtype::F32, "continuation")
+            (RunDtype::F32, "continuation+yardstick".into())
         );
-        assert_eq!(p.load_groups(ContinuationMode::Random).len(), 2);
+        // Random continuations need no reference, but bf16 and f16 prefills are still
+        // measured against the f32 one: a yardstick-only load.
+        let g = p.load_groups(ContinuationMode::Random);
+        assert_eq!(g.len(), 3);
+        assert_eq!(
+            (g[0].dtype, g[0].purpose()),
+            (RunDtype::F32, "yardstick".into())
+        );
         let p = plan_of(&BASE.replace("[bf16, f16]", "[bf16, f32]")).unwrap();
         let g = p.load_groups(ContinuationMode::Greedy);
         assert_eq!(g.len(), 2);
         assert_eq!(
             (g[0].dtype, g[0].purpose()),
-            (RunDtype::F32, "continuation+runs")
+            (RunDtype::F32, "continuation+runs+yardstick".into())
         );
     }
 

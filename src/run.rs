@@ -112,22 +112,32 @@ pub fn prefill(
         });
     }
     let ctx = || format!("prefill forward over {} tokens", tokens.len());
+    if !model.capabilities().every_row {
+        // No sequence is held here: each prefix makes its own (some models run one sequence
+        // at a time).
+        let (logits, forwards, tokens_fed) = last_rows_by_prefix(model, tokens, prompt_len)?;
+        return Ok(RunOutput {
+            vocab: model.vocab_size(),
+            span_start: prompt_len,
+            positions: span,
+            forwards,
+            tokens_fed,
+            wall_s: start.elapsed().as_secs_f64(),
+            logits,
+            trace: Vec::new(),
+        });
+    }
     let mut seq = model.sequence(tokens.len()).context(ctx)?;
     if let Some(sel) = trace {
         probes(seq.as_mut(), "prefill")?.trace = Some(TraceSink::new(sel.clone()));
     }
-    let (logits, forwards, tokens_fed) = if model.capabilities().every_row {
-        let rows = logits_of(seq.as_mut(), tokens, Rows::From(prompt_len), ctx)?;
-        (rows, 1, tokens.len())
-    } else {
-        last_rows_by_prefix(model, tokens, prompt_len)?
-    };
+    let logits = logits_of(seq.as_mut(), tokens, Rows::From(prompt_len), ctx)?;
     Ok(RunOutput {
         vocab: model.vocab_size(),
         span_start: prompt_len,
         positions: span,
-        forwards,
-        tokens_fed,
+        forwards: 1,
+        tokens_fed: tokens.len(),
         wall_s: start.elapsed().as_secs_f64(),
         logits,
         trace: take_trace(seq.as_mut()),

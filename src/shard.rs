@@ -317,6 +317,8 @@ impl Selection {
             prompts: BTreeMap::new(),
             excluded: 0,
             skipped: BTreeMap::new(),
+            capabilities: BTreeMap::new(),
+            reference: Default::default(),
         };
         m.load_groups = part.load_groups(continuation);
         m.pairs = pairs;
@@ -390,14 +392,7 @@ mod tests {
                 for &span in spans {
                     for kv in [false, true] {
                         for &seed in seeds {
-                            pairs.push(PairSpec {
-                                id: format!("{p}.s{span}.{dtype}.kv{}.seed{seed}", u8::from(kv)),
-                                prompt: p.to_string(),
-                                span,
-                                dtype,
-                                kv_aligned: kv,
-                                seed,
-                            });
+                            pairs.push(PairSpec::new(p, span, dtype, kv, seed));
                         }
                     }
                 }

@@ -13,6 +13,7 @@ pub mod shards;
 
 use crate::config::SweepConfig;
 use crate::dtype::RunDtype;
+use crate::engine::{Engine, WeightFormat};
 use crate::error::{Error, Result};
 use crate::limits::{DtypeLimits, Thresholds};
 use crate::plan::{Mode, PairSpec};
@@ -162,6 +163,15 @@ pub struct SequenceRecord {
 pub struct ModelLoad {
     /// Dtype loaded.
     pub dtype: RunDtype,
+    /// Implementation (absent in older manifests: the own decoder).
+    #[serde(default)]
+    pub engine: Engine,
+    /// Weight format (absent in older manifests: dequantized).
+    #[serde(default)]
+    pub weights: WeightFormat,
+    /// The code inside the engine that ran, e.g. `candle_transformers::models::quantized_llama`.
+    #[serde(default)]
+    pub implementation: String,
     /// Device.
     pub device: String,
     /// Seconds it took.
@@ -232,6 +242,44 @@ pub struct PairRecord {
     pub metrics: Option<Metrics>,
     /// The tolerance (kv_aligned=true) or drift budget (false) applied.
     pub limits: Thresholds,
+    /// How far this pair's prefill lies from the reference prefill of the same tokens (absent
+    /// for the reference setting itself, and in records written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yardstick: Option<Yardstick>,
+}
+
+/// The distance of a pair's prefill from the own decoder's prefill on dequantized f32
+/// weights over the same tokens: what this dtype and these weights cost by themselves (the
+/// format's own error), so that the pair's prefill/decode drift can be read against it.
+/// Prefill of the reference is the reference, this pair's prefill is under test.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Yardstick {
+    /// Largest |reference − prefill|.
+    pub max_abs_diff: f32,
+    /// 99th percentile of |reference − prefill|.
+    pub p99_abs_diff: f32,
+    /// Mean |reference − prefill|.
+    pub mean_abs_diff: f32,
+    /// Mean over positions of KL(reference ‖ prefill).
+    pub kl_mean: f32,
+    /// Largest per-position KL.
+    pub kl_max: f32,
+    /// Fraction of positions where both pick the same top token.
+    pub top1_agreement: f32,
+}
+
+impl Yardstick {
+    /// The yardstick read off a comparison of the reference prefill with this prefill.
+    pub fn of(m: &Metrics) -> Self {
+        Yardstick {
+            max_abs_diff: m.max_abs_diff,
+            p99_abs_diff: m.p99_abs_diff,
+            mean_abs_diff: m.mean_abs_diff,
+            kl_mean: m.kl_mean,
+            kl_max: m.kl_max,
+            top1_agreement: m.top1_agreement,
+        }
+    }
 }
 
 /// One pair's trace file (`traces/<pair id>.json`).

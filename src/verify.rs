@@ -165,16 +165,14 @@ pub fn verify(
     let fault = cfg.injection();
 
     let mut checks: BTreeMap<usize, PairCheck> = BTreeMap::new();
-    // One load per dtype, as in the sweep.
-    let mut dtypes: Vec<_> = chosen.iter().map(|&i| compared[i].0.dtype).collect();
-    dtypes.sort_by_key(|d| d.as_str());
-    dtypes.dedup();
-    for dtype in dtypes {
-        let model = info.load(dtype, &open.device);
-        let model = model
-            .as_ref()
-            .map(|m| m as &dyn crate::model::ModelUnderTest);
-        for &i in chosen.iter().filter(|&&i| compared[i].0.dtype == dtype) {
+    // One load per (engine, weights, dtype), as in the sweep.
+    let mut keys: Vec<_> = chosen.iter().map(|&i| compared[i].0.load_key()).collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        let model = info.load_under_test(key.engine, key.weights, key.dtype, &open.device);
+        let model = model.as_ref().map(|m| m.as_ref());
+        for &i in chosen.iter().filter(|&&i| compared[i].0.load_key() == key) {
             let (spec, stored) = &compared[i];
             let check = |error: String| PairCheck {
                 id: spec.id.clone(),
@@ -311,14 +309,7 @@ mod tests {
     fn record(decode_shift: f32) -> PairRecord {
         let pre = [1.0f32, 2.0, 3.0, 0.5, 0.25, 4.0];
         let dec: Vec<f32> = pre.iter().map(|x| x + decode_shift).collect();
-        let spec = PairSpec {
-            id: "p.s2.f32.kv1.seed0".into(),
-            prompt: "p".into(),
-            span: 2,
-            dtype: crate::dtype::RunDtype::F32,
-            kv_aligned: true,
-            seed: 0,
-        };
+        let spec = PairSpec::new("p", 2, crate::dtype::RunDtype::F32, true, 0);
         let limits = crate::limits::Thresholds::default_tolerance(spec.dtype);
         let m = crate::compare::compare(&pre, &dec, 3, 5, limits.max_abs_diff).unwrap();
         PairRecord {
@@ -327,6 +318,7 @@ mod tests {
             reason: String::new(),
             metrics: Some(m),
             limits,
+            yardstick: None,
         }
     }
 

@@ -138,14 +138,17 @@ fn run_writes_a_complete_results_directory() {
         "## Drift Characterization (kv_aligned=0)",
         "## Tolerances and Drift Budgets",
         "## Performance Profiling",
-        "| 9 | f16 | decode |",
+        "| driftsweep | dequantized | 9 | f16 | decode |",
     ] {
         assert!(md.contains(section), "report.md lacks `{section}`:\n{md}");
     }
     // One table row per pair.
     assert_eq!(
         md.lines()
-            .filter(|l| l.starts_with("| p0_short |") || l.starts_with("| r6 |"))
+            .filter(|l| {
+                l.starts_with("| driftsweep | dequantized | p0_short |")
+                    || l.starts_with("| driftsweep | dequantized | r6 |")
+            })
             .count(),
         16
     );

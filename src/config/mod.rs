@@ -15,7 +15,8 @@ pub use load::{load, parse};
 pub use schema::*;
 
 use crate::dtype::RunDtype;
-use crate::limits::Thresholds;
+use crate::engine::WeightFormat;
+use crate::limits::{Thresholds, limits_key};
 
 /// The text of the custom templates a sweep file names, read at load (the renderer checks
 /// that they parse before any model work).
@@ -84,30 +85,33 @@ impl LoadedConfig {
         crate::fsutil::hex(&h.finalize())
     }
 
-    /// The kv_aligned=true tolerance for `dtype`, defaults merged with the file's overrides.
-    pub fn tolerance(&self, dtype: RunDtype) -> Thresholds {
-        let base = Thresholds::default_tolerance(dtype);
-        match self.config.tolerances.get(dtype.as_str()) {
+    /// The kv_aligned=true tolerance for `dtype` on `weights`, defaults merged with the
+    /// file's overrides.
+    pub fn tolerance(&self, dtype: RunDtype, weights: WeightFormat) -> Thresholds {
+        let base = Thresholds::default_tolerance_for(dtype, weights);
+        match self.config.tolerances.get(&limits_key(dtype, weights)) {
             Some(o) => base.merged(o),
             None => base,
         }
     }
 
-    /// The kv_aligned=false drift budget for `dtype`, defaults merged with the file's overrides.
-    pub fn drift_budget(&self, dtype: RunDtype) -> Thresholds {
-        let base = Thresholds::default_drift_budget(dtype);
-        match self.config.drift_budget.get(dtype.as_str()) {
+    /// The kv_aligned=false drift budget for `dtype` on `weights`, defaults merged with the
+    /// file's overrides.
+    pub fn drift_budget(&self, dtype: RunDtype, weights: WeightFormat) -> Thresholds {
+        let base = Thresholds::default_drift_budget_for(dtype, weights);
+        match self.config.drift_budget.get(&limits_key(dtype, weights)) {
             Some(o) => base.merged(o),
             None => base,
         }
     }
 
     /// The limits a pair is judged by: the tolerance when kv_aligned, else the drift budget.
-    pub fn limits(&self, dtype: RunDtype, kv_aligned: bool) -> Thresholds {
+    /// The engine plays no part: every implementation must meet the same bounds.
+    pub fn limits(&self, dtype: RunDtype, weights: WeightFormat, kv_aligned: bool) -> Thresholds {
         if kv_aligned {
-            self.tolerance(dtype)
+            self.tolerance(dtype, weights)
         } else {
-            self.drift_budget(dtype)
+            self.drift_budget(dtype, weights)
         }
     }
 

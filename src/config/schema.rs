@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::dtype::RunDtype;
+use crate::engine::{Engine, WeightFormat};
 use crate::limits::ThresholdsOverride;
 
 /// A sweep file, as written by the user.
@@ -391,6 +392,20 @@ pub struct SweepAxes {
     /// Prompt ids to use; all prompts when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<Vec<String>>,
+    /// Implementations under test; the own decoder alone when absent.
+    #[serde(default = "default_engines")]
+    pub engine: Vec<Engine>,
+    /// Weight formats; dequantized alone when absent.
+    #[serde(default = "default_weights")]
+    pub weights: Vec<WeightFormat>,
+}
+
+fn default_engines() -> Vec<Engine> {
+    vec![Engine::default()]
+}
+
+fn default_weights() -> Vec<WeightFormat> {
+    vec![WeightFormat::default()]
 }
 
 /// One `exclude` entry: every key given must match for the pair to be dropped.
@@ -416,6 +431,12 @@ pub struct ExcludeRule {
     /// Seed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// Engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<Engine>,
+    /// Weight format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<WeightFormat>,
 }
 
 /// A YAML boolean that also accepts 0 and 1 (the old tool's kv_aligned=0/1).

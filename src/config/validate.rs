@@ -96,6 +96,8 @@ pub(super) fn validate(path: &Path, c: &SweepConfig) -> Result<()> {
         ("sweep.dtype", s.dtype.len()),
         ("sweep.kv_aligned", s.kv_aligned.len()),
         ("sweep.seed", s.seed.len()),
+        ("sweep.engine", s.engine.len()),
+        ("sweep.weights", s.weights.len()),
     ] {
         if len == 0 {
             return err(
@@ -114,6 +116,8 @@ pub(super) fn validate(path: &Path, c: &SweepConfig) -> Result<()> {
     check_unique(path, "sweep.dtype", &s.dtype)?;
     check_unique(path, "sweep.kv_aligned", &s.kv_aligned)?;
     check_unique(path, "sweep.seed", &s.seed)?;
+    check_unique(path, "sweep.engine", &s.engine)?;
+    check_unique(path, "sweep.weights", &s.weights)?;
     if let Some(ids) = &s.prompt {
         if ids.is_empty() {
             return err(
@@ -138,6 +142,8 @@ pub(super) fn validate(path: &Path, c: &SweepConfig) -> Result<()> {
             && rule.dtype.is_none()
             && rule.kv_aligned.is_none()
             && rule.seed.is_none()
+            && rule.engine.is_none()
+            && rule.weights.is_none()
         {
             return err(&field, "an empty rule would drop every pair".into());
         }
@@ -240,10 +246,13 @@ pub(super) fn validate(path: &Path, c: &SweepConfig) -> Result<()> {
         ("drift_budget", &c.drift_budget),
     ] {
         for (dtype, o) in map {
-            if !is_dtype(dtype) {
+            if !crate::limits::limits_keys().contains(dtype) {
                 return err(
                     &format!("{section}.{dtype}"),
-                    format!("unknown dtype `{dtype}`; expected f32, bf16 or f16"),
+                    format!(
+                        "unknown dtype `{dtype}`; expected f32, bf16 or f16 (dequantized weights) \
+                         or f32/quantized, bf16/quantized, f16/quantized"
+                    ),
                 );
             }
             o.validate()

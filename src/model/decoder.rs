@@ -14,6 +14,10 @@
 //! - RMSNorm goes through `candle_nn::ops::rms_norm`, which accumulates in f32.
 //! - Logits leave the model as f32, because every metric is computed in f32.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::kv_cache::KvCache;
 use candle_nn::{Embedding, RmsNorm, VarBuilder};
@@ -174,16 +178,28 @@ impl Rope {
 
 /// A projection `x Wᵀ (+ b)` in the run dtype.
 ///
-/// On the CPU, bf16 weights are held widened to f32. candle's CPU bf16 matmul widens both
-/// operands to f32, multiplies in f32 and rounds the product to bf16 on every call; doing the
-/// weights' half once at load gives the same bits (checked on SmolLM2's shapes and by
-/// `widened_bf16_projection_is_bit_identical`) and a one-row product 5–12 times faster, for
-/// twice the weights' memory. The bias is added in the run dtype, after the rounding, as before.
+/// Dense weights: on the CPU, bf16 weights are held widened to f32. candle's CPU bf16 matmul
+/// widens both operands to f32, multiplies in f32 and rounds the product to bf16 on every
+/// call; doing the weights' half once at load gives the same bits (checked on SmolLM2's
+/// shapes and by `widened_bf16_projection_is_bit_identical`) and a one-row product 5–12 times
+/// faster, for twice the weights' memory. The bias is added in the run dtype, after the
+/// rounding, as before.
+///
+/// Quantized weights (`weights: quantized`): the GGUF blocks as they are, through candle's
+/// `QMatMul`, which takes the activations in the run dtype (its CPU kernels quantize each
+/// activation row to the blocks' dot-product format and accumulate in f32).
 #[derive(Debug, Clone)]
 struct Linear {
-    /// The weight (maybe widened) without bias: candle-nn's own product.
-    product: candle_nn::Linear,
+    product: Product,
     bias: Option<Tensor>,
+}
+
+#[derive(Debug, Clone)]
+enum Product {
+    /// The weight (maybe widened) without bias: candle-nn's own product.
+    Dense(candle_nn::Linear),
+    /// GGUF blocks.
+    Quantized(QMatMul),
 }
 
 impl Linear {
@@ -194,15 +210,37 @@ impl Linear {
             weight
         };
         Ok(Linear {
-            product: candle_nn::Linear::new(weight, None),
+            product: Product::Dense(candle_nn::Linear::new(weight, None)),
             bias,
         })
     }
 
+    /// The projection of `name` (the weight's full name): kept quantized when the source
+    /// holds it so, else the dense `weight`.
+    fn from_source(
+        src: &Source,
+        name: &str,
+        weight: impl FnOnce() -> candle_core::Result<Tensor>,
+        bias: Option<Tensor>,
+    ) -> candle_core::Result<Self> {
+        match src.quantized(name) {
+            Some(q) => Ok(Linear {
+                product: Product::Quantized(QMatMul::from_arc(q)?),
+                bias,
+            }),
+            None => Linear::new(weight()?, bias),
+        }
+    }
+
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        // Both casts are no-ops unless the weight was widened.
-        let wide = x.to_dtype(self.product.weight().dtype())?;
-        let y = self.product.forward(&wide)?.to_dtype(x.dtype())?;
+        let y = match &self.product {
+            Product::Dense(p) => {
+                // Both casts are no-ops unless the weight was widened.
+                let wide = x.to_dtype(p.weight().dtype())?;
+                p.forward(&wide)?.to_dtype(x.dtype())?
+            }
+            Product::Quantized(q) => q.forward(x)?,
+        };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -210,25 +248,77 @@ impl Linear {
     }
 }
 
-fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
-    Linear::new(vb.get((out_dim, in_dim), "weight")?, None)
+/// Where a decoder's tensors come from: dense tensors by Hugging Face name, and, for
+/// `weights: quantized`, the GGUF blocks of the projections, kept as they are.
+#[derive(Clone)]
+pub struct Source<'a> {
+    vb: VarBuilder<'a>,
+    quantized: Option<Arc<HashMap<String, Arc<QTensor>>>>,
 }
 
-fn linear_b(
-    in_dim: usize,
-    out_dim: usize,
-    bias: bool,
-    vb: VarBuilder,
-) -> candle_core::Result<Linear> {
+impl<'a> From<VarBuilder<'a>> for Source<'a> {
+    fn from(vb: VarBuilder<'a>) -> Self {
+        Source::dense(vb)
+    }
+}
+
+impl<'a> Source<'a> {
+    /// Dense tensors only.
+    pub fn dense(vb: VarBuilder<'a>) -> Self {
+        Source {
+            vb,
+            quantized: None,
+        }
+    }
+
+    /// Dense tensors for norms and embeddings, and these quantized projections (by full
+    /// Hugging Face weight name).
+    pub fn with_quantized(vb: VarBuilder<'a>, quantized: HashMap<String, Arc<QTensor>>) -> Self {
+        Source {
+            vb,
+            quantized: Some(Arc::new(quantized)),
+        }
+    }
+
+    fn pp(&self, s: impl ToString) -> Self {
+        Source {
+            vb: self.vb.pp(s),
+            quantized: self.quantized.clone(),
+        }
+    }
+
+    fn get<S: Into<candle_core::Shape>>(&self, s: S, name: &str) -> candle_core::Result<Tensor> {
+        self.vb.get(s, name)
+    }
+
+    fn quantized(&self, name: &str) -> Option<Arc<QTensor>> {
+        let full = format!("{}.{name}", self.vb.prefix());
+        self.quantized.as_ref()?.get(&full).cloned()
+    }
+
+    fn dtype(&self) -> DType {
+        self.vb.dtype()
+    }
+
+    fn device(&self) -> &Device {
+        self.vb.device()
+    }
+}
+
+fn linear(in_dim: usize, out_dim: usize, vb: Source) -> candle_core::Result<Linear> {
+    Linear::from_source(&vb, "weight", || vb.get((out_dim, in_dim), "weight"), None)
+}
+
+fn linear_b(in_dim: usize, out_dim: usize, bias: bool, vb: Source) -> candle_core::Result<Linear> {
     let b = if bias {
         Some(vb.get(out_dim, "bias")?)
     } else {
         None
     };
-    Linear::new(vb.get((out_dim, in_dim), "weight")?, b)
+    Linear::from_source(&vb, "weight", || vb.get((out_dim, in_dim), "weight"), b)
 }
 
-fn rms_norm(dim: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<RmsNorm> {
+fn rms_norm(dim: usize, eps: f64, vb: Source) -> candle_core::Result<RmsNorm> {
     Ok(RmsNorm::new(vb.get(dim, "weight")?, eps))
 }
 
@@ -247,7 +337,7 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
+    fn new(cfg: &Config, vb: Source) -> candle_core::Result<Self> {
         let hd = cfg.head_dim();
         let h = cfg.hidden_size;
         let bias = cfg.attention_bias;
@@ -348,7 +438,7 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
+    fn new(cfg: &Config, vb: Source) -> candle_core::Result<Self> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Mlp {
             gate_proj: linear(h, i, vb.pp("gate_proj"))?,
@@ -373,7 +463,7 @@ struct Layer {
 }
 
 impl Layer {
-    fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
+    fn new(cfg: &Config, vb: Source) -> candle_core::Result<Self> {
         Ok(Layer {
             input_layernorm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
             self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
@@ -472,13 +562,19 @@ pub struct Decoder {
 impl Decoder {
     /// Builds the decoder from Hugging Face-named weights in `vb` (dtype and device come
     /// from it).
-    pub fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
+    pub fn new<'a>(cfg: &Config, vb: impl Into<Source<'a>>) -> candle_core::Result<Self> {
+        let vb: Source = vb.into();
         cfg.validate().map_err(candle_core::Error::Msg)?;
         let embed = vb
             .pp("model.embed_tokens")
             .get((cfg.vocab_size, cfg.hidden_size), "weight")?;
         let lm_head = if cfg.tie_word_embeddings {
-            Linear::new(embed.clone(), None)?
+            Linear::from_source(
+                &vb.pp("model.embed_tokens"),
+                "weight",
+                || Ok(embed.clone()),
+                None,
+            )?
         } else {
             linear(cfg.hidden_size, cfg.vocab_size, vb.pp("lm_head"))?
         };
@@ -703,7 +799,7 @@ mod tests {
         let w = bf(Tensor::randn(0f32, 0.05, (96, 64), &dev).unwrap());
         let b = bf(Tensor::randn(0f32, 0.5, 96, &dev).unwrap());
         let ours = Linear::new(w.clone(), Some(b.clone())).unwrap();
-        assert_eq!(ours.product.weight().dtype(), DType::F32);
+        assert!(matches!(&ours.product, Product::Dense(p) if p.weight().dtype() == DType::F32));
         let candle = candle_nn::Linear::new(w, Some(b));
         for t in [1, 7, 33] {
             let x = bf(Tensor::randn(0f32, 1.0, (1, t, 64), &dev).unwrap());

@@ -2,6 +2,7 @@
 //! (model, dtype, device).
 
 pub mod builtin;
+pub mod candle_transformers;
 pub mod decoder;
 pub mod gguf;
 pub mod hash_cache;
@@ -13,8 +14,9 @@ use candle_core::Device;
 use tokenizers::Tokenizer;
 
 use crate::dtype::RunDtype;
+use crate::engine::{Engine, WeightFormat};
 use crate::error::{Error, Result};
-pub use decoder::{Cache, Config, Decoder};
+pub use decoder::{Cache, Config, Decoder, Source};
 pub use under_test::{Capabilities, Fault, ModelUnderTest, Probes, Rows, Sequence};
 
 /// A parsed `model.source` string.
@@ -96,6 +98,33 @@ pub struct ModelInfo {
     /// Where the weights are, resolved once (an `hf:` id is looked up in the cache once, a
     /// directory's files listed and their headers checked once), so each load only loads.
     pub weights: Weights,
+    /// The user's own model, when it came from Rust ([`ModelInfo::custom`]).
+    pub custom: Option<CustomLoader>,
+}
+
+/// A model the user brings from Rust: it loads itself in a dtype on a device. See
+/// `examples/own_model.rs`.
+pub trait CustomModel: Send + Sync {
+    /// What its loaded models can do (pairs needing more are SKIPPED or refused at plan
+    /// time, as for any engine).
+    fn capabilities(&self) -> Capabilities;
+    /// Loads it in `dtype` on `device`; `Err` says why not (its pairs are then INCOMPLETE
+    /// with the reason).
+    fn load(
+        &self,
+        dtype: RunDtype,
+        device: &Device,
+    ) -> std::result::Result<Box<dyn ModelUnderTest>, String>;
+}
+
+/// A shared [`CustomModel`] (a newtype so that [`ModelInfo`] stays `Debug` and `Clone`).
+#[derive(Clone)]
+pub struct CustomLoader(pub std::sync::Arc<dyn CustomModel>);
+
+impl std::fmt::Debug for CustomLoader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CustomLoader")
+    }
 }
 
 /// The resolved location of a model's weights.
@@ -110,6 +139,56 @@ pub enum Weights {
 }
 
 impl ModelInfo {
+    /// A user's own model, run from Rust under the engine `custom`: `source` names it in
+    /// reports (and `identity` stands for its weights' sha256 there), `tokenizer` tokenizes
+    /// text prompts (random-token prompts need none of it), and `model` loads it.
+    pub fn custom(
+        source: &str,
+        identity: &str,
+        vocab_size: usize,
+        num_layers: usize,
+        context_len: usize,
+        tokenizer: Tokenizer,
+        model: std::sync::Arc<dyn CustomModel>,
+    ) -> Self {
+        let config = Config {
+            vocab_size,
+            num_hidden_layers: num_layers,
+            max_position_embeddings: context_len,
+            // Not the own decoder's: nothing reads the rest for a custom model.
+            hidden_size: 1,
+            intermediate_size: 1,
+            num_attention_heads: 1,
+            num_key_value_heads: 1,
+            rms_norm_eps: 0.0,
+            rope_theta: 0.0,
+            tie_word_embeddings: false,
+            explicit_head_dim: None,
+            attention_bias: false,
+            qk_norm: false,
+            sliding_window: None,
+            rope_llama3: None,
+        };
+        let special_ids = tokenizer
+            .get_added_tokens_decoder()
+            .keys()
+            .copied()
+            .collect();
+        ModelInfo {
+            source: source.to_string(),
+            architecture: "custom".into(),
+            config,
+            tokenizer,
+            bos_id: None,
+            special_ids,
+            eos_id: None,
+            tokenizer_adds_specials: false,
+            sha256: identity.to_string(),
+            weights: Weights::Builtin,
+            custom: Some(CustomLoader(model)),
+        }
+    }
+
     /// Reads config and tokenizer of a model source.
     pub fn inspect(source: &str) -> Result<Self> {
         match ModelSource::parse(source)? {
@@ -134,6 +213,7 @@ impl ModelInfo {
                     bos_id,
                     special_ids,
                     weights: Weights::Builtin,
+                    custom: None,
                 })
             }
             ModelSource::Gguf(path) => {
@@ -150,6 +230,7 @@ impl ModelInfo {
                     sha256: hash_cache::sha256(&path)
                         .map_err(|e| Error::model(source, format!("hashing: {e}")))?,
                     weights: Weights::Gguf(path),
+                    custom: None,
                 })
             }
             ModelSource::HfDir(dir) => {
@@ -185,6 +266,7 @@ impl ModelInfo {
                         crate::fsutil::hex(&Sha256::digest(hashes.as_bytes()))
                     },
                     weights: Weights::Safetensors(h.files),
+                    custom: None,
                 })
             }
         }
@@ -206,22 +288,106 @@ impl ModelInfo {
         Ok(ids)
     }
 
-    /// Loads the weights in `dtype` on `device`.
+    /// Loads the own decoder's dequantized weights in `dtype` on `device`.
     pub fn load(&self, dtype: RunDtype, device: &Device) -> Result<Decoder> {
-        let built = |vb| {
-            Decoder::new(&self.config, vb)
+        self.load_decoder(WeightFormat::Dequantized, dtype, device)
+    }
+
+    /// Loads the own decoder with `weights` in `dtype` on `device`.
+    pub fn load_decoder(
+        &self,
+        weights: WeightFormat,
+        dtype: RunDtype,
+        device: &Device,
+    ) -> Result<Decoder> {
+        let built = |src| {
+            Decoder::new(&self.config, src)
                 .map_err(|e| Error::model(&self.source, format!("in {dtype}: {e}")))
         };
-        match &self.weights {
-            Weights::Builtin => built(builtin::var_builder(&self.config, dtype.candle(), device)),
-            Weights::Safetensors(files) => built(
-                hf_dir::var_builder(files, dtype.candle(), device)
-                    .map_err(|e| Error::model(&self.source, e))?,
+        let model_err = |e| Error::model(&self.source, e);
+        match (&self.weights, weights) {
+            (Weights::Builtin, WeightFormat::Dequantized) => built(Source::dense(
+                builtin::var_builder(&self.config, dtype.candle(), device),
+            )),
+            (Weights::Safetensors(files), WeightFormat::Dequantized) => built(Source::dense(
+                hf_dir::var_builder(files, dtype.candle(), device).map_err(model_err)?,
+            )),
+            (Weights::Gguf(path), _) => {
+                let vb = gguf::var_builder(path, &self.config, dtype.candle(), device)
+                    .map_err(model_err)?;
+                if weights == WeightFormat::Quantized {
+                    let q = gguf::quantized_projections(path, &self.config, device)
+                        .map_err(model_err)?;
+                    built(Source::with_quantized(vb, q))
+                } else {
+                    built(Source::dense(vb))
+                }
+            }
+            (_, WeightFormat::Quantized) => {
+                Err(model_err("quantized weights need a GGUF file".to_string()))
+            }
+        }
+    }
+
+    /// Whether `engine` can run this model with `weights` in `dtype`, and what it can do
+    /// then; `Err` says why the combination does not exist.
+    pub fn support(
+        &self,
+        engine: Engine,
+        weights: WeightFormat,
+        dtype: RunDtype,
+    ) -> std::result::Result<Capabilities, String> {
+        if let Some(c) = &self.custom {
+            return match (engine, weights) {
+                (Engine::Custom, WeightFormat::Dequantized) => Ok(c.0.capabilities()),
+                (Engine::Custom, WeightFormat::Quantized) => Err(
+                    "a custom model holds its weights as it loads them: use `dequantized`".into(),
+                ),
+                _ => Err(format!(
+                    "`{}` is a model given from Rust: its engine is `custom`",
+                    self.source
+                )),
+            };
+        }
+        match engine {
+            Engine::Custom => Err(
+                "engine `custom` is a model given from Rust through `ModelInfo::custom` \
+                 (examples/own_model.rs); the command line runs `driftsweep` and \
+                 `candle-transformers`"
+                    .into(),
             ),
-            Weights::Gguf(path) => built(
-                gguf::var_builder(path, &self.config, dtype.candle(), device)
-                    .map_err(|e| Error::model(&self.source, e))?,
-            ),
+            Engine::Driftsweep => match (&self.weights, weights) {
+                (Weights::Gguf(_), _) | (_, WeightFormat::Dequantized) => Ok(Capabilities::ALL),
+                (_, WeightFormat::Quantized) => Err(format!(
+                    "quantized weights need a GGUF file, and `{}` is not one",
+                    self.source
+                )),
+            },
+            Engine::CandleTransformers => candle_transformers::module_for(self, weights, dtype)
+                .map(|_| candle_transformers::CAPABILITIES),
+        }
+    }
+
+    /// Loads the model under test for one (engine, weights, dtype) group.
+    pub fn load_under_test(
+        &self,
+        engine: Engine,
+        weights: WeightFormat,
+        dtype: RunDtype,
+        device: &Device,
+    ) -> Result<Box<dyn ModelUnderTest>> {
+        match engine {
+            Engine::Custom => match &self.custom {
+                Some(c) => {
+                    c.0.load(dtype, device)
+                        .map_err(|e| Error::model(&self.source, format!("in {dtype}: {e}")))
+                }
+                None => Err(Error::model(&self.source, "not a custom model".to_string())),
+            },
+            Engine::Driftsweep => Ok(Box::new(self.load_decoder(weights, dtype, device)?)),
+            Engine::CandleTransformers => candle_transformers::load(self, weights, dtype, device)
+                .map(|m| Box::new(m) as Box<dyn ModelUnderTest>)
+                .map_err(|e| Error::model(&self.source, format!("in {dtype}: {e}"))),
         }
     }
 }

@@ -82,6 +82,11 @@ pub trait ModelUnderTest: Send + Sync {
     /// The implementation's name, as in run ids and reports (`driftsweep` for the own
     /// decoder).
     fn engine(&self) -> &str;
+    /// Which code inside the engine runs (for example
+    /// `candle_transformers::models::quantized_llama`), as in the manifest's load records.
+    fn implementation(&self) -> String {
+        self.engine().to_string()
+    }
     /// Width of a logits row.
     fn vocab_size(&self) -> usize;
     /// Largest number of positions a sequence may hold.

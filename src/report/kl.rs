@@ -9,10 +9,15 @@ use serde::Serialize;
 use super::{PairJson, compared};
 use crate::compare::kl_stats::KlStats;
 use crate::dtype::RunDtype;
+use crate::engine::{Engine, WeightFormat};
 
 /// The pooled statistics of one dtype (and one kv_aligned mode, or both).
 #[derive(Debug, Clone, Serialize)]
 pub struct KlGroup {
+    /// Implementation.
+    pub engine: Engine,
+    /// Weight format.
+    pub weights: WeightFormat,
     /// Dtype.
     pub dtype: RunDtype,
     /// kv_aligned, or null for both modes pooled.
@@ -25,18 +30,21 @@ pub struct KlGroup {
 
 /// The pooled groups, per dtype: both modes first, then kv_aligned=0 and 1.
 pub fn groups(pairs: &[PairJson]) -> Vec<KlGroup> {
-    type Key = (RunDtype, u8, Option<bool>);
+    type Key = (Engine, WeightFormat, RunDtype, u8, Option<bool>);
     let mut by: BTreeMap<Key, Vec<&crate::compare::Metrics>> = BTreeMap::new();
     for (p, m) in compared(pairs) {
         let kv = p.spec.kv_aligned;
-        by.entry((p.spec.dtype, 0, None)).or_default().push(m);
-        by.entry((p.spec.dtype, 1 + u8::from(kv), Some(kv)))
+        let (e, w, d) = (p.spec.engine, p.spec.weights, p.spec.dtype);
+        by.entry((e, w, d, 0, None)).or_default().push(m);
+        by.entry((e, w, d, 1 + u8::from(kv), Some(kv)))
             .or_default()
             .push(m);
     }
     by.into_iter()
-        .filter_map(|((dtype, _, kv_aligned), ms)| {
+        .filter_map(|((engine, weights, dtype, _, kv_aligned), ms)| {
             Some(KlGroup {
+                engine,
+                weights,
                 dtype,
                 kv_aligned,
                 pairs: ms.len(),

@@ -9,9 +9,10 @@ use serde::Serialize;
 
 use crate::compare::{Metrics, percentile};
 use crate::dtype::RunDtype;
+use crate::engine::{Engine, WeightFormat};
 use crate::error::{Error, Result};
 use crate::limits::{DtypeLimits, Thresholds};
-use crate::plan::{Mode, PairSpec};
+use crate::plan::{LoadKey, Mode, PairSpec};
 use crate::store::{Manifest, ModelLoad, RunRecord, RunStatus, Store, ToolInfo};
 use crate::verdict::{self, GlobalVerdict, PairVerdict, fmt_num};
 
@@ -187,11 +188,18 @@ pub struct PairJson {
     pub decode: RunJson,
     /// llama.cpp-style KL statistics of this pair (null unless compared).
     pub kl_stats: Option<crate::compare::kl_stats::KlStats>,
+    /// This pair's prefill against the own decoder's dequantized f32 prefill of the same
+    /// tokens (null for that setting itself, or when there was none).
+    pub yardstick: Option<crate::store::Yardstick>,
 }
 
-/// kv_aligned=false drift of one (span, dtype).
+/// kv_aligned=false drift of one (engine, weights, span, dtype).
 #[derive(Debug, Clone, Serialize)]
 pub struct DriftGroup {
+    /// Implementation.
+    pub engine: Engine,
+    /// Weight format.
+    pub weights: WeightFormat,
     /// Span.
     pub span: usize,
     /// Dtype.
@@ -218,9 +226,13 @@ pub struct DriftGroup {
     pub samples: usize,
 }
 
-/// Timing of one (span, dtype, mode).
+/// Timing of one (engine, weights, span, dtype, mode).
 #[derive(Debug, Clone, Serialize)]
 pub struct PerfGroup {
+    /// Implementation.
+    pub engine: Engine,
+    /// Weight format.
+    pub weights: WeightFormat,
     /// Span.
     pub span: usize,
     /// Dtype.
@@ -285,11 +297,12 @@ pub fn build(store: &Store) -> Result<ReportJson> {
         let pre = store.run(spec, Mode::Prefill)?;
         let dec = store.run(spec, Mode::Decode)?;
         let rec = store.pair(spec)?;
-        let (verdict, reason, metrics, limits) = match rec {
-            Some(r) => (r.verdict, r.reason, r.metrics, Some(r.limits)),
+        let (verdict, reason, metrics, limits, yardstick) = match rec {
+            Some(r) => (r.verdict, r.reason, r.metrics, Some(r.limits), r.yardstick),
             None => (
                 PairVerdict::Incomplete,
                 missing_reason.to_string(),
+                None,
                 None,
                 None,
             ),
@@ -304,6 +317,7 @@ pub fn build(store: &Store) -> Result<ReportJson> {
                 .and_then(crate::compare::kl_stats::KlStats::of),
             metrics,
             limits,
+            yardstick,
             prefill: run_json(pre.as_ref()),
             decode: run_json(dec.as_ref()),
         });
@@ -314,6 +328,8 @@ pub fn build(store: &Store) -> Result<ReportJson> {
     pairs.sort_by(|a, b| {
         let k = |p: &PairJson| {
             (
+                p.spec.engine,
+                p.spec.weights,
                 p.spec.prompt.clone(),
                 p.spec.span,
                 p.spec.dtype,
@@ -393,11 +409,13 @@ fn compared(pairs: &[PairJson]) -> impl Iterator<Item = (&PairJson, &Metrics)> {
         .filter_map(|p| p.metrics.as_ref().map(|m| (p, m)))
 }
 
+type GroupKey = (Engine, WeightFormat, usize, RunDtype);
+
 fn drift_groups(pairs: &[PairJson]) -> Vec<DriftGroup> {
-    let mut groups: BTreeMap<(usize, RunDtype), Vec<&Metrics>> = BTreeMap::new();
-    let mut aligned: BTreeMap<(usize, RunDtype), Vec<f32>> = BTreeMap::new();
+    let mut groups: BTreeMap<GroupKey, Vec<&Metrics>> = BTreeMap::new();
+    let mut aligned: BTreeMap<GroupKey, Vec<f32>> = BTreeMap::new();
     for (p, m) in compared(pairs) {
-        let key = (p.spec.span, p.spec.dtype);
+        let key = (p.spec.engine, p.spec.weights, p.spec.span, p.spec.dtype);
         if p.spec.kv_aligned {
             aligned.entry(key).or_default().push(m.max_abs_diff);
         } else {
@@ -406,7 +424,9 @@ fn drift_groups(pairs: &[PairJson]) -> Vec<DriftGroup> {
     }
     groups
         .into_iter()
-        .map(|((span, dtype), ms)| DriftGroup {
+        .map(|((engine, weights, span, dtype), ms)| DriftGroup {
+            engine,
+            weights,
             span,
             dtype,
             max_abs_max: ms.iter().map(|m| m.max_abs_diff).fold(0.0, f32::max),
@@ -418,7 +438,7 @@ fn drift_groups(pairs: &[PairJson]) -> Vec<DriftGroup> {
             kl_max_max: ms.iter().map(|m| m.kl_max).fold(0.0, f32::max),
             identical: ms.iter().filter(|m| m.max_abs_diff == 0.0).count(),
             aligned_max_abs_mean: aligned
-                .get(&(span, dtype))
+                .get(&(engine, weights, span, dtype))
                 .and_then(|v| mean(v.iter().copied())),
             samples: ms.len(),
         })
@@ -427,23 +447,27 @@ fn drift_groups(pairs: &[PairJson]) -> Vec<DriftGroup> {
 
 fn perf_groups(specs: &[PairSpec], runs: &[RunRecord]) -> Vec<PerfGroup> {
     let by_pair: BTreeMap<&str, &PairSpec> = specs.iter().map(|p| (p.id.as_str(), p)).collect();
-    let mut groups: BTreeMap<(usize, RunDtype, Mode), Vec<&RunRecord>> = BTreeMap::new();
+    type Key = (Engine, WeightFormat, usize, RunDtype, Mode);
+    let mut groups: BTreeMap<Key, Vec<&RunRecord>> = BTreeMap::new();
     // Reused runs were not computed: counting them would count one computation twice.
     for r in runs
         .iter()
         .filter(|r| r.status == RunStatus::Ok && r.wall_s.is_some() && r.reused_from.is_none())
     {
         if let Some(p) = by_pair.get(r.pair_id.as_str()) {
-            groups.entry((p.span, p.dtype, r.mode)).or_default().push(r);
+            let key = (p.engine, p.weights, p.span, p.dtype, r.mode);
+            groups.entry(key).or_default().push(r);
         }
     }
     groups
         .into_iter()
-        .map(|((span, dtype, mode), rs)| {
+        .map(|((engine, weights, span, dtype, mode), rs)| {
             let walls: Vec<f64> = rs.iter().filter_map(|r| r.wall_s).collect();
             let mut w32: Vec<f32> = walls.iter().map(|&w| w as f32).collect();
             let n = rs.len();
             PerfGroup {
+                engine,
+                weights,
                 span,
                 dtype,
                 mode,
@@ -487,15 +511,18 @@ fn observations(pairs: &[PairJson], counts: &Counts) -> Vec<String> {
             ms.len()
         ));
     }
-    let dtypes: Vec<RunDtype> = {
-        let mut d: Vec<RunDtype> = compared(pairs).map(|(p, _)| p.spec.dtype).collect();
+    let settings: Vec<LoadKey> = {
+        let mut d: Vec<LoadKey> = compared(pairs).map(|(p, _)| p.spec.load_key()).collect();
         d.sort();
         d.dedup();
         d
     };
-    for dtype in dtypes {
+    for key in settings {
+        let dtype = key.dtype;
+        // The dtype alone names the own decoder on dequantized weights, as before engines.
+        let label = setting_label(key);
         let ms: Vec<(&PairJson, &Metrics)> = compared(pairs)
-            .filter(|(p, _)| p.spec.dtype == dtype)
+            .filter(|(p, _)| p.spec.load_key() == key)
             .collect();
         let lo = ms
             .iter()
@@ -505,7 +532,7 @@ fn observations(pairs: &[PairJson], counts: &Counts) -> Vec<String> {
         let kl_hi = ms.iter().map(|(_, m)| m.kl_mean).fold(0.0, f32::max);
         let top1_lo = ms.iter().map(|(_, m)| m.top1_agreement).fold(1.0, f32::min);
         let mut line = format!(
-            "{dtype}: max_abs_diff {} – {}, mean KL up to {}, top-1 agreement ≥ {:.4} over {} pairs",
+            "{label}: max_abs_diff {} – {}, mean KL up to {}, top-1 agreement ≥ {:.4} over {} pairs",
             fmt_num(lo),
             fmt_num(hi),
             fmt_num(kl_hi),
@@ -552,7 +579,7 @@ fn observations(pairs: &[PairJson], counts: &Counts) -> Vec<String> {
                 "equal to".into()
             };
             out.push(format!(
-                "{dtype}: mean max_abs_diff with kv_aligned=0 is {} against {} with kv_aligned=1 ({cmp}).",
+                "{label}: mean max_abs_diff with kv_aligned=0 is {} against {} with kv_aligned=1 ({cmp}).",
                 fmt_num(f),
                 fmt_num(t)
             ));
@@ -573,7 +600,7 @@ fn observations(pairs: &[PairJson], counts: &Counts) -> Vec<String> {
                 })
                 .collect();
             out.push(format!(
-                "{dtype}: mean max_abs_diff by span — {}.",
+                "{label}: mean max_abs_diff by span — {}.",
                 parts.join(", ")
             ));
         }
@@ -591,6 +618,19 @@ fn observations(pairs: &[PairJson], counts: &Counts) -> Vec<String> {
         ));
     }
     out
+}
+
+/// A setting in words: the dtype alone for the own decoder on dequantized weights, else the
+/// dtype with the engine and the weights that differ from those.
+pub fn setting_label(key: LoadKey) -> String {
+    let mut label = key.dtype.to_string();
+    if !key.engine.is_default() {
+        label = format!("{label} {}", key.engine);
+    }
+    if !key.weights.is_default() {
+        label = format!("{label} {}", key.weights);
+    }
+    label
 }
 
 /// Markdown-ready rows, numbers formatted once here so the template only lays them out.
@@ -643,6 +683,8 @@ fn view(r: &ReportJson) -> View<'_> {
             let m = p.metrics.as_ref();
             let f = |g: fn(&Metrics) -> f32| m.map_or("—".into(), |m| fmt_num(g(m)));
             row(&[
+                ("engine", p.spec.engine.to_string()),
+                ("weights", p.spec.weights.to_string()),
                 ("prompt", p.spec.prompt.clone()),
                 ("span", p.spec.span.to_string()),
                 ("dtype", p.spec.dtype.to_string()),
@@ -664,6 +706,12 @@ fn view(r: &ReportJson) -> View<'_> {
                         format!("{} (margin {})", f.pos, fmt_num(f.prefill_margin))
                     }),
                 ),
+                (
+                    "yardstick",
+                    p.yardstick.map_or("—".into(), |y| {
+                        format!("{} / {}", fmt_num(y.max_abs_diff), fmt_num(y.kl_mean))
+                    }),
+                ),
                 ("verdict", p.verdict.to_string()),
             ])
         })
@@ -673,6 +721,8 @@ fn view(r: &ReportJson) -> View<'_> {
         .iter()
         .map(|g| {
             row(&[
+                ("engine", g.engine.to_string()),
+                ("weights", g.weights.to_string()),
                 ("span", g.span.to_string()),
                 ("dtype", g.dtype.to_string()),
                 (
@@ -699,6 +749,8 @@ fn view(r: &ReportJson) -> View<'_> {
         .iter()
         .map(|g| {
             row(&[
+                ("engine", g.engine.to_string()),
+                ("weights", g.weights.to_string()),
                 ("span", g.span.to_string()),
                 ("dtype", g.dtype.to_string()),
                 ("mode", g.mode.to_string()),
@@ -717,6 +769,9 @@ fn view(r: &ReportJson) -> View<'_> {
         .iter()
         .map(|l| {
             row(&[
+                ("engine", l.engine.to_string()),
+                ("implementation", l.implementation.clone()),
+                ("weights", l.weights.to_string()),
                 ("dtype", l.dtype.to_string()),
                 ("device", l.device.clone()),
                 ("load", secs(l.load_s)),
@@ -791,7 +846,9 @@ fn axes(r: &ReportJson) -> String {
     }
     let p = &r.pairs;
     format!(
-        "prompts {} × spans {} × dtypes {} × kv_aligned {} × seeds {} ({} pairs after exclusions)",
+        "engines {} × weights {} × prompts {} × spans {} × dtypes {} × kv_aligned {} × seeds {} ({} pairs after exclusions)",
+        uniq(p.iter().map(|x| x.spec.engine)),
+        uniq(p.iter().map(|x| x.spec.weights)),
         uniq(p.iter().map(|x| x.spec.prompt.clone())),
         uniq(p.iter().map(|x| x.spec.span)),
         uniq(p.iter().map(|x| x.spec.dtype)),

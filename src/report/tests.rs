@@ -58,6 +58,7 @@ fn compared(spec: &PairSpec, pre: [f32; 8], dec: [f32; 8], limits: Thresholds) -
         reason,
         metrics: Some(m),
         limits,
+        yardstick: None,
     }
 }
 
@@ -73,8 +74,8 @@ fn results(dir: &std::path::Path) -> Store {
         spec(RunDtype::F16, true),
     ];
     let limits = |d| DtypeLimits {
-        tolerance: cfg.tolerance(d),
-        drift_budget: cfg.drift_budget(d),
+        tolerance: cfg.tolerance(d, WeightFormat::Dequantized),
+        drift_budget: cfg.drift_budget(d, WeightFormat::Dequantized),
     };
     let manifest = Manifest {
         tool: ToolInfo {
@@ -113,11 +114,17 @@ fn results(dir: &std::path::Path) -> Store {
             },
         )]),
         load_groups: vec![LoadGroup {
+            engine: Default::default(),
+            weights: Default::default(),
             dtype: RunDtype::F32,
             runs: true,
             reference: true,
+            yardstick: true,
         }],
         model_loads: vec![ModelLoad {
+            engine: Default::default(),
+            weights: Default::default(),
+            implementation: "driftsweep".into(),
             dtype: RunDtype::F32,
             device: "cpu".into(),
             load_s: 0.25,
@@ -143,8 +150,8 @@ fn results(dir: &std::path::Path) -> Store {
     let drifted = [1.0, 2.0, 3.0, 0.5, 4.0, 1.0, 0.0, 1e-4];
     // Position 4's top logit moves from index 0 (margin 3) to index 1: a wide-margin flip.
     let flipped = [1.0, 2.0, 3.0, 0.5, 0.0, 5.0, 0.0, 0.0];
-    let b32 = cfg.drift_budget(RunDtype::F32);
-    let t32 = cfg.tolerance(RunDtype::F32);
+    let b32 = cfg.drift_budget(RunDtype::F32, WeightFormat::Dequantized);
+    let t32 = cfg.tolerance(RunDtype::F32, WeightFormat::Dequantized);
     for (spec, rec) in [
         (&pairs[0], compared(&pairs[0], base, drifted, b32)),
         (&pairs[1], compared(&pairs[1], base, flipped, t32)),
@@ -162,7 +169,8 @@ fn results(dir: &std::path::Path) -> Store {
             verdict: PairVerdict::Skipped,
             reason: "f16 is not supported on this device".into(),
             metrics: None,
-            limits: cfg.drift_budget(RunDtype::F16),
+            limits: cfg.drift_budget(RunDtype::F16, WeightFormat::Dequantized),
+            yardstick: None,
         })
         .unwrap();
     for mode in [Mode::Prefill, Mode::Decode] {

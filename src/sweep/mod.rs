@@ -19,8 +19,8 @@ pub use pair::{PairInput, PairRun, judge, run_pair, token_key};
 
 use crate::config::LoadedConfig;
 use crate::error::{Error, Result};
-use crate::limits::DtypeLimits;
-use crate::model::{Capabilities, ModelInfo};
+use crate::limits::{DtypeLimits, limits_key};
+use crate::model::ModelInfo;
 use crate::plan::{self, Plan};
 use crate::report;
 use crate::run;
@@ -91,6 +91,22 @@ pub fn output_dir(cfg: &LoadedConfig, out: Option<&PathBuf>) -> PathBuf {
 /// tokenizer, the custom templates (test-parsed by the renderer), and the expanded plan.
 /// Every error here is bad input naming the sweep file and field.
 pub fn prepare(cfg: &LoadedConfig) -> Result<(ModelInfo, Plan)> {
+    check_templates(cfg)?;
+    let info = ModelInfo::inspect(&cfg.config.model.source).map_err(|e| match e {
+        Error::Model { .. } => Error::config(&cfg.path, "model.source", e.to_string()),
+        other => other,
+    })?;
+    prepare_with(cfg, info)
+}
+
+/// [`prepare`] for a model already described (a user's own, [`ModelInfo::custom`]).
+pub fn prepare_with(cfg: &LoadedConfig, info: ModelInfo) -> Result<(ModelInfo, Plan)> {
+    check_templates(cfg)?;
+    let plan = plan::expand(cfg, &info, &|e, w, d| info.support(e, w, d))?;
+    Ok((info, plan))
+}
+
+fn check_templates(cfg: &LoadedConfig) -> Result<()> {
     for (field, text) in [
         ("templates.report", &cfg.templates.report),
         ("templates.trace_report", &cfg.templates.trace_report),
@@ -99,13 +115,7 @@ pub fn prepare(cfg: &LoadedConfig) -> Result<(ModelInfo, Plan)> {
             report::check_template(t).map_err(|m| Error::config(&cfg.path, field, m))?;
         }
     }
-    let info = ModelInfo::inspect(&cfg.config.model.source).map_err(|e| match e {
-        Error::Model { .. } => Error::config(&cfg.path, "model.source", e.to_string()),
-        other => other,
-    })?;
-    // Today every pair runs on the own decoder, which can do everything a pair may ask for.
-    let plan = plan::expand(cfg, &info, Capabilities::ALL)?;
-    Ok((info, plan))
+    Ok(())
 }
 
 /// Runs the sweep described by `cfg` and renders its reports, telling `reporter` what
@@ -119,6 +129,30 @@ pub fn run_sweep(
 ) -> Result<SweepOutcome> {
     let started = Instant::now();
     let (info, plan) = prepare(cfg)?;
+    run_prepared(cfg, info, plan, opts, reporter, started)
+}
+
+/// [`run_sweep`] on a model given from Rust ([`ModelInfo::custom`]): the sweep file's
+/// `model.source` is not read, and its engine is `custom`.
+pub fn run_sweep_with_model(
+    cfg: &LoadedConfig,
+    info: ModelInfo,
+    opts: &SweepOptions,
+    reporter: &mut dyn Reporter,
+) -> Result<SweepOutcome> {
+    let started = Instant::now();
+    let (info, plan) = prepare_with(cfg, info)?;
+    run_prepared(cfg, info, plan, opts, reporter, started)
+}
+
+fn run_prepared(
+    cfg: &LoadedConfig,
+    info: ModelInfo,
+    plan: Plan,
+    opts: &SweepOptions,
+    reporter: &mut dyn Reporter,
+    started: Instant,
+) -> Result<SweepOutcome> {
     let dir = match opts.shard {
         Some(s) if opts.out.is_none() => crate::shard::shard_dir(&output_dir(cfg, None), s),
         _ => output_dir(cfg, opts.out.as_ref()),
@@ -218,6 +252,8 @@ pub fn run_sweep(
                 stop: opts.stop.clone(),
                 stop_after_runs: opts.stop_after_runs,
                 runs_started: 0,
+                yardsticks: Default::default(),
+                plan_needs_yardsticks: false,
             };
             let mut writer = Writer {
                 cfg,
@@ -278,14 +314,14 @@ fn resolved_settings(cfg: &LoadedConfig, plan: &Plan) -> ResolvedSettings {
     ResolvedSettings {
         config: cfg.config.clone(),
         limits: plan
-            .dtypes()
-            .into_iter()
-            .map(|d| {
+            .pairs
+            .iter()
+            .map(|p| {
                 let limits = DtypeLimits {
-                    tolerance: cfg.tolerance(d),
-                    drift_budget: cfg.drift_budget(d),
+                    tolerance: cfg.tolerance(p.dtype, p.weights),
+                    drift_budget: cfg.drift_budget(p.dtype, p.weights),
                 };
-                (d.to_string(), limits)
+                (limits_key(p.dtype, p.weights), limits)
             })
             .collect(),
     }

@@ -85,6 +85,7 @@ pub fn judge(
         reason,
         metrics: None,
         limits,
+        yardstick: None,
     };
     let (pre, dec) = match (pre, dec) {
         (Some(p), Some(d)) => (p, d),
@@ -110,6 +111,7 @@ pub fn judge(
                 reason,
                 metrics: Some(m),
                 limits,
+                yardstick: None,
             }
         }
         Err(e) => incomplete(e.to_string()),
@@ -132,7 +134,7 @@ pub(super) struct SharedPrefill {
 impl SharedPrefill {
     /// What makes two prefills the same computation: everything but kv_aligned (the dtype
     /// and model are those of the group being run).
-    fn key(pair: &PairSpec) -> String {
+    pub(super) fn key(pair: &PairSpec) -> String {
         format!("{}/s{}/seed{}", pair.prompt, pair.span, pair.seed)
     }
 
@@ -163,14 +165,7 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     fn spec(kv: bool) -> PairSpec {
-        PairSpec {
-            id: "p.s2.f32.kv1.seed0".into(),
-            prompt: "p".into(),
-            span: 2,
-            dtype: RunDtype::F32,
-            kv_aligned: kv,
-            seed: 0,
-        }
+        PairSpec::new("p", 2, RunDtype::F32, kv, 0)
     }
 
     fn out(start: usize, logits: Vec<f32>) -> RunOutput {

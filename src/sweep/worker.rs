@@ -9,11 +9,10 @@ use std::sync::mpsc::SyncSender;
 use std::time::Instant;
 
 use crate::config::{ContinuationMode, LoadedConfig, TraceOn};
-use crate::dtype::RunDtype;
 use crate::model::{ModelInfo, ModelUnderTest};
-use crate::plan::{LoadGroup, Mode, PairSpec, Plan};
+use crate::plan::{LoadGroup, LoadKey, Mode, PairSpec, Plan};
 use crate::run::{self, Instruments, RunOutput};
-use crate::store::{ModelLoad, PairRecord, SequenceRecord, TraceFile};
+use crate::store::{ModelLoad, PairRecord, SequenceRecord, TraceFile, Yardstick};
 use crate::tokens;
 use crate::trace;
 use crate::trace::TraceSelection;
@@ -99,6 +98,10 @@ pub(super) struct Worker {
     /// Stop (as on a request) once this many runs have started: a deterministic interrupt.
     pub(super) stop_after_runs: Option<usize>,
     pub(super) runs_started: usize,
+    /// Reference prefill logits by [`SharedPrefill::key`], for the yardstick.
+    pub(super) yardsticks: HashMap<String, candle_core::Tensor>,
+    /// Some pair of the work runs on another setting than the reference.
+    pub(super) plan_needs_yardsticks: bool,
 }
 
 impl Worker {
@@ -116,6 +119,10 @@ impl Worker {
             }
         }
         work.todo = todo;
+        self.plan_needs_yardsticks = work
+            .todo
+            .iter()
+            .any(|i| self.plan.pairs[*i].load_key() != self.plan.reference);
         let todo: Vec<&PairSpec> = work.todo.iter().map(|i| &self.plan.pairs[*i]).collect();
         let mode = self.cfg.config.continuation;
         let (known, to_generate) = self.tokens_to_fix(&todo, &work.known_tokens);
@@ -125,11 +132,12 @@ impl Worker {
             .load_groups(mode)
             .into_iter()
             .map(|mut g| {
-                g.runs = g.runs && todo.iter().any(|p| p.dtype == g.dtype);
+                g.runs = g.runs && todo.iter().any(|p| p.load_key() == g.key());
                 g.reference = g.reference && needs_reference;
+                g.yardstick = g.yardstick && todo.iter().any(|p| p.load_key() != g.key());
                 g
             })
-            .filter(|g| g.runs || g.reference)
+            .filter(|g| g.runs || g.reference || g.yardstick)
             .collect();
         if self.stop.requested() {
             return;
@@ -138,21 +146,21 @@ impl Worker {
         let mut reference: Option<Loaded> = groups
             .first()
             .filter(|g| g.reference)
-            .map(|g| self.load(g.dtype, g.purpose()));
+            .map(|g| self.load(g.key(), &g.purpose()));
         let Some(seqs) = self.fix_tokens(known, to_generate, reference.as_ref()) else {
             return;
         };
-        for group in groups.iter().filter(|g| g.runs) {
+        for group in groups.iter().filter(|g| g.runs || g.yardstick) {
             if self.stop.requested() {
                 return;
             }
-            let dtype = group.dtype;
-            if let Err(reason) = run::dtype_support(&self.device.device, dtype) {
+            let key = group.key();
+            if let Err(reason) = run::dtype_support(&self.device.device, key.dtype) {
                 reference = None;
                 for &idx in work
                     .todo
                     .iter()
-                    .filter(|i| self.plan.pairs[**i].dtype == dtype)
+                    .filter(|i| self.plan.pairs[**i].load_key() == key)
                 {
                     let reason = reason.clone();
                     if !self.send(WorkerMsg::Skipped { pair: idx, reason }) {
@@ -164,18 +172,50 @@ impl Worker {
             // The reference model is dropped here unless its group also runs pairs.
             let model = match reference.take() {
                 Some(r) if group.reference => r,
-                _ => self.load(dtype, group.purpose()),
+                _ => self.load(key, &group.purpose()),
             };
             let order: Vec<usize> = work
                 .todo
                 .iter()
                 .copied()
-                .filter(|i| self.plan.pairs[*i].dtype == dtype)
+                .filter(|i| self.plan.pairs[*i].load_key() == key)
                 .collect();
-            if !self.run_group(&model, order, &seqs) {
+            if group.runs && !self.run_group(&model, order, &seqs) {
+                return;
+            }
+            if group.yardstick && !self.fill_yardsticks(&model, &work.todo, &seqs) {
                 return;
             }
         }
+    }
+
+    /// The reference prefill of every (prompt, span, seed) some pair of another setting
+    /// runs, on the reference model, unless one of its own pairs already made it. False when
+    /// the worker must stop.
+    fn fill_yardsticks(&mut self, model: &Loaded, todo: &[usize], seqs: &Sequences) -> bool {
+        let Ok(model) = model else {
+            return true;
+        };
+        for &idx in todo {
+            let pair = &self.plan.pairs[idx];
+            let key = SharedPrefill::key(pair);
+            if pair.load_key() == self.plan.reference || self.yardsticks.contains_key(&key) {
+                continue;
+            }
+            if self.stop.requested() {
+                return false;
+            }
+            let Some(Ok(seq)) = seqs.get(&(pair.prompt.clone(), pair.seed)) else {
+                continue;
+            };
+            let mut ids = seq.prompt.clone();
+            ids.extend_from_slice(&seq.continuation[..pair.span]);
+            // A failed reference prefill leaves its pairs without a yardstick; nothing else.
+            if let Ok(out) = run::prefill(model.as_ref(), &ids, seq.prompt.len(), None) {
+                self.yardsticks.insert(key, out.logits);
+            }
+        }
+        true
     }
 
     fn send(&self, m: WorkerMsg) -> bool {
@@ -195,19 +235,22 @@ impl Worker {
         true
     }
 
-    fn load(&self, dtype: RunDtype, purpose: &str) -> Loaded {
+    fn load(&self, key: LoadKey, purpose: &str) -> Loaded {
         let t = Instant::now();
         let m = self
             .info
-            .load(dtype, &self.device.device)
+            .load_under_test(key.engine, key.weights, key.dtype, &self.device.device)
             .map_err(|e| e.to_string())?;
         self.send(WorkerMsg::Loaded(ModelLoad {
-            dtype,
+            dtype: key.dtype,
+            engine: key.engine,
+            weights: key.weights,
+            implementation: m.implementation(),
             device: self.device.id.clone(),
             load_s: t.elapsed().as_secs_f64(),
             purpose: purpose.into(),
         }));
-        Ok(Box::new(m))
+        Ok(m)
     }
 
     /// Token ids per (prompt, seed) that an earlier session fixed, and those still to make
@@ -369,7 +412,7 @@ impl Worker {
             format!("prefill failed: {e}"),
             format!("decode failed: {e}"),
         ];
-        let limits = self.cfg.limits(pair.dtype, pair.kv_aligned);
+        let limits = self.cfg.limits(pair.dtype, pair.weights, pair.kv_aligned);
         Some(super::pair::judge(pair.clone(), None, None, errors, limits))
     }
 
@@ -393,7 +436,7 @@ impl Worker {
             trace: trace_now,
             fault: self.cfg.injection(),
         };
-        let limits = self.cfg.limits(pair.dtype, pair.kv_aligned);
+        let limits = self.cfg.limits(pair.dtype, pair.weights, pair.kv_aligned);
         let mut starting = |mode: Mode| self.start_run(pair.run_id(mode));
         let done = run_pair(
             model,
@@ -405,6 +448,24 @@ impl Worker {
             &mut starting,
         )?;
         let [(_, pre), (_, dec)] = done.runs;
+        let mut record = done.record;
+        if let Ok(out) = &pre {
+            let key = SharedPrefill::key(pair);
+            if pair.load_key() == self.plan.reference {
+                if self.plan_needs_yardsticks {
+                    self.yardsticks.insert(key, out.logits.clone());
+                }
+            } else if let Some(reference) = self.yardsticks.get(&key) {
+                record.yardstick = crate::compare::compare_tensors(
+                    reference,
+                    &out.logits,
+                    out.span_start,
+                    limits.max_abs_diff,
+                )
+                .ok()
+                .map(|m| Yardstick::of(&m));
+            }
+        }
         let mut share = share.filter(|_| trace_now.is_none() && reused_from.is_none());
         let mut records = Vec::new();
         for (mode, result) in [(Mode::Prefill, pre), (Mode::Decode, dec)] {
@@ -436,7 +497,7 @@ impl Worker {
                 return None;
             }
         }
-        Some(done.record)
+        Some(record)
     }
 
     /// `trace: {on: failing}`: a failed pair's two runs again, traced; false when the worker

@@ -120,7 +120,8 @@ pub(super) fn write_skipped(
         verdict: PairVerdict::Skipped,
         reason: why.to_string(),
         metrics: None,
-        limits: cfg.limits(pair.dtype, pair.kv_aligned),
+        limits: cfg.limits(pair.dtype, pair.weights, pair.kv_aligned),
+        yardstick: None,
     })
 }
 

@@ -1,0 +1,402 @@
+//! candle-transformers' own implementations as models under test (engine
+//! `candle-transformers`), run as that crate ships them: what people who port or serve models
+//! in candle actually run.
+//!
+//! Every one of them keeps its KV cache inside the model and returns the logits of the last
+//! position only, so (see [`CAPABILITIES`]) a prefill's span logits come from one fresh
+//! forward per prefix, a kv_aligned decode is impossible (no cache can be cut back to a
+//! prefix) and there are no layer taps or faults. One sequence runs at a time on a loaded
+//! model: a sequence holds the model's lock while it lives.
+
+use std::sync::{Mutex, MutexGuard};
+
+use candle_core::quantized::gguf_file;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models as ct;
+
+use super::under_test::{Capabilities, ModelUnderTest, Rows, Sequence};
+use super::{ModelInfo, Weights, builtin, gguf, hf_dir};
+use crate::dtype::RunDtype;
+use crate::engine::WeightFormat;
+
+/// What candle-transformers' models can do for a run: nothing beyond the last row.
+pub const CAPABILITIES: Capabilities = Capabilities {
+    every_row: false,
+    probes: false,
+    cache_prefix: false,
+};
+
+/// Architectures each weight format can run here, and why not otherwise: `Ok(module)` names
+/// the candle-transformers module that runs it.
+pub fn module_for(
+    info: &ModelInfo,
+    weights: WeightFormat,
+    dtype: RunDtype,
+) -> Result<&'static str, String> {
+    let arch = info.architecture.as_str();
+    match (&info.weights, weights) {
+        (Weights::Gguf(_), WeightFormat::Quantized) => {
+            if dtype != RunDtype::F32 {
+                return Err(format!(
+                    "candle-transformers' quantized models compute in f32 whatever the run \
+                     dtype; {dtype} with quantized weights does not exist there"
+                ));
+            }
+            match arch {
+                "llama" => Ok("quantized_llama"),
+                "qwen2" => Ok("quantized_qwen2"),
+                "qwen3" => Ok("quantized_qwen3"),
+                "gemma3" => Ok("quantized_gemma3"),
+                _ => Err(format!(
+                    "candle-transformers has no quantized model for architecture `{arch}`"
+                )),
+            }
+        }
+        (Weights::Builtin | Weights::Gguf(_), WeightFormat::Dequantized) => match arch {
+            // The dequantized tensors under Hugging Face names, as the own decoder loads them.
+            "llama" => Ok("llama"),
+            _ => Err(format!(
+                "candle-transformers runs dequantized GGUF weights of `llama` only, not `{arch}`"
+            )),
+        },
+        (Weights::Safetensors(_), WeightFormat::Dequantized) => match arch {
+            "llama" => Ok("llama"),
+            "mistral" => Ok("mistral"),
+            "qwen2" => Ok("qwen2"),
+            "qwen3" => Ok("qwen3"),
+            "gemma3" => Ok("gemma3"),
+            _ => Err(format!(
+                "candle-transformers has no model for architecture `{arch}` here"
+            )),
+        },
+        (Weights::Builtin | Weights::Safetensors(_), WeightFormat::Quantized) => {
+            Err("quantized weights need a GGUF file".into())
+        }
+    }
+}
+
+/// Loads the candle-transformers model for `info` in `dtype` on `device` (the combination was
+/// checked by [`module_for`] when the sweep was planned).
+pub fn load(
+    info: &ModelInfo,
+    weights: WeightFormat,
+    dtype: RunDtype,
+    device: &Device,
+) -> Result<CandleTransformersModel, String> {
+    let module = module_for(info, weights, dtype)?;
+    let dt = dtype.candle();
+    let err = |e: candle_core::Error| format!("candle-transformers {module}: {e}");
+    let model: Box<dyn Stateful> = match (&info.weights, module) {
+        (Weights::Gguf(path), _) if weights == WeightFormat::Quantized => {
+            let mut file = std::fs::File::open(path).map_err(|e| format!("{e}"))?;
+            let content = gguf_file::Content::read(&mut file).map_err(err)?;
+            match module {
+                "quantized_llama" => Box::new(
+                    ct::quantized_llama::ModelWeights::from_gguf(content, &mut file, device)
+                        .map_err(err)?,
+                ),
+                "quantized_qwen2" => Box::new(
+                    ct::quantized_qwen2::ModelWeights::from_gguf(content, &mut file, device)
+                        .map_err(err)?,
+                ),
+                "quantized_qwen3" => Box::new(
+                    ct::quantized_qwen3::ModelWeights::from_gguf(content, &mut file, device)
+                        .map_err(err)?,
+                ),
+                _ => Box::new(Gemma3Quantized(
+                    ct::quantized_gemma3::ModelWeights::from_gguf(content, &mut file, device)
+                        .map_err(err)?,
+                )),
+            }
+        }
+        (Weights::Builtin, _) => {
+            let vb = builtin::var_builder(&info.config, dt, device);
+            Box::new(LlamaState::new(vb, llama_config(info), dt, device).map_err(err)?)
+        }
+        (Weights::Gguf(path), _) => {
+            let vb = gguf::var_builder(path, &info.config, dt, device)?;
+            Box::new(LlamaState::new(vb, llama_config(info), dt, device).map_err(err)?)
+        }
+        (Weights::Safetensors(files), _) => {
+            let dir = files
+                .first()
+                .and_then(|f| f.parent())
+                .ok_or("no weight files")?;
+            let text = std::fs::read_to_string(dir.join("config.json"))
+                .map_err(|e| format!("config.json: {e}"))?;
+            let json =
+                |e: serde_json::Error| format!("config.json for candle-transformers {module}: {e}");
+            let vb = hf_dir::var_builder(files, dt, device)?;
+            match module {
+                "llama" => {
+                    let c: ct::llama::LlamaConfig = serde_json::from_str(&text).map_err(json)?;
+                    Box::new(LlamaState::new(vb, c.into_config(false), dt, device).map_err(err)?)
+                }
+                "mistral" => {
+                    let c: ct::mistral::Config = serde_json::from_str(&text).map_err(json)?;
+                    Box::new(ct::mistral::Model::new(&c, vb).map_err(err)?)
+                }
+                "qwen2" => {
+                    let c: ct::qwen2::Config = serde_json::from_str(&text).map_err(json)?;
+                    Box::new(ct::qwen2::ModelForCausalLM::new(&c, vb).map_err(err)?)
+                }
+                "qwen3" => {
+                    let c: ct::qwen3::Config = serde_json::from_str(&text).map_err(json)?;
+                    Box::new(ct::qwen3::ModelForCausalLM::new(&c, vb).map_err(err)?)
+                }
+                _ => {
+                    let c: ct::gemma3::Config = serde_json::from_str(&text).map_err(json)?;
+                    Box::new(ct::gemma3::Model::new(false, &c, vb).map_err(err)?)
+                }
+            }
+        }
+    };
+    Ok(CandleTransformersModel {
+        module,
+        inner: Mutex::new(model),
+        vocab: info.config.vocab_size,
+        context: info.context_len(),
+        layers: info.config.num_hidden_layers,
+        device: device.clone(),
+    })
+}
+
+/// candle-transformers' Llama configuration from the hyper-parameters driftsweep read.
+fn llama_config(info: &ModelInfo) -> ct::llama::Config {
+    let c = &info.config;
+    ct::llama::Config {
+        hidden_size: c.hidden_size,
+        intermediate_size: c.intermediate_size,
+        vocab_size: c.vocab_size,
+        num_hidden_layers: c.num_hidden_layers,
+        num_attention_heads: c.num_attention_heads,
+        num_key_value_heads: c.num_key_value_heads,
+        use_flash_attn: false,
+        rms_norm_eps: c.rms_norm_eps,
+        rope_theta: c.rope_theta as f32,
+        bos_token_id: info.bos_id,
+        eos_token_id: info.eos_id.map(ct::llama::LlamaEosToks::Single),
+        rope_scaling: c.rope_llama3.map(|r| ct::llama::Llama3RopeConfig {
+            factor: r.factor as f32,
+            low_freq_factor: r.low_freq_factor as f32,
+            high_freq_factor: r.high_freq_factor as f32,
+            original_max_position_embeddings: r.original_max_position_embeddings,
+            rope_type: ct::llama::Llama3RopeType::Llama3,
+        }),
+        max_position_embeddings: c.max_position_embeddings,
+        tie_word_embeddings: c.tie_word_embeddings,
+    }
+}
+
+/// A candle-transformers model with its cache inside: `forward` at an offset appends to it.
+trait Stateful: Send {
+    /// Feeds `x` (1 × t ids) at `offset`; the last position's logits.
+    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor>;
+    /// Empties the cache.
+    fn clear(&mut self);
+}
+
+/// `llama` keeps its cache outside the model: a fresh copy of the empty cache per sequence.
+struct LlamaState {
+    model: ct::llama::Llama,
+    empty: ct::llama::Cache,
+    cache: ct::llama::Cache,
+}
+
+impl LlamaState {
+    fn new(
+        vb: VarBuilder,
+        cfg: ct::llama::Config,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        let model = ct::llama::Llama::load(vb, &cfg)?;
+        let empty = ct::llama::Cache::new(true, dtype, &cfg, device)?;
+        Ok(LlamaState {
+            model,
+            cache: empty.clone(),
+            empty,
+        })
+    }
+}
+
+impl Stateful for LlamaState {
+    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
+        self.model.forward(x, offset, &mut self.cache)
+    }
+    fn clear(&mut self) {
+        self.cache = self.empty.clone();
+    }
+}
+
+impl Stateful for ct::quantized_llama::ModelWeights {
+    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
+        ct::quantized_llama::ModelWeights::forward(self, x, offset)
+    }
+    fn clear(&mut self) {
+        self.clear_kv_cache()
+    }
+}
+
+impl Stateful for ct::quantized_qwen2::ModelWeights {
+    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
+        ct::quantized_qwen2::ModelWeights::forward(self, x, offset)
+    }
+    fn clear(&mut self) {
+        self.clear_kv_cache()
+    }
+}
+
+impl Stateful for ct::quantized_qwen3::ModelWeights {
+    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
+        ct::quantized_qwen3::ModelWeights::forward(self, x, offset)
+    }
+    fn clear(&mut self) {
+        self.clear_kv_cache()
+    }
+}
+
+/// quantized_gemma3 has no way to empty its cache: a forward at offset 0 replaces it, which
+/// every sequence's first forward is.
+struct Gemma3Quantized(ct::quantized_gemma3::ModelWeights);
+
+impl Stateful for Gemma3Quantized {
+    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
+        self.0.forward(x, offset)
+    }
+    fn clear(&mut self) {}
+}
+
+impl Stateful for ct::mistral::Model {
+    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
+        ct::mistral::Model::forward(self, x, offset)
+    }
+    fn clear(&mut self) {
+        self.clear_kv_cache()
+    }
+}
+
+impl Stateful for ct::qwen2::ModelForCausalLM {
+    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
+        ct::qwen2::ModelForCausalLM::forward(self, x, offset)
+    }
+    fn clear(&mut self) {
+        self.clear_kv_cache()
+    }
+}
+
+impl Stateful for ct::qwen3::ModelForCausalLM {
+    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
+        ct::qwen3::ModelForCausalLM::forward(self, x, offset)
+    }
+    fn clear(&mut self) {
+        self.clear_kv_cache()
+    }
+}
+
+impl Stateful for ct::gemma3::Model {
+    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
+        ct::gemma3::Model::forward(self, x, offset)
+    }
+    fn clear(&mut self) {
+        self.clear_kv_cache()
+    }
+}
+
+/// A loaded candle-transformers model.
+pub struct CandleTransformersModel {
+    module: &'static str,
+    inner: Mutex<Box<dyn Stateful>>,
+    vocab: usize,
+    context: usize,
+    layers: usize,
+    device: Device,
+}
+
+impl ModelUnderTest for CandleTransformersModel {
+    fn engine(&self) -> &str {
+        "candle-transformers"
+    }
+    fn implementation(&self) -> String {
+        format!("candle_transformers::models::{}", self.module)
+    }
+    fn vocab_size(&self) -> usize {
+        self.vocab
+    }
+    fn context_len(&self) -> usize {
+        self.context
+    }
+    fn num_layers(&self) -> usize {
+        self.layers
+    }
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+    fn sequence(&self, capacity: usize) -> candle_core::Result<Box<dyn Sequence + '_>> {
+        if capacity > self.context {
+            candle_core::bail!(
+                "{capacity} positions exceed the model's context of {}",
+                self.context
+            );
+        }
+        // Never blocks in driftsweep's runs, which hold one sequence at a time; a second
+        // live sequence would silently share the first one's cache, so it is an error.
+        let mut model = self.inner.try_lock().map_err(|_| {
+            candle_core::Error::Msg(
+                "candle-transformers models run one sequence at a time (their cache lives \
+                 inside the model)"
+                    .into(),
+            )
+        })?;
+        model.clear();
+        Ok(Box::new(StatefulSequence {
+            model,
+            len: 0,
+            vocab: self.vocab,
+            device: &self.device,
+        }))
+    }
+}
+
+/// A sequence on a candle-transformers model: the model itself, locked.
+struct StatefulSequence<'a> {
+    model: MutexGuard<'a, Box<dyn Stateful>>,
+    len: usize,
+    vocab: usize,
+    device: &'a Device,
+}
+
+impl Sequence for StatefulSequence<'_> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn forward(&mut self, tokens: &[u32], rows: Rows) -> candle_core::Result<Option<Tensor>> {
+        let t = tokens.len();
+        if t == 0 {
+            candle_core::bail!("a forward needs at least one token");
+        }
+        if let Rows::From(i) = rows
+            && i + 1 != t
+        {
+            candle_core::bail!("candle-transformers models return the last row's logits only");
+        }
+        let x = Tensor::new(tokens, self.device)?.unsqueeze(0)?;
+        let logits = self.model.forward(&x, self.len)?;
+        self.len += t;
+        match rows {
+            Rows::None => Ok(None),
+            // Whatever the model's output rank ((1, vocab) or (1, 1, vocab)), one f32 row.
+            Rows::From(_) => Ok(Some(
+                logits
+                    .to_dtype(DType::F32)?
+                    .flatten_all()?
+                    .reshape((1, self.vocab))?,
+            )),
+        }
+    }
+}
