@@ -67,13 +67,7 @@ fn stage(root: &Path) -> (PathBuf, Vec<PathBuf>) {
     let fixtures = corpus.join("fixtures");
     std::fs::create_dir_all(&fixtures).unwrap();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_input");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
+    let files = common::yaml_files(&src);
     for f in &files {
         std::fs::copy(f, corpus.join(f.file_name().unwrap())).unwrap();
     }

@@ -293,7 +293,7 @@ pub fn build(store: &Store) -> Result<ReportJson> {
         let (verdict, reason, metrics, limits) = match rec {
             // A verdict whose evidence is gone is not reported as one: the pair is
             // INCOMPLETE until a run of the sweep recomputes it.
-            Some(r) if !missing_runs.is_empty() => (
+            Some(r) if !missing_runs.is_empty() && r.verdict != PairVerdict::Incomplete => (
                 PairVerdict::Incomplete,
                 format!(
                     "its run record {} is missing (the pair record said {}); run the sweep \

@@ -84,6 +84,9 @@ impl Marker {
 pub struct DirLock {
     // Held open for the lock's lifetime; closing it releases the lock.
     _file: File,
+    dir: PathBuf,
+    // Whether this lock created the directory (then a refused run may remove it again).
+    created: bool,
 }
 
 impl DirLock {
@@ -91,17 +94,30 @@ impl DirLock {
     /// exists, is not empty and carries no marker belongs to someone else: it is refused
     /// before anything is written into it.
     pub fn for_results(dir: &Path) -> Result<DirLock> {
+        let created = !dir.exists();
         fs::create_dir_all(dir)
             .map_err(|e| Error::store(dir, format!("cannot create the results directory: {e}")))?;
         if !dir.join(MARKER).is_file() {
             refuse_foreign(dir)?;
         }
-        Self::acquire(dir)
+        let mut lock = Self::acquire(dir)?;
+        lock.created = created;
+        Ok(lock)
     }
 
     /// Locks an existing results directory (for `report` and `verify`).
     pub fn existing(dir: &Path) -> Result<DirLock> {
         Self::acquire(dir)
+    }
+
+    /// Gives the lock up after a refusal before anything was written: a directory this lock
+    /// created, and that holds nothing but the lock file, is removed again, so bad input
+    /// leaves no trace.
+    pub fn abandon(self) {
+        if self.created && entries_except_own(&self.dir).is_ok_and(|e| e.is_empty()) {
+            let _ = fs::remove_file(self.dir.join(LOCK));
+            let _ = fs::remove_dir(&self.dir);
+        }
     }
 
     fn acquire(dir: &Path) -> Result<DirLock> {
@@ -138,7 +154,11 @@ impl DirLock {
         file.set_len(0).map_err(io)?;
         file.write_all(format!("{}\n", std::process::id()).as_bytes())
             .map_err(io)?;
-        Ok(DirLock { _file: file })
+        Ok(DirLock {
+            _file: file,
+            dir: dir.to_path_buf(),
+            created: false,
+        })
     }
 }
 

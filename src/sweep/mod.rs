@@ -161,13 +161,29 @@ pub fn run_sweep(
     // must see the same directory, with no second writer in between.
     let lock =
         crate::store::owner::DirLock::for_results(&dir).map_err(|e| blame_output(cfg, opts, e))?;
-    let resume::Previous {
-        manifest: previous,
-        left_alone,
-    } = resume::previous_results(&dir, &config_sha256, &info, &device_name, opts.start_over)?;
-    // A shard runs only its pairs, but keeps the whole plan: its continuations are generated
-    // at the plan's longest span, so its token ids and metrics are a single run's.
-    let shard = crate::shard::for_sweep(cfg, &plan, opts.shard, &dir, previous.as_ref())?;
+    let checked =
+        resume::previous_results(&dir, &config_sha256, &info, &device_name, opts.start_over)
+            .and_then(|p| {
+                // A shard runs only its pairs, but keeps the whole plan: its continuations are
+                // generated at the plan's longest span, so its token ids and metrics are a
+                // single run's.
+                let shard =
+                    crate::shard::for_sweep(cfg, &plan, opts.shard, &dir, p.manifest.as_ref())?;
+                Ok((p, shard))
+            });
+    let (
+        resume::Previous {
+            manifest: previous,
+            left_alone,
+        },
+        shard,
+    ) = match checked {
+        Ok(c) => c,
+        Err(e) => {
+            lock.abandon();
+            return Err(e);
+        }
+    };
     let marker = crate::store::owner::Marker::new(&cfg.config.name, &config_sha256);
     let store = Store::create(&dir, lock, &marker).map_err(|e| blame_output(cfg, opts, e))?;
     save_templates(cfg, &store)?;

@@ -55,18 +55,19 @@ pub(super) fn previous_results(
             ),
         ))
     };
-    if let Some(mk) = &marker
-        && mk.config_sha256 != config_sha256
-    {
-        return refuse(format!(
-            "was made for another sweep (`{}`, sha256 {}…, this one {}…)",
-            mk.sweep_name,
-            short(&mk.config_sha256),
-            short(config_sha256)
-        ));
-    }
     let Some(existing) = existing else {
-        // Made for this sweep, killed before its first manifest: nothing to resume.
+        // Made for a sweep and killed before its first manifest: nothing to resume, and
+        // nothing to take over unless it was made for this very sweep.
+        if let Some(mk) = &marker
+            && mk.config_sha256 != config_sha256
+        {
+            return refuse(format!(
+                "was made for another sweep (`{}`, sha256 {}…, this one {}…)",
+                mk.sweep_name,
+                short(&mk.config_sha256),
+                short(config_sha256)
+            ));
+        }
         return Ok(Previous {
             manifest: None,
             left_alone: Vec::new(),
