@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the fuzzers' starting corpora into fuzz/corpus/<target>/: the project's sweep files
-and bad-input corpus, a tiny valid GGUF and the first 8 KiB of SmolLM2's (when fetched), and
-two small safetensors files."""
+and bad-input corpus, a tiny valid GGUF and the first 8 KiB of SmolLM2's (when fetched),
+two small safetensors files, and a tiny config.json with matching weights (model_header)."""
 import json
 import shutil
 import struct
@@ -10,7 +10,7 @@ from pathlib import Path
 fuzz = Path(__file__).resolve().parent
 repo = fuzz.parent
 corpus = fuzz / "corpus"
-for t in ("sweep_file", "gguf_header", "safetensors_header"):
+for t in ("sweep_file", "gguf_header", "safetensors_header", "model_header"):
     (corpus / t).mkdir(parents=True, exist_ok=True)
 
 for f in [*repo.glob("configs/*.yaml"), *repo.glob("tests/bad_input/*.yaml")]:
@@ -60,3 +60,31 @@ st = corpus / "safetensors_header"
 )
 (st / "one.safetensors").write_bytes(safetensors({"w": ("F16", [1], b"\0\0")}))
 print(f"seeded {corpus}")
+
+# model_header: config.json, NUL, safetensors whose tensors match it (one block).
+cfg = {
+    "model_type": "llama", "vocab_size": 4, "hidden_size": 8, "intermediate_size": 12,
+    "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+    "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "max_position_embeddings": 16,
+    "tie_word_embeddings": True,
+}
+shapes = {
+    "model.embed_tokens.weight": [4, 8], "model.norm.weight": [8],
+    "model.layers.0.input_layernorm.weight": [8],
+    "model.layers.0.post_attention_layernorm.weight": [8],
+    "model.layers.0.self_attn.q_proj.weight": [8, 8],
+    "model.layers.0.self_attn.k_proj.weight": [4, 8],
+    "model.layers.0.self_attn.v_proj.weight": [4, 8],
+    "model.layers.0.self_attn.o_proj.weight": [8, 8],
+    "model.layers.0.mlp.gate_proj.weight": [12, 8],
+    "model.layers.0.mlp.up_proj.weight": [12, 8],
+    "model.layers.0.mlp.down_proj.weight": [8, 12],
+}
+tensors = {}
+for name, shape in shapes.items():
+    n = 1
+    for d in shape:
+        n *= d
+    tensors[name] = ("F32", shape, b"\0" * (4 * n))
+mh = corpus / "model_header"
+(mh / "tiny_llama").write_bytes(json.dumps(cfg).encode() + b"\0" + safetensors(tensors))

@@ -52,7 +52,7 @@ pub enum Error {
     #[error("internal error: {0}")]
     Internal(String),
     /// A tensor operation failed while running the model or comparing logits.
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", candle_text(source))]
     Candle {
         /// What was being done.
         context: String,
@@ -69,6 +69,18 @@ fn config_line(file: &std::path::Path, location: &str, field: &str, message: &st
         format!("`{field}`: ")
     };
     format!("{}: {location}{field}{message}", file.display())
+}
+
+/// A candle error as one line: its causes joined by `: `, without the backtrace candle
+/// attaches when backtraces are enabled (a library user's process may enable them).
+pub fn candle_text(e: &candle_core::Error) -> String {
+    use candle_core::Error as C;
+    match e {
+        C::WithBacktrace { inner, .. } => candle_text(inner),
+        C::Context { inner, context } => format!("{context}: {}", candle_text(inner)),
+        C::WithPath { inner, path } => format!("{}: {}", path.display(), candle_text(inner)),
+        other => other.to_string().lines().collect::<Vec<_>>().join(": "),
+    }
 }
 
 impl Error {

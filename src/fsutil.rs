@@ -8,6 +8,10 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
+/// What marks driftsweep's own temporary files: `.<name>.driftsweep-tmp-<pid>`. Cleanup
+/// removes only names of this shape, so a user's `.env.tmpl` is never taken for one.
+pub const TMP_TAG: &str = ".driftsweep-tmp-";
+
 /// Temporary file in the same directory, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -15,7 +19,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let tmp = dir.join(format!(".{name}{TMP_TAG}{}", std::process::id()));
     let io = |e: std::io::Error| Error::store(path, format!("cannot write: {e}"));
     {
         let mut f = fs::File::create(&tmp).map_err(io)?;

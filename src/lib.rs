@@ -56,6 +56,22 @@ pub unsafe fn pin_cpu_threads() -> usize {
     n
 }
 
+/// Keeps stack traces out of error messages, run records and reports, whatever
+/// `RUST_BACKTRACE` says: candle attaches a captured backtrace to its errors whenever
+/// backtraces are enabled, and their text would then carry it. `RUST_LIB_BACKTRACE=0`
+/// disables capture for library errors while `RUST_BACKTRACE` still governs panics (a bug's
+/// report keeps its trace). A value the user set is left alone.
+///
+/// # Safety
+/// As [`pin_cpu_threads`]: call it before any other thread exists.
+pub unsafe fn quiet_library_backtraces() {
+    const VAR: &str = "RUST_LIB_BACKTRACE";
+    if std::env::var_os(VAR).is_none() {
+        // SAFETY: the caller guarantees no other thread reads or writes the environment now.
+        unsafe { std::env::set_var(VAR, "0") };
+    }
+}
+
 /// The candle-core version this binary was built with (read from Cargo.lock by build.rs).
 pub const CANDLE_VERSION: &str = env!("DRIFTSWEEP_CANDLE_VERSION");
 

@@ -35,6 +35,9 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// The most pairs the sweep may expand into.
+        #[arg(long, default_value_t = config::DEFAULT_MAX_PAIRS)]
+        max_pairs: usize,
     },
     /// Run a sweep and write its results directory and reports. Running it again into the
     /// same directory resumes: finished pairs are kept, the rest is computed.
@@ -55,6 +58,10 @@ enum Command {
         /// Never draw the progress bar.
         #[arg(long)]
         no_progress: bool,
+        /// The most pairs the sweep may expand into (a guard against a sweep file that
+        /// multiplies out to days of work).
+        #[arg(long, default_value_t = config::DEFAULT_MAX_PAIRS)]
+        max_pairs: usize,
         /// Stop, as Ctrl-C would, once this many runs have started (testing aid: a
         /// deterministic interrupt).
         #[arg(long, hide = true)]
@@ -180,7 +187,10 @@ enum Command {
 
 fn main() -> ExitCode {
     // SAFETY: first statement of main; no other thread exists yet.
-    unsafe { driftsweep::pin_cpu_threads() };
+    unsafe {
+        driftsweep::pin_cpu_threads();
+        driftsweep::quiet_library_backtraces();
+    }
     let cli = Cli::parse();
     match dispatch(cli.command) {
         Ok(code) => ExitCode::from(code as u8),
@@ -193,8 +203,12 @@ fn main() -> ExitCode {
 
 fn dispatch(cmd: Command) -> Result<i32, Error> {
     match cmd {
-        Command::Plan { config, json } => {
-            let cfg = config::load(&config)?;
+        Command::Plan {
+            config,
+            json,
+            max_pairs,
+        } => {
+            let cfg = config::load_with(&config, &config::LoadLimits { max_pairs })?;
             let (_, plan) = sweep::prepare(&cfg)?;
             if json {
                 print_plan_json(&plan);
@@ -209,6 +223,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             device,
             start_over,
             no_progress,
+            max_pairs,
             stop_after_runs,
             exit_after_runs,
             shard,
@@ -222,21 +237,30 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                 diff_opts.validate()?;
                 diff::check_baseline(b)?;
             }
-            let mut cfg = config::load(&config)?;
+            // Installed first: SIGINT/SIGTERM during setup (a hostile file can make it slow)
+            // ends the process at once.
+            let stop = sweep::StopFlag::new();
+            sweep::install_interrupt_handler(&stop)?;
+            let mut cfg = config::load_with(&config, &config::LoadLimits { max_pairs })?;
             if let Some(d) = device {
                 cfg.config.device = parse_device(&d)?;
             }
             let opts = sweep::SweepOptions {
                 out,
                 start_over,
-                stop: sweep::StopFlag::new(),
+                stop,
                 stop_after_runs,
                 exit_after_runs,
                 shard,
             };
-            sweep::install_interrupt_handler(&opts.stop)?;
             let mut bar = progress::Bar::new(!no_progress);
             let outcome = sweep::run_sweep(&cfg, &opts, &mut bar)?;
+            for p in &outcome.left_alone {
+                eprintln!(
+                    "--start-over left alone (driftsweep did not write it): {}",
+                    p.display()
+                );
+            }
             if outcome.reused_pairs > 0 {
                 outln!(
                     "resumed: {} pair(s) reused from earlier sessions",
@@ -316,6 +340,9 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                         m.now
                     );
                 }
+            }
+            for m in &r.missing {
+                outln!("  {:<10} {}  {}", "missing", m.id, m.why);
             }
             Ok(r.exit_code())
         }
@@ -422,7 +449,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             Ok(0)
         }
         Command::Report { dir } => {
-            let store = store::Store::open(&dir)?;
+            let store = store::Store::open_locked(&dir)?;
             let rendered = report::render(&store)?;
             summarize(&rendered);
             Ok(rendered.verdict().exit_code())

@@ -171,7 +171,11 @@ fn copy_pair(from: &Store, to: &Store, p: &PairSpec) -> Result<bool> {
     for mode in [Mode::Prefill, Mode::Decode] {
         if let Some(r) = from.run(p, mode)? {
             copy_rel(from, to, &format!("runs/{}.json", r.id))?;
-            if let Some(f) = &r.logits_file {
+            // The record names its logits file; only the name driftsweep gives one is
+            // followed, so a doctored record cannot make the merge read or write elsewhere.
+            if let Some(f) = &r.logits_file
+                && *f == format!("logits/{}.safetensors", r.id)
+            {
                 copy_rel(from, to, f)?;
             }
         }
@@ -195,6 +199,7 @@ fn prepare_out(out: &Path, inputs: &[Input]) -> Result<Store> {
             ),
         ));
     }
+    let lock = crate::store::owner::DirLock::for_results(out)?;
     if let Ok(existing) = Store::open(out) {
         let m = existing.manifest()?;
         if m.merged.is_none() || m.config_sha256 != inputs[0].manifest.config_sha256 {
@@ -204,9 +209,12 @@ fn prepare_out(out: &Path, inputs: &[Input]) -> Result<Store> {
                  OUT (merge replaces only an earlier merge of the same sweep)",
             ));
         }
+        // Whatever else is there stays; a merge never reports it, since OUT is its own.
         crate::sweep::clear_results(out)?;
     }
-    Store::create(out)
+    let first = &inputs[0].manifest;
+    let marker = crate::store::owner::Marker::new(&first.sweep_name, &first.config_sha256);
+    Store::create(out, lock, &marker)
 }
 
 /// Merges the shard directories `dirs` into `out` and renders its reports.

@@ -462,6 +462,7 @@ pub fn expand(cfg: &LoadedConfig, model: &ModelInfo, support: Support) -> Result
         let source = p.source.clone();
         let (len, text_ids) = match &source {
             PromptSource::Text(t) => {
+                check_prompt_bytes(cfg, p, t, model)?;
                 let ids = model.encode(t).map_err(|e| {
                     Error::config(
                         &cfg.path,
@@ -488,7 +489,9 @@ pub fn expand(cfg: &LoadedConfig, model: &ModelInfo, support: Support) -> Result
     for (i, &span) in c.sweep.span.iter().enumerate() {
         for pp in planned.values() {
             let used = pairs.iter().any(|q| q.prompt == pp.id && q.span == span);
-            if used && pp.len + span > ctx {
+            // Checked: a span or random_tokens near usize::MAX must not wrap past the check.
+            let needs = pp.len.checked_add(span);
+            if used && needs.is_none_or(|n| n > ctx) {
                 return Err(Error::config(
                     &cfg.path,
                     format!("sweep.span[{i}]"),
@@ -496,7 +499,7 @@ pub fn expand(cfg: &LoadedConfig, model: &ModelInfo, support: Support) -> Result
                         "span {span} after prompt `{}` ({} tokens) needs {} positions, but `{}` has a context of {ctx}",
                         pp.id,
                         pp.len,
-                        pp.len + span,
+                        needs.map_or("more than 2^64".to_string(), |n| n.to_string()),
                         model.source
                     ),
                 ));
@@ -554,6 +557,35 @@ pub fn expand(cfg: &LoadedConfig, model: &ModelInfo, support: Support) -> Result
     Ok(plan)
 }
 
+/// The most bytes a prompt may have per position of the model's context: a text that long
+/// cannot fit (no tokenizer packs this many bytes into a token), so it is refused before
+/// tokenizing it, which would cost time and memory in proportion.
+const MAX_PROMPT_BYTES_PER_POSITION: usize = 64;
+
+fn check_prompt_bytes(
+    cfg: &LoadedConfig,
+    p: &crate::config::Prompt,
+    text: &str,
+    model: &ModelInfo,
+) -> Result<()> {
+    let ctx = model.context_len();
+    let max = ctx.saturating_mul(MAX_PROMPT_BYTES_PER_POSITION);
+    if text.len() > max {
+        return Err(Error::config(
+            &cfg.path,
+            format!("prompts[{}]", p.index),
+            format!(
+                "`{}` is {} bytes, more than could fit in the context of `{}` ({ctx} \
+                 positions, at most {MAX_PROMPT_BYTES_PER_POSITION} bytes each)",
+                p.id,
+                text.len(),
+                model.source
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Layers and positions named by `trace` and `inject` must exist in this model and sweep.
 fn check_trace_and_inject(cfg: &LoadedConfig, model: &ModelInfo, plan: &Plan) -> Result<()> {
     let n = model.config.num_hidden_layers;
@@ -591,6 +623,25 @@ fn check_trace_and_inject(cfg: &LoadedConfig, model: &ModelInfo, plan: &Plan) ->
                 ),
             ));
         }
+    }
+    // A decode step that believes it is `shift` positions further on must still be inside
+    // the context, or the shifted position would index past the rotary tables.
+    if let Some(i) = &cfg.config.inject
+        && let Some(shift) = i.position_shift
+        && longest
+            .checked_add(shift)
+            .is_none_or(|n| n > model.context_len())
+    {
+        return Err(Error::config(
+            &cfg.path,
+            "inject.position_shift",
+            format!(
+                "a shift of {shift} moves the longest sequence ({longest} positions) past \
+                 the context of `{}` ({})",
+                model.source,
+                model.context_len()
+            ),
+        ));
     }
     if let Some(i) = &cfg.config.inject
         && let Some(l) = i.layer

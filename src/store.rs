@@ -5,10 +5,12 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::compare::Metrics;
+pub mod owner;
 pub mod shards;
 
 use crate::config::SweepConfig;
@@ -293,34 +295,41 @@ pub struct TraceFile {
     pub trace: Option<crate::trace::PairTrace>,
 }
 
-/// A results directory.
+/// A results directory. A store made by [`Store::create`] or [`Store::open_locked`] holds the
+/// directory's lock for as long as any clone of it lives.
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    lock: Option<Arc<owner::DirLock>>,
 }
 
 impl Store {
-    /// Creates (or reuses) a results directory and its sub-directories.
-    pub fn create(root: &Path) -> Result<Self> {
-        for d in [
-            root.to_path_buf(),
-            root.join("runs"),
-            root.join("pairs"),
-            root.join("logits"),
-            root.join("traces"),
-            root.join("templates"),
-        ] {
+    /// Sets up a results directory whose lock the caller holds (see
+    /// [`owner::DirLock::for_results`]): writes the marker with the sweep's identity (when it
+    /// has none, or another sweep's after `--start-over`), makes the sub-directories and
+    /// removes driftsweep's own stale temporaries, and nothing else.
+    pub fn create(root: &Path, lock: owner::DirLock, marker: &owner::Marker) -> Result<Self> {
+        let store = Store {
+            root: root.to_path_buf(),
+            lock: Some(Arc::new(lock)),
+        };
+        let keep =
+            owner::Marker::read(root)?.is_some_and(|m| m.config_sha256 == marker.config_sha256);
+        if !keep {
+            store.write_json(owner::MARKER, marker)?;
+        }
+        owner::remove_own_temporaries(root);
+        for sub in owner::SUBDIRS {
+            let d = root.join(sub);
             fs::create_dir_all(&d).map_err(|e| {
                 Error::store(&d, format!("cannot create the results directory: {e}"))
             })?;
-            remove_stale_temporaries(&d);
+            owner::remove_own_temporaries(&d);
         }
-        Ok(Store {
-            root: root.to_path_buf(),
-        })
+        Ok(store)
     }
 
-    /// Opens an existing results directory (it must hold a manifest).
+    /// Opens an existing results directory (it must hold a manifest) for reading.
     pub fn open(root: &Path) -> Result<Self> {
         let m = root.join(MANIFEST);
         if !m.is_file() {
@@ -331,7 +340,21 @@ impl Store {
         }
         Ok(Store {
             root: root.to_path_buf(),
+            lock: None,
         })
+    }
+
+    /// Opens an existing results directory and takes its lock, for commands that write into
+    /// it (`report`, `verify`): a second process is refused, naming the holder.
+    pub fn open_locked(root: &Path) -> Result<Self> {
+        let mut s = Self::open(root)?;
+        s.lock = Some(Arc::new(owner::DirLock::existing(root)?));
+        Ok(s)
+    }
+
+    /// Whether this store holds the directory's lock.
+    pub fn is_locked(&self) -> bool {
+        self.lock.is_some()
     }
 
     /// The directory.
@@ -430,23 +453,9 @@ impl Store {
     }
 }
 
-fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = fs::read(path).map_err(|e| Error::store(path, format!("cannot read: {e}")))?;
     serde_json::from_slice(&text).map_err(|e| Error::store(path, format!("malformed: {e}")))
-}
-
-/// Removes the temporary files a killed writer left behind (`.<name>.tmp<pid>`, see
-/// [`write_atomic`]): they were never renamed, so nothing refers to them. Best effort.
-fn remove_stale_temporaries(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') && name.contains(".tmp") && e.path().is_file() {
-            let _ = fs::remove_file(e.path());
-        }
-    }
 }
 
 use crate::fsutil::write_atomic;
@@ -472,7 +481,8 @@ mod tests {
     #[test]
     fn logits_round_trip_through_safetensors() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::create(dir.path()).unwrap();
+        let lock = owner::DirLock::for_results(dir.path()).unwrap();
+        let s = Store::create(dir.path(), lock, &owner::Marker::new("t", "x")).unwrap();
         let rel = s
             .write_logits("r", &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3)
             .unwrap();

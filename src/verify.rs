@@ -87,6 +87,18 @@ pub struct VerifyReport {
     pub candidates: usize,
     /// The checks, in plan order.
     pub pairs: Vec<PairCheck>,
+    /// Pairs of the sweep whose records are not in the directory, so they could not be
+    /// verified.
+    pub missing: Vec<MissingPair>,
+}
+
+/// A pair of the sweep that verify could not find.
+#[derive(Debug, Clone, Serialize)]
+pub struct MissingPair {
+    /// Pair id.
+    pub id: String,
+    /// Which record is missing.
+    pub why: String,
 }
 
 impl VerifyReport {
@@ -98,12 +110,13 @@ impl VerifyReport {
             .count()
     }
 
-    /// Exit code: 0 all re-run pairs identical, 1 any mismatch, 3 nothing verified or an error.
+    /// Exit code: 0 all re-run pairs identical, 1 any mismatch, 3 nothing verified, an error,
+    /// or a pair of the sweep missing from the directory.
     pub fn exit_code(&self) -> i32 {
         let any = |s: CheckStatus| self.pairs.iter().any(|p| p.status == s);
         if any(CheckStatus::Mismatch) {
             1
-        } else if self.pairs.is_empty() || any(CheckStatus::Error) {
+        } else if self.pairs.is_empty() || any(CheckStatus::Error) || !self.missing.is_empty() {
             3
         } else {
             0
@@ -118,9 +131,18 @@ pub fn verify(
     selection: Selection,
     device: Option<DeviceSpec>,
 ) -> Result<VerifyReport> {
-    let store = Store::open(dir)?;
+    // verify.json is written into the directory: one writer at a time.
+    let store = Store::open_locked(dir)?;
     let manifest = store.manifest()?;
-    let mut cfg = config::parse(Path::new(&manifest.config_path), &manifest.config_text)?;
+    // The sweep ran with whatever --max-pairs it was given; its plan is not re-bounded.
+    let unbounded = config::LoadLimits {
+        max_pairs: usize::MAX,
+    };
+    let mut cfg = config::parse_with(
+        Path::new(&manifest.config_path),
+        &manifest.config_text,
+        &unbounded,
+    )?;
     if cfg.sha256() != manifest.config_sha256 {
         return Err(Error::store(
             dir,
@@ -154,11 +176,34 @@ pub fn verify(
         .map_err(|why| Error::store(dir, format!("cannot verify here: {why}")))?;
 
     let mut compared: Vec<(PairSpec, PairRecord)> = Vec::new();
+    let mut missing: Vec<MissingPair> = Vec::new();
     for pair in &plan.pairs {
-        if let Some(rec) = store.pair(pair)?
-            && rec.metrics.is_some()
-        {
-            compared.push((pair.clone(), rec));
+        if !manifest.pairs.iter().any(|p| p.id == pair.id) {
+            continue;
+        }
+        let why = match store.pair(pair)? {
+            None => Some(format!("no pair record pairs/{}.json", pair.id)),
+            Some(rec) => {
+                let gone: Vec<String> = [crate::plan::Mode::Prefill, crate::plan::Mode::Decode]
+                    .into_iter()
+                    .filter(|m| matches!(store.run(pair, *m), Ok(None)))
+                    .map(|m| format!("runs/{}.json", pair.run_id(m)))
+                    .collect();
+                if !gone.is_empty() {
+                    Some(format!("no run record {}", gone.join(" and ")))
+                } else {
+                    if rec.metrics.is_some() {
+                        compared.push((pair.clone(), rec));
+                    }
+                    None
+                }
+            }
+        };
+        if let Some(why) = why {
+            missing.push(MissingPair {
+                id: pair.id.clone(),
+                why,
+            });
         }
     }
     let chosen = choose(compared.len(), selection);
@@ -237,6 +282,7 @@ pub fn verify(
         checked_at: crate::fsutil::now(),
         candidates: compared.len(),
         pairs: checks.into_values().collect(),
+        missing,
     };
     store.write_json("verify.json", &report)?;
     Ok(report)

@@ -431,8 +431,21 @@ fn a_write_error_mid_sweep_exits_2_instead_of_hanging() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = write(tmp.path(), "small.yaml", SMALL);
     let out = tmp.path().join("res");
-    // A directory where the first run's record must go makes that write fail.
-    std::fs::create_dir_all(out.join("runs/p0_short.s4.f32.kv0.seed0.prefill.json")).unwrap();
+    // A results directory of this sweep (driftsweep writes only into its own), killed after
+    // its first run record; a directory where that record must go makes the resumed
+    // session's write fail.
+    let first = run(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--exit-after-runs",
+        "1",
+    ]);
+    assert_eq!(first.status.code(), Some(137), "{}", stderr(&first));
+    let record = out.join("runs/p0_short.s4.f32.kv0.seed0.prefill.json");
+    let _ = std::fs::remove_file(&record);
+    std::fs::create_dir_all(&record).unwrap();
     let mut child = bin()
         .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
         .stderr(std::process::Stdio::piped())

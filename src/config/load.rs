@@ -7,16 +7,94 @@ use std::path::Path;
 use super::{CustomTemplates, LoadedConfig, Prompt, PromptSource, SweepConfig, validate};
 use crate::error::{Error, Result};
 
+/// The largest sweep file read: far above any real sweep (the B3.70 sweep is 1 KiB), far
+/// below what would make parsing slow.
+pub const MAX_SWEEP_FILE_BYTES: u64 = 1 << 20;
+/// The largest prompt file or template a sweep file may include.
+pub const MAX_INCLUDED_BYTES: u64 = 4 << 20;
+/// The deepest nesting (block indentation levels plus open flow brackets) a sweep file may
+/// have; the schema itself needs five. Checked before the YAML parser, whose time grows
+/// with the square of the depth.
+pub const MAX_NESTING: usize = 32;
+/// The most pairs a sweep may expand into unless `--max-pairs` allows more: expansion,
+/// duplicate checks and the manifest grow with it, and a sweep this large is days of work.
+pub const DEFAULT_MAX_PAIRS: usize = 20_000;
+
+/// Bounds a sweep file must keep, beside the fixed ones above.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadLimits {
+    /// The most pairs the sweep may expand into (`--max-pairs`).
+    pub max_pairs: usize,
+}
+
+impl Default for LoadLimits {
+    fn default() -> Self {
+        LoadLimits {
+            max_pairs: DEFAULT_MAX_PAIRS,
+        }
+    }
+}
+
 /// Reads, parses and validates a sweep file.
 pub fn load(path: &Path) -> Result<LoadedConfig> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::config(path, "", format!("cannot read the sweep file: {e}")))?;
-    parse(path, &text)
+    load_with(path, &LoadLimits::default())
+}
+
+/// [`load`] with other limits.
+pub fn load_with(path: &Path, limits: &LoadLimits) -> Result<LoadedConfig> {
+    let bytes = read_regular(path, MAX_SWEEP_FILE_BYTES)
+        .map_err(|m| Error::config(path, "", format!("cannot read the sweep file: {m}")))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::config(path, "", "the sweep file is not UTF-8 text"))?;
+    parse_with(path, &text, limits)
+}
+
+/// Reads a regular file of at most `max` bytes. A FIFO, a device or a directory is refused
+/// before it is opened (reading one could block forever or never end), and the read stops
+/// past `max` whatever the file's size said.
+pub(crate) fn read_regular(path: &Path, max: u64) -> std::result::Result<Vec<u8>, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err(format!(
+            "`{}` is not a regular file (a directory, FIFO or device)",
+            path.display()
+        ));
+    }
+    let too_big = || format!("`{}` is larger than {max} bytes", path.display());
+    if meta.len() > max {
+        return Err(too_big());
+    }
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    f.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > max {
+        return Err(too_big());
+    }
+    Ok(bytes)
 }
 
 /// Parses and validates sweep-file text; `path` is only used in error messages.
 pub fn parse(path: &Path, text: &str) -> Result<LoadedConfig> {
-    let de = serde_yaml::Deserializer::from_str(text);
+    parse_with(path, text, &LoadLimits::default())
+}
+
+/// [`parse`] with other limits.
+pub fn parse_with(path: &Path, text: &str, limits: &LoadLimits) -> Result<LoadedConfig> {
+    if text.len() as u64 > MAX_SWEEP_FILE_BYTES {
+        return Err(Error::config(
+            path,
+            "",
+            format!("the sweep file is larger than {MAX_SWEEP_FILE_BYTES} bytes"),
+        ));
+    }
+    // A byte-order mark is legal YAML but confuses the parser's first key; the hash keeps
+    // the file's exact bytes.
+    let body = text.strip_prefix('\u{feff}').unwrap_or(text);
+    check_nesting(path, body)?;
+    let de = serde_yaml::Deserializer::from_str(body);
     let config: SweepConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
         let inner = e.into_inner();
@@ -43,7 +121,7 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedConfig> {
             message,
         }
     })?;
-    validate::validate(path, &config)?;
+    validate::validate(path, &config, limits)?;
     let mut loaded = LoadedConfig {
         path: path.to_path_buf(),
         text: text.to_string(),
@@ -91,7 +169,7 @@ fn load_included(cfg: &mut LoadedConfig) -> Result<()> {
                 canon_base.display()
             )));
         }
-        let bytes = std::fs::read(&canon)
+        let bytes = read_regular(&canon, MAX_INCLUDED_BYTES)
             .map_err(|x| e(format!("cannot read `{}`: {x}", full.display())))?;
         let text = String::from_utf8(bytes.clone())
             .map_err(|_| e(format!("`{}` is not UTF-8 text", full.display())))?;
@@ -157,4 +235,79 @@ fn resolve_prompts(cfg: &LoadedConfig) -> Result<Vec<Prompt>> {
             })
         })
         .collect()
+}
+
+/// Refuses text nested deeper than [`MAX_NESTING`], in one pass and before the parser sees
+/// it (the parser's own recursion limit comes only after that cost): block levels are counted by indentation (and `- ` entries opened on one line), flow
+/// levels by open brackets outside quotes and comments. It over-counts rather than under:
+/// a file it refuses is nested far beyond anything the schema can hold.
+fn check_nesting(path: &Path, text: &str) -> Result<()> {
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start_matches(' ');
+        if flow == 0 && !trimmed.is_empty() && !trimmed.starts_with('#') {
+            let indent = line.len() - trimmed.len();
+            while indents.last().is_some_and(|&i| i >= indent) {
+                indents.pop();
+            }
+            indents.push(indent);
+        }
+        let mut dashes = 0;
+        let mut rest = trimmed;
+        while let Some(r) = rest.strip_prefix("- ") {
+            dashes += 1;
+            rest = r.trim_start_matches(' ');
+        }
+        let mut quote: Option<char> = None;
+        // The deepest point of the line, not where it ends: `[[[…]]]` closes on one line.
+        let mut deepest = flow;
+        for ch in trimmed.chars() {
+            match (quote, ch) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(ch),
+                (None, '#') => break,
+                (None, '[' | '{') => {
+                    flow += 1;
+                    deepest = deepest.max(flow);
+                }
+                (None, ']' | '}') => flow = flow.saturating_sub(1),
+                _ => {}
+            }
+        }
+        if indents.len() + dashes + deepest > MAX_NESTING {
+            return Err(Error::Config {
+                file: path.to_path_buf(),
+                location: format!("line {}: ", n + 1),
+                field: String::new(),
+                message: format!(
+                    "nested deeper than {MAX_NESTING} levels; a sweep file needs a handful"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_is_counted_in_flow_and_block_style() {
+        let p = Path::new("t.yaml");
+        let deep = |n: usize| format!("a: {}{}\n", "[".repeat(n), "]".repeat(n));
+        check_nesting(p, &deep(MAX_NESTING - 1)).unwrap();
+        assert!(check_nesting(p, &deep(MAX_NESTING + 1)).is_err());
+        let mut block = String::new();
+        for i in 0..=MAX_NESTING {
+            block.push_str(&format!("{}k{i}:\n", " ".repeat(i)));
+        }
+        let e = check_nesting(p, &block).unwrap_err().to_string();
+        assert!(e.contains("nested deeper"), "{e}");
+        // Brackets inside quotes and comments are text.
+        let quoted = format!("a: \"{}\" # {}\n", "[".repeat(99), "{".repeat(99));
+        check_nesting(p, &quoted).unwrap();
+    }
 }

@@ -11,7 +11,10 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use load::{load, parse};
+pub use load::{
+    DEFAULT_MAX_PAIRS, LoadLimits, MAX_INCLUDED_BYTES, MAX_NESTING, MAX_SWEEP_FILE_BYTES, load,
+    load_with, parse, parse_with,
+};
 pub use schema::*;
 
 use crate::dtype::RunDtype;
@@ -137,11 +140,13 @@ impl LoadedConfig {
     pub fn selected_prompts(&self) -> Vec<&Prompt> {
         match &self.config.sweep.prompt {
             None => self.prompts.iter().collect(),
-            Some(ids) => self
-                .prompts
-                .iter()
-                .filter(|p| ids.contains(&p.id))
-                .collect(),
+            Some(ids) => {
+                let ids: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+                self.prompts
+                    .iter()
+                    .filter(|p| ids.contains(p.id.as_str()))
+                    .collect()
+            }
         }
     }
 }

@@ -34,10 +34,10 @@ pub struct SweepConfig {
     pub exclude: Vec<ExcludeRule>,
     /// Per-dtype overrides of the kv_aligned=true tolerances (keys: f32, bf16, f16; kept as
     /// strings so that error paths can name them).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_map")]
     pub tolerances: BTreeMap<String, ThresholdsOverride>,
     /// Per-dtype overrides of the kv_aligned=false drift budgets.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_map")]
     pub drift_budget: BTreeMap<String, ThresholdsOverride>,
     /// Results directory (relative to the working directory); `--out` overrides it.
     #[serde(default)]
@@ -185,7 +185,7 @@ pub struct TraceConfig {
     #[serde(default)]
     pub on: TraceOn,
     /// Per-dtype overrides of the NMSE threshold (keys f32, bf16, f16).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_map")]
     pub nmse_threshold: BTreeMap<String, f64>,
 }
 
@@ -478,4 +478,37 @@ fn value_to_bool<E: serde::de::Error>(v: serde_yaml::Value) -> Result<bool, E> {
             serde_yaml::to_string(&v).unwrap_or_default().trim()
         ))),
     }
+}
+
+/// A map whose keys are all different: YAML lets a key repeat and the last value win, which
+/// would hide a loosened limit behind the one a reader sees first.
+fn unique_map<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Unique<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Unique<V> {
+        type Value = BTreeMap<String, V>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a mapping")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if out.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format!(
+                        "duplicate key `{key}`: give each key once"
+                    )));
+                }
+                let value = map.next_value()?;
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Unique(std::marker::PhantomData))
 }

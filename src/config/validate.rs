@@ -11,8 +11,16 @@ use crate::dtype::RunDtype;
 use crate::error::{Error, Result};
 
 /// The checks that need no model.
-pub(super) fn validate(path: &Path, c: &SweepConfig) -> Result<()> {
+pub(super) fn validate(path: &Path, c: &SweepConfig, limits: &super::LoadLimits) -> Result<()> {
     let err = |field: &str, msg: String| Err(Error::config(path, field, msg));
+    // First, before any check that grows with the lists' lengths.
+    check_plan_size(path, c, limits.max_pairs)?;
+    if c.output.as_ref().is_some_and(|o| o.as_os_str().is_empty()) {
+        return err(
+            "output",
+            "must not be empty (that would be the working directory): name a directory".into(),
+        );
+    }
     if c.name.trim().is_empty() {
         return err("name", "must not be empty".into());
     }
@@ -53,6 +61,17 @@ pub(super) fn validate(path: &Path, c: &SweepConfig) -> Result<()> {
                 &format!("{field}.id"),
                 format!(
                     "`{}` must be non-empty and use only letters, digits, `_` and `-` (it names files)",
+                    p.id
+                ),
+            );
+        }
+        let longest = longest_file_name(&p.id, c);
+        if longest > MAX_FILE_NAME {
+            return err(
+                &format!("{field}.id"),
+                format!(
+                    "`{}` makes result file names of {longest} bytes, more than the {MAX_FILE_NAME} \
+                     a file system allows: shorten the id",
                     p.id
                 ),
             );
@@ -127,7 +146,7 @@ pub(super) fn validate(path: &Path, c: &SweepConfig) -> Result<()> {
         }
         check_unique(path, "sweep.prompt", ids)?;
         for (i, id) in ids.iter().enumerate() {
-            if !c.prompts.iter().any(|p| &p.id == id) {
+            if !seen.contains(id.as_str()) {
                 return err(
                     &format!("sweep.prompt[{i}]"),
                     format!("no prompt has id `{id}`"),
@@ -148,7 +167,7 @@ pub(super) fn validate(path: &Path, c: &SweepConfig) -> Result<()> {
             return err(&field, "an empty rule would drop every pair".into());
         }
         if let Some(p) = &rule.prompt
-            && !c.prompts.iter().any(|q| &q.id == p)
+            && !seen.contains(p.as_str())
         {
             return err(
                 &format!("{field}.prompt"),
@@ -262,9 +281,89 @@ pub(super) fn validate(path: &Path, c: &SweepConfig) -> Result<()> {
     Ok(())
 }
 
-fn check_unique<T: PartialEq + fmt::Debug>(path: &Path, field: &str, xs: &[T]) -> Result<()> {
+/// The longest file name most file systems allow (NAME_MAX), in bytes.
+const MAX_FILE_NAME: usize = 255;
+
+/// The longest file name a prompt's records get: its longest run id as a logits file's
+/// temporary, `.<id>.s<span>.bf16.kv1.seed<seed>.prefill.safetensors.driftsweep-tmp-<pid>`.
+/// Checked here, before any work, rather than found when the first record cannot be written.
+fn longest_file_name(id: &str, c: &SweepConfig) -> usize {
+    let digits = |n: u64| n.checked_ilog10().map_or(1, |d| d as usize + 1);
+    let span = c.sweep.span.iter().copied().max().unwrap_or(0) as u64;
+    let seed = c.sweep.seed.iter().copied().max().unwrap_or(0);
+    1 + id.len()
+        + ".s".len()
+        + digits(span)
+        + ".bf16.kv1.seed".len()
+        + digits(seed)
+        + ".prefill.safetensors".len()
+        + crate::fsutil::TMP_TAG.len()
+        + digits(u64::from(u32::MAX))
+}
+
+/// The most `exclude` rules a sweep file may have: each pair is matched against every rule.
+const MAX_EXCLUDE_RULES: usize = 1_000;
+
+/// The pairs the lists can expand into (before `exclude`, which only removes), computed with
+/// checked arithmetic and compared with the limit before anything else is looked at.
+fn check_plan_size(path: &Path, c: &SweepConfig, max_pairs: usize) -> Result<()> {
+    let s = &c.sweep;
+    let prompts = s.prompt.as_ref().map_or(c.prompts.len(), Vec::len);
+    let product = [
+        prompts,
+        s.span.len(),
+        s.dtype.len(),
+        s.kv_aligned.len(),
+        s.seed.len(),
+    ]
+    .into_iter()
+    .try_fold(1usize, usize::checked_mul);
+    match product {
+        Some(n) if n <= max_pairs => {}
+        _ => {
+            let n = product.map_or("more than 2^64".to_string(), |n| n.to_string());
+            return Err(Error::config(
+                path,
+                "sweep",
+                format!(
+                    "the lists expand into {n} pairs, more than the limit of {max_pairs}: \
+                     split the sweep (or --shard it), or raise the limit with --max-pairs"
+                ),
+            ));
+        }
+    }
+    if c.prompts.len() > max_pairs {
+        return Err(Error::config(
+            path,
+            "prompts",
+            format!(
+                "{} prompts, more than the limit of {max_pairs} pairs",
+                c.prompts.len()
+            ),
+        ));
+    }
+    if c.exclude.len() > MAX_EXCLUDE_RULES {
+        return Err(Error::config(
+            path,
+            "exclude",
+            format!(
+                "{} rules, more than {MAX_EXCLUDE_RULES}: list what to sweep instead",
+                c.exclude.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_unique<T: Eq + std::hash::Hash + fmt::Debug>(
+    path: &Path,
+    field: &str,
+    xs: &[T],
+) -> Result<()> {
+    // A set, not a scan of the entries before each: linear in the list's length.
+    let mut seen = HashSet::with_capacity(xs.len());
     for (i, x) in xs.iter().enumerate() {
-        if xs[..i].contains(x) {
+        if !seen.insert(x) {
             return Err(Error::config(
                 path,
                 format!("{field}[{i}]"),

@@ -221,7 +221,11 @@ fn precheck<R: Read + Seek>(r: &mut R, len: u64) -> Result<(), String> {
     let found = walk(&mut w);
     let _ = w.r.seek(SeekFrom::Start(start));
     match found {
-        Some(Some(0)) => Err("general.alignment is 0".into()),
+        // candle rounds offsets up to a multiple of it: 0 divides by zero, and anything
+        // not a power of two puts every tensor at a wrong offset (garbage weights).
+        Some(Some(a)) if a <= 0 || !(a as u64).is_power_of_two() => {
+            Err(format!("general.alignment is {a}, not a power of two"))
+        }
         _ => Ok(()),
     }
 }
@@ -359,6 +363,17 @@ fn inspect_content(c: &Content, len: u64) -> Result<GgufModel, String> {
         rope_llama3: None,
     };
     config.validate()?;
+    let shapes = c
+        .tensor_infos
+        .iter()
+        .filter_map(|(n, t)| hf_name(n).map(|hf| (hf, t.shape.dims().to_vec())))
+        .collect();
+    super::header::check(
+        &config,
+        &shapes,
+        &super::header::Keys::gguf(&arch),
+        &gguf_name,
+    )?;
 
     let model = get(c, "tokenizer.ggml.model")?
         .to_string()
@@ -458,32 +473,57 @@ fn inspect_content(c: &Content, len: u64) -> Result<GgufModel, String> {
     })
 }
 
+/// GGUF names of the tensors outside the layers, with their Hugging Face names.
+const FIXED_NAMES: [(&str, &str); 3] = [
+    ("token_embd.weight", "model.embed_tokens.weight"),
+    ("output_norm.weight", "model.norm.weight"),
+    ("output.weight", "lm_head.weight"),
+];
+/// GGUF names of a block's tensors (after `blk.N.`), with their Hugging Face names (after
+/// `model.layers.N.`).
+const LAYER_NAMES: [(&str, &str); 9] = [
+    ("attn_norm.weight", "input_layernorm.weight"),
+    ("attn_q.weight", "self_attn.q_proj.weight"),
+    ("attn_k.weight", "self_attn.k_proj.weight"),
+    ("attn_v.weight", "self_attn.v_proj.weight"),
+    ("attn_output.weight", "self_attn.o_proj.weight"),
+    ("ffn_norm.weight", "post_attention_layernorm.weight"),
+    ("ffn_gate.weight", "mlp.gate_proj.weight"),
+    ("ffn_up.weight", "mlp.up_proj.weight"),
+    ("ffn_down.weight", "mlp.down_proj.weight"),
+];
+
+/// Maps a tensor name through the tables, from column `from` to the other: GGUF → Hugging
+/// Face with 0, back with 1.
+fn rename(name: &str, from: usize) -> Option<String> {
+    let pick = |pair: &(&'static str, &'static str)| {
+        if from == 0 {
+            (pair.0, pair.1)
+        } else {
+            (pair.1, pair.0)
+        }
+    };
+    if let Some((_, to)) = FIXED_NAMES.iter().map(pick).find(|(f, _)| *f == name) {
+        return Some(to.to_string());
+    }
+    let (prefix, other) = if from == 0 {
+        ("blk.", "model.layers.")
+    } else {
+        ("model.layers.", "blk.")
+    };
+    let (layer, t) = name.strip_prefix(prefix)?.split_once('.')?;
+    let (_, to) = LAYER_NAMES.iter().map(pick).find(|(f, _)| *f == t)?;
+    Some(format!("{other}{layer}.{to}"))
+}
+
 /// GGUF tensor name → Hugging Face name.
 fn hf_name(name: &str) -> Option<String> {
-    let fixed = match name {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.to_string());
-    }
-    let rest = name.strip_prefix("blk.")?;
-    let (layer, t) = rest.split_once('.')?;
-    let hf = match t {
-        "attn_norm.weight" => "input_layernorm.weight",
-        "attn_q.weight" => "self_attn.q_proj.weight",
-        "attn_k.weight" => "self_attn.k_proj.weight",
-        "attn_v.weight" => "self_attn.v_proj.weight",
-        "attn_output.weight" => "self_attn.o_proj.weight",
-        "ffn_norm.weight" => "post_attention_layernorm.weight",
-        "ffn_gate.weight" => "mlp.gate_proj.weight",
-        "ffn_up.weight" => "mlp.up_proj.weight",
-        "ffn_down.weight" => "mlp.down_proj.weight",
-        _ => return None,
-    };
-    Some(format!("model.layers.{layer}.{hf}"))
+    rename(name, 0)
+}
+
+/// Hugging Face tensor name → GGUF name (for messages about a GGUF file).
+fn gguf_name(name: &str) -> String {
+    rename(name, 1).unwrap_or_else(|| name.to_string())
 }
 
 /// Undoes llama.cpp's Q/K row permutation: rows (heads, 2, head_dim/2) were stored as

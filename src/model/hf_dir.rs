@@ -109,7 +109,50 @@ pub fn inspect(dir: &Path) -> Result<HfModel, String> {
         std::fs::read_to_string(&cfg_path).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
     let c: HfConfig =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
-    let architecture = architecture(&c)?;
+    let (architecture, config) = config_of(&c)?;
+    let tok_path = dir.join("tokenizer.json");
+    let tokenizer =
+        Tokenizer::from_file(&tok_path).map_err(|e| format!("{}: {e}", tok_path.display()))?;
+    let tv = tokenizer.get_vocab_size(true);
+    if tv != config.vocab_size {
+        return Err(format!(
+            "tokenizer.json has {tv} tokens but the model's embedding has {} rows (config.json vocab_size)",
+            config.vocab_size
+        ));
+    }
+    let files = weight_files(dir)?;
+    // Headers are parsed (and their sizes checked against the files) here, before any work:
+    // first by `check_safetensors_file` (checked arithmetic), then by candle's reader.
+    for f in &files {
+        check_safetensors_file(f)?;
+    }
+    // SAFETY: the files are mapped read-only and must not change while the sweep runs.
+    let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }
+        .map_err(|e| format!("reading the safetensors headers: {e}"))?;
+    check_weights(
+        &config,
+        st.tensors()
+            .into_iter()
+            .map(|(n, v)| (n, v.shape().to_vec())),
+    )?;
+    let eos_id = match &c.eos_token_id {
+        Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v as u32),
+        Some(serde_json::Value::Array(a)) => a.first().and_then(|v| v.as_u64()).map(|v| v as u32),
+        _ => None,
+    };
+    Ok(HfModel {
+        config,
+        architecture,
+        tokenizer,
+        eos_id,
+        files,
+    })
+}
+
+/// The decoder config a `config.json` describes, with its architecture, checked for
+/// consistency (not yet against the weights).
+fn config_of(c: &HfConfig) -> Result<(String, Config), String> {
+    let architecture = architecture(c)?;
     let rope_llama3 = match &c.rope_scaling {
         Some(v) if v.get("rope_type").and_then(|t| t.as_str()) == Some("llama3") => Some(
             serde_json::from_value::<Llama3Rope>(v.clone())
@@ -147,37 +190,39 @@ pub fn inspect(dir: &Path) -> Result<HfModel, String> {
         rope_llama3,
     };
     config.validate().map_err(|e| format!("config.json: {e}"))?;
-    let tok_path = dir.join("tokenizer.json");
-    let tokenizer =
-        Tokenizer::from_file(&tok_path).map_err(|e| format!("{}: {e}", tok_path.display()))?;
-    let tv = tokenizer.get_vocab_size(true);
-    if tv != config.vocab_size {
-        return Err(format!(
-            "tokenizer.json has {tv} tokens but the model's embedding has {} rows (config.json vocab_size)",
-            config.vocab_size
-        ));
-    }
-    let files = weight_files(dir)?;
-    // Headers are parsed (and their sizes checked against the files) here, before any work:
-    // first by `check_safetensors_file` (checked arithmetic), then by candle's reader.
-    for f in &files {
-        check_safetensors_file(f)?;
-    }
-    // SAFETY: the files are mapped read-only and must not change while the sweep runs.
-    unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }
-        .map_err(|e| format!("reading the safetensors headers: {e}"))?;
-    let eos_id = match &c.eos_token_id {
-        Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v as u32),
-        Some(serde_json::Value::Array(a)) => a.first().and_then(|v| v.as_u64()).map(|v| v as u32),
-        _ => None,
-    };
-    Ok(HfModel {
+    Ok((architecture, config))
+}
+
+/// The model-header checks of [`inspect`] on a `config.json` and one safetensors file held
+/// in memory (no tokenizer): the config parses and is consistent, the safetensors header is
+/// sound, and the header's sizes match the tensors (see [`super::header`]). The entry point
+/// of the `model_header` fuzz target.
+pub fn check_header_bytes(config_json: &[u8], safetensors: &[u8]) -> Result<(), String> {
+    let c: HfConfig =
+        serde_json::from_slice(config_json).map_err(|e| format!("config.json: {e}"))?;
+    let (_, config) = config_of(&c)?;
+    check_safetensors_bytes(safetensors)?;
+    let st = safetensors::SafeTensors::deserialize(safetensors)
+        .map_err(|e| format!("reading the safetensors header: {e}"))?;
+    check_weights(
+        &config,
+        st.tensors()
+            .into_iter()
+            .map(|(n, v)| (n, v.shape().to_vec())),
+    )
+}
+
+/// `config.json`'s sizes against the tensors present (name, shape); see [`super::header`].
+fn check_weights(
+    config: &Config,
+    tensors: impl IntoIterator<Item = (String, Vec<usize>)>,
+) -> Result<(), String> {
+    super::header::check(
         config,
-        architecture,
-        tokenizer,
-        eos_id,
-        files,
-    })
+        &tensors.into_iter().collect(),
+        &super::header::Keys::config_json(),
+        &|n: &str| n.to_string(),
+    )
 }
 
 /// The largest header the safetensors crate accepts (its `MAX_HEADER_SIZE`).

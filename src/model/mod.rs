@@ -6,6 +6,7 @@ pub mod candle_transformers;
 pub mod decoder;
 pub mod gguf;
 pub mod hash_cache;
+pub mod header;
 pub mod hf_dir;
 pub mod hub;
 pub mod under_test;
@@ -189,8 +190,16 @@ impl ModelInfo {
         }
     }
 
-    /// Reads config and tokenizer of a model source.
+    /// Reads config and tokenizer of a model source, checked against its weights (see
+    /// [`header`]).
     pub fn inspect(source: &str) -> Result<Self> {
+        let info = Self::read(source)?;
+        header::check_drawable(info.config.vocab_size, &info.special_ids, "the vocabulary")
+            .map_err(|e| Error::model(source, e))?;
+        Ok(info)
+    }
+
+    fn read(source: &str) -> Result<Self> {
         match ModelSource::parse(source)? {
             ModelSource::Builtin(name) => {
                 let config = builtin::config();

@@ -297,7 +297,26 @@ pub fn build(store: &Store) -> Result<ReportJson> {
         let pre = store.run(spec, Mode::Prefill)?;
         let dec = store.run(spec, Mode::Decode)?;
         let rec = store.pair(spec)?;
+        let missing_runs: Vec<String> = [(Mode::Prefill, &pre), (Mode::Decode, &dec)]
+            .into_iter()
+            .filter(|(_, r)| r.is_none())
+            .map(|(m, _)| format!("runs/{}.json", spec.run_id(m)))
+            .collect();
         let (verdict, reason, metrics, limits, yardstick) = match rec {
+            // A verdict whose evidence is gone is not reported as one: the pair is
+            // INCOMPLETE until a run of the sweep recomputes it.
+            Some(r) if !missing_runs.is_empty() && r.verdict != PairVerdict::Incomplete => (
+                PairVerdict::Incomplete,
+                format!(
+                    "its run record {} is missing (the pair record said {}); run the sweep \
+                     again to recompute it",
+                    missing_runs.join(" and "),
+                    r.verdict.as_str()
+                ),
+                None,
+                Some(r.limits),
+                None,
+            ),
             Some(r) => (r.verdict, r.reason, r.metrics, Some(r.limits), r.yardstick),
             None => (
                 PairVerdict::Incomplete,
@@ -880,9 +899,9 @@ pub fn render_markdown(r: &ReportJson) -> Result<String> {
 
 /// Where a results directory keeps a sweep's custom templates, so that `driftsweep report`
 /// re-renders with them.
-pub const CUSTOM_REPORT_TEMPLATE: &str = "templates/report.md.tera";
+pub const CUSTOM_REPORT_TEMPLATE: &str = crate::store::owner::SAVED_TEMPLATES[0];
 /// See [`CUSTOM_REPORT_TEMPLATE`].
-pub const CUSTOM_TRACE_TEMPLATE: &str = "templates/trace_report.md.tera";
+pub const CUSTOM_TRACE_TEMPLATE: &str = crate::store::owner::SAVED_TEMPLATES[1];
 
 /// The template `rel` saved in the results directory, or the compiled-in `default`.
 pub(crate) fn template_for(store: &Store, rel: &str, default: &str) -> Result<String> {
@@ -913,8 +932,23 @@ fn error_chain(e: &tera::Error) -> String {
     msg
 }
 
+/// How long a template may take to render: the built-in ones take milliseconds, and a
+/// custom one whose loops never end must not hold the results directory forever.
+pub const RENDER_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Renders a Markdown template (no HTML escaping) with `ctx`; errors carry Tera's causes.
 pub(crate) fn render_template<T: Serialize>(name: &str, template: &str, ctx: &T) -> Result<String> {
+    render_within(name, template, ctx, RENDER_LIMIT)
+}
+
+/// [`render_template`] with a time limit: the rendering runs on its own thread, abandoned
+/// (it ends with the process) when it takes longer than `limit`.
+fn render_within<T: Serialize>(
+    name: &str,
+    template: &str,
+    ctx: &T,
+    limit: std::time::Duration,
+) -> Result<String> {
     let terr = |e: tera::Error| Error::Template {
         name: name.into(),
         message: error_chain(&e),
@@ -923,7 +957,96 @@ pub(crate) fn render_template<T: Serialize>(name: &str, template: &str, ctx: &T)
     tera.autoescape_on(Vec::<&str>::new());
     tera.add_raw_template(name, template).map_err(terr)?;
     let ctx = tera::Context::from_serialize(ctx).map_err(terr)?;
-    tera.render(name, &ctx).map_err(terr)
+    let (tx, rx) = std::sync::mpsc::channel();
+    let owned = name.to_string();
+    std::thread::Builder::new()
+        .name("render".into())
+        .spawn(move || {
+            let _ = tx.send(tera.render(&owned, &ctx));
+        })
+        .map_err(|e| Error::internal(format!("cannot start the renderer: {e}")))?;
+    match rx.recv_timeout(limit) {
+        Ok(rendered) => rendered.map_err(terr),
+        Err(_) => Err(Error::Template {
+            name: name.into(),
+            message: format!(
+                "rendering took longer than {} s (a loop that does not end?)",
+                limit.as_secs_f64()
+            ),
+        }),
+    }
+}
+
+/// The report of a planned sweep before any work (its first pairs, none compared yet), on
+/// which a custom report template is test-rendered before the first run: a template that
+/// parses but cannot render, or never finishes, is bad input then, not after hours of work.
+pub fn sample(
+    sweep: SweepIdentity,
+    model: crate::store::ModelIdentity,
+    device: &str,
+    continuation: &str,
+    pairs: &[PairSpec],
+) -> ReportJson {
+    let pairs: Vec<PairJson> = pairs
+        .iter()
+        .take(8)
+        .map(|spec| PairJson {
+            spec: spec.clone(),
+            verdict: PairVerdict::Incomplete,
+            reason: "not run yet".into(),
+            metrics: None,
+            limits: None,
+            prefill: run_json(None),
+            decode: run_json(None),
+            kl_stats: None,
+            yardstick: None,
+        })
+        .collect();
+    let counts = Counts {
+        runs: 2 * pairs.len(),
+        pairs: pairs.len(),
+        incomplete: pairs.len(),
+        ..Counts::default()
+    };
+    ReportJson {
+        tool: ToolInfo::current(),
+        sweep,
+        device: device.into(),
+        device_name: device.into(),
+        model,
+        verdict: GlobalVerdict::Incomplete,
+        verdict_reason: "not run yet".into(),
+        counts,
+        model_loads: 0,
+        model_load_groups: 0,
+        model_load_details: Vec::new(),
+        wall_s: None,
+        started_at: crate::fsutil::now(),
+        finished_at: None,
+        continuation: continuation.into(),
+        limits: BTreeMap::new(),
+        observations: Vec::new(),
+        pairs,
+        drift_characterization: Vec::new(),
+        performance: Vec::new(),
+        inject: None,
+        trace: None,
+        interrupted: false,
+        sessions: Vec::new(),
+        shard: None,
+        merged: None,
+        kl_statistics: Vec::new(),
+    }
+}
+
+/// Test-renders a custom report template on `sample` (see [`sample`]).
+pub fn check_render(text: &str, sample: &ReportJson) -> std::result::Result<(), String> {
+    render_template("custom", text, &view(sample))
+        .map(|_| ())
+        .map_err(|e| match e {
+            Error::Template { message, .. } => message,
+            other => other.to_string(),
+        })
 }
 
 /// Builds and writes report.json and report.md (and, for traced sweeps, trace.json and
@@ -933,9 +1056,11 @@ pub fn render(store: &Store) -> Result<Rendered> {
     if let Some(t) = trace::render(store, &report)? {
         report.trace = Some(t);
     }
-    store.write_json("report.json", &report)?;
+    // report.md is rendered before report.json is written: a custom template that fails to
+    // render must not leave a fresh report.json saying PASS beside a stale report.md.
     let template = template_for(store, CUSTOM_REPORT_TEMPLATE, REPORT_TEMPLATE)?;
     let md = render_template("report.md.tera", &template, &view(&report))?;
+    store.write_json("report.json", &report)?;
     store.write_bytes("report.md", md.as_bytes())?;
     html::write(store, &report)?;
     junit::write(store, &report)?;

@@ -66,7 +66,9 @@ fn compared(spec: &PairSpec, pre: [f32; 8], dec: [f32; 8], limits: Thresholds) -
 /// margin), one f16 pair skipped and one f16 pair with no record at all.
 fn results(dir: &std::path::Path) -> Store {
     let cfg = crate::config::parse(std::path::Path::new("snap.yaml"), SWEEP).unwrap();
-    let store = Store::create(dir).unwrap();
+    let lock = crate::store::owner::DirLock::for_results(dir).unwrap();
+    let marker = crate::store::owner::Marker::new("snap", "x");
+    let store = Store::create(dir, lock, &marker).unwrap();
     let pairs = vec![
         spec(RunDtype::F32, false),
         spec(RunDtype::F32, true),
@@ -239,4 +241,76 @@ fn report_json_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let r = build(&results(dir.path())).unwrap();
     insta::assert_json_snapshot!(r);
+}
+
+#[test]
+fn a_pair_whose_run_record_was_deleted_is_incomplete_not_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = results(dir.path());
+    let before = build(&store).unwrap();
+    let drifted = spec(RunDtype::F32, false);
+    let p = |r: &ReportJson| {
+        r.pairs
+            .iter()
+            .find(|p| p.spec.id == drifted.id)
+            .map(|p| (p.verdict, p.reason.clone()))
+            .unwrap()
+    };
+    // The control: with both records the pair is compared.
+    assert!(p(&before).0.is_compared(), "{:?}", p(&before));
+    let run = format!("runs/{}.json", drifted.run_id(Mode::Decode));
+    std::fs::remove_file(dir.path().join(&run)).unwrap();
+    let after = build(&store).unwrap();
+    let (verdict, reason) = p(&after);
+    assert_eq!(verdict, PairVerdict::Incomplete, "{reason}");
+    assert!(reason.contains(&run), "{reason}");
+    assert_ne!(after.verdict, GlobalVerdict::Pass);
+}
+
+#[test]
+fn every_file_a_report_writes_is_one_start_over_knows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = results(dir.path());
+    render(&store).unwrap();
+    let known = |n: &str| {
+        crate::store::owner::REPORT_FILES.contains(&n)
+            || [
+                crate::store::MANIFEST,
+                crate::store::owner::MARKER,
+                crate::store::owner::LOCK,
+            ]
+            .contains(&n)
+            || crate::store::owner::SUBDIRS.contains(&n)
+    };
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            known(&name),
+            "`{name}` is written but --start-over would not remove it"
+        );
+    }
+}
+
+#[test]
+fn a_template_that_never_finishes_is_stopped() {
+    let endless = "{% for a in range(end=100000) %}{% for b in range(end=100000) %}\
+                   {% endfor %}{% endfor %}";
+    let ctx = serde_json::json!({});
+    let e = render_within("t", endless, &ctx, std::time::Duration::from_millis(200)).unwrap_err();
+    assert!(e.to_string().contains("took longer"), "{e}");
+    // The control: a template that ends renders within the same limit.
+    let ok = render_within("t", "{{ 1 + 1 }}", &ctx, std::time::Duration::from_secs(5)).unwrap();
+    assert_eq!(ok, "2");
+}
+
+#[test]
+fn the_sample_renders_the_built_in_template_and_catches_a_render_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = build(&results(dir.path())).unwrap();
+    let pairs: Vec<PairSpec> = r.pairs.iter().map(|p| p.spec.clone()).collect();
+    let s = sample(r.sweep.clone(), r.model.clone(), "cpu", "sample", &pairs);
+    check_render(REPORT_TEMPLATE, &s).unwrap();
+    // Parses, but names a variable the report does not have.
+    let e = check_render("{{ nowhere.at_all }}", &s).unwrap_err();
+    assert!(e.contains("nowhere"), "{e}");
 }

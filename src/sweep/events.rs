@@ -64,7 +64,14 @@ impl Reporter for Silent {
 /// or another thread can hold one; each sweep has its own, so a library user can run several
 /// sweeps in one process.
 #[derive(Debug, Clone, Default)]
-pub struct StopFlag(Arc<AtomicBool>);
+pub struct StopFlag(Arc<StopState>);
+
+#[derive(Debug, Default)]
+struct StopState {
+    requested: AtomicBool,
+    // Set once the sweep starts writing its session: before that, nothing needs finishing.
+    recording: AtomicBool,
+}
 
 impl StopFlag {
     /// A flag not yet raised.
@@ -74,11 +81,22 @@ impl StopFlag {
 
     /// Raises the flag; returns whether it was already raised.
     pub fn request(&self) -> bool {
-        self.0.swap(true, Ordering::SeqCst)
+        self.0.requested.swap(true, Ordering::SeqCst)
     }
 
     /// Whether a stop was requested.
     pub fn requested(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.requested.load(Ordering::SeqCst)
+    }
+
+    /// Marks the point from which the sweep has a session to finish (its first manifest).
+    pub fn start_recording(&self) {
+        self.0.recording.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the sweep has begun recording: until then a stop request can end the process
+    /// at once, since setup (loading, checking, planning) leaves nothing to finish.
+    pub fn recording(&self) -> bool {
+        self.0.recording.load(Ordering::SeqCst)
     }
 }

@@ -61,6 +61,9 @@ pub struct SweepOutcome {
     pub interrupted: bool,
     /// Pairs reused from an earlier session of the same sweep.
     pub reused_pairs: usize,
+    /// What `--start-over` found in the directory and left alone (driftsweep did not write
+    /// it), to be mentioned.
+    pub left_alone: Vec<PathBuf>,
 }
 
 /// Makes the first SIGINT or SIGTERM raise `stop` (the sweep finishes the run it is in, then
@@ -69,6 +72,12 @@ pub struct SweepOutcome {
 pub fn install_interrupt_handler(stop: &StopFlag) -> Result<()> {
     let stop = stop.clone();
     ctrlc::set_handler(move || {
+        if !stop.recording() {
+            // Still setting up (reading, checking, planning): nothing is written yet, so
+            // stop now rather than after setup, however long a hostile input makes it.
+            eprintln!("\ninterrupted during setup: nothing was written");
+            std::process::exit(130);
+        }
         if stop.request() {
             eprintln!("\ninterrupted again: stopping now; run the same command to resume");
             std::process::exit(130);
@@ -103,6 +112,25 @@ pub fn prepare(cfg: &LoadedConfig) -> Result<(ModelInfo, Plan)> {
 pub fn prepare_with(cfg: &LoadedConfig, info: ModelInfo) -> Result<(ModelInfo, Plan)> {
     check_templates(cfg)?;
     let plan = plan::expand(cfg, &info, &|e, w, d| info.support(e, w, d))?;
+    if let Some(t) = &cfg.templates.report {
+        let sample = report::sample(
+            report::SweepIdentity {
+                name: cfg.config.name.clone(),
+                config_sha256: cfg.sha256(),
+            },
+            model_identity(&info),
+            &cfg.config.device.to_string(),
+            &cfg.config.continuation.to_string(),
+            &plan.pairs,
+        );
+        report::check_render(t, &sample).map_err(|m| {
+            Error::config(
+                &cfg.path,
+                "templates.report",
+                format!("fails to render on a sample of this sweep's report: {m}"),
+            )
+        })?;
+    }
     Ok((info, plan))
 }
 
@@ -163,16 +191,35 @@ fn run_prepared(
         Ok(d) => (d.id.clone(), d.name.clone()),
         Err(why) => (cfg.config.device.to_string(), format!("unavailable: {why}")),
     };
-    let previous =
-        resume::previous_results(&dir, &config_sha256, &info, &device_name, opts.start_over)?;
-    // A shard runs only its pairs, but keeps the whole plan: its continuations are generated
-    // at the plan's longest span, so its token ids and metrics are a single run's.
-    let shard = crate::shard::for_sweep(cfg, &plan, opts.shard, &dir, previous.as_ref())?;
-    let store = Store::create(&dir).map_err(|e| match (&opts.out, &cfg.config.output) {
-        // The directory came from the sweep file: say which file and field chose it.
-        (None, Some(_)) => Error::config(&cfg.path, "output", e.to_string()),
-        _ => e,
-    })?;
+    // The lock comes first: the identity check below and this session's first manifest
+    // must see the same directory, with no second writer in between.
+    let lock =
+        crate::store::owner::DirLock::for_results(&dir).map_err(|e| blame_output(cfg, opts, e))?;
+    let checked =
+        resume::previous_results(&dir, &config_sha256, &info, &device_name, opts.start_over)
+            .and_then(|p| {
+                // A shard runs only its pairs, but keeps the whole plan: its continuations are
+                // generated at the plan's longest span, so its token ids and metrics are a
+                // single run's.
+                let shard =
+                    crate::shard::for_sweep(cfg, &plan, opts.shard, &dir, p.manifest.as_ref())?;
+                Ok((p, shard))
+            });
+    let (
+        resume::Previous {
+            manifest: previous,
+            left_alone,
+        },
+        shard,
+    ) = match checked {
+        Ok(c) => c,
+        Err(e) => {
+            lock.abandon();
+            return Err(e);
+        }
+    };
+    let marker = crate::store::owner::Marker::new(&cfg.config.name, &config_sha256);
+    let store = Store::create(&dir, lock, &marker).map_err(|e| blame_output(cfg, opts, e))?;
     save_templates(cfg, &store)?;
 
     let done = match &previous {
@@ -207,13 +254,7 @@ fn run_prepared(
             resolved: resolved_settings(cfg, &plan),
             device: device_id,
             device_name,
-            model: ModelIdentity {
-                source: info.source.clone(),
-                architecture: info.architecture.clone(),
-                sha256: info.sha256.clone(),
-                context_len: info.context_len(),
-                vocab_size: info.config.vocab_size,
-            },
+            model: model_identity(&info),
             continuation: cfg.config.continuation.to_string(),
             pairs: plan.pairs.clone(),
             tokens: BTreeMap::new(),
@@ -231,6 +272,7 @@ fn run_prepared(
         s.apply(&mut manifest, cfg.config.continuation);
     }
     manifest.sessions.push(session);
+    opts.stop.start_recording();
     store.write_manifest(&manifest)?;
     reporter.event(&Event::Planned {
         runs: 2 * todo.len(),
@@ -292,7 +334,28 @@ fn run_prepared(
         rendered: report::render(&store)?,
         interrupted,
         reused_pairs: done.len(),
+        left_alone,
     })
+}
+
+/// An error about the results directory that the sweep file's `output` chose names that
+/// file and field.
+fn blame_output(cfg: &LoadedConfig, opts: &SweepOptions, e: Error) -> Error {
+    match (&opts.out, &cfg.config.output) {
+        (None, Some(_)) => Error::config(&cfg.path, "output", e.to_string()),
+        _ => e,
+    }
+}
+
+/// `model` in the manifest and report.json.
+fn model_identity(info: &ModelInfo) -> ModelIdentity {
+    ModelIdentity {
+        source: info.source.clone(),
+        architecture: info.architecture.clone(),
+        sha256: info.sha256.clone(),
+        context_len: info.context_len(),
+        vocab_size: info.config.vocab_size,
+    }
 }
 
 /// Copies the sweep's custom templates into the results directory, where `driftsweep report`

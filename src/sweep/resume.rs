@@ -8,26 +8,43 @@ use crate::config::{LoadedConfig, TraceOn};
 use crate::error::{Error, Result};
 use crate::model::ModelInfo;
 use crate::plan::{Mode, Plan};
-use crate::store::{self, Manifest, RunStatus, Store};
+use crate::store::owner::{self, Marker};
+use crate::store::{Manifest, RunStatus, Store};
+
+/// What the results directory held before this session.
+pub(super) struct Previous {
+    /// The manifest of an earlier session of this very sweep, to resume.
+    pub(super) manifest: Option<Manifest>,
+    /// What `--start-over` left alone: files driftsweep did not record.
+    pub(super) left_alone: Vec<std::path::PathBuf>,
+}
 
 /// The manifest of an earlier session of this very sweep in `dir`, if there is one. A
 /// directory made by another sweep file, another model or on another device is refused
-/// (mixing them would compare unlike things), unless `start_over` clears it first.
+/// (mixing them would compare unlike things), unless `start_over` clears what driftsweep
+/// recorded there first. The caller holds the directory's lock, so no other process can
+/// write between this check and the session's first manifest.
 pub(super) fn previous_results(
     dir: &Path,
     config_sha256: &str,
     info: &ModelInfo,
     device_name: &str,
     start_over: bool,
-) -> Result<Option<Manifest>> {
-    let Ok(existing) = Store::open(dir) else {
-        return Ok(None);
-    };
-    if start_over {
-        clear_results(dir)?;
-        return Ok(None);
+) -> Result<Previous> {
+    let marker = Marker::read(dir)?;
+    let existing = Store::open(dir).ok();
+    if existing.is_none() && marker.is_none() {
+        return Ok(Previous {
+            manifest: None,
+            left_alone: Vec::new(),
+        });
     }
-    let m = existing.manifest()?;
+    if start_over {
+        return Ok(Previous {
+            manifest: None,
+            left_alone: clear_results(dir)?,
+        });
+    }
     let short = |h: &str| h[..12.min(h.len())].to_string();
     let refuse = |what: String| {
         Err(Error::store(
@@ -38,6 +55,25 @@ pub(super) fn previous_results(
             ),
         ))
     };
+    let Some(existing) = existing else {
+        // Made for a sweep and killed before its first manifest: nothing to resume, and
+        // nothing to take over unless it was made for this very sweep.
+        if let Some(mk) = &marker
+            && mk.config_sha256 != config_sha256
+        {
+            return refuse(format!(
+                "was made for another sweep (`{}`, sha256 {}…, this one {}…)",
+                mk.sweep_name,
+                short(&mk.config_sha256),
+                short(config_sha256)
+            ));
+        }
+        return Ok(Previous {
+            manifest: None,
+            left_alone: Vec::new(),
+        });
+    };
+    let m = existing.manifest()?;
     if m.config_sha256 != config_sha256 {
         return refuse(format!(
             "holds the results of a different sweep file or prompt/template files (`{}`, sha256 \
@@ -61,33 +97,16 @@ pub(super) fn previous_results(
             m.device_name
         ));
     }
-    Ok(Some(m))
+    Ok(Previous {
+        manifest: Some(m),
+        left_alone: Vec::new(),
+    })
 }
 
-/// Removes what a sweep writes into a results directory, and nothing else.
-pub(crate) fn clear_results(dir: &Path) -> Result<()> {
-    for sub in ["runs", "pairs", "logits", "traces", "templates"] {
-        let p = dir.join(sub);
-        if p.is_dir() {
-            std::fs::remove_dir_all(&p)
-                .map_err(|e| Error::store(&p, format!("cannot remove for --start-over: {e}")))?;
-        }
-    }
-    for f in [
-        "report.json",
-        "report.md",
-        "trace.json",
-        "trace_report.md",
-        "verify.json",
-        store::MANIFEST,
-    ] {
-        let p = dir.join(f);
-        if p.is_file() {
-            std::fs::remove_file(&p)
-                .map_err(|e| Error::store(&p, format!("cannot remove for --start-over: {e}")))?;
-        }
-    }
-    Ok(())
+/// Removes what a sweep recorded in a results directory, and nothing else (see
+/// [`owner::clear_recorded`]); returns what it left alone.
+pub(crate) fn clear_results(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    owner::clear_recorded(dir)
 }
 
 /// Pairs an earlier session finished: compared, both runs recorded, and traced when the sweep
