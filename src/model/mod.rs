@@ -4,6 +4,7 @@
 pub mod builtin;
 pub mod decoder;
 pub mod gguf;
+pub mod spm;
 pub mod hash_cache;
 pub mod hf_dir;
 pub mod hub;
