@@ -1,6 +1,7 @@
 //! driftsweep's own decoder against an independent float64 reference (scripts/reference/,
-//! numpy and the `gguf` package, no code shared with the Rust decoder): SmolLM2-135M's f32
-//! prefill logits at 640 positions.
+//! numpy and the `gguf` package, no code shared with the Rust decoder): the f32 prefill logits
+//! at 640 positions of SmolLM2-135M (the Llama decoder) and, when its file is there, of Gemma 3
+//! 270M (src/model/gemma3.rs; past the sliding window of 512).
 //!
 //! The bounds come from float32 rounding, not from this decoder's own results: the reference
 //! also runs its float32 rounding-error model (scripts/reference/common.py, `F32Noise`: every
@@ -20,7 +21,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use driftsweep::dtype::RunDtype;
 use driftsweep::model::{ModelInfo, ModelUnderTest, Rows};
 use sha2::{Digest, Sha256};
@@ -101,10 +102,7 @@ fn reference(py: &Path, model: &Path, ids: &Path, out: &Path, extra: &[&str]) ->
 }
 
 fn rows(t: &Tensor) -> Vec<Vec<f64>> {
-    t.to_dtype(candle_core::DType::F64)
-        .unwrap()
-        .to_vec2()
-        .unwrap()
+    t.to_dtype(DType::F64).unwrap().to_vec2().unwrap()
 }
 
 /// |a - b| for every entry.
@@ -158,79 +156,98 @@ fn candle_digests(path: &Path) -> HashMap<String, String> {
     out
 }
 
-#[test]
-fn smollm2_f32_prefill_matches_the_float64_reference() {
-    let py = match python() {
-        Ok(p) => p,
+/// A python with numpy and gguf, or `None` after saying why the test skips (a failure when
+/// DRIFTSWEEP_REQUIRE_REFERENCE is set).
+fn python_or_skip(test: &str) -> Option<PathBuf> {
+    match python() {
+        Ok(p) => Some(p),
         Err(why) => {
             assert!(
                 std::env::var_os("DRIFTSWEEP_REQUIRE_REFERENCE").is_none(),
                 "DRIFTSWEEP_REQUIRE_REFERENCE is set but {why}"
             );
-            println!("SKIPPED smollm2_f32_prefill_matches_the_float64_reference: {why}");
-            return;
+            println!("SKIPPED {test}: {why}");
+            None
         }
-    };
-    let path = smollm2();
-    let info = ModelInfo::inspect(&path.to_string_lossy()).unwrap();
-    let vocab = info.config.vocab_size;
-    let ids = random_ids(POSITIONS, vocab, SEED);
+    }
+}
+
+/// How the decoder's logits compare with the exact reference, and the rounding model's.
+struct Figures {
+    max: f64,
+    p99: f64,
+    agree: usize,
+    positions: usize,
+    max_model: f64,
+    p99_model: f64,
+    /// Positions whose top-1 differs although the reference's margin exceeds the max bound.
+    wide_flips: Vec<(usize, f64)>,
+    scale: f64,
+}
+
+/// Runs the reference (exact, with digests; then the rounding model for each seed) beside
+/// `ours`, checks that candle and gguf dequantize every tensor to the same f32 bits, and
+/// compares.
+fn against_reference(
+    py: &Path,
+    model: &Path,
+    ids: &[u32],
+    ours: impl FnOnce() -> Vec<Vec<f64>>,
+) -> Figures {
     let tmp = tempfile::tempdir().unwrap();
     let ids_file = tmp.path().join("ids.txt");
     let text: Vec<String> = ids.iter().map(u32::to_string).collect();
     std::fs::write(&ids_file, text.join(" ")).unwrap();
-
-    // The exact reference and the rounding model, in parallel with the decoder's own work.
     let digests = tmp.path().join("digests.txt");
-    let (exact, noisy, ours, digests_ok) = std::thread::scope(|s| {
+    // Two python processes at a time (the exact run, then the rounding models one by one),
+    // beside the decoder's own work.
+    let (exact, noisy, ours) = std::thread::scope(|s| {
         let exact = s.spawn(|| {
             let out = tmp.path().join("exact.npy");
             let d = digests.to_string_lossy().into_owned();
-            rows(&reference(&py, &path, &ids_file, &out, &["--digests", &d]))
+            rows(&reference(py, model, &ids_file, &out, &["--digests", &d]))
         });
-        let noisy: Vec<_> = NOISE_SEEDS
-            .iter()
-            .map(|&seed| {
-                let (py, path, ids_file) = (&py, &path, &ids_file);
-                let out = tmp.path().join(format!("noise{seed}.npy"));
-                s.spawn(move || {
+        let noisy = s.spawn(|| {
+            NOISE_SEEDS
+                .iter()
+                .map(|&seed| {
+                    let out = tmp.path().join(format!("noise{seed}.npy"));
                     let seed = seed.to_string();
                     rows(&reference(
                         py,
-                        path,
-                        ids_file,
+                        model,
+                        &ids_file,
                         &out,
                         &["--f32-noise", &seed],
                     ))
                 })
-            })
-            .collect();
-        let model = info.load(RunDtype::F32, &Device::Cpu).unwrap();
-        let mut seq = model.sequence(ids.len()).unwrap();
-        let ours = rows(&seq.forward(&ids, Rows::From(0)).unwrap().unwrap());
-        drop(seq);
-        let theirs = candle_digests(&path);
-        let exact = exact.join().unwrap();
-        let listed = std::fs::read_to_string(&digests).unwrap();
-        let mut same = 0;
-        for line in listed.lines() {
-            let (name, hex) = line.split_once(' ').unwrap();
-            assert_eq!(
-                theirs.get(name).map(String::as_str),
-                Some(hex),
-                "tensor {name}: candle and gguf dequantize it to different f32 values"
-            );
-            same += 1;
-        }
-        let noisy: Vec<_> = noisy.into_iter().map(|h| h.join().unwrap()).collect();
-        (exact, noisy, ours, same == theirs.len())
+                .collect::<Vec<_>>()
+        });
+        let ours = ours();
+        (exact.join().unwrap(), noisy.join().unwrap(), ours)
     });
-    assert!(digests_ok, "the reference saw other tensors than candle");
-    assert_eq!(ours.len(), POSITIONS);
-    assert_eq!(exact.len(), POSITIONS);
-    assert_eq!(ours[0].len(), vocab);
+    let theirs = candle_digests(model);
+    let listed = std::fs::read_to_string(&digests).unwrap();
+    let mut same = 0;
+    for line in listed.lines() {
+        let (name, hex) = line.split_once(' ').unwrap();
+        assert_eq!(
+            theirs.get(name).map(String::as_str),
+            Some(hex),
+            "tensor {name}: candle and gguf dequantize it to different f32 values"
+        );
+        same += 1;
+    }
+    assert_eq!(
+        same,
+        theirs.len(),
+        "the reference saw other tensors than candle"
+    );
+    assert_eq!(ours.len(), ids.len());
+    assert_eq!(exact.len(), ids.len());
+    assert_eq!(ours[0].len(), exact[0].len());
 
-    let (max_ours, p99_ours) = max_p99(abs_diffs(&ours, &exact));
+    let (max, p99) = max_p99(abs_diffs(&ours, &exact));
     let mut max_model = 0f64;
     let mut p99_model = 0f64;
     for n in &noisy {
@@ -238,34 +255,115 @@ fn smollm2_f32_prefill_matches_the_float64_reference() {
         max_model = max_model.max(m);
         p99_model = p99_model.max(p);
     }
-    let (max_bound, p99_bound) = (2.0 * max_model, 2.0 * p99_model);
     let mut agree = 0;
     let mut wide_flips = Vec::new();
     for (pos, (o, e)) in ours.iter().zip(&exact).enumerate() {
         if argmax(o) == argmax(e) {
             agree += 1;
-        } else if margin(e) > max_bound {
+        } else if margin(e) > 2.0 * max_model {
             wide_flips.push((pos, margin(e)));
         }
     }
     let scale = exact.iter().flatten().fold(0f64, |m, x| m.max(x.abs()));
+    Figures {
+        max,
+        p99,
+        agree,
+        positions: ids.len(),
+        max_model,
+        p99_model,
+        wide_flips,
+        scale,
+    }
+}
+
+/// Prints the figures and asserts the bounds of the module notes.
+fn assert_within_rounding(what: &str, f: &Figures) {
+    let (max_bound, p99_bound) = (2.0 * f.max_model, 2.0 * f.p99_model);
     println!(
-        "SmolLM2-135M f32 prefill vs float64 reference, {POSITIONS} random ids (seed {SEED}): \
-         max |diff| {max_ours:.3e}, p99 |diff| {p99_ours:.3e}, top-1 agreement {agree}/{POSITIONS} \
-         ({:.4}); f32 rounding model: max {max_model:.3e}, p99 {p99_model:.3e}; bounds max \
-         {max_bound:.3e}, p99 {p99_bound:.3e}; max |logit| {scale:.2}",
-        agree as f64 / POSITIONS as f64
+        "{what}: max |diff| {:.3e}, p99 |diff| {:.3e}, top-1 agreement {}/{} ({:.4}); f32 \
+         rounding model: max {:.3e}, p99 {:.3e}; bounds max {max_bound:.3e}, p99 \
+         {p99_bound:.3e}; max |logit| {:.2}",
+        f.max,
+        f.p99,
+        f.agree,
+        f.positions,
+        f.agree as f64 / f.positions as f64,
+        f.max_model,
+        f.p99_model,
+        f.scale
     );
     assert!(
-        max_ours <= max_bound,
-        "max |diff| {max_ours:e} exceeds twice the f32 rounding model's {max_model:e}"
+        f.max <= max_bound,
+        "max |diff| {:e} exceeds twice the f32 rounding model's {:e}",
+        f.max,
+        f.max_model
     );
     assert!(
-        p99_ours <= p99_bound,
-        "p99 |diff| {p99_ours:e} exceeds twice the f32 rounding model's {p99_model:e}"
+        f.p99 <= p99_bound,
+        "p99 |diff| {:e} exceeds twice the f32 rounding model's {:e}",
+        f.p99,
+        f.p99_model
     );
     assert!(
-        wide_flips.is_empty(),
-        "top-1 differs where the reference's margin exceeds {max_bound:e}: {wide_flips:?}"
+        f.wide_flips.is_empty(),
+        "top-1 differs where the reference's margin exceeds {max_bound:e}: {:?}",
+        f.wide_flips
+    );
+}
+
+#[test]
+fn smollm2_f32_prefill_matches_the_float64_reference() {
+    let Some(py) = python_or_skip("smollm2_f32_prefill_matches_the_float64_reference") else {
+        return;
+    };
+    let path = smollm2();
+    let info = ModelInfo::inspect(&path.to_string_lossy()).unwrap();
+    let ids = random_ids(POSITIONS, info.config.vocab_size, SEED);
+    let f = against_reference(&py, &path, &ids, || {
+        let model = info.load(RunDtype::F32, &Device::Cpu).unwrap();
+        let mut seq = model.sequence(ids.len()).unwrap();
+        rows(&seq.forward(&ids, Rows::From(0)).unwrap().unwrap())
+    });
+    assert_within_rounding(
+        &format!(
+            "SmolLM2-135M f32 prefill vs float64 reference, {POSITIONS} random ids (seed {SEED})"
+        ),
+        &f,
+    );
+}
+
+#[test]
+fn gemma3_f32_prefill_matches_the_float64_reference() {
+    let path = root().join("models/gemma-3-270m-q4_k_m.gguf");
+    if !path.is_file() {
+        println!(
+            "SKIPPED gemma3_f32_prefill_matches_the_float64_reference: {} is missing (run \
+             `bash scripts/fetch_gemma3.sh`; the weights are under the Gemma terms, so CI does \
+             not fetch them)",
+            path.display()
+        );
+        return;
+    }
+    let Some(py) = python_or_skip("gemma3_f32_prefill_matches_the_float64_reference") else {
+        return;
+    };
+    // BOS, then random ids: past the sliding window of 512, so local and global layers differ.
+    let model =
+        driftsweep::model::gemma3::Model::from_gguf(&path, DType::F32, &Device::Cpu).unwrap();
+    let cfg = model.config().clone();
+    assert!(POSITIONS > cfg.sliding_window);
+    let mut ids = vec![2u32];
+    ids.extend(random_ids(POSITIONS - 1, cfg.vocab_size, SEED));
+    let f = against_reference(&py, &path, &ids, || {
+        let mut cache = model.new_cache(ids.len());
+        rows(&model.forward(&ids, &mut cache).unwrap())
+    });
+    assert_within_rounding(
+        &format!(
+            "Gemma 3 270M f32 prefill vs float64 reference, BOS + {} random ids (seed {SEED})",
+            POSITIONS - 1
+        ),
+        &f,
     );
 }

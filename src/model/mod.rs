@@ -3,11 +3,12 @@
 
 pub mod builtin;
 pub mod decoder;
+pub mod gemma3;
 pub mod gguf;
-pub mod spm;
 pub mod hash_cache;
 pub mod hf_dir;
 pub mod hub;
+pub mod spm;
 pub mod under_test;
 
 use candle_core::Device;
