@@ -23,7 +23,10 @@ use std::path::Path;
 use candle_core::quantized::gguf_file::Content;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::kv_cache::KvCache;
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
+
+pub use super::decoder::Cache;
+use super::decoder::{Gate, Linear, Mlp, Rope, attend, causal_mask, check_positions, linear};
 
 /// RoPE base of the local (sliding-window) layers: transformers' `rope_local_base_freq`.
 pub const LOCAL_ROPE_BASE: f64 = 10_000.0;
@@ -129,71 +132,6 @@ impl RmsNorm {
     }
 }
 
-/// RoPE tables (rotate-half convention) for one base.
-#[derive(Debug, Clone)]
-struct RotaryEmbedding {
-    cos: Tensor,
-    sin: Tensor,
-}
-
-impl RotaryEmbedding {
-    fn new(base: f64, cfg: &Config, dtype: DType, dev: &Device) -> candle_core::Result<Self> {
-        let d = cfg.head_dim;
-        // In f32, like transformers' `1.0 / base ** (arange(0, dim, 2).float() / dim)`.
-        let inv_freq: Vec<f32> = (0..d)
-            .step_by(2)
-            .map(|i| 1f32 / (base as f32).powf(i as f32 / d as f32))
-            .collect();
-        let inv_freq = Tensor::from_vec(inv_freq, (1, d / 2), dev)?;
-        let n = cfg.max_position_embeddings;
-        let t = Tensor::arange(0u32, n as u32, dev)?
-            .to_dtype(DType::F32)?
-            .reshape((n, 1))?;
-        let freqs = t.matmul(&inv_freq)?;
-        Ok(RotaryEmbedding {
-            cos: freqs.cos()?.to_dtype(dtype)?,
-            sin: freqs.sin()?.to_dtype(dtype)?,
-        })
-    }
-
-    /// Rotates `x` (batch, heads, t, head_dim) for positions offset..offset + t.
-    fn apply(&self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
-        let t = x.dim(2)?;
-        let cos = self.cos.narrow(0, offset, t)?;
-        let sin = self.sin.narrow(0, offset, t)?;
-        candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)
-    }
-}
-
-fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
-    Ok(Linear::new(vb.get((out_dim, in_dim), "weight")?, None))
-}
-
-/// GeGLU MLP: down(gelu_tanh(gate(x)) * up(x)).
-#[derive(Debug, Clone)]
-struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
-}
-
-impl Mlp {
-    fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
-        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-        Ok(Mlp {
-            gate_proj: linear(h, i, vb.pp("gate_proj"))?,
-            up_proj: linear(h, i, vb.pp("up_proj"))?,
-            down_proj: linear(i, h, vb.pp("down_proj"))?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        // candle's `gelu` is the tanh approximation (transformers' gelu_pytorch_tanh).
-        let gate = self.gate_proj.forward(x)?.gelu()?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
-    }
-}
-
 /// Grouped-query attention with q/k norms, RoPE and a KV cache.
 #[derive(Debug, Clone)]
 struct Attention {
@@ -229,7 +167,7 @@ impl Attention {
     fn forward(
         &self,
         x: &Tensor,
-        rope: &RotaryEmbedding,
+        rope: &Rope,
         offset: usize,
         mask: Option<&Tensor>,
         cache: &mut KvCache,
@@ -244,20 +182,7 @@ impl Attention {
         let k = rope.apply(&self.k_norm.forward(&k)?, offset)?;
         let v = heads(self.v_proj.forward(x)?, self.n_kv_heads)?.contiguous()?;
         let (k, v) = cache.append(&k, &v)?;
-        let n_rep = self.n_heads / self.n_kv_heads;
-        let k = candle_transformers::utils::repeat_kv(k, n_rep)?.contiguous()?;
-        let v = candle_transformers::utils::repeat_kv(v, n_rep)?.contiguous()?;
-        let scores = (q.matmul(&k.t()?)? * self.scale)?;
-        let scores = match mask {
-            Some(m) => scores.broadcast_add(m)?,
-            None => scores,
-        };
-        let probs =
-            candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(q.dtype())?;
-        let y = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((b, t, self.n_heads * self.head_dim))?;
+        let y = attend(&q, k, v, self.n_heads / self.n_kv_heads, self.scale, mask)?;
         self.o_proj.forward(&y)
     }
 }
@@ -282,7 +207,12 @@ impl DecoderLayer {
             self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
             post_attention_layernorm: norm("post_attention_layernorm")?,
             pre_feedforward_layernorm: norm("pre_feedforward_layernorm")?,
-            mlp: Mlp::new(cfg, vb.pp("mlp"))?,
+            mlp: Mlp::new(
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                Gate::GeluTanh,
+                vb.pp("mlp"),
+            )?,
             post_feedforward_layernorm: norm("post_feedforward_layernorm")?,
             global: cfg.is_global(layer),
         })
@@ -291,7 +221,7 @@ impl DecoderLayer {
     fn forward(
         &self,
         x: &Tensor,
-        rope: &RotaryEmbedding,
+        rope: &Rope,
         offset: usize,
         mask: Option<&Tensor>,
         cache: &mut KvCache,
@@ -307,19 +237,6 @@ impl DecoderLayer {
     }
 }
 
-/// The KV cache of one sequence: one [`KvCache`] per layer.
-#[derive(Debug, Clone)]
-pub struct Cache {
-    layers: Vec<KvCache>,
-}
-
-impl Cache {
-    /// Positions cached so far.
-    pub fn seq_len(&self) -> usize {
-        self.layers.first().map_or(0, KvCache::current_seq_len)
-    }
-}
-
 /// A loaded Gemma 3 model.
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -328,8 +245,8 @@ pub struct Model {
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
     lm_head: Linear,
-    rope_global: RotaryEmbedding,
-    rope_local: RotaryEmbedding,
+    rope_global: Rope,
+    rope_local: Rope,
     cfg: Config,
     dtype: DType,
     device: Device,
@@ -353,9 +270,9 @@ impl Model {
             embed_scale,
             layers,
             norm: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("model.norm"))?,
-            lm_head: Linear::new(embed, None),
-            rope_global: RotaryEmbedding::new(cfg.rope_theta, cfg, dtype, &dev)?,
-            rope_local: RotaryEmbedding::new(cfg.rope_local_base_freq, cfg, dtype, &dev)?,
+            lm_head: Linear::new(embed, None)?,
+            rope_global: rope(cfg.rope_theta, cfg, dtype, &dev)?,
+            rope_local: rope(cfg.rope_local_base_freq, cfg, dtype, &dev)?,
             cfg: cfg.clone(),
             dtype,
             device: dev,
@@ -387,11 +304,7 @@ impl Model {
 
     /// An empty cache with room for `capacity` positions (it grows if exceeded).
     pub fn new_cache(&self, capacity: usize) -> Cache {
-        Cache {
-            layers: (0..self.cfg.num_hidden_layers)
-                .map(|_| KvCache::new(2, capacity.max(1)))
-                .collect(),
-        }
+        Cache::new(self.cfg.num_hidden_layers, capacity)
     }
 
     /// Feeds `tokens` at positions cache.seq_len().. and returns f32 logits (t, vocab), one
@@ -399,27 +312,20 @@ impl Model {
     pub fn forward(&self, tokens: &[u32], cache: &mut Cache) -> candle_core::Result<Tensor> {
         let t = tokens.len();
         let offset = cache.seq_len();
-        if t == 0 {
-            candle_core::bail!("forward called with no tokens");
-        }
-        if offset + t > self.cfg.max_position_embeddings {
-            candle_core::bail!(
-                "positions {offset}..{} exceed the context length {}",
-                offset + t,
-                self.cfg.max_position_embeddings
-            );
-        }
+        check_positions(t, offset, self.cfg.max_position_embeddings)?;
         let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
         let mut x = self
             .embed_tokens
             .forward(&input)?
             .broadcast_mul(&self.embed_scale)?;
-        let global = (t > 1).then(|| self.mask(t, offset, None)).transpose()?;
+        let global = (t > 1)
+            .then(|| causal_mask(t, offset, None, self.dtype, &self.device))
+            .transpose()?;
         let window = self.cfg.sliding_window;
         let local = (t > 1 || offset + t > window)
-            .then(|| self.mask(t, offset, Some(window)))
+            .then(|| causal_mask(t, offset, Some(window), self.dtype, &self.device))
             .transpose()?;
-        for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
+        for (layer, kv) in self.layers.iter().zip(cache.layers_mut().iter_mut()) {
             let (rope, mask) = if layer.global {
                 (&self.rope_global, global.as_ref())
             } else {
@@ -430,51 +336,35 @@ impl Model {
         let x = self.norm.forward(&x)?;
         self.lm_head.forward(&x)?.to_dtype(DType::F32)?.squeeze(0)
     }
-
-    /// Additive mask (t, offset + t): row i (position offset + i) sees column j when
-    /// j <= offset + i and, with a window, offset + i - j < window.
-    fn mask(&self, t: usize, offset: usize, window: Option<usize>) -> candle_core::Result<Tensor> {
-        let cols = offset + t;
-        let window = window.unwrap_or(usize::MAX);
-        let m: Vec<f32> = (0..t)
-            .flat_map(|i| {
-                let pos = offset + i;
-                (0..cols).map(move |j| {
-                    if j > pos || pos - j >= window {
-                        f32::NEG_INFINITY
-                    } else {
-                        0.0
-                    }
-                })
-            })
-            .collect();
-        Tensor::from_vec(m, (t, cols), &self.device)?.to_dtype(self.dtype)
-    }
 }
 
-/// GGUF tensor name → checkpoint name.
+/// GGUF tensor name → checkpoint name: Gemma's own norms here, the rest as for Llama.
 fn hf_name(name: &str) -> Option<String> {
-    match name {
-        "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
-        "output_norm.weight" => return Some("model.norm.weight".into()),
-        _ => {}
-    }
-    let (layer, t) = name.strip_prefix("blk.")?.split_once('.')?;
-    let hf = match t {
-        "attn_norm.weight" => "input_layernorm.weight",
-        "attn_q.weight" => "self_attn.q_proj.weight",
-        "attn_k.weight" => "self_attn.k_proj.weight",
-        "attn_v.weight" => "self_attn.v_proj.weight",
-        "attn_output.weight" => "self_attn.o_proj.weight",
-        "attn_q_norm.weight" => "self_attn.q_norm.weight",
-        "attn_k_norm.weight" => "self_attn.k_norm.weight",
-        "post_attention_norm.weight" => "post_attention_layernorm.weight",
-        "ffn_norm.weight" => "pre_feedforward_layernorm.weight",
-        "ffn_gate.weight" => "mlp.gate_proj.weight",
-        "ffn_up.weight" => "mlp.up_proj.weight",
-        "ffn_down.weight" => "mlp.down_proj.weight",
-        "post_ffw_norm.weight" => "post_feedforward_layernorm.weight",
-        _ => return None,
-    };
-    Some(format!("model.layers.{layer}.{hf}"))
+    let gemma = name
+        .strip_prefix("blk.")
+        .and_then(|r| r.split_once('.'))
+        .and_then(|(layer, t)| {
+            let hf = match t {
+                "attn_q_norm.weight" => "self_attn.q_norm.weight",
+                "attn_k_norm.weight" => "self_attn.k_norm.weight",
+                "post_attention_norm.weight" => "post_attention_layernorm.weight",
+                "ffn_norm.weight" => "pre_feedforward_layernorm.weight",
+                "post_ffw_norm.weight" => "post_feedforward_layernorm.weight",
+                _ => return None,
+            };
+            Some(format!("model.layers.{layer}.{hf}"))
+        });
+    gemma.or_else(|| super::gguf::hf_name(name))
+}
+
+/// RoPE tables of one base, up to the context length.
+fn rope(base: f64, cfg: &Config, dtype: DType, dev: &Device) -> candle_core::Result<Rope> {
+    Rope::tables(
+        cfg.head_dim,
+        base,
+        cfg.max_position_embeddings,
+        None::<fn(f32) -> f32>,
+        dtype,
+        dev,
+    )
 }

@@ -526,7 +526,7 @@ fn byte_level_bpe(
 }
 
 /// GGUF tensor name → Hugging Face name.
-fn hf_name(name: &str) -> Option<String> {
+pub(super) fn hf_name(name: &str) -> Option<String> {
     let fixed = match name {
         "token_embd.weight" => Some("model.embed_tokens.weight"),
         "output_norm.weight" => Some("model.norm.weight"),
