@@ -140,26 +140,48 @@ impl Config {
 
 /// Rotary position embedding tables for every position up to the context length.
 #[derive(Debug, Clone)]
-struct Rope {
+pub(super) struct Rope {
     cos: Tensor,
     sin: Tensor,
 }
 
 impl Rope {
     fn new(cfg: &Config, dtype: DType, dev: &Device) -> candle_core::Result<Self> {
-        let hd = cfg.head_dim();
+        let scale = cfg
+            .rope_llama3
+            .map(|r| move |f: f32| r.scale(f as f64) as f32);
+        Rope::tables(
+            cfg.head_dim(),
+            cfg.rope_theta,
+            cfg.max_position_embeddings,
+            scale,
+            dtype,
+            dev,
+        )
+    }
+
+    /// Tables for `positions` positions of heads of width `hd` with RoPE base `base`, each
+    /// inverse frequency passed through `scale` when given.
+    pub(super) fn tables(
+        hd: usize,
+        base: f64,
+        positions: usize,
+        scale: Option<impl Fn(f32) -> f32>,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Self> {
         let inv_freq: Vec<f32> = (0..hd)
             .step_by(2)
             // In f32 like transformers' `1.0 / base ** (arange(0, dim, 2).float() / dim)`.
             .map(|i| {
-                let f = 1f32 / (cfg.rope_theta as f32).powf(i as f32 / hd as f32);
-                cfg.rope_llama3.map_or(f, |r| r.scale(f as f64) as f32)
+                let f = 1f32 / (base as f32).powf(i as f32 / hd as f32);
+                scale.as_ref().map_or(f, |s| s(f))
             })
             .collect();
         let inv_freq = Tensor::from_vec(inv_freq, (1, hd / 2), dev)?;
-        let t = Tensor::arange(0u32, cfg.max_position_embeddings as u32, dev)?
+        let t = Tensor::arange(0u32, positions as u32, dev)?
             .to_dtype(DType::F32)?
-            .reshape((cfg.max_position_embeddings, 1))?;
+            .reshape((positions, 1))?;
         let freqs = t.matmul(&inv_freq)?;
         Ok(Rope {
             cos: freqs.cos()?.to_dtype(dtype)?,
@@ -168,7 +190,7 @@ impl Rope {
     }
 
     /// Rotates `x` of shape (batch, heads, t, head_dim) for positions offset..offset+t.
-    fn apply(&self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
+    pub(super) fn apply(&self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
         let t = x.dim(2)?;
         let cos = self.cos.narrow(0, offset, t)?;
         let sin = self.sin.narrow(0, offset, t)?;
@@ -189,7 +211,7 @@ impl Rope {
 /// `QMatMul`, which takes the activations in the run dtype (its CPU kernels quantize each
 /// activation row to the blocks' dot-product format and accumulate in f32).
 #[derive(Debug, Clone)]
-struct Linear {
+pub(super) struct Linear {
     product: Product,
     bias: Option<Tensor>,
 }
@@ -203,7 +225,7 @@ enum Product {
 }
 
 impl Linear {
-    fn new(weight: Tensor, bias: Option<Tensor>) -> candle_core::Result<Self> {
+    pub(super) fn new(weight: Tensor, bias: Option<Tensor>) -> candle_core::Result<Self> {
         let weight = if weight.device().is_cpu() && weight.dtype() == DType::BF16 {
             weight.to_dtype(DType::F32)?
         } else {
@@ -232,7 +254,7 @@ impl Linear {
         }
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    pub(super) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let y = match &self.product {
             Product::Dense(p) => {
                 // Both casts are no-ops unless the weight was widened.
@@ -305,7 +327,12 @@ impl<'a> Source<'a> {
     }
 }
 
-fn linear(in_dim: usize, out_dim: usize, vb: Source) -> candle_core::Result<Linear> {
+pub(super) fn linear<'a>(
+    in_dim: usize,
+    out_dim: usize,
+    vb: impl Into<Source<'a>>,
+) -> candle_core::Result<Linear> {
+    let vb: Source = vb.into();
     Linear::from_source(&vb, "weight", || vb.get((out_dim, in_dim), "weight"), None)
 }
 
@@ -408,48 +435,82 @@ impl Attention {
             heads(self.v_proj.forward(x)?, self.n_kv_heads)?.contiguous()?,
         )?;
         let (k, v) = cache.append(&k, &v)?;
-        let n_rep = self.n_heads / self.n_kv_heads;
-        let k = candle_transformers::utils::repeat_kv(k, n_rep)?.contiguous()?;
-        let v = candle_transformers::utils::repeat_kv(v, n_rep)?.contiguous()?;
-
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?;
-        let scores = match mask {
-            Some(m) => scores.broadcast_add(m)?,
-            None => scores,
-        };
-        // Softmax in f32 (see the module notes), back to the run dtype for the value product.
-        let probs =
-            candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(q.dtype())?;
-        let y = probs.matmul(&v)?;
-        let y = y
-            .transpose(1, 2)?
-            .reshape((b, t, self.n_heads * self.head_dim))?;
+        let y = attend(&q, k, v, self.n_heads / self.n_kv_heads, scale, mask)?;
         self.o_proj.forward(&y)
     }
 }
 
-/// SwiGLU MLP: down(silu(gate(x)) * up(x)).
+/// Attention of queries `q` (batch, heads, t, head_dim) over cached keys and values (batch,
+/// kv_heads, positions, head_dim), each kv head serving `n_rep` query heads: scores scaled by
+/// `scale`, plus the additive `mask`, softmax in f32 (see the module notes), back to the run
+/// dtype for the value product. Returns (batch, t, heads × head_dim).
+pub(super) fn attend(
+    q: &Tensor,
+    k: Tensor,
+    v: Tensor,
+    n_rep: usize,
+    scale: f64,
+    mask: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    let (b, heads, t, hd) = q.dims4()?;
+    let k = candle_transformers::utils::repeat_kv(k, n_rep)?.contiguous()?;
+    let v = candle_transformers::utils::repeat_kv(v, n_rep)?.contiguous()?;
+    let scores = (q.matmul(&k.t()?)? * scale)?;
+    let scores = match mask {
+        Some(m) => scores.broadcast_add(m)?,
+        None => scores,
+    };
+    let probs =
+        candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(q.dtype())?;
+    probs
+        .matmul(&v)?
+        .transpose(1, 2)?
+        .reshape((b, t, heads * hd))
+}
+
+/// The gate's activation of a gated MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Gate {
+    /// SwiGLU (Llama family).
+    Silu,
+    /// GeGLU with the tanh approximation of GELU (Gemma: gelu_pytorch_tanh; candle's `gelu`).
+    GeluTanh,
+}
+
+/// Gated MLP: down(act(gate(x)) * up(x)).
 #[derive(Debug, Clone)]
-struct Mlp {
+pub(super) struct Mlp {
     gate_proj: Linear,
     up_proj: Linear,
     down_proj: Linear,
+    gate: Gate,
 }
 
 impl Mlp {
-    fn new(cfg: &Config, vb: Source) -> candle_core::Result<Self> {
-        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+    /// Hidden width `h`, inner width `i`.
+    pub(super) fn new<'a>(
+        h: usize,
+        i: usize,
+        gate: Gate,
+        vb: impl Into<Source<'a>>,
+    ) -> candle_core::Result<Self> {
+        let vb: Source = vb.into();
         Ok(Mlp {
             gate_proj: linear(h, i, vb.pp("gate_proj"))?,
             up_proj: linear(h, i, vb.pp("up_proj"))?,
             down_proj: linear(i, h, vb.pp("down_proj"))?,
+            gate,
         })
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+    pub(super) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let g = self.gate_proj.forward(x)?;
+        let g = match self.gate {
+            Gate::Silu => candle_nn::ops::silu(&g)?,
+            Gate::GeluTanh => g.gelu()?,
+        };
+        self.down_proj.forward(&(g * self.up_proj.forward(x)?)?)
     }
 }
 
@@ -472,7 +533,12 @@ impl Layer {
                 cfg.rms_norm_eps,
                 vb.pp("post_attention_layernorm"),
             )?,
-            mlp: Mlp::new(cfg, vb.pp("mlp"))?,
+            mlp: Mlp::new(
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                Gate::Silu,
+                vb.pp("mlp"),
+            )?,
         })
     }
 
@@ -517,6 +583,21 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// An empty cache of `layers` layers preallocated for `capacity` positions (it grows if
+    /// exceeded).
+    pub(super) fn new(layers: usize, capacity: usize) -> Cache {
+        Cache {
+            layers: (0..layers)
+                .map(|_| KvCache::new(2, capacity.max(1)))
+                .collect(),
+        }
+    }
+
+    /// The per-layer caches.
+    pub(super) fn layers_mut(&mut self) -> &mut [KvCache] {
+        &mut self.layers
+    }
+
     /// Number of positions cached so far (the offset of the next token).
     pub fn seq_len(&self) -> usize {
         self.layers.first().map_or(0, KvCache::current_seq_len)
@@ -610,11 +691,7 @@ impl Decoder {
 
     /// An empty cache preallocated for `capacity` positions (it grows if exceeded).
     pub fn new_cache(&self, capacity: usize) -> Cache {
-        Cache {
-            layers: (0..self.cfg.num_hidden_layers)
-                .map(|_| KvCache::new(2, capacity.max(1)))
-                .collect(),
-        }
+        Cache::new(self.cfg.num_hidden_layers, capacity)
     }
 
     /// Feeds `tokens` at positions cache.seq_len().. and appends their K/V to the cache.
@@ -642,16 +719,7 @@ impl Decoder {
         let t = tokens.len();
         let offset = cache.seq_len() + position_shift;
         hooks.shift = position_shift;
-        if t == 0 {
-            candle_core::bail!("forward called with no tokens");
-        }
-        if offset + t > self.cfg.max_position_embeddings {
-            candle_core::bail!(
-                "positions {offset}..{} exceed the context length {}",
-                offset + t,
-                self.cfg.max_position_embeddings
-            );
-        }
+        check_positions(t, offset, self.cfg.max_position_embeddings)?;
         let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
         let mut x = hooks.tap(
             None,
@@ -696,26 +764,51 @@ impl Decoder {
             .map(Some)
     }
 
-    /// Additive mask (t, offset + t): row i may see columns ≤ offset + i, and with a sliding
-    /// window only the last `window` of them. Built in f32 and cast, since -inf is exact in
-    /// every float dtype.
+    /// The additive mask of this model's attention ([`causal_mask`]).
     fn causal_mask(&self, t: usize, offset: usize) -> candle_core::Result<Tensor> {
-        let cols = offset + t;
-        let window = self.cfg.sliding_window.unwrap_or(usize::MAX);
-        let mask: Vec<f32> = (0..t)
-            .flat_map(|i| {
-                let pos = offset + i;
-                (0..cols).map(move |j| {
-                    if j > pos || pos - j >= window {
-                        f32::NEG_INFINITY
-                    } else {
-                        0.0
-                    }
-                })
-            })
-            .collect();
-        Tensor::from_vec(mask, (t, cols), &self.device)?.to_dtype(self.dtype)
+        causal_mask(t, offset, self.cfg.sliding_window, self.dtype, &self.device)
     }
+}
+
+/// A forward of `t` tokens at `offset` must feed something and stay within the context.
+pub(super) fn check_positions(t: usize, offset: usize, context: usize) -> candle_core::Result<()> {
+    if t == 0 {
+        candle_core::bail!("forward called with no tokens");
+    }
+    if offset + t > context {
+        candle_core::bail!(
+            "positions {offset}..{} exceed the context length {context}",
+            offset + t
+        );
+    }
+    Ok(())
+}
+
+/// Additive mask (t, offset + t): row i may see columns ≤ offset + i, and with a sliding
+/// window only the last `window` of them. Built in f32 and cast, since -inf is exact in every
+/// float dtype.
+pub(super) fn causal_mask(
+    t: usize,
+    offset: usize,
+    window: Option<usize>,
+    dtype: DType,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let cols = offset + t;
+    let window = window.unwrap_or(usize::MAX);
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| {
+            let pos = offset + i;
+            (0..cols).map(move |j| {
+                if j > pos || pos - j >= window {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Tensor::from_vec(mask, (t, cols), device)?.to_dtype(dtype)
 }
 
 impl ModelUnderTest for Decoder {

@@ -375,15 +375,125 @@ fn inspect_content(c: &Content, len: u64) -> Result<GgufModel, String> {
         &gguf_name,
     )?;
 
+    let tok = read_tokenizer(c, &tokens)?;
+    Ok(GgufModel {
+        config,
+        architecture: arch,
+        tokenizer: tok.tokenizer,
+        bos_id: tok.bos_id,
+        special_ids: tok.special_ids,
+        eos_id: tok.eos_id,
+    })
+}
+
+/// What the tokenizer metadata of a GGUF file gives.
+pub struct GgufTokenizer {
+    /// The tokenizer.
+    pub tokenizer: Tokenizer,
+    /// BOS id, when the file asks for BOS in front of prompts.
+    pub bos_id: Option<u32>,
+    /// Control tokens.
+    pub special_ids: Vec<u32>,
+    /// End-of-sequence id.
+    pub eos_id: Option<u32>,
+}
+
+/// Tokenizer models read from `tokenizer.ggml.model`.
+pub const TOKENIZER_MODELS: &[&str] = &["gpt2", "llama"];
+
+/// Reads the tokenizer of a GGUF file alone, whatever its architecture (a tokenizer can be
+/// checked before the decoder supports the model).
+pub fn tokenizer(path: &Path) -> Result<GgufTokenizer, String> {
+    let (c, _, _) = open(path)?;
+    let tokens = strings(&c, "tokenizer.ggml.tokens")?;
+    read_tokenizer(&c, &tokens)
+}
+
+/// The tokenizer of `tokenizer.ggml.model`: `gpt2` (byte-level BPE with merges) or `llama`
+/// (SentencePiece tokens with scores, [`super::spm`]).
+fn read_tokenizer(c: &Content, tokens: &[String]) -> Result<GgufTokenizer, String> {
     let model = get(c, "tokenizer.ggml.model")?
         .to_string()
         .map_err(|e| e.to_string())?
         .clone();
-    if model != "gpt2" {
+    // Token types (llama.cpp's: 1 normal, 3 control, 4 user-defined, 6 byte).
+    let types: Vec<i32> = get(c, "tokenizer.ggml.token_type")
+        .and_then(|v| v.to_vec().map_err(|e| e.to_string()))
+        .map(|v| v.iter().map(|x| x.to_i32().unwrap_or(1)).collect())
+        .unwrap_or_default();
+    if !types.is_empty() && types.len() != tokens.len() {
         return Err(format!(
-            "tokenizer model `{model}` is not supported; supported: gpt2 (byte-level BPE)"
+            "tokenizer.ggml.token_type has {} entries but there are {} tokens",
+            types.len(),
+            tokens.len()
         ));
     }
+    let (tokenizer, special_ids) = match model.as_str() {
+        "gpt2" => byte_level_bpe(c, tokens, &types)?,
+        "llama" => {
+            let scores: Vec<f32> = get(c, "tokenizer.ggml.scores")?
+                .to_vec()
+                .map_err(|e| format!("metadata key `tokenizer.ggml.scores`: {e}"))?
+                .iter()
+                .map(|v| {
+                    v.to_f32()
+                        .map_err(|e| format!("tokenizer.ggml.scores: {e}"))
+                })
+                .collect::<Result<_, _>>()?;
+            if types.is_empty() {
+                return Err("metadata key `tokenizer.ggml.token_type` is missing".into());
+            }
+            let prefix = c
+                .metadata
+                .get("tokenizer.ggml.add_space_prefix")
+                .and_then(|v| v.to_bool().ok())
+                .unwrap_or(true);
+            let unk = get_u32(c, "tokenizer.ggml.unknown_token_id").ok();
+            super::spm::tokenizer(tokens, &scores, &types, prefix, unk)?
+        }
+        _ => {
+            return Err(format!(
+                "tokenizer model `{model}` is not supported; supported: gpt2 (byte-level BPE), \
+                 llama (SentencePiece tokens with scores)"
+            ));
+        }
+    };
+    let add_bos = c
+        .metadata
+        .get("tokenizer.ggml.add_bos_token")
+        .and_then(|v| v.to_bool().ok())
+        .unwrap_or(false);
+    let bos_id = if add_bos {
+        get_u32(c, "tokenizer.ggml.bos_token_id").ok()
+    } else {
+        None
+    };
+    let eos_id = get_u32(c, "tokenizer.ggml.eos_token_id").ok();
+    for (key, id) in [("bos", bos_id), ("eos", eos_id)] {
+        if let Some(id) = id
+            && id as usize >= tokens.len()
+        {
+            return Err(format!(
+                "tokenizer.ggml.{key}_token_id {id} is outside the vocabulary of {}",
+                tokens.len()
+            ));
+        }
+    }
+    Ok(GgufTokenizer {
+        tokenizer,
+        bos_id,
+        special_ids,
+        eos_id,
+    })
+}
+
+/// A byte-level BPE tokenizer from `tokenizer.ggml.merges`; control tokens (type 3) are
+/// matched whole in text, like `<|im_start|>`.
+fn byte_level_bpe(
+    c: &Content,
+    tokens: &[String],
+    types: &[i32],
+) -> Result<(Tokenizer, Vec<u32>), String> {
     let merges: Vec<(String, String)> = strings(c, "tokenizer.ggml.merges")?
         .into_iter()
         .map(|m| {
@@ -418,18 +528,6 @@ fn inspect_content(c: &Content, len: u64) -> Result<GgufModel, String> {
     };
     tokenizer.with_pre_tokenizer(Some(pre));
     tokenizer.with_decoder(Some(ByteLevel::default()));
-    // Control tokens (type 3) are matched whole in text, like <|im_start|>.
-    let types: Vec<i32> = get(c, "tokenizer.ggml.token_type")
-        .and_then(|v| v.to_vec().map_err(|e| e.to_string()))
-        .map(|v| v.iter().map(|x| x.to_i32().unwrap_or(1)).collect())
-        .unwrap_or_default();
-    if !types.is_empty() && types.len() != tokens.len() {
-        return Err(format!(
-            "tokenizer.ggml.token_type has {} entries but there are {} tokens",
-            types.len(),
-            tokens.len()
-        ));
-    }
     let special_ids: Vec<u32> = types
         .iter()
         .enumerate()
@@ -443,34 +541,7 @@ fn inspect_content(c: &Content, len: u64) -> Result<GgufModel, String> {
     tokenizer
         .add_special_tokens(specials)
         .map_err(|e| format!("adding special tokens: {e}"))?;
-    let add_bos = c
-        .metadata
-        .get("tokenizer.ggml.add_bos_token")
-        .and_then(|v| v.to_bool().ok())
-        .unwrap_or(false);
-    let bos_id = if add_bos {
-        get_u32(c, "tokenizer.ggml.bos_token_id").ok()
-    } else {
-        None
-    };
-    let eos_id = get_u32(c, "tokenizer.ggml.eos_token_id").ok();
-    for (key, id) in [("bos", bos_id), ("eos", eos_id)] {
-        if let Some(id) = id
-            && id as usize >= vocab_size
-        {
-            return Err(format!(
-                "tokenizer.ggml.{key}_token_id {id} is outside the vocabulary of {vocab_size}"
-            ));
-        }
-    }
-    Ok(GgufModel {
-        config,
-        architecture: arch,
-        tokenizer,
-        bos_id,
-        special_ids,
-        eos_id,
-    })
+    Ok((tokenizer, special_ids))
 }
 
 /// GGUF names of the tensors outside the layers, with their Hugging Face names.
@@ -517,7 +588,7 @@ fn rename(name: &str, from: usize) -> Option<String> {
 }
 
 /// GGUF tensor name → Hugging Face name.
-fn hf_name(name: &str) -> Option<String> {
+pub(super) fn hf_name(name: &str) -> Option<String> {
     rename(name, 0)
 }
 

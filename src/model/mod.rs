@@ -4,11 +4,13 @@
 pub mod builtin;
 pub mod candle_transformers;
 pub mod decoder;
+pub mod gemma3;
 pub mod gguf;
 pub mod hash_cache;
 pub mod header;
 pub mod hf_dir;
 pub mod hub;
+pub mod spm;
 pub mod under_test;
 
 use candle_core::Device;
