@@ -8,9 +8,9 @@ use serde::Serialize;
 
 use super::plots::{self, Marker, SpanPoint};
 use super::{PairJson, ReportJson};
-use crate::dtype::RunDtype;
 use crate::error::{Error, Result};
 use crate::limits::Thresholds;
+use crate::plan::LoadKey;
 use crate::store::Store;
 use crate::trace::PairTrace;
 use crate::verdict::{PairVerdict, fmt_num};
@@ -27,6 +27,8 @@ type GroupKey = (&'static str, fn(&PairJson) -> String);
 /// The keys of the small multiples, outermost first. Engine and path join this list when
 /// pairs have them; nothing else changes.
 const GROUP_KEYS: &[GroupKey] = &[
+    ("engine", |p| p.spec.engine.to_string()),
+    ("weights", |p| p.spec.weights.to_string()),
     ("span", |p| p.spec.span.to_string()),
     ("dtype", |p| p.spec.dtype.to_string()),
     ("kv_aligned", |p| u8::from(p.spec.kv_aligned).to_string()),
@@ -178,26 +180,29 @@ fn share(value: f32, limit: f32) -> String {
 }
 
 /// The limits of a dtype: from report.json's `limits`, else from any of its pairs.
-fn limits_of(r: &ReportJson, dtype: RunDtype, kv: bool) -> Option<Thresholds> {
+fn limits_of(r: &ReportJson, key: LoadKey, kv: bool) -> Option<Thresholds> {
     r.limits
-        .get(dtype.as_str())
+        .get(&crate::limits::limits_key(key.dtype, key.weights))
         .map(|l| if kv { l.tolerance } else { l.drift_budget })
         .or_else(|| {
             r.pairs
                 .iter()
-                .find(|p| p.spec.dtype == dtype && p.spec.kv_aligned == kv)
+                .find(|p| p.spec.load_key() == key && p.spec.kv_aligned == kv)
                 .and_then(|p| p.limits)
         })
 }
 
+/// One plot and table per setting (engine, weights, dtype), labelled as in the Markdown
+/// report's observations.
 fn drift(r: &ReportJson) -> Result<Vec<DtypeDrift>> {
-    let mut dtypes: Vec<RunDtype> = r.pairs.iter().map(|p| p.spec.dtype).collect();
-    dtypes.sort();
-    dtypes.dedup();
+    let mut keys: Vec<LoadKey> = r.pairs.iter().map(|p| p.spec.load_key()).collect();
+    keys.sort();
+    keys.dedup();
     let mut out = Vec::new();
-    for dtype in dtypes {
+    for key in keys {
+        let dtype = key.dtype;
         let compared: Vec<(&PairJson, &crate::compare::Metrics)> = super::compared(&r.pairs)
-            .filter(|(p, _)| p.spec.dtype == dtype)
+            .filter(|(p, _)| p.spec.load_key() == key)
             .collect();
         if compared.is_empty() {
             continue;
@@ -211,7 +216,7 @@ fn drift(r: &ReportJson) -> Result<Vec<DtypeDrift>> {
                 kl_max: m.kl_max,
             })
             .collect();
-        let (tol, budget) = (limits_of(r, dtype, true), limits_of(r, dtype, false));
+        let (tol, budget) = (limits_of(r, key, true), limits_of(r, key, false));
         let svg = plots::drift_by_span(dtype, &points, tol.as_ref(), budget.as_ref())?;
         let mut keys: Vec<(usize, bool)> = points.iter().map(|p| (p.span, p.kv_aligned)).collect();
         keys.sort_unstable();
@@ -241,7 +246,7 @@ fn drift(r: &ReportJson) -> Result<Vec<DtypeDrift>> {
             })
             .collect();
         out.push(DtypeDrift {
-            dtype: dtype.to_string(),
+            dtype: super::setting_label(key),
             svg,
             rows,
         });
@@ -257,7 +262,11 @@ fn kl_rows(r: &ReportJson) -> Vec<KlRow> {
             let se = |v: Option<f64>| v.map_or(String::new(), |e| format!(" ± {}", num(e)));
             let dp = s.delta_p.as_ref();
             KlRow {
-                dtype: g.dtype.to_string(),
+                dtype: super::setting_label(LoadKey {
+                    engine: g.engine,
+                    weights: g.weights,
+                    dtype: g.dtype,
+                }),
                 kv: g
                     .kv_aligned
                     .map_or("both".into(), |k| u8::from(k).to_string()),
