@@ -97,6 +97,11 @@ fn candle_transformers_runs_next_to_the_own_decoder_on_the_builtin_model() {
         );
     }
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    // 2 prefill runs of 45 tokens against 11 for one pass each.
+    assert!(
+        md.contains("candle-transformers returns only the last row's logits, so its 2 prefill run(s) made one forward per prefix: 90 forward tokens against 22 for one pass each (4.1×)."),
+        "{md}"
+    );
     assert!(
         md.contains(
             "| candle-transformers | candle_transformers::models::llama | dequantized | f32 |"

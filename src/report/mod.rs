@@ -624,6 +624,23 @@ fn observations(pairs: &[PairJson], counts: &Counts) -> Vec<String> {
             ));
         }
     }
+    // Engines that return only the last row prefill once per prefix: say what that cost.
+    let mut per_prefix: BTreeMap<Engine, (usize, usize, usize)> = BTreeMap::new();
+    for p in pairs.iter().filter(|p| p.prefill.status == "ok") {
+        let one_pass = p.prefill.span_start + p.spec.span;
+        if p.prefill.tokens_fed > one_pass && p.prefill.reused_from.is_none() {
+            let e = per_prefix.entry(p.spec.engine).or_default();
+            e.0 += 1;
+            e.1 += p.prefill.tokens_fed;
+            e.2 += one_pass;
+        }
+    }
+    for (engine, (runs, fed, one)) in per_prefix {
+        out.push(format!(
+            "{engine} returns only the last row's logits, so its {runs} prefill run(s) made one forward per prefix: {fed} forward tokens against {one} for one pass each ({:.1}×).",
+            fed as f64 / one as f64
+        ));
+    }
     let non_finite: usize = compared(pairs).filter(|(_, m)| m.non_finite > 0).count();
     out.push(if non_finite == 0 {
         "No run produced non-finite logits.".into()
