@@ -355,11 +355,15 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             let dtype = parse_dtype(&dtype)?;
             let info = model::ModelInfo::inspect(&model)?;
             let start = std::time::Instant::now();
-            let m = info.load(dtype, &candle_core::Device::Cpu)?;
+            let m = info.load_own(
+                driftsweep::engine::WeightFormat::Dequantized,
+                dtype,
+                &candle_core::Device::Cpu,
+            )?;
             let load_s = start.elapsed().as_secs_f64();
             let ids = info.encode(&prompt.replace("\\n", "\n"))?;
             let start = std::time::Instant::now();
-            let out = tokens::generate(&info, &m, &ids, max_tokens)?;
+            let out = tokens::generate(&info, m.as_ref(), &ids, max_tokens)?;
             let gen_s = start.elapsed().as_secs_f64();
             let text = info
                 .tokenizer

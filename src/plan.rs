@@ -254,6 +254,15 @@ impl Plan {
         2 * self.pairs.len()
     }
 
+    /// The most positions any pair feeds (prompt + span); 0 for an empty plan.
+    pub fn longest_sequence(&self) -> usize {
+        self.pairs
+            .iter()
+            .map(|q| self.prompts[&q.prompt].len + q.span)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Tokens a pair's (prefill, decode) runs feed through the model. A prefill on an engine
     /// that returns only the last row makes one forward per prefix: S·P + S(S+1)/2 tokens
     /// instead of P + S, quadratic in the span.
@@ -589,12 +598,7 @@ fn check_prompt_bytes(
 /// Layers and positions named by `trace` and `inject` must exist in this model and sweep.
 fn check_trace_and_inject(cfg: &LoadedConfig, model: &ModelInfo, plan: &Plan) -> Result<()> {
     let n = model.config.num_hidden_layers;
-    let longest = plan
-        .pairs
-        .iter()
-        .map(|q| plan.prompts[&q.prompt].len + q.span)
-        .max()
-        .unwrap_or(0);
+    let longest = plan.longest_sequence();
     if let Some(t) = &cfg.config.trace {
         if let AllOr::List(ls) = &t.layers
             && let Some(i) = ls.iter().position(|&l| l >= n)
@@ -640,6 +644,21 @@ fn check_trace_and_inject(cfg: &LoadedConfig, model: &ModelInfo, plan: &Plan) ->
                  the context of `{}` ({})",
                 model.source,
                 model.context_len()
+            ),
+        ));
+    }
+    // Widening a window needs a window: without one the fault would change nothing and its
+    // control would pass for the wrong reason.
+    if let Some(i) = &cfg.config.inject
+        && i.window_shift.unwrap_or(0) > 0
+        && model.config.sliding_window.is_none()
+    {
+        return Err(Error::config(
+            &cfg.path,
+            "inject.window_shift",
+            format!(
+                "`{}` has no sliding-window attention, so there is no window to widen",
+                model.source
             ),
         ));
     }

@@ -57,6 +57,7 @@ impl Instruments<'_> {
         Fault {
             scale: self.fault.scale,
             position_shift: self.fault.position_shift,
+            window_shift: self.fault.window_shift,
         }
     }
 }

@@ -6,7 +6,8 @@
 //! - a record on one side with no partner at the same position → TRACE_OFFSET (the two paths
 //!   disagree about where they are);
 //! - `embed` → EMBEDDING;
-//! - `attn_norm`, `mlp_norm`, `final_norm` → NORM;
+//! - `attn_norm`, `post_attn_norm`, `mlp_norm`, `post_mlp_norm`, `final_norm` → NORM (the two
+//!   `post_*` norms exist in Gemma 3 only: its norms after attention and after the MLP);
 //! - `q`, `attn_out`, `resid_mid` → ATTENTION (projection, RoPE, the attention product, or
 //!   its residual add);
 //! - `k`, `v` → KV_CACHE (they are what the cache stores and later steps read back);
@@ -38,12 +39,19 @@ pub enum TensorName {
     V,
     /// Attention output after the output projection.
     AttnOut,
+    /// RMSNorm of the attention output before the residual add (Gemma 3's
+    /// `post_attention_layernorm`).
+    PostAttnNorm,
     /// Residual stream after attention.
     ResidMid,
-    /// Post-attention RMSNorm.
+    /// RMSNorm before the MLP (Llama's `post_attention_layernorm`, Gemma 3's
+    /// `pre_feedforward_layernorm`).
     MlpNorm,
     /// MLP output.
     MlpOut,
+    /// RMSNorm of the MLP output before the residual add (Gemma 3's
+    /// `post_feedforward_layernorm`).
+    PostMlpNorm,
     /// Residual stream after the MLP (the layer's output).
     ResidOut,
     /// Final RMSNorm.
@@ -54,16 +62,18 @@ pub enum TensorName {
 
 impl TensorName {
     /// Every name, in forward order.
-    pub const ALL: [TensorName; 12] = [
+    pub const ALL: [TensorName; 14] = [
         TensorName::Embed,
         TensorName::AttnNorm,
         TensorName::Q,
         TensorName::K,
         TensorName::V,
         TensorName::AttnOut,
+        TensorName::PostAttnNorm,
         TensorName::ResidMid,
         TensorName::MlpNorm,
         TensorName::MlpOut,
+        TensorName::PostMlpNorm,
         TensorName::ResidOut,
         TensorName::FinalNorm,
         TensorName::Logits,
@@ -86,9 +96,11 @@ impl TensorName {
             TensorName::K => "k",
             TensorName::V => "v",
             TensorName::AttnOut => "attn_out",
+            TensorName::PostAttnNorm => "post_attn_norm",
             TensorName::ResidMid => "resid_mid",
             TensorName::MlpNorm => "mlp_norm",
             TensorName::MlpOut => "mlp_out",
+            TensorName::PostMlpNorm => "post_mlp_norm",
             TensorName::ResidOut => "resid_out",
             TensorName::FinalNorm => "final_norm",
             TensorName::Logits => "logits",
@@ -99,7 +111,11 @@ impl TensorName {
     pub fn root_cause(self) -> RootCause {
         match self {
             TensorName::Embed => RootCause::Embedding,
-            TensorName::AttnNorm | TensorName::MlpNorm | TensorName::FinalNorm => RootCause::Norm,
+            TensorName::AttnNorm
+            | TensorName::PostAttnNorm
+            | TensorName::MlpNorm
+            | TensorName::PostMlpNorm
+            | TensorName::FinalNorm => RootCause::Norm,
             TensorName::Q | TensorName::AttnOut | TensorName::ResidMid => RootCause::Attention,
             TensorName::K | TensorName::V => RootCause::KvCache,
             TensorName::MlpOut | TensorName::ResidOut => RootCause::Mlp,
@@ -265,6 +281,9 @@ pub struct Injection {
     pub scale: Option<ScaleFault>,
     /// Shift the positions decode steps believe they are at by this many.
     pub position_shift: usize,
+    /// Widen decode steps' sliding window by this many keys.
+    #[serde(default)]
+    pub window_shift: usize,
     /// Decode runs over this many span tokens fail with an error (failure-handling control).
     pub fail_span: Option<usize>,
 }

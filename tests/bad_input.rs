@@ -99,6 +99,13 @@ fn stage(root: &Path) -> (PathBuf, Vec<PathBuf>) {
         "# {{ r.sweep.name }}\n{{ nowhere.at_all }}\n",
     )
     .unwrap();
+    // 10^10 lines: the sample rendering must stop at the output cap, not exhaust memory.
+    std::fs::write(
+        fixtures.join("endless_output.md.tera"),
+        "{% for a in range(end=100000) %}{% for b in range(end=100000) %}\
+         a line of output that repeats\n{% endfor %}{% endfor %}",
+    )
+    .unwrap();
     std::fs::write(fixtures.join("huge_prompt.txt"), "word ".repeat(40_000)).unwrap();
     for (name, key, value) in [
         ("hf_zero_hidden", "hidden_size", serde_json::json!(0)),

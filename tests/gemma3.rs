@@ -1,26 +1,34 @@
 //! Gemma 3 270M from its GGUF (fetched by `bash scripts/fetch_gemma3.sh`, the user's own
-//! download under the Gemma terms; not fetched in CI, so these tests say why they skip without
-//! it): the tokenizer read from the GGUF metadata (src/model/spm.rs) against reference
-//! tokenizations made by transformers' GemmaConverter and by SentencePiece
-//! (scripts/reference/ref_tokenize.py).
+//! download under the Gemma terms; these tests say why they skip without it, and fail instead
+//! when `DRIFTSWEEP_REQUIRE_GEMMA` is set, as `.ci/run` sets it): the tokenizer read from the
+//! GGUF metadata (src/model/spm.rs) against reference tokenizations made by transformers'
+//! GemmaConverter and by SentencePiece (scripts/reference/ref_tokenize.py), and the CI-sized
+//! sweeps across the sliding window (configs/gemma3_window_ci.yaml and its negative control).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use driftsweep::model::gguf;
+use serde_json::Value;
+
+mod common;
 
 fn gemma() -> Option<PathBuf> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/gemma-3-270m-q4_k_m.gguf");
     if p.is_file() {
-        Some(p)
-    } else {
-        println!(
-            "SKIPPED: {} is missing (run `bash scripts/fetch_gemma3.sh`; the weights are under \
-             the Gemma terms, so CI does not fetch them)",
-            p.display()
-        );
-        None
+        return Some(p);
     }
+    let why = format!(
+        "{} is missing (run `bash scripts/fetch_gemma3.sh`; the weights are under the Gemma \
+         terms)",
+        p.display()
+    );
+    assert!(
+        std::env::var_os("DRIFTSWEEP_REQUIRE_GEMMA").is_none(),
+        "DRIFTSWEEP_REQUIRE_GEMMA is set but {why}"
+    );
+    println!("SKIPPED: {why}");
+    None
 }
 
 /// Strings and their ids as transformers' GemmaConverter tokenizes them (no BOS): Unicode,
@@ -183,4 +191,121 @@ fn tokenizer_matches_both_references_on_the_readme() {
         texts.len(),
         sp_texts.len()
     );
+}
+
+/// Runs a sweep file of `configs/` into a temporary directory and returns its report.json.
+fn sweep(config: &str, out: &Path) -> Value {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let cfg = root.join("configs").join(config);
+    let o = common::bin()
+        .current_dir(&root)
+        .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let r = common::read_json(&out.join("report.json"));
+    println!(
+        "{config}: exit {:?}, verdict {}",
+        o.status.code(),
+        r["verdict"]
+    );
+    r
+}
+
+fn pair<'a>(r: &'a Value, engine: &str, weights: &str, prompt: &str, kv: bool) -> &'a Value {
+    r["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| {
+            p["engine"] == engine
+                && p["weights"] == weights
+                && p["prompt"] == prompt
+                && p["kv_aligned"] == kv
+        })
+        .unwrap_or_else(|| panic!("no pair {engine} {weights} {prompt} kv {kv}"))
+}
+
+/// Per-position max |diff| of a pair, by absolute position.
+fn per_position(p: &Value, first: usize) -> Vec<(usize, f64)> {
+    p["metrics"]["per_pos_max_abs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{} was not compared", p["id"]))
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (first + i, v.as_f64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn the_window_edge_in_ci_sized_sweeps_and_its_negative_control() {
+    if gemma().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+
+    // Honest runs: f32 prefill and decode agree to rounding at window - 1, window and
+    // window + 1 (positions 511, 512, 513) as elsewhere.
+    let r = sweep("gemma3_window_ci.yaml", &tmp.path().join("ci"));
+    assert_eq!(r["verdict"], "PASS", "{}", r["verdict_reason"]);
+    let tol = r["limits"]["f32"]["tolerance"]["max_abs_diff"]
+        .as_f64()
+        .unwrap();
+    for kv in [false, true] {
+        let p = pair(&r, "driftsweep", "dequantized", "r508", kv);
+        let rows = per_position(p, 508);
+        assert_eq!(rows.len(), 8);
+        for (pos, d) in &rows {
+            assert!(
+                *d < tol,
+                "position {pos}, kv_aligned {kv}: {d} against {tol}"
+            );
+        }
+        println!("own f32 dequantized kv_aligned {kv}: per-position max |diff| {rows:?}");
+        assert!(p["metrics"]["top1_flips"].as_array().unwrap().is_empty());
+    }
+    // Quantized weights: prefill and decode agree within the quantized limits (the same
+    // file, the same QMatMul blocks in both paths).
+    for kv in [false, true] {
+        let p = pair(&r, "driftsweep", "quantized", "r508", kv);
+        assert!(
+            ["PASS_EQUIV", "EXPECTED_DRIFT"].contains(&p["verdict"].as_str().unwrap()),
+            "{}: {}",
+            p["id"],
+            p["reason"]
+        );
+        println!("own quantized kv_aligned {kv}: {:?}", per_position(p, 508));
+    }
+    // candle-transformers' quantized_gemma3 ran next to it on the same ids, inside the
+    // window, with its distance to the own decoder's f32 prefill recorded.
+    let ct = pair(&r, "candle-transformers", "quantized", "r56", false);
+    assert!(ct["metrics"].is_object(), "{}: {}", ct["id"], ct["reason"]);
+    let own = pair(&r, "driftsweep", "quantized", "r56", false);
+    println!(
+        "yardstick against own f32 prefill, r56: candle-transformers quantized {}, own \
+         quantized {}",
+        ct["yardstick"], own["yardstick"]
+    );
+    assert!(ct["yardstick"]["kl_mean"].is_number());
+    assert!(own["yardstick"]["kl_mean"].is_number());
+    let ct_kv = pair(&r, "candle-transformers", "quantized", "r56", true);
+    assert_eq!(ct_kv["verdict"], "SKIPPED");
+
+    // The negative control: decode's window one key too wide. The pair must fail, and the
+    // paths must part exactly at 512, the first query whose window leaves a key out.
+    let r = sweep("gemma3_window_inject_ci.yaml", &tmp.path().join("inject"));
+    let p = pair(&r, "driftsweep", "dequantized", "r508", true);
+    assert_eq!(p["verdict"], "FAIL_EQUIV", "{}", p["reason"]);
+    assert_eq!(p["metrics"]["first_divergent_pos"], 512, "{}", p["metrics"]);
+    let rows = per_position(p, 508);
+    println!("window + 1 in decode: per-position max |diff| {rows:?}");
+    for (pos, d) in &rows {
+        if *pos < 512 {
+            assert!(*d < tol, "position {pos} differs by {d} before the edge");
+        } else {
+            assert!(
+                *d > tol,
+                "position {pos}: the too-wide window went unseen ({d})"
+            );
+        }
+    }
 }

@@ -277,3 +277,80 @@ fn verify_names_the_pairs_it_cannot_find() {
     let rep = run(&["report", dir]);
     assert_eq!(code(&rep), 3, "{}", text(&rep));
 }
+
+/// Whether process `pid` holds `file` open (its /proc fd table names it).
+fn holds_open(pid: u32, file: &Path) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == file))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn sigterm_during_setup_ends_the_process_at_once_and_writes_nothing() {
+    // Setup made endless on purpose: SmolLM2's GGUF extended (sparse) to 1 TiB, so the
+    // model's sha256 (computed while the sweep is still being set up) would take hours.
+    // The signal is sent once the process is seen holding the file open, i.e. in setup, and
+    // it must end the process there: nothing depends on how long anything takes.
+    let src =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !src.is_file() {
+        println!(
+            "SKIPPED: {} is missing (bash scripts/fetch_smollm2.sh)",
+            src.display()
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("huge.gguf");
+    std::fs::copy(&src, &model).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&model)
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    let model = model.canonicalize().unwrap();
+    let cfg = common::write(
+        tmp.path(),
+        "s.yaml",
+        &format!(
+            "name: endless_setup\nmodel: {}\nprompts:\n  - {{id: r, random_tokens: 4}}\n\
+             continuation: random\nsweep:\n  span: [2]\n  dtype: [f32]\n  kv_aligned: [true]\n  seed: [0]\n",
+            model.display()
+        ),
+    );
+    let out = tmp.path().join("res");
+    let mut child = common::bin()
+        .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .env("DRIFTSWEEP_CACHE_DIR", tmp.path().join("cache"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Wait for the condition, not for a time: the process holds the model file open.
+    while !holds_open(pid, &model) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it opened the model: {}",
+            text(&child.wait_with_output().unwrap())
+        );
+        std::thread::yield_now();
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 130, "{}", text(&o));
+    assert!(
+        stderr(&o).contains("interrupted during setup: nothing was written"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.exists(), "setup wrote {}", out.display());
+}

@@ -205,6 +205,10 @@ pub struct InjectConfig {
     /// Decode steps believe they are this many positions further along.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position_shift: Option<usize>,
+    /// Decode steps' sliding-window layers see this many keys more than the window (a
+    /// window one key too wide in one path); only for models with a sliding window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_shift: Option<usize>,
     /// Decode runs at this span raise an error instead of running: the control for failure
     /// handling (their pairs must come out INCOMPLETE and the sweep must go on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -224,6 +228,7 @@ impl InjectConfig {
                 _ => None,
             },
             position_shift: self.position_shift.unwrap_or(0),
+            window_shift: self.window_shift.unwrap_or(0),
             fail_span: self.fail_span,
         }
     }

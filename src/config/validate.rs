@@ -221,11 +221,15 @@ pub(super) fn validate(path: &Path, c: &SweepConfig, limits: &super::LoadLimits)
                     "`epsilon` needs the `tensor` to scale".into(),
                 );
             }
-            (None, None) if i.position_shift.unwrap_or(0) == 0 && i.fail_span.is_none() => {
+            (None, None)
+                if i.position_shift.unwrap_or(0) == 0
+                    && i.window_shift.unwrap_or(0) == 0
+                    && i.fail_span.is_none() =>
+            {
                 return err(
                     "inject",
-                    "give `tensor` with `epsilon`, a `position_shift` of at least 1, or a \
-                     `fail_span`"
+                    "give `tensor` with `epsilon`, a `position_shift` or `window_shift` of at \
+                     least 1, or a `fail_span`"
                         .into(),
                 );
             }

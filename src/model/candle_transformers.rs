@@ -115,7 +115,8 @@ pub fn load(
             Box::new(LlamaState::new(vb, llama_config(info), dt, device).map_err(err)?)
         }
         (Weights::Gguf(path), _) => {
-            let vb = gguf::var_builder(path, &info.config, dt, device)?;
+            let layout = gguf::Layout::of(&info.architecture, &info.config);
+            let vb = gguf::var_builder(path, layout, dt, device)?;
             Box::new(LlamaState::new(vb, llama_config(info), dt, device).map_err(err)?)
         }
         (Weights::Safetensors(files), _) => {

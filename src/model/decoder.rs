@@ -23,7 +23,7 @@ use candle_nn::kv_cache::KvCache;
 use candle_nn::{Embedding, RmsNorm, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::under_test::{Capabilities, ModelUnderTest, Probes, Rows, Sequence};
+use super::under_test::{Capabilities, Fault, ModelUnderTest, Probes, Rows, Sequence};
 use crate::trace::{Hooks, TensorName};
 
 /// Hyper-parameters of a Llama-family decoder (the fields of a Hugging Face `config.json`).
@@ -239,7 +239,7 @@ impl Linear {
 
     /// The projection of `name` (the weight's full name): kept quantized when the source
     /// holds it so, else the dense `weight`.
-    fn from_source(
+    pub(super) fn from_source(
         src: &Source,
         name: &str,
         weight: impl FnOnce() -> candle_core::Result<Tensor>,
@@ -302,14 +302,18 @@ impl<'a> Source<'a> {
         }
     }
 
-    fn pp(&self, s: impl ToString) -> Self {
+    pub(super) fn pp(&self, s: impl ToString) -> Self {
         Source {
             vb: self.vb.pp(s),
             quantized: self.quantized.clone(),
         }
     }
 
-    fn get<S: Into<candle_core::Shape>>(&self, s: S, name: &str) -> candle_core::Result<Tensor> {
+    pub(super) fn get<S: Into<candle_core::Shape>>(
+        &self,
+        s: S,
+        name: &str,
+    ) -> candle_core::Result<Tensor> {
         self.vb.get(s, name)
     }
 
@@ -318,11 +322,11 @@ impl<'a> Source<'a> {
         self.quantized.as_ref()?.get(&full).cloned()
     }
 
-    fn dtype(&self) -> DType {
+    pub(super) fn dtype(&self) -> DType {
         self.vb.dtype()
     }
 
-    fn device(&self) -> &Device {
+    pub(super) fn device(&self) -> &Device {
         self.vb.device()
     }
 }
@@ -403,16 +407,7 @@ impl Attention {
         let heads = |y: Tensor, n: usize| -> candle_core::Result<Tensor> {
             y.reshape((b, t, n, self.head_dim))?.transpose(1, 2)
         };
-        // Taps see (batch, t, heads × head_dim): one row per position, heads concatenated.
-        let mut tap = |name: TensorName, y: Tensor| -> candle_core::Result<Tensor> {
-            if !hooks.active() {
-                return Ok(y);
-            }
-            let n = y.dim(1)?;
-            let rows = y.transpose(1, 2)?.reshape((b, t, n * self.head_dim))?;
-            let rows = hooks.tap(Some(layer), name, rows, offset)?;
-            heads(rows, n)?.contiguous()
-        };
+        let mut tap = |name, y| tap_heads(hooks, layer, name, y, offset);
         // Qwen3 normalizes each head (over head_dim) before RoPE.
         let head_norm = |y: Tensor, norm: &Option<RmsNorm>| -> candle_core::Result<Tensor> {
             match norm {
@@ -439,6 +434,24 @@ impl Attention {
         let y = attend(&q, k, v, self.n_heads / self.n_kv_heads, scale, mask)?;
         self.o_proj.forward(&y)
     }
+}
+
+/// Taps a per-head tensor (batch, heads, t, head_dim): taps see (batch, t, heads × head_dim),
+/// one row per position with the heads concatenated.
+pub(super) fn tap_heads(
+    hooks: &mut Hooks,
+    layer: usize,
+    name: TensorName,
+    y: Tensor,
+    offset: usize,
+) -> candle_core::Result<Tensor> {
+    if !hooks.active() {
+        return Ok(y);
+    }
+    let (b, n, t, hd) = y.dims4()?;
+    let rows = y.transpose(1, 2)?.reshape((b, t, n * hd))?;
+    let rows = hooks.tap(Some(layer), name, rows, offset)?;
+    rows.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
 }
 
 /// Attention of queries `q` (batch, heads, t, head_dim) over cached keys and values (batch,
@@ -697,77 +710,52 @@ impl Decoder {
     /// Feeds `tokens` at positions cache.seq_len().. and appends their K/V to the cache.
     /// Returns f32 logits of shape (tokens.len(), vocab): one row per fed position.
     pub fn forward(&self, tokens: &[u32], cache: &mut Cache) -> candle_core::Result<Tensor> {
-        self.forward_hooked(tokens, cache, &mut Hooks::default(), 0, Rows::From(0))?
-            .ok_or_else(|| candle_core::Error::Msg("forward computed no logits".into()))
+        self.forward_hooked(
+            tokens,
+            cache,
+            &mut Hooks::default(),
+            Fault::default(),
+            Rows::From(0),
+        )?
+        .ok_or_else(|| candle_core::Error::Msg("forward computed no logits".into()))
     }
+}
 
-    /// [`Decoder::forward`] with trace/fault hooks and RoPE positions shifted by
-    /// `position_shift` (a fault: the step believes it is further along than the cache says),
-    /// computing logits only for `rows`: rows before a span are never compared, and the final
-    /// norm and LM head are a fifth of SmolLM2's work per token. While tracing, the final
-    /// norm and head run over every row (the trace holds every position's logits) and the
-    /// rows asked for are cut from that, so a traced and an untraced forward return rows of
-    /// the same computation only when they asked for the same rows.
-    fn forward_hooked(
-        &self,
-        tokens: &[u32],
-        cache: &mut Cache,
-        hooks: &mut Hooks,
-        position_shift: usize,
-        rows: Rows,
-    ) -> candle_core::Result<Option<Tensor>> {
-        let t = tokens.len();
-        let offset = cache.seq_len() + position_shift;
-        hooks.shift = position_shift;
-        check_positions(t, offset, self.cfg.max_position_embeddings)?;
-        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        let mut x = hooks.tap(
-            None,
-            TensorName::Embed,
-            self.embed_tokens.forward(&input)?,
-            offset,
-        )?;
-        // A single new token may attend to everything cached (no mask needed) unless a
-        // sliding window hides the oldest keys. The mask's columns are the cached positions,
-        // so it is built from the cache length.
-        let past = cache.seq_len();
-        let windowed = self.cfg.sliding_window.is_some_and(|w| past + t > w);
-        let mask = if t > 1 || windowed {
-            Some(self.causal_mask(t, past)?)
-        } else {
-            None
-        };
-        for (i, (layer, kv)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
-            x = layer.forward(&x, &self.rope, offset, mask.as_ref(), kv, i, hooks)?;
-        }
-        let wanted = match rows {
-            Rows::None => t,
-            Rows::From(i) => i.min(t),
-        };
-        let first = if hooks.sink.is_some() { 0 } else { wanted };
-        if first == t {
-            return Ok(None);
-        }
-        let x = x.narrow(1, first, t - first)?;
-        let offset = offset + first;
-        let x = hooks.tap(None, TensorName::FinalNorm, self.norm.forward(&x)?, offset)?;
-        // Upcast once, at the end: the comparator works on f32 whatever the run dtype.
-        let logits = self.lm_head.forward(&x)?.to_dtype(DType::F32)?;
-        let logits = hooks.tap(None, TensorName::Logits, logits, offset)?;
-        if wanted == t {
-            return Ok(None);
-        }
-        // A view of the rows asked for (no copy when nothing extra was computed).
-        logits
-            .squeeze(0)?
-            .narrow(0, wanted - first, t - wanted)
-            .map(Some)
+/// The end of a hooked forward over `x` (1, t, hidden) whose first row sits at (believed)
+/// position `offset`: the final norm and the LM head over the rows asked for, or over every
+/// row while tracing (the trace holds every position's logits; the rows asked for are then
+/// cut from that). Returns the f32 logits (rows, vocab) asked for.
+pub(super) fn head_rows(
+    x: &Tensor,
+    offset: usize,
+    rows: Rows,
+    hooks: &mut Hooks,
+    norm: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+    lm_head: &Linear,
+) -> candle_core::Result<Option<Tensor>> {
+    let t = x.dim(1)?;
+    let wanted = match rows {
+        Rows::None => t,
+        Rows::From(i) => i.min(t),
+    };
+    let first = if hooks.sink.is_some() { 0 } else { wanted };
+    if first == t {
+        return Ok(None);
     }
-
-    /// The additive mask of this model's attention ([`causal_mask`]).
-    fn causal_mask(&self, t: usize, offset: usize) -> candle_core::Result<Tensor> {
-        causal_mask(t, offset, self.cfg.sliding_window, self.dtype, &self.device)
+    let x = x.narrow(1, first, t - first)?;
+    let offset = offset + first;
+    let x = hooks.tap(None, TensorName::FinalNorm, norm(&x)?, offset)?;
+    // Upcast once, at the end: the comparator works on f32 whatever the run dtype.
+    let logits = lm_head.forward(&x)?.to_dtype(DType::F32)?;
+    let logits = hooks.tap(None, TensorName::Logits, logits, offset)?;
+    if wanted == t {
+        return Ok(None);
     }
+    // A view of the rows asked for (no copy when nothing extra was computed).
+    logits
+        .squeeze(0)?
+        .narrow(0, wanted - first, t - wanted)
+        .map(Some)
 }
 
 /// A forward of `t` tokens at `offset` must feed something and stay within the context.
@@ -837,24 +825,105 @@ impl ModelUnderTest for Decoder {
     }
 
     fn sequence(&self, capacity: usize) -> candle_core::Result<Box<dyn Sequence + '_>> {
-        Ok(Box::new(DecoderSequence {
-            model: self,
-            cache: self.new_cache(capacity),
-            capacity,
-            probes: Probes::default(),
-        }))
+        Ok(Box::new(OwnSequence::new(self, capacity)))
     }
 }
 
-/// A sequence on the own decoder: its cache, and the probes its forwards apply.
-struct DecoderSequence<'a> {
-    model: &'a Decoder,
+impl OwnForward for Decoder {
+    fn new_cache(&self, capacity: usize) -> Cache {
+        Decoder::new_cache(self, capacity)
+    }
+
+    /// [`Decoder::forward`] with trace hooks and `fault` (its scale through the hooks; RoPE
+    /// positions shifted by its `position_shift`: the step believes it is further along than
+    /// the cache says; its `window_shift` widens a sliding window),
+    /// computing logits only for `rows`: rows before a span are never compared, and the final
+    /// norm and LM head are a fifth of SmolLM2's work per token. While tracing, the final
+    /// norm and head run over every row (the trace holds every position's logits) and the
+    /// rows asked for are cut from that, so a traced and an untraced forward return rows of
+    /// the same computation only when they asked for the same rows.
+    fn forward_hooked(
+        &self,
+        tokens: &[u32],
+        cache: &mut Cache,
+        hooks: &mut Hooks,
+        fault: Fault,
+        rows: Rows,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let t = tokens.len();
+        let offset = cache.seq_len() + fault.position_shift;
+        hooks.shift = fault.position_shift;
+        check_positions(t, offset, self.cfg.max_position_embeddings)?;
+        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let mut x = hooks.tap(
+            None,
+            TensorName::Embed,
+            self.embed_tokens.forward(&input)?,
+            offset,
+        )?;
+        // A single new token may attend to everything cached (no mask needed) unless a
+        // sliding window hides the oldest keys. The mask's columns are the cached positions,
+        // so it is built from the cache length.
+        let past = cache.seq_len();
+        let window = self.cfg.sliding_window.map(|w| w + fault.window_shift);
+        let windowed = window.is_some_and(|w| past + t > w);
+        let mask = if t > 1 || windowed {
+            Some(causal_mask(t, past, window, self.dtype, &self.device)?)
+        } else {
+            None
+        };
+        for (i, (layer, kv)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
+            x = layer.forward(&x, &self.rope, offset, mask.as_ref(), kv, i, hooks)?;
+        }
+        head_rows(
+            &x,
+            offset,
+            rows,
+            hooks,
+            &|x| self.norm.forward(x),
+            &self.lm_head,
+        )
+    }
+}
+
+/// What a sequence needs from one of driftsweep's own decoders (the Llama-family
+/// [`Decoder`], Gemma 3's [`super::gemma3::Model`]): a cache, and a forward with trace/fault
+/// hooks and a fault (see [`Decoder::forward_hooked`]), logits for `rows` only.
+pub(super) trait OwnForward: Sync {
+    /// An empty cache with room for `capacity` positions.
+    fn new_cache(&self, capacity: usize) -> Cache;
+    /// Feeds `tokens` at the cache's length and returns the logits of `rows`.
+    fn forward_hooked(
+        &self,
+        tokens: &[u32],
+        cache: &mut Cache,
+        hooks: &mut Hooks,
+        fault: Fault,
+        rows: Rows,
+    ) -> candle_core::Result<Option<Tensor>>;
+}
+
+/// A sequence on an own decoder: its cache, and the probes its forwards apply.
+pub(super) struct OwnSequence<'a, M> {
+    model: &'a M,
     cache: Cache,
     capacity: usize,
     probes: Probes,
 }
 
-impl Sequence for DecoderSequence<'_> {
+impl<'a, M: OwnForward> OwnSequence<'a, M> {
+    /// An empty sequence with room for `capacity` positions.
+    pub(super) fn new(model: &'a M, capacity: usize) -> Self {
+        OwnSequence {
+            model,
+            cache: model.new_cache(capacity),
+            capacity,
+            probes: Probes::default(),
+        }
+    }
+}
+
+impl<M: OwnForward> Sequence for OwnSequence<'_, M> {
     fn len(&self) -> usize {
         self.cache.seq_len()
     }
@@ -862,13 +931,8 @@ impl Sequence for DecoderSequence<'_> {
     fn forward(&mut self, tokens: &[u32], rows: Rows) -> candle_core::Result<Option<Tensor>> {
         let fault = self.probes.fault;
         let mut hooks = Hooks::new(self.probes.trace.as_mut(), fault.scale);
-        self.model.forward_hooked(
-            tokens,
-            &mut self.cache,
-            &mut hooks,
-            fault.position_shift,
-            rows,
-        )
+        self.model
+            .forward_hooked(tokens, &mut self.cache, &mut hooks, fault, rows)
     }
 
     fn truncate(&mut self, len: usize) -> candle_core::Result<()> {

@@ -17,21 +17,31 @@
 //! Numerics as in the Llama decoder (decoder.rs): RoPE tables in f32, softmax in f32, RMSNorm
 //! through `candle_nn::ops::rms_norm` (f32 accumulation), logits returned as f32.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::Embedding;
 use candle_nn::kv_cache::KvCache;
-use candle_nn::{Embedding, VarBuilder};
 
 pub use super::decoder::Cache;
-use super::decoder::{Gate, Linear, Mlp, Rope, attend, causal_mask, check_positions, linear};
+use super::decoder::{
+    Gate, Linear, Mlp, OwnForward, OwnSequence, Rope, Source, attend, causal_mask, check_positions,
+    head_rows, linear, tap_heads,
+};
+use super::under_test::{Capabilities, Fault, ModelUnderTest, Rows, Sequence};
+use crate::trace::{Hooks, TensorName};
 
 /// RoPE base of the local (sliding-window) layers: transformers' `rope_local_base_freq`.
 pub const LOCAL_ROPE_BASE: f64 = 10_000.0;
 /// Every `SLIDING_WINDOW_PATTERN`-th layer is global.
 pub const SLIDING_WINDOW_PATTERN: usize = 6;
+/// The per-block norms Gemma 3 has beyond a Llama block's two (checkpoint names after
+/// `model.layers.N.`), which a header check requires.
+pub const EXTRA_NORMS: [&str; 2] = [
+    "pre_feedforward_layernorm.weight",
+    "post_feedforward_layernorm.weight",
+];
 
 /// Hyper-parameters (the fields of a Gemma 3 text `config.json`).
 #[derive(Debug, Clone, PartialEq)]
@@ -120,7 +130,7 @@ struct RmsNorm {
 }
 
 impl RmsNorm {
-    fn new(dim: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<Self> {
+    fn new(dim: usize, eps: f64, vb: Source) -> candle_core::Result<Self> {
         Ok(RmsNorm {
             weight: vb.get(dim, "weight")?,
             eps: eps as f32,
@@ -148,7 +158,7 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
+    fn new(cfg: &Config, vb: Source) -> candle_core::Result<Self> {
         let (h, d) = (cfg.hidden_size, cfg.head_dim);
         Ok(Attention {
             q_proj: linear(h, cfg.num_attention_heads * d, vb.pp("q_proj"))?,
@@ -164,6 +174,7 @@ impl Attention {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         x: &Tensor,
@@ -171,23 +182,38 @@ impl Attention {
         offset: usize,
         mask: Option<&Tensor>,
         cache: &mut KvCache,
+        layer: usize,
+        hooks: &mut Hooks,
     ) -> candle_core::Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let heads = |y: Tensor, n: usize| -> candle_core::Result<Tensor> {
             y.reshape((b, t, n, self.head_dim))?.transpose(1, 2)
         };
+        let mut tap = |name, y| tap_heads(hooks, layer, name, y, offset);
+        // q/k norms per head (over head_dim), before RoPE, as transformers does.
         let q = heads(self.q_proj.forward(x)?, self.n_heads)?;
-        let q = rope.apply(&self.q_norm.forward(&q)?, offset)?;
+        let q = tap(
+            TensorName::Q,
+            rope.apply(&self.q_norm.forward(&q)?, offset)?,
+        )?;
         let k = heads(self.k_proj.forward(x)?, self.n_kv_heads)?;
-        let k = rope.apply(&self.k_norm.forward(&k)?, offset)?;
-        let v = heads(self.v_proj.forward(x)?, self.n_kv_heads)?.contiguous()?;
+        let k = tap(
+            TensorName::K,
+            rope.apply(&self.k_norm.forward(&k)?, offset)?,
+        )?;
+        let v = tap(
+            TensorName::V,
+            heads(self.v_proj.forward(x)?, self.n_kv_heads)?.contiguous()?,
+        )?;
         let (k, v) = cache.append(&k, &v)?;
         let y = attend(&q, k, v, self.n_heads / self.n_kv_heads, self.scale, mask)?;
         self.o_proj.forward(&y)
     }
 }
 
-/// One block: norms before and after both attention and MLP.
+/// One block: norms before and after both attention and MLP. Trace names: `attn_norm`
+/// (input_layernorm), `attn_out`, `post_attn_norm`, `resid_mid`, `mlp_norm`
+/// (pre_feedforward_layernorm), `mlp_out`, `post_mlp_norm`, `resid_out`.
 #[derive(Debug, Clone)]
 struct DecoderLayer {
     input_layernorm: RmsNorm,
@@ -200,7 +226,7 @@ struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    fn new(cfg: &Config, layer: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+    fn new(cfg: &Config, layer: usize, vb: Source) -> candle_core::Result<Self> {
         let norm = |name: &str| RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp(name));
         Ok(DecoderLayer {
             input_layernorm: norm("input_layernorm")?,
@@ -218,6 +244,7 @@ impl DecoderLayer {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         x: &Tensor,
@@ -225,15 +252,32 @@ impl DecoderLayer {
         offset: usize,
         mask: Option<&Tensor>,
         cache: &mut KvCache,
+        layer: usize,
+        hooks: &mut Hooks,
     ) -> candle_core::Result<Tensor> {
-        let attn =
-            self.self_attn
-                .forward(&self.input_layernorm.forward(x)?, rope, offset, mask, cache)?;
-        let x = (x + self.post_attention_layernorm.forward(&attn)?)?;
-        let mlp = self
-            .mlp
-            .forward(&self.pre_feedforward_layernorm.forward(&x)?)?;
-        x + self.post_feedforward_layernorm.forward(&mlp)?
+        let l = Some(layer);
+        let mut tap = |name, y| hooks.tap(l, name, y, offset);
+        let normed = tap(TensorName::AttnNorm, self.input_layernorm.forward(x)?)?;
+        let attn = self
+            .self_attn
+            .forward(&normed, rope, offset, mask, cache, layer, hooks)?;
+        let mut tap = |name, y| hooks.tap(l, name, y, offset);
+        let attn = tap(TensorName::AttnOut, attn)?;
+        let attn = tap(
+            TensorName::PostAttnNorm,
+            self.post_attention_layernorm.forward(&attn)?,
+        )?;
+        let x = tap(TensorName::ResidMid, (x + attn)?)?;
+        let normed = tap(
+            TensorName::MlpNorm,
+            self.pre_feedforward_layernorm.forward(&x)?,
+        )?;
+        let mlp = tap(TensorName::MlpOut, self.mlp.forward(&normed)?)?;
+        let mlp = tap(
+            TensorName::PostMlpNorm,
+            self.post_feedforward_layernorm.forward(&mlp)?,
+        )?;
+        tap(TensorName::ResidOut, (x + mlp)?)
     }
 }
 
@@ -253,12 +297,21 @@ pub struct Model {
 }
 
 impl Model {
-    /// Builds the model from checkpoint-named weights in `vb`.
-    pub fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
+    /// Builds the model from checkpoint-named weights in `vb` (dense, or with the
+    /// projections and the tied head kept quantized).
+    pub fn new<'a>(cfg: &Config, vb: impl Into<Source<'a>>) -> candle_core::Result<Self> {
+        let vb: Source = vb.into();
         let (dtype, dev) = (vb.dtype(), vb.device().clone());
         let embed = vb
             .pp("model.embed_tokens")
             .get((cfg.vocab_size, cfg.hidden_size), "weight")?;
+        // The head is tied to the embedding (Gemma 3 has no lm_head tensor).
+        let lm_head = Linear::from_source(
+            &vb.pp("model.embed_tokens"),
+            "weight",
+            || Ok(embed.clone()),
+            None,
+        )?;
         // transformers: float32 buffer of hidden_size ** 0.5, cast to the weights' dtype.
         let embed_scale =
             Tensor::new(&[(cfg.hidden_size as f64).sqrt() as f32], &dev)?.to_dtype(dtype)?;
@@ -266,11 +319,11 @@ impl Model {
             .map(|i| DecoderLayer::new(cfg, i, vb.pp(format!("model.layers.{i}"))))
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Model {
-            embed_tokens: Embedding::new(embed.clone(), cfg.hidden_size),
+            embed_tokens: Embedding::new(embed, cfg.hidden_size),
             embed_scale,
             layers,
             norm: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("model.norm"))?,
-            lm_head: Linear::new(embed, None)?,
+            lm_head,
             rope_global: rope(cfg.rope_theta, cfg, dtype, &dev)?,
             rope_local: rope(cfg.rope_local_base_freq, cfg, dtype, &dev)?,
             cfg: cfg.clone(),
@@ -284,16 +337,7 @@ impl Model {
         let mut f = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
         let c = Content::read(&mut f).map_err(|e| format!("not a readable GGUF file: {e}"))?;
         let cfg = Config::from_gguf(&c)?;
-        let mut tensors = HashMap::new();
-        for name in c.tensor_infos.keys() {
-            let Some(hf) = hf_name(name) else { continue };
-            let t = c
-                .tensor(&mut f, name, &Device::Cpu)
-                .and_then(|q| q.dequantize(&Device::Cpu))
-                .map_err(|e| format!("tensor `{name}`: {e}"))?;
-            tensors.insert(hf, t);
-        }
-        let vb = VarBuilder::from_tensors(tensors, dtype, device);
+        let vb = super::gguf::var_builder(path, super::gguf::Layout::Gemma3, dtype, device)?;
         Model::new(&cfg, vb).map_err(|e| e.to_string())
     }
 
@@ -310,51 +354,111 @@ impl Model {
     /// Feeds `tokens` at positions cache.seq_len().. and returns f32 logits (t, vocab), one
     /// row per fed position.
     pub fn forward(&self, tokens: &[u32], cache: &mut Cache) -> candle_core::Result<Tensor> {
+        self.forward_hooked(
+            tokens,
+            cache,
+            &mut Hooks::default(),
+            Fault::default(),
+            Rows::From(0),
+        )?
+        .ok_or_else(|| candle_core::Error::Msg("forward computed no logits".into()))
+    }
+}
+
+impl OwnForward for Model {
+    fn new_cache(&self, capacity: usize) -> Cache {
+        Model::new_cache(self, capacity)
+    }
+
+    /// [`Model::forward`] with trace hooks and `fault` (its scale through the hooks, RoPE
+    /// positions shifted by its `position_shift` while the masks stay where the cache is,
+    /// the local layers' window widened by its `window_shift`), logits for `rows` only.
+    fn forward_hooked(
+        &self,
+        tokens: &[u32],
+        cache: &mut Cache,
+        hooks: &mut Hooks,
+        fault: Fault,
+        rows: Rows,
+    ) -> candle_core::Result<Option<Tensor>> {
         let t = tokens.len();
-        let offset = cache.seq_len();
+        let past = cache.seq_len();
+        let offset = past + fault.position_shift;
+        hooks.shift = fault.position_shift;
         check_positions(t, offset, self.cfg.max_position_embeddings)?;
         let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        let mut x = self
+        let x = self
             .embed_tokens
             .forward(&input)?
             .broadcast_mul(&self.embed_scale)?;
+        let mut x = hooks.tap(None, TensorName::Embed, x, offset)?;
+        // Masks have one column per cached key, so they are built from the cache length.
+        // Global layers: a single new token sees every cached key, no mask needed. Local
+        // layers: the same window in every path (a query at p sees keys p - window < j <= p),
+        // so a single decode step gets a mask too once the cache holds more than the window.
         let global = (t > 1)
-            .then(|| causal_mask(t, offset, None, self.dtype, &self.device))
+            .then(|| causal_mask(t, past, None, self.dtype, &self.device))
             .transpose()?;
-        let window = self.cfg.sliding_window;
-        let local = (t > 1 || offset + t > window)
-            .then(|| causal_mask(t, offset, Some(window), self.dtype, &self.device))
+        let window = self.cfg.sliding_window + fault.window_shift;
+        let local = (t > 1 || past + t > window)
+            .then(|| causal_mask(t, past, Some(window), self.dtype, &self.device))
             .transpose()?;
-        for (layer, kv) in self.layers.iter().zip(cache.layers_mut().iter_mut()) {
+        for (i, (layer, kv)) in self
+            .layers
+            .iter()
+            .zip(cache.layers_mut().iter_mut())
+            .enumerate()
+        {
             let (rope, mask) = if layer.global {
                 (&self.rope_global, global.as_ref())
             } else {
                 (&self.rope_local, local.as_ref())
             };
-            x = layer.forward(&x, rope, offset, mask, kv)?;
+            x = layer.forward(&x, rope, offset, mask, kv, i, hooks)?;
         }
-        let x = self.norm.forward(&x)?;
-        self.lm_head.forward(&x)?.to_dtype(DType::F32)?.squeeze(0)
+        head_rows(
+            &x,
+            offset,
+            rows,
+            hooks,
+            &|x| self.norm.forward(x),
+            &self.lm_head,
+        )
     }
 }
 
-/// GGUF tensor name → checkpoint name: Gemma's own norms here, the rest as for Llama.
-fn hf_name(name: &str) -> Option<String> {
-    let gemma = name
-        .strip_prefix("blk.")
-        .and_then(|r| r.split_once('.'))
-        .and_then(|(layer, t)| {
-            let hf = match t {
-                "attn_q_norm.weight" => "self_attn.q_norm.weight",
-                "attn_k_norm.weight" => "self_attn.k_norm.weight",
-                "post_attention_norm.weight" => "post_attention_layernorm.weight",
-                "ffn_norm.weight" => "pre_feedforward_layernorm.weight",
-                "post_ffw_norm.weight" => "post_feedforward_layernorm.weight",
-                _ => return None,
-            };
-            Some(format!("model.layers.{layer}.{hf}"))
-        });
-    gemma.or_else(|| super::gguf::hf_name(name))
+impl ModelUnderTest for Model {
+    fn engine(&self) -> &str {
+        "driftsweep"
+    }
+
+    fn implementation(&self) -> String {
+        "driftsweep::model::gemma3".into()
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+
+    fn context_len(&self) -> usize {
+        self.cfg.max_position_embeddings
+    }
+
+    fn num_layers(&self) -> usize {
+        self.cfg.num_hidden_layers
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn sequence(&self, capacity: usize) -> candle_core::Result<Box<dyn Sequence + '_>> {
+        Ok(Box::new(OwnSequence::new(self, capacity)))
+    }
 }
 
 /// RoPE tables of one base, up to the context length.
@@ -367,4 +471,181 @@ fn rope(base: f64, cfg: &Config, dtype: DType, dev: &Device) -> candle_core::Res
         dtype,
         dev,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    //! The window convention (a query at p sees keys p - window < j <= p, so min(p + 1,
+    //! window) keys; transformers' `sliding_window_overlay` with `causal_mask_function`) on a
+    //! tiny random Gemma 3 with a window of 8, at window - 1, window and window + 1.
+    use std::collections::HashMap;
+
+    use candle_nn::VarBuilder;
+
+    use super::*;
+    use crate::model::under_test::Probes;
+
+    const W: usize = 8;
+
+    fn tiny(window: usize) -> Config {
+        Config {
+            vocab_size: 64,
+            hidden_size: 32,
+            intermediate_size: 48,
+            // Six layers: 0-4 local, 5 global.
+            num_hidden_layers: 6,
+            num_attention_heads: 2,
+            num_key_value_heads: 1,
+            head_dim: 16,
+            rms_norm_eps: 1e-6,
+            rope_theta: 1e6,
+            rope_local_base_freq: LOCAL_ROPE_BASE,
+            sliding_window: window,
+            query_pre_attn_scalar: 16.0,
+            max_position_embeddings: 64,
+        }
+    }
+
+    fn model(window: usize) -> Model {
+        let cfg = tiny(window);
+        let dev = Device::Cpu;
+        let (h, i, d) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim);
+        let mut t = HashMap::new();
+        let mut put = |name: String, shape: &[usize], std: f32| {
+            let x = if std == 0.0 {
+                // Norm weights (already 1 + w): near 1.
+                (Tensor::randn(0f32, 0.1, shape, &dev).unwrap() + 1.0).unwrap()
+            } else {
+                Tensor::randn(0f32, std, shape, &dev).unwrap()
+            };
+            t.insert(name, x);
+        };
+        put(
+            "model.embed_tokens.weight".into(),
+            &[cfg.vocab_size, h],
+            0.5,
+        );
+        put("model.norm.weight".into(), &[h], 0.0);
+        for l in 0..cfg.num_hidden_layers {
+            let p = |s: &str| format!("model.layers.{l}.{s}");
+            for n in [
+                "input_layernorm",
+                "post_attention_layernorm",
+                "pre_feedforward_layernorm",
+                "post_feedforward_layernorm",
+            ] {
+                put(p(&format!("{n}.weight")), &[h], 0.0);
+            }
+            put(p("self_attn.q_norm.weight"), &[d], 0.0);
+            put(p("self_attn.k_norm.weight"), &[d], 0.0);
+            put(p("self_attn.q_proj.weight"), &[2 * d, h], 0.3);
+            put(p("self_attn.k_proj.weight"), &[d, h], 0.3);
+            put(p("self_attn.v_proj.weight"), &[d, h], 0.3);
+            put(p("self_attn.o_proj.weight"), &[h, 2 * d], 0.3);
+            put(p("mlp.gate_proj.weight"), &[i, h], 0.3);
+            put(p("mlp.up_proj.weight"), &[i, h], 0.3);
+            put(p("mlp.down_proj.weight"), &[h, i], 0.3);
+        }
+        Model::new(&cfg, VarBuilder::from_tensors(t, DType::F32, &dev)).unwrap()
+    }
+
+    const TOKENS: [u32; 12] = [3, 17, 42, 5, 9, 61, 22, 8, 30, 11, 57, 2];
+
+    fn prefill(m: &Model) -> Vec<Vec<f32>> {
+        let mut c = m.new_cache(TOKENS.len());
+        m.forward(&TOKENS, &mut c).unwrap().to_vec2().unwrap()
+    }
+
+    fn decode(m: &Model, fault: Fault) -> Vec<Vec<f32>> {
+        let mut seq = OwnSequence::new(m, TOKENS.len());
+        *seq.probes().unwrap() = Probes { trace: None, fault };
+        TOKENS
+            .iter()
+            .map(|&t| {
+                let row = seq.forward(&[t], Rows::From(0)).unwrap().unwrap();
+                row.squeeze(0).unwrap().to_vec1().unwrap()
+            })
+            .collect()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn a_query_sees_min_of_p_plus_one_and_window_keys() {
+        let mask = causal_mask(12, 0, Some(W), DType::F32, &Device::Cpu).unwrap();
+        let mask: Vec<Vec<f32>> = mask.to_vec2().unwrap();
+        for p in [W - 1, W, W + 1] {
+            let seen: Vec<usize> = (0..12).filter(|&j| mask[p][j] == 0.0).collect();
+            let first = (p + 1).saturating_sub(W);
+            assert_eq!(seen, (first..=p).collect::<Vec<_>>(), "query at {p}");
+            assert_eq!(seen.len(), (p + 1).min(W));
+        }
+        // A decode step at p (one row, cache of p keys before it) sees the same keys.
+        for p in [W - 1, W, W + 1] {
+            let row = causal_mask(1, p, Some(W), DType::F32, &Device::Cpu).unwrap();
+            let row: Vec<f32> = row.squeeze(0).unwrap().to_vec1().unwrap();
+            assert_eq!(row, mask[p][..=p], "decode step at {p}");
+        }
+    }
+
+    #[test]
+    fn prefill_and_decode_agree_across_the_window_edge() {
+        let m = model(W);
+        let (pre, dec) = (prefill(&m), decode(&m, Fault::default()));
+        for p in 0..TOKENS.len() {
+            let d = max_diff(&pre[p], &dec[p]);
+            assert!(d < 1e-5, "position {p}: prefill and decode differ by {d}");
+        }
+        // The window is applied at all: beyond it, a full-attention model (the same weights
+        // with a window as long as the sequence) gives other logits, before it the same.
+        let mut wide = m.clone();
+        wide.cfg.sliding_window = TOKENS.len();
+        let full = prefill(&wide);
+        for p in 0..TOKENS.len() {
+            let d = max_diff(&pre[p], &full[p]);
+            if p < W {
+                assert!(
+                    d < 1e-6,
+                    "position {p} is inside the window but differs by {d}"
+                );
+            } else {
+                assert!(
+                    d > 1e-3,
+                    "position {p} is past the window but differs by only {d}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_window_one_key_too_wide_in_decode_diverges_exactly_from_the_edge() {
+        // The negative control: decode's local layers see window + 1 keys. Up to position
+        // window - 1 every query sees all its keys either way; from the edge on decode sees
+        // one key more than prefill.
+        let m = model(W);
+        let pre = prefill(&m);
+        let wide = decode(
+            &m,
+            Fault {
+                window_shift: 1,
+                ..Fault::default()
+            },
+        );
+        for p in 0..TOKENS.len() {
+            let d = max_diff(&pre[p], &wide[p]);
+            if p < W {
+                assert!(d < 1e-5, "position {p} differs by {d} before the edge");
+            } else {
+                assert!(
+                    d > 1e-3,
+                    "position {p}: the too-wide window went unseen ({d})"
+                );
+            }
+        }
+    }
 }

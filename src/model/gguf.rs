@@ -1,9 +1,11 @@
 //! GGUF files (llama.cpp's format): hyper-parameters and the tokenizer from the metadata,
 //! tensors dequantized to f32 and then cast to the run dtype, renamed to Hugging Face names.
 //!
-//! llama.cpp's converter permutes the rows of the Q and K projections so that RoPE can rotate
-//! adjacent pairs; the project's decoder rotates halves as the original model does, so the
-//! loader undoes that permutation and the numbers match the original model.
+//! llama.cpp's converter permutes the rows of the Q and K projections of Llama-family models
+//! so that RoPE can rotate adjacent pairs; the project's decoder rotates halves as the
+//! original model does, so the loader undoes that permutation and the numbers match the
+//! original model. Its Gemma 3 conversion writes Q and K as they are (convert_hf_to_gguf.py
+//! permutes in LlamaModel only), so nothing is undone there ([`Layout`]).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -39,10 +41,67 @@ pub struct GgufModel {
     pub special_ids: Vec<u32>,
     /// End-of-sequence id.
     pub eos_id: Option<u32>,
+    /// Gemma 3's own hyper-parameters, for `general.architecture = gemma3` (`config` then
+    /// holds the sizes every model has).
+    pub gemma3: Option<super::gemma3::Config>,
 }
 
-/// Architectures the GGUF loader maps onto the decoder.
-pub const ARCHITECTURES: &[&str] = &["llama"];
+/// Architectures the GGUF loader maps onto the own decoders.
+pub const ARCHITECTURES: &[&str] = &["llama", "gemma3"];
+
+/// How one architecture's GGUF tensors become the own decoders' checkpoint-named weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// llama.cpp's Llama conversion: Llama names, Q/K rows permuted for these head counts.
+    Llama {
+        /// Query heads.
+        heads: usize,
+        /// Key/value heads.
+        kv_heads: usize,
+    },
+    /// llama.cpp's Gemma 3 conversion: Gemma's extra norms, Q/K rows as they are.
+    Gemma3,
+}
+
+impl Layout {
+    /// The layout of a file of architecture `arch` with the sizes `cfg`.
+    pub fn of(arch: &str, cfg: &Config) -> Layout {
+        if arch == "gemma3" {
+            Layout::Gemma3
+        } else {
+            Layout::Llama {
+                heads: cfg.num_attention_heads,
+                kv_heads: cfg.num_key_value_heads,
+            }
+        }
+    }
+
+    fn layer_names(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Layout::Llama { .. } => &LAYER_NAMES,
+            Layout::Gemma3 => &GEMMA3_LAYER_NAMES,
+        }
+    }
+
+    /// GGUF tensor name → checkpoint name (`None`: a tensor the decoder does not read).
+    pub fn hf_name(self, name: &str) -> Option<String> {
+        rename(name, 0, self.layer_names())
+    }
+
+    /// Checkpoint name → GGUF name (for messages about a GGUF file).
+    pub fn gguf_name(self, name: &str) -> String {
+        rename(name, 1, self.layer_names()).unwrap_or_else(|| name.to_string())
+    }
+
+    /// The head count whose rows llama.cpp permuted in tensor `name`, if it did.
+    fn permuted_heads(self, name: &str) -> Option<usize> {
+        match self {
+            Layout::Llama { heads, .. } if name.ends_with("attn_q.weight") => Some(heads),
+            Layout::Llama { kv_heads, .. } if name.ends_with("attn_k.weight") => Some(kv_heads),
+            _ => None,
+        }
+    }
+}
 
 fn open(path: &Path) -> Result<(Content, BufReader<File>, u64), String> {
     let f = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
@@ -344,7 +403,10 @@ fn inspect_content(c: &Content, len: u64) -> Result<GgufModel, String> {
         ));
     }
     let heads = get_u32(c, &k("attention.head_count"))? as usize;
-    let config = Config {
+    let gemma3 = (arch == "gemma3")
+        .then(|| super::gemma3::Config::from_gguf(c))
+        .transpose()?;
+    let mut config = Config {
         vocab_size,
         hidden_size: get_u32(c, &k("embedding_length"))? as usize,
         intermediate_size: get_u32(c, &k("feed_forward_length"))? as usize,
@@ -362,17 +424,32 @@ fn inspect_content(c: &Content, len: u64) -> Result<GgufModel, String> {
         sliding_window: None,
         rope_llama3: None,
     };
+    if let Some(g) = &gemma3 {
+        // The sizes every model has, for planning and the header check; gemma3::Model reads
+        // the rest from `gemma3`.
+        config.explicit_head_dim = Some(g.head_dim);
+        config.qk_norm = true;
+        config.sliding_window = Some(g.sliding_window);
+        config.tie_word_embeddings = true;
+    }
     config.validate()?;
+    let layout = Layout::of(&arch, &config);
     let shapes = c
         .tensor_infos
         .iter()
-        .filter_map(|(n, t)| hf_name(n).map(|hf| (hf, t.shape.dims().to_vec())))
+        .filter_map(|(n, t)| layout.hf_name(n).map(|hf| (hf, t.shape.dims().to_vec())))
         .collect();
+    let extra_norms: &[&str] = if gemma3.is_some() {
+        &super::gemma3::EXTRA_NORMS
+    } else {
+        &[]
+    };
     super::header::check(
         &config,
         &shapes,
         &super::header::Keys::gguf(&arch),
-        &gguf_name,
+        extra_norms,
+        &|n| layout.gguf_name(n),
     )?;
 
     let tok = read_tokenizer(c, &tokens)?;
@@ -383,6 +460,7 @@ fn inspect_content(c: &Content, len: u64) -> Result<GgufModel, String> {
         bos_id: tok.bos_id,
         special_ids: tok.special_ids,
         eos_id: tok.eos_id,
+        gemma3,
     })
 }
 
@@ -563,10 +641,30 @@ const LAYER_NAMES: [(&str, &str); 9] = [
     ("ffn_up.weight", "mlp.up_proj.weight"),
     ("ffn_down.weight", "mlp.down_proj.weight"),
 ];
+/// [`LAYER_NAMES`] for Gemma 3: `ffn_norm` is the norm before the MLP there, and the norms
+/// after attention and MLP and the per-head q/k norms come on top.
+const GEMMA3_LAYER_NAMES: [(&str, &str); 13] = [
+    ("attn_norm.weight", "input_layernorm.weight"),
+    ("attn_q.weight", "self_attn.q_proj.weight"),
+    ("attn_k.weight", "self_attn.k_proj.weight"),
+    ("attn_v.weight", "self_attn.v_proj.weight"),
+    ("attn_output.weight", "self_attn.o_proj.weight"),
+    ("attn_q_norm.weight", "self_attn.q_norm.weight"),
+    ("attn_k_norm.weight", "self_attn.k_norm.weight"),
+    (
+        "post_attention_norm.weight",
+        "post_attention_layernorm.weight",
+    ),
+    ("ffn_norm.weight", "pre_feedforward_layernorm.weight"),
+    ("post_ffw_norm.weight", "post_feedforward_layernorm.weight"),
+    ("ffn_gate.weight", "mlp.gate_proj.weight"),
+    ("ffn_up.weight", "mlp.up_proj.weight"),
+    ("ffn_down.weight", "mlp.down_proj.weight"),
+];
 
-/// Maps a tensor name through the tables, from column `from` to the other: GGUF → Hugging
-/// Face with 0, back with 1.
-fn rename(name: &str, from: usize) -> Option<String> {
+/// Maps a tensor name through the tables (`layer` for a block's tensors), from column `from`
+/// to the other: GGUF → Hugging Face with 0, back with 1.
+fn rename(name: &str, from: usize, layer_names: &[(&'static str, &'static str)]) -> Option<String> {
     let pick = |pair: &(&'static str, &'static str)| {
         if from == 0 {
             (pair.0, pair.1)
@@ -583,18 +681,8 @@ fn rename(name: &str, from: usize) -> Option<String> {
         ("model.layers.", "blk.")
     };
     let (layer, t) = name.strip_prefix(prefix)?.split_once('.')?;
-    let (_, to) = LAYER_NAMES.iter().map(pick).find(|(f, _)| *f == t)?;
+    let (_, to) = layer_names.iter().map(pick).find(|(f, _)| *f == t)?;
     Some(format!("{other}{layer}.{to}"))
-}
-
-/// GGUF tensor name → Hugging Face name.
-pub(super) fn hf_name(name: &str) -> Option<String> {
-    rename(name, 0)
-}
-
-/// Hugging Face tensor name → GGUF name (for messages about a GGUF file).
-fn gguf_name(name: &str) -> String {
-    rename(name, 1).unwrap_or_else(|| name.to_string())
 }
 
 /// Undoes llama.cpp's Q/K row permutation: rows (heads, 2, head_dim/2) were stored as
@@ -611,14 +699,16 @@ fn unpermute(w: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
 /// Loads every tensor, dequantized to f32 and cast to `dtype` on `device`.
 pub fn var_builder(
     path: &Path,
-    cfg: &Config,
+    layout: Layout,
     dtype: DType,
     device: &Device,
 ) -> Result<VarBuilder<'static>, String> {
     let (c, mut r, _) = open(path)?;
     let mut tensors = HashMap::new();
     for name in c.tensor_infos.keys() {
-        let Some(hf) = hf_name(name) else { continue };
+        let Some(hf) = layout.hf_name(name) else {
+            continue;
+        };
         // Dequantize on the CPU in f32: the quantized blocks only know how to widen to f32.
         let q = c
             .tensor(&mut r, name, &Device::Cpu)
@@ -626,12 +716,8 @@ pub fn var_builder(
         let mut t = q
             .dequantize(&Device::Cpu)
             .map_err(|e| format!("tensor `{name}`: {e}"))?;
-        if name.ends_with("attn_q.weight") {
-            t = unpermute(&t, cfg.num_attention_heads)
-                .map_err(|e| format!("tensor `{name}`: {e}"))?;
-        } else if name.ends_with("attn_k.weight") {
-            t = unpermute(&t, cfg.num_key_value_heads)
-                .map_err(|e| format!("tensor `{name}`: {e}"))?;
+        if let Some(heads) = layout.permuted_heads(name) {
+            t = unpermute(&t, heads).map_err(|e| format!("tensor `{name}`: {e}"))?;
         }
         tensors.insert(hf, t);
     }
@@ -645,31 +731,26 @@ pub fn var_builder(
 /// so moving rows moves bytes and changes no value).
 pub fn quantized_projections(
     path: &Path,
-    cfg: &Config,
+    layout: Layout,
     device: &Device,
 ) -> Result<HashMap<String, Arc<QTensor>>, String> {
     let (c, mut r, _) = open(path)?;
+    let tied = !c.tensor_infos.contains_key("output.weight");
     let mut out = HashMap::new();
     for (name, info) in &c.tensor_infos {
-        let Some(hf) = hf_name(name) else { continue };
+        let Some(hf) = layout.hf_name(name) else {
+            continue;
+        };
         let projection =
             name.starts_with("blk.") && info.shape.rank() == 2 && !name.contains("norm");
-        let head =
-            name == "output.weight" || (name == "token_embd.weight" && cfg.tie_word_embeddings);
+        let head = name == "output.weight" || (name == "token_embd.weight" && tied);
         if !(projection || head) {
             continue;
         }
         let q = c
             .tensor(&mut r, name, &Device::Cpu)
             .map_err(|e| format!("tensor `{name}`: {e}"))?;
-        let heads = if name.ends_with("attn_q.weight") {
-            Some(cfg.num_attention_heads)
-        } else if name.ends_with("attn_k.weight") {
-            Some(cfg.num_key_value_heads)
-        } else {
-            None
-        };
-        let q = match heads {
+        let q = match layout.permuted_heads(name) {
             Some(h) => unpermute_rows(&q, h, device),
             None => {
                 let dims = q.shape().dims().to_vec();
@@ -806,11 +887,40 @@ mod tests {
 
     #[test]
     fn names_map_to_hugging_face() {
+        let llama = Layout::Llama {
+            heads: 2,
+            kv_heads: 1,
+        };
         assert_eq!(
-            hf_name("blk.3.attn_q.weight").unwrap(),
+            llama.hf_name("blk.3.attn_q.weight").unwrap(),
             "model.layers.3.self_attn.q_proj.weight"
         );
-        assert_eq!(hf_name("output_norm.weight").unwrap(), "model.norm.weight");
-        assert_eq!(hf_name("rope_freqs.weight"), None);
+        assert_eq!(
+            llama.hf_name("output_norm.weight").unwrap(),
+            "model.norm.weight"
+        );
+        assert_eq!(llama.hf_name("rope_freqs.weight"), None);
+        assert_eq!(
+            llama.hf_name("blk.0.ffn_norm.weight").unwrap(),
+            "model.layers.0.post_attention_layernorm.weight"
+        );
+        // Gemma 3: ffn_norm is the norm before the MLP; its norm after attention has a name
+        // of its own, and every name maps back.
+        let g = Layout::Gemma3;
+        assert_eq!(
+            g.hf_name("blk.0.ffn_norm.weight").unwrap(),
+            "model.layers.0.pre_feedforward_layernorm.weight"
+        );
+        assert_eq!(
+            g.hf_name("blk.5.post_attention_norm.weight").unwrap(),
+            "model.layers.5.post_attention_layernorm.weight"
+        );
+        for (gguf, _) in GEMMA3_LAYER_NAMES {
+            let name = format!("blk.7.{gguf}");
+            assert_eq!(g.gguf_name(&g.hf_name(&name).unwrap()), name);
+        }
+        assert_eq!(g.permuted_heads("blk.0.attn_q.weight"), None);
+        assert_eq!(llama.permuted_heads("blk.0.attn_q.weight"), Some(2));
+        assert_eq!(llama.permuted_heads("blk.0.attn_k.weight"), Some(1));
     }
 }

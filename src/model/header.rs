@@ -59,12 +59,14 @@ impl Keys {
 }
 
 /// Checks `cfg` against the tensors present, by Hugging Face name with their shapes
-/// (row-major, `[out, in]` for a projection); `file_name` turns a Hugging Face name into the
-/// file's own, for messages.
+/// (row-major, `[out, in]` for a projection); `extra_norms` are per-block norms of width
+/// hidden beyond Llama's two (Gemma 3's), by their name after `model.layers.N.`;
+/// `file_name` turns a Hugging Face name into the file's own, for messages.
 pub fn check(
     cfg: &Config,
     tensors: &HashMap<String, Vec<usize>>,
     keys: &Keys,
+    extra_norms: &[&str],
     file_name: &dyn Fn(&str) -> String,
 ) -> Result<(), String> {
     for (key, v) in [
@@ -122,6 +124,13 @@ pub fn check(
             (p("mlp.up_proj.weight"), vec![i, h], "intermediate"),
             (p("mlp.down_proj.weight"), vec![h, i], "intermediate"),
         ]);
+        if cfg.qk_norm {
+            want.extend([
+                (p("self_attn.q_norm.weight"), vec![hd], "hidden"),
+                (p("self_attn.k_norm.weight"), vec![hd], "hidden"),
+            ]);
+        }
+        want.extend(extra_norms.iter().map(|n| (p(n), vec![h], "hidden")));
     }
     let key_of = |which: &str| match which {
         "vocab" => &keys.vocab,
@@ -220,7 +229,7 @@ mod tests {
     }
 
     fn run(cfg: &Config, t: &HashMap<String, Vec<usize>>) -> Result<(), String> {
-        check(cfg, t, &Keys::gguf("llama"), &|n| n.to_string())
+        check(cfg, t, &Keys::gguf("llama"), &[], &|n| n.to_string())
     }
 
     #[test]

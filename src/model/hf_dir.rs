@@ -221,6 +221,7 @@ fn check_weights(
         config,
         &tensors.into_iter().collect(),
         &super::header::Keys::config_json(),
+        &[],
         &|n: &str| n.to_string(),
     )
 }

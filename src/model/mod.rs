@@ -103,6 +103,9 @@ pub struct ModelInfo {
     pub weights: Weights,
     /// The user's own model, when it came from Rust ([`ModelInfo::custom`]).
     pub custom: Option<CustomLoader>,
+    /// Gemma 3's hyper-parameters, when the model is Gemma 3: the own decoder is then
+    /// [`gemma3::Model`], and `config` holds the sizes every model has.
+    pub gemma3: Option<gemma3::Config>,
 }
 
 /// A model the user brings from Rust: it loads itself in a dtype on a device. See
@@ -189,6 +192,7 @@ impl ModelInfo {
             sha256: identity.to_string(),
             weights: Weights::Builtin,
             custom: Some(CustomLoader(model)),
+            gemma3: None,
         }
     }
 
@@ -225,6 +229,7 @@ impl ModelInfo {
                     special_ids,
                     weights: Weights::Builtin,
                     custom: None,
+                    gemma3: None,
                 })
             }
             ModelSource::Gguf(path) => {
@@ -242,6 +247,7 @@ impl ModelInfo {
                         .map_err(|e| Error::model(source, format!("hashing: {e}")))?,
                     weights: Weights::Gguf(path),
                     custom: None,
+                    gemma3: g.gemma3,
                 })
             }
             ModelSource::HfDir(dir) => {
@@ -278,9 +284,23 @@ impl ModelInfo {
                     },
                     weights: Weights::Safetensors(h.files),
                     custom: None,
+                    gemma3: None,
                 })
             }
         }
+    }
+
+    /// This model with its context cut to `positions` where it claims more: the own
+    /// decoders size their rotary tables by the context, and a sweep never feeds more than
+    /// its longest sequence, so a file that merely claims a huge context costs nothing.
+    pub fn sized_for(&self, positions: usize) -> ModelInfo {
+        let mut m = self.clone();
+        let n = positions.max(1);
+        m.config.max_position_embeddings = m.config.max_position_embeddings.min(n);
+        if let Some(g) = &mut m.gemma3 {
+            g.max_position_embeddings = g.max_position_embeddings.min(n);
+        }
+        m
     }
 
     /// Context length: the largest prompt + span.
@@ -304,34 +324,69 @@ impl ModelInfo {
         self.load_decoder(WeightFormat::Dequantized, dtype, device)
     }
 
-    /// Loads the own decoder with `weights` in `dtype` on `device`.
+    /// Loads the own Llama-family decoder with `weights` in `dtype` on `device` (Gemma 3
+    /// loads through [`ModelInfo::load_own`]).
     pub fn load_decoder(
         &self,
         weights: WeightFormat,
         dtype: RunDtype,
         device: &Device,
     ) -> Result<Decoder> {
-        let built = |src| {
-            Decoder::new(&self.config, src)
-                .map_err(|e| Error::model(&self.source, format!("in {dtype}: {e}")))
-        };
+        if self.gemma3.is_some() {
+            return Err(Error::model(
+                &self.source,
+                "Gemma 3 is not a Llama-family decoder; load it with `load_own`".to_string(),
+            ));
+        }
+        let src = self.own_source(weights, dtype, device)?;
+        Decoder::new(&self.config, src)
+            .map_err(|e| Error::model(&self.source, format!("in {dtype}: {e}")))
+    }
+
+    /// Loads the own decoder of this model's family (the Llama-family [`Decoder`] or
+    /// [`gemma3::Model`]) with `weights` in `dtype` on `device`.
+    pub fn load_own(
+        &self,
+        weights: WeightFormat,
+        dtype: RunDtype,
+        device: &Device,
+    ) -> Result<Box<dyn ModelUnderTest>> {
+        match &self.gemma3 {
+            Some(g) => {
+                let src = self.own_source(weights, dtype, device)?;
+                gemma3::Model::new(g, src)
+                    .map(|m| Box::new(m) as Box<dyn ModelUnderTest>)
+                    .map_err(|e| Error::model(&self.source, format!("in {dtype}: {e}")))
+            }
+            None => Ok(Box::new(self.load_decoder(weights, dtype, device)?)),
+        }
+    }
+
+    /// The own decoders' weights: dense in `dtype`, plus the GGUF blocks of the projections
+    /// for quantized weights.
+    fn own_source(
+        &self,
+        weights: WeightFormat,
+        dtype: RunDtype,
+        device: &Device,
+    ) -> Result<Source<'static>> {
         let model_err = |e| Error::model(&self.source, e);
         match (&self.weights, weights) {
-            (Weights::Builtin, WeightFormat::Dequantized) => built(Source::dense(
+            (Weights::Builtin, WeightFormat::Dequantized) => Ok(Source::dense(
                 builtin::var_builder(&self.config, dtype.candle(), device),
             )),
-            (Weights::Safetensors(files), WeightFormat::Dequantized) => built(Source::dense(
+            (Weights::Safetensors(files), WeightFormat::Dequantized) => Ok(Source::dense(
                 hf_dir::var_builder(files, dtype.candle(), device).map_err(model_err)?,
             )),
             (Weights::Gguf(path), _) => {
-                let vb = gguf::var_builder(path, &self.config, dtype.candle(), device)
-                    .map_err(model_err)?;
+                let layout = gguf::Layout::of(&self.architecture, &self.config);
+                let vb =
+                    gguf::var_builder(path, layout, dtype.candle(), device).map_err(model_err)?;
                 if weights == WeightFormat::Quantized {
-                    let q = gguf::quantized_projections(path, &self.config, device)
-                        .map_err(model_err)?;
-                    built(Source::with_quantized(vb, q))
+                    let q = gguf::quantized_projections(path, layout, device).map_err(model_err)?;
+                    Ok(Source::with_quantized(vb, q))
                 } else {
-                    built(Source::dense(vb))
+                    Ok(Source::dense(vb))
                 }
             }
             (_, WeightFormat::Quantized) => {
@@ -395,10 +450,32 @@ impl ModelInfo {
                 }
                 None => Err(Error::model(&self.source, "not a custom model".to_string())),
             },
-            Engine::Driftsweep => Ok(Box::new(self.load_decoder(weights, dtype, device)?)),
+            Engine::Driftsweep => self.load_own(weights, dtype, device),
             Engine::CandleTransformers => candle_transformers::load(self, weights, dtype, device)
                 .map(|m| Box::new(m) as Box<dyn ModelUnderTest>)
                 .map_err(|e| Error::model(&self.source, format!("in {dtype}: {e}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_sizes_the_tables_by_what_it_feeds_never_above_the_claim() {
+        let info = ModelInfo::inspect("builtin:tiny-llama").unwrap();
+        let claimed = info.context_len();
+        assert_eq!(info.sized_for(40).context_len(), 40);
+        assert_eq!(info.sized_for(claimed * 4).context_len(), claimed);
+        assert_eq!(info.sized_for(0).context_len(), 1);
+        // A model sized for 40 positions runs 40 and refuses the 41st.
+        let m = info
+            .sized_for(40)
+            .load_own(WeightFormat::Dequantized, RunDtype::F32, &Device::Cpu)
+            .unwrap();
+        let mut seq = m.sequence(41).unwrap();
+        seq.forward(&[5; 40], Rows::None).unwrap();
+        assert!(seq.forward(&[5], Rows::From(0)).is_err());
     }
 }

@@ -57,12 +57,15 @@ pub struct Fault {
     pub scale: Option<ScaleFault>,
     /// The forward believes it is this many positions further along than its cache says.
     pub position_shift: usize,
+    /// Sliding-window layers see this many keys more than the window (a window one key too
+    /// wide in one path); only for models with a sliding window.
+    pub window_shift: usize,
 }
 
 impl Fault {
     /// Whether this fault changes anything.
     pub fn is_active(&self) -> bool {
-        self.scale.is_some() || self.position_shift != 0
+        self.scale.is_some() || self.position_shift != 0 || self.window_shift != 0
     }
 }
 

@@ -906,6 +906,9 @@ pub fn describe_injection(i: &crate::config::InjectConfig) -> String {
     if let Some(k) = i.position_shift.filter(|k| *k > 0) {
         parts.push(format!("decode positions shifted by {k}"));
     }
+    if let Some(k) = i.window_shift.filter(|k| *k > 0) {
+        parts.push(format!("decode's sliding window widened by {k} key(s)"));
+    }
     parts.join("; ")
 }
 
@@ -958,6 +961,32 @@ pub(crate) fn render_template<T: Serialize>(name: &str, template: &str, ctx: &T)
     render_within(name, template, ctx, RENDER_LIMIT)
 }
 
+/// The most bytes a rendering may write: far above any real report (a 20,000-pair
+/// report.md is a few MB), far below what would exhaust memory. Tera itself caps `range()`
+/// at 100,000 elements; with this and the time limit a template's output is bounded.
+pub const MAX_RENDER_BYTES: usize = 64 << 20;
+
+/// A rendering's output, refusing to grow past [`MAX_RENDER_BYTES`].
+#[derive(Default)]
+struct CappedOutput(Vec<u8>);
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_RENDER_BYTES {
+            return Err(std::io::Error::other(format!(
+                "the rendering grew past {} MiB (a loop that writes without end?)",
+                MAX_RENDER_BYTES >> 20
+            )));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// [`render_template`] with a time limit: the rendering runs on its own thread, abandoned
 /// (it ends with the process) when it takes longer than `limit`.
 fn render_within<T: Serialize>(
@@ -979,7 +1008,11 @@ fn render_within<T: Serialize>(
     std::thread::Builder::new()
         .name("render".into())
         .spawn(move || {
-            let _ = tx.send(tera.render(&owned, &ctx));
+            let mut out = CappedOutput::default();
+            let rendered = tera
+                .render_to(&owned, &ctx, &mut out)
+                .map(|()| String::from_utf8_lossy(&out.0).into_owned());
+            let _ = tx.send(rendered);
         })
         .map_err(|e| Error::internal(format!("cannot start the renderer: {e}")))?;
     match rx.recv_timeout(limit) {

@@ -304,6 +304,22 @@ fn a_template_that_never_finishes_is_stopped() {
 }
 
 #[test]
+fn a_template_that_writes_without_end_is_stopped_at_the_output_cap() {
+    // 10^10 lines of output: the cap ends it long before memory runs out (the time limit
+    // here is far beyond what writing 64 MiB takes).
+    let endless = "{% for a in range(end=100000) %}{% for b in range(end=100000) %}\
+                   a line of output that repeats\n{% endfor %}{% endfor %}";
+    let ctx = serde_json::json!({});
+    let e = render_within("t", endless, &ctx, std::time::Duration::from_secs(120)).unwrap_err();
+    assert!(e.to_string().contains("grew past 64 MiB"), "{e}");
+    // The control: output just under the cap renders whole.
+    let big = "{% for a in range(end=1000) %}{% for b in range(end=1000) %}\
+               0123456789{% endfor %}{% endfor %}";
+    let ok = render_within("t", big, &ctx, std::time::Duration::from_secs(120)).unwrap();
+    assert_eq!(ok.len(), 10_000_000);
+}
+
+#[test]
 fn the_sample_renders_the_built_in_template_and_catches_a_render_failure() {
     let dir = tempfile::tempdir().unwrap();
     let r = build(&results(dir.path())).unwrap();
@@ -312,5 +328,14 @@ fn the_sample_renders_the_built_in_template_and_catches_a_render_failure() {
     check_render(REPORT_TEMPLATE, &s).unwrap();
     // Parses, but names a variable the report does not have.
     let e = check_render("{{ nowhere.at_all }}", &s).unwrap_err();
+    assert!(e.contains("nowhere"), "{e}");
+}
+
+#[test]
+fn the_trace_sample_renders_the_built_in_trace_template_and_catches_a_render_failure() {
+    let ids = vec!["p0.s4.f32.kv1.seed0".to_string()];
+    let on = crate::config::TraceOn::default();
+    trace::check_render(trace::TRACE_TEMPLATE, "s", on, None, &ids).unwrap();
+    let e = trace::check_render("{{ nowhere.at_all }}", "s", on, None, &ids).unwrap_err();
     assert!(e.contains("nowhere"), "{e}");
 }

@@ -67,6 +67,58 @@ struct TraceRow {
     details: String,
 }
 
+/// Test-renders a custom trace template on a sample trace.json of this sweep (one row per
+/// planned traced pair, up to 8, nothing measured yet), before the first run: a template
+/// that parses but cannot render fails the sweep at setup, not after every run is done.
+pub fn check_render(
+    text: &str,
+    sweep: &str,
+    on: TraceOn,
+    inject: Option<String>,
+    pair_ids: &[String],
+) -> std::result::Result<(), String> {
+    let rows = pair_ids
+        .iter()
+        .take(8)
+        .map(|id| TraceRow {
+            pair: id.clone(),
+            prompt: "prompt".into(),
+            token_id: "0".into(),
+            pos: 0,
+            layer: "0".into(),
+            tensor: "attn_norm".into(),
+            first_fail: "none".into(),
+            root_cause: RootCause::None.as_str().to_string(),
+            details: "not run yet".into(),
+        })
+        .collect();
+    let json = TraceJson {
+        date: String::new(),
+        sweep: sweep.to_string(),
+        on,
+        inject,
+        result: GlobalVerdict::Incomplete,
+        reason: "not run yet".into(),
+        expected_pairs: pair_ids.len(),
+        traced_pairs: 0,
+        pass: 0,
+        fail: 0,
+        not_traced: Vec::new(),
+        compared_records: 0,
+        failed_records: 0,
+        missing_partners: 0,
+        failure_summary: BTreeMap::new(),
+        rows,
+        pairs: Vec::new(),
+    };
+    render_template("custom", text, &json)
+        .map(|_| ())
+        .map_err(|e| match e {
+            crate::error::Error::Template { message, .. } => message,
+            other => other.to_string(),
+        })
+}
+
 fn group_label(r: &RecordResult) -> (u8, usize, String) {
     match r.layer {
         Some(l) => (1, l, l.to_string()),

@@ -131,6 +131,17 @@ pub fn prepare_with(cfg: &LoadedConfig, info: ModelInfo) -> Result<(ModelInfo, P
             )
         })?;
     }
+    if let (Some(t), Some(trace)) = (&cfg.templates.trace_report, &cfg.config.trace) {
+        let ids: Vec<String> = plan.pairs.iter().map(|p| p.id.clone()).collect();
+        let inject = cfg.config.inject.as_ref().map(report::describe_injection);
+        report::trace::check_render(t, &cfg.config.name, trace.on, inject, &ids).map_err(|m| {
+            Error::config(
+                &cfg.path,
+                "templates.trace_report",
+                format!("fails to render on a sample of this sweep's trace report: {m}"),
+            )
+        })?;
+    }
     Ok((info, plan))
 }
 
@@ -285,9 +296,16 @@ fn run_prepared(
     };
     match device {
         Ok(device) => {
+            // Loads size their tables by what this sweep feeds, not by what the file claims.
+            let shift = cfg
+                .config
+                .inject
+                .as_ref()
+                .and_then(|i| i.position_shift)
+                .unwrap_or(0);
             let worker = Worker {
                 cfg: cfg.clone(),
-                info,
+                info: info.sized_for(plan.longest_sequence().saturating_add(shift)),
                 plan: plan.clone(),
                 device,
                 tx: mpsc::sync_channel(0).0,
