@@ -259,6 +259,8 @@ pub fn check_baseline(dir: &Path) -> Result<()> {
 
 /// Writes diff.md and diff.json into the results directory `dir`.
 pub fn write(dir: &Path, d: &DiffReport) -> Result<()> {
+    // One writer per results directory, for these files too.
+    let _lock = crate::store::owner::DirLock::existing(dir)?;
     let json = serde_json::to_vec_pretty(d).map_err(|e| Error::store(dir.join("diff.json"), e))?;
     crate::fsutil::write_atomic(&dir.join("diff.json"), &json)?;
     crate::fsutil::write_atomic(&dir.join("diff.md"), markdown(d).as_bytes())

@@ -225,13 +225,24 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
             "merge needs at least one shard directory",
         ));
     }
-    let mut inputs = dirs
+    let open_all = || -> Result<Vec<Input>> {
+        let mut inputs = dirs
+            .iter()
+            .map(|d| open_input(d))
+            .collect::<Result<Vec<_>>>()?;
+        // Records go in shard order.
+        inputs.sort_by_key(|i| i.shard.index);
+        check_same_sweep(&inputs)?;
+        Ok(inputs)
+    };
+    // Checked first (a shard given twice is named as such), then every shard locked and
+    // read again under its lock: a shard still being written is refused, naming its
+    // writer, and none can change while the merge copies it.
+    let _shard_locks = open_all()?
         .iter()
-        .map(|d| open_input(d))
+        .map(|i| crate::store::owner::DirLock::existing(&i.dir))
         .collect::<Result<Vec<_>>>()?;
-    // Records go in shard order.
-    inputs.sort_by_key(|i| i.shard.index);
-    check_same_sweep(&inputs)?;
+    let inputs = open_all()?;
     let store = prepare_out(out, &inputs)?;
     let first = &inputs[0];
     let plan = &first.shard.plan;

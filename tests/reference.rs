@@ -344,10 +344,14 @@ fn smollm2_f32_prefill_matches_the_float64_reference() {
 fn gemma3_f32_prefill_matches_the_float64_reference() {
     let path = root().join("models/gemma-3-270m-q4_k_m.gguf");
     if !path.is_file() {
+        assert!(
+            std::env::var_os("DRIFTSWEEP_REQUIRE_GEMMA").is_none(),
+            "DRIFTSWEEP_REQUIRE_GEMMA is set but {} is missing",
+            path.display()
+        );
         println!(
             "SKIPPED gemma3_f32_prefill_matches_the_float64_reference: {} is missing (run \
-             `bash scripts/fetch_gemma3.sh`; the weights are under the Gemma terms, so CI does \
-             not fetch them)",
+             `bash scripts/fetch_gemma3.sh`; the weights are under the Gemma terms)",
             path.display()
         );
         return;

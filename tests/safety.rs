@@ -354,3 +354,44 @@ fn sigterm_during_setup_ends_the_process_at_once_and_writes_nothing() {
     );
     assert!(!out.exists(), "setup wrote {}", out.display());
 }
+
+#[test]
+fn merge_refuses_a_shard_another_process_holds() {
+    let (tmp, _, _) = setup();
+    // Two seeds: two units of work, one per shard.
+    let cfg = common::write(
+        tmp.path(),
+        "two.yaml",
+        &SWEEP.replace("seed: [0]", "seed: [0, 1]"),
+    );
+    let c = cfg.to_str().unwrap();
+    let shards: Vec<PathBuf> = (0..2)
+        .map(|k| tmp.path().join(format!("shard{k}")))
+        .collect();
+    for (k, dir) in shards.iter().enumerate() {
+        let spec = format!("{k}/2");
+        let o = run(&["run", c, "--shard", &spec, "--out", dir.to_str().unwrap()]);
+        assert!([0, 1].contains(&code(&o)), "{}", text(&o));
+    }
+    let merged = tmp.path().join("merged");
+    let args = |m: &Path| -> Vec<String> {
+        let mut a = vec!["merge".to_string(), m.to_str().unwrap().to_string()];
+        a.extend(shards.iter().map(|d| d.to_str().unwrap().to_string()));
+        a
+    };
+    let held = hold_lock(&shards[1], 434343);
+    let a = args(&merged);
+    let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(shards[1].to_str().unwrap()) && err.contains("pid 434343"),
+        "{err}"
+    );
+    assert!(!merged.join("report.json").exists());
+    drop(held);
+    // The control: released, the same merge goes through.
+    let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!([0, 1].contains(&code(&o)), "{}", text(&o));
+    assert!(merged.join("report.json").is_file());
+}
