@@ -316,3 +316,43 @@ fn the_window_edge_in_ci_sized_sweeps_and_its_negative_control() {
         }
     }
 }
+
+#[test]
+fn layer_traces_name_gemmas_extra_norms_and_catch_a_fault_in_one() {
+    if gemma().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = |config: &str, out: &str| -> Value {
+        let dir = tmp.path().join(out);
+        let r = sweep(config, &dir);
+        assert_eq!(r["counts"]["incomplete"], 0, "{}", r["verdict_reason"]);
+        common::read_json(&dir.join("trace.json"))
+    };
+    // Honest: every tensor of all 18 layers at the last position, 11 per layer plus embed,
+    // final_norm and logits, none over the f32 threshold.
+    let t = trace("gemma3_trace_ci.yaml", "honest");
+    assert_eq!(t["result"], "PASS", "{}", t["reason"]);
+    assert_eq!(t["compared_records"], 18 * 11 + 3);
+    let p = &t["pairs"][0];
+    for name in ["post_attn_norm", "post_mlp_norm", "mlp_norm", "attn_norm"] {
+        let n = p["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["tensor"] == name)
+            .count();
+        assert_eq!(n, 18, "{name}");
+    }
+    // The control: decode's layer 3 post_mlp_norm scaled by 1.01 is named as the first
+    // failing record, root cause NORM.
+    let t = trace("gemma3_trace_inject_ci.yaml", "inject");
+    assert_eq!(t["result"], "FAIL", "{}", t["reason"]);
+    let pos = &t["pairs"][0]["positions"][0];
+    assert_eq!(
+        pos["first_fail"],
+        serde_json::json!([3, "post_mlp_norm"]),
+        "{pos}"
+    );
+    assert_eq!(pos["root_cause"], "NORM");
+}
