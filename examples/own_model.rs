@@ -152,6 +152,7 @@ const CAPABILITIES: Capabilities = Capabilities {
     every_row: true,
     probes: false,
     cache_prefix: true,
+    batch: false,
 };
 
 struct TinySequence<'a> {

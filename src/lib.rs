@@ -13,6 +13,7 @@ pub mod fsutil;
 pub mod limits;
 pub mod merge;
 pub mod model;
+pub mod path;
 pub mod plan;
 pub mod report;
 pub mod run;

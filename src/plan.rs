@@ -13,6 +13,7 @@ use crate::dtype::RunDtype;
 use crate::engine::{Engine, WeightFormat};
 use crate::error::{Error, Result};
 use crate::model::{Capabilities, ModelInfo};
+use crate::path::RunPath;
 use crate::trace::{TensorName, TraceSelection};
 
 /// Which path a run takes.
@@ -65,6 +66,9 @@ pub struct PairSpec {
     /// Weight format (absent in older records: dequantized).
     #[serde(default)]
     pub weights: WeightFormat,
+    /// Path of the run under test (absent in older records: decode).
+    #[serde(default, skip_serializing_if = "RunPath::is_default")]
+    pub path: RunPath,
 }
 
 impl PairSpec {
@@ -79,8 +83,24 @@ impl PairSpec {
             seed,
             engine: Engine::default(),
             weights: WeightFormat::default(),
+            path: RunPath::default(),
         }
         .with_id()
+    }
+
+    /// The same pair with its run under test on `path`, with its id.
+    pub fn via(mut self, path: RunPath) -> Self {
+        self.path = path;
+        self.with_id()
+    }
+
+    /// Whether the pair is judged by the equivalence tolerance: a kv_aligned decode, and
+    /// every serving path (chunked, batched), whatever kv_aligned says. A server picks the
+    /// chunk size and the batch for its own reasons, under the user's feet; the logits it
+    /// returns must be the ones the sequence alone would get, so those paths are held to
+    /// the promise of equivalence, not to the drift budget of a cache rebuilt token by token.
+    pub fn equivalence(&self) -> bool {
+        self.kv_aligned || !self.path.is_default()
     }
 
     /// The same pair on `engine` with `weights`, with its id.
@@ -99,6 +119,9 @@ impl PairSpec {
             u8::from(self.kv_aligned),
             self.seed
         );
+        if let Some(part) = self.path.id_part() {
+            id = format!("{id}.{part}");
+        }
         if !self.engine.is_default() {
             id = format!("{id}.{}", self.engine);
         }
@@ -119,8 +142,12 @@ impl PairSpec {
     }
 
     /// Id of one of the pair's runs, for example `p0_short.s128.bf16.kv1.seed0.prefill`.
+    /// The run under test is named for its path (`….decode`, `….chunk8.chunked`).
     pub fn run_id(&self, mode: Mode) -> String {
-        format!("{}.{mode}", self.id)
+        match mode {
+            Mode::Prefill => format!("{}.prefill", self.id),
+            Mode::Decode => format!("{}.{}", self.id, self.path.run_name()),
+        }
     }
 
     fn matches(&self, r: &ExcludeRule) -> bool {
@@ -131,6 +158,7 @@ impl PairSpec {
             && r.seed.is_none_or(|s| s == self.seed)
             && r.engine.is_none_or(|e| e == self.engine)
             && r.weights.is_none_or(|w| w == self.weights)
+            && r.path.is_none_or(|p| p == self.path)
     }
 }
 
@@ -263,9 +291,10 @@ impl Plan {
             .unwrap_or(0)
     }
 
-    /// Tokens a pair's (prefill, decode) runs feed through the model. A prefill on an engine
-    /// that returns only the last row makes one forward per prefix: S·P + S(S+1)/2 tokens
-    /// instead of P + S, quadratic in the span.
+    /// Tokens a pair's (prefill, path under test) runs feed through the model, every row of
+    /// a batch counted. A prefill on an engine that returns only the last row makes one
+    /// forward per prefix: S·P + S(S+1)/2 tokens instead of P + S, quadratic in the span
+    /// (and so does a chunked prefill there: one chunked sequence per span position).
     pub fn forward_tokens(&self, pair: &PairSpec) -> (usize, usize) {
         let p = self.prompts.get(&pair.prompt).map_or(0, |p| p.len);
         let s = pair.span;
@@ -273,13 +302,18 @@ impl Plan {
             .capabilities
             .get(&pair.load_key())
             .is_none_or(|c| c.every_row);
-        let prefill = if every_row {
-            p + s
-        } else {
-            s * p + s * (s + 1) / 2
+        let by_prefix = s * p + s * (s + 1) / 2;
+        let prefill = if every_row { p + s } else { by_prefix };
+        // kv_aligned: prefill's own forward over P + S for the cache, then the span.
+        let cached = if pair.kv_aligned { p + 2 * s } else { p + s };
+        let decode = match pair.path {
+            RunPath::Decode => cached,
+            RunPath::Chunked(_) if every_row => cached,
+            RunPath::Chunked(_) => by_prefix,
+            RunPath::Batched(b) => b * cached,
+            RunPath::BatchedPrefill(b) if every_row => b * (p + s),
+            RunPath::BatchedPrefill(b) => b * by_prefix,
         };
-        // kv_aligned: prefill's own forward over P + S for the cache, then the S steps.
-        let decode = if pair.kv_aligned { p + 2 * s } else { p + s };
         (prefill, decode)
     }
 
@@ -403,13 +437,16 @@ pub fn expand(cfg: &LoadedConfig, model: &ModelInfo, support: Support) -> Result
                 for p in &prompts {
                     for &span in &c.sweep.span {
                         for &kv in &c.sweep.kv_aligned {
-                            for &seed in &c.sweep.seed {
-                                let pair =
-                                    PairSpec::new(&p.id, span, dtype, kv, seed).on(engine, weights);
-                                if c.exclude.iter().any(|r| pair.matches(r)) {
-                                    excluded += 1;
-                                } else {
-                                    pairs.push(pair);
+                            for &path in &c.sweep.path {
+                                for &seed in &c.sweep.seed {
+                                    let pair = PairSpec::new(&p.id, span, dtype, kv, seed)
+                                        .on(engine, weights)
+                                        .via(path);
+                                    if c.exclude.iter().any(|r| pair.matches(r)) {
+                                        excluded += 1;
+                                    } else {
+                                        pairs.push(pair);
+                                    }
                                 }
                             }
                         }
@@ -537,15 +574,7 @@ pub fn expand(cfg: &LoadedConfig, model: &ModelInfo, support: Support) -> Result
     }
     let skipped = pairs
         .iter()
-        .filter(|q| q.kv_aligned && !caps[&q.load_key()].cache_prefix)
-        .map(|q| {
-            let why = format!(
-                "kv_aligned needs the prefill's own cache, and engine `{}` cannot cut its \
-                 cache back to a prefix",
-                q.engine
-            );
-            (q.id.clone(), why)
-        })
+        .filter_map(|q| skip_reason(q, &caps[&q.load_key()]).map(|why| (q.id.clone(), why)))
         .collect();
     let plan = Plan {
         pairs,
@@ -564,6 +593,32 @@ pub fn expand(cfg: &LoadedConfig, model: &ModelInfo, support: Support) -> Result
     };
     check_trace_and_inject(cfg, model, &plan)?;
     Ok(plan)
+}
+
+/// Why a pair cannot run on an implementation with `caps`, if it cannot: decided when the
+/// sweep is planned, so the pair is SKIPPED with the reason.
+fn skip_reason(q: &PairSpec, caps: &Capabilities) -> Option<String> {
+    if q.kv_aligned && !q.path.has_kv_aligned() {
+        return Some(format!(
+            "kv_aligned does not apply to path `{}`: a batched prefill carries no cache from \
+             a prompt into a span (its kv_aligned = false pair is the one to read)",
+            q.path
+        ));
+    }
+    if q.kv_aligned && !caps.cache_prefix {
+        return Some(format!(
+            "kv_aligned needs the prefill's own cache, and engine `{}` cannot cut its cache \
+             back to a prefix",
+            q.engine
+        ));
+    }
+    if q.path.batch() > 1 && !caps.batch {
+        return Some(format!(
+            "path `{}` needs batched forwards, and engine `{}` runs one sequence at a time",
+            q.path, q.engine
+        ));
+    }
+    None
 }
 
 /// The most bytes a prompt may have per position of the model's context: a text that long
@@ -628,24 +683,72 @@ fn check_trace_and_inject(cfg: &LoadedConfig, model: &ModelInfo, plan: &Plan) ->
             ));
         }
     }
-    // A decode step that believes it is `shift` positions further on must still be inside
-    // the context, or the shifted position would index past the rotary tables.
-    if let Some(i) = &cfg.config.inject
-        && let Some(shift) = i.position_shift
-        && longest
-            .checked_add(shift)
-            .is_none_or(|n| n > model.context_len())
+    let path_index = |want: &dyn Fn(RunPath) -> bool| {
+        cfg.config
+            .sweep
+            .path
+            .iter()
+            .position(|&p| want(p) && plan.pairs.iter().any(|q| q.path == p))
+    };
+    // Taps record one sequence's rows; a batched forward holds several.
+    if cfg.config.trace.is_some()
+        && let Some(i) = path_index(&|p| p.batch() > 1)
     {
         return Err(Error::config(
             &cfg.path,
-            "inject.position_shift",
+            format!("sweep.path[{i}]"),
             format!(
-                "a shift of {shift} moves the longest sequence ({longest} positions) past \
-                 the context of `{}` ({})",
-                model.source,
-                model.context_len()
+                "layer traces follow one sequence, and path `{}` runs several in one forward; \
+                 trace decode or chunked paths, or leave the batched ones out of this sweep",
+                cfg.config.sweep.path[i]
             ),
         ));
+    }
+    // A fault that only one kind of path can show needs a pair on that path, or its negative
+    // control would pass for the wrong reason.
+    if let Some(i) = &cfg.config.inject {
+        let chunked = path_index(&|p| matches!(p, RunPath::Chunked(c) if c > 1));
+        if i.chunk_position_shift.unwrap_or(0) > 0 && chunked.is_none() {
+            return Err(Error::config(
+                &cfg.path,
+                "inject.chunk_position_shift",
+                "no pair takes a chunked path with chunks of 2 or more tokens \
+                 (`sweep.path: [chunked:C]`), so the fault would change nothing",
+            ));
+        }
+        if i.cross_row_cache && path_index(&|p| p.batch() > 1).is_none() {
+            return Err(Error::config(
+                &cfg.path,
+                "inject.cross_row_cache",
+                "no pair takes a batched path of 2 or more sequences \
+                 (`sweep.path: [batched:B]`), so there is no other row to read",
+            ));
+        }
+    }
+    // A forward that believes it is `shift` positions further on must still be inside the
+    // context, or the shifted position would index past the rotary tables.
+    for (field, shift) in cfg.config.inject.iter().flat_map(|i| {
+        [
+            ("inject.position_shift", i.position_shift),
+            ("inject.chunk_position_shift", i.chunk_position_shift),
+        ]
+    }) {
+        if let Some(shift) = shift
+            && longest
+                .checked_add(shift)
+                .is_none_or(|n| n > model.context_len())
+        {
+            return Err(Error::config(
+                &cfg.path,
+                field,
+                format!(
+                    "a shift of {shift} moves the longest sequence ({longest} positions) past \
+                     the context of `{}` ({})",
+                    model.source,
+                    model.context_len()
+                ),
+            ));
+        }
     }
     // Widening a window needs a window: without one the fault would change nothing and its
     // control would pass for the wrong reason.

@@ -228,6 +228,10 @@ pub struct RunRecord {
     /// wall time, the cost of producing them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reused_from: Option<String>,
+    /// One digest per span row of the logits ([`crate::compare::row_digests`]): equal
+    /// digests in two runs mean bit-identical rows (absent in older records).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub row_digests: Vec<String>,
 }
 
 /// One pair's record.

@@ -44,6 +44,23 @@ pub fn prompt_ids(info: &ModelInfo, prompt: &PlannedPrompt, seed: u64) -> Vec<u3
     }
 }
 
+/// The `count` other sequences of a batched path for (prompt, seed), each `len` ids long:
+/// seeded random ids (no special tokens), so that every row of the batch has the sequence of
+/// interest's length and no padding exists. They come from their own stream, row after row,
+/// so batch B's rows are a prefix of batch B + 1's.
+pub fn companions(
+    info: &ModelInfo,
+    prompt_id: &str,
+    seed: u64,
+    len: usize,
+    count: usize,
+) -> Vec<Vec<u32>> {
+    let mut rng = rng_for("companion", prompt_id, seed);
+    (0..count)
+        .map(|_| random_ids(info, len, &mut rng))
+        .collect()
+}
+
 /// `len` continuation ids after `prompt`. `reference` is the f32 model, needed for sample and
 /// greedy (the model's own distribution); random needs none.
 pub fn continuation(

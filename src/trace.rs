@@ -284,6 +284,12 @@ pub struct Injection {
     /// Widen decode steps' sliding window by this many keys.
     #[serde(default)]
     pub window_shift: usize,
+    /// Chunks after the first believe they start this many positions further along.
+    #[serde(default)]
+    pub chunk_position_shift: usize,
+    /// In batched forwards, row 0 reads row 1's newest cached K/V before its own.
+    #[serde(default)]
+    pub cross_row_cache: bool,
     /// Decode runs over this many span tokens fail with an error (failure-handling control).
     pub fail_span: Option<usize>,
 }
@@ -309,6 +315,9 @@ pub struct Hooks<'a> {
     /// Position shift of the current forward (set by the decoder), so records carry the
     /// position the path believes in.
     pub shift: usize,
+    /// The cross-row fault ([`crate::model::Fault::cross_row_cache`]): attention layers
+    /// apply it to the K/V they read.
+    pub cross_row: bool,
 }
 
 impl<'a> Hooks<'a> {
@@ -318,6 +327,7 @@ impl<'a> Hooks<'a> {
             sink,
             fault,
             shift: 0,
+            cross_row: false,
         }
     }
 

@@ -110,16 +110,16 @@ pub fn allowed_flips(top1_agreement_min: f32, positions: usize) -> usize {
     (share - 1e-6).ceil().max(0.0) as usize
 }
 
-/// Judges a compared pair. `kv_aligned` picks between tolerance (PASS_EQUIV/FAIL_EQUIV) and
-/// drift budget (EXPECTED_DRIFT/FAIL_DRIFT); `limits` is the one that applies. Returns the
+/// Judges a compared pair. `equivalence` ([`crate::plan::PairSpec::equivalence`]) picks
+/// between tolerance (PASS_EQUIV/FAIL_EQUIV) and drift budget (EXPECTED_DRIFT/FAIL_DRIFT); `limits` is the one that applies. Returns the
 /// verdict and its reason in words.
 pub fn judge_pair(
     m: &Metrics,
     dtype: RunDtype,
-    kv_aligned: bool,
+    equivalence: bool,
     limits: &Thresholds,
 ) -> (PairVerdict, String) {
-    let (pass, fail, what) = if kv_aligned {
+    let (pass, fail, what) = if equivalence {
         (PairVerdict::PassEquiv, PairVerdict::FailEquiv, "tolerance")
     } else {
         (

@@ -242,9 +242,17 @@ pub fn verify(
             };
             let mut ids = seq.prompt.clone();
             ids.extend_from_slice(&seq.continuation[..spec.span]);
+            let others = crate::tokens::companions(
+                &info,
+                &spec.prompt,
+                spec.seed,
+                ids.len(),
+                spec.path.batch() - 1,
+            );
             let input = sweep::PairInput {
                 ids: &ids,
                 prompt_len: seq.prompt.len(),
+                others: &others,
             };
             let inst = run::Instruments { trace: None, fault };
             let Some(done) =

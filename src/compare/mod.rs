@@ -336,6 +336,24 @@ fn rows(prefill: &[f32], decode: &[f32], vocab: usize, first_pos: usize) -> (Row
     (out, abs_diffs)
 }
 
+/// One digest per row of `logits` (row-major, rows of `vocab`): the first 16 hex digits of
+/// the sha256 of the row's f32 bits. Two runs whose digests agree row for row gave
+/// bit-identical logits there (a batch-invariance or chunk-invariance statement needs no
+/// kept logits); the first row whose digests differ is where two paths part.
+pub fn row_digests(logits: &[f32], vocab: usize) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    logits
+        .chunks(vocab.max(1))
+        .map(|row| {
+            let mut h = Sha256::new();
+            for x in row {
+                h.update(x.to_bits().to_le_bytes());
+            }
+            crate::fsutil::hex(&h.finalize()[..8])
+        })
+        .collect()
+}
+
 /// Index of the largest finite value; the first one on exact ties (both runs break ties
 /// alike); 0 when no value is finite.
 pub fn argmax(xs: &[f32]) -> usize {

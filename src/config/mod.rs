@@ -108,10 +108,11 @@ impl LoadedConfig {
         }
     }
 
-    /// The limits a pair is judged by: the tolerance when kv_aligned, else the drift budget.
-    /// The engine plays no part: every implementation must meet the same bounds.
-    pub fn limits(&self, dtype: RunDtype, weights: WeightFormat, kv_aligned: bool) -> Thresholds {
-        if kv_aligned {
+    /// The limits a pair is judged by: the tolerance when it is judged for equivalence
+    /// ([`crate::plan::PairSpec::equivalence`]: kv_aligned, or a serving path), else the drift
+    /// budget. The engine plays no part: every implementation must meet the same bounds.
+    pub fn limits(&self, dtype: RunDtype, weights: WeightFormat, equivalence: bool) -> Thresholds {
+        if equivalence {
             self.tolerance(dtype, weights)
         } else {
             self.drift_budget(dtype, weights)

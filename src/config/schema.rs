@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::dtype::RunDtype;
 use crate::engine::{Engine, WeightFormat};
 use crate::limits::ThresholdsOverride;
+use crate::path::RunPath;
 
 /// A sweep file, as written by the user.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -209,6 +210,16 @@ pub struct InjectConfig {
     /// window one key too wide in one path); only for models with a sliding window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_shift: Option<usize>,
+    /// Chunked paths: every chunk after the first (a multi-token forward at an offset > 0)
+    /// believes it starts this many positions further along; single-token steps and
+    /// forwards from an empty cache are untouched, so only chunked prefill can show it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_position_shift: Option<usize>,
+    /// Batched paths: row 0 of every batched forward reads row 1's cached K/V at the
+    /// newest position before the forward's own (a batch row reading another row's cache
+    /// slot); a forward of one sequence is untouched.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cross_row_cache: bool,
     /// Decode runs at this span raise an error instead of running: the control for failure
     /// handling (their pairs must come out INCOMPLETE and the sweep must go on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -229,6 +240,8 @@ impl InjectConfig {
             },
             position_shift: self.position_shift.unwrap_or(0),
             window_shift: self.window_shift.unwrap_or(0),
+            chunk_position_shift: self.chunk_position_shift.unwrap_or(0),
+            cross_row_cache: self.cross_row_cache,
             fail_span: self.fail_span,
         }
     }
@@ -403,6 +416,14 @@ pub struct SweepAxes {
     /// Weight formats; dequantized alone when absent.
     #[serde(default = "default_weights")]
     pub weights: Vec<WeightFormat>,
+    /// Paths of the run under test (`decode`, `chunked:C`, `batched:B`,
+    /// `batched_prefill:B`); decode alone when absent.
+    #[serde(default = "default_paths")]
+    pub path: Vec<RunPath>,
+}
+
+fn default_paths() -> Vec<RunPath> {
+    vec![RunPath::default()]
 }
 
 fn default_engines() -> Vec<Engine> {
@@ -442,6 +463,9 @@ pub struct ExcludeRule {
     /// Weight format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<WeightFormat>,
+    /// Path of the run under test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<RunPath>,
 }
 
 /// A YAML boolean that also accepts 0 and 1 (the old tool's kv_aligned=0/1).

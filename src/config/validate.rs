@@ -117,6 +117,7 @@ pub(super) fn validate(path: &Path, c: &SweepConfig, limits: &super::LoadLimits)
         ("sweep.seed", s.seed.len()),
         ("sweep.engine", s.engine.len()),
         ("sweep.weights", s.weights.len()),
+        ("sweep.path", s.path.len()),
     ] {
         if len == 0 {
             return err(
@@ -137,6 +138,7 @@ pub(super) fn validate(path: &Path, c: &SweepConfig, limits: &super::LoadLimits)
     check_unique(path, "sweep.seed", &s.seed)?;
     check_unique(path, "sweep.engine", &s.engine)?;
     check_unique(path, "sweep.weights", &s.weights)?;
+    check_unique(path, "sweep.path", &s.path)?;
     if let Some(ids) = &s.prompt {
         if ids.is_empty() {
             return err(
@@ -163,6 +165,7 @@ pub(super) fn validate(path: &Path, c: &SweepConfig, limits: &super::LoadLimits)
             && rule.seed.is_none()
             && rule.engine.is_none()
             && rule.weights.is_none()
+            && rule.path.is_none()
         {
             return err(&field, "an empty rule would drop every pair".into());
         }
@@ -224,12 +227,15 @@ pub(super) fn validate(path: &Path, c: &SweepConfig, limits: &super::LoadLimits)
             (None, None)
                 if i.position_shift.unwrap_or(0) == 0
                     && i.window_shift.unwrap_or(0) == 0
+                    && i.chunk_position_shift.unwrap_or(0) == 0
+                    && !i.cross_row_cache
                     && i.fail_span.is_none() =>
             {
                 return err(
                     "inject",
-                    "give `tensor` with `epsilon`, a `position_shift` or `window_shift` of at \
-                     least 1, or a `fail_span`"
+                    "give `tensor` with `epsilon`, a `position_shift`, `window_shift` or \
+                     `chunk_position_shift` of at least 1, `cross_row_cache: true`, or a \
+                     `fail_span`"
                         .into(),
                 );
             }

@@ -20,11 +20,13 @@ use super::{ModelInfo, Weights, builtin, gguf, hf_dir};
 use crate::dtype::RunDtype;
 use crate::engine::WeightFormat;
 
-/// What candle-transformers' models can do for a run: nothing beyond the last row.
+/// What candle-transformers' models can do for a run: the last row only, no cut-back cache,
+/// no taps; their forwards take a batch of sequences of equal length (ids of shape (B, t)).
 pub const CAPABILITIES: Capabilities = Capabilities {
     every_row: false,
     probes: false,
     cache_prefix: false,
+    batch: true,
 };
 
 /// Architectures each weight format can run here, and why not otherwise: `Ok(module)` names
@@ -192,7 +194,7 @@ fn llama_config(info: &ModelInfo) -> ct::llama::Config {
 
 /// A candle-transformers model with its cache inside: `forward` at an offset appends to it.
 trait Stateful: Send {
-    /// Feeds `x` (1 × t ids) at `offset`; the last position's logits.
+    /// Feeds `x` (B × t ids) at `offset`; each sequence's last position's logits.
     fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor>;
     /// Empties the cache.
     fn clear(&mut self);
@@ -338,6 +340,10 @@ impl ModelUnderTest for CandleTransformersModel {
         &self.device
     }
     fn sequence(&self, capacity: usize) -> candle_core::Result<Box<dyn Sequence + '_>> {
+        self.batch(1, capacity)
+    }
+
+    fn batch(&self, rows: usize, capacity: usize) -> candle_core::Result<Box<dyn Sequence + '_>> {
         if capacity > self.context {
             candle_core::bail!(
                 "{capacity} positions exceed the model's context of {}",
@@ -357,16 +363,18 @@ impl ModelUnderTest for CandleTransformersModel {
         Ok(Box::new(StatefulSequence {
             model,
             len: 0,
+            batch: rows.max(1),
             vocab: self.vocab,
             device: &self.device,
         }))
     }
 }
 
-/// A sequence on a candle-transformers model: the model itself, locked.
+/// A sequence (or a batch of them) on a candle-transformers model: the model itself, locked.
 struct StatefulSequence<'a> {
     model: MutexGuard<'a, Box<dyn Stateful>>,
     len: usize,
+    batch: usize,
     vocab: usize,
     device: &'a Device,
 }
@@ -376,27 +384,36 @@ impl Sequence for StatefulSequence<'_> {
         self.len
     }
 
+    fn batch_size(&self) -> usize {
+        self.batch
+    }
+
     fn forward(&mut self, tokens: &[u32], rows: Rows) -> candle_core::Result<Option<Tensor>> {
-        let t = tokens.len();
-        if t == 0 {
-            candle_core::bail!("a forward needs at least one token");
+        if tokens.is_empty() || !tokens.len().is_multiple_of(self.batch) {
+            candle_core::bail!(
+                "{} token ids do not make {} non-empty sequences of equal length",
+                tokens.len(),
+                self.batch
+            );
         }
+        let t = tokens.len() / self.batch;
         if let Rows::From(i) = rows
             && i + 1 != t
         {
             candle_core::bail!("candle-transformers models return the last row's logits only");
         }
-        let x = Tensor::new(tokens, self.device)?.unsqueeze(0)?;
+        let x = Tensor::new(tokens, self.device)?.reshape((self.batch, t))?;
         let logits = self.model.forward(&x, self.len)?;
         self.len += t;
         match rows {
             Rows::None => Ok(None),
-            // Whatever the model's output rank ((1, vocab) or (1, 1, vocab)), one f32 row.
+            // Whatever the model's output rank ((B, vocab) or (B, 1, vocab)), one f32 row per
+            // sequence.
             Rows::From(_) => Ok(Some(
                 logits
                     .to_dtype(DType::F32)?
                     .flatten_all()?
-                    .reshape((1, self.vocab))?,
+                    .reshape((self.batch, self.vocab))?,
             )),
         }
     }

@@ -430,10 +430,36 @@ impl Attention {
             heads(self.v_proj.forward(x)?, self.n_kv_heads)?.contiguous()?,
         )?;
         let (k, v) = cache.append(&k, &v)?;
+        let (k, v) = read_cache(k, v, t, hooks.cross_row)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let y = attend(&q, k, v, self.n_heads / self.n_kv_heads, scale, mask)?;
         self.o_proj.forward(&y)
     }
+}
+
+/// The cached keys and values (batch, kv_heads, positions, head_dim) an attention layer reads
+/// after appending a forward's `t` positions. With the cross-row fault, row 0 reads row 1's
+/// K and V at the newest position before this forward's own (position 0 when the cache was
+/// empty): the bug of a batch row addressing another row's cache slot. Only a batch of two
+/// or more sequences can show it.
+pub(super) fn read_cache(
+    k: Tensor,
+    v: Tensor,
+    t: usize,
+    cross_row: bool,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let (b, _, len, _) = k.dims4()?;
+    if !cross_row || b < 2 {
+        return Ok((k, v));
+    }
+    let slot = (len - t).saturating_sub(1);
+    let leak = |x: &Tensor| -> candle_core::Result<Tensor> {
+        let (_, h, _, d) = x.dims4()?;
+        let other = x.narrow(0, 1, 1)?.narrow(2, slot, 1)?.contiguous()?;
+        x.contiguous()?
+            .slice_assign(&[0..1, 0..h, slot..slot + 1, 0..d], &other)
+    };
+    Ok((leak(&k)?, leak(&v)?))
 }
 
 /// Taps a per-head tensor (batch, heads, t, head_dim): taps see (batch, t, heads × head_dim),
@@ -616,6 +642,31 @@ impl Cache {
         self.layers.first().map_or(0, KvCache::current_seq_len)
     }
 
+    /// The caches of single sequences of equal length side by side, as one batch's cache
+    /// (copied, bit for bit), with room for `capacity` positions.
+    pub(super) fn stack(rows: &[Cache], capacity: usize) -> candle_core::Result<Cache> {
+        let Some(first) = rows.first() else {
+            candle_core::bail!("a batch needs at least one sequence");
+        };
+        let mut layers = Vec::with_capacity(first.layers.len());
+        for l in 0..first.layers.len() {
+            let mut fresh = KvCache::new(2, capacity.max(1));
+            let mut ks = Vec::with_capacity(rows.len());
+            let mut vs = Vec::with_capacity(rows.len());
+            for c in rows {
+                if let (Some(k), Some(v)) = (c.layers[l].k()?, c.layers[l].v()?) {
+                    ks.push(k);
+                    vs.push(v);
+                }
+            }
+            if ks.len() == rows.len() {
+                fresh.append(&Tensor::cat(&ks, 0)?, &Tensor::cat(&vs, 0)?)?;
+            }
+            layers.push(fresh);
+        }
+        Ok(Cache { layers })
+    }
+
     /// A new cache holding this cache's first `len` positions (copied, bit for bit), with
     /// room for `capacity` positions.
     pub fn truncated(&self, len: usize, capacity: usize) -> candle_core::Result<Cache> {
@@ -712,6 +763,7 @@ impl Decoder {
     pub fn forward(&self, tokens: &[u32], cache: &mut Cache) -> candle_core::Result<Tensor> {
         self.forward_hooked(
             tokens,
+            1,
             cache,
             &mut Hooks::default(),
             Fault::default(),
@@ -721,10 +773,11 @@ impl Decoder {
     }
 }
 
-/// The end of a hooked forward over `x` (1, t, hidden) whose first row sits at (believed)
+/// The end of a hooked forward over `x` (batch, t, hidden) whose first row sits at (believed)
 /// position `offset`: the final norm and the LM head over the rows asked for, or over every
 /// row while tracing (the trace holds every position's logits; the rows asked for are then
-/// cut from that). Returns the f32 logits (rows, vocab) asked for.
+/// cut from that). Returns the f32 logits (batch · rows, vocab) asked for, each sequence's
+/// rows in turn.
 pub(super) fn head_rows(
     x: &Tensor,
     offset: usize,
@@ -751,11 +804,30 @@ pub(super) fn head_rows(
     if wanted == t {
         return Ok(None);
     }
-    // A view of the rows asked for (no copy when nothing extra was computed).
-    logits
-        .squeeze(0)?
-        .narrow(0, wanted - first, t - wanted)
-        .map(Some)
+    // A view of the rows asked for (no copy when nothing extra was computed and the batch is
+    // one sequence).
+    let (b, _, vocab) = logits.dims3()?;
+    let logits = logits.narrow(1, wanted - first, t - wanted)?;
+    if b == 1 {
+        return logits.squeeze(0).map(Some);
+    }
+    logits.reshape((b * (t - wanted), vocab)).map(Some)
+}
+
+/// The token ids of a forward as a (batch, t) tensor, checking that `tokens` holds `batch`
+/// rows of equal length.
+pub(super) fn batch_input(
+    tokens: &[u32],
+    batch: usize,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    if batch == 0 || !tokens.len().is_multiple_of(batch) {
+        candle_core::bail!(
+            "{} token ids do not make {batch} sequences of equal length",
+            tokens.len()
+        );
+    }
+    Tensor::new(tokens, device)?.reshape((batch, tokens.len() / batch))
 }
 
 /// A forward of `t` tokens at `offset` must feed something and stay within the context.
@@ -827,6 +899,10 @@ impl ModelUnderTest for Decoder {
     fn sequence(&self, capacity: usize) -> candle_core::Result<Box<dyn Sequence + '_>> {
         Ok(Box::new(OwnSequence::new(self, capacity)))
     }
+
+    fn batch(&self, rows: usize, capacity: usize) -> candle_core::Result<Box<dyn Sequence + '_>> {
+        Ok(Box::new(OwnSequence::batch(self, rows, capacity)))
+    }
 }
 
 impl OwnForward for Decoder {
@@ -834,9 +910,10 @@ impl OwnForward for Decoder {
         Decoder::new_cache(self, capacity)
     }
 
-    /// [`Decoder::forward`] with trace hooks and `fault` (its scale through the hooks; RoPE
-    /// positions shifted by its `position_shift`: the step believes it is further along than
-    /// the cache says; its `window_shift` widens a sliding window),
+    /// [`Decoder::forward`] over `batch` sequences with trace hooks and `fault` (its scale
+    /// and cross-row read through the hooks; RoPE positions shifted by [`Fault::shift`]: the
+    /// forward believes it is further along than the cache says; its `window_shift` widens a
+    /// sliding window),
     /// computing logits only for `rows`: rows before a span are never compared, and the final
     /// norm and LM head are a fifth of SmolLM2's work per token. While tracing, the final
     /// norm and head run over every row (the trace holds every position's logits) and the
@@ -845,16 +922,19 @@ impl OwnForward for Decoder {
     fn forward_hooked(
         &self,
         tokens: &[u32],
+        batch: usize,
         cache: &mut Cache,
         hooks: &mut Hooks,
         fault: Fault,
         rows: Rows,
     ) -> candle_core::Result<Option<Tensor>> {
-        let t = tokens.len();
-        let offset = cache.seq_len() + fault.position_shift;
-        hooks.shift = fault.position_shift;
+        let input = batch_input(tokens, batch, &self.device)?;
+        let t = input.dim(1)?;
+        let shift = fault.shift(t, cache.seq_len());
+        let offset = cache.seq_len() + shift;
+        hooks.shift = shift;
+        hooks.cross_row = fault.cross_row_cache;
         check_positions(t, offset, self.cfg.max_position_embeddings)?;
-        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
         let mut x = hooks.tap(
             None,
             TensorName::Embed,
@@ -892,10 +972,12 @@ impl OwnForward for Decoder {
 pub(super) trait OwnForward: Sync {
     /// An empty cache with room for `capacity` positions.
     fn new_cache(&self, capacity: usize) -> Cache;
-    /// Feeds `tokens` at the cache's length and returns the logits of `rows`.
+    /// Feeds `tokens` (`batch` sequences of equal length, one after the other) at the cache's
+    /// length and returns the logits of `rows`.
     fn forward_hooked(
         &self,
         tokens: &[u32],
+        batch: usize,
         cache: &mut Cache,
         hooks: &mut Hooks,
         fault: Fault,
@@ -908,16 +990,23 @@ pub(super) struct OwnSequence<'a, M> {
     model: &'a M,
     cache: Cache,
     capacity: usize,
+    batch: usize,
     probes: Probes,
 }
 
 impl<'a, M: OwnForward> OwnSequence<'a, M> {
     /// An empty sequence with room for `capacity` positions.
     pub(super) fn new(model: &'a M, capacity: usize) -> Self {
+        Self::batch(model, 1, capacity)
+    }
+
+    /// An empty batch of `batch` sequences with room for `capacity` positions each.
+    pub(super) fn batch(model: &'a M, batch: usize, capacity: usize) -> Self {
         OwnSequence {
             model,
             cache: model.new_cache(capacity),
             capacity,
+            batch: batch.max(1),
             probes: Probes::default(),
         }
     }
@@ -928,11 +1017,39 @@ impl<M: OwnForward> Sequence for OwnSequence<'_, M> {
         self.cache.seq_len()
     }
 
+    fn batch_size(&self) -> usize {
+        self.batch
+    }
+
     fn forward(&mut self, tokens: &[u32], rows: Rows) -> candle_core::Result<Option<Tensor>> {
         let fault = self.probes.fault;
         let mut hooks = Hooks::new(self.probes.trace.as_mut(), fault.scale);
         self.model
-            .forward_hooked(tokens, &mut self.cache, &mut hooks, fault, rows)
+            .forward_hooked(tokens, self.batch, &mut self.cache, &mut hooks, fault, rows)
+    }
+
+    fn forward_each(&mut self, tokens: &[u32]) -> candle_core::Result<()> {
+        if self.batch == 1 {
+            return self.forward(tokens, Rows::None).map(|_| ());
+        }
+        if self.len() != 0 {
+            candle_core::bail!("a batch's cache is built one sequence at a time only when empty");
+        }
+        if !tokens.len().is_multiple_of(self.batch) {
+            candle_core::bail!(
+                "{} token ids do not make {} sequences of equal length",
+                tokens.len(),
+                self.batch
+            );
+        }
+        let mut caches = Vec::with_capacity(self.batch);
+        for row in tokens.chunks(tokens.len() / self.batch) {
+            let mut alone = OwnSequence::new(self.model, self.capacity);
+            alone.forward(row, Rows::None)?;
+            caches.push(alone.cache);
+        }
+        self.cache = Cache::stack(&caches, self.capacity)?;
+        Ok(())
     }
 
     fn truncate(&mut self, len: usize) -> candle_core::Result<()> {

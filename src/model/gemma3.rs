@@ -26,8 +26,8 @@ use candle_nn::kv_cache::KvCache;
 
 pub use super::decoder::Cache;
 use super::decoder::{
-    Gate, Linear, Mlp, OwnForward, OwnSequence, Rope, Source, attend, causal_mask, check_positions,
-    head_rows, linear, tap_heads,
+    Gate, Linear, Mlp, OwnForward, OwnSequence, Rope, Source, attend, batch_input, causal_mask,
+    check_positions, head_rows, linear, read_cache, tap_heads,
 };
 use super::under_test::{Capabilities, Fault, ModelUnderTest, Rows, Sequence};
 use crate::trace::{Hooks, TensorName};
@@ -206,6 +206,7 @@ impl Attention {
             heads(self.v_proj.forward(x)?, self.n_kv_heads)?.contiguous()?,
         )?;
         let (k, v) = cache.append(&k, &v)?;
+        let (k, v) = read_cache(k, v, t, hooks.cross_row)?;
         let y = attend(&q, k, v, self.n_heads / self.n_kv_heads, self.scale, mask)?;
         self.o_proj.forward(&y)
     }
@@ -356,6 +357,7 @@ impl Model {
     pub fn forward(&self, tokens: &[u32], cache: &mut Cache) -> candle_core::Result<Tensor> {
         self.forward_hooked(
             tokens,
+            1,
             cache,
             &mut Hooks::default(),
             Fault::default(),
@@ -376,17 +378,20 @@ impl OwnForward for Model {
     fn forward_hooked(
         &self,
         tokens: &[u32],
+        batch: usize,
         cache: &mut Cache,
         hooks: &mut Hooks,
         fault: Fault,
         rows: Rows,
     ) -> candle_core::Result<Option<Tensor>> {
-        let t = tokens.len();
+        let input = batch_input(tokens, batch, &self.device)?;
+        let t = input.dim(1)?;
         let past = cache.seq_len();
-        let offset = past + fault.position_shift;
-        hooks.shift = fault.position_shift;
+        let shift = fault.shift(t, past);
+        let offset = past + shift;
+        hooks.shift = shift;
+        hooks.cross_row = fault.cross_row_cache;
         check_positions(t, offset, self.cfg.max_position_embeddings)?;
-        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
         let x = self
             .embed_tokens
             .forward(&input)?
@@ -458,6 +463,10 @@ impl ModelUnderTest for Model {
 
     fn sequence(&self, capacity: usize) -> candle_core::Result<Box<dyn Sequence + '_>> {
         Ok(Box::new(OwnSequence::new(self, capacity)))
+    }
+
+    fn batch(&self, rows: usize, capacity: usize) -> candle_core::Result<Box<dyn Sequence + '_>> {
+        Ok(Box::new(OwnSequence::batch(self, rows, capacity)))
     }
 }
 

@@ -23,6 +23,9 @@ pub struct Capabilities {
     /// A sequence's cache can be cut back to a prefix ([`Sequence::truncate`]), which a
     /// kv_aligned = true decode needs: it continues from prefill's own cache.
     pub cache_prefix: bool,
+    /// Several sequences of the same length in one forward ([`ModelUnderTest::batch`]), which
+    /// the batched paths need.
+    pub batch: bool,
 }
 
 impl Capabilities {
@@ -31,6 +34,7 @@ impl Capabilities {
         every_row: true,
         probes: true,
         cache_prefix: true,
+        batch: true,
     };
 }
 
@@ -60,12 +64,34 @@ pub struct Fault {
     /// Sliding-window layers see this many keys more than the window (a window one key too
     /// wide in one path); only for models with a sliding window.
     pub window_shift: usize,
+    /// A multi-token forward at an offset > 0 (a chunk after the first) believes it is this
+    /// many positions further along: invisible to one-shot prefill (offset 0) and to
+    /// single-token decode.
+    pub chunk_position_shift: usize,
+    /// In a forward of two or more sequences, row 0 reads row 1's cached K/V at the newest
+    /// position before the forward's own: invisible to a batch of one.
+    pub cross_row_cache: bool,
 }
 
 impl Fault {
     /// Whether this fault changes anything.
     pub fn is_active(&self) -> bool {
-        self.scale.is_some() || self.position_shift != 0 || self.window_shift != 0
+        self.scale.is_some()
+            || self.position_shift != 0
+            || self.window_shift != 0
+            || self.chunk_position_shift != 0
+            || self.cross_row_cache
+    }
+
+    /// Positions a forward of `t` tokens on a cache of `past` believes it is further along
+    /// than the cache says.
+    pub fn shift(&self, t: usize, past: usize) -> usize {
+        let chunk = if t > 1 && past > 0 {
+            self.chunk_position_shift
+        } else {
+            0
+        };
+        self.position_shift + chunk
     }
 }
 
@@ -102,6 +128,15 @@ pub trait ModelUnderTest: Send + Sync {
     fn device(&self) -> &Device;
     /// A new, empty sequence with room for `capacity` positions.
     fn sequence(&self, capacity: usize) -> candle_core::Result<Box<dyn Sequence + '_>>;
+
+    /// A new, empty batch of `rows` sequences fed in lockstep, each with room for `capacity`
+    /// positions; only for models with [`Capabilities::batch`] when `rows` > 1.
+    fn batch(&self, rows: usize, capacity: usize) -> candle_core::Result<Box<dyn Sequence + '_>> {
+        if rows != 1 {
+            candle_core::bail!("this model runs one sequence at a time");
+        }
+        self.sequence(capacity)
+    }
 }
 
 /// One sequence's state (its KV cache) on a [`ModelUnderTest`].
@@ -114,9 +149,27 @@ pub trait Sequence {
         self.len() == 0
     }
 
+    /// Sequences fed in lockstep (1 unless made by [`ModelUnderTest::batch`]).
+    fn batch_size(&self) -> usize {
+        1
+    }
+
     /// Feeds `tokens` at positions `len()..` and appends them to the cache. Returns f32 logits
-    /// of shape (rows, vocab) for the rows asked for, or `None` for [`Rows::None`].
+    /// of shape (rows, vocab) for the rows asked for, or `None` for [`Rows::None`]. A batch
+    /// takes `batch_size()` rows of t ids each, one after the other, and returns each
+    /// sequence's rows in turn: (batch · rows, vocab).
     fn forward(&mut self, tokens: &[u32], rows: Rows) -> candle_core::Result<Option<Tensor>>;
+
+    /// Feeds each sequence of a batch alone (the one-sequence computation, exactly as
+    /// [`ModelUnderTest::sequence`] would) into an empty batch, whose cache then holds those
+    /// caches side by side: how a kv_aligned batched decode gets prefill's own cache for
+    /// every row. `tokens` is laid out as for [`Sequence::forward`].
+    fn forward_each(&mut self, tokens: &[u32]) -> candle_core::Result<()> {
+        if self.batch_size() != 1 {
+            candle_core::bail!("this model cannot build a batch's cache one sequence at a time");
+        }
+        self.forward(tokens, Rows::None).map(|_| ())
+    }
 
     /// Keeps the first `len` positions of the cache, bit for bit, and drops the rest. Only
     /// for models with [`Capabilities::cache_prefix`].

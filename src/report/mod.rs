@@ -909,6 +909,14 @@ pub fn describe_injection(i: &crate::config::InjectConfig) -> String {
     if let Some(k) = i.window_shift.filter(|k| *k > 0) {
         parts.push(format!("decode's sliding window widened by {k} key(s)"));
     }
+    if let Some(k) = i.chunk_position_shift.filter(|k| *k > 0) {
+        parts.push(format!(
+            "chunks after the first believe they start {k} position(s) further along"
+        ));
+    }
+    if i.cross_row_cache {
+        parts.push("in batched forwards, row 0 reads row 1's newest cached K/V".into());
+    }
     parts.join("; ")
 }
 

@@ -45,13 +45,14 @@ fn run(spec: &PairSpec, mode: Mode, status: RunStatus, wall_s: f64) -> RunRecord
         logits_file: None,
         finished_at: T0.into(),
         reused_from: None,
+        row_digests: Vec::new(),
     }
 }
 
 /// A pair compared from hand-made logits (two positions, vocabulary 4).
 fn compared(spec: &PairSpec, pre: [f32; 8], dec: [f32; 8], limits: Thresholds) -> PairRecord {
     let m = compare::compare(&pre, &dec, 4, 3, limits.max_abs_diff).unwrap();
-    let (verdict, reason) = verdict::judge_pair(&m, spec.dtype, spec.kv_aligned, &limits);
+    let (verdict, reason) = verdict::judge_pair(&m, spec.dtype, spec.equivalence(), &limits);
     PairRecord {
         spec: spec.clone(),
         verdict,

@@ -297,12 +297,9 @@ fn run_prepared(
     match device {
         Ok(device) => {
             // Loads size their tables by what this sweep feeds, not by what the file claims.
-            let shift = cfg
-                .config
-                .inject
-                .as_ref()
-                .and_then(|i| i.position_shift)
-                .unwrap_or(0);
+            let shift = cfg.config.inject.as_ref().map_or(0, |i| {
+                i.position_shift.unwrap_or(0) + i.chunk_position_shift.unwrap_or(0)
+            });
             let worker = Worker {
                 cfg: cfg.clone(),
                 info: info.sized_for(plan.longest_sequence().saturating_add(shift)),

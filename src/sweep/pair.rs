@@ -17,6 +17,9 @@ pub struct PairInput<'a> {
     pub ids: &'a [u32],
     /// Prompt length P (the span starts there).
     pub prompt_len: usize,
+    /// The other sequences of a batched path's batch (B − 1 of them, each as long as
+    /// `ids`; [`crate::tokens::companions`]); empty for the other paths.
+    pub others: &'a [Vec<u32>],
 }
 
 /// What running a pair produced: each run's output (or why it failed) and the judged record.
@@ -52,8 +55,16 @@ pub fn run_pair(
     if !starting(Mode::Decode) {
         return None;
     }
-    let dec = run::decode(model, input.ids, input.prompt_len, pair.kv_aligned, inst)
-        .map_err(|e| e.to_string());
+    let dec = run::under_test(
+        model,
+        input.ids,
+        input.prompt_len,
+        pair.kv_aligned,
+        pair.path,
+        input.others,
+        inst,
+    )
+    .map_err(|e| e.to_string());
     let errors: Vec<String> = [(Mode::Prefill, &pre), (Mode::Decode, &dec)]
         .into_iter()
         .filter_map(|(mode, r)| r.as_ref().err().map(|e| format!("{mode} failed: {e}")))
@@ -104,7 +115,8 @@ pub fn judge(
         limits.max_abs_diff,
     ) {
         Ok(m) => {
-            let (verdict, reason) = verdict::judge_pair(&m, spec.dtype, spec.kv_aligned, &limits);
+            let (verdict, reason) =
+                verdict::judge_pair(&m, spec.dtype, spec.equivalence(), &limits);
             PairRecord {
                 spec,
                 verdict,
@@ -123,17 +135,17 @@ pub fn token_key(prompt: &str, seed: u64) -> String {
     format!("{prompt}/seed{seed}")
 }
 
-/// The one prefill kept for reuse: kv_aligned false and true of one (prompt, span, seed) run
-/// the same prefill, so the worker runs them next to each other and the second takes the
-/// first's output (moved, not copied: nothing else uses it).
+/// The one prefill kept for reuse: every pair of one (prompt, span, seed) (kv_aligned true
+/// and false, every path) runs the same prefill, so the worker runs them one after the other
+/// and each takes the output of the one before (moved, not copied: the last one drops it).
 #[derive(Debug, Default)]
 pub(super) struct SharedPrefill {
     kept: Option<(String, String, RunOutput)>,
 }
 
 impl SharedPrefill {
-    /// What makes two prefills the same computation: everything but kv_aligned (the dtype
-    /// and model are those of the group being run).
+    /// What makes two prefills the same computation: everything but kv_aligned and the path
+    /// (the dtype and model are those of the group being run).
     pub(super) fn key(pair: &PairSpec) -> String {
         format!("{}/s{}/seed{}", pair.prompt, pair.span, pair.seed)
     }

@@ -55,22 +55,22 @@ pub(super) struct RunDone {
     pub(super) tokens_fed: usize,
     /// The logits in host memory, when the sweep keeps them.
     pub(super) logits: Option<Vec<f32>>,
+    /// A digest per row, to tell bit-identical runs of different paths apart.
+    pub(super) row_digests: Vec<String>,
 }
 
 impl RunDone {
     fn new(out: &RunOutput, keep_logits: bool) -> Result<Self, String> {
+        let host = out.host_logits().map_err(|e| e.to_string())?;
         Ok(Self {
+            row_digests: crate::compare::row_digests(&host, out.vocab),
             wall_s: out.wall_s,
             span_start: out.span_start,
             positions: out.positions,
             vocab: out.vocab,
             forwards: out.forwards,
             tokens_fed: out.tokens_fed,
-            logits: if keep_logits {
-                Some(out.host_logits().map_err(|e| e.to_string())?)
-            } else {
-                None
-            },
+            logits: keep_logits.then_some(host),
         })
     }
 }
@@ -320,12 +320,12 @@ impl Worker {
 
     /// Runs one group's pairs on its model; false when the worker must stop.
     fn run_group(&mut self, model: &Loaded, mut order: Vec<usize>, seqs: &Sequences) -> bool {
-        // kv_aligned false and true of one (prompt, span, seed) run next to each other, so
-        // that the second reuses the first's prefill while it is still the last one made: no
-        // prefill logits are held beyond the two pairs.
+        // Every pair of one (prompt, span, seed) (kv_aligned false and true, every path) runs
+        // next to the others, so that each reuses the first one's prefill while it is still
+        // the last one made: no prefill logits are held beyond that run of pairs.
         order.sort_by_key(|i| {
             let p = &self.plan.pairs[*i];
-            (p.prompt.clone(), p.span, p.seed, p.kv_aligned)
+            (p.prompt.clone(), p.span, p.seed, p.kv_aligned, p.path)
         });
         let trace_cfg = self.cfg.config.trace.clone();
         let trace_on = trace_cfg.as_ref().map(|t| t.on);
@@ -341,7 +341,14 @@ impl Worker {
                 (Ok(m), Ok(seq)) => {
                     let mut ids = seq.prompt.clone();
                     ids.extend_from_slice(&seq.continuation[..pair.span]);
-                    Ok((m.as_ref(), ids, seq.prompt.len()))
+                    let others = tokens::companions(
+                        &self.info,
+                        &pair.prompt,
+                        pair.seed,
+                        ids.len(),
+                        pair.path.batch() - 1,
+                    );
+                    Ok((m.as_ref(), ids, seq.prompt.len(), others))
                 }
             };
             let selection = trace_cfg
@@ -352,10 +359,11 @@ impl Worker {
                 .filter(|_| trace_on == Some(TraceOn::Always));
             let judged = match &inputs {
                 Err(e) => self.fail_pair(idx, &pair, e),
-                Ok((m, ids, p)) => {
+                Ok((m, ids, p, others)) => {
                     let input = PairInput {
                         ids,
                         prompt_len: *p,
+                        others,
                     };
                     // Traced prefills are never shared: their records belong to one pair.
                     let reused = if trace_now.is_none() {
@@ -376,12 +384,13 @@ impl Worker {
                 return false;
             }
             // `on: failing`: a failed pair's runs again, traced.
-            if let (Some(TraceOn::Failing), true, Ok((m, ids, p)), Some(sel)) =
+            if let (Some(TraceOn::Failing), true, Ok((m, ids, p, others)), Some(sel)) =
                 (trace_on, failed, &inputs, &selection)
             {
                 let input = PairInput {
                     ids,
                     prompt_len: *p,
+                    others,
                 };
                 if !self.trace_again(&pair, *m, input, sel) {
                     return false;
@@ -412,7 +421,9 @@ impl Worker {
             format!("prefill failed: {e}"),
             format!("decode failed: {e}"),
         ];
-        let limits = self.cfg.limits(pair.dtype, pair.weights, pair.kv_aligned);
+        let limits = self
+            .cfg
+            .limits(pair.dtype, pair.weights, pair.equivalence());
         Some(super::pair::judge(pair.clone(), None, None, errors, limits))
     }
 
@@ -436,7 +447,9 @@ impl Worker {
             trace: trace_now,
             fault: self.cfg.injection(),
         };
-        let limits = self.cfg.limits(pair.dtype, pair.weights, pair.kv_aligned);
+        let limits = self
+            .cfg
+            .limits(pair.dtype, pair.weights, pair.equivalence());
         let mut starting = |mode: Mode| self.start_run(pair.run_id(mode));
         let done = run_pair(
             model,
@@ -466,7 +479,9 @@ impl Worker {
                 .map(|m| Yardstick::of(&m));
             }
         }
-        let mut share = share.filter(|_| trace_now.is_none() && reused_from.is_none());
+        // A reused prefill passes on to the next pair of the same computation under the id
+        // of the run that made it.
+        let mut share = share.filter(|_| trace_now.is_none());
         let mut records = Vec::new();
         for (mode, result) in [(Mode::Prefill, pre), (Mode::Decode, dec)] {
             let result = result.and_then(|mut out| {
@@ -475,7 +490,8 @@ impl Worker {
                 if mode == Mode::Prefill
                     && let Some(shared) = share.take()
                 {
-                    shared.keep(pair, pair.run_id(mode), out);
+                    let from = reused_from.clone().unwrap_or_else(|| pair.run_id(mode));
+                    shared.keep(pair, from, out);
                 }
                 Ok(rec)
             });
@@ -518,7 +534,15 @@ impl Worker {
         };
         let (ids, p) = (input.ids, input.prompt_len);
         let pre = run::prefill(model, ids, p, Some(sel));
-        let dec = run::decode(model, ids, p, pair.kv_aligned, inst);
+        let dec = run::under_test(
+            model,
+            ids,
+            p,
+            pair.kv_aligned,
+            pair.path,
+            input.others,
+            inst,
+        );
         let result = match (pre, dec) {
             (Ok(a), Ok(b)) => Ok((a.trace, b.trace)),
             (Err(e), _) | (_, Err(e)) => Err(e.to_string()),

@@ -120,7 +120,7 @@ pub(super) fn write_skipped(
         verdict: PairVerdict::Skipped,
         reason: why.to_string(),
         metrics: None,
-        limits: cfg.limits(pair.dtype, pair.weights, pair.kv_aligned),
+        limits: cfg.limits(pair.dtype, pair.weights, pair.equivalence()),
         yardstick: None,
     })
 }
@@ -141,6 +141,7 @@ fn failed_record(pair: &PairSpec, mode: Mode, status: RunStatus, error: String) 
         logits_file: None,
         finished_at: crate::fsutil::now(),
         reused_from: None,
+        row_digests: Vec::new(),
     }
 }
 
@@ -171,5 +172,6 @@ fn write_run_ok(
         logits_file,
         finished_at: crate::fsutil::now(),
         reused_from,
+        row_digests: out.row_digests,
     })
 }

@@ -1,0 +1,170 @@
+//! Which path the run under test takes: the sweep axis `path`. The reference run is always the
+//! one-shot prefill of the sequence alone; the run under test computes the same span logits
+//! the way a serving engine may (docs/design.md, "Serving paths"):
+//!
+//! - `decode`: token by token through the KV cache (the original pair);
+//! - `chunked:C`: the sequence enters in chunks of C tokens, the cache carrying the earlier
+//!   chunks (vLLM's and SGLang's chunked prefill, llama.cpp's `n_batch`); every chunk's rows
+//!   are kept. C = 1 is decode; C ≥ P + S is prefill;
+//! - `batched:B`: token by token inside a batch of B sequences of the same length (the
+//!   sequence of interest is row 0; the others are seeded random ids, so no padding exists);
+//! - `batched_prefill:B`: one forward over B sequences of the same length.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The path of a pair's run under test.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RunPath {
+    /// Token by token with a KV cache.
+    #[default]
+    Decode,
+    /// Chunks of this many tokens, each at the cache's offset.
+    Chunked(usize),
+    /// Token by token inside a batch of this many sequences.
+    Batched(usize),
+    /// One forward over a batch of this many sequences.
+    BatchedPrefill(usize),
+}
+
+impl RunPath {
+    /// Whether this is the default (ids of decode pairs carry no path part, so that they stay
+    /// what they were before paths existed).
+    pub fn is_default(&self) -> bool {
+        *self == RunPath::Decode
+    }
+
+    /// The id part: `chunk8`, `batch4`, `bprefill4` (none for decode).
+    pub fn id_part(&self) -> Option<String> {
+        match self {
+            RunPath::Decode => None,
+            RunPath::Chunked(c) => Some(format!("chunk{c}")),
+            RunPath::Batched(b) => Some(format!("batch{b}")),
+            RunPath::BatchedPrefill(b) => Some(format!("bprefill{b}")),
+        }
+    }
+
+    /// The name of the run under test, as in run ids (`….decode`, `….chunked`).
+    pub fn run_name(&self) -> &'static str {
+        self.kind()
+    }
+
+    /// The path without its size: `decode`, `chunked`, `batched`, `batched_prefill`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RunPath::Decode => "decode",
+            RunPath::Chunked(_) => "chunked",
+            RunPath::Batched(_) => "batched",
+            RunPath::BatchedPrefill(_) => "batched_prefill",
+        }
+    }
+
+    /// The chunk or batch size (none for decode).
+    pub fn size(&self) -> Option<usize> {
+        match *self {
+            RunPath::Decode => None,
+            RunPath::Chunked(n) | RunPath::Batched(n) | RunPath::BatchedPrefill(n) => Some(n),
+        }
+    }
+
+    /// Sequences in one forward: B for the batched paths, else 1.
+    pub fn batch(&self) -> usize {
+        match *self {
+            RunPath::Batched(b) | RunPath::BatchedPrefill(b) => b,
+            _ => 1,
+        }
+    }
+
+    /// Whether kv_aligned means anything here: every path that carries a cache from a prompt
+    /// into a span. Batched prefill carries none.
+    pub fn has_kv_aligned(&self) -> bool {
+        !matches!(self, RunPath::BatchedPrefill(_))
+    }
+}
+
+impl fmt::Display for RunPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.size() {
+            None => f.write_str(self.kind()),
+            Some(n) => write!(f, "{}:{n}", self.kind()),
+        }
+    }
+}
+
+impl std::str::FromStr for RunPath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let usage = "use decode, chunked:C, batched:B or batched_prefill:B (C, B ≥ 1)";
+        if s == "decode" {
+            return Ok(RunPath::Decode);
+        }
+        let Some((kind, n)) = s.split_once(':') else {
+            return Err(format!("unknown path `{s}`: {usage}"));
+        };
+        let n = match n.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                return Err(format!(
+                    "`{s}`: the size must be a whole number ≥ 1; {usage}"
+                ));
+            }
+        };
+        match kind.trim() {
+            "chunked" => Ok(RunPath::Chunked(n)),
+            "batched" => Ok(RunPath::Batched(n)),
+            "batched_prefill" => Ok(RunPath::BatchedPrefill(n)),
+            _ => Err(format!("unknown path `{s}`: {usage}")),
+        }
+    }
+}
+
+impl Serialize for RunPath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RunPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_round_trip_through_their_spelling() {
+        for p in [
+            RunPath::Decode,
+            RunPath::Chunked(8),
+            RunPath::Batched(1),
+            RunPath::BatchedPrefill(9),
+        ] {
+            assert_eq!(p.to_string().parse::<RunPath>().unwrap(), p);
+            let yaml = serde_yaml::to_string(&p).unwrap();
+            assert_eq!(serde_yaml::from_str::<RunPath>(&yaml).unwrap(), p);
+        }
+        assert_eq!(RunPath::Chunked(8).id_part().as_deref(), Some("chunk8"));
+        assert_eq!(RunPath::Decode.id_part(), None);
+    }
+
+    #[test]
+    fn bad_spellings_say_what_is_accepted() {
+        for bad in [
+            "chunk:8",
+            "chunked",
+            "chunked:0",
+            "batched:-1",
+            "batched:x",
+            "",
+        ] {
+            let e = bad.parse::<RunPath>().unwrap_err();
+            assert!(e.contains("decode, chunked:C"), "{bad}: {e}");
+        }
+    }
+}
