@@ -138,7 +138,9 @@ pub(super) fn validate(path: &Path, c: &SweepConfig, limits: &super::LoadLimits)
     check_unique(path, "sweep.seed", &s.seed)?;
     check_unique(path, "sweep.engine", &s.engine)?;
     check_unique(path, "sweep.weights", &s.weights)?;
-    check_unique(path, "sweep.path", &s.path)?;
+    // By spelling: the message then quotes the path as the file writes it.
+    let spelled: Vec<String> = s.path.iter().map(ToString::to_string).collect();
+    check_unique(path, "sweep.path", &spelled)?;
     if let Some(ids) = &s.prompt {
         if ids.is_empty() {
             return err(

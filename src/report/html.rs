@@ -32,13 +32,28 @@ const GROUP_KEYS: &[GroupKey] = &[
     ("span", |p| p.spec.span.to_string()),
     ("dtype", |p| p.spec.dtype.to_string()),
     ("kv_aligned", |p| u8::from(p.spec.kv_aligned).to_string()),
+    ("path", |p| p.spec.path.to_string()),
 ];
 
-/// Vertical marks for a pair's plot: sliding-window edges and chunk boundaries. The sweep
-/// has neither yet (every prefill is one forward and no model here slides its window within
-/// a span); when it does, they are returned here and drawn with no other change.
-fn markers(_p: &PairJson) -> Vec<Marker> {
-    Vec::new()
+/// Vertical marks for a pair's plot: the chunk boundaries inside the span of a chunked path
+/// (kv_aligned=1 chunks start at the prompt's end, kv_aligned=0 ones at position 0), where a
+/// chunk's offset or mask bug would first show.
+fn markers(p: &PairJson) -> Vec<Marker> {
+    let crate::path::RunPath::Chunked(c) = p.spec.path else {
+        return Vec::new();
+    };
+    let start = p.decode.span_start;
+    let end = start + p.spec.span;
+    let first = if p.spec.kv_aligned { start } else { 0 };
+    (first..end)
+        .step_by(c.max(1))
+        .filter(|&pos| pos > start && pos < end)
+        .take(64)
+        .map(|pos| Marker {
+            pos,
+            label: format!("chunk {c} starts"),
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -201,8 +216,9 @@ fn drift(r: &ReportJson) -> Result<Vec<DtypeDrift>> {
     let mut out = Vec::new();
     for key in keys {
         let dtype = key.dtype;
+        // The decode path's drift against its limits; serving paths have their own tables.
         let compared: Vec<(&PairJson, &crate::compare::Metrics)> = super::compared(&r.pairs)
-            .filter(|(p, _)| p.spec.load_key() == key)
+            .filter(|(p, _)| p.spec.load_key() == key && p.spec.path.is_default())
             .collect();
         if compared.is_empty() {
             continue;
@@ -368,20 +384,27 @@ fn groups(r: &ReportJson) -> Result<Vec<Group>> {
                 p.spec.span,
                 p.spec.dtype,
                 p.spec.kv_aligned,
+                p.spec.path,
                 p.spec.prompt.clone(),
                 p.spec.seed,
             )
         };
         k(a).cmp(&k(b))
     });
+    // The path joins the keys only when a pair took one other than decode.
+    let with_paths = r.pairs.iter().any(|p| !p.spec.path.is_default());
+    let keys: Vec<&GroupKey> = GROUP_KEYS
+        .iter()
+        .filter(|(name, _)| with_paths || *name != "path")
+        .collect();
     let mut out: Vec<(Vec<String>, Group)> = Vec::new();
     for p in pairs {
-        let key: Vec<String> = GROUP_KEYS.iter().map(|(_, f)| f(p)).collect();
+        let key: Vec<String> = keys.iter().map(|(_, f)| f(p)).collect();
         let fig = pair_figure(p)?;
         match out.last_mut() {
             Some((k, g)) if *k == key => g.pairs.push(fig),
             _ => {
-                let title = GROUP_KEYS
+                let title = keys
                     .iter()
                     .zip(&key)
                     .map(|((name, _), v)| format!("{name} {v}"))

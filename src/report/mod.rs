@@ -12,6 +12,7 @@ use crate::dtype::RunDtype;
 use crate::engine::{Engine, WeightFormat};
 use crate::error::{Error, Result};
 use crate::limits::{DtypeLimits, Thresholds};
+use crate::path::RunPath;
 use crate::plan::{LoadKey, Mode, PairSpec};
 use crate::store::{Manifest, ModelLoad, RunRecord, RunStatus, Store, ToolInfo};
 use crate::verdict::{self, GlobalVerdict, PairVerdict, fmt_num};
@@ -21,6 +22,7 @@ pub mod trace;
 pub mod html;
 pub mod junit;
 pub mod kl;
+pub mod paths;
 mod plots;
 
 #[cfg(test)]
@@ -106,6 +108,9 @@ pub struct ReportJson {
     pub merged: Option<crate::store::shards::MergeInfo>,
     /// llama.cpp-style KL statistics pooled over each dtype's compared pairs.
     pub kl_statistics: Vec<kl::KlGroup>,
+    /// The serving paths (chunked, batched), when the sweep took any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serving_paths: Option<paths::ServingPaths>,
 }
 
 /// `sweep` in report.json.
@@ -239,6 +244,10 @@ pub struct PerfGroup {
     pub dtype: RunDtype,
     /// Mode.
     pub mode: Mode,
+    /// The path of the run under test (decode unless the sweep has a `path` axis; prefill
+    /// runs are the same computation whatever their pair's path).
+    #[serde(skip_serializing_if = "RunPath::is_default")]
+    pub path: RunPath,
     /// Mean wall time, seconds.
     pub wall_mean_s: f64,
     /// 95th percentile wall time (nearest rank), seconds.
@@ -293,6 +302,7 @@ pub fn build(store: &Store) -> Result<ReportJson> {
     };
     let mut pairs = Vec::with_capacity(m.pairs.len());
     let mut runs: Vec<RunRecord> = Vec::new();
+    let mut digests = paths::Digests::new();
     for spec in &m.pairs {
         let pre = store.run(spec, Mode::Prefill)?;
         let dec = store.run(spec, Mode::Decode)?;
@@ -340,6 +350,9 @@ pub fn build(store: &Store) -> Result<ReportJson> {
             prefill: run_json(pre.as_ref()),
             decode: run_json(dec.as_ref()),
         });
+        if let Some(d) = &dec {
+            digests.insert(spec.id.clone(), d.row_digests.clone());
+        }
         runs.extend(pre);
         runs.extend(dec);
     }
@@ -353,6 +366,7 @@ pub fn build(store: &Store) -> Result<ReportJson> {
                 p.spec.span,
                 p.spec.dtype,
                 p.spec.kv_aligned,
+                p.spec.path,
                 p.spec.seed,
             )
         };
@@ -380,7 +394,12 @@ pub fn build(store: &Store) -> Result<ReportJson> {
     let limits = m.resolved.limits.clone();
     let drift_characterization = drift_groups(&pairs);
     let performance = perf_groups(&m.pairs, &runs);
-    let observations = observations(&pairs, &counts);
+    let serving_paths = paths::analyse(&pairs, &digests);
+    let path_lines = serving_paths
+        .as_ref()
+        .map(paths::observations)
+        .unwrap_or_default();
+    let observations = observations(&pairs, &counts, path_lines);
     let kl_statistics = kl::groups(&pairs);
     Ok(ReportJson {
         tool: m.tool,
@@ -413,6 +432,7 @@ pub fn build(store: &Store) -> Result<ReportJson> {
         shard: m.shard.as_ref().map(crate::store::shards::ShardSummary::of),
         merged: m.merged,
         kl_statistics,
+        serving_paths,
     })
 }
 
@@ -433,7 +453,8 @@ type GroupKey = (Engine, WeightFormat, usize, RunDtype);
 fn drift_groups(pairs: &[PairJson]) -> Vec<DriftGroup> {
     let mut groups: BTreeMap<GroupKey, Vec<&Metrics>> = BTreeMap::new();
     let mut aligned: BTreeMap<GroupKey, Vec<f32>> = BTreeMap::new();
-    for (p, m) in compared(pairs) {
+    // The decode path's drift; the serving paths have their own sections.
+    for (p, m) in compared(pairs).filter(|(p, _)| p.spec.path.is_default()) {
         let key = (p.spec.engine, p.spec.weights, p.spec.span, p.spec.dtype);
         if p.spec.kv_aligned {
             aligned.entry(key).or_default().push(m.max_abs_diff);
@@ -466,7 +487,7 @@ fn drift_groups(pairs: &[PairJson]) -> Vec<DriftGroup> {
 
 fn perf_groups(specs: &[PairSpec], runs: &[RunRecord]) -> Vec<PerfGroup> {
     let by_pair: BTreeMap<&str, &PairSpec> = specs.iter().map(|p| (p.id.as_str(), p)).collect();
-    type Key = (Engine, WeightFormat, usize, RunDtype, Mode);
+    type Key = (Engine, WeightFormat, usize, RunDtype, Mode, RunPath);
     let mut groups: BTreeMap<Key, Vec<&RunRecord>> = BTreeMap::new();
     // Reused runs were not computed: counting them would count one computation twice.
     for r in runs
@@ -474,13 +495,17 @@ fn perf_groups(specs: &[PairSpec], runs: &[RunRecord]) -> Vec<PerfGroup> {
         .filter(|r| r.status == RunStatus::Ok && r.wall_s.is_some() && r.reused_from.is_none())
     {
         if let Some(p) = by_pair.get(r.pair_id.as_str()) {
-            let key = (p.engine, p.weights, p.span, p.dtype, r.mode);
+            let path = match r.mode {
+                Mode::Prefill => RunPath::Decode,
+                Mode::Decode => p.path,
+            };
+            let key = (p.engine, p.weights, p.span, p.dtype, r.mode, path);
             groups.entry(key).or_default().push(r);
         }
     }
     groups
         .into_iter()
-        .map(|((engine, weights, span, dtype, mode), rs)| {
+        .map(|((engine, weights, span, dtype, mode, path), rs)| {
             let walls: Vec<f64> = rs.iter().filter_map(|r| r.wall_s).collect();
             let mut w32: Vec<f32> = walls.iter().map(|&w| w as f32).collect();
             let n = rs.len();
@@ -490,6 +515,7 @@ fn perf_groups(specs: &[PairSpec], runs: &[RunRecord]) -> Vec<PerfGroup> {
                 span,
                 dtype,
                 mode,
+                path,
                 wall_mean_s: walls.iter().sum::<f64>() / n as f64,
                 wall_p95_s: percentile(&mut w32, 0.95) as f64,
                 tokens_per_s: rs
@@ -504,8 +530,9 @@ fn perf_groups(specs: &[PairSpec], runs: &[RunRecord]) -> Vec<PerfGroup> {
         .collect()
 }
 
-/// Plain statements read off the data; nothing here is assumed.
-fn observations(pairs: &[PairJson], counts: &Counts) -> Vec<String> {
+/// Plain statements read off the data; nothing here is assumed. `path_lines` (the serving
+/// paths' statements) go before the closing lines on non-finite logits and failures.
+fn observations(pairs: &[PairJson], counts: &Counts, path_lines: Vec<String>) -> Vec<String> {
     let mut out = Vec::new();
     let done = compared(pairs).count();
     if done == 0 {
@@ -515,9 +542,10 @@ fn observations(pairs: &[PairJson], counts: &Counts) -> Vec<String> {
         ));
         return out;
     }
+    // kv_aligned's statements are about the decode path; the serving paths have their own.
     for kv in [false, true] {
         let ms: Vec<&Metrics> = compared(pairs)
-            .filter(|(p, _)| p.spec.kv_aligned == kv)
+            .filter(|(p, _)| p.spec.kv_aligned == kv && p.spec.path.is_default())
             .map(|(_, m)| m)
             .collect();
         if ms.is_empty() {
@@ -585,7 +613,7 @@ fn observations(pairs: &[PairJson], counts: &Counts) -> Vec<String> {
         let mean_of = |kv: bool| {
             mean(
                 ms.iter()
-                    .filter(|(p, _)| p.spec.kv_aligned == kv)
+                    .filter(|(p, _)| p.spec.kv_aligned == kv && p.spec.path.is_default())
                     .map(|(_, m)| m.max_abs_diff),
             )
         };
@@ -641,6 +669,7 @@ fn observations(pairs: &[PairJson], counts: &Counts) -> Vec<String> {
             fed as f64 / one as f64
         ));
     }
+    out.extend(path_lines);
     let non_finite: usize = compared(pairs).filter(|(_, m)| m.non_finite > 0).count();
     out.push(if non_finite == 0 {
         "No run produced non-finite logits.".into()
@@ -683,6 +712,19 @@ struct View<'a> {
     perf: Vec<BTreeMap<&'static str, String>>,
     limits: Vec<BTreeMap<&'static str, String>>,
     problems: Vec<BTreeMap<&'static str, String>>,
+    /// Whether any pair took a path other than decode (the tables then show the path).
+    has_paths: bool,
+    /// One section per serving path the sweep took.
+    path_sections: Vec<PathSection>,
+}
+
+/// One serving path's section of the report.
+#[derive(Serialize)]
+struct PathSection {
+    title: &'static str,
+    note: &'static str,
+    rows: Vec<BTreeMap<&'static str, String>>,
+    comparisons: Vec<BTreeMap<&'static str, String>>,
 }
 
 fn opt<T: ToString>(x: Option<T>) -> String {
@@ -725,6 +767,7 @@ fn view(r: &ReportJson) -> View<'_> {
                 ("span", p.spec.span.to_string()),
                 ("dtype", p.spec.dtype.to_string()),
                 ("kv", u8::from(p.spec.kv_aligned).to_string()),
+                ("path", p.spec.path.to_string()),
                 ("seed", p.spec.seed.to_string()),
                 ("max_abs", f(|m| m.max_abs_diff)),
                 ("p99_abs", f(|m| m.p99_abs_diff)),
@@ -789,7 +832,13 @@ fn view(r: &ReportJson) -> View<'_> {
                 ("weights", g.weights.to_string()),
                 ("span", g.span.to_string()),
                 ("dtype", g.dtype.to_string()),
-                ("mode", g.mode.to_string()),
+                (
+                    "mode",
+                    match g.mode {
+                        Mode::Prefill => "prefill".into(),
+                        Mode::Decode => g.path.to_string(),
+                    },
+                ),
                 (
                     "wall",
                     format!("{} / {}", secs(g.wall_mean_s), secs(g.wall_p95_s)),
@@ -854,7 +903,26 @@ fn view(r: &ReportJson) -> View<'_> {
             ])
         })
         .collect();
+    let path_sections = r
+        .serving_paths
+        .iter()
+        .flat_map(|sp| {
+            paths::SECTIONS
+                .iter()
+                .filter_map(move |(kind, title, note)| {
+                    let rows = paths::rows(sp, kind);
+                    (!rows.is_empty()).then(|| PathSection {
+                        title,
+                        note,
+                        rows,
+                        comparisons: paths::comparison_rows(sp, kind),
+                    })
+                })
+        })
+        .collect();
     View {
+        has_paths: r.pairs.iter().any(|p| !p.spec.path.is_default()),
+        path_sections,
         axes: axes(r),
         inject: r.inject.as_ref().map(describe_injection),
         r,
@@ -1094,6 +1162,7 @@ pub fn sample(
         shard: None,
         merged: None,
         kl_statistics: Vec::new(),
+        serving_paths: None,
     }
 }
 
