@@ -383,3 +383,83 @@ pub const SECTIONS: [(&str, &str, &str); 3] = [
         "One forward over a batch of B sequences of the same length; no cache is carried, so kv_aligned does not apply.",
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::PairSpec;
+    use crate::verdict::PairVerdict;
+
+    fn pair(path: RunPath, seed: u64) -> PairJson {
+        let spec = PairSpec::new("p", 3, RunDtype::F32, false, seed).via(path);
+        let a = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let metrics = crate::compare::compare(&a, &a, 2, 10, 1e-4).unwrap();
+        let mut decode = super::super::run_json(None);
+        decode.span_start = 10;
+        decode.wall_s = Some(0.5);
+        PairJson {
+            spec,
+            verdict: PairVerdict::PassEquiv,
+            reason: String::new(),
+            metrics: Some(metrics),
+            limits: None,
+            prefill: super::super::run_json(None),
+            decode,
+            kl_stats: None,
+            yardstick: None,
+        }
+    }
+
+    #[test]
+    fn sizes_are_held_against_their_neighbours() {
+        use RunPath::*;
+        let paths = [
+            Decode,
+            Chunked(1),
+            Chunked(8),
+            Chunked(9),
+            Batched(1),
+            Batched(4),
+            BatchedPrefill(1),
+            BatchedPrefill(4),
+        ];
+        assert_eq!(
+            comparable(&paths),
+            vec![
+                (Chunked(1), Decode),
+                (Chunked(8), Chunked(1)),
+                (Chunked(9), Chunked(8)),
+                (Batched(4), Batched(1)),
+                (BatchedPrefill(4), BatchedPrefill(1)),
+            ]
+        );
+        // Without a batch of 1, decode is the batch of one.
+        assert_eq!(comparable(&[Decode, Batched(2)]), vec![(Batched(2), Decode)]);
+        assert!(comparable(&[Batched(2)]).is_empty());
+    }
+
+    #[test]
+    fn digests_say_which_pairs_are_bit_identical_and_where_they_part() {
+        let (c8, c9) = (RunPath::Chunked(8), RunPath::Chunked(9));
+        let pairs = vec![pair(c8, 0), pair(c9, 0), pair(c8, 1), pair(c9, 1)];
+        let d = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let mut digests = Digests::new();
+        digests.insert(pairs[0].spec.id.clone(), d(&["a", "b", "c"]));
+        digests.insert(pairs[1].spec.id.clone(), d(&["a", "b", "c"]));
+        digests.insert(pairs[2].spec.id.clone(), d(&["a", "b", "c"]));
+        // The negative control: seed 1's chunk 9 differs from its chunk 8 at the third row.
+        digests.insert(pairs[3].spec.id.clone(), d(&["a", "b", "X"]));
+        let sp = analyse(&pairs, &digests).expect("paths other than decode");
+        let c = &sp.comparisons[0];
+        assert_eq!((c.path, c.against, c.pairs, c.identical), (c9, c8, 2, 1));
+        assert_eq!(c.first_difference, Some((12, pairs[3].spec.id.clone())));
+        let obs = observations(&sp);
+        assert!(
+            obs[0].starts_with("chunk 9 gave bit-identical logits to chunk 8 in 1/2 pairs"),
+            "{obs:?}"
+        );
+        assert!(obs[0].contains("1 of 2 from position 12"), "{obs:?}");
+        // A sweep of decode alone has no serving-path section.
+        assert!(analyse(&[pair(RunPath::Decode, 0)], &digests).is_none());
+    }
+}
