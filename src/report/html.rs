@@ -160,6 +160,7 @@ struct HtmlView {
     traces: Vec<TraceFigure>,
     problems: Vec<Problem>,
     plot_count: usize,
+    paths: Vec<super::PathSection>,
 }
 
 fn class_of(v: PairVerdict) -> &'static str {
@@ -554,6 +555,7 @@ fn view(store: &Store, r: &ReportJson) -> Result<HtmlView> {
             })
             .collect(),
         plot_count,
+        paths: super::path_sections(r),
     })
 }
 

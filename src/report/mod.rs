@@ -718,13 +718,33 @@ struct View<'a> {
     path_sections: Vec<PathSection>,
 }
 
-/// One serving path's section of the report.
+/// One serving path's section of the report (Markdown and HTML alike).
 #[derive(Serialize)]
-struct PathSection {
+pub(crate) struct PathSection {
     title: &'static str,
     note: &'static str,
     rows: Vec<BTreeMap<&'static str, String>>,
     comparisons: Vec<BTreeMap<&'static str, String>>,
+}
+
+/// One section per serving path the sweep took, in report order.
+pub(crate) fn path_sections(r: &ReportJson) -> Vec<PathSection> {
+    r.serving_paths
+        .iter()
+        .flat_map(|sp| {
+            paths::SECTIONS
+                .iter()
+                .filter_map(move |(kind, title, note)| {
+                    let rows = paths::rows(sp, kind);
+                    (!rows.is_empty()).then(|| PathSection {
+                        title,
+                        note,
+                        rows,
+                        comparisons: paths::comparison_rows(sp, kind),
+                    })
+                })
+        })
+        .collect()
 }
 
 fn opt<T: ToString>(x: Option<T>) -> String {
@@ -903,23 +923,7 @@ fn view(r: &ReportJson) -> View<'_> {
             ])
         })
         .collect();
-    let path_sections = r
-        .serving_paths
-        .iter()
-        .flat_map(|sp| {
-            paths::SECTIONS
-                .iter()
-                .filter_map(move |(kind, title, note)| {
-                    let rows = paths::rows(sp, kind);
-                    (!rows.is_empty()).then(|| PathSection {
-                        title,
-                        note,
-                        rows,
-                        comparisons: paths::comparison_rows(sp, kind),
-                    })
-                })
-        })
-        .collect();
+    let path_sections = path_sections(r);
     View {
         has_paths: r.pairs.iter().any(|p| !p.spec.path.is_default()),
         path_sections,

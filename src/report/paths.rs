@@ -434,7 +434,10 @@ mod tests {
             ]
         );
         // Without a batch of 1, decode is the batch of one.
-        assert_eq!(comparable(&[Decode, Batched(2)]), vec![(Batched(2), Decode)]);
+        assert_eq!(
+            comparable(&[Decode, Batched(2)]),
+            vec![(Batched(2), Decode)]
+        );
         assert!(comparable(&[Batched(2)]).is_empty());
     }
 
