@@ -73,6 +73,11 @@ enum Command {
         /// directory (default `<output>.shards/K-of-N`); `driftsweep merge` joins the shards.
         #[arg(long, value_name = "K/N")]
         shard: Option<driftsweep::shard::Shard>,
+        /// Lanes of pairs run side by side, each on its share of the CPU threads (default:
+        /// chosen from the model's size and the device; 1 runs the pairs one at a time).
+        /// The metrics are the same bits either way.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        lanes: Option<u16>,
         /// After the sweep, compare it with this results directory as `driftsweep diff` does
         /// (writes diff.md and diff.json into the results directory); a regression exits 1.
         #[arg(long, value_name = "DIR")]
@@ -227,6 +232,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
             stop_after_runs,
             exit_after_runs,
             shard,
+            lanes,
             baseline,
             fail_on,
             by_id,
@@ -252,6 +258,7 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                 stop_after_runs,
                 exit_after_runs,
                 shard,
+                lanes: lanes.map(usize::from),
             };
             let mut bar = progress::Bar::new(!no_progress);
             let outcome = sweep::run_sweep(&cfg, &opts, &mut bar)?;

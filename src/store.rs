@@ -180,6 +180,16 @@ pub struct ModelLoad {
     pub load_s: f64,
     /// Why it was loaded: "runs", "continuation", or both.
     pub purpose: String,
+    /// Lanes its pairs ran on, side by side (absent in older manifests: one).
+    #[serde(default = "one")]
+    pub lanes: usize,
+    /// CPU threads each lane's operations used (absent in older manifests: unknown, 0).
+    #[serde(default)]
+    pub threads_per_lane: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Status of a run.

@@ -132,6 +132,8 @@ fn results(dir: &std::path::Path) -> Store {
             device: "cpu".into(),
             load_s: 0.25,
             purpose: "continuation+runs".into(),
+            lanes: 1,
+            threads_per_lane: 2,
         }],
         started_at: T0.into(),
         finished_at: Some(T0.into()),

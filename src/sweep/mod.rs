@@ -4,6 +4,7 @@
 //! A results directory already holding part of the same sweep is resumed ([`resume`]).
 
 mod events;
+mod lanes;
 mod pair;
 mod resume;
 mod worker;
@@ -50,6 +51,9 @@ pub struct SweepOptions {
     /// Run only this shard of the plan (`--shard K/N`); its default results directory is
     /// `<output>.shards/K-of-N`.
     pub shard: Option<crate::shard::Shard>,
+    /// Lanes of pairs run side by side in each load group (`--lanes N`); `None` chooses from
+    /// the model's size and the device (see `sweep/lanes.rs`).
+    pub lanes: Option<usize>,
 }
 
 /// What a sweep invocation produced.
@@ -308,9 +312,11 @@ fn run_prepared(
                 tx: mpsc::sync_channel(0).0,
                 stop: opts.stop.clone(),
                 stop_after_runs: opts.stop_after_runs,
-                runs_started: 0,
+                runs_started: Default::default(),
                 yardsticks: Default::default(),
                 plan_needs_yardsticks: false,
+                lanes: opts.lanes,
+                threads: candle_core::utils::get_num_threads(),
             };
             let mut writer = Writer {
                 cfg,

@@ -1,10 +1,12 @@
-//! The device worker: all model work of a sweep, on one thread, group by group (one weight
-//! load per (model, dtype, device)). It fixes the token ids first, then runs each group's
-//! pairs, compares and judges each pair on the device that holds its logits, analyses traces,
-//! and sends only records to the writer. It checks the stop flag before every weight load
-//! and every run.
+//! The device worker: all model work of a sweep, group by group (one weight load per
+//! (model, dtype, device)). It fixes the token ids first, then runs each group's pairs, on
+//! one thread or on several lanes sharing the group's model ([`super::lanes`]), compares and
+//! judges each pair on the device that holds its logits, analyses traces, and sends only
+//! records to the writer. It checks the stop flag before every weight load and every run.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::time::Instant;
 
@@ -18,6 +20,7 @@ use crate::trace;
 use crate::trace::TraceSelection;
 
 use super::StopFlag;
+use super::lanes::{self, LaneInputs, Lanes};
 use super::pair::{PairInput, SharedPrefill, run_pair, token_key};
 
 /// What the device worker tells the writer.
@@ -97,11 +100,15 @@ pub(super) struct Worker {
     pub(super) stop: StopFlag,
     /// Stop (as on a request) once this many runs have started: a deterministic interrupt.
     pub(super) stop_after_runs: Option<usize>,
-    pub(super) runs_started: usize,
+    pub(super) runs_started: AtomicUsize,
     /// Reference prefill logits by [`SharedPrefill::key`], for the yardstick.
-    pub(super) yardsticks: HashMap<String, candle_core::Tensor>,
+    pub(super) yardsticks: Mutex<HashMap<String, candle_core::Tensor>>,
     /// Some pair of the work runs on another setting than the reference.
     pub(super) plan_needs_yardsticks: bool,
+    /// `--lanes N`, when the user chose.
+    pub(super) lanes: Option<usize>,
+    /// CPU threads this process uses (candle's thread count).
+    pub(super) threads: usize,
 }
 
 impl Worker {
@@ -142,11 +149,20 @@ impl Worker {
         if self.stop.requested() {
             return;
         }
+        // Each group's pairs in the order they run, and the lanes they run on.
+        let orders: HashMap<LoadKey, (Vec<usize>, Lanes)> = groups
+            .iter()
+            .map(|g| {
+                let order = self.group_order(&work.todo, g.key());
+                let lanes = self.lanes_for(g.key(), units(&self.plan, order.clone()).len());
+                (g.key(), (order, lanes))
+            })
+            .collect();
         // The reference group, when there is one, comes first.
         let mut reference: Option<Loaded> = groups
             .first()
             .filter(|g| g.reference)
-            .map(|g| self.load(g.key(), &g.purpose()));
+            .map(|g| self.load(g.key(), &g.purpose(), orders[&g.key()].1));
         let Some(seqs) = self.fix_tokens(known, to_generate, reference.as_ref()) else {
             return;
         };
@@ -169,18 +185,13 @@ impl Worker {
                 }
                 continue;
             }
+            let (order, lanes) = &orders[&key];
             // The reference model is dropped here unless its group also runs pairs.
             let model = match reference.take() {
                 Some(r) if group.reference => r,
-                _ => self.load(key, &group.purpose()),
+                _ => self.load(key, &group.purpose(), *lanes),
             };
-            let order: Vec<usize> = work
-                .todo
-                .iter()
-                .copied()
-                .filter(|i| self.plan.pairs[*i].load_key() == key)
-                .collect();
-            if group.runs && !self.run_group(&model, order, &seqs) {
+            if group.runs && !self.run_group(&model, order, *lanes, &seqs) {
                 return;
             }
             if group.yardstick && !self.fill_yardsticks(&model, &work.todo, &seqs) {
@@ -192,14 +203,14 @@ impl Worker {
     /// The reference prefill of every (prompt, span, seed) some pair of another setting
     /// runs, on the reference model, unless one of its own pairs already made it. False when
     /// the worker must stop.
-    fn fill_yardsticks(&mut self, model: &Loaded, todo: &[usize], seqs: &Sequences) -> bool {
+    fn fill_yardsticks(&self, model: &Loaded, todo: &[usize], seqs: &Sequences) -> bool {
         let Ok(model) = model else {
             return true;
         };
         for &idx in todo {
             let pair = &self.plan.pairs[idx];
             let key = SharedPrefill::key(pair);
-            if pair.load_key() == self.plan.reference || self.yardsticks.contains_key(&key) {
+            if pair.load_key() == self.plan.reference || self.yardstick(&key).is_some() {
                 continue;
             }
             if self.stop.requested() {
@@ -212,7 +223,7 @@ impl Worker {
             ids.extend_from_slice(&seq.continuation[..pair.span]);
             // A failed reference prefill leaves its pairs without a yardstick; nothing else.
             if let Ok(out) = run::prefill(model.as_ref(), &ids, seq.prompt.len(), None) {
-                self.yardsticks.insert(key, out.logits);
+                self.keep_yardstick(key, out.logits);
             }
         }
         true
@@ -222,20 +233,64 @@ impl Worker {
         self.tx.send(m).is_ok()
     }
 
+    fn yardstick(&self, key: &str) -> Option<candle_core::Tensor> {
+        let kept = self.yardsticks.lock().unwrap_or_else(|e| e.into_inner());
+        kept.get(key).cloned()
+    }
+
+    fn keep_yardstick(&self, key: String, logits: candle_core::Tensor) {
+        let mut kept = self.yardsticks.lock().unwrap_or_else(|e| e.into_inner());
+        kept.insert(key, logits);
+    }
+
+    /// The group's pairs of the work, in plan order.
+    fn group_order(&self, todo: &[usize], key: LoadKey) -> Vec<usize> {
+        todo.iter()
+            .copied()
+            .filter(|i| self.plan.pairs[*i].load_key() == key)
+            .collect()
+    }
+
+    /// The lanes for `units` independent computations on a group's model. A deterministic interrupt (`stop_after_runs`)
+    /// runs one lane, so that the runs it lets start are always the same ones.
+    fn lanes_for(&self, key: LoadKey, units: usize) -> Lanes {
+        let params = lanes::parameter_count(&self.info.config);
+        // Quantized weights: about 4.5 bits a parameter (Q4 blocks); an estimate that only
+        // has to tell small models from large ones.
+        let weight_bytes = if key.weights.is_default() {
+            params * key.dtype.candle().size_in_bytes() as u64
+        } else {
+            params * 9 / 16
+        };
+        let requested = match self.stop_after_runs {
+            Some(_) => Some(1),
+            None => self.lanes,
+        };
+        lanes::choose(LaneInputs {
+            cpu: self.device.device.is_cpu(),
+            engine: key.engine,
+            weight_bytes,
+            threads: self.threads,
+            units,
+            requested,
+        })
+    }
+
     /// Announces a run; false when the worker must stop instead (a stop was requested, the
     /// run budget is spent, or the writer is gone).
-    fn start_run(&mut self, id: String) -> bool {
-        if self.stop_after_runs.is_some_and(|n| self.runs_started >= n) {
+    fn start_run(&self, id: String) -> bool {
+        let started = self.runs_started.load(Ordering::SeqCst);
+        if self.stop_after_runs.is_some_and(|n| started >= n) {
             self.stop.request();
         }
         if self.stop.requested() || !self.send(WorkerMsg::Started(id)) {
             return false;
         }
-        self.runs_started += 1;
+        self.runs_started.fetch_add(1, Ordering::SeqCst);
         true
     }
 
-    fn load(&self, key: LoadKey, purpose: &str) -> Loaded {
+    fn load(&self, key: LoadKey, purpose: &str, lanes: Lanes) -> Loaded {
         let t = Instant::now();
         let m = self
             .info
@@ -249,6 +304,8 @@ impl Worker {
             device: self.device.id.clone(),
             load_s: t.elapsed().as_secs_f64(),
             purpose: purpose.into(),
+            lanes: lanes.count,
+            threads_per_lane: lanes.threads_each,
         }));
         Ok(m)
     }
@@ -287,9 +344,19 @@ impl Worker {
         reference: Option<&Loaded>,
     ) -> Option<Sequences> {
         let mode = self.cfg.config.continuation;
-        for ((prompt_id, seed), len) in to_generate {
+        // Each sequence is its own computation on the shared model: they run on lanes as
+        // pairs do, chosen for the reference model's group.
+        let lanes = match reference {
+            Some(Ok(_)) => self.lanes_for(LoadKey::REFERENCE, to_generate.len()),
+            _ => lanes::Lanes {
+                count: 1,
+                threads_each: self.threads,
+            },
+        };
+        let made = Mutex::new(Vec::new());
+        let finished = lanes::run(lanes, to_generate, |((prompt_id, seed), len)| {
             if self.stop.requested() {
-                return None;
+                return false;
             }
             let prompt = tokens::prompt_ids(&self.info, &self.plan.prompts[&prompt_id], seed);
             let result = match reference {
@@ -309,8 +376,14 @@ impl Worker {
                 })
                 .map_err(|e| e.to_string()),
             };
-            seqs.insert((prompt_id, seed), result);
+            let mut made = made.lock().unwrap_or_else(|e| e.into_inner());
+            made.push(((prompt_id, seed), result));
+            true
+        });
+        if !finished {
+            return None;
         }
+        seqs.extend(made.into_inner().unwrap_or_else(|e| e.into_inner()));
         let records = seqs
             .iter()
             .filter_map(|((p, s), r)| r.as_ref().ok().map(|r| (token_key(p, *s), r.clone())))
@@ -318,15 +391,14 @@ impl Worker {
         self.send(WorkerMsg::Tokens(records)).then_some(seqs)
     }
 
-    /// Runs one group's pairs on its model; false when the worker must stop.
-    fn run_group(&mut self, model: &Loaded, mut order: Vec<usize>, seqs: &Sequences) -> bool {
-        // Every pair of one (prompt, span, seed) (kv_aligned false and true, every path) runs
-        // next to the others, so that each reuses the first one's prefill while it is still
-        // the last one made: no prefill logits are held beyond that run of pairs.
-        order.sort_by_key(|i| {
-            let p = &self.plan.pairs[*i];
-            (p.prompt.clone(), p.span, p.seed, p.kv_aligned, p.path)
-        });
+    /// Runs one group's pairs on its model, on `lanes`; false when the worker must stop.
+    fn run_group(&self, model: &Loaded, order: &[usize], lanes: Lanes, seqs: &Sequences) -> bool {
+        let units = units(&self.plan, order.to_vec());
+        lanes::run(lanes, units, |unit| self.run_unit(model, &unit, seqs))
+    }
+
+    /// Runs the pairs of one unit in order; false when the worker must stop.
+    fn run_unit(&self, model: &Loaded, order: &[usize], seqs: &Sequences) -> bool {
         let trace_cfg = self.cfg.config.trace.clone();
         let trace_on = trace_cfg.as_ref().map(|t| t.on);
         let mut shared = SharedPrefill::default();
@@ -402,7 +474,7 @@ impl Worker {
 
     /// A pair whose inputs could not be made: both runs fail with that reason, and the pair
     /// is INCOMPLETE with it. `None` when the worker must stop.
-    fn fail_pair(&mut self, idx: usize, pair: &PairSpec, e: &str) -> Option<PairRecord> {
+    fn fail_pair(&self, idx: usize, pair: &PairSpec, e: &str) -> Option<PairRecord> {
         for mode in [Mode::Prefill, Mode::Decode] {
             if !self.start_run(pair.run_id(mode)) {
                 return None;
@@ -433,7 +505,7 @@ impl Worker {
     /// stop.
     #[allow(clippy::too_many_arguments)]
     fn compute_pair(
-        &mut self,
+        &self,
         idx: usize,
         pair: &PairSpec,
         model: &dyn ModelUnderTest,
@@ -466,11 +538,11 @@ impl Worker {
             let key = SharedPrefill::key(pair);
             if pair.load_key() == self.plan.reference {
                 if self.plan_needs_yardsticks {
-                    self.yardsticks.insert(key, out.logits.clone());
+                    self.keep_yardstick(key, out.logits.clone());
                 }
-            } else if let Some(reference) = self.yardsticks.get(&key) {
+            } else if let Some(reference) = self.yardstick(&key) {
                 record.yardstick = crate::compare::compare_tensors(
-                    reference,
+                    &reference,
                     &out.logits,
                     out.span_start,
                     limits.max_abs_diff,
@@ -519,7 +591,7 @@ impl Worker {
     /// `trace: {on: failing}`: a failed pair's two runs again, traced; false when the worker
     /// must stop.
     fn trace_again(
-        &mut self,
+        &self,
         pair: &PairSpec,
         model: &dyn ModelUnderTest,
         input: PairInput,
@@ -579,4 +651,22 @@ impl Worker {
             },
         }
     }
+}
+
+/// A group's pairs cut into units of work, which lanes take whole: every pair of one (prompt, span, seed) (kv_aligned
+/// false and true, every path) runs next to the others, so that each reuses the first one's
+/// prefill while it is still the last one made: no prefill logits are held beyond that unit.
+fn units(plan: &Plan, mut order: Vec<usize>) -> Vec<Vec<usize>> {
+    order.sort_by_key(|i| {
+        let p = &plan.pairs[*i];
+        (p.prompt.clone(), p.span, p.seed, p.kv_aligned, p.path)
+    });
+    let mut units: Vec<Vec<usize>> = Vec::new();
+    for idx in order {
+        match units.last_mut() {
+            Some(u) if SharedPrefill::same(&plan.pairs[u[0]], &plan.pairs[idx]) => u.push(idx),
+            _ => units.push(vec![idx]),
+        }
+    }
+    units
 }

@@ -1,0 +1,255 @@
+//! Pairs in parallel: how many lanes (threads, each running whole pairs one after another
+//! on the group's one loaded model) a load group gets, and the thread pool each lane runs in.
+//!
+//! Why: a small model's operations are too small to keep two cores busy. The built-in
+//! model's matmuls are a few hundred microseconds; candle splits each across its threads and
+//! the threads spend the difference spinning and yielding at the barrier. Two pairs side by
+//! side, each on one core, use the machine instead. Each lane's pairs are computed exactly
+//! as a sequential run computes them (the same operations in the same order on the same
+//! model), so the metrics are bit-identical; `tests/parallel_pairs.rs` holds them to it.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use crate::engine::Engine;
+use crate::model::Config;
+
+/// Weights above this many bytes run one lane: their decode steps already stream the
+/// weights at the memory bandwidth (BENCHMARKS.md, "Physical floors"), so a second lane
+/// would compete for the bandwidth, not use idle cores, and every lane holds its own
+/// activations and KV caches.
+pub const LANE_WEIGHT_LIMIT: u64 = 256 << 20;
+
+/// How a load group's pairs run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lanes {
+    /// Threads that each run whole pairs.
+    pub count: usize,
+    /// CPU threads each lane's operations use (candle's matmul and elementwise threads).
+    pub threads_each: usize,
+}
+
+/// What decides the lanes of one load group.
+#[derive(Debug, Clone, Copy)]
+pub struct LaneInputs {
+    /// The run device is the CPU (CUDA and Metal run one lane: one stream).
+    pub cpu: bool,
+    /// The engine of the group's model.
+    pub engine: Engine,
+    /// Bytes of the model's weights in the group's dtype.
+    pub weight_bytes: u64,
+    /// CPU threads available (candle's thread count).
+    pub threads: usize,
+    /// Independent units of work in the group (pairs sharing a prefill are one unit).
+    pub units: usize,
+    /// `--lanes N`, when the user chose.
+    pub requested: Option<usize>,
+}
+
+/// The lanes for one group. A user's `--lanes` wins (capped by the work there is);
+/// otherwise: on the CPU, as many lanes as threads for the own decoders and a user's model
+/// when the weights are small ([`LANE_WEIGHT_LIMIT`]); one lane for candle-transformers'
+/// models (each holds its state behind one lock, so a second lane would only wait) and on
+/// a GPU.
+pub fn choose(i: LaneInputs) -> Lanes {
+    let threads = i.threads.max(1);
+    let count = match i.requested {
+        Some(n) => n,
+        None if !i.cpu || i.engine == Engine::CandleTransformers => 1,
+        None if i.weight_bytes > LANE_WEIGHT_LIMIT => 1,
+        None => threads,
+    };
+    let count = count.clamp(1, i.units.max(1));
+    Lanes {
+        count,
+        threads_each: if i.cpu {
+            (threads / count).max(1)
+        } else {
+            threads
+        },
+    }
+}
+
+/// Parameters of a decoder of these sizes (embedding, head when untied, attention and MLP
+/// projections; norms and biases are too small to matter here).
+pub fn parameter_count(c: &Config) -> u64 {
+    let (h, i, v) = (
+        c.hidden_size as u64,
+        c.intermediate_size as u64,
+        c.vocab_size as u64,
+    );
+    let hd = c.head_dim() as u64;
+    let (nq, nkv) = (
+        c.num_attention_heads as u64 * hd,
+        c.num_key_value_heads as u64 * hd,
+    );
+    let layer = h * (nq + 2 * nkv) + nq * h + 3 * h * i;
+    let head = if c.tie_word_embeddings { 0 } else { v * h };
+    v * h + head + c.num_hidden_layers as u64 * layer
+}
+
+/// Does `work` on every item, taking items from the front in order, on `lanes`: one lane
+/// runs them here, one after another; more run side by side, each lane in its own thread
+/// pool of `threads_each` (candle's matmuls split over the current rayon pool, so they then
+/// use that lane's threads, not the whole machine's). Returns false as soon as `work` does
+/// (the worker must stop); the other lanes finish the item they are on and stop too, as
+/// they find the same stop or closed channel.
+pub fn run<T: Send>(lanes: Lanes, items: Vec<T>, work: impl Fn(T) -> bool + Sync) -> bool {
+    let queue = Mutex::new(VecDeque::from(items));
+    let drain = || {
+        loop {
+            let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+            match next {
+                None => return true,
+                Some(item) => {
+                    if !work(item) {
+                        return false;
+                    }
+                }
+            }
+        }
+    };
+    if lanes.count <= 1 {
+        return drain();
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..lanes.count)
+            .map(|_| {
+                scope.spawn(|| {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(lanes.threads_each)
+                        .thread_name(|i| format!("lane-{i}"))
+                        .build();
+                    match pool {
+                        Ok(pool) => pool.install(drain),
+                        Err(_) => drain(),
+                    }
+                })
+            })
+            .collect();
+        // Every lane runs to its end; a lane's panic is re-raised here.
+        let done: Vec<bool> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect();
+        done.into_iter().all(|d| d)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEQUENTIAL: Lanes = Lanes {
+        count: 1,
+        threads_each: 2,
+    };
+
+    fn inputs() -> LaneInputs {
+        LaneInputs {
+            cpu: true,
+            engine: Engine::Driftsweep,
+            weight_bytes: 10 << 20,
+            threads: 2,
+            units: 36,
+            requested: None,
+        }
+    }
+
+    #[test]
+    fn small_models_on_the_cpu_get_a_lane_per_thread() {
+        assert_eq!(
+            choose(inputs()),
+            Lanes {
+                count: 2,
+                threads_each: 1
+            }
+        );
+    }
+
+    #[test]
+    fn large_models_candle_transformers_and_gpus_run_one_lane() {
+        let big = LaneInputs {
+            weight_bytes: LANE_WEIGHT_LIMIT + 1,
+            ..inputs()
+        };
+        let ct = LaneInputs {
+            engine: Engine::CandleTransformers,
+            ..inputs()
+        };
+        let gpu = LaneInputs {
+            cpu: false,
+            ..inputs()
+        };
+        for i in [big, ct, gpu] {
+            assert_eq!(choose(i), SEQUENTIAL);
+        }
+    }
+
+    #[test]
+    fn a_request_wins_but_never_exceeds_the_work() {
+        let asked = |n, units| {
+            choose(LaneInputs {
+                requested: Some(n),
+                units,
+                ..inputs()
+            })
+        };
+        assert_eq!(asked(1, 36), SEQUENTIAL);
+        assert_eq!(asked(4, 36).count, 4);
+        assert_eq!(asked(4, 36).threads_each, 1);
+        assert_eq!(asked(4, 3).count, 3);
+        assert_eq!(
+            choose(LaneInputs {
+                units: 1,
+                ..inputs()
+            })
+            .count,
+            1
+        );
+    }
+
+    #[test]
+    fn every_item_is_done_once_and_a_stop_ends_every_lane() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        for count in [1, 2, 3] {
+            let lanes = Lanes {
+                count,
+                threads_each: 1,
+            };
+            let seen = Mutex::new(Vec::new());
+            assert!(run(lanes, (0..20).collect(), |i| {
+                seen.lock().unwrap().push(i);
+                true
+            }));
+            let mut seen = seen.into_inner().unwrap();
+            seen.sort();
+            assert_eq!(seen, (0..20).collect::<Vec<_>>());
+            // Negative control: a stop at item 5 ends the work early.
+            let done = AtomicUsize::new(0);
+            assert!(!run(lanes, (0..20).collect(), |i: usize| {
+                done.fetch_add(1, Ordering::SeqCst);
+                i < 5
+            }));
+            assert!(done.load(Ordering::SeqCst) < 20);
+        }
+    }
+
+    #[test]
+    fn parameter_count_matches_smollm2() {
+        // SmolLM2-135M: 134,515,008 parameters with its norms; projections and the tied
+        // embedding make up all but 0.03 % of them.
+        let c = Config {
+            vocab_size: 49152,
+            hidden_size: 576,
+            intermediate_size: 1536,
+            num_hidden_layers: 30,
+            num_attention_heads: 9,
+            num_key_value_heads: 3,
+            tie_word_embeddings: true,
+            ..crate::model::builtin::config()
+        };
+        let n = parameter_count(&c) as f64;
+        assert!((n / 134_515_008.0 - 1.0).abs() < 1e-3, "{n}");
+    }
+}
