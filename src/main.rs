@@ -515,7 +515,7 @@ fn print_perf(r: &bench::PerfReport) {
 fn print_floors(r: &bench::FloorsReport) {
     let t = &r.triad;
     outln!(
-        "physical floors on {} ({} threads), best of each",
+        "physical floors on {}, best of each (triad on {} threads)",
         r.device,
         r.threads
     );
