@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates BENCHMARKS.md: `driftsweep bench --suite perf` for the built-in model and
-# SmolLM2 in f32, bf16 and f16, and the B3.70 sweeps' wall times, on this machine's CPU (or
+# Regenerates BENCHMARKS.md: `driftsweep bench --suite floors` (memory bandwidth, GEMM
+# peak), `driftsweep bench --suite perf` for the built-in model and SmolLM2 in f32, bf16 and
+# f16 (set beside those floors), and the B3.70 sweeps' wall times, on this machine's CPU (or
 # the device named by $BENCH_DEVICE). Needs a release build and, for SmolLM2,
 # scripts/fetch_smollm2.sh. Takes about 30 minutes on 2 cores, mostly the SmolLM2 sweep.
 #
@@ -17,6 +18,9 @@ trap 'rm -rf "$tmp"' EXIT
 smollm2=models/SmolLM2-135M-Instruct.Q4_1.gguf
 models=(builtin:tiny-llama)
 [[ -f $smollm2 ]] && models+=("$smollm2")
+# The machine's floors first, on a quiet machine: memory bandwidth and GEMM peak.
+echo "bench: floors" >&2
+"$bin" bench --suite floors --device "$device" --repeat "$repeat" --json >"$tmp/floors.json"
 for m in "${models[@]}"; do
   for d in f32 bf16 f16; do
     echo "bench: $m $d" >&2
@@ -64,7 +68,7 @@ print("Prefill: one forward over a 31-token prompt plus the span (logits for the
 print("| model | dtype | load ms | prefill s32 tok/s | s128 tok/s | s512 tok/s | decode @10 ms | decode @500 ms | @500/@10 | compare GB/s | peak RSS MiB |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 for f in sorted(glob.glob(f"{tmp}/*.json")):
-    if os.path.basename(f).startswith("sweep"):
+    if os.path.basename(f).startswith("sweep") or os.path.basename(f) == "floors.json":
         continue
     r = json.load(open(f))
     pre = {p["span"]: p for p in r["prefill"]}
@@ -73,6 +77,48 @@ for f in sorted(glob.glob(f"{tmp}/*.json")):
           f"{pre[32]['tokens_per_s']:.0f} | {pre[128]['tokens_per_s']:.0f} | {pre[512]['tokens_per_s']:.0f} | "
           f"{dec[10]['median_ms']:.2f} | {dec[500]['median_ms']:.2f} | {dec[500]['median_ms'] / dec[10]['median_ms']:.2f} | "
           f"{r['compare']['gb_per_s']:.2f} | {r['peak_rss_mib'] or 0:.0f} |")
+floors = json.load(open(f"{tmp}/floors.json"))
+tri = floors["triad"]
+bw = tri["gb_per_s"] * 1e9
+gemm = floors["gemm"]
+# The dtype's GEMM peak: the better of the square 1024 and 2048 products.
+peak = {}
+for g in gemm:
+    if g.get("gflop_per_s") and g["m"] == g["k"] == g["n"]:
+        peak[g["dtype"]] = max(peak.get(g["dtype"], 0), g["gflop_per_s"])
+print("\n## Physical floors (`driftsweep bench --suite floors`)\n")
+print(f"Memory bandwidth, STREAM triad `a[i] = b[i] + s·c[i]` over three {tri['bytes'] // 3 >> 20} MiB f32 arrays, "
+      f"best of the repetitions: **{tri['gb_per_s']:.2f} GB/s** on {floors['threads']} threads, "
+      f"{tri['gb_per_s_1thread']:.2f} GB/s on one (2 reads + 1 write counted; write-allocate traffic not, as STREAM). "
+      f"GEMM: `Tensor::matmul` on `{floors['device']}`, best of the repetitions, GFLOP/s = 2·m·k·n / s; "
+      "543 × 576 · 576 × 1536 is SmolLM2's MLP up-projection at prefill span 512.\n")
+print("| dtype | m × k × n | best ms | GFLOP/s |")
+print("|---|---|---|---|")
+for g in gemm:
+    shape = f"{g['m']} × {g['k']} × {g['n']}"
+    if g.get("gflop_per_s") is None:
+        print(f"| {g['dtype']} | {shape} | unsupported: {g.get('unsupported', '?')} | |")
+    else:
+        print(f"| {g['dtype']} | {shape} | {g['best_ms']:.2f} | {g['gflop_per_s']:.1f} |")
+print("\n### Per operation against the floors\n")
+print("Decode floor: the weights in the run dtype (params × bytes per element), read once per token at the triad's "
+      "bandwidth (weights small enough to stay in the last-level cache, as the built-in model's, are not bound by it). Prefill GFLOP/s ≈ 2 · params · tokens / s at span 512 (543 tokens; attention's own FLOPs excluded), "
+      "as a fraction of the dtype's best square-GEMM rate above.\n")
+print("| model | dtype | params M | weight MB | decode floor ms | decode @10 ms | @10 / floor | prefill s512 GFLOP/s | of GEMM peak |")
+print("|---|---|---|---|---|---|---|---|---|")
+for f in sorted(glob.glob(f"{tmp}/*.json")):
+    if os.path.basename(f).startswith("sweep") or os.path.basename(f) == "floors.json":
+        continue
+    r = json.load(open(f))
+    if "weight_bytes" not in r:
+        continue
+    floor_ms = r["weight_bytes"] / bw * 1e3
+    dec10 = {d["position"]: d for d in r["decode_steps"]}[10]["median_ms"]
+    p512 = {p["span"]: p for p in r["prefill"]}[512]
+    gflops = 2 * r["params"] * p512["tokens_per_s"] / 1e9
+    frac = f"{gflops / peak[r['dtype']]:.1%}" if peak.get(r["dtype"]) else "n/a"
+    print(f"| {os.path.basename(r['model'])} | {r['dtype']} | {r['params'] / 1e6:.2f} | {r['weight_bytes'] / 1e6:.1f} | "
+          f"{floor_ms:.3f} | {dec10:.2f} | {dec10 / floor_ms:.1f}× | {gflops:.2f} | {frac} |")
 sweeps = sorted(glob.glob(f"{tmp}/sweep_*/report.json"))
 if sweeps:
     print("\n## Whole sweeps (`driftsweep run`)\n")

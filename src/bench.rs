@@ -4,6 +4,11 @@
 //! with tracing off, with a sink that records one position, and with a sink that records
 //! every tensor at every position; and the same for prefill. Each case runs `repeat` times
 //! after one warm-up; the report gives the median and the spread.
+//!
+//! The floors benchmark measures what the machine can do at best, so that the perf figures
+//! can be read against it: decode reads every weight once per token, so its floor is weight
+//! bytes ÷ memory bandwidth (the STREAM triad); prefill is matrix products, so its ceiling
+//! is the GEMM rate in the run dtype.
 
 use std::time::Instant;
 
@@ -116,6 +121,12 @@ pub struct PerfReport {
     pub dtype: RunDtype,
     /// Device name.
     pub device: String,
+    /// Parameters of the loaded decoder ([`decoder_params`]).
+    pub params: u64,
+    /// Bytes of those parameters in the run dtype (params × bytes per element): what one
+    /// decode step reads at least once when the head is tied to the embedding (an untied
+    /// embedding is only gathered from, one row per token).
+    pub weight_bytes: u64,
     /// Weight load (read, dequantize or generate, cast, move to the device), median ms.
     pub load_ms: f64,
     /// Prefill over prompt + span tokens, per span.
@@ -282,14 +293,271 @@ pub fn perf(
         median_ms,
         gb_per_s: (2 * positions * vocab * 4) as f64 / (median_ms / 1e3) / 1e9,
     };
+    let params = decoder_params(&info.config);
     Ok(PerfReport {
         model: source.to_string(),
         dtype,
         device: device.name.clone(),
+        params,
+        weight_bytes: params * dtype.candle().size_in_bytes() as u64,
         load_ms: median(loads),
         prefill,
         decode_steps,
         compare,
         peak_rss_mib: peak_rss_mib(),
     })
+}
+
+/// Parameters of a Llama-family decoder with these hyper-parameters: the tensors
+/// [`Decoder::new`](crate::model::Decoder::new) loads (embedding, per layer the Q/K/V/O
+/// projections with their optional biases and Q/K norms, the SwiGLU MLP and two RMSNorms, the
+/// final norm, and the output head unless it is tied to the embedding).
+pub fn decoder_params(cfg: &crate::model::Config) -> u64 {
+    let (h, i, hd) = (
+        cfg.hidden_size as u64,
+        cfg.intermediate_size as u64,
+        cfg.head_dim() as u64,
+    );
+    let (q, kv) = (
+        cfg.num_attention_heads as u64 * hd,
+        cfg.num_key_value_heads as u64 * hd,
+    );
+    let attn = h * q
+        + 2 * h * kv
+        + q * h
+        + if cfg.attention_bias { q + 2 * kv } else { 0 }
+        + if cfg.qk_norm { 2 * hd } else { 0 };
+    let layer = attn + 3 * h * i + 2 * h;
+    let embed = cfg.vocab_size as u64 * h;
+    let head = if cfg.tie_word_embeddings { 0 } else { embed };
+    embed + cfg.num_hidden_layers as u64 * layer + h + head
+}
+
+/// Floating-point operations of an (m × k) · (k × n) matrix product: one multiply and one
+/// add per inner-product term.
+pub fn gemm_flops(m: usize, k: usize, n: usize) -> f64 {
+    2.0 * m as f64 * k as f64 * n as f64
+}
+
+/// Bytes in each of the triad's three arrays: 64 MiB, far beyond any last-level cache this
+/// runs on, so the figure is DRAM bandwidth rather than cache bandwidth.
+pub const TRIAD_ARRAY_BYTES: usize = 64 << 20;
+
+/// The STREAM triad's memory bandwidth.
+#[derive(Debug, Clone, Serialize)]
+pub struct TriadReport {
+    /// GB/s (1e9 bytes) with the threads candle uses, best of the repetitions.
+    pub gb_per_s: f64,
+    /// GB/s on one thread, best of the repetitions.
+    pub gb_per_s_1thread: f64,
+    /// Bytes counted per triad: three arrays (two read, one written). As STREAM does, the
+    /// write-allocate read of the destination's cache lines is not counted, so the traffic
+    /// the memory really carries is up to 4/3 of this.
+    pub bytes: u64,
+}
+
+/// One GEMM, or why its dtype does not run on the device.
+#[derive(Debug, Clone, Serialize)]
+pub struct GemmCase {
+    /// Element type of both operands and the product.
+    pub dtype: RunDtype,
+    /// Rows of the left operand.
+    pub m: usize,
+    /// Inner dimension.
+    pub k: usize,
+    /// Columns of the right operand.
+    pub n: usize,
+    /// 2·m·k·n ÷ the best time, in 1e9 FLOP/s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gflop_per_s: Option<f64>,
+    /// The best time of one product, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub best_ms: Option<f64>,
+    /// Why it did not run (the device's error), when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsupported: Option<String>,
+}
+
+/// What `driftsweep bench --suite floors` measures: the machine's physical floors, beside
+/// which the perf suite's decode (memory-bound) and prefill (compute-bound) figures are read.
+#[derive(Debug, Clone, Serialize)]
+pub struct FloorsReport {
+    /// Always `floors` (tells this JSON from a perf report's).
+    pub suite: &'static str,
+    /// Device name of the GEMMs.
+    pub device: String,
+    /// Threads of the triad: the number candle's CPU kernels use.
+    pub threads: usize,
+    /// Host memory bandwidth (the triad runs on the CPU whatever the device: on a GPU it is
+    /// not the bandwidth the model's weights are read at).
+    pub triad: TriadReport,
+    /// Square products at 1024 and 2048 and the prefill-shaped one, in each dtype.
+    pub gemm: Vec<GemmCase>,
+}
+
+/// `a[i] = b[i] + s·c[i]`, with `a`, `b` and `c` split into `threads` contiguous chunks, one
+/// per scoped thread, so each thread streams its own stretch of memory.
+pub fn triad(a: &mut [f32], b: &[f32], c: &[f32], s: f32, threads: usize) {
+    assert!(
+        a.len() == b.len() && b.len() == c.len(),
+        "triad: lengths differ"
+    );
+    let chunk = a.len().div_ceil(threads.max(1)).max(1);
+    let kernel = |a: &mut [f32], b: &[f32], c: &[f32]| {
+        // Zipped iterators: no bounds checks, so the loop vectorizes.
+        for ((x, y), z) in a.iter_mut().zip(b).zip(c) {
+            *x = y + s * z;
+        }
+    };
+    if threads <= 1 {
+        kernel(a, b, c);
+        return;
+    }
+    std::thread::scope(|scope| {
+        for ((a, b), c) in a
+            .chunks_mut(chunk)
+            .zip(b.chunks(chunk))
+            .zip(c.chunks(chunk))
+        {
+            scope.spawn(move || kernel(a, b, c));
+        }
+    });
+}
+
+/// Best GB/s of the triad on `threads` threads over `repeat` timed runs after one warm-up.
+fn triad_gb_per_s(a: &mut [f32], b: &[f32], c: &[f32], threads: usize, repeat: usize) -> f64 {
+    let bytes = (3 * std::mem::size_of_val(a)) as f64;
+    triad(a, b, c, 3.0, threads); // warm-up: pages faulted in, threads' stacks made
+    let mut best = f64::INFINITY;
+    for _ in 0..repeat {
+        let t = Instant::now();
+        triad(std::hint::black_box(&mut *a), b, c, 3.0, threads);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&a[a.len() / 2]);
+    bytes / best / 1e9
+}
+
+/// Best time in seconds of one (m × k) · (k × n) product in `dtype` on `dev`, or the device's
+/// error when the dtype does not run there.
+fn gemm_best_s(
+    dev: &Device,
+    dtype: RunDtype,
+    (m, k, n): (usize, usize, usize),
+    repeat: usize,
+) -> candle_core::Result<f64> {
+    let a = candle_core::Tensor::randn(0f32, 1.0, (m, k), dev)?.to_dtype(dtype.candle())?;
+    let b = candle_core::Tensor::randn(0f32, 1.0, (k, n), dev)?.to_dtype(dtype.candle())?;
+    // GPUs queue kernels: time only after they have finished.
+    let once = |times: usize| -> candle_core::Result<f64> {
+        let t = Instant::now();
+        for _ in 0..times {
+            std::hint::black_box(a.matmul(&b)?);
+        }
+        dev.synchronize()?;
+        Ok(t.elapsed().as_secs_f64() / times as f64)
+    };
+    once(1)?; // warm-up: library handles, kernels, allocator
+    // A product a GPU finishes in microseconds is dominated by launch and timer overhead:
+    // repeat it within each timed run until that run lasts about 50 ms.
+    let inner = (0.05 / once(1)?.max(1e-7)).clamp(1.0, 1000.0) as usize;
+    let mut best = f64::INFINITY;
+    for _ in 0..repeat {
+        best = best.min(once(inner)?);
+    }
+    Ok(best)
+}
+
+/// The triad's bandwidth (all of candle's threads, and one), then GEMMs through candle on
+/// `device` in f32, bf16 and f16: square 1024 and 2048, and (543 × 576) · (576 × 1536), the
+/// MLP up-projection of SmolLM2 prefill at span 512 after the 31-token prompt. Each figure
+/// is the best of `repeat` after one warm-up: a floor is what the machine can do, not what it
+/// usually does.
+pub fn floors(device: &run::OpenDevice, repeat: usize) -> Result<FloorsReport> {
+    let threads = candle_core::utils::get_num_threads();
+    let len = TRIAD_ARRAY_BYTES / std::mem::size_of::<f32>();
+    let b: Vec<f32> = (0..len).map(|i| (i % 1000) as f32).collect();
+    let c: Vec<f32> = (0..len).map(|i| (i % 7) as f32).collect();
+    let mut a = vec![0f32; len];
+    let gb_per_s = triad_gb_per_s(&mut a, &b, &c, threads, repeat);
+    let gb_per_s_1thread = triad_gb_per_s(&mut a, &b, &c, 1, repeat);
+    drop((a, b, c));
+
+    let mut gemm = Vec::new();
+    for dtype in RunDtype::ALL {
+        for (m, k, n) in [(1024, 1024, 1024), (2048, 2048, 2048), (543, 576, 1536)] {
+            let r = gemm_best_s(&device.device, dtype, (m, k, n), repeat);
+            gemm.push(GemmCase {
+                dtype,
+                m,
+                k,
+                n,
+                gflop_per_s: r.as_ref().ok().map(|s| gemm_flops(m, k, n) / s / 1e9),
+                best_ms: r.as_ref().ok().map(|s| s * 1e3),
+                unsupported: r.err().map(|e| e.to_string()),
+            });
+        }
+    }
+    Ok(FloorsReport {
+        suite: "floors",
+        device: device.name.clone(),
+        threads,
+        triad: TriadReport {
+            gb_per_s,
+            gb_per_s_1thread,
+            bytes: 3 * TRIAD_ARRAY_BYTES as u64,
+        },
+        gemm,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn triad_computes_every_element_whatever_the_split() {
+        // 1001 elements: chunks that do not divide evenly, and more threads than elements.
+        let b: Vec<f32> = (0..1001).map(|i| i as f32).collect();
+        let c: Vec<f32> = (0..1001).map(|i| (i % 13) as f32 - 6.0).collect();
+        for threads in [1, 2, 3, 8, 2000] {
+            let mut a = vec![f32::NAN; b.len()];
+            triad(&mut a, &b, &c, 0.5, threads);
+            for i in 0..a.len() {
+                assert_eq!(a[i], b[i] + 0.5 * c[i], "threads {threads}, element {i}");
+            }
+        }
+        let mut empty: [f32; 0] = [];
+        triad(&mut empty, &[], &[], 1.0, 4);
+    }
+
+    #[test]
+    fn gemm_flops_counts_a_multiply_and_an_add_per_term() {
+        assert_eq!(gemm_flops(1024, 1024, 1024), 2.0 * 1024f64.powi(3));
+        assert_eq!(gemm_flops(543, 576, 1536), 2.0 * 543.0 * 576.0 * 1536.0);
+        assert_eq!(gemm_flops(1, 1, 1), 2.0);
+    }
+
+    #[test]
+    fn decoder_params_match_the_generated_tensors() {
+        // The built-in recipe writes exactly the tensors the decoder loads, for every
+        // variant it knows: biases, Q/K norms, an untied head.
+        let base = crate::model::builtin::config();
+        let variants = [
+            base.clone(),
+            crate::model::Config {
+                attention_bias: true,
+                qk_norm: true,
+                tie_word_embeddings: false,
+                ..base
+            },
+        ];
+        for cfg in variants {
+            let counted: usize = crate::model::builtin::weights(&cfg)
+                .values()
+                .map(|t| t.elem_count())
+                .sum();
+            assert_eq!(decoder_params(&cfg), counted as u64);
+        }
+    }
 }

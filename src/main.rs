@@ -164,9 +164,10 @@ enum Command {
     },
     /// Measure performance. `--suite perf` (default): model load, prefill tokens/s at spans
     /// 32/128/512, decode step time at positions 10 and 500, comparator throughput, peak
-    /// memory. `--suite trace`: the cost of layer tracing (CPU).
+    /// memory. `--suite trace`: the cost of layer tracing (CPU). `--suite floors`: the
+    /// machine's physical floors (STREAM-triad memory bandwidth, GEMM GFLOP/s per dtype).
     Bench {
-        /// perf or trace.
+        /// perf, trace or floors.
         #[arg(long, default_value = "perf")]
         suite: String,
         /// Model source.
@@ -175,7 +176,7 @@ enum Command {
         /// Run dtype: f32, bf16 or f16.
         #[arg(long, default_value = "f32")]
         dtype: String,
-        /// Device (perf suite): cpu, cuda[:N], metal[:N], auto.
+        /// Device (perf and floors suites): cpu, cuda[:N], metal[:N], auto.
         #[arg(long, default_value = "cpu")]
         device: String,
         /// Sequence length for the trace suite (the first quarter is the prompt).
@@ -184,7 +185,7 @@ enum Command {
         /// Timed repetitions per case (after one warm-up).
         #[arg(long, default_value_t = 7)]
         repeat: usize,
-        /// Print the perf suite's result as JSON.
+        /// Print the perf or floors suite's result as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -412,11 +413,22 @@ fn dispatch(cmd: Command) -> Result<i32, Error> {
                     }
                 }
                 "trace" => bench_trace(&model, dtype, tokens, repeat)?,
+                "floors" => {
+                    let spec = parse_device(&device)?;
+                    let dev = driftsweep::run::open_device(spec)
+                        .map_err(|m| Error::config("--device", "device", m))?;
+                    let r = bench::floors(&dev, repeat)?;
+                    if json {
+                        outln!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                    } else {
+                        print_floors(&r);
+                    }
+                }
                 other => {
                     return Err(Error::config(
                         "--suite",
                         "suite",
-                        format!("`{other}`: use perf or trace"),
+                        format!("`{other}`: use perf, trace or floors"),
                     ));
                 }
             }
@@ -504,6 +516,41 @@ fn print_perf(r: &bench::PerfReport) {
     );
     if let Some(m) = r.peak_rss_mib {
         outln!("  peak RSS        {m:>10.0} MiB");
+    }
+}
+
+fn print_floors(r: &bench::FloorsReport) {
+    let t = &r.triad;
+    outln!(
+        "physical floors on {}, best of each (triad on {} threads)",
+        r.device,
+        r.threads
+    );
+    outln!(
+        "  triad           {:>10.2} GB/s  ({:.2} GB/s on 1 thread; {} MiB per pass, write-allocate not counted)",
+        t.gb_per_s,
+        t.gb_per_s_1thread,
+        t.bytes >> 20
+    );
+    outln!(
+        "  {:<6} {:>16} {:>12} {:>12}",
+        "gemm",
+        "m × k × n",
+        "best ms",
+        "GFLOP/s"
+    );
+    for g in &r.gemm {
+        let shape = format!("{}×{}×{}", g.m, g.k, g.n);
+        match (g.gflop_per_s, g.best_ms, &g.unsupported) {
+            (Some(f), Some(ms), _) => {
+                outln!("  {:<6} {shape:>16} {ms:>12.3} {f:>12.1}", g.dtype.as_str())
+            }
+            (_, _, reason) => outln!(
+                "  {:<6} {shape:>16} unsupported: {}",
+                g.dtype.as_str(),
+                reason.as_deref().unwrap_or("?")
+            ),
+        }
     }
 }
 
