@@ -29,10 +29,19 @@ for m in "${models[@]}"; do
   done
 done
 if [[ ${BENCH_SWEEPS:-1} == 1 ]]; then
-  for c in configs/b3_70_sweep.yaml configs/smollm2_b3_70.yaml; do
+  # The SmolLM2 B3.70 sweep (54 pairs, about 12 minutes here) only with BENCH_FULL=1; the
+  # race config holds the 12 SmolLM2 pairs the peer runs.
+  sweeps=(configs/b3_70_sweep.yaml configs/smollm2_race.yaml)
+  [[ ${BENCH_FULL:-0} == 1 ]] && sweeps+=(configs/smollm2_b3_70.yaml)
+  for c in "${sweeps[@]}"; do
     [[ $c == *smollm2* && ! -f $smollm2 ]] && continue
     echo "sweep: $c" >&2
     "$bin" run "$c" --device "$device" --out "$tmp/sweep_$(basename "$c" .yaml)" \
+      --no-progress --start-over >/dev/null || true
+    # Pairs in parallel against one lane: the same sweep with --lanes 1 (its wall time, and
+    # whether every pair's metrics are the same bits).
+    echo "sweep: $c --lanes 1" >&2
+    "$bin" run "$c" --device "$device" --out "$tmp/lanes1_$(basename "$c" .yaml)" --lanes 1 \
       --no-progress --start-over >/dev/null || true
   done
 fi
@@ -41,14 +50,14 @@ fi
 # sweep's report are kept in docs/results/peer_cpu/ for the README's figures.
 peer_py=${PEER_PYTHON:-.peer-venv/bin/python}
 race=""
-if [[ $device == cpu && -x $peer_py && -f $tmp/sweep_smollm2_b3_70/report.json ]]; then
-  echo "peer: transformers on the f32 pairs" >&2
+if [[ $device == cpu && -x $peer_py && -f $tmp/sweep_smollm2_race/report.json ]]; then
+  echo "peer: transformers on the race pairs, f32, bf16 and f16" >&2
   mkdir -p docs/results/peer_cpu
-  "$peer_py" scripts/peer/peer_transformers.py "$tmp/sweep_smollm2_b3_70" --dtype "${PEER_DTYPE:-f32}" \
+  "$peer_py" scripts/peer/peer_transformers.py "$tmp/sweep_smollm2_race" \
     --out docs/results/peer_cpu/peer.json >docs/results/peer_cpu/peer.log 2>&1
-  cp "$tmp/sweep_smollm2_b3_70/report.json" docs/results/peer_cpu/driftsweep_report.json
-  race=$(python3 scripts/peer/race_table.py "$tmp/sweep_smollm2_b3_70" docs/results/peer_cpu/peer.json \
-    --title "The peer: SmolLM2-135M on this CPU")
+  cp "$tmp/sweep_smollm2_race/report.json" docs/results/peer_cpu/driftsweep_report.json
+  race=$(python3 scripts/peer/race_table.py "$tmp/sweep_smollm2_race" docs/results/peer_cpu/peer.json \
+    --title "The peer: SmolLM2-135M on this CPU, every dtype")
 fi
 python3 - "$tmp" "$device" "$bin" <<'PY' >BENCHMARKS.md
 import glob, json, os, platform, subprocess, sys
@@ -131,6 +140,26 @@ if sweeps:
               f"{r['verdict']} | {r['wall_s']:.1f} | {r['model_loads']} | {sum(walls) / max(len(walls), 1):.2f} | {max(walls or [0]):.2f} |")
     print("\nThe system driftsweep replaces took 40 s (span 32) to 117 s (span 512) per run and "
           "about 85 minutes for its 72-run B3.70 sweep.")
+    def fingerprint(d):
+        pairs = json.load(open(f"{d}/report.json"))["pairs"]
+        return sorted((p["id"], json.dumps(p.get("metrics"), sort_keys=True)) for p in pairs)
+    def lanes_of(d):
+        loads = json.load(open(f"{d}/manifest.json"))["model_loads"]
+        return ", ".join(f"{l['dtype']} {l.get('lanes', 1)}×{l.get('threads_per_lane', 0)}" for l in loads)
+    print("\n### Pairs in parallel (`--lanes`)\n")
+    print("Each sweep as run by default (lanes chosen from the model's size and the device) and with "
+          "`--lanes 1` (one pair at a time on every thread). Lanes: per load, lanes × threads each.\n")
+    print("| sweep | default lanes | default wall s | `--lanes 1` wall s | speed-up | metrics bit-identical |")
+    print("|---|---|---|---|---|---|")
+    for f in sweeps:
+        d = os.path.dirname(f)
+        one = d.replace("/sweep_", "/lanes1_")
+        if not os.path.exists(f"{one}/report.json"):
+            continue
+        a, b = json.load(open(f)), json.load(open(f"{one}/report.json"))
+        same = "yes" if fingerprint(d) == fingerprint(one) else "**no**"
+        print(f"| {a['sweep']['name']} | {lanes_of(d)} | {a['wall_s']:.1f} | {b['wall_s']:.1f} | "
+              f"{b['wall_s'] / a['wall_s']:.2f}× | {same} |")
     for f in sweeps:
         r = json.load(open(f))
         print(f"\n### {r['sweep']['name']}: per (span, dtype, mode)\n")

@@ -121,7 +121,7 @@ pub struct PerfReport {
     pub dtype: RunDtype,
     /// Device name.
     pub device: String,
-    /// Parameters of the loaded decoder ([`decoder_params`]).
+    /// Parameters of the loaded decoder ([`Config::parameter_count`](crate::model::Config::parameter_count)).
     pub params: u64,
     /// Bytes of those parameters in the run dtype (params × bytes per element): what one
     /// decode step reads at least once when the head is tied to the embedding (an untied
@@ -293,7 +293,7 @@ pub fn perf(
         median_ms,
         gb_per_s: (2 * positions * vocab * 4) as f64 / (median_ms / 1e3) / 1e9,
     };
-    let params = decoder_params(&info.config);
+    let params = info.config.parameter_count();
     Ok(PerfReport {
         model: source.to_string(),
         dtype,
@@ -306,31 +306,6 @@ pub fn perf(
         compare,
         peak_rss_mib: peak_rss_mib(),
     })
-}
-
-/// Parameters of a Llama-family decoder with these hyper-parameters: the tensors
-/// [`Decoder::new`](crate::model::Decoder::new) loads (embedding, per layer the Q/K/V/O
-/// projections with their optional biases and Q/K norms, the SwiGLU MLP and two RMSNorms, the
-/// final norm, and the output head unless it is tied to the embedding).
-pub fn decoder_params(cfg: &crate::model::Config) -> u64 {
-    let (h, i, hd) = (
-        cfg.hidden_size as u64,
-        cfg.intermediate_size as u64,
-        cfg.head_dim() as u64,
-    );
-    let (q, kv) = (
-        cfg.num_attention_heads as u64 * hd,
-        cfg.num_key_value_heads as u64 * hd,
-    );
-    let attn = h * q
-        + 2 * h * kv
-        + q * h
-        + if cfg.attention_bias { q + 2 * kv } else { 0 }
-        + if cfg.qk_norm { 2 * hd } else { 0 };
-    let layer = attn + 3 * h * i + 2 * h;
-    let embed = cfg.vocab_size as u64 * h;
-    let head = if cfg.tie_word_embeddings { 0 } else { embed };
-    embed + cfg.num_hidden_layers as u64 * layer + h + head
 }
 
 /// Floating-point operations of an (m × k) · (k × n) matrix product: one multiply and one
@@ -557,7 +532,7 @@ mod tests {
                 .values()
                 .map(|t| t.elem_count())
                 .sum();
-            assert_eq!(decoder_params(&cfg), counted as u64);
+            assert_eq!(cfg.parameter_count(), counted as u64);
         }
     }
 }

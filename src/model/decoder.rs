@@ -100,6 +100,32 @@ impl Llama3Rope {
 }
 
 impl Config {
+    /// Parameters of a Llama-family decoder with these hyper-parameters: the tensors
+    /// [`Decoder::new`] loads (embedding, per layer the Q/K/V/O
+    /// projections with their optional biases and Q/K norms, the SwiGLU MLP and two RMSNorms, the
+    /// final norm, and the output head unless it is tied to the embedding).
+    pub fn parameter_count(&self) -> u64 {
+        let cfg = self;
+        let (h, i, hd) = (
+            cfg.hidden_size as u64,
+            cfg.intermediate_size as u64,
+            cfg.head_dim() as u64,
+        );
+        let (q, kv) = (
+            cfg.num_attention_heads as u64 * hd,
+            cfg.num_key_value_heads as u64 * hd,
+        );
+        let attn = h * q
+            + 2 * h * kv
+            + q * h
+            + if cfg.attention_bias { q + 2 * kv } else { 0 }
+            + if cfg.qk_norm { 2 * hd } else { 0 };
+        let layer = attn + 3 * h * i + 2 * h;
+        let embed = cfg.vocab_size as u64 * h;
+        let head = if cfg.tie_word_embeddings { 0 } else { embed };
+        embed + cfg.num_hidden_layers as u64 * layer + h + head
+    }
+
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.explicit_head_dim

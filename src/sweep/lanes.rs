@@ -12,7 +12,6 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use crate::engine::Engine;
-use crate::model::Config;
 
 /// Weights above this many bytes run one lane: their decode steps already stream the
 /// weights at the memory bandwidth (BENCHMARKS.md, "Physical floors"), so a second lane
@@ -46,16 +45,18 @@ pub struct LaneInputs {
     pub requested: Option<usize>,
 }
 
-/// The lanes for one group. A user's `--lanes` wins (capped by the work there is);
-/// otherwise: on the CPU, as many lanes as threads for the own decoders and a user's model
-/// when the weights are small ([`LANE_WEIGHT_LIMIT`]); one lane for candle-transformers'
-/// models (each holds its state behind one lock, so a second lane would only wait) and on
-/// a GPU.
+/// The lanes for one group. candle-transformers' models always run one lane: each holds
+/// its state inside the model, behind one lock, and refuses a second open sequence. Else a
+/// user's `--lanes` wins (capped by the work there is); otherwise, on the CPU, as many lanes
+/// as threads for the own decoders and a user's model when the weights are small
+/// ([`LANE_WEIGHT_LIMIT`]), and one lane on a GPU.
 pub fn choose(i: LaneInputs) -> Lanes {
     let threads = i.threads.max(1);
     let count = match i.requested {
+        // Whatever was asked: such a model refuses a second sequence while one is open.
+        _ if i.engine == Engine::CandleTransformers => 1,
         Some(n) => n,
-        None if !i.cpu || i.engine == Engine::CandleTransformers => 1,
+        None if !i.cpu => 1,
         None if i.weight_bytes > LANE_WEIGHT_LIMIT => 1,
         None => threads,
     };
@@ -68,24 +69,6 @@ pub fn choose(i: LaneInputs) -> Lanes {
             threads
         },
     }
-}
-
-/// Parameters of a decoder of these sizes (embedding, head when untied, attention and MLP
-/// projections; norms and biases are too small to matter here).
-pub fn parameter_count(c: &Config) -> u64 {
-    let (h, i, v) = (
-        c.hidden_size as u64,
-        c.intermediate_size as u64,
-        c.vocab_size as u64,
-    );
-    let hd = c.head_dim() as u64;
-    let (nq, nkv) = (
-        c.num_attention_heads as u64 * hd,
-        c.num_key_value_heads as u64 * hd,
-    );
-    let layer = h * (nq + 2 * nkv) + nq * h + 3 * h * i;
-    let head = if c.tie_word_embeddings { 0 } else { v * h };
-    v * h + head + c.num_hidden_layers as u64 * layer
 }
 
 /// Does `work` on every item, taking items from the front in order, on `lanes`: one lane
@@ -233,23 +216,5 @@ mod tests {
             }));
             assert!(done.load(Ordering::SeqCst) < 20);
         }
-    }
-
-    #[test]
-    fn parameter_count_matches_smollm2() {
-        // SmolLM2-135M: 134,515,008 parameters with its norms; projections and the tied
-        // embedding make up all but 0.03 % of them.
-        let c = Config {
-            vocab_size: 49152,
-            hidden_size: 576,
-            intermediate_size: 1536,
-            num_hidden_layers: 30,
-            num_attention_heads: 9,
-            num_key_value_heads: 3,
-            tie_word_embeddings: true,
-            ..crate::model::builtin::config()
-        };
-        let n = parameter_count(&c) as f64;
-        assert!((n / 134_515_008.0 - 1.0).abs() < 1e-3, "{n}");
     }
 }

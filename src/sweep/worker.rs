@@ -254,7 +254,7 @@ impl Worker {
     /// The lanes for `units` independent computations on a group's model. A deterministic interrupt (`stop_after_runs`)
     /// runs one lane, so that the runs it lets start are always the same ones.
     fn lanes_for(&self, key: LoadKey, units: usize) -> Lanes {
-        let params = lanes::parameter_count(&self.info.config);
+        let params = self.info.config.parameter_count();
         // Quantized weights: about 4.5 bits a parameter (Q4 blocks); an estimate that only
         // has to tell small models from large ones.
         let weight_bytes = if key.weights.is_default() {
