@@ -149,13 +149,13 @@ impl Worker {
         if self.stop.requested() {
             return;
         }
-        // Each group's pairs in the order they run, and the lanes they run on.
-        let orders: HashMap<LoadKey, (Vec<usize>, Lanes)> = groups
+        // Each group's pairs cut into units of work, and the lanes they run on.
+        let orders: HashMap<LoadKey, (Vec<Vec<usize>>, Lanes)> = groups
             .iter()
             .map(|g| {
-                let order = self.group_order(&work.todo, g.key());
-                let lanes = self.lanes_for(g.key(), units(&self.plan, order.clone()).len());
-                (g.key(), (order, lanes))
+                let units = units(&self.plan, self.group_order(&work.todo, g.key()));
+                let lanes = self.lanes_for(g.key(), units.len());
+                (g.key(), (units, lanes))
             })
             .collect();
         // The reference group, when there is one, comes first.
@@ -185,13 +185,13 @@ impl Worker {
                 }
                 continue;
             }
-            let (order, lanes) = &orders[&key];
+            let (units, lanes) = &orders[&key];
             // The reference model is dropped here unless its group also runs pairs.
             let model = match reference.take() {
                 Some(r) if group.reference => r,
                 _ => self.load(key, &group.purpose(), *lanes),
             };
-            if group.runs && !self.run_group(&model, order, *lanes, &seqs) {
+            if group.runs && !self.run_group(&model, units, *lanes, &seqs) {
                 return;
             }
             if group.yardstick && !self.fill_yardsticks(&model, &work.todo, &seqs) {
@@ -251,8 +251,9 @@ impl Worker {
             .collect()
     }
 
-    /// The lanes for `units` independent computations on a group's model. A deterministic interrupt (`stop_after_runs`)
-    /// runs one lane, so that the runs it lets start are always the same ones.
+    /// The lanes for `units` independent computations on a group's model. A deterministic
+    /// interrupt (`stop_after_runs`) runs one lane, so that the runs it lets start are always
+    /// the same ones.
     fn lanes_for(&self, key: LoadKey, units: usize) -> Lanes {
         let params = self.info.config.parameter_count();
         // Quantized weights: about 4.5 bits a parameter (Q4 blocks); an estimate that only
@@ -391,10 +392,18 @@ impl Worker {
         self.send(WorkerMsg::Tokens(records)).then_some(seqs)
     }
 
-    /// Runs one group's pairs on its model, on `lanes`; false when the worker must stop.
-    fn run_group(&self, model: &Loaded, order: &[usize], lanes: Lanes, seqs: &Sequences) -> bool {
-        let units = units(&self.plan, order.to_vec());
-        lanes::run(lanes, units, |unit| self.run_unit(model, &unit, seqs))
+    /// Runs one group's units of work on its model, on `lanes`; false when the worker must
+    /// stop.
+    fn run_group(
+        &self,
+        model: &Loaded,
+        units: &[Vec<usize>],
+        lanes: Lanes,
+        seqs: &Sequences,
+    ) -> bool {
+        lanes::run(lanes, units.iter().collect(), |unit| {
+            self.run_unit(model, unit, seqs)
+        })
     }
 
     /// Runs the pairs of one unit in order; false when the worker must stop.
