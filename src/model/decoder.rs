@@ -8,9 +8,9 @@
 //! Numerics, where they differ from "everything in the run dtype":
 //! - RoPE cos/sin tables are computed in f32 and cast to the run dtype once, as in
 //!   candle-transformers and transformers.
-//! - Attention scores are computed in the run dtype, but the softmax runs in f32 and its
-//!   result is cast back (transformers' eager attention does the same: exp over thousands of
-//!   bf16 scores loses the small weights).
+//! - Attention runs in f32 between queries, keys and values in the run dtype and its output,
+//!   rounded once, as fused attention kernels do (see [`attend`]).
+//! - Dense projections with bf16 or f16 weights on the CPU accumulate in f32 (see [`Linear`]).
 //! - RMSNorm goes through `candle_nn::ops::rms_norm`, which accumulates in f32.
 //! - Logits leave the model as f32, because every metric is computed in f32.
 
@@ -233,6 +233,15 @@ impl Rope {
 /// faster, for twice the weights' memory. The bias is added in the run dtype, after the
 /// rounding, as before.
 ///
+/// f16 weights on the CPU are held twice: as loaded, for one-row products (a decode step),
+/// and widened to f32 for products of more rows (prefill, chunks, batched steps). candle's
+/// one-row f16 product accumulates in f32 and gives the widened product's bits; its
+/// many-row f16 GEMM keeps partial sums in f16 for wide reductions, which put about a quarter
+/// more error into every prefill projection than f32 accumulation does (against an f64
+/// reference, `widened_f16_product_is_closer_to_f64`), and runs at half the f32 GEMM's rate.
+/// Widening those products changes f16 prefill bits, towards the reference, and keeps the
+/// one-row bits; it costs three times the f16 weights' memory.
+///
 /// Quantized weights (`weights: quantized`): the GGUF blocks as they are, through candle's
 /// `QMatMul`, which takes the activations in the run dtype (its CPU kernels quantize each
 /// activation row to the blocks' dot-product format and accumulate in f32).
@@ -246,21 +255,28 @@ pub(super) struct Linear {
 enum Product {
     /// The weight (maybe widened) without bias: candle-nn's own product.
     Dense(candle_nn::Linear),
+    /// An f16 weight on the CPU: as loaded for one row, widened to f32 for more rows.
+    HalfAndWide {
+        half: candle_nn::Linear,
+        wide: candle_nn::Linear,
+    },
     /// GGUF blocks.
     Quantized(QMatMul),
 }
 
 impl Linear {
     pub(super) fn new(weight: Tensor, bias: Option<Tensor>) -> candle_core::Result<Self> {
-        let weight = if weight.device().is_cpu() && weight.dtype() == DType::BF16 {
-            weight.to_dtype(DType::F32)?
-        } else {
-            weight
+        let product = match (weight.device().is_cpu(), weight.dtype()) {
+            (true, DType::BF16) => {
+                Product::Dense(candle_nn::Linear::new(weight.to_dtype(DType::F32)?, None))
+            }
+            (true, DType::F16) => Product::HalfAndWide {
+                wide: candle_nn::Linear::new(weight.to_dtype(DType::F32)?, None),
+                half: candle_nn::Linear::new(weight, None),
+            },
+            _ => Product::Dense(candle_nn::Linear::new(weight, None)),
         };
-        Ok(Linear {
-            product: Product::Dense(candle_nn::Linear::new(weight, None)),
-            bias,
-        })
+        Ok(Linear { product, bias })
     }
 
     /// The projection of `name` (the weight's full name): kept quantized when the source
@@ -282,10 +298,13 @@ impl Linear {
 
     pub(super) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let y = match &self.product {
-            Product::Dense(p) => {
-                // Both casts are no-ops unless the weight was widened.
-                let wide = x.to_dtype(p.weight().dtype())?;
-                p.forward(&wide)?.to_dtype(x.dtype())?
+            Product::Dense(p) => widened_product(p, x)?,
+            Product::HalfAndWide { half, wide } => {
+                if x.elem_count() == x.dim(candle_core::D::Minus1)? {
+                    half.forward(x)?
+                } else {
+                    widened_product(wide, x)?
+                }
             }
             Product::Quantized(q) => q.forward(x)?,
         };
@@ -294,6 +313,13 @@ impl Linear {
             None => Ok(y),
         }
     }
+}
+
+/// `x Wᵀ` with `x` cast to the weight's dtype and the product cast back to `x`'s (both casts
+/// are no-ops unless the weight was widened).
+fn widened_product(p: &candle_nn::Linear, x: &Tensor) -> candle_core::Result<Tensor> {
+    p.forward(&x.to_dtype(p.weight().dtype())?)?
+        .to_dtype(x.dtype())
 }
 
 /// Where a decoder's tensors come from: dense tensors by Hugging Face name, and, for
@@ -455,12 +481,24 @@ impl Attention {
             TensorName::V,
             heads(self.v_proj.forward(x)?, self.n_kv_heads)?.contiguous()?,
         )?;
-        let (k, v) = cache.append(&k, &v)?;
+        let (k, v) = append_kv(cache, &k, &v)?;
         let (k, v) = read_cache(k, v, t, hooks.cross_row)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let y = attend(&q, k, v, self.n_heads / self.n_kv_heads, scale, mask)?;
         self.o_proj.forward(&y)
     }
+}
+
+/// Appends a forward's keys and values (run dtype) to a layer's cache and returns every cached
+/// position's. The cache stores them widened to f32, which is exact, so it holds the run
+/// dtype's values; [`attend`] computes in f32 and would otherwise widen the whole cache again
+/// on every decode step.
+pub(super) fn append_kv(
+    cache: &mut KvCache,
+    k: &Tensor,
+    v: &Tensor,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    cache.append(&k.to_dtype(DType::F32)?, &v.to_dtype(DType::F32)?)
 }
 
 /// The cached keys and values (batch, kv_heads, positions, head_dim) an attention layer reads
@@ -508,8 +546,17 @@ pub(super) fn tap_heads(
 
 /// Attention of queries `q` (batch, heads, t, head_dim) over cached keys and values (batch,
 /// kv_heads, positions, head_dim), each kv head serving `n_rep` query heads: scores scaled by
-/// `scale`, plus the additive `mask`, softmax in f32 (see the module notes), back to the run
-/// dtype for the value product. Returns (batch, t, heads × head_dim).
+/// `scale`, plus the additive `mask`, softmax, and the value product. Returns (batch, t,
+/// heads × head_dim) in the run dtype.
+///
+/// Queries, keys and values arrive in the run dtype (the cache holds that dtype), and
+/// everything between them runs in f32: the scores, the mask, the softmax and the value
+/// product's accumulation, rounded once at the output. Fused attention kernels do the same
+/// (PyTorch's CPU flash attention behind transformers' default `sdpa`, FlashAttention on
+/// GPUs): for bf16 and f16 this is closer to an f64 attention than rounding the scores and
+/// probabilities to the run dtype (`f32_attention_is_closer_to_f64`), and it keeps the
+/// elementwise work over heads × t² off candle's per-element half-precision loops. In f32
+/// the casts are no-ops.
 pub(super) fn attend(
     q: &Tensor,
     k: Tensor,
@@ -519,17 +566,18 @@ pub(super) fn attend(
     mask: Option<&Tensor>,
 ) -> candle_core::Result<Tensor> {
     let (b, heads, t, hd) = q.dims4()?;
-    let k = candle_transformers::utils::repeat_kv(k, n_rep)?.contiguous()?;
-    let v = candle_transformers::utils::repeat_kv(v, n_rep)?.contiguous()?;
-    let scores = (q.matmul(&k.t()?)? * scale)?;
+    let wide = |x: Tensor| -> candle_core::Result<Tensor> {
+        candle_transformers::utils::repeat_kv(x.to_dtype(DType::F32)?, n_rep)?.contiguous()
+    };
+    let (k, v) = (wide(k)?, wide(v)?);
+    let scores = (q.to_dtype(DType::F32)?.matmul(&k.t()?)? * scale)?;
     let scores = match mask {
         Some(m) => scores.broadcast_add(m)?,
         None => scores,
     };
-    let probs =
-        candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(q.dtype())?;
-    probs
+    candle_nn::ops::softmax_last_dim(&scores)?
         .matmul(&v)?
+        .to_dtype(q.dtype())?
         .transpose(1, 2)?
         .reshape((b, t, heads * hd))
 }
@@ -871,13 +919,12 @@ pub(super) fn check_positions(t: usize, offset: usize, context: usize) -> candle
 }
 
 /// Additive mask (t, offset + t): row i may see columns ≤ offset + i, and with a sliding
-/// window only the last `window` of them. Built in f32 and cast, since -inf is exact in every
-/// float dtype.
+/// window only the last `window` of them. Always f32: [`attend`] adds it to the widened
+/// scores.
 pub(super) fn causal_mask(
     t: usize,
     offset: usize,
     window: Option<usize>,
-    dtype: DType,
     device: &Device,
 ) -> candle_core::Result<Tensor> {
     let cols = offset + t;
@@ -894,7 +941,7 @@ pub(super) fn causal_mask(
             })
         })
         .collect();
-    Tensor::from_vec(mask, (t, cols), device)?.to_dtype(dtype)
+    Tensor::from_vec(mask, (t, cols), device)
 }
 
 impl ModelUnderTest for Decoder {
@@ -974,7 +1021,7 @@ impl OwnForward for Decoder {
         let window = self.cfg.sliding_window.map(|w| w + fault.window_shift);
         let windowed = window.is_some_and(|w| past + t > w);
         let mask = if t > 1 || windowed {
-            Some(causal_mask(t, past, window, self.dtype, &self.device)?)
+            Some(causal_mask(t, past, window, &self.device)?)
         } else {
             None
         };
@@ -1118,6 +1165,134 @@ mod tests {
                 same,
                 "t = {t}: widened product differs from candle's bf16 matmul"
             );
+        }
+    }
+
+    /// f16: one row keeps candle's bits; more rows get f32 accumulation, closer to an f64
+    /// product of the same f16 operands than candle's f16 GEMM (which the test also shows to
+    /// differ, so the comparison has something to find).
+    #[test]
+    fn widened_f16_product_is_closer_to_f64() {
+        let dev = Device::Cpu;
+        let h = |t: Tensor| t.to_dtype(DType::F16).unwrap();
+        let vals = |y: &Tensor| -> Vec<f64> {
+            let v = y.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
+            v.to_vec1::<f64>().unwrap()
+        };
+        // SmolLM2's MLP shapes.
+        for (out, inp) in [(1536usize, 576usize), (576, 1536)] {
+            let w = h(Tensor::randn(0f32, 0.05, (out, inp), &dev).unwrap());
+            let ours = Linear::new(w.clone(), None).unwrap();
+            assert!(matches!(&ours.product, Product::HalfAndWide { .. }));
+            let candle = candle_nn::Linear::new(w.clone(), None);
+            let w64 = w.to_dtype(DType::F64).unwrap();
+            for t in [1, 63] {
+                let x = h(Tensor::randn(0f32, 1.0, (1, t, inp), &dev).unwrap());
+                let (a, c) = (ours.forward(&x).unwrap(), candle.forward(&x).unwrap());
+                assert_eq!(a.dtype(), DType::F16);
+                let reference = vals(
+                    &x.to_dtype(DType::F64)
+                        .unwrap()
+                        .broadcast_matmul(&w64.t().unwrap())
+                        .unwrap(),
+                );
+                let (a, c) = (vals(&a), vals(&c));
+                let err = |v: &[f64]| {
+                    v.iter()
+                        .zip(&reference)
+                        .map(|(p, q)| (p - q).abs())
+                        .sum::<f64>()
+                        / reference.len() as f64
+                };
+                if t == 1 {
+                    assert_eq!(a, c, "{out}x{inp}: one-row bits changed");
+                } else {
+                    assert_ne!(
+                        a, c,
+                        "{out}x{inp}, t = {t}: candle's GEMM no longer differs"
+                    );
+                    assert!(
+                        err(&a) < err(&c),
+                        "{out}x{inp}, t = {t}: widened {:.3e} not closer than candle {:.3e}",
+                        err(&a),
+                        err(&c)
+                    );
+                }
+            }
+        }
+    }
+
+    /// The attention before it ran in f32: scores and probabilities rounded to the run dtype.
+    fn attend_rounded(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Tensor {
+        let k = candle_transformers::utils::repeat_kv(k.clone(), 2).unwrap();
+        let v = candle_transformers::utils::repeat_kv(v.clone(), 2).unwrap();
+        let scores = (q.matmul(&k.t().unwrap()).unwrap() * 0.125).unwrap();
+        // The softmax widens to f32, or stays in f64 for the reference.
+        let acc = if q.dtype() == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        };
+        let scores = scores.to_dtype(acc).unwrap().broadcast_add(mask).unwrap();
+        let probs = candle_nn::ops::softmax_last_dim(&scores).unwrap();
+        let y = probs.to_dtype(q.dtype()).unwrap().matmul(&v).unwrap();
+        let (b, h, t, d) = y.dims4().unwrap();
+        y.transpose(1, 2).unwrap().reshape((b, t, h * d)).unwrap()
+    }
+
+    /// f32 keeps its bits; in bf16 and f16 the attention in f32 lands closer to an f64
+    /// attention of the same operands than rounding scores and probabilities does.
+    #[test]
+    fn f32_attention_is_closer_to_f64() {
+        let dev = Device::Cpu;
+        let t = 48;
+        let mask = causal_mask(t, 0, None, &dev).unwrap();
+        let vals = |y: &Tensor| -> Vec<f64> {
+            let v = y.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
+            v.to_vec1::<f64>().unwrap()
+        };
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            let r = |h: usize| {
+                Tensor::randn(0f32, 1.0, (1, h, t, 64), &dev)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap()
+            };
+            let (q, k, v) = (r(4), (r(2) * 2.0).unwrap(), r(2));
+            let ours = attend(&q, k.clone(), v.clone(), 2, 0.125, Some(&mask)).unwrap();
+            assert_eq!(ours.dtype(), dtype);
+            let old = attend_rounded(&q, &k, &v, &mask);
+            let f64s = |x: &Tensor| x.to_dtype(DType::F64).unwrap();
+            let reference = attend_rounded(
+                &f64s(&q),
+                &f64s(&k),
+                &f64s(&v),
+                &mask.to_dtype(DType::F64).unwrap(),
+            );
+            let reference = vals(&reference);
+            let err = |y: &Tensor| {
+                vals(y)
+                    .iter()
+                    .zip(&reference)
+                    .map(|(p, q)| (p - q).abs())
+                    .sum::<f64>()
+                    / reference.len() as f64
+            };
+            if dtype == DType::F32 {
+                assert_eq!(vals(&ours), vals(&old), "f32 attention bits changed");
+            } else {
+                assert_ne!(
+                    vals(&ours),
+                    vals(&old),
+                    "{dtype:?}: the rounding no longer shows"
+                );
+                assert!(
+                    err(&ours) < err(&old),
+                    "{dtype:?}: f32 attention {:.3e} not closer than rounded {:.3e}",
+                    err(&ours),
+                    err(&old)
+                );
+            }
         }
     }
 }

@@ -14,7 +14,7 @@
 //! - layer i global when (i + 1) % 6 == 0 (RoPE base from the file, full causal attention),
 //!   otherwise local (RoPE base 10000, a query at position p sees keys p - window < j <= p).
 //!
-//! Numerics as in the Llama decoder (decoder.rs): RoPE tables in f32, softmax in f32, RMSNorm
+//! Numerics as in the Llama decoder (decoder.rs): RoPE tables in f32, attention in f32, RMSNorm
 //! through `candle_nn::ops::rms_norm` (f32 accumulation), logits returned as f32.
 
 use std::path::Path;
@@ -26,8 +26,8 @@ use candle_nn::kv_cache::KvCache;
 
 pub use super::decoder::Cache;
 use super::decoder::{
-    Gate, Linear, Mlp, OwnForward, OwnSequence, Rope, Source, attend, batch_input, causal_mask,
-    check_positions, head_rows, linear, read_cache, tap_heads,
+    Gate, Linear, Mlp, OwnForward, OwnSequence, Rope, Source, append_kv, attend, batch_input,
+    causal_mask, check_positions, head_rows, linear, read_cache, tap_heads,
 };
 use super::under_test::{Capabilities, Fault, ModelUnderTest, Rows, Sequence};
 use crate::trace::{Hooks, TensorName};
@@ -205,7 +205,7 @@ impl Attention {
             TensorName::V,
             heads(self.v_proj.forward(x)?, self.n_kv_heads)?.contiguous()?,
         )?;
-        let (k, v) = cache.append(&k, &v)?;
+        let (k, v) = append_kv(cache, &k, &v)?;
         let (k, v) = read_cache(k, v, t, hooks.cross_row)?;
         let y = attend(&q, k, v, self.n_heads / self.n_kv_heads, self.scale, mask)?;
         self.o_proj.forward(&y)
@@ -293,7 +293,6 @@ pub struct Model {
     rope_global: Rope,
     rope_local: Rope,
     cfg: Config,
-    dtype: DType,
     device: Device,
 }
 
@@ -328,7 +327,6 @@ impl Model {
             rope_global: rope(cfg.rope_theta, cfg, dtype, &dev)?,
             rope_local: rope(cfg.rope_local_base_freq, cfg, dtype, &dev)?,
             cfg: cfg.clone(),
-            dtype,
             device: dev,
         })
     }
@@ -402,11 +400,11 @@ impl OwnForward for Model {
         // layers: the same window in every path (a query at p sees keys p - window < j <= p),
         // so a single decode step gets a mask too once the cache holds more than the window.
         let global = (t > 1)
-            .then(|| causal_mask(t, past, None, self.dtype, &self.device))
+            .then(|| causal_mask(t, past, None, &self.device))
             .transpose()?;
         let window = self.cfg.sliding_window + fault.window_shift;
         let local = (t > 1 || past + t > window)
-            .then(|| causal_mask(t, past, Some(window), self.dtype, &self.device))
+            .then(|| causal_mask(t, past, Some(window), &self.device))
             .transpose()?;
         for (i, (layer, kv)) in self
             .layers
@@ -586,7 +584,7 @@ mod tests {
 
     #[test]
     fn a_query_sees_min_of_p_plus_one_and_window_keys() {
-        let mask = causal_mask(12, 0, Some(W), DType::F32, &Device::Cpu).unwrap();
+        let mask = causal_mask(12, 0, Some(W), &Device::Cpu).unwrap();
         let mask: Vec<Vec<f32>> = mask.to_vec2().unwrap();
         for p in [W - 1, W, W + 1] {
             let seen: Vec<usize> = (0..12).filter(|&j| mask[p][j] == 0.0).collect();
@@ -596,7 +594,7 @@ mod tests {
         }
         // A decode step at p (one row, cache of p keys before it) sees the same keys.
         for p in [W - 1, W, W + 1] {
-            let row = causal_mask(1, p, Some(W), DType::F32, &Device::Cpu).unwrap();
+            let row = causal_mask(1, p, Some(W), &Device::Cpu).unwrap();
             let row: Vec<f32> = row.squeeze(0).unwrap().to_vec1().unwrap();
             assert_eq!(row, mask[p][..=p], "decode step at {p}");
         }
