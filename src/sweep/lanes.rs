@@ -13,11 +13,13 @@ use std::sync::Mutex;
 
 use crate::engine::Engine;
 
-/// Weights above this many bytes run one lane: their decode steps already stream the
-/// weights at the memory bandwidth (BENCHMARKS.md, "Physical floors"), so a second lane
-/// would compete for the bandwidth, not use idle cores, and every lane holds its own
-/// activations and KV caches.
-pub const LANE_WEIGHT_LIMIT: u64 = 256 << 20;
+/// Weights above this many bytes run one lane: near the memory bandwidth a second lane would
+/// compete for it rather than use an idle core, and every lane holds its own activations and
+/// KV caches. SmolLM2-135M (269 MB in bf16/f16, 538 MB in f32) is below: its CPU decode steps
+/// take 1.4–2.9 times weights ÷ bandwidth, and its 12-pair race ran 77.2 s on two one-thread
+/// lanes against 106.3 s on one two-thread lane, with the same metrics (BENCHMARKS.md, 2
+/// cores).
+pub const LANE_WEIGHT_LIMIT: u64 = 1 << 30;
 
 /// How a load group's pairs run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
