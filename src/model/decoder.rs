@@ -1168,6 +1168,30 @@ mod tests {
         }
     }
 
+    /// A tensor's values as f64 (exact from every float dtype).
+    fn f64_values(y: &Tensor) -> Vec<f64> {
+        let v = y.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
+        v.to_vec1::<f64>().unwrap()
+    }
+
+    /// `new` differs from `old` (so the comparison has something to find) and lands closer to
+    /// `reference` in mean absolute error.
+    fn assert_differs_and_closer(new: &[f64], old: &[f64], reference: &[f64], what: &str) {
+        assert_ne!(new, old, "{what}: the two computations no longer differ");
+        let err = |v: &[f64]| {
+            v.iter()
+                .zip(reference)
+                .map(|(p, q)| (p - q).abs())
+                .sum::<f64>()
+                / reference.len() as f64
+        };
+        let (e_new, e_old) = (err(new), err(old));
+        assert!(
+            e_new < e_old,
+            "{what}: new {e_new:.3e} not closer to f64 than old {e_old:.3e}"
+        );
+    }
+
     /// f16: one row keeps candle's bits; more rows get f32 accumulation, closer to an f64
     /// product of the same f16 operands than candle's f16 GEMM (which the test also shows to
     /// differ, so the comparison has something to find).
@@ -1175,10 +1199,7 @@ mod tests {
     fn widened_f16_product_is_closer_to_f64() {
         let dev = Device::Cpu;
         let h = |t: Tensor| t.to_dtype(DType::F16).unwrap();
-        let vals = |y: &Tensor| -> Vec<f64> {
-            let v = y.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
-            v.to_vec1::<f64>().unwrap()
-        };
+        let vals = f64_values;
         // SmolLM2's MLP shapes.
         for (out, inp) in [(1536usize, 576usize), (576, 1536)] {
             let w = h(Tensor::randn(0f32, 0.05, (out, inp), &dev).unwrap());
@@ -1197,26 +1218,10 @@ mod tests {
                         .unwrap(),
                 );
                 let (a, c) = (vals(&a), vals(&c));
-                let err = |v: &[f64]| {
-                    v.iter()
-                        .zip(&reference)
-                        .map(|(p, q)| (p - q).abs())
-                        .sum::<f64>()
-                        / reference.len() as f64
-                };
                 if t == 1 {
                     assert_eq!(a, c, "{out}x{inp}: one-row bits changed");
                 } else {
-                    assert_ne!(
-                        a, c,
-                        "{out}x{inp}, t = {t}: candle's GEMM no longer differs"
-                    );
-                    assert!(
-                        err(&a) < err(&c),
-                        "{out}x{inp}, t = {t}: widened {:.3e} not closer than candle {:.3e}",
-                        err(&a),
-                        err(&c)
-                    );
+                    assert_differs_and_closer(&a, &c, &reference, &format!("{out}x{inp}, t = {t}"));
                 }
             }
         }
@@ -1247,10 +1252,7 @@ mod tests {
         let dev = Device::Cpu;
         let t = 48;
         let mask = causal_mask(t, 0, None, &dev).unwrap();
-        let vals = |y: &Tensor| -> Vec<f64> {
-            let v = y.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
-            v.to_vec1::<f64>().unwrap()
-        };
+        let vals = f64_values;
         for dtype in [DType::F32, DType::BF16, DType::F16] {
             let r = |h: usize| {
                 Tensor::randn(0f32, 1.0, (1, h, t, 64), &dev)
@@ -1269,29 +1271,11 @@ mod tests {
                 &f64s(&v),
                 &mask.to_dtype(DType::F64).unwrap(),
             );
-            let reference = vals(&reference);
-            let err = |y: &Tensor| {
-                vals(y)
-                    .iter()
-                    .zip(&reference)
-                    .map(|(p, q)| (p - q).abs())
-                    .sum::<f64>()
-                    / reference.len() as f64
-            };
+            let (ours, old, reference) = (vals(&ours), vals(&old), vals(&reference));
             if dtype == DType::F32 {
-                assert_eq!(vals(&ours), vals(&old), "f32 attention bits changed");
+                assert_eq!(ours, old, "f32 attention bits changed");
             } else {
-                assert_ne!(
-                    vals(&ours),
-                    vals(&old),
-                    "{dtype:?}: the rounding no longer shows"
-                );
-                assert!(
-                    err(&ours) < err(&old),
-                    "{dtype:?}: f32 attention {:.3e} not closer than rounded {:.3e}",
-                    err(&ours),
-                    err(&old)
-                );
+                assert_differs_and_closer(&ours, &old, &reference, &format!("{dtype:?}"));
             }
         }
     }
