@@ -7,6 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod progress;
+
+/// mimalloc keeps freed tensor buffers for reuse instead of returning them to the kernel, so
+/// the many short-lived tensors of a decode step cost no page faults (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use driftsweep::plan::Mode;
 use driftsweep::{Error, bench, config, diff, model, plan, report, store, sweep, tokens, verify};
 

@@ -566,18 +566,38 @@ pub(super) fn attend(
     mask: Option<&Tensor>,
 ) -> candle_core::Result<Tensor> {
     let (b, heads, t, hd) = q.dims4()?;
-    let wide = |x: Tensor| -> candle_core::Result<Tensor> {
-        candle_transformers::utils::repeat_kv(x.to_dtype(DType::F32)?, n_rep)?.contiguous()
+    let run_dtype = q.dtype();
+    let kv_heads = heads / n_rep;
+    let positions = k.dim(2)?;
+    // Grouped query attention without copying K and V per query head: the `n_rep` heads of
+    // one kv head are consecutive, so their rows stack into one (n_rep × t)-row product with
+    // that kv head's keys and values. gemm computes a product of two or more rows the same
+    // way whatever their number, so for t > 1 the bits are those of the keys and values
+    // repeated per head. A one-row product (a decode step's, per head) takes gemm's other
+    // path: for the scores (a dot product over head_dim) that path is the closer to f64, so
+    // decode keeps it, with the keys repeated; for the value product (a sum over every
+    // cached position) the stacked rows are the closer, up to 3× at 5000 positions
+    // (`grouped_value_product_is_closer_to_f64`), so decode stacks them too.
+    let (k, v) = (k.to_dtype(DType::F32)?, v.to_dtype(DType::F32)?);
+    let q = q.to_dtype(DType::F32)?.contiguous()?;
+    let scores = if t == 1 && n_rep > 1 {
+        let k = candle_transformers::utils::repeat_kv(k, n_rep)?.contiguous()?;
+        q.matmul(&k.t()?)?
+    } else {
+        q.reshape((b, kv_heads, n_rep * t, hd))?
+            .matmul(&k.t()?)?
+            .reshape((b, heads, t, positions))?
     };
-    let (k, v) = (wide(k)?, wide(v)?);
-    let scores = (q.to_dtype(DType::F32)?.matmul(&k.t()?)? * scale)?;
+    let scores = (scores * scale)?;
     let scores = match mask {
         Some(m) => scores.broadcast_add(m)?,
         None => scores,
     };
     candle_nn::ops::softmax_last_dim(&scores)?
+        .reshape((b, kv_heads, n_rep * t, positions))?
         .matmul(&v)?
-        .to_dtype(q.dtype())?
+        .reshape((b, heads, t, hd))?
+        .to_dtype(run_dtype)?
         .transpose(1, 2)?
         .reshape((b, t, heads * hd))
 }
@@ -1243,6 +1263,23 @@ mod tests {
         let y = probs.to_dtype(q.dtype()).unwrap().matmul(&v).unwrap();
         let (b, h, t, d) = y.dims4().unwrap();
         y.transpose(1, 2).unwrap().reshape((b, t, h * d)).unwrap()
+    }
+
+    /// A decode step's value product over many cached positions, with the query heads of a
+    /// kv head stacked, lands closer to f64 than one row per head with the values repeated.
+    #[test]
+    fn grouped_value_product_is_closer_to_f64() {
+        let dev = Device::Cpu;
+        let positions = 2000;
+        let r = |h: usize, t: usize| Tensor::randn(0f32, 1.0, (1, h, t, 64), &dev).unwrap();
+        let (q, k, v) = (r(4, 1), r(2, positions), r(2, positions));
+        let mask = Tensor::zeros((1, positions), DType::F32, &dev).unwrap();
+        let ours = attend(&q, k.clone(), v.clone(), 2, 0.125, None).unwrap();
+        let old = attend_rounded(&q, &k, &v, &mask);
+        let f64s = |x: &Tensor| x.to_dtype(DType::F64).unwrap();
+        let reference = attend_rounded(&f64s(&q), &f64s(&k), &f64s(&v), &f64s(&mask));
+        let vals = f64_values;
+        assert_differs_and_closer(&vals(&ours), &vals(&old), &vals(&reference), "decode");
     }
 
     /// f32 keeps its bits; in bf16 and f16 the attention in f32 lands closer to an f64
