@@ -567,37 +567,33 @@ pub(super) fn attend(
 ) -> candle_core::Result<Tensor> {
     let (b, heads, t, hd) = q.dims4()?;
     let run_dtype = q.dtype();
-    let kv_heads = heads / n_rep;
-    let positions = k.dim(2)?;
-    // Grouped query attention without copying K and V per query head: the `n_rep` heads of
-    // one kv head are consecutive, so their rows stack into one (n_rep × t)-row product with
-    // that kv head's keys and values. gemm computes a product of two or more rows the same
-    // way whatever their number, so for t > 1 the bits are those of the keys and values
-    // repeated per head. A one-row product (a decode step's, per head) takes gemm's other
-    // path: for the scores (a dot product over head_dim) that path is the closer to f64, so
-    // decode keeps it, with the keys repeated; for the value product (a sum over every
-    // cached position) the stacked rows are the closer, up to 3× at 5000 positions
-    // (`grouped_value_product_is_closer_to_f64`), so decode stacks them too.
-    let (k, v) = (k.to_dtype(DType::F32)?, v.to_dtype(DType::F32)?);
-    let q = q.to_dtype(DType::F32)?.contiguous()?;
-    let scores = if t == 1 && n_rep > 1 {
-        let k = candle_transformers::utils::repeat_kv(k, n_rep)?.contiguous()?;
-        q.matmul(&k.t()?)?
-    } else {
-        q.reshape((b, kv_heads, n_rep * t, hd))?
-            .matmul(&k.t()?)?
-            .reshape((b, heads, t, positions))?
+    let repeat = |x: Tensor| -> candle_core::Result<Tensor> {
+        candle_transformers::utils::repeat_kv(x.to_dtype(DType::F32)?, n_rep)?.contiguous()
     };
-    let scores = (scores * scale)?;
+    let scores = (q.to_dtype(DType::F32)?.matmul(&repeat(k)?.t()?)? * scale)?;
     let scores = match mask {
         Some(m) => scores.broadcast_add(m)?,
         None => scores,
     };
-    candle_nn::ops::softmax_last_dim(&scores)?
-        .reshape((b, kv_heads, n_rep * t, positions))?
-        .matmul(&v)?
-        .reshape((b, heads, t, hd))?
-        .to_dtype(run_dtype)?
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    // A one-row forward (a decode step) stacks the `n_rep` query heads of each kv head into
+    // one product with that head's values, unrepeated. gemm's one-row path sums the cached
+    // positions less accurately than its many-row path: the stacked product lands closer to
+    // f64, up to 3× at 5000 positions (`grouped_value_product_is_closer_to_f64`), and the
+    // values are not copied per head. Everything else keeps the repeated layout: for the
+    // scores (a dot product over head_dim) the one-row path is the closer, and for forwards
+    // of more rows gemm's results change with the row count in shape-dependent ways with no
+    // measured gain, so their bits stay.
+    let y = if t == 1 && n_rep > 1 {
+        let positions = probs.dim(3)?;
+        probs
+            .reshape((b, heads / n_rep, n_rep, positions))?
+            .matmul(&v.to_dtype(DType::F32)?)?
+            .reshape((b, heads, t, hd))?
+    } else {
+        probs.matmul(&repeat(v)?)?
+    };
+    y.to_dtype(run_dtype)?
         .transpose(1, 2)?
         .reshape((b, t, heads * hd))
 }
