@@ -57,7 +57,7 @@ if [[ $device == cpu && -x $peer_py && -f $tmp/sweep_smollm2_race/report.json ]]
     --out docs/results/peer_cpu/peer.json >docs/results/peer_cpu/peer.log 2>&1
   cp "$tmp/sweep_smollm2_race/report.json" docs/results/peer_cpu/driftsweep_report.json
   race=$(python3 scripts/peer/race_table.py "$tmp/sweep_smollm2_race" docs/results/peer_cpu/peer.json \
-    --title "The peer: SmolLM2-135M on this CPU, every dtype")
+    --per-pair "$tmp/lanes1_smollm2_race" --title "The peer: SmolLM2-135M on this CPU, every dtype")
 fi
 python3 - "$tmp" "$device" "$bin" <<'PY' >BENCHMARKS.md
 import glob, json, os, platform, subprocess, sys

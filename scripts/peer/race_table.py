@@ -25,15 +25,32 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b else "-"
 
 
+def lanes_of(results: Path) -> str:
+    manifest = results / "manifest.json"
+    if not manifest.is_file():
+        return "(not recorded)"
+    loads = json.loads(manifest.read_text())["model_loads"]
+    return ", ".join(f"{l['dtype']} {l.get('lanes', 1)}×{l.get('threads_per_lane', 0)}" for l in loads)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("results", type=Path)
     ap.add_argument("peer", type=Path)
     ap.add_argument("--title", default="driftsweep against PyTorch + transformers")
+    ap.add_argument(
+        "--per-pair",
+        type=Path,
+        help="a one-lane run of the same sweep, for the per-pair seconds: with several lanes a "
+        "pair's own wall time includes the machine it shared with the other lanes",
+    )
     args = ap.parse_args()
     report = json.loads((args.results / "report.json").read_text())
     peer = json.loads(args.peer.read_text())
-    ds_pairs = {p["id"]: p for p in report["pairs"]}
+    per_pair = (
+        json.loads((args.per_pair / "report.json").read_text()) if args.per_pair else report
+    )
+    ds_pairs = {p["id"]: p for p in per_pair["pairs"]}
     peer_pairs = {p["id"]: p for p in peer["pairs"] if p.get("metrics")}
     common = [i for i in ds_pairs if i in peer_pairs]
 
@@ -60,7 +77,9 @@ def main() -> None:
         f"(`scripts/peer/peer_transformers.py`: torch {v['torch']}, transformers "
         f"{v['transformers']}, {peer['threads']} threads, attention `{peer['attn_implementation']}`). "
         f"{len(common)} pairs. Seconds per pair, mean over the pairs of each group; "
-        f"ratio = driftsweep / peer (below 1: driftsweep is faster).\n"
+        f"ratio = driftsweep / peer (below 1: driftsweep is faster). driftsweep's per-pair "
+        f"seconds come from a run with lanes {lanes_of(args.per_pair or args.results)} (per load: lanes × threads "
+        f"each), its whole sweep from a run with lanes {lanes_of(args.results)}.\n"
     )
     print("| dtype | span | pairs | driftsweep s/pair | peer s/pair | **ratio** | prefill ratio (per computed prefill) | decode ratio |")
     print("|---|---|---|---|---|---|---|---|")
