@@ -109,7 +109,7 @@ def main() -> None:
         f"\nWhole sweep: driftsweep {report['wall_s']:.1f} s wall (model loads, token generation, "
         f"runs, comparison, reports) against the peer's {t['sweep_wall_s']:.1f} s "
         f"(of which {peer_load:.1f} s loading the GGUF into transformers): ratio "
-        f"**{ratio(report['wall_s'], t['sweep_wall_s'])}**. Runs alone: {ds_runs:.1f} s against "
+        f"**{ratio(report['wall_s'], t['sweep_wall_s'])}**. Runs alone (per-pair seconds summed): {ds_runs:.1f} s against "
         f"{pe_runs:.1f} s, ratio {ratio(ds_runs, pe_runs)}.\n"
     )
 
