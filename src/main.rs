@@ -7,13 +7,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod progress;
-
-/// mimalloc keeps freed tensor buffers for reuse instead of returning them to the kernel, so
-/// the many short-lived tensors of a decode step cost no page faults (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use driftsweep::plan::Mode;
 use driftsweep::{Error, bench, config, diff, model, plan, report, store, sweep, tokens, verify};
+
+/// mimalloc keeps freed tensor buffers for reuse instead of returning them to the kernel, so
+/// the many short-lived tensors of a decode step cost no page faults: the built-in B3.70
+/// sweep took 630 k of them with glibc's malloc and 39 k with mimalloc (README, Performance).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// `println!` that ignores a closed stdout (`driftsweep plan x | head` must not panic).
 macro_rules! outln {
