@@ -23,6 +23,7 @@ use candle_nn::kv_cache::KvCache;
 use candle_nn::{Embedding, RmsNorm, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::gemv::Gemv;
 use super::under_test::{Capabilities, Fault, ModelUnderTest, Probes, Rows, Sequence};
 use crate::trace::{Hooks, TensorName};
 
@@ -245,9 +246,14 @@ impl Rope {
 /// Quantized weights (`weights: quantized`): the GGUF blocks as they are, through candle's
 /// `QMatMul`, which takes the activations in the run dtype (its CPU kernels quantize each
 /// activation row to the blocks' dot-product format and accumulate in f32).
+///
+/// One-row products of dense CPU weights (a decode step) go through [`Gemv`] where it gives
+/// candle's bits (AVX-512 CPUs, more than 256 outputs): the weight read as loaded, bf16 and
+/// f16 at half the bytes of the widened copy, rows split over the pool's threads.
 #[derive(Debug, Clone)]
 pub(super) struct Linear {
     product: Product,
+    one_row: Option<Gemv>,
     bias: Option<Tensor>,
 }
 
@@ -266,6 +272,7 @@ enum Product {
 
 impl Linear {
     pub(super) fn new(weight: Tensor, bias: Option<Tensor>) -> candle_core::Result<Self> {
+        let one_row = Gemv::new(&weight)?;
         let product = match (weight.device().is_cpu(), weight.dtype()) {
             (true, DType::BF16) => {
                 Product::Dense(candle_nn::Linear::new(weight.to_dtype(DType::F32)?, None))
@@ -276,7 +283,11 @@ impl Linear {
             },
             _ => Product::Dense(candle_nn::Linear::new(weight, None)),
         };
-        Ok(Linear { product, bias })
+        Ok(Linear {
+            product,
+            one_row,
+            bias,
+        })
     }
 
     /// The projection of `name` (the weight's full name): kept quantized when the source
@@ -290,6 +301,7 @@ impl Linear {
         match src.quantized(name) {
             Some(q) => Ok(Linear {
                 product: Product::Quantized(QMatMul::from_arc(q)?),
+                one_row: None,
                 bias,
             }),
             None => Linear::new(weight()?, bias),
@@ -297,16 +309,13 @@ impl Linear {
     }
 
     pub(super) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = match &self.product {
-            Product::Dense(p) => widened_product(p, x)?,
-            Product::HalfAndWide { half, wide } => {
-                if x.elem_count() == x.dim(candle_core::D::Minus1)? {
-                    half.forward(x)?
-                } else {
-                    widened_product(wide, x)?
-                }
-            }
-            Product::Quantized(q) => q.forward(x)?,
+        let one_row = x.elem_count() == x.dim(candle_core::D::Minus1)?;
+        let y = match (&self.product, &self.one_row) {
+            (_, Some(g)) if one_row => g.forward(x)?,
+            (Product::Dense(p), _) => widened_product(p, x)?,
+            (Product::HalfAndWide { half, .. }, _) if one_row => half.forward(x)?,
+            (Product::HalfAndWide { wide, .. }, _) => widened_product(wide, x)?,
+            (Product::Quantized(q), _) => q.forward(x)?,
         };
         match &self.bias {
             Some(b) => y.broadcast_add(b),

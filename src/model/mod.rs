@@ -5,6 +5,7 @@ pub mod builtin;
 pub mod candle_transformers;
 pub mod decoder;
 pub mod gemma3;
+mod gemv;
 pub mod gguf;
 pub mod hash_cache;
 pub mod header;
