@@ -28,8 +28,8 @@ fn sweep(config: &Path, out: &Path, extra: &[&str]) {
     assert_eq!(common::code(&o), 0, "{args:?}: {}", common::text(&o));
 }
 
-/// Every pair's record and every run's row digests, by id: everything a sweep computed
-/// except the times it took.
+/// Every pair's record, every run's row digests and every reused prefill's source, by id:
+/// everything a sweep computed except the times it took.
 fn fingerprint(out: &Path) -> BTreeMap<String, Value> {
     let mut all = BTreeMap::new();
     for (dir, keep) in [("pairs", None), ("runs", Some("row_digests"))] {
@@ -43,6 +43,13 @@ fn fingerprint(out: &Path) -> BTreeMap<String, Value> {
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
             all.insert(format!("{dir}/{name}"), v);
         }
+    }
+    // Which run's prefill each pair used: lanes share prefills across lanes, and must share
+    // exactly those that one lane shares.
+    let report = common::read_json(&out.join("report.json"));
+    for p in report["pairs"].as_array().unwrap() {
+        let id = p["id"].as_str().unwrap();
+        all.insert(format!("reuse/{id}"), p["prefill"]["reused_from"].clone());
     }
     all
 }

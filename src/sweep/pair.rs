@@ -164,9 +164,174 @@ impl SharedPrefill {
             .map(|(_, from, out)| (from, out))
     }
 
+    /// Keeps a prefill taken from a [`PrefillBoard`] (with the id of the run that computed
+    /// it) for the pair that took it.
+    pub(super) fn keep_taken(&mut self, taken: Option<(String, RunOutput)>, pair: &PairSpec) {
+        self.kept = taken.map(|(from, out)| (Self::key(pair), from, out));
+    }
+
     /// Keeps `pair`'s prefill (computed by run `run_id`) for its twin.
     pub(super) fn keep(&mut self, pair: &PairSpec, run_id: String, out: RunOutput) {
         self.kept = Some((Self::key(pair), run_id, out));
+    }
+}
+
+/// Prefills shared across lanes. With several lanes, a group's units (the pairs of one prefill
+/// computation) are taken pair by pair, so that a unit of long spans does not run alone on one
+/// lane while the others idle (SmolLM2's race: a span-128 unit took three times a span-32
+/// one, and a dtype's wall time was its longest unit). The first pair of each unit computes
+/// the prefill and posts it here; the unit's later pairs, on any lane, wait for it and use it
+/// as a pair on one lane would. Lanes take pairs in queue order, so a producer has always been
+/// taken before its consumers, and a producer never waits: no lane waits forever.
+#[derive(Default)]
+pub(super) struct PrefillBoard {
+    slots: std::sync::Mutex<std::collections::HashMap<String, Slot>>,
+    posted: std::sync::Condvar,
+}
+
+enum Slot {
+    /// The producer has not posted yet; `consumers` pairs will ask.
+    Pending { consumers: usize },
+    /// The prefill (with the id of the run that computed it), until the last consumer takes it.
+    Ready {
+        from: String,
+        out: RunOutput,
+        consumers: usize,
+    },
+    /// The producer made no prefill to share (it failed, or the worker stopped).
+    Gone { consumers: usize },
+}
+
+/// What a pair does with the board.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BoardRole {
+    /// Its prefill is no other pair's.
+    Alone,
+    /// It computes the prefill of its unit and posts it.
+    Produce,
+    /// It waits for its unit's prefill.
+    Consume,
+}
+
+impl PrefillBoard {
+    /// The board for `units` (each unit's pairs share one prefill computation, first pair
+    /// first) and the pairs to run, in the units' order, each with its role.
+    pub(super) fn split(
+        units: &[Vec<usize>],
+        plan: &[PairSpec],
+    ) -> (Self, Vec<(usize, BoardRole)>) {
+        let board = PrefillBoard::default();
+        let mut items = Vec::new();
+        {
+            let mut slots = board.lock();
+            for unit in units {
+                let Some((&first, rest)) = unit.split_first() else {
+                    continue;
+                };
+                if rest.is_empty() {
+                    items.push((first, BoardRole::Alone));
+                    continue;
+                }
+                let consumers = rest.len();
+                slots.insert(
+                    SharedPrefill::key(&plan[first]),
+                    Slot::Pending { consumers },
+                );
+                items.push((first, BoardRole::Produce));
+                items.extend(rest.iter().map(|&i| (i, BoardRole::Consume)));
+            }
+        }
+        (board, items)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Slot>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Posts the prefill of `pair`'s unit (with the id of the run that computed it), or that
+    /// there is none, and wakes the waiting consumers.
+    pub(super) fn post(&self, pair: &PairSpec, prefill: Option<(String, RunOutput)>) {
+        let key = SharedPrefill::key(pair);
+        let mut slots = self.lock();
+        if let Some(Slot::Pending { consumers }) = slots.get(&key) {
+            let consumers = *consumers;
+            let slot = match prefill {
+                Some((from, out)) => Slot::Ready {
+                    from,
+                    out,
+                    consumers,
+                },
+                None => Slot::Gone { consumers },
+            };
+            slots.insert(key, slot);
+        }
+        drop(slots);
+        self.posted.notify_all();
+    }
+
+    /// The prefill of `pair`'s unit, once its producer has posted it; `None` when there is
+    /// none (the pair then computes its own). The last consumer's take frees it.
+    pub(super) fn take(&self, pair: &PairSpec) -> Option<(String, RunOutput)> {
+        let key = SharedPrefill::key(pair);
+        let mut slots = self.lock();
+        loop {
+            let (left, shared) = match slots.get(&key) {
+                None => return None,
+                Some(Slot::Pending { .. }) => {
+                    slots = self.posted.wait(slots).unwrap_or_else(|e| e.into_inner());
+                    continue;
+                }
+                Some(Slot::Ready {
+                    from,
+                    out,
+                    consumers,
+                }) => (consumers - 1, Some((from.clone(), out.clone()))),
+                Some(Slot::Gone { consumers }) => (consumers - 1, None),
+            };
+            if left == 0 {
+                slots.remove(&key);
+            } else {
+                match slots.get_mut(&key) {
+                    Some(Slot::Ready { consumers, .. } | Slot::Gone { consumers }) => {
+                        *consumers = left
+                    }
+                    _ => unreachable!("the slot was just read as posted"),
+                }
+            }
+            return shared;
+        }
+    }
+}
+
+/// Posts "no prefill" for a producer that did not post (it stopped early, or its lane
+/// panicked), so that its consumers never wait for it.
+pub(super) struct PostGuard<'a> {
+    board: &'a PrefillBoard,
+    pair: &'a PairSpec,
+    posted: bool,
+}
+
+impl<'a> PostGuard<'a> {
+    pub(super) fn new(board: &'a PrefillBoard, pair: &'a PairSpec) -> Self {
+        PostGuard {
+            board,
+            pair,
+            posted: false,
+        }
+    }
+
+    /// Posts the producer's prefill (or that there is none).
+    pub(super) fn post(mut self, prefill: Option<(String, RunOutput)>) {
+        self.board.post(self.pair, prefill);
+        self.posted = true;
+    }
+}
+
+impl Drop for PostGuard<'_> {
+    fn drop(&mut self) {
+        if !self.posted {
+            self.board.post(self.pair, None);
+        }
     }
 }
 
@@ -178,6 +343,64 @@ mod tests {
 
     fn spec(kv: bool) -> PairSpec {
         PairSpec::new("p", 2, RunDtype::F32, kv, 0)
+    }
+
+    fn board_of(
+        units: &[Vec<usize>],
+        pairs: &[PairSpec],
+    ) -> (PrefillBoard, Vec<(usize, BoardRole)>) {
+        PrefillBoard::split(units, pairs)
+    }
+
+    #[test]
+    fn board_roles_follow_the_units() {
+        let pairs = vec![
+            spec(false),
+            spec(true),
+            PairSpec::new("q", 2, RunDtype::F32, false, 0),
+        ];
+        let (_, items) = board_of(&[vec![0, 1], vec![2]], &pairs);
+        assert_eq!(
+            items,
+            vec![
+                (0, BoardRole::Produce),
+                (1, BoardRole::Consume),
+                (2, BoardRole::Alone)
+            ]
+        );
+    }
+
+    #[test]
+    fn consumers_on_other_threads_wait_for_the_posted_prefill() {
+        let pairs = vec![spec(false), spec(true), spec(true)];
+        let (board, _) = board_of(&[vec![0, 1, 2]], &pairs);
+        std::thread::scope(|s| {
+            let (b, p) = (&board, &pairs);
+            // The consumers block until the producer posts (or find it posted: the outcome
+            // is the same whichever comes first).
+            let waiting: Vec<_> = (1..3)
+                .map(|i| s.spawn(move || b.take(&p[i]).map(|(from, o)| (from, o.span_start))))
+                .collect();
+            board.post(&pairs[0], Some(("run-0".into(), out(7, vec![0.0; 4]))));
+            for w in waiting {
+                assert_eq!(w.join().unwrap(), Some(("run-0".to_string(), 7)));
+            }
+        });
+        // The last consumer freed the slot.
+        assert!(board.lock().is_empty());
+    }
+
+    #[test]
+    fn a_producer_that_stops_posts_none() {
+        let pairs = vec![spec(false), spec(true)];
+        let (board, _) = board_of(&[vec![0, 1]], &pairs);
+        drop(PostGuard::new(&board, &pairs[0]));
+        assert!(board.take(&pairs[1]).is_none());
+        assert!(board.lock().is_empty());
+        // A posted guard posts once, what it was given.
+        let (board, _) = board_of(&[vec![0, 1]], &pairs);
+        PostGuard::new(&board, &pairs[0]).post(Some(("r".into(), out(1, vec![0.0; 2]))));
+        assert_eq!(board.take(&pairs[1]).map(|(f, _)| f), Some("r".to_string()));
     }
 
     fn out(start: usize, logits: Vec<f32>) -> RunOutput {

@@ -21,7 +21,9 @@ use crate::trace::TraceSelection;
 
 use super::StopFlag;
 use super::lanes::{self, LaneInputs, Lanes};
-use super::pair::{PairInput, SharedPrefill, run_pair, token_key};
+use super::pair::{
+    BoardRole, PairInput, PostGuard, PrefillBoard, SharedPrefill, run_pair, token_key,
+};
 
 /// What the device worker tells the writer.
 pub(super) enum WorkerMsg {
@@ -404,13 +406,29 @@ impl Worker {
         lanes: Lanes,
         seqs: &Sequences,
     ) -> bool {
+        // Several lanes take the pairs one by one, sharing prefills through a board (a long
+        // unit would otherwise run alone on one lane). Traced sweeps keep whole units: their
+        // sharing depends on which pairs are traced.
+        if lanes.count > 1 && self.cfg.config.trace.is_none() {
+            let (board, items) = PrefillBoard::split(units, &self.plan.pairs);
+            return lanes::run(lanes, items, |(idx, role)| {
+                self.run_unit(model, &[idx], seqs, Some((&board, role)))
+            });
+        }
         lanes::run(lanes, units.iter().collect(), |unit| {
-            self.run_unit(model, unit, seqs)
+            self.run_unit(model, unit, seqs, None)
         })
     }
 
-    /// Runs the pairs of one unit in order; false when the worker must stop.
-    fn run_unit(&self, model: &Loaded, order: &[usize], seqs: &Sequences) -> bool {
+    /// Runs the pairs of one unit in order; false when the worker must stop. With a board,
+    /// the unit is one pair and takes or posts its prefill there as its role says.
+    fn run_unit(
+        &self,
+        model: &Loaded,
+        order: &[usize],
+        seqs: &Sequences,
+        board: Option<(&PrefillBoard, BoardRole)>,
+    ) -> bool {
         let trace_cfg = self.cfg.config.trace.clone();
         let trace_on = trace_cfg.as_ref().map(|t| t.on);
         let mut shared = SharedPrefill::default();
@@ -419,6 +437,17 @@ impl Worker {
             let twin_next = order
                 .get(k + 1)
                 .is_some_and(|j| SharedPrefill::same(&self.plan.pairs[*j], &pair));
+            // A consumer takes its unit's prefill whether or not it can use it, so that the
+            // board frees it after the last one; a producer always posts (the guard posts
+            // "none" on every early return).
+            let mut posted = match board {
+                Some((b, BoardRole::Consume)) => {
+                    shared.keep_taken(b.take(&pair), &pair);
+                    None
+                }
+                Some((b, BoardRole::Produce)) => Some(PostGuard::new(b, &pair)),
+                _ => None,
+            };
             let inputs = match (model, &seqs[&(pair.prompt.clone(), pair.seed)]) {
                 (Err(e), _) => Err(format!("the model could not load in {}: {e}", pair.dtype)),
                 (_, Err(e)) => Err(format!("no tokens for this prompt and seed: {e}")),
@@ -455,11 +484,15 @@ impl Worker {
                     } else {
                         None
                     };
-                    // Keep this pair's prefill only when the next pair is its twin.
-                    let share = twin_next.then_some(&mut shared);
+                    // Keep this pair's prefill only when the next pair is its twin (or, on
+                    // the board, another lane's pair).
+                    let share = (twin_next || posted.is_some()).then_some(&mut shared);
                     self.compute_pair(idx, &pair, *m, input, trace_now, share, reused)
                 }
             };
+            if let Some(guard) = posted.take() {
+                guard.post(shared.take_for(&pair));
+            }
             let Some(judged) = judged else {
                 return false;
             };
