@@ -6,7 +6,7 @@
 //! them to f32 (the decoder holds them widened, see [`super::decoder`]'s `Linear`), so a bf16
 //! decode step read as many bytes as an f32 one; and gemm's one-row path runs on one thread
 //! whatever the pool holds. Here bf16 and f16 weights are widened to f32 in registers, so a
-//! step reads half the bytes, and the rows are split over the current rayon pool's threads.
+//! step reads half the bytes, and the rows are split over the threads a lane has.
 //!
 //! Bits: for a one-row product with more than 256 outputs and more than 2 inputs, candle (gemm
 //! 0.19 on an AVX-512 CPU, its `x86-v4` kernels) computes each output as a dot product of the
@@ -93,27 +93,40 @@ impl Gemv {
     }
 }
 
-/// Weights of at least this many bytes have their rows split over the pool's threads; smaller
-/// ones run on the calling thread. Waking a pool thread costs tens of microseconds, about what
-/// a 576×1536 f32 product takes: splitting every projection of a SmolLM2 decode step (151
-/// products) made its f32 decode runs 20 % slower on 2 threads, where only its output head
-/// (113 MB in f32) gains.
-const SPLIT_MIN_BYTES: usize = 16 << 20;
-
-/// Every output row of `w` (out.len() rows of x.len() weights) dotted with `x`, the rows of
-/// a large weight split over the current rayon pool.
+/// Every output row of `w` (out.len() rows of x.len() weights) dotted with `x`. When the
+/// current rayon pool has more than one thread (one lane, or no lanes), the rows are split
+/// over candle's barrier pool, the spinning workers candle's own CPU ops use: waking a rayon
+/// thread for each product cost more than it gained (SmolLM2 bf16 decode step on 2 threads:
+/// 14.3–15.9 ms splitting only its 113 MB output head through rayon, 11.4–13.7 ms splitting
+/// every product through the barrier pool; `driftsweep bench`). Within a one-thread lane
+/// the rows run on the calling thread.
 fn rows<W: kernel::Widen>(w: &[W], x: &[f32], out: &mut [f32]) {
-    use rayon::prelude::*;
     let k = x.len();
-    let threads = rayon::current_num_threads().max(1);
-    if threads == 1 || std::mem::size_of_val(w) < SPLIT_MIN_BYTES {
+    if rayon::current_num_threads() <= 1 {
         kernel::dot_rows(w, x, out);
         return;
     }
-    let chunk = out.len().div_ceil(threads);
-    out.par_chunks_mut(chunk)
-        .zip(w.par_chunks(chunk * k))
-        .for_each(|(o, w)| kernel::dot_rows(w, x, o));
+    let dst = Disjoint(out.as_mut_ptr());
+    let n = out.len();
+    candle_core::utils::barrier_pool().execute_chunked(n, |r: std::ops::Range<usize>| {
+        // SAFETY: the pool hands out disjoint ranges within 0..n, so each call writes rows
+        // no other call touches, and `out` is not used otherwise until the pool returns.
+        let o = unsafe { std::slice::from_raw_parts_mut(dst.at(r.start), r.len()) };
+        kernel::dot_rows(&w[r.start * k..r.end * k], x, o);
+    });
+}
+
+/// The output buffer, shared with the pool's workers, which write disjoint rows of it.
+struct Disjoint(*mut f32);
+
+// SAFETY: only disjoint ranges are written through it, one worker each (see `rows`).
+unsafe impl Sync for Disjoint {}
+
+impl Disjoint {
+    fn at(&self, i: usize) -> *mut f32 {
+        // SAFETY: `i` is within the buffer (a range start the pool handed out).
+        unsafe { self.0.add(i) }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
