@@ -698,9 +698,11 @@ impl Worker {
     }
 }
 
-/// A group's pairs cut into units of work, which lanes take whole: every pair of one (prompt, span, seed) (kv_aligned
-/// false and true, every path) runs next to the others, so that each reuses the first one's
-/// prefill while it is still the last one made: no prefill logits are held beyond that unit.
+/// A group's pairs cut into units of work: every pair of one (prompt, span, seed) (kv_aligned
+/// false and true, every path) reuses the first one's prefill. One lane takes units whole, so
+/// the prefill is still the last one made; several lanes take the pairs one by one and share
+/// the prefill through a [`PrefillBoard`]. Either way no prefill logits are held beyond their
+/// unit's last pair.
 fn units(plan: &Plan, mut order: Vec<usize>) -> Vec<Vec<usize>> {
     order.sort_by_key(|i| {
         let p = &plan.pairs[*i];
