@@ -16,6 +16,24 @@ use driftsweep::{Error, bench, config, diff, model, plan, report, store, sweep, 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Tells mimalloc never to return freed pages to the kernel, unless the user set
+/// `MIMALLOC_PURGE_DELAY`. By default it purges them 10 ms after they are freed, and a model
+/// load frees the dequantized weights just before it allocates the run-dtype copy and its
+/// widened twin: every page then faulted and was zeroed again, most of a SmolLM2 load's time
+/// on a 2-core VM (`clear_page_erms` in perf). Kept, the next allocation reuses them: the
+/// SmolLM2 race's f32 and f16 loads went from 1.5 and 1.3 s to 0.2 and 0.6 s, its whole
+/// sweep from 27.5–29.0 s to 25.1–25.3 s, for 4 % more peak RSS (BENCHMARKS.md host).
+fn keep_freed_pages() {
+    // `mi_option_purge_delay` in mimalloc's `mi_option_e` (v2 and v3); libmimalloc-sys names
+    // no constant for it. -1: never purge.
+    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: setting an option is thread-safe in mimalloc and takes effect on the next
+        // purge decision.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
+}
+
 /// `println!` that ignores a closed stdout (`driftsweep plan x | head` must not panic).
 macro_rules! outln {
     ($($t:tt)*) => {{
@@ -203,6 +221,7 @@ fn main() -> ExitCode {
         driftsweep::pin_cpu_threads();
         driftsweep::quiet_library_backtraces();
     }
+    keep_freed_pages();
     let cli = Cli::parse();
     match dispatch(cli.command) {
         Ok(code) => ExitCode::from(code as u8),
