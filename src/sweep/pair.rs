@@ -189,17 +189,20 @@ pub(super) struct PrefillBoard {
     posted: std::sync::Condvar,
 }
 
-enum Slot {
-    /// The producer has not posted yet; `consumers` pairs will ask.
-    Pending { consumers: usize },
-    /// The prefill (with the id of the run that computed it), until the last consumer takes it.
-    Ready {
-        from: String,
-        out: RunOutput,
-        consumers: usize,
-    },
+/// One unit's prefill on the board, until its last consumer has taken it.
+struct Slot {
+    /// Consumers that have not taken it yet.
+    consumers: usize,
+    post: Post,
+}
+
+enum Post {
+    /// The producer has not posted yet.
+    Pending,
+    /// The prefill, with the id of the run that computed it.
+    Ready(String, RunOutput),
     /// The producer made no prefill to share (it failed, or the worker stopped).
-    Gone { consumers: usize },
+    Gone,
 }
 
 /// What a pair does with the board.
@@ -233,10 +236,11 @@ impl PrefillBoard {
                     continue;
                 }
                 let consumers = rest.len();
-                slots.insert(
-                    SharedPrefill::key(&plan[first]),
-                    Slot::Pending { consumers },
-                );
+                let slot = Slot {
+                    consumers,
+                    post: Post::Pending,
+                };
+                slots.insert(SharedPrefill::key(&plan[first]), slot);
                 items.push((first, BoardRole::Produce));
                 items.extend(rest.iter().map(|&i| (i, BoardRole::Consume)));
             }
@@ -253,17 +257,13 @@ impl PrefillBoard {
     pub(super) fn post(&self, pair: &PairSpec, prefill: Option<(String, RunOutput)>) {
         let key = SharedPrefill::key(pair);
         let mut slots = self.lock();
-        if let Some(Slot::Pending { consumers }) = slots.get(&key) {
-            let consumers = *consumers;
-            let slot = match prefill {
-                Some((from, out)) => Slot::Ready {
-                    from,
-                    out,
-                    consumers,
-                },
-                None => Slot::Gone { consumers },
+        if let Some(slot) = slots.get_mut(&key)
+            && matches!(slot.post, Post::Pending)
+        {
+            slot.post = match prefill {
+                Some((from, out)) => Post::Ready(from, out),
+                None => Post::Gone,
             };
-            slots.insert(key, slot);
         }
         drop(slots);
         self.posted.notify_all();
@@ -273,33 +273,25 @@ impl PrefillBoard {
     /// none (the pair then computes its own). The last consumer's take frees it.
     pub(super) fn take(&self, pair: &PairSpec) -> Option<(String, RunOutput)> {
         let key = SharedPrefill::key(pair);
-        let mut slots = self.lock();
-        loop {
-            let (left, shared) = match slots.get(&key) {
-                None => return None,
-                Some(Slot::Pending { .. }) => {
-                    slots = self.posted.wait(slots).unwrap_or_else(|e| e.into_inner());
-                    continue;
-                }
-                Some(Slot::Ready {
-                    from,
-                    out,
-                    consumers,
-                }) => (consumers - 1, Some((from.clone(), out.clone()))),
-                Some(Slot::Gone { consumers }) => (consumers - 1, None),
-            };
-            if left == 0 {
-                slots.remove(&key);
-            } else {
-                match slots.get_mut(&key) {
-                    Some(Slot::Ready { consumers, .. } | Slot::Gone { consumers }) => {
-                        *consumers = left
-                    }
-                    _ => unreachable!("the slot was just read as posted"),
-                }
-            }
-            return shared;
+        let pending = |slots: &mut std::collections::HashMap<String, Slot>| {
+            slots
+                .get(&key)
+                .is_some_and(|s| matches!(s.post, Post::Pending))
+        };
+        let mut slots = self
+            .posted
+            .wait_while(self.lock(), pending)
+            .unwrap_or_else(|e| e.into_inner());
+        let slot = slots.get_mut(&key)?;
+        let shared = match &slot.post {
+            Post::Ready(from, out) => Some((from.clone(), out.clone())),
+            _ => None,
+        };
+        slot.consumers -= 1;
+        if slot.consumers == 0 {
+            slots.remove(&key);
         }
+        shared
     }
 }
 
