@@ -484,6 +484,32 @@ pub fn analyze(
     token_ids: &[u32],
     nmse_threshold: f64,
 ) -> PairTrace {
+    let records = compare_records(prefill, decode, nmse_threshold);
+    let all_pos: BTreeSet<usize> = records.iter().map(|r| r.pos).collect();
+    let positions = all_pos
+        .into_iter()
+        .map(|pos| {
+            let at: Vec<&RecordResult> = records.iter().filter(|r| r.pos == pos).collect();
+            position_result(pos, &at, token_ids.get(pos).copied(), nmse_threshold)
+        })
+        .collect();
+    PairTrace {
+        pair_id: pair_id.to_string(),
+        prompt: prompt.to_string(),
+        dtype,
+        nmse_threshold,
+        records,
+        positions,
+    }
+}
+
+/// Every (position, tensor) record of either path, measured where both have it and failed
+/// where only one does.
+fn compare_records(
+    prefill: &[TraceRecord],
+    decode: &[TraceRecord],
+    nmse_threshold: f64,
+) -> Vec<RecordResult> {
     type Key = (usize, (u8, usize, TensorName), Option<usize>);
     let key = |r: &TraceRecord| -> Key { (r.pos, forward_order(r.layer, r.tensor), r.layer) };
     let pre: BTreeMap<Key, &TraceRecord> = prefill.iter().map(|r| (key(r), r)).collect();
@@ -542,60 +568,56 @@ pub fn analyze(
         };
         records.push(r);
     }
+    records
+}
 
-    let mut positions = Vec::new();
-    let all_pos: BTreeSet<usize> = records.iter().map(|r| r.pos).collect();
-    for pos in all_pos {
-        let at: Vec<&RecordResult> = records.iter().filter(|r| r.pos == pos).collect();
-        let token_id = token_ids.get(pos).copied();
-        let first = at.iter().find(|r| r.failed);
-        let (first_fail, root_cause, details) = match first {
-            Some(r) if r.misaligned.is_some() => (
-                Some((r.layer, r.tensor)),
-                RootCause::TraceOffset,
-                r.misaligned.clone().unwrap_or_default(),
+/// The verdict at one position: its first failing record in forward order (a misaligned
+/// one says why), or the worst record when all pass.
+fn position_result(
+    pos: usize,
+    at: &[&RecordResult],
+    token_id: Option<u32>,
+    nmse_threshold: f64,
+) -> PositionResult {
+    let first = at.iter().find(|r| r.failed);
+    let (first_fail, root_cause, details) = match first {
+        Some(r) if r.misaligned.is_some() => (
+            Some((r.layer, r.tensor)),
+            RootCause::TraceOffset,
+            r.misaligned.clone().unwrap_or_default(),
+        ),
+        Some(r) => (
+            Some((r.layer, r.tensor)),
+            r.tensor.root_cause(),
+            format!(
+                "nmse {:.3e} > {:.1e}, max|diff| {:.3e}",
+                r.nmse.unwrap_or(f64::NAN),
+                nmse_threshold,
+                r.max_abs.unwrap_or(f32::NAN)
             ),
-            Some(r) => (
-                Some((r.layer, r.tensor)),
-                r.tensor.root_cause(),
+        ),
+        None => {
+            let worst = at
+                .iter()
+                .max_by(|a, b| a.nmse.unwrap_or(0.0).total_cmp(&b.nmse.unwrap_or(0.0)));
+            let d = worst.map_or(String::new(), |w| {
                 format!(
-                    "nmse {:.3e} > {:.1e}, max|diff| {:.3e}",
-                    r.nmse.unwrap_or(f64::NAN),
+                    "{} records within {:.1e}; worst nmse {:.3e} at {}",
+                    at.len(),
                     nmse_threshold,
-                    r.max_abs.unwrap_or(f32::NAN)
-                ),
-            ),
-            None => {
-                let worst = at
-                    .iter()
-                    .max_by(|a, b| a.nmse.unwrap_or(0.0).total_cmp(&b.nmse.unwrap_or(0.0)));
-                let d = worst.map_or(String::new(), |w| {
-                    format!(
-                        "{} records within {:.1e}; worst nmse {:.3e} at {}",
-                        at.len(),
-                        nmse_threshold,
-                        w.nmse.unwrap_or(0.0),
-                        label(w.layer, w.tensor)
-                    )
-                });
-                (None, RootCause::None, d)
-            }
-        };
-        positions.push(PositionResult {
-            pos,
-            token_id,
-            first_fail,
-            root_cause,
-            details,
-        });
-    }
-    PairTrace {
-        pair_id: pair_id.to_string(),
-        prompt: prompt.to_string(),
-        dtype,
-        nmse_threshold,
-        records,
-        positions,
+                    w.nmse.unwrap_or(0.0),
+                    label(w.layer, w.tensor)
+                )
+            });
+            (None, RootCause::None, d)
+        }
+    };
+    PositionResult {
+        pos,
+        token_id,
+        first_fail,
+        root_cause,
+        details,
     }
 }
 

@@ -4,7 +4,9 @@
 use std::num::NonZeroUsize;
 use std::path::Path;
 
-use super::{CustomTemplates, LoadedConfig, Prompt, PromptSource, SweepConfig, validate};
+use super::loaded::{CustomTemplates, LoadedConfig, Prompt, PromptSource};
+use super::schema::SweepConfig;
+use super::validate;
 use crate::error::{Error, Result};
 
 /// The largest sweep file read: far above any real sweep (the B3.70 sweep is 1 KiB), far
@@ -121,7 +123,7 @@ pub fn parse_with(path: &Path, text: &str, limits: &LoadLimits) -> Result<Loaded
             message,
         }
     })?;
-    validate::validate(path, &config, limits)?;
+    validate::validate(path, &config, limits.max_pairs)?;
     let mut loaded = LoadedConfig {
         path: path.to_path_buf(),
         text: text.to_string(),

@@ -6,15 +6,26 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 
-use super::{AllOr, SweepConfig, TracePositions};
+use super::schema::{AllOr, SweepConfig, TracePositions};
 use crate::dtype::RunDtype;
 use crate::error::{Error, Result};
 
 /// The checks that need no model.
-pub(super) fn validate(path: &Path, c: &SweepConfig, limits: &super::LoadLimits) -> Result<()> {
-    let err = |field: &str, msg: String| Err(Error::config(path, field, msg));
+pub(super) fn validate(path: &Path, c: &SweepConfig, max_pairs: usize) -> Result<()> {
     // First, before any check that grows with the lists' lengths.
-    check_plan_size(path, c, limits.max_pairs)?;
+    check_plan_size(path, c, max_pairs)?;
+    check_names(path, c)?;
+    let seen = check_prompts(path, c)?;
+    check_sweep_lists(path, c, &seen)?;
+    check_exclude(path, c, &seen)?;
+    check_trace(path, c)?;
+    check_inject(path, c)?;
+    check_limits(path, c)
+}
+
+/// `output`, `name` and `model.source`.
+fn check_names(path: &Path, c: &SweepConfig) -> Result<()> {
+    let err = |field: &str, msg: String| Err(Error::config(path, field, msg));
     if c.output.as_ref().is_some_and(|o| o.as_os_str().is_empty()) {
         return err(
             "output",
@@ -42,6 +53,12 @@ pub(super) fn validate(path: &Path, c: &SweepConfig, limits: &super::LoadLimits)
     if c.model.source.trim().is_empty() {
         return err("model.source", "must not be empty".into());
     }
+    Ok(())
+}
+
+/// The prompts: ids that name files, one source each; returns the set of ids.
+fn check_prompts<'c>(path: &Path, c: &'c SweepConfig) -> Result<HashSet<&'c str>> {
+    let err = |field: &str, msg: String| Err(Error::config(path, field, msg));
     if c.prompts.is_empty() {
         return err(
             "prompts",
@@ -109,6 +126,12 @@ pub(super) fn validate(path: &Path, c: &SweepConfig, limits: &super::LoadLimits)
             _ => {}
         }
     }
+    Ok(seen)
+}
+
+/// The sweep's axes: none empty, no duplicates, prompts that exist.
+fn check_sweep_lists(path: &Path, c: &SweepConfig, seen: &HashSet<&str>) -> Result<()> {
+    let err = |field: &str, msg: String| Err(Error::config(path, field, msg));
     let s = &c.sweep;
     for (name, len) in [
         ("sweep.span", s.span.len()),
@@ -158,6 +181,12 @@ pub(super) fn validate(path: &Path, c: &SweepConfig, limits: &super::LoadLimits)
             }
         }
     }
+    Ok(())
+}
+
+/// The `exclude` rules: none empty, prompts that exist.
+fn check_exclude(path: &Path, c: &SweepConfig, seen: &HashSet<&str>) -> Result<()> {
+    let err = |field: &str, msg: String| Err(Error::config(path, field, msg));
     for (i, rule) in c.exclude.iter().enumerate() {
         let field = format!("exclude[{i}]");
         if rule.prompt.is_none()
@@ -180,6 +209,12 @@ pub(super) fn validate(path: &Path, c: &SweepConfig, limits: &super::LoadLimits)
             );
         }
     }
+    Ok(())
+}
+
+/// The `trace` section: known dtypes, positive thresholds, nothing empty.
+fn check_trace(path: &Path, c: &SweepConfig) -> Result<()> {
+    let err = |field: &str, msg: String| Err(Error::config(path, field, msg));
     let is_dtype = |k: &str| RunDtype::ALL.iter().any(|d| d.as_str() == k);
     if let Some(t) = &c.trace {
         for (k, v) in &t.nmse_threshold {
@@ -215,6 +250,12 @@ pub(super) fn validate(path: &Path, c: &SweepConfig, limits: &super::LoadLimits)
             }
         }
     }
+    Ok(())
+}
+
+/// The `inject` section: a fault that does something, consistently described.
+fn check_inject(path: &Path, c: &SweepConfig) -> Result<()> {
+    let err = |field: &str, msg: String| Err(Error::config(path, field, msg));
     if let Some(i) = &c.inject {
         match (i.tensor, i.epsilon) {
             (Some(_), None) => {
@@ -272,6 +313,12 @@ pub(super) fn validate(path: &Path, c: &SweepConfig, limits: &super::LoadLimits)
             }
         }
     }
+    Ok(())
+}
+
+/// `tolerances` and `drift_budget`: known keys, valid values.
+fn check_limits(path: &Path, c: &SweepConfig) -> Result<()> {
+    let err = |field: &str, msg: String| Err(Error::config(path, field, msg));
     for (section, map) in [
         ("tolerances", &c.tolerances),
         ("drift_budget", &c.drift_budget),

@@ -1,0 +1,143 @@
+//! The resolved, checked sweep file everything downstream uses: prompts with their sources,
+//! the custom templates' text, and the limits per (weights, dtype).
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::schema::*;
+use crate::dtype::RunDtype;
+use crate::engine::WeightFormat;
+use crate::limits::{Thresholds, limits_key};
+
+/// The text of the custom templates a sweep file names, read at load (the renderer checks
+/// that they parse before any model work).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CustomTemplates {
+    /// `templates.report`.
+    pub report: Option<String>,
+    /// `templates.trace_report`.
+    pub trace_report: Option<String>,
+}
+
+/// What the prompt of a pair is made of, after validation: text (from `text` or `file`) or
+/// a positive count of random ids. A prompt with neither, or with zero random ids, cannot be
+/// represented.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptSource {
+    /// Tokenized text.
+    Text(String),
+    /// `n` random ids drawn with the pair's seed.
+    RandomTokens(NonZeroUsize),
+}
+
+/// A checked prompt: its id and its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    /// Unique id, used in run ids and file names.
+    pub id: String,
+    /// What it is made of.
+    pub source: PromptSource,
+    /// Its position in the sweep file's `prompts` list (error messages name `prompts[i]`).
+    pub index: usize,
+}
+
+/// A parsed and validated sweep file together with where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Its exact bytes, hashed into the manifest.
+    pub text: String,
+    /// The parsed config (prompt files already read into `text`).
+    pub config: SweepConfig,
+    /// Custom report templates, read from the files `templates:` names.
+    pub templates: CustomTemplates,
+    /// Every prompt of the file, checked, in file order.
+    pub prompts: Vec<Prompt>,
+    /// (field, bytes) of every file the sweep file pulls in (prompt files, templates): part
+    /// of the sweep's identity, since editing one changes what a resumed sweep would run.
+    pub included: Vec<(String, Vec<u8>)>,
+}
+
+impl LoadedConfig {
+    /// sha256 identity of the sweep: the file's bytes and every file it includes. Results
+    /// directories are keyed by it (resume reuses only results of the same identity).
+    pub fn sha256(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.text.as_bytes());
+        for (field, bytes) in &self.included {
+            h.update(b"\0");
+            h.update(field.as_bytes());
+            h.update(b"\0");
+            h.update(bytes);
+        }
+        crate::fsutil::hex(&h.finalize())
+    }
+
+    /// The kv_aligned=true tolerance for `dtype` on `weights`, defaults merged with the
+    /// file's overrides.
+    pub fn tolerance(&self, dtype: RunDtype, weights: WeightFormat) -> Thresholds {
+        let base = Thresholds::default_tolerance_for(dtype, weights);
+        match self.config.tolerances.get(&limits_key(dtype, weights)) {
+            Some(o) => base.merged(o),
+            None => base,
+        }
+    }
+
+    /// The kv_aligned=false drift budget for `dtype` on `weights`, defaults merged with the
+    /// file's overrides.
+    pub fn drift_budget(&self, dtype: RunDtype, weights: WeightFormat) -> Thresholds {
+        let base = Thresholds::default_drift_budget_for(dtype, weights);
+        match self.config.drift_budget.get(&limits_key(dtype, weights)) {
+            Some(o) => base.merged(o),
+            None => base,
+        }
+    }
+
+    /// The limits a pair is judged by: the tolerance when it is judged for equivalence
+    /// ([`crate::plan::PairSpec::equivalence`]: kv_aligned, or a serving path), else the drift
+    /// budget. The engine plays no part: every implementation must meet the same bounds.
+    pub fn limits(&self, dtype: RunDtype, weights: WeightFormat, equivalence: bool) -> Thresholds {
+        if equivalence {
+            self.tolerance(dtype, weights)
+        } else {
+            self.drift_budget(dtype, weights)
+        }
+    }
+
+    /// The fault injected into decode runs (none by default).
+    pub fn injection(&self) -> crate::trace::Injection {
+        self.config
+            .inject
+            .as_ref()
+            .map(InjectConfig::injection)
+            .unwrap_or_default()
+    }
+
+    /// The trace NMSE threshold for `dtype`: the default, or the file's override.
+    pub fn nmse_threshold(&self, dtype: RunDtype) -> f64 {
+        self.config
+            .trace
+            .as_ref()
+            .and_then(|t| t.nmse_threshold.get(dtype.as_str()).copied())
+            .unwrap_or_else(|| crate::trace::default_nmse_threshold(dtype))
+    }
+
+    /// The prompts the sweep uses, in file order, filtered by `sweep.prompt` when given.
+    pub fn selected_prompts(&self) -> Vec<&Prompt> {
+        match &self.config.sweep.prompt {
+            None => self.prompts.iter().collect(),
+            Some(ids) => {
+                let ids: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+                self.prompts
+                    .iter()
+                    .filter(|p| ids.contains(p.id.as_str()))
+                    .collect()
+            }
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Checks of a plan against the model that `trace` and `inject` need: layers, positions and
+//! paths that exist, and faults that can change something.
+
+use super::spec::Plan;
+use crate::config::{AllOr, LoadedConfig, TracePositions};
+use crate::error::{Error, Result};
+use crate::model::ModelInfo;
+use crate::path::RunPath;
+
+/// Layers and positions named by `trace` and `inject` must exist in this model and sweep.
+pub(super) fn check_trace_and_inject(
+    cfg: &LoadedConfig,
+    model: &ModelInfo,
+    plan: &Plan,
+) -> Result<()> {
+    check_trace(cfg, model, plan)?;
+    check_inject(cfg, model, plan)
+}
+
+/// The index in `sweep.path` of the first path that `want` accepts and some pair takes.
+fn path_index(cfg: &LoadedConfig, plan: &Plan, want: &dyn Fn(RunPath) -> bool) -> Option<usize> {
+    cfg.config
+        .sweep
+        .path
+        .iter()
+        .position(|&p| want(p) && plan.pairs.iter().any(|q| q.path == p))
+}
+
+/// The traced layers and positions exist, and no traced pair takes a batched path.
+fn check_trace(cfg: &LoadedConfig, model: &ModelInfo, plan: &Plan) -> Result<()> {
+    let n = model.config.num_hidden_layers;
+    let longest = plan.longest_sequence();
+    if let Some(t) = &cfg.config.trace {
+        if let AllOr::List(ls) = &t.layers
+            && let Some(i) = ls.iter().position(|&l| l >= n)
+        {
+            return Err(Error::config(
+                &cfg.path,
+                format!("trace.layers[{i}]"),
+                format!(
+                    "layer {} does not exist: `{}` has layers 0–{}",
+                    ls[i],
+                    model.source,
+                    n - 1
+                ),
+            ));
+        }
+        if let TracePositions::List(ps) = &t.positions
+            && let Some(i) = ps.iter().position(|&p| p >= longest)
+        {
+            return Err(Error::config(
+                &cfg.path,
+                format!("trace.positions[{i}]"),
+                format!(
+                    "position {} lies beyond every sequence of the sweep (longest: positions 0–{})",
+                    ps[i],
+                    longest - 1
+                ),
+            ));
+        }
+    }
+    // Taps record one sequence's rows; a batched forward holds several.
+    if cfg.config.trace.is_some()
+        && let Some(i) = path_index(cfg, plan, &|p| p.batch() > 1)
+    {
+        return Err(Error::config(
+            &cfg.path,
+            format!("sweep.path[{i}]"),
+            format!(
+                "layer traces follow one sequence, and path `{}` runs several in one forward; \
+                 trace decode or chunked paths, or leave the batched ones out of this sweep",
+                cfg.config.sweep.path[i]
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The fault can change something in this sweep, and its layer and shifts stay inside the
+/// model.
+fn check_inject(cfg: &LoadedConfig, model: &ModelInfo, plan: &Plan) -> Result<()> {
+    let n = model.config.num_hidden_layers;
+    let longest = plan.longest_sequence();
+    // A fault that only one kind of path can show needs a pair on that path, or its negative
+    // control would pass for the wrong reason.
+    if let Some(i) = &cfg.config.inject {
+        let chunked = path_index(cfg, plan, &|p| matches!(p, RunPath::Chunked(c) if c > 1));
+        if i.chunk_position_shift.unwrap_or(0) > 0 && chunked.is_none() {
+            return Err(Error::config(
+                &cfg.path,
+                "inject.chunk_position_shift",
+                "no pair takes a chunked path with chunks of 2 or more tokens \
+                 (`sweep.path: [chunked:C]`), so the fault would change nothing",
+            ));
+        }
+        if i.cross_row_cache && path_index(cfg, plan, &|p| p.batch() > 1).is_none() {
+            return Err(Error::config(
+                &cfg.path,
+                "inject.cross_row_cache",
+                "no pair takes a batched path of 2 or more sequences \
+                 (`sweep.path: [batched:B]`), so there is no other row to read",
+            ));
+        }
+    }
+    // A forward that believes it is `shift` positions further on must still be inside the
+    // context, or the shifted position would index past the rotary tables.
+    for (field, shift) in cfg.config.inject.iter().flat_map(|i| {
+        [
+            ("inject.position_shift", i.position_shift),
+            ("inject.chunk_position_shift", i.chunk_position_shift),
+        ]
+    }) {
+        if let Some(shift) = shift
+            && longest
+                .checked_add(shift)
+                .is_none_or(|n| n > model.context_len())
+        {
+            return Err(Error::config(
+                &cfg.path,
+                field,
+                format!(
+                    "a shift of {shift} moves the longest sequence ({longest} positions) past \
+                     the context of `{}` ({})",
+                    model.source,
+                    model.context_len()
+                ),
+            ));
+        }
+    }
+    // Widening a window needs a window: without one the fault would change nothing and its
+    // control would pass for the wrong reason.
+    if let Some(i) = &cfg.config.inject
+        && i.window_shift.unwrap_or(0) > 0
+        && model.config.sliding_window.is_none()
+    {
+        return Err(Error::config(
+            &cfg.path,
+            "inject.window_shift",
+            format!(
+                "`{}` has no sliding-window attention, so there is no window to widen",
+                model.source
+            ),
+        ));
+    }
+    if let Some(i) = &cfg.config.inject
+        && let Some(l) = i.layer
+        && l >= n
+    {
+        return Err(Error::config(
+            &cfg.path,
+            "inject.layer",
+            format!(
+                "layer {l} does not exist: `{}` has layers 0–{}",
+                model.source,
+                n - 1
+            ),
+        ));
+    }
+    Ok(())
+}

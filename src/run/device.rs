@@ -1,0 +1,121 @@
+//! The device a sweep runs on: opened once, named for the manifest, probed per dtype.
+
+use candle_core::{Device, Tensor};
+
+use crate::config::DeviceSpec;
+use crate::dtype::RunDtype;
+
+/// An opened device.
+#[derive(Debug, Clone)]
+pub struct OpenDevice {
+    /// The candle device.
+    pub device: Device,
+    /// Canonical id: `cpu`, `cuda:N` or `metal:N` (report.json `device`).
+    pub id: String,
+    /// Human-readable name (report.json `device_name`).
+    pub name: String,
+}
+
+/// Opens the device a sweep asks for; `Err` says why it cannot run here (its pairs are then
+/// SKIPPED with that reason, never silently moved to the CPU).
+pub fn open_device(spec: DeviceSpec) -> std::result::Result<OpenDevice, String> {
+    match spec {
+        DeviceSpec::Cpu => Ok(OpenDevice {
+            device: Device::Cpu,
+            id: "cpu".into(),
+            name: cpu_name(),
+        }),
+        DeviceSpec::Auto if candle_core::utils::cuda_is_available() => {
+            open_device(DeviceSpec::Cuda(0))
+        }
+        DeviceSpec::Auto if candle_core::utils::metal_is_available() => {
+            open_device(DeviceSpec::Metal(0))
+        }
+        DeviceSpec::Auto => open_device(DeviceSpec::Cpu),
+        DeviceSpec::Cuda(n) => open_gpu(
+            spec,
+            "cuda",
+            candle_core::utils::cuda_is_available(),
+            || Device::new_cuda(n),
+        ),
+        DeviceSpec::Metal(n) => open_gpu(
+            spec,
+            "metal",
+            candle_core::utils::metal_is_available(),
+            || Device::new_metal(n),
+        ),
+    }
+}
+
+fn open_gpu(
+    spec: DeviceSpec,
+    feature: &str,
+    built: bool,
+    open: impl FnOnce() -> candle_core::Result<Device>,
+) -> std::result::Result<OpenDevice, String> {
+    if !built {
+        return Err(format!(
+            "device `{spec}`: this binary was built without the `{feature}` feature"
+        ));
+    }
+    let device = open().map_err(|e| format!("device `{spec}` is not available: {e}"))?;
+    let name = gpu_name(&device).unwrap_or_else(|| spec.to_string());
+    Ok(OpenDevice {
+        device,
+        id: spec.to_string(),
+        name,
+    })
+}
+
+/// The GPU's marketing name with its compute capability, from the CUDA driver
+/// ("NVIDIA H100 80GB HBM3 (sm_90)"); the manifest needs it to tell two results apart.
+#[cfg(feature = "cuda")]
+fn gpu_name(device: &Device) -> Option<String> {
+    let Device::Cuda(d) = device else {
+        return None;
+    };
+    let stream = d.cuda_stream();
+    let ctx = stream.context();
+    let name = ctx.name().ok()?;
+    Some(match ctx.compute_capability() {
+        Ok((major, minor)) => format!("{name} (sm_{major}{minor})"),
+        Err(_) => name,
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu_name(_device: &Device) -> Option<String> {
+    None
+}
+
+/// Whether `device` can compute in `dtype`: the operations a decoder step needs (matmul,
+/// softmax, RMS norm, a cast back to f32) are tried on a tiny tensor. `Err` says why not, so
+/// that the pairs of that dtype are SKIPPED with the reason rather than failing one by one.
+pub fn dtype_support(device: &Device, dtype: RunDtype) -> std::result::Result<(), String> {
+    let probe = || -> candle_core::Result<()> {
+        let a = Tensor::ones((2, 8), dtype.candle(), device)?;
+        let b = Tensor::ones((8, 2), dtype.candle(), device)?;
+        let c = a.matmul(&b)?;
+        let c = candle_nn::ops::softmax_last_dim(&c)?;
+        let w = Tensor::ones(2, dtype.candle(), device)?;
+        let c = candle_nn::ops::rms_norm(&c, &w, 1e-5)?;
+        c.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+        Ok(())
+    };
+    probe().map_err(|e| format!("{dtype} is not supported on this device: {e}"))
+}
+
+/// The CPU's model name (Linux /proc/cpuinfo), with the number of threads available.
+fn cpu_name() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{model} ({threads} threads)")
+}

@@ -1,0 +1,10 @@
+//! One run: the prefill path or the decode path over a pair's tokens, on a loaded model
+//! (`forward`), and the choice of the device it runs on (`device`).
+
+mod device;
+mod forward;
+#[cfg(test)]
+mod tests;
+
+pub use device::{OpenDevice, dtype_support, open_device};
+pub use forward::{Instruments, RunOutput, decode, prefill, under_test};
