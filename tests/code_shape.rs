@@ -2,21 +2,12 @@
 //! file over 800 lines, no function outside tests over 100 lines (counted from its `fn` line
 //! to its closing brace, as `cargo fmt` lays them out).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 const MAX_FILE_LINES: usize = 800;
 const MAX_FN_LINES: usize = 100;
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
 
 /// The lines before a file's test module (`#[cfg(test)]` followed by `mod`), or all of them.
 fn non_test_lines(text: &str) -> Vec<&str> {
@@ -91,9 +82,7 @@ fn fn_name(t: &str) -> Option<String> {
 #[test]
 fn files_and_functions_stay_short() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = Vec::new();
-    rust_files(&root.join("src"), &mut files);
-    files.sort();
+    let files = common::rust_files(&root.join("src"));
     assert!(files.len() > 40, "too few files found: {}", files.len());
     let mut problems = Vec::new();
     for f in &files {

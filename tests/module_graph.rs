@@ -1,23 +1,21 @@
-//! The crate's layering, checked: no import cycle among the top-level modules of `src/`
+//! The crate's layering, checked. Among the top-level modules of `src/`: no import cycle
 //! (data flows config → plan → runs → compare → verdict → store → report, and nothing flows
-//! back), leaf modules that import nothing of the crate's above them, and no file that cites
-//! a document outside the repository.
+//! back), and leaf modules that import nothing of the crate's above them. Among the files of
+//! `src/`: no import cycle either, where every path that names another file's module counts
+//! as an import: `crate::`, `super::`, `self::`, a child module named by its bare name (`use
+//! child::X` in a `mod.rs`), and `driftsweep::` from the binary's files, in `use` trees as in
+//! expressions (test modules inside a file resolve from where they stand: `use super::*` in a
+//! file's `mod tests` is the file itself). The module tree comes from the `mod` declarations,
+//! from `lib.rs` and `main.rs` down. And no file cites a document outside the repository.
+
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-type Graph = BTreeMap<String, BTreeSet<String>>;
+/// Module or file → the modules or files it imports from.
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
+type Graph = BTreeMap<String, BTreeSet<String>>;
 
 /// Code without its comments (line comments and doc comments: a doc link is not an import).
 fn code_of(text: &str) -> String {
@@ -100,8 +98,7 @@ fn find_cycle(g: &Graph) -> Option<Vec<String>> {
 /// The library's modules (the binary's own files, main.rs and what it declares, excluded).
 fn library_graph() -> Graph {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut paths = Vec::new();
-    rust_files(&src, &mut paths);
+    let paths = common::rust_files(&src);
     let files: Vec<(String, String)> = paths
         .iter()
         .filter_map(|p| {
@@ -233,4 +230,468 @@ fn collect_text(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(p);
         }
     }
+}
+
+// ---- The file-level graph ----
+
+/// Which crate a file belongs to, and its module path inside it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ModPath {
+    /// `true` for the binary (`main.rs` and what it declares).
+    bin: bool,
+    segs: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Ident(String),
+    Path, // `::`
+    Open,
+    Close,
+    Comma,
+    Semi,
+    Other,
+}
+
+/// Tokens of Rust source with comments, strings and char literals removed.
+fn tokens(src: &str) -> Vec<Tok> {
+    let b: Vec<char> = src.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let next = b.get(i + 1).copied();
+        if c == '/' && next == Some('/') {
+            while i < b.len() && b[i] != '\n' {
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            let mut depth = 0usize;
+            while i < b.len() {
+                if b[i] == '/' && b.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    i += 2;
+                } else if b[i] == '*' && b.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+        } else if c == 'r'
+            && matches!(next, Some('"') | Some('#'))
+            && raw_string_end(&b, i).is_some()
+        {
+            i = raw_string_end(&b, i).unwrap_or(b.len());
+        } else if c == '"' {
+            i += 1;
+            while i < b.len() && b[i] != '"' {
+                i += if b[i] == '\\' { 2 } else { 1 };
+            }
+            i += 1;
+        } else if c == '\'' {
+            // A char literal ('x', '\n', '\u{..}') or a lifetime ('a).
+            if next == Some('\\') {
+                i += 2;
+                while i < b.len() && b[i] != '\'' {
+                    i += 1;
+                }
+                i += 1;
+            } else if b.get(i + 2) == Some(&'\'') {
+                i += 3;
+            } else {
+                i += 1;
+            }
+        } else if c.is_whitespace() {
+            i += 1;
+        } else if c.is_alphabetic() || c == '_' {
+            let start = i;
+            while i < b.len() && (b[i].is_alphanumeric() || b[i] == '_') {
+                i += 1;
+            }
+            out.push(Tok::Ident(b[start..i].iter().collect()));
+        } else {
+            out.push(match c {
+                ':' if next == Some(':') => {
+                    i += 1;
+                    Tok::Path
+                }
+                '{' => Tok::Open,
+                '}' => Tok::Close,
+                ',' => Tok::Comma,
+                ';' => Tok::Semi,
+                _ => Tok::Other,
+            });
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Where a raw string starting at `i` (`r"…"`, `r#"…"#`) ends, if one starts there.
+fn raw_string_end(b: &[char], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    let mut hashes = 0;
+    while b.get(j) == Some(&'#') {
+        hashes += 1;
+        j += 1;
+    }
+    if b.get(j) != Some(&'"') {
+        return None;
+    }
+    j += 1;
+    while j < b.len() {
+        if b[j] == '"' && (0..hashes).all(|k| b.get(j + 1 + k) == Some(&'#')) {
+            return Some(j + 1 + hashes);
+        }
+        j += 1;
+    }
+    Some(b.len())
+}
+
+/// The `mod name;` declarations of a file (its child files).
+fn declared_children(toks: &[Tok]) -> Vec<String> {
+    let mut out = Vec::new();
+    for w in toks.windows(3) {
+        if let [Tok::Ident(m), Tok::Ident(name), Tok::Semi] = w {
+            if m == "mod" {
+                out.push(name.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The file that holds child module `name` of the file at `file` (relative to `src/`).
+fn child_file(src: &Path, file: &str, name: &str) -> Option<String> {
+    let f = Path::new(file);
+    let stem = f.file_stem()?.to_str()?;
+    let dir = f.parent().unwrap_or(Path::new(""));
+    let base = if ["mod", "lib", "main"].contains(&stem) {
+        dir.to_path_buf()
+    } else {
+        dir.join(stem)
+    };
+    [
+        base.join(format!("{name}.rs")),
+        base.join(name).join("mod.rs"),
+    ]
+    .into_iter()
+    .find(|p| src.join(p).is_file())
+    .map(|p| p.to_string_lossy().replace('\\', "/"))
+}
+
+/// Every file of the two crates with its module path, from the `mod` declarations.
+fn module_tree(src: &Path) -> BTreeMap<String, (ModPath, Vec<Tok>)> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![
+        (
+            "lib.rs".to_string(),
+            ModPath {
+                bin: false,
+                segs: vec![],
+            },
+        ),
+        (
+            "main.rs".to_string(),
+            ModPath {
+                bin: true,
+                segs: vec![],
+            },
+        ),
+    ];
+    while let Some((file, path)) = todo.pop() {
+        let Ok(text) = std::fs::read_to_string(src.join(&file)) else {
+            continue;
+        };
+        let toks = tokens(&text);
+        for child in declared_children(&toks) {
+            if let Some(f) = child_file(src, &file, &child) {
+                let mut segs = path.segs.clone();
+                segs.push(child);
+                todo.push((
+                    f,
+                    ModPath {
+                        bin: path.bin,
+                        segs,
+                    },
+                ));
+            }
+        }
+        out.insert(file, (path, toks));
+    }
+    out
+}
+
+/// One path's segments from the start of a use tree or expression path.
+struct Walker<'a> {
+    toks: &'a [Tok],
+    /// Full paths found (crate, absolute segments).
+    found: Vec<ModPath>,
+}
+
+impl Walker<'_> {
+    /// Reads the path whose first segment is at `i` (already resolved to `base`), including
+    /// `{…}` groups; returns the index after it.
+    fn path(&mut self, mut i: usize, base: ModPath) -> usize {
+        let mut cur = base;
+        loop {
+            // Expect `::` then a segment or a group.
+            if self.toks.get(i) != Some(&Tok::Path) {
+                self.found.push(cur);
+                return i;
+            }
+            i += 1;
+            match self.toks.get(i) {
+                Some(Tok::Ident(s)) if s == "self" => {
+                    self.found.push(cur);
+                    return i + 1;
+                }
+                Some(Tok::Ident(s)) => {
+                    cur.segs.push(s.clone());
+                    i += 1;
+                }
+                Some(Tok::Open) => return self.group(i + 1, cur),
+                _ => {
+                    self.found.push(cur);
+                    return i;
+                }
+            }
+        }
+    }
+
+    /// Reads a `{a, b::c, d::{e}}` group whose items extend `base`; `i` is after `{`.
+    fn group(&mut self, mut i: usize, base: ModPath) -> usize {
+        loop {
+            match self.toks.get(i) {
+                None => return i,
+                Some(Tok::Close) => return i + 1,
+                Some(Tok::Comma) | Some(Tok::Other) => i += 1,
+                Some(Tok::Ident(s)) if s == "self" || s == "as" => i += 1,
+                Some(Tok::Ident(s)) => {
+                    let mut p = base.clone();
+                    p.segs.push(s.clone());
+                    i = self.path(i + 1, p);
+                }
+                Some(Tok::Open) => i = self.group(i + 1, base.clone()),
+                Some(_) => i += 1,
+            }
+        }
+    }
+}
+
+/// The absolute module paths a file's code names, resolved from where each path stands.
+fn paths_named(me: &ModPath, toks: &[Tok], children: &[String]) -> Vec<ModPath> {
+    let mut w = Walker {
+        toks,
+        found: Vec::new(),
+    };
+    // Inline `mod name {` blocks: (name, brace depth inside it).
+    let mut inline: Vec<(String, usize)> = Vec::new();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < toks.len() {
+        let here = || {
+            let mut m = me.clone();
+            m.segs.extend(inline.iter().map(|(n, _)| n.clone()));
+            m
+        };
+        let after_path = i > 0 && toks[i - 1] == Tok::Path;
+        match &toks[i] {
+            Tok::Open => depth += 1,
+            Tok::Close => {
+                if inline.last().is_some_and(|(_, d)| *d == depth) {
+                    inline.pop();
+                }
+                depth = depth.saturating_sub(1);
+            }
+            Tok::Ident(m) if m == "mod" => {
+                if let (Some(Tok::Ident(name)), Some(Tok::Open)) =
+                    (toks.get(i + 1), toks.get(i + 2))
+                {
+                    inline.push((name.clone(), depth + 1));
+                }
+            }
+            Tok::Ident(s) if !after_path && toks.get(i + 1) == Some(&Tok::Path) => {
+                let base = match s.as_str() {
+                    "crate" => Some(ModPath {
+                        bin: me.bin,
+                        segs: vec![],
+                    }),
+                    "driftsweep" if me.bin => Some(ModPath {
+                        bin: false,
+                        segs: vec![],
+                    }),
+                    "self" => Some(here()),
+                    "super" => {
+                        let mut m = here();
+                        let mut j = i;
+                        m.segs.pop();
+                        // `super::super::…`
+                        while toks.get(j + 2) == Some(&Tok::Ident("super".into())) {
+                            m.segs.pop();
+                            j += 2;
+                        }
+                        i = j;
+                        Some(m)
+                    }
+                    child if inline.is_empty() && children.iter().any(|c| c == child) => {
+                        let mut m = me.clone();
+                        m.segs.push(child.to_string());
+                        Some(m)
+                    }
+                    _ => None,
+                };
+                if let Some(b) = base {
+                    i = w.path(i + 1, b);
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    w.found
+}
+
+/// The file-level import graph of the files in `files` (name → (module path, tokens)).
+fn file_graph(files: &BTreeMap<String, (ModPath, Vec<Tok>)>) -> Graph {
+    let by_path: BTreeMap<&ModPath, &String> = files.iter().map(|(f, (m, _))| (m, f)).collect();
+    let mut g = Graph::new();
+    for (file, (me, toks)) in files {
+        let deps = g.entry(file.clone()).or_default();
+        for p in paths_named(me, toks, &declared_children(toks)) {
+            // The longest prefix of the path that is a file's module.
+            let target = (0..=p.segs.len()).rev().find_map(|n| {
+                by_path
+                    .get(&ModPath {
+                        bin: p.bin,
+                        segs: p.segs[..n].to_vec(),
+                    })
+                    .copied()
+            });
+            if let Some(t) = target.filter(|t| *t != file) {
+                deps.insert(t.clone());
+            }
+        }
+    }
+    g
+}
+
+fn src_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+#[test]
+fn src_files_form_no_import_cycle() {
+    let src = src_dir();
+    let files = module_tree(&src);
+    let g = file_graph(&files);
+    let listing: Vec<String> = g
+        .iter()
+        .map(|(f, deps)| {
+            format!(
+                "{f} -> {}",
+                deps.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+        .collect();
+    println!("{}", listing.join("\n"));
+    // Every .rs file under src/ is reached from lib.rs or main.rs.
+    let on_disk: Vec<String> = common::rust_files(&src)
+        .iter()
+        .map(|p| {
+            p.strip_prefix(&src)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/")
+        })
+        .collect();
+    let unreached: Vec<&String> = on_disk.iter().filter(|f| !files.contains_key(*f)).collect();
+    assert!(
+        unreached.is_empty(),
+        "files the module tree did not reach: {unreached:?}"
+    );
+    assert!(g.len() >= 40, "the walk found too few files: {}", g.len());
+    if let Some(c) = find_cycle(&g) {
+        panic!(
+            "import cycle among files: {}\n{}",
+            c.join(" -> "),
+            listing.join("\n")
+        );
+    }
+}
+
+/// Builds the graph of a made-up tree of files (name → source).
+fn graph_of_sources(files: &[(&str, &str)]) -> Graph {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    file_graph(&module_tree(dir.path()))
+}
+
+#[test]
+fn the_file_cycle_check_can_fail() {
+    // Negative controls: each kind of path closes a cycle the check must find.
+    for (what, files) in [
+        (
+            "super:: from a child back to its mod.rs, which re-exports the child",
+            vec![
+                ("lib.rs", "pub mod model;"),
+                (
+                    "model/mod.rs",
+                    "mod gguf;\npub use gguf::load;\npub struct Info;",
+                ),
+                ("model/gguf.rs", "use super::Info;\npub fn load() {}"),
+            ],
+        ),
+        (
+            "two siblings through super:: and self::",
+            vec![
+                ("lib.rs", "pub mod m;"),
+                ("m/mod.rs", "pub mod a;\npub mod b;"),
+                ("m/a.rs", "use super::b::{X, inner::{Y}};\npub struct Z;"),
+                (
+                    "m/b.rs",
+                    "pub mod inner;\npub fn f() -> super::a::Z { todo!() }\npub struct X;",
+                ),
+                ("m/b/inner.rs", "pub struct Y;"),
+            ],
+        ),
+        (
+            "crate:: between top-level files",
+            vec![
+                ("lib.rs", "pub mod config;\npub mod report;"),
+                ("config.rs", "use crate::report::check;"),
+                ("report.rs", "pub fn check() { let _ = crate::config::X; }"),
+            ],
+        ),
+    ] {
+        let g = graph_of_sources(&files);
+        assert!(find_cycle(&g).is_some(), "{what}: no cycle found in {g:?}");
+    }
+}
+
+#[test]
+fn test_modules_comments_and_strings_are_not_imports() {
+    let g = graph_of_sources(&[
+        ("lib.rs", "pub mod a;\npub mod b;"),
+        (
+            "a.rs",
+            "use crate::b::Thing;\npub fn f() {}\n#[cfg(test)]\nmod tests {\n    use super::*;\n    use super::super::a::f as g;\n}\n",
+        ),
+        (
+            "b.rs",
+            "pub struct Thing;\n// crate::a::f in a comment\nconst S: &str = \"crate::a::f\";\nconst R: &str = r#\"super::a\"#;\nfn l<'a>(x: &'a str) -> char { 'c' }\n",
+        ),
+    ]);
+    assert_eq!(g["a.rs"], BTreeSet::from(["b.rs".to_string()]));
+    assert!(g["b.rs"].is_empty(), "{:?}", g["b.rs"]);
+    assert!(find_cycle(&g).is_none());
 }
