@@ -47,7 +47,7 @@ if [[ ${BENCH_SWEEPS:-1} == 1 ]]; then
 fi
 # The peer race (scripts/peer/setup.sh makes the venv): the same f32 pairs of the SmolLM2
 # sweep through PyTorch + transformers, after the sweep, on the same cores. Its JSON and the
-# sweep's report are kept in docs/results/peer_cpu/ for the README's figures.
+# sweep's report are kept in docs/results/peer_cpu/ for the figures of docs/performance.md.
 peer_py=${PEER_PYTHON:-.peer-venv/bin/python}
 race=""
 if [[ $device == cpu && -x $peer_py && -f $tmp/sweep_smollm2_race/report.json ]]; then

@@ -12,7 +12,7 @@ use driftsweep::{Error, bench, config, diff, model, plan, report, store, sweep, 
 
 /// mimalloc keeps freed tensor buffers for reuse instead of returning them to the kernel, so
 /// the many short-lived tensors of a decode step cost no page faults: the built-in B3.70
-/// sweep took 630 k of them with glibc's malloc and 39 k with mimalloc (README, Performance).
+/// sweep took 630 k of them with glibc's malloc and 39 k with mimalloc (docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
