@@ -583,7 +583,7 @@ pub fn expand(cfg: &LoadedConfig, model: &ModelInfo, support: Support) -> Result
         skipped,
         capabilities: caps,
         reference: LoadKey {
-            engine: if model.custom.is_some() {
+            engine: if model.is_custom() {
                 Engine::Custom
             } else {
                 Engine::Driftsweep
@@ -652,7 +652,7 @@ fn check_prompt_bytes(
 
 /// Layers and positions named by `trace` and `inject` must exist in this model and sweep.
 fn check_trace_and_inject(cfg: &LoadedConfig, model: &ModelInfo, plan: &Plan) -> Result<()> {
-    let n = model.config.num_hidden_layers;
+    let n = model.sizes().num_layers;
     let longest = plan.longest_sequence();
     if let Some(t) = &cfg.config.trace {
         if let AllOr::List(ls) = &t.layers
@@ -754,7 +754,7 @@ fn check_trace_and_inject(cfg: &LoadedConfig, model: &ModelInfo, plan: &Plan) ->
     // control would pass for the wrong reason.
     if let Some(i) = &cfg.config.inject
         && i.window_shift.unwrap_or(0) > 0
-        && model.config.sliding_window.is_none()
+        && model.family.sliding_window().is_none()
     {
         return Err(Error::config(
             &cfg.path,
@@ -790,7 +790,9 @@ mod tests {
     fn plan_of(yaml: &str) -> Result<Plan> {
         let cfg = crate::config::parse(Path::new("t.yaml"), yaml)?;
         let info = ModelInfo::inspect(&cfg.config.model.source)?;
-        expand(&cfg, &info, &|e, w, d| info.support(e, w, d))
+        expand(&cfg, &info, &|e, w, d| {
+            info.support(e, w, d).map_err(String::from)
+        })
     }
 
     const BASE: &str = r#"

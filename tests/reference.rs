@@ -323,7 +323,7 @@ fn smollm2_f32_prefill_matches_the_float64_reference() {
     };
     let path = smollm2();
     let info = ModelInfo::inspect(&path.to_string_lossy()).unwrap();
-    let ids = random_ids(POSITIONS, info.config.vocab_size, SEED);
+    let ids = random_ids(POSITIONS, info.sizes().vocab_size, SEED);
     let figures = against_reference(&py, &path, &ids, || {
         let model = info.load(RunDtype::F32, &Device::Cpu).unwrap();
         let mut seq = model.sequence(ids.len()).unwrap();

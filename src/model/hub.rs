@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use hf_hub::{HFClient, HFError};
 
+use super::error::ModelError;
+
 /// A parsed `hf:` source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubId {
@@ -22,7 +24,7 @@ pub struct HubId {
 
 impl HubId {
     /// Parses `org/name[@revision]` (the part after `hf:`).
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, ModelError> {
         let (repo, revision) = match s.split_once('@') {
             Some((r, rev)) if !rev.is_empty() => (r, Some(rev.to_string())),
             Some(_) => return Err("an empty revision after `@`".into()),
@@ -34,7 +36,7 @@ impl HubId {
                 name: n.to_string(),
                 revision,
             }),
-            _ => Err(format!("`{s}` is not of the form <org>/<name>[@revision]")),
+            _ => Err(format!("`{s}` is not of the form <org>/<name>[@revision]").into()),
         }
     }
 
@@ -44,12 +46,12 @@ impl HubId {
 }
 
 /// Resolves the model's files and returns the snapshot directory that holds them.
-pub fn snapshot_dir(id: &HubId) -> Result<PathBuf, String> {
+pub fn snapshot_dir(id: &HubId) -> Result<PathBuf, ModelError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    rt.block_on(fetch(id))
+        .map_err(|e| ModelError::Io(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(fetch(id)).map_err(ModelError::Io)
 }
 
 /// One file: from the cache with no network, else from the hub. `Ok(None)`: the repository
