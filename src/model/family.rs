@@ -300,6 +300,30 @@ impl Family {
         })
     }
 
+    /// The config a Hugging Face `config.json` (its bytes) of architecture `arch` describes;
+    /// `label` names the file in messages about its fields.
+    pub fn from_config_json(
+        arch: Architecture,
+        json: &[u8],
+        label: &str,
+    ) -> Result<Family, ModelError> {
+        match arch.family() {
+            FamilyKind::Llama => Ok(Family::Llama(llama::from_config_json(arch, json, label)?)),
+            FamilyKind::Gemma3 | FamilyKind::Custom => Err(ModelError::Unsupported(format!(
+                "architecture `{arch}` is not read from Hugging Face directories"
+            ))),
+        }
+    }
+
+    /// The family's name in messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Family::Llama(_) => "the Llama family",
+            Family::Gemma3(_) => "Gemma 3",
+            Family::Custom(..) => "a custom model",
+        }
+    }
+
     /// The sizes.
     pub fn sizes(&self) -> Sizes {
         match self {

@@ -12,14 +12,21 @@ use serde::Deserialize;
 use tokenizers::Tokenizer;
 
 use super::error::ModelError;
-use super::family::Architecture;
+use super::family::{Architecture, Family};
 use super::header;
-use super::llama::{self, Config, ConfigJson};
+
+/// The fields of `config.json` read before its family's own (which its family reads).
+#[derive(Debug, Deserialize)]
+struct ConfigHead {
+    model_type: Option<String>,
+    architectures: Option<Vec<String>>,
+    eos_token_id: Option<serde_json::Value>,
+}
 
 /// What a directory holds.
 pub struct HfModel {
-    /// Hyper-parameters.
-    pub config: Config,
+    /// The family with its hyper-parameters.
+    pub family: Family,
     /// The architecture (`model_type`, or the first known `architectures` class).
     pub architecture: Architecture,
     /// tokenizer.json.
@@ -58,17 +65,16 @@ pub fn inspect(dir: &Path) -> Result<HfModel, ModelError> {
     let cfg_path = dir.join("config.json");
     let text = std::fs::read_to_string(&cfg_path)
         .map_err(|e| ModelError::Io(format!("{}: {e}", cfg_path.display())))?;
-    let c: ConfigJson =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
-    let (architecture, config) = config_of(&c)?;
+    let label = cfg_path.display().to_string();
+    let (c, architecture, family) = config_of(text.as_bytes(), &label)?;
+    let vocab_size = family.sizes().vocab_size;
     let tok_path = dir.join("tokenizer.json");
     let tokenizer =
         Tokenizer::from_file(&tok_path).map_err(|e| format!("{}: {e}", tok_path.display()))?;
     let tv = tokenizer.get_vocab_size(true);
-    if tv != config.vocab_size {
+    if tv != vocab_size {
         return Err(format!(
-            "tokenizer.json has {tv} tokens but the model's embedding has {} rows (config.json vocab_size)",
-            config.vocab_size
+            "tokenizer.json has {tv} tokens but the model's embedding has {vocab_size} rows (config.json vocab_size)"
         )
         .into());
     }
@@ -82,7 +88,7 @@ pub fn inspect(dir: &Path) -> Result<HfModel, ModelError> {
     let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }
         .map_err(|e| format!("reading the safetensors headers: {e}"))?;
     check_weights(
-        &config,
+        &family,
         st.tensors()
             .into_iter()
             .map(|(n, v)| (n, v.shape().to_vec())),
@@ -93,7 +99,7 @@ pub fn inspect(dir: &Path) -> Result<HfModel, ModelError> {
         _ => None,
     };
     Ok(HfModel {
-        config,
+        family,
         architecture,
         tokenizer,
         eos_id,
@@ -101,12 +107,14 @@ pub fn inspect(dir: &Path) -> Result<HfModel, ModelError> {
     })
 }
 
-/// The architecture and config a `config.json` describes, checked for consistency (not yet
-/// against the weights).
-fn config_of(c: &ConfigJson) -> Result<(Architecture, Config), ModelError> {
+/// The architecture and family a `config.json` (its bytes) describes, checked for
+/// consistency (not yet against the weights); `label` names the file in messages.
+fn config_of(json: &[u8], label: &str) -> Result<(ConfigHead, Architecture, Family), ModelError> {
+    let c: ConfigHead = serde_json::from_slice(json).map_err(|e| format!("{label}: {e}"))?;
     let architecture =
         Architecture::from_config_json(c.model_type.as_deref(), c.architectures.as_deref())?;
-    Ok((architecture, llama::from_config_json(c, architecture)?))
+    let family = Family::from_config_json(architecture, json, label)?;
+    Ok((c, architecture, family))
 }
 
 /// The model-header checks of [`inspect`] on a `config.json` and one safetensors file held
@@ -114,14 +122,12 @@ fn config_of(c: &ConfigJson) -> Result<(Architecture, Config), ModelError> {
 /// sound, and the header's sizes match the tensors (see [`header`]). The entry point
 /// of the `model_header` fuzz target.
 pub fn check_header_bytes(config_json: &[u8], safetensors: &[u8]) -> Result<(), ModelError> {
-    let c: ConfigJson =
-        serde_json::from_slice(config_json).map_err(|e| format!("config.json: {e}"))?;
-    let (_, config) = config_of(&c)?;
+    let (_, _, family) = config_of(config_json, "config.json")?;
     check_safetensors_bytes(safetensors)?;
     let st = safetensors::SafeTensors::deserialize(safetensors)
         .map_err(|e| format!("reading the safetensors header: {e}"))?;
     check_weights(
-        &config,
+        &family,
         st.tensors()
             .into_iter()
             .map(|(n, v)| (n, v.shape().to_vec())),
@@ -130,11 +136,15 @@ pub fn check_header_bytes(config_json: &[u8], safetensors: &[u8]) -> Result<(), 
 
 /// `config.json`'s sizes against the tensors present (name, shape); see [`header`].
 fn check_weights(
-    config: &Config,
+    family: &Family,
     tensors: impl IntoIterator<Item = (String, Vec<usize>)>,
 ) -> Result<(), ModelError> {
+    // Only a model given from Rust has no file to check.
+    let Some(expected) = family.expected() else {
+        return Ok(());
+    };
     header::check(
-        &config.expected(),
+        &expected,
         &tensors.into_iter().collect(),
         &header::Keys::config_json(),
         &|n: &str| n.to_string(),

@@ -51,7 +51,7 @@ pub fn snapshot_dir(id: &HubId) -> Result<PathBuf, ModelError> {
         .enable_all()
         .build()
         .map_err(|e| ModelError::Io(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(fetch(id)).map_err(ModelError::Io)
+    rt.block_on(fetch(id))
 }
 
 /// One file: from the cache with no network, else from the hub. `Ok(None)`: the repository
@@ -61,7 +61,7 @@ async fn get(
     id: &HubId,
     cache: &std::path::Path,
     file: &str,
-) -> Result<Option<PathBuf>, String> {
+) -> Result<Option<PathBuf>, ModelError> {
     let cached = repo
         .download_file()
         .filename(file)
@@ -70,13 +70,18 @@ async fn get(
     match cached.send().await {
         Ok(p) => return Ok(Some(p)),
         Err(HFError::LocalEntryNotFound { .. }) => {}
-        Err(e) => return Err(format!("{file}: {e}")),
+        Err(e) => return Err(ModelError::Io(format!("{file}: {e}"))),
     }
     // HF_HUB_OFFLINE=1, as in the Python tools: the cache or nothing.
     let offline =
         std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if offline {
-        return Err(miss(file, cache, id, "HF_HUB_OFFLINE is set"));
+        return Err(ModelError::Io(miss(
+            file,
+            cache,
+            id,
+            "HF_HUB_OFFLINE is set",
+        )));
     }
     let online = repo
         .download_file()
@@ -85,12 +90,12 @@ async fn get(
     match online.send().await {
         Ok(p) => Ok(Some(p)),
         Err(HFError::EntryNotFound { .. }) => Ok(None),
-        Err(e) => Err(miss(
+        Err(e) => Err(ModelError::Io(miss(
             file,
             cache,
             id,
             &format!("it could not be downloaded ({e})"),
-        )),
+        ))),
     }
 }
 
@@ -110,8 +115,8 @@ fn miss(file: &str, cache: &std::path::Path, id: &HubId, why: &str) -> String {
     )
 }
 
-async fn fetch(id: &HubId) -> Result<PathBuf, String> {
-    let client = HFClient::new().map_err(|e| format!("hf-hub: {e}"))?;
+async fn fetch(id: &HubId) -> Result<PathBuf, ModelError> {
+    let client = HFClient::new().map_err(|e| ModelError::Io(format!("hf-hub: {e}")))?;
     let cache = client.cache_dir().to_path_buf();
     let repo = client.model(id.owner.clone(), id.name.clone());
     let config = get(&repo, id, &cache, "config.json")
@@ -130,8 +135,8 @@ async fn fetch(id: &HubId) -> Result<PathBuf, String> {
         struct Index {
             weight_map: std::collections::BTreeMap<String, String>,
         }
-        let text =
-            std::fs::read_to_string(&index).map_err(|e| format!("{}: {e}", index.display()))?;
+        let text = std::fs::read_to_string(&index)
+            .map_err(|e| ModelError::Io(format!("{}: {e}", index.display())))?;
         let idx: Index =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", index.display()))?;
         let shards: std::collections::BTreeSet<String> = idx.weight_map.into_values().collect();
@@ -144,7 +149,7 @@ async fn fetch(id: &HubId) -> Result<PathBuf, String> {
     config
         .parent()
         .map(PathBuf::from)
-        .ok_or_else(|| "the snapshot directory has no parent".to_string())
+        .ok_or_else(|| ModelError::Io("the snapshot directory has no parent".into()))
 }
 
 #[cfg(test)]

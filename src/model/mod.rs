@@ -172,7 +172,7 @@ impl ModelInfo {
         Ok(ModelInfo {
             source: source.to_string(),
             architecture: h.architecture,
-            family: Family::Llama(h.config),
+            family: h.family,
             tokenizer: h.tokenizer,
             bos_id: None,
             special_ids,
@@ -242,21 +242,13 @@ impl ModelInfo {
                 &self.source,
                 format!(
                     "{} is not a Llama-family decoder; load it with `load_own`",
-                    self.architecture_words()
+                    self.family.name()
                 ),
             ));
         };
         let src = self.own_source(weights, dtype, device)?;
         Decoder::new(config, src)
             .map_err(|e| Error::model(&self.source, format!("in {dtype}: {e}")))
-    }
-
-    /// How messages name the architecture ("Gemma 3" as before the family table).
-    fn architecture_words(&self) -> String {
-        match self.architecture {
-            Architecture::Gemma3 => "Gemma 3".into(),
-            a => format!("`{a}`"),
-        }
     }
 
     /// Loads the own decoder of this model's family (the Llama-family [`Decoder`] or
@@ -296,7 +288,7 @@ impl ModelInfo {
                 let Some(layout) = family.gguf_layout() else {
                     return Err(model_err(ModelError::Unsupported(format!(
                         "{} has no GGUF layout",
-                        self.architecture_words()
+                        self.family.name()
                     ))));
                 };
                 let vb =

@@ -61,33 +61,37 @@ pub fn from_gguf(c: &Content, arch: &str, vocab_size: usize) -> Result<Config, M
     Ok(config)
 }
 
-/// The fields of a Llama-family `config.json` the decoder uses (others are ignored).
+/// The fields of a Llama-family `config.json` the decoder uses (others are ignored; the
+/// architecture and end-of-sequence id are read by the directory loader).
 #[derive(Debug, Deserialize)]
-pub(crate) struct ConfigJson {
-    pub(crate) model_type: Option<String>,
-    pub(crate) architectures: Option<Vec<String>>,
-    pub(crate) vocab_size: usize,
-    pub(crate) hidden_size: usize,
-    pub(crate) intermediate_size: usize,
-    pub(crate) num_hidden_layers: usize,
-    pub(crate) num_attention_heads: usize,
-    pub(crate) num_key_value_heads: Option<usize>,
-    pub(crate) rms_norm_eps: f64,
-    pub(crate) rope_theta: Option<f64>,
-    pub(crate) max_position_embeddings: usize,
+struct ConfigJson {
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    rms_norm_eps: f64,
+    rope_theta: Option<f64>,
+    max_position_embeddings: usize,
     #[serde(default)]
-    pub(crate) tie_word_embeddings: bool,
-    pub(crate) head_dim: Option<usize>,
-    pub(crate) attention_bias: Option<bool>,
-    pub(crate) sliding_window: Option<usize>,
-    pub(crate) use_sliding_window: Option<bool>,
-    pub(crate) rope_scaling: Option<serde_json::Value>,
-    pub(crate) eos_token_id: Option<serde_json::Value>,
+    tie_word_embeddings: bool,
+    head_dim: Option<usize>,
+    attention_bias: Option<bool>,
+    sliding_window: Option<usize>,
+    use_sliding_window: Option<bool>,
+    rope_scaling: Option<serde_json::Value>,
 }
 
-/// The decoder config a `config.json` of architecture `arch` describes, checked for
-/// consistency (not yet against the weights).
-pub(crate) fn from_config_json(c: &ConfigJson, arch: Architecture) -> Result<Config, ModelError> {
+/// The decoder config a `config.json` (its bytes) of architecture `arch` describes, checked
+/// for consistency (not yet against the weights); `label` names the file in messages about
+/// its fields.
+pub fn from_config_json(
+    arch: Architecture,
+    json: &[u8],
+    label: &str,
+) -> Result<Config, ModelError> {
+    let c: ConfigJson = serde_json::from_slice(json).map_err(|e| format!("{label}: {e}"))?;
     let rope_llama3 = match &c.rope_scaling {
         Some(v) if v.get("rope_type").and_then(|t| t.as_str()) == Some("llama3") => Some(
             serde_json::from_value::<Llama3Rope>(v.clone())
@@ -102,17 +106,14 @@ pub(crate) fn from_config_json(c: &ConfigJson, arch: Architecture) -> Result<Con
         }
         _ => None,
     };
-    let sliding_window = match arch {
-        Architecture::Mistral => c.sliding_window,
-        Architecture::Qwen2 | Architecture::Qwen3 if c.use_sliding_window == Some(true) => {
+    // Mistral always slides; Qwen2 and Qwen3 when the config turns it on.
+    let qwen = matches!(arch, Architecture::Qwen2 | Architecture::Qwen3);
+    let sliding_window =
+        if arch == Architecture::Mistral || (qwen && c.use_sliding_window == Some(true)) {
             c.sliding_window
-        }
-        Architecture::Llama
-        | Architecture::Qwen2
-        | Architecture::Qwen3
-        | Architecture::Gemma3
-        | Architecture::Custom => None,
-    };
+        } else {
+            None
+        };
     let config = Config {
         vocab_size: c.vocab_size,
         hidden_size: c.hidden_size,
