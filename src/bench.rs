@@ -60,7 +60,7 @@ pub fn trace_overhead(
     let info = ModelInfo::inspect(source)?;
     let model = info.load(dtype, &Device::Cpu)?;
     let ids: Vec<u32> = (0..tokens as u32)
-        .map(|i| 3 + (i * 37) % (info.config.vocab_size as u32 - 3))
+        .map(|i| 3 + (i * 37) % (info.sizes().vocab_size as u32 - 3))
         .collect();
     let prompt = tokens / 4;
     let all: std::collections::BTreeSet<TensorName> = TensorName::ALL.into_iter().collect();
@@ -212,7 +212,7 @@ pub fn perf(
         model = info.load(dtype, dev)?;
         loads.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    let vocab = info.config.vocab_size;
+    let vocab = info.sizes().vocab_size;
     let ids = |n: usize| -> Vec<u32> {
         (0..n as u32)
             .map(|i| 3 + (i * 37) % (vocab as u32 - 3))
@@ -293,7 +293,7 @@ pub fn perf(
         median_ms,
         gb_per_s: (2 * positions * vocab * 4) as f64 / (median_ms / 1e3) / 1e9,
     };
-    let params = info.config.parameter_count();
+    let params = info.family.parameter_count();
     Ok(PerfReport {
         model: source.to_string(),
         dtype,

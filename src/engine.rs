@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]
 pub enum Engine {
-    /// driftsweep's own decoder (`src/model/decoder.rs`): every capability, traces and faults.
+    /// driftsweep's own decoders (`src/model/llama/`, `src/model/gemma3/`): every capability,
+    /// traces and faults.
     #[default]
     #[serde(rename = "driftsweep")]
     Driftsweep,

@@ -24,7 +24,7 @@ fn rng_for(purpose: &str, prompt_id: &str, seed: u64) -> ChaCha8Rng {
 
 /// Ids a random draw may produce: the vocabulary minus special tokens.
 fn drawable_ids(info: &ModelInfo) -> Vec<u32> {
-    (0..info.config.vocab_size as u32)
+    (0..info.sizes().vocab_size as u32)
         .filter(|id| !info.special_ids.contains(id))
         .collect()
 }

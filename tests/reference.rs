@@ -1,7 +1,7 @@
 //! driftsweep's own decoder against an independent float64 reference (scripts/reference/,
 //! numpy and the `gguf` package, no code shared with the Rust decoder): the f32 prefill logits
 //! at 640 positions of SmolLM2-135M (the Llama decoder) and, when its file is there, of Gemma 3
-//! 270M (src/model/gemma3.rs; past the sliding window of 512).
+//! 270M (src/model/gemma3/; past the sliding window of 512).
 //!
 //! The bounds come from float32 rounding, not from this decoder's own results: the reference
 //! also runs its float32 rounding-error model (scripts/reference/common.py, `F32Noise`: every
@@ -323,7 +323,7 @@ fn smollm2_f32_prefill_matches_the_float64_reference() {
     };
     let path = smollm2();
     let info = ModelInfo::inspect(&path.to_string_lossy()).unwrap();
-    let ids = random_ids(POSITIONS, info.config.vocab_size, SEED);
+    let ids = random_ids(POSITIONS, info.sizes().vocab_size, SEED);
     let figures = against_reference(&py, &path, &ids, || {
         let model = info.load(RunDtype::F32, &Device::Cpu).unwrap();
         let mut seq = model.sequence(ids.len()).unwrap();

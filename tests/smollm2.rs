@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 use driftsweep::dtype::RunDtype;
-use driftsweep::model::ModelInfo;
+use driftsweep::model::{Family, ModelInfo};
 use driftsweep::{run, tokens};
 
 const CHATML: &str =
@@ -27,10 +27,10 @@ fn gguf() -> String {
 #[test]
 fn greedy_answer_to_the_chatml_prompt_is_paris() {
     let info = ModelInfo::inspect(&gguf()).unwrap();
-    assert_eq!(info.architecture, "llama");
-    assert_eq!(info.config.vocab_size, 49152);
-    assert_eq!(info.config.num_hidden_layers, 30);
-    assert!(info.config.tie_word_embeddings);
+    assert_eq!(info.architecture.name(), "llama");
+    assert_eq!(info.sizes().vocab_size, 49152);
+    assert_eq!(info.sizes().num_layers, 30);
+    assert!(matches!(&info.family, Family::Llama(c) if c.tie_word_embeddings));
     let model = info.load(RunDtype::F32, &Device::Cpu).unwrap();
     let ids = info.encode(CHATML).unwrap();
     let out = tokens::generate(&info, &model, &ids, 24).unwrap();

@@ -18,7 +18,7 @@ use tokenizers::models::{ModelWrapper, TrainerWrapper};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
 
-use super::decoder::Config;
+use super::llama::Config;
 
 /// Names accepted after `builtin:`.
 pub const NAMES: &[&str] = &["tiny-llama"];

@@ -15,8 +15,14 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models as ct;
 
+use super::builtin;
+use super::error::ModelError;
+use super::family::{Architecture, CtModule, CtWeights, Family};
+use super::gguf;
+use super::hf_dir;
+use super::llama;
+use super::source::Weights;
 use super::under_test::{Capabilities, ModelUnderTest, Rows, Sequence};
-use super::{ModelInfo, Weights, builtin, gguf, hf_dir};
 use crate::dtype::RunDtype;
 use crate::engine::WeightFormat;
 
@@ -29,145 +35,208 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     batch: true,
 };
 
+/// What candle-transformers needs to know of a model to run it.
+pub struct Target<'a> {
+    /// The architecture (which module runs it).
+    pub architecture: Architecture,
+    /// Where the weights are.
+    pub weights: &'a Weights,
+    /// The family with its hyper-parameters.
+    pub family: &'a Family,
+    /// BOS id, if any.
+    pub bos_id: Option<u32>,
+    /// End-of-sequence id, if any.
+    pub eos_id: Option<u32>,
+}
+
 /// Architectures each weight format can run here, and why not otherwise: `Ok(module)` names
-/// the candle-transformers module that runs it.
+/// the candle-transformers module that runs it (the family table's cell).
 pub fn module_for(
-    info: &ModelInfo,
+    target: &Target,
     weights: WeightFormat,
     dtype: RunDtype,
-) -> Result<&'static str, String> {
-    let arch = info.architecture.as_str();
-    match (&info.weights, weights) {
+) -> Result<CtModule, ModelError> {
+    let arch = target.architecture;
+    let unsupported = |m: String| Err(ModelError::Unsupported(m));
+    let (slot, none) = match (target.weights, weights) {
         (Weights::Gguf(_), WeightFormat::Quantized) => {
             if dtype != RunDtype::F32 {
-                return Err(format!(
+                return unsupported(format!(
                     "candle-transformers' quantized models compute in f32 whatever the run \
                      dtype; {dtype} with quantized weights does not exist there"
                 ));
             }
-            match arch {
-                "llama" => Ok("quantized_llama"),
-                "qwen2" => Ok("quantized_qwen2"),
-                "qwen3" => Ok("quantized_qwen3"),
-                "gemma3" => Ok("quantized_gemma3"),
-                _ => Err(format!(
-                    "candle-transformers has no quantized model for architecture `{arch}`"
-                )),
-            }
+            (
+                CtWeights::QuantizedGguf,
+                format!("candle-transformers has no quantized model for architecture `{arch}`"),
+            )
         }
-        (Weights::Builtin | Weights::Gguf(_), WeightFormat::Dequantized) => match arch {
-            // The dequantized tensors under Hugging Face names, as the own decoder loads them.
-            "llama" => Ok("llama"),
-            _ => Err(format!(
+        // The dequantized tensors under Hugging Face names, as the own decoder loads them.
+        (Weights::Builtin | Weights::Gguf(_), WeightFormat::Dequantized) => (
+            CtWeights::Dequantized,
+            format!(
                 "candle-transformers runs dequantized GGUF weights of `llama` only, not `{arch}`"
-            )),
-        },
-        (Weights::Safetensors(_), WeightFormat::Dequantized) => match arch {
-            "llama" => Ok("llama"),
-            "mistral" => Ok("mistral"),
-            "qwen2" => Ok("qwen2"),
-            "qwen3" => Ok("qwen3"),
-            "gemma3" => Ok("gemma3"),
-            _ => Err(format!(
-                "candle-transformers has no model for architecture `{arch}` here"
-            )),
-        },
+            ),
+        ),
+        (Weights::Safetensors(_), WeightFormat::Dequantized) => (
+            CtWeights::Safetensors,
+            format!("candle-transformers has no model for architecture `{arch}` here"),
+        ),
         (Weights::Builtin | Weights::Safetensors(_), WeightFormat::Quantized) => {
-            Err("quantized weights need a GGUF file".into())
+            return unsupported("quantized weights need a GGUF file".into());
         }
-    }
+    };
+    arch.ct_module(slot).ok_or(ModelError::Unsupported(none))
 }
 
-/// Loads the candle-transformers model for `info` in `dtype` on `device` (the combination was
-/// checked by [`module_for`] when the sweep was planned).
+/// Loads the candle-transformers model for `target` in `dtype` on `device` (the combination
+/// was checked by [`module_for`] when the sweep was planned).
 pub fn load(
-    info: &ModelInfo,
+    target: &Target,
     weights: WeightFormat,
     dtype: RunDtype,
     device: &Device,
-) -> Result<CandleTransformersModel, String> {
-    let module = module_for(info, weights, dtype)?;
+) -> Result<CandleTransformersModel, ModelError> {
+    let module = module_for(target, weights, dtype)?;
     let dt = dtype.candle();
-    let err = |e: candle_core::Error| format!("candle-transformers {module}: {e}");
-    let model: Box<dyn Stateful> = match (&info.weights, module) {
-        (Weights::Gguf(path), _) if weights == WeightFormat::Quantized => {
-            let mut file = std::fs::File::open(path).map_err(|e| format!("{e}"))?;
-            let content = gguf_file::Content::read(&mut file).map_err(err)?;
-            match module {
-                "quantized_llama" => Box::new(
-                    ct::quantized_llama::ModelWeights::from_gguf(content, &mut file, device)
-                        .map_err(err)?,
-                ),
-                "quantized_qwen2" => Box::new(
-                    ct::quantized_qwen2::ModelWeights::from_gguf(content, &mut file, device)
-                        .map_err(err)?,
-                ),
-                "quantized_qwen3" => Box::new(
-                    ct::quantized_qwen3::ModelWeights::from_gguf(content, &mut file, device)
-                        .map_err(err)?,
-                ),
-                _ => Box::new(Gemma3Quantized(
-                    ct::quantized_gemma3::ModelWeights::from_gguf(content, &mut file, device)
-                        .map_err(err)?,
-                )),
-            }
-        }
+    let model: Box<dyn Stateful> = match (target.weights, weights) {
+        (Weights::Gguf(path), WeightFormat::Quantized) => quantized(path, module, device)?,
         (Weights::Builtin, _) => {
-            let vb = builtin::var_builder(&info.config, dt, device);
-            Box::new(LlamaState::new(vb, llama_config(info), dt, device).map_err(err)?)
+            let cfg = llama_of(target)?;
+            let vb = builtin::var_builder(cfg, dt, device);
+            Box::new(
+                LlamaState::new(vb, llama_config(target, cfg), dt, device).map_err(err(module))?,
+            )
         }
         (Weights::Gguf(path), _) => {
-            let layout = gguf::Layout::of(&info.architecture, &info.config);
-            let vb = gguf::var_builder(path, layout, dt, device)?;
-            Box::new(LlamaState::new(vb, llama_config(info), dt, device).map_err(err)?)
+            let cfg = llama_of(target)?;
+            let vb = gguf::var_builder(path, llama::gguf_layout(cfg), dt, device)?;
+            Box::new(
+                LlamaState::new(vb, llama_config(target, cfg), dt, device).map_err(err(module))?,
+            )
         }
-        (Weights::Safetensors(files), _) => {
-            let dir = files
-                .first()
-                .and_then(|f| f.parent())
-                .ok_or("no weight files")?;
-            let text = std::fs::read_to_string(dir.join("config.json"))
-                .map_err(|e| format!("config.json: {e}"))?;
-            let json =
-                |e: serde_json::Error| format!("config.json for candle-transformers {module}: {e}");
-            let vb = hf_dir::var_builder(files, dt, device)?;
-            match module {
-                "llama" => {
-                    let c: ct::llama::LlamaConfig = serde_json::from_str(&text).map_err(json)?;
-                    Box::new(LlamaState::new(vb, c.into_config(false), dt, device).map_err(err)?)
-                }
-                "mistral" => {
-                    let c: ct::mistral::Config = serde_json::from_str(&text).map_err(json)?;
-                    Box::new(ct::mistral::Model::new(&c, vb).map_err(err)?)
-                }
-                "qwen2" => {
-                    let c: ct::qwen2::Config = serde_json::from_str(&text).map_err(json)?;
-                    Box::new(ct::qwen2::ModelForCausalLM::new(&c, vb).map_err(err)?)
-                }
-                "qwen3" => {
-                    let c: ct::qwen3::Config = serde_json::from_str(&text).map_err(json)?;
-                    Box::new(ct::qwen3::ModelForCausalLM::new(&c, vb).map_err(err)?)
-                }
-                _ => {
-                    let c: ct::gemma3::Config = serde_json::from_str(&text).map_err(json)?;
-                    Box::new(ct::gemma3::Model::new(false, &c, vb).map_err(err)?)
-                }
-            }
-        }
+        (Weights::Safetensors(files), _) => safetensors(files, module, dt, device)?,
     };
+    let sizes = target.family.sizes();
     Ok(CandleTransformersModel {
-        module,
+        module: module.as_str(),
         inner: Mutex::new(model),
-        vocab: info.config.vocab_size,
-        context: info.context_len(),
-        layers: info.config.num_hidden_layers,
+        vocab: sizes.vocab_size,
+        context: sizes.context_len,
+        layers: sizes.num_layers,
         device: device.clone(),
     })
 }
 
+/// How a candle error of `module` reads.
+fn err(module: CtModule) -> impl Fn(candle_core::Error) -> ModelError {
+    move |e| ModelError::Load(format!("candle-transformers {}: {e}", module.as_str()))
+}
+
+/// The Llama config the dense `llama` module runs on.
+fn llama_of<'a>(target: &Target<'a>) -> Result<&'a llama::Config, ModelError> {
+    match target.family {
+        Family::Llama(c) => Ok(c),
+        Family::Gemma3(_) | Family::Custom(..) => Err(ModelError::Unsupported(format!(
+            "candle-transformers runs dequantized GGUF weights of `llama` only, not `{}`",
+            target.architecture
+        ))),
+    }
+}
+
+/// A quantized module on a GGUF file's blocks.
+fn quantized(
+    path: &std::path::Path,
+    module: CtModule,
+    device: &Device,
+) -> Result<Box<dyn Stateful>, ModelError> {
+    let err = err(module);
+    let mut file = std::fs::File::open(path).map_err(|e| ModelError::Io(format!("{e}")))?;
+    let content = gguf_file::Content::read(&mut file).map_err(&err)?;
+    Ok(match module {
+        CtModule::QuantizedLlama => Box::new(
+            ct::quantized_llama::ModelWeights::from_gguf(content, &mut file, device)
+                .map_err(err)?,
+        ),
+        CtModule::QuantizedQwen2 => Box::new(
+            ct::quantized_qwen2::ModelWeights::from_gguf(content, &mut file, device)
+                .map_err(err)?,
+        ),
+        CtModule::QuantizedQwen3 => Box::new(
+            ct::quantized_qwen3::ModelWeights::from_gguf(content, &mut file, device)
+                .map_err(err)?,
+        ),
+        CtModule::QuantizedGemma3 => Box::new(Gemma3Quantized(
+            ct::quantized_gemma3::ModelWeights::from_gguf(content, &mut file, device)
+                .map_err(err)?,
+        )),
+        CtModule::Llama
+        | CtModule::Mistral
+        | CtModule::Qwen2
+        | CtModule::Qwen3
+        | CtModule::Gemma3 => return Err(not_for(module, "GGUF blocks")),
+    })
+}
+
+/// A dense module on a Hugging Face directory's safetensors, configured by its config.json.
+fn safetensors(
+    files: &[std::path::PathBuf],
+    module: CtModule,
+    dt: DType,
+    device: &Device,
+) -> Result<Box<dyn Stateful>, ModelError> {
+    let err = err(module);
+    let dir = files
+        .first()
+        .and_then(|f| f.parent())
+        .ok_or(ModelError::Io("no weight files".into()))?;
+    let text = std::fs::read_to_string(dir.join("config.json"))
+        .map_err(|e| ModelError::Io(format!("config.json: {e}")))?;
+    let json = |e: serde_json::Error| {
+        ModelError::Invalid(format!(
+            "config.json for candle-transformers {}: {e}",
+            module.as_str()
+        ))
+    };
+    let vb = hf_dir::var_builder(files, dt, device)?;
+    Ok(match module {
+        CtModule::Llama => {
+            let c: ct::llama::LlamaConfig = serde_json::from_str(&text).map_err(json)?;
+            Box::new(LlamaState::new(vb, c.into_config(false), dt, device).map_err(err)?)
+        }
+        CtModule::Mistral => {
+            let c: ct::mistral::Config = serde_json::from_str(&text).map_err(json)?;
+            Box::new(ct::mistral::Model::new(&c, vb).map_err(err)?)
+        }
+        CtModule::Qwen2 => {
+            let c: ct::qwen2::Config = serde_json::from_str(&text).map_err(json)?;
+            Box::new(ct::qwen2::ModelForCausalLM::new(&c, vb).map_err(err)?)
+        }
+        CtModule::Qwen3 => {
+            let c: ct::qwen3::Config = serde_json::from_str(&text).map_err(json)?;
+            Box::new(ct::qwen3::ModelForCausalLM::new(&c, vb).map_err(err)?)
+        }
+        CtModule::Gemma3 => {
+            let c: ct::gemma3::Config = serde_json::from_str(&text).map_err(json)?;
+            Box::new(ct::gemma3::Model::new(false, &c, vb).map_err(err)?)
+        }
+        CtModule::QuantizedLlama
+        | CtModule::QuantizedQwen2
+        | CtModule::QuantizedQwen3
+        | CtModule::QuantizedGemma3 => return Err(not_for(module, "safetensors")),
+    })
+}
+
+/// `module` does not read `what` (the family table never pairs them).
+fn not_for(module: CtModule, what: &str) -> ModelError {
+    ModelError::Unsupported(format!(
+        "candle-transformers {} does not read {what}",
+        module.as_str()
+    ))
+}
+
 /// candle-transformers' Llama configuration from the hyper-parameters driftsweep read.
-fn llama_config(info: &ModelInfo) -> ct::llama::Config {
-    let c = &info.config;
+fn llama_config(target: &Target, c: &llama::Config) -> ct::llama::Config {
     ct::llama::Config {
         hidden_size: c.hidden_size,
         intermediate_size: c.intermediate_size,
@@ -178,8 +247,8 @@ fn llama_config(info: &ModelInfo) -> ct::llama::Config {
         use_flash_attn: false,
         rms_norm_eps: c.rms_norm_eps,
         rope_theta: c.rope_theta as f32,
-        bos_token_id: info.bos_id,
-        eos_token_id: info.eos_id.map(ct::llama::LlamaEosToks::Single),
+        bos_token_id: target.bos_id,
+        eos_token_id: target.eos_id.map(ct::llama::LlamaEosToks::Single),
         rope_scaling: c.rope_llama3.map(|r| ct::llama::Llama3RopeConfig {
             factor: r.factor as f32,
             low_freq_factor: r.low_freq_factor as f32,

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use super::decoder::Config;
+use super::error::ModelError;
 
 /// The longest context accepted: the rotary tables are sized by the context a header
 /// claims, and beyond this a claim costs gigabytes before the first token.
@@ -58,124 +58,226 @@ impl Keys {
     }
 }
 
-/// Checks `cfg` against the tensors present, by Hugging Face name with their shapes
-/// (row-major, `[out, in]` for a projection); `extra_norms` are per-block norms of width
-/// hidden beyond Llama's two (Gemma 3's), by their name after `model.layers.N.`;
-/// `file_name` turns a Hugging Face name into the file's own, for messages.
+/// What a family's decoder reads, as a header claims it: the sizes checked for bounds, and
+/// the tensors they imply (by Hugging Face name).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expected {
+    /// Vocabulary size (rows of the embedding).
+    pub vocab: usize,
+    /// Width of the residual stream.
+    pub hidden: usize,
+    /// Width of the MLP.
+    pub intermediate: usize,
+    /// Number of blocks.
+    pub layers: usize,
+    /// Context length.
+    pub context: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// The output head is the embedding (no `lm_head.weight`).
+    pub tied: bool,
+    /// Per-head q/k norms of width head_dim.
+    pub qk_norm: bool,
+    /// Per-block norms of width hidden beyond Llama's two, by their name after
+    /// `model.layers.N.` (Gemma 3's).
+    pub extra_norms: &'static [&'static str],
+}
+
+impl Expected {
+    /// The number of parameters in the tensors these sizes imply.
+    pub fn parameter_count(&self) -> u64 {
+        wanted(self)
+            .iter()
+            .map(|(_, shape, _)| shape.iter().map(|&d| d as u64).product::<u64>())
+            .sum()
+    }
+}
+
+/// Checks what `expected` claims against the tensors present, by Hugging Face name with their
+/// shapes (row-major, `[out, in]` for a projection); `file_name` turns a Hugging Face name into
+/// the file's own, for messages.
 pub fn check(
-    cfg: &Config,
+    expected: &Expected,
     tensors: &HashMap<String, Vec<usize>>,
     keys: &Keys,
-    extra_norms: &[&str],
     file_name: &dyn Fn(&str) -> String,
-) -> Result<(), String> {
+) -> Result<(), ModelError> {
+    check_sizes(expected, keys)?;
+    check_tensors(expected, tensors, keys, file_name)
+}
+
+/// The claimed sizes are positive and bounded.
+fn check_sizes(e: &Expected, keys: &Keys) -> Result<(), ModelError> {
     for (key, v) in [
-        (&keys.vocab, cfg.vocab_size),
-        (&keys.hidden, cfg.hidden_size),
-        (&keys.intermediate, cfg.intermediate_size),
-        (&keys.layers, cfg.num_hidden_layers),
-        (&keys.context, cfg.max_position_embeddings),
+        (&keys.vocab, e.vocab),
+        (&keys.hidden, e.hidden),
+        (&keys.intermediate, e.intermediate),
+        (&keys.layers, e.layers),
+        (&keys.context, e.context),
     ] {
         if v == 0 {
-            return Err(format!("{key} is 0"));
+            return Err(format!("{key} is 0").into());
         }
     }
     for (key, v) in [
-        (&keys.vocab, cfg.vocab_size),
-        (&keys.hidden, cfg.hidden_size),
-        (&keys.intermediate, cfg.intermediate_size),
+        (&keys.vocab, e.vocab),
+        (&keys.hidden, e.hidden),
+        (&keys.intermediate, e.intermediate),
     ] {
         if v > MAX_DIM {
-            return Err(format!("{key} is {v}, more than {MAX_DIM}"));
+            return Err(format!("{key} is {v}, more than {MAX_DIM}").into());
         }
     }
-    if cfg.max_position_embeddings > MAX_CONTEXT {
+    if e.context > MAX_CONTEXT {
         return Err(format!(
             "{} is {}, more than the {MAX_CONTEXT} positions driftsweep sizes its tables for",
-            keys.context, cfg.max_position_embeddings
-        ));
+            keys.context, e.context
+        )
+        .into());
     }
-    let hd = cfg.head_dim();
-    if hd == 0 {
+    if e.head_dim == 0 {
         return Err("the head dimension is 0".into());
     }
-    let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
-    let (q, kv) = (
-        cfg.num_attention_heads.saturating_mul(hd),
-        cfg.num_key_value_heads.saturating_mul(hd),
-    );
-    let mut want: Vec<(String, Vec<usize>, &str)> = vec![
-        ("model.embed_tokens.weight".into(), vec![v, h], "vocab"),
-        ("model.norm.weight".into(), vec![h], "hidden"),
+    Ok(())
+}
+
+/// Which size a tensor's shape follows, for messages.
+#[derive(Clone, Copy)]
+enum Dim {
+    Vocab,
+    Hidden,
+    Intermediate,
+}
+
+/// The tensors `e` implies, in the order they are checked.
+fn wanted(e: &Expected) -> Vec<(String, Vec<usize>, Dim)> {
+    let (h, i, v, hd) = (e.hidden, e.intermediate, e.vocab, e.head_dim);
+    let (q, kv) = (e.heads.saturating_mul(hd), e.kv_heads.saturating_mul(hd));
+    let mut want: Vec<(String, Vec<usize>, Dim)> = vec![
+        ("model.embed_tokens.weight".into(), vec![v, h], Dim::Vocab),
+        ("model.norm.weight".into(), vec![h], Dim::Hidden),
     ];
-    if !cfg.tie_word_embeddings {
-        want.push(("lm_head.weight".into(), vec![v, h], "vocab"));
+    if !e.tied {
+        want.push(("lm_head.weight".into(), vec![v, h], Dim::Vocab));
     }
-    for l in 0..cfg.num_hidden_layers {
+    for l in 0..e.layers {
         let p = |s: &str| format!("model.layers.{l}.{s}");
         want.extend([
-            (p("input_layernorm.weight"), vec![h], "hidden"),
-            (p("post_attention_layernorm.weight"), vec![h], "hidden"),
-            (p("self_attn.q_proj.weight"), vec![q, h], "hidden"),
-            (p("self_attn.k_proj.weight"), vec![kv, h], "hidden"),
-            (p("self_attn.v_proj.weight"), vec![kv, h], "hidden"),
-            (p("self_attn.o_proj.weight"), vec![h, q], "hidden"),
-            (p("mlp.gate_proj.weight"), vec![i, h], "intermediate"),
-            (p("mlp.up_proj.weight"), vec![i, h], "intermediate"),
-            (p("mlp.down_proj.weight"), vec![h, i], "intermediate"),
+            (p("input_layernorm.weight"), vec![h], Dim::Hidden),
+            (p("post_attention_layernorm.weight"), vec![h], Dim::Hidden),
+            (p("self_attn.q_proj.weight"), vec![q, h], Dim::Hidden),
+            (p("self_attn.k_proj.weight"), vec![kv, h], Dim::Hidden),
+            (p("self_attn.v_proj.weight"), vec![kv, h], Dim::Hidden),
+            (p("self_attn.o_proj.weight"), vec![h, q], Dim::Hidden),
+            (p("mlp.gate_proj.weight"), vec![i, h], Dim::Intermediate),
+            (p("mlp.up_proj.weight"), vec![i, h], Dim::Intermediate),
+            (p("mlp.down_proj.weight"), vec![h, i], Dim::Intermediate),
         ]);
-        if cfg.qk_norm {
+        if e.qk_norm {
             want.extend([
-                (p("self_attn.q_norm.weight"), vec![hd], "hidden"),
-                (p("self_attn.k_norm.weight"), vec![hd], "hidden"),
+                (p("self_attn.q_norm.weight"), vec![hd], Dim::Hidden),
+                (p("self_attn.k_norm.weight"), vec![hd], Dim::Hidden),
             ]);
         }
-        want.extend(extra_norms.iter().map(|n| (p(n), vec![h], "hidden")));
+        want.extend(e.extra_norms.iter().map(|n| (p(n), vec![h], Dim::Hidden)));
     }
-    let key_of = |which: &str| match which {
-        "vocab" => &keys.vocab,
-        "intermediate" => &keys.intermediate,
-        _ => &keys.hidden,
+    want
+}
+
+/// Every tensor the sizes imply is present with its shape, and no block beyond them.
+fn check_tensors(
+    e: &Expected,
+    tensors: &HashMap<String, Vec<usize>>,
+    keys: &Keys,
+    file_name: &dyn Fn(&str) -> String,
+) -> Result<(), ModelError> {
+    let key_of = |which: Dim| match which {
+        Dim::Vocab => &keys.vocab,
+        Dim::Intermediate => &keys.intermediate,
+        Dim::Hidden => &keys.hidden,
     };
-    for (name, shape, which) in &want {
+    for (name, shape, which) in &wanted(e) {
         match tensors.get(name) {
             None if name.starts_with("model.layers.") => {
                 return Err(format!(
                     "{} says {} blocks, but tensor `{}` is missing",
                     keys.layers,
-                    cfg.num_hidden_layers,
+                    e.layers,
                     file_name(name)
-                ));
+                )
+                .into());
             }
-            None => return Err(format!("tensor `{}` is missing", file_name(name))),
+            None => return Err(format!("tensor `{}` is missing", file_name(name)).into()),
             Some(got) if got != shape => {
                 return Err(format!(
                     "tensor `{}` has shape {got:?}, but the header ({} and the head counts) \
                      implies {shape:?}",
                     file_name(name),
-                    key_of(which)
-                ));
+                    key_of(*which)
+                )
+                .into());
             }
             Some(_) => {}
         }
     }
     // More blocks in the weights than the header claims: the rest would be silently unused.
-    let extra = format!("model.layers.{}.", cfg.num_hidden_layers);
+    let extra = format!("model.layers.{}.", e.layers);
     if let Some(name) = tensors.keys().find(|n| n.starts_with(&extra)) {
         return Err(format!(
             "{} says {} blocks, but the weights have tensor `{}` of block {}",
             keys.layers,
-            cfg.num_hidden_layers,
+            e.layers,
             file_name(name),
-            cfg.num_hidden_layers
-        ));
+            e.layers
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Head counts and width a decoder can run: positive counts, query heads in whole groups
+/// per key/value head, an even head width for RoPE, and, when the head width is implied
+/// (`hidden` given), a hidden size that splits into the heads.
+pub fn check_heads(
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    hidden: Option<usize>,
+) -> Result<(), ModelError> {
+    if heads == 0 || kv_heads == 0 {
+        return Err("head counts must be positive".into());
+    }
+    if let Some(hidden) = hidden
+        && !hidden.is_multiple_of(heads)
+    {
+        return Err(format!(
+            "hidden_size {hidden} is not a multiple of num_attention_heads {heads}"
+        )
+        .into());
+    }
+    if !heads.is_multiple_of(kv_heads) {
+        return Err(format!(
+            "num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}"
+        )
+        .into());
+    }
+    if !head_dim.is_multiple_of(2) {
+        return Err(format!("head_dim {head_dim} must be even for RoPE").into());
     }
     Ok(())
 }
 
 /// Random prompts and continuations draw from the ordinary (non-special) ids: a vocabulary
 /// with none cannot run them, and is refused before any work rather than panicking there.
-pub fn check_drawable(vocab: usize, special_ids: &[u32], vocab_key: &str) -> Result<(), String> {
+pub fn check_drawable(
+    vocab: usize,
+    special_ids: &[u32],
+    vocab_key: &str,
+) -> Result<(), ModelError> {
     let special = special_ids
         .iter()
         .filter(|&&id| (id as usize) < vocab)
@@ -185,7 +287,8 @@ pub fn check_drawable(vocab: usize, special_ids: &[u32], vocab_key: &str) -> Res
         return Err(format!(
             "{vocab_key}: all {vocab} tokens are special (control) tokens, so no ordinary id \
              can be drawn"
-        ));
+        )
+        .into());
     }
     Ok(())
 }
@@ -194,23 +297,31 @@ pub fn check_drawable(vocab: usize, special_ids: &[u32], vocab_key: &str) -> Res
 mod tests {
     use super::*;
 
-    fn tiny() -> Config {
-        crate::model::builtin::config()
+    /// The built-in model's claims.
+    fn tiny() -> Expected {
+        Expected {
+            vocab: 1024,
+            hidden: 128,
+            intermediate: 352,
+            layers: 12,
+            context: 2048,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 32,
+            tied: true,
+            qk_norm: false,
+            extra_norms: &[],
+        }
     }
 
-    fn shapes(cfg: &Config) -> HashMap<String, Vec<usize>> {
+    fn shapes(cfg: &Expected) -> HashMap<String, Vec<usize>> {
         let mut m = HashMap::new();
-        let (h, i, v, hd) = (
-            cfg.hidden_size,
-            cfg.intermediate_size,
-            cfg.vocab_size,
-            cfg.head_dim(),
-        );
-        let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
+        let (h, i, v, hd) = (cfg.hidden, cfg.intermediate, cfg.vocab, cfg.head_dim);
+        let (q, kv) = (cfg.heads * hd, cfg.kv_heads * hd);
         m.insert("model.embed_tokens.weight".into(), vec![v, h]);
         m.insert("model.norm.weight".into(), vec![h]);
         m.insert("lm_head.weight".into(), vec![v, h]);
-        for l in 0..cfg.num_hidden_layers {
+        for l in 0..cfg.layers {
             for (s, shape) in [
                 ("input_layernorm.weight", vec![h]),
                 ("post_attention_layernorm.weight", vec![h]),
@@ -228,8 +339,8 @@ mod tests {
         m
     }
 
-    fn run(cfg: &Config, t: &HashMap<String, Vec<usize>>) -> Result<(), String> {
-        check(cfg, t, &Keys::gguf("llama"), &[], &|n| n.to_string())
+    fn run(cfg: &Expected, t: &HashMap<String, Vec<usize>>) -> Result<(), ModelError> {
+        check(cfg, t, &Keys::gguf("llama"), &|n| n.to_string())
     }
 
     #[test]
@@ -237,21 +348,18 @@ mod tests {
         let cfg = tiny();
         let t = shapes(&cfg);
         run(&cfg, &t).unwrap();
-        let lie = |f: &dyn Fn(&mut Config), words: &str| {
+        let lie = |f: &dyn Fn(&mut Expected), words: &str| {
             let mut c = cfg.clone();
             f(&mut c);
             let e = run(&c, &t).unwrap_err();
             assert!(e.contains(words), "{words}: {e}");
         };
-        lie(&|c| c.vocab_size = 0, "`tokenizer.ggml.tokens` is 0");
-        lie(&|c| c.hidden_size = 0, "`llama.embedding_length` is 0");
-        lie(&|c| c.num_hidden_layers += 1, "`llama.block_count` says");
-        lie(&|c| c.num_hidden_layers -= 1, "the weights have tensor");
-        lie(&|c| c.intermediate_size += 1, "`llama.feed_forward_length`");
-        lie(
-            &|c| c.max_position_embeddings = usize::MAX,
-            "`llama.context_length`",
-        );
+        lie(&|c| c.vocab = 0, "`tokenizer.ggml.tokens` is 0");
+        lie(&|c| c.hidden = 0, "`llama.embedding_length` is 0");
+        lie(&|c| c.layers += 1, "`llama.block_count` says");
+        lie(&|c| c.layers -= 1, "the weights have tensor");
+        lie(&|c| c.intermediate += 1, "`llama.feed_forward_length`");
+        lie(&|c| c.context = usize::MAX, "`llama.context_length`");
         let mut t2 = t.clone();
         t2.insert("model.norm.weight".into(), vec![1]);
         assert!(run(&cfg, &t2).unwrap_err().contains("model.norm.weight"));

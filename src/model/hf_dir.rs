@@ -11,41 +11,24 @@ use candle_nn::VarBuilder;
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
-use super::decoder::{Config, Llama3Rope};
+use super::error::ModelError;
+use super::family::{Architecture, Family};
+use super::header;
 
-/// Architectures the directory loader maps onto the decoder.
-pub const ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
-
-/// The fields of `config.json` the decoder uses (others are ignored).
+/// The fields of `config.json` read before its family's own (which its family reads).
 #[derive(Debug, Deserialize)]
-struct HfConfig {
+struct ConfigHead {
     model_type: Option<String>,
     architectures: Option<Vec<String>>,
-    vocab_size: usize,
-    hidden_size: usize,
-    intermediate_size: usize,
-    num_hidden_layers: usize,
-    num_attention_heads: usize,
-    num_key_value_heads: Option<usize>,
-    rms_norm_eps: f64,
-    rope_theta: Option<f64>,
-    max_position_embeddings: usize,
-    #[serde(default)]
-    tie_word_embeddings: bool,
-    head_dim: Option<usize>,
-    attention_bias: Option<bool>,
-    sliding_window: Option<usize>,
-    use_sliding_window: Option<bool>,
-    rope_scaling: Option<serde_json::Value>,
     eos_token_id: Option<serde_json::Value>,
 }
 
 /// What a directory holds.
 pub struct HfModel {
-    /// Hyper-parameters.
-    pub config: Config,
-    /// Architecture name.
-    pub architecture: String,
+    /// The family with its hyper-parameters.
+    pub family: Family,
+    /// The architecture (`model_type`, or the first known `architectures` class).
+    pub architecture: Architecture,
     /// tokenizer.json.
     pub tokenizer: Tokenizer,
     /// First end-of-sequence id of config.json.
@@ -54,42 +37,15 @@ pub struct HfModel {
     pub files: Vec<PathBuf>,
 }
 
-fn architecture(c: &HfConfig) -> Result<String, String> {
-    if let Some(t) = &c.model_type
-        && ARCHITECTURES.contains(&t.as_str())
-    {
-        return Ok(t.clone());
-    }
-    for a in c.architectures.iter().flatten() {
-        let name = match a.as_str() {
-            "LlamaForCausalLM" => "llama",
-            "MistralForCausalLM" => "mistral",
-            "Qwen2ForCausalLM" => "qwen2",
-            "Qwen3ForCausalLM" => "qwen3",
-            _ => continue,
-        };
-        return Ok(name.to_string());
-    }
-    Err(format!(
-        "config.json: architecture `{}` is not supported; supported: {} (model_type), or \
-         LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM",
-        c.model_type
-            .clone()
-            .or_else(|| c.architectures.as_ref().and_then(|a| a.first().cloned()))
-            .unwrap_or_default(),
-        ARCHITECTURES.join(", ")
-    ))
-}
-
-fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
         #[derive(Deserialize)]
         struct Index {
             weight_map: std::collections::HashMap<String, String>,
         }
-        let text =
-            std::fs::read_to_string(&index).map_err(|e| format!("{}: {e}", index.display()))?;
+        let text = std::fs::read_to_string(&index)
+            .map_err(|e| ModelError::Io(format!("{}: {e}", index.display())))?;
         let idx: Index =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", index.display()))?;
         let files: BTreeSet<&String> = idx.weight_map.values().collect();
@@ -99,26 +55,28 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     if single.is_file() {
         return Ok(vec![single]);
     }
-    Err("no model.safetensors or model.safetensors.index.json".into())
+    Err(ModelError::Io(
+        "no model.safetensors or model.safetensors.index.json".into(),
+    ))
 }
 
 /// Reads config, tokenizer and safetensors headers (validated, not loaded).
-pub fn inspect(dir: &Path) -> Result<HfModel, String> {
+pub fn inspect(dir: &Path) -> Result<HfModel, ModelError> {
     let cfg_path = dir.join("config.json");
-    let text =
-        std::fs::read_to_string(&cfg_path).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
-    let c: HfConfig =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
-    let (architecture, config) = config_of(&c)?;
+    let text = std::fs::read_to_string(&cfg_path)
+        .map_err(|e| ModelError::Io(format!("{}: {e}", cfg_path.display())))?;
+    let label = cfg_path.display().to_string();
+    let (c, architecture, family) = config_of(text.as_bytes(), &label)?;
+    let vocab_size = family.sizes().vocab_size;
     let tok_path = dir.join("tokenizer.json");
     let tokenizer =
         Tokenizer::from_file(&tok_path).map_err(|e| format!("{}: {e}", tok_path.display()))?;
     let tv = tokenizer.get_vocab_size(true);
-    if tv != config.vocab_size {
+    if tv != vocab_size {
         return Err(format!(
-            "tokenizer.json has {tv} tokens but the model's embedding has {} rows (config.json vocab_size)",
-            config.vocab_size
-        ));
+            "tokenizer.json has {tv} tokens but the model's embedding has {vocab_size} rows (config.json vocab_size)"
+        )
+        .into());
     }
     let files = weight_files(dir)?;
     // Headers are parsed (and their sizes checked against the files) here, before any work:
@@ -130,7 +88,7 @@ pub fn inspect(dir: &Path) -> Result<HfModel, String> {
     let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }
         .map_err(|e| format!("reading the safetensors headers: {e}"))?;
     check_weights(
-        &config,
+        &family,
         st.tensors()
             .into_iter()
             .map(|(n, v)| (n, v.shape().to_vec())),
@@ -141,7 +99,7 @@ pub fn inspect(dir: &Path) -> Result<HfModel, String> {
         _ => None,
     };
     Ok(HfModel {
-        config,
+        family,
         architecture,
         tokenizer,
         eos_id,
@@ -149,79 +107,46 @@ pub fn inspect(dir: &Path) -> Result<HfModel, String> {
     })
 }
 
-/// The decoder config a `config.json` describes, with its architecture, checked for
-/// consistency (not yet against the weights).
-fn config_of(c: &HfConfig) -> Result<(String, Config), String> {
-    let architecture = architecture(c)?;
-    let rope_llama3 = match &c.rope_scaling {
-        Some(v) if v.get("rope_type").and_then(|t| t.as_str()) == Some("llama3") => Some(
-            serde_json::from_value::<Llama3Rope>(v.clone())
-                .map_err(|e| format!("config.json rope_scaling: {e}"))?,
-        ),
-        Some(v)
-            if !v.is_null() && v.get("rope_type").and_then(|t| t.as_str()) != Some("default") =>
-        {
-            return Err(format!(
-                "config.json: rope_scaling {v} is not supported (llama3 is)"
-            ));
-        }
-        _ => None,
-    };
-    let sliding_window = match architecture.as_str() {
-        "mistral" => c.sliding_window,
-        "qwen2" | "qwen3" if c.use_sliding_window == Some(true) => c.sliding_window,
-        _ => None,
-    };
-    let config = Config {
-        vocab_size: c.vocab_size,
-        hidden_size: c.hidden_size,
-        intermediate_size: c.intermediate_size,
-        num_hidden_layers: c.num_hidden_layers,
-        num_attention_heads: c.num_attention_heads,
-        num_key_value_heads: c.num_key_value_heads.unwrap_or(c.num_attention_heads),
-        rms_norm_eps: c.rms_norm_eps,
-        rope_theta: c.rope_theta.unwrap_or(10_000.0),
-        max_position_embeddings: c.max_position_embeddings,
-        tie_word_embeddings: c.tie_word_embeddings,
-        explicit_head_dim: c.head_dim,
-        attention_bias: architecture == "qwen2" || c.attention_bias.unwrap_or(false),
-        qk_norm: architecture == "qwen3",
-        sliding_window,
-        rope_llama3,
-    };
-    config.validate().map_err(|e| format!("config.json: {e}"))?;
-    Ok((architecture, config))
+/// The architecture and family a `config.json` (its bytes) describes, checked for
+/// consistency (not yet against the weights); `label` names the file in messages.
+fn config_of(json: &[u8], label: &str) -> Result<(ConfigHead, Architecture, Family), ModelError> {
+    let c: ConfigHead = serde_json::from_slice(json).map_err(|e| format!("{label}: {e}"))?;
+    let architecture =
+        Architecture::from_config_json(c.model_type.as_deref(), c.architectures.as_deref())?;
+    let family = Family::from_config_json(architecture, json, label)?;
+    Ok((c, architecture, family))
 }
 
 /// The model-header checks of [`inspect`] on a `config.json` and one safetensors file held
 /// in memory (no tokenizer): the config parses and is consistent, the safetensors header is
-/// sound, and the header's sizes match the tensors (see [`super::header`]). The entry point
+/// sound, and the header's sizes match the tensors (see [`header`]). The entry point
 /// of the `model_header` fuzz target.
-pub fn check_header_bytes(config_json: &[u8], safetensors: &[u8]) -> Result<(), String> {
-    let c: HfConfig =
-        serde_json::from_slice(config_json).map_err(|e| format!("config.json: {e}"))?;
-    let (_, config) = config_of(&c)?;
+pub fn check_header_bytes(config_json: &[u8], safetensors: &[u8]) -> Result<(), ModelError> {
+    let (_, _, family) = config_of(config_json, "config.json")?;
     check_safetensors_bytes(safetensors)?;
     let st = safetensors::SafeTensors::deserialize(safetensors)
         .map_err(|e| format!("reading the safetensors header: {e}"))?;
     check_weights(
-        &config,
+        &family,
         st.tensors()
             .into_iter()
             .map(|(n, v)| (n, v.shape().to_vec())),
     )
 }
 
-/// `config.json`'s sizes against the tensors present (name, shape); see [`super::header`].
+/// `config.json`'s sizes against the tensors present (name, shape); see [`header`].
 fn check_weights(
-    config: &Config,
+    family: &Family,
     tensors: impl IntoIterator<Item = (String, Vec<usize>)>,
-) -> Result<(), String> {
-    super::header::check(
-        config,
+) -> Result<(), ModelError> {
+    // Only a model given from Rust has no file to check.
+    let Some(expected) = family.expected() else {
+        return Ok(());
+    };
+    header::check(
+        &expected,
         &tensors.into_iter().collect(),
-        &super::header::Keys::config_json(),
-        &[],
+        &header::Keys::config_json(),
         &|n: &str| n.to_string(),
     )
 }
@@ -235,9 +160,9 @@ const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
 /// exactly at the end of the file. All arithmetic on the file's numbers is checked (the
 /// safetensors crate adds them unchecked, a panic in builds with overflow checks). Returns
 /// the number of tensors.
-pub fn check_safetensors_header(head: &[u8], file_len: u64) -> Result<usize, String> {
+pub fn check_safetensors_header(head: &[u8], file_len: u64) -> Result<usize, ModelError> {
     use safetensors::tensor::TensorInfo;
-    let err = |m: String| format!("safetensors header: {m}");
+    let err = |m: String| ModelError::Invalid(format!("safetensors header: {m}"));
     let n = head
         .get(..8)
         .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
@@ -308,7 +233,7 @@ pub fn check_safetensors_header(head: &[u8], file_len: u64) -> Result<usize, Str
 /// [`check_safetensors_header`] on a whole safetensors file held in memory, then the
 /// safetensors crate's own parse, as [`inspect`] does through candle's reader. The entry point
 /// of the `safetensors_header` fuzz target.
-pub fn check_safetensors_bytes(bytes: &[u8]) -> Result<usize, String> {
+pub fn check_safetensors_bytes(bytes: &[u8]) -> Result<usize, ModelError> {
     let n = check_safetensors_header(bytes, bytes.len() as u64)?;
     safetensors::SafeTensors::deserialize(bytes)
         .map_err(|e| format!("reading the safetensors header: {e}"))?;
@@ -317,23 +242,24 @@ pub fn check_safetensors_bytes(bytes: &[u8]) -> Result<usize, String> {
 
 /// Reads the header of one safetensors file (never more than the header's bytes, which are
 /// capped) and checks it with [`check_safetensors_header`].
-fn check_safetensors_file(path: &Path) -> Result<usize, String> {
+fn check_safetensors_file(path: &Path) -> Result<usize, ModelError> {
     use std::io::Read;
-    let e = |m: String| format!("{}: {m}", path.display());
-    let mut f = std::fs::File::open(path).map_err(|x| e(x.to_string()))?;
-    let len = f.metadata().map_err(|x| e(x.to_string()))?.len();
+    let io = |x: std::io::Error| ModelError::Io(format!("{}: {x}", path.display()));
+    let e = |m: ModelError| ModelError::Invalid(format!("{}: {m}", path.display()));
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
     let mut head = [0u8; 8];
     if len < 8 {
         return check_safetensors_header(&[], len).map_err(e);
     }
-    f.read_exact(&mut head).map_err(|x| e(x.to_string()))?;
+    f.read_exact(&mut head).map_err(io)?;
     let n = u64::from_le_bytes(head);
     if n > MAX_SAFETENSORS_HEADER || 8 + n > len {
         return check_safetensors_header(&head, len).map_err(e);
     }
     let mut buf = head.to_vec();
     buf.resize(8 + n as usize, 0);
-    f.read_exact(&mut buf[8..]).map_err(|x| e(x.to_string()))?;
+    f.read_exact(&mut buf[8..]).map_err(io)?;
     check_safetensors_header(&buf, len).map_err(e)
 }
 
@@ -342,8 +268,8 @@ pub fn var_builder(
     files: &[PathBuf],
     dtype: DType,
     device: &Device,
-) -> Result<VarBuilder<'static>, String> {
+) -> Result<VarBuilder<'static>, ModelError> {
     // SAFETY: as in `inspect`.
     unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device) }
-        .map_err(|e| format!("mapping the weights: {e}"))
+        .map_err(|e| ModelError::Io(format!("mapping the weights: {e}")))
 }

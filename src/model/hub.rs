@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use hf_hub::{HFClient, HFError};
 
+use super::error::ModelError;
+
 /// A parsed `hf:` source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubId {
@@ -22,7 +24,7 @@ pub struct HubId {
 
 impl HubId {
     /// Parses `org/name[@revision]` (the part after `hf:`).
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, ModelError> {
         let (repo, revision) = match s.split_once('@') {
             Some((r, rev)) if !rev.is_empty() => (r, Some(rev.to_string())),
             Some(_) => return Err("an empty revision after `@`".into()),
@@ -34,7 +36,7 @@ impl HubId {
                 name: n.to_string(),
                 revision,
             }),
-            _ => Err(format!("`{s}` is not of the form <org>/<name>[@revision]")),
+            _ => Err(format!("`{s}` is not of the form <org>/<name>[@revision]").into()),
         }
     }
 
@@ -44,11 +46,11 @@ impl HubId {
 }
 
 /// Resolves the model's files and returns the snapshot directory that holds them.
-pub fn snapshot_dir(id: &HubId) -> Result<PathBuf, String> {
+pub fn snapshot_dir(id: &HubId) -> Result<PathBuf, ModelError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+        .map_err(|e| ModelError::Io(format!("cannot start the runtime: {e}")))?;
     rt.block_on(fetch(id))
 }
 
@@ -59,7 +61,7 @@ async fn get(
     id: &HubId,
     cache: &std::path::Path,
     file: &str,
-) -> Result<Option<PathBuf>, String> {
+) -> Result<Option<PathBuf>, ModelError> {
     let cached = repo
         .download_file()
         .filename(file)
@@ -68,13 +70,18 @@ async fn get(
     match cached.send().await {
         Ok(p) => return Ok(Some(p)),
         Err(HFError::LocalEntryNotFound { .. }) => {}
-        Err(e) => return Err(format!("{file}: {e}")),
+        Err(e) => return Err(ModelError::Io(format!("{file}: {e}"))),
     }
     // HF_HUB_OFFLINE=1, as in the Python tools: the cache or nothing.
     let offline =
         std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if offline {
-        return Err(miss(file, cache, id, "HF_HUB_OFFLINE is set"));
+        return Err(ModelError::Io(miss(
+            file,
+            cache,
+            id,
+            "HF_HUB_OFFLINE is set",
+        )));
     }
     let online = repo
         .download_file()
@@ -83,12 +90,12 @@ async fn get(
     match online.send().await {
         Ok(p) => Ok(Some(p)),
         Err(HFError::EntryNotFound { .. }) => Ok(None),
-        Err(e) => Err(miss(
+        Err(e) => Err(ModelError::Io(miss(
             file,
             cache,
             id,
             &format!("it could not be downloaded ({e})"),
-        )),
+        ))),
     }
 }
 
@@ -108,8 +115,8 @@ fn miss(file: &str, cache: &std::path::Path, id: &HubId, why: &str) -> String {
     )
 }
 
-async fn fetch(id: &HubId) -> Result<PathBuf, String> {
-    let client = HFClient::new().map_err(|e| format!("hf-hub: {e}"))?;
+async fn fetch(id: &HubId) -> Result<PathBuf, ModelError> {
+    let client = HFClient::new().map_err(|e| ModelError::Io(format!("hf-hub: {e}")))?;
     let cache = client.cache_dir().to_path_buf();
     let repo = client.model(id.owner.clone(), id.name.clone());
     let config = get(&repo, id, &cache, "config.json")
@@ -128,8 +135,8 @@ async fn fetch(id: &HubId) -> Result<PathBuf, String> {
         struct Index {
             weight_map: std::collections::BTreeMap<String, String>,
         }
-        let text =
-            std::fs::read_to_string(&index).map_err(|e| format!("{}: {e}", index.display()))?;
+        let text = std::fs::read_to_string(&index)
+            .map_err(|e| ModelError::Io(format!("{}: {e}", index.display())))?;
         let idx: Index =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", index.display()))?;
         let shards: std::collections::BTreeSet<String> = idx.weight_map.into_values().collect();
@@ -142,7 +149,7 @@ async fn fetch(id: &HubId) -> Result<PathBuf, String> {
     config
         .parent()
         .map(PathBuf::from)
-        .ok_or_else(|| "the snapshot directory has no parent".to_string())
+        .ok_or_else(|| ModelError::Io("the snapshot directory has no parent".into()))
 }
 
 #[cfg(test)]

@@ -1,16 +1,21 @@
 //! Models: where they come from (`model.source`), what they are, and loading them once per
-//! (model, dtype, device).
+//! (model, dtype, device). Each family has its folder (`llama/`, `gemma3/`); the parts their
+//! decoders share are in `layers/`; [`family`] is the one table of architectures.
 
 pub mod builtin;
 pub mod candle_transformers;
-pub mod decoder;
+pub mod custom;
+pub mod error;
+pub mod family;
 pub mod gemma3;
-mod gemv;
 pub mod gguf;
 pub mod hash_cache;
 pub mod header;
 pub mod hf_dir;
 pub mod hub;
+pub mod layers;
+pub mod llama;
+pub mod source;
 pub mod spm;
 pub mod under_test;
 
@@ -20,61 +25,13 @@ use tokenizers::Tokenizer;
 use crate::dtype::RunDtype;
 use crate::engine::{Engine, WeightFormat};
 use crate::error::{Error, Result};
-pub use decoder::{Cache, Config, Decoder, Source};
+pub use custom::{CustomLoader, CustomModel};
+pub use error::ModelError;
+pub use family::{Architecture, Family, Sizes};
+pub use layers::{Cache, Source};
+pub use llama::{Config, Decoder};
+pub use source::{ModelSource, Weights};
 pub use under_test::{Capabilities, Fault, ModelUnderTest, Probes, Rows, Sequence};
-
-/// A parsed `model.source` string.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ModelSource {
-    /// `builtin:<name>`.
-    Builtin(String),
-    /// A `.gguf` file (relative paths are relative to the working directory).
-    Gguf(std::path::PathBuf),
-    /// A directory in Hugging Face layout.
-    HfDir(std::path::PathBuf),
-}
-
-impl ModelSource {
-    /// Parses a `model.source` string.
-    pub fn parse(source: &str) -> Result<Self> {
-        if let Some(name) = source.strip_prefix("builtin:") {
-            if builtin::NAMES.contains(&name) {
-                return Ok(ModelSource::Builtin(name.to_string()));
-            }
-            return Err(Error::model(
-                source,
-                format!(
-                    "no built-in model `{name}`; built-in models: {}",
-                    builtin::NAMES.join(", ")
-                ),
-            ));
-        }
-        if let Some(id) = source.strip_prefix("hf:") {
-            let id = hub::HubId::parse(id).map_err(|e| Error::model(source, e))?;
-            let dir = hub::snapshot_dir(&id).map_err(|e| Error::model(source, e))?;
-            return Ok(ModelSource::HfDir(dir));
-        }
-        if std::path::Path::new(source).is_dir() {
-            return Ok(ModelSource::HfDir(source.into()));
-        }
-        if source.ends_with(".gguf") {
-            let path = std::path::PathBuf::from(source);
-            if !path.is_file() {
-                return Err(Error::model(
-                    source,
-                    "no such GGUF file (relative paths are taken from the working directory; \
-                     scripts/fetch_smollm2.sh fetches SmolLM2-135M)",
-                ));
-            }
-            return Ok(ModelSource::Gguf(path));
-        }
-        Err(Error::model(
-            source,
-            "unsupported source; use `builtin:<name>` (built-in models: tiny-llama), a `.gguf` file \
-             or a Hugging Face model directory (config.json, *.safetensors, tokenizer.json)",
-        ))
-    }
-}
 
 /// What is known about a model without loading its weights: enough to plan a sweep and
 /// tokenize its prompts.
@@ -82,10 +39,10 @@ impl ModelSource {
 pub struct ModelInfo {
     /// The `model.source` string.
     pub source: String,
-    /// Architecture name, as in report.json.
-    pub architecture: String,
-    /// Hyper-parameters.
-    pub config: Config,
+    /// The architecture (its name is report.json's).
+    pub architecture: Architecture,
+    /// The family with its hyper-parameters (for a custom model: its loader and sizes).
+    pub family: Family,
     /// The tokenizer.
     pub tokenizer: Tokenizer,
     /// Id prepended to every text prompt, if the model uses one.
@@ -102,47 +59,6 @@ pub struct ModelInfo {
     /// Where the weights are, resolved once (an `hf:` id is looked up in the cache once, a
     /// directory's files listed and their headers checked once), so each load only loads.
     pub weights: Weights,
-    /// The user's own model, when it came from Rust ([`ModelInfo::custom`]).
-    pub custom: Option<CustomLoader>,
-    /// Gemma 3's hyper-parameters, when the model is Gemma 3: the own decoder is then
-    /// [`gemma3::Model`], and `config` holds the sizes every model has.
-    pub gemma3: Option<gemma3::Config>,
-}
-
-/// A model the user brings from Rust: it loads itself in a dtype on a device. See
-/// `examples/own_model.rs`.
-pub trait CustomModel: Send + Sync {
-    /// What its loaded models can do (pairs needing more are SKIPPED or refused at plan
-    /// time, as for any engine).
-    fn capabilities(&self) -> Capabilities;
-    /// Loads it in `dtype` on `device`; `Err` says why not (its pairs are then INCOMPLETE
-    /// with the reason).
-    fn load(
-        &self,
-        dtype: RunDtype,
-        device: &Device,
-    ) -> std::result::Result<Box<dyn ModelUnderTest>, String>;
-}
-
-/// A shared [`CustomModel`] (a newtype so that [`ModelInfo`] stays `Debug` and `Clone`).
-#[derive(Clone)]
-pub struct CustomLoader(pub std::sync::Arc<dyn CustomModel>);
-
-impl std::fmt::Debug for CustomLoader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CustomLoader")
-    }
-}
-
-/// The resolved location of a model's weights.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Weights {
-    /// Generated from the built-in seed.
-    Builtin,
-    /// A GGUF file.
-    Gguf(std::path::PathBuf),
-    /// Safetensors files (memory-mapped).
-    Safetensors(Vec<std::path::PathBuf>),
 }
 
 impl ModelInfo {
@@ -158,23 +74,10 @@ impl ModelInfo {
         tokenizer: Tokenizer,
         model: std::sync::Arc<dyn CustomModel>,
     ) -> Self {
-        let config = Config {
+        let sizes = Sizes {
             vocab_size,
-            num_hidden_layers: num_layers,
-            max_position_embeddings: context_len,
-            // Not the own decoder's: nothing reads the rest for a custom model.
-            hidden_size: 1,
-            intermediate_size: 1,
-            num_attention_heads: 1,
-            num_key_value_heads: 1,
-            rms_norm_eps: 0.0,
-            rope_theta: 0.0,
-            tie_word_embeddings: false,
-            explicit_head_dim: None,
-            attention_bias: false,
-            qk_norm: false,
-            sliding_window: None,
-            rope_llama3: None,
+            num_layers,
+            context_len,
         };
         let special_ids = tokenizer
             .get_added_tokens_decoder()
@@ -183,8 +86,8 @@ impl ModelInfo {
             .collect();
         ModelInfo {
             source: source.to_string(),
-            architecture: "custom".into(),
-            config,
+            architecture: Architecture::Custom,
+            family: Family::Custom(CustomLoader(model), sizes),
             tokenizer,
             bos_id: None,
             special_ids,
@@ -192,8 +95,6 @@ impl ModelInfo {
             tokenizer_adds_specials: false,
             sha256: identity.to_string(),
             weights: Weights::Builtin,
-            custom: Some(CustomLoader(model)),
-            gemma3: None,
         }
     }
 
@@ -201,44 +102,20 @@ impl ModelInfo {
     /// [`header`]).
     pub fn inspect(source: &str) -> Result<Self> {
         let info = Self::read(source)?;
-        header::check_drawable(info.config.vocab_size, &info.special_ids, "the vocabulary")
+        header::check_drawable(info.sizes().vocab_size, &info.special_ids, "the vocabulary")
             .map_err(|e| Error::model(source, e))?;
         Ok(info)
     }
 
     fn read(source: &str) -> Result<Self> {
         match ModelSource::parse(source)? {
-            ModelSource::Builtin(name) => {
-                let config = builtin::config();
-                let tokenizer = builtin::tokenizer(config.vocab_size)
-                    .map_err(|e| Error::model(source, format!("building the tokenizer: {e}")))?;
-                let special_ids: Vec<u32> = tokenizer
-                    .get_added_tokens_decoder()
-                    .keys()
-                    .copied()
-                    .collect();
-                let bos_id = tokenizer.token_to_id(builtin::BOS);
-                Ok(ModelInfo {
-                    source: source.to_string(),
-                    architecture: "llama".into(),
-                    sha256: builtin::recipe_sha256(&name, &config),
-                    eos_id: tokenizer.token_to_id(builtin::EOS),
-                    tokenizer_adds_specials: false,
-                    config,
-                    tokenizer,
-                    bos_id,
-                    special_ids,
-                    weights: Weights::Builtin,
-                    custom: None,
-                    gemma3: None,
-                })
-            }
+            ModelSource::Builtin(name) => Self::read_builtin(source, &name),
             ModelSource::Gguf(path) => {
                 let g = gguf::inspect(&path).map_err(|e| Error::model(source, e))?;
                 Ok(ModelInfo {
                     source: source.to_string(),
                     architecture: g.architecture,
-                    config: g.config,
+                    family: g.family,
                     tokenizer: g.tokenizer,
                     bos_id: g.bos_id,
                     special_ids: g.special_ids,
@@ -247,48 +124,69 @@ impl ModelInfo {
                     sha256: hash_cache::sha256(&path)
                         .map_err(|e| Error::model(source, format!("hashing: {e}")))?,
                     weights: Weights::Gguf(path),
-                    custom: None,
-                    gemma3: g.gemma3,
                 })
             }
-            ModelSource::HfDir(dir) => {
-                let h = hf_dir::inspect(&dir).map_err(|e| Error::model(source, e))?;
-                let mut hashes = String::new();
-                for f in &h.files {
-                    let one = hash_cache::sha256(f).map_err(|e| {
-                        Error::model(source, format!("hashing {}: {e}", f.display()))
-                    })?;
-                    hashes.push_str(&one);
-                }
-                let special_ids = h
-                    .tokenizer
-                    .get_added_tokens_decoder()
-                    .iter()
-                    .filter(|(_, t)| t.special)
-                    .map(|(id, _)| *id)
-                    .collect();
-                Ok(ModelInfo {
-                    source: source.to_string(),
-                    architecture: h.architecture,
-                    config: h.config,
-                    tokenizer: h.tokenizer,
-                    bos_id: None,
-                    special_ids,
-                    eos_id: h.eos_id,
-                    tokenizer_adds_specials: true,
-                    // One file: its own hash; several: the hash of their hashes in name order.
-                    sha256: if h.files.len() == 1 {
-                        hashes
-                    } else {
-                        use sha2::{Digest, Sha256};
-                        crate::fsutil::hex(&Sha256::digest(hashes.as_bytes()))
-                    },
-                    weights: Weights::Safetensors(h.files),
-                    custom: None,
-                    gemma3: None,
-                })
-            }
+            ModelSource::HfDir(dir) => Self::read_hf_dir(source, &dir),
         }
+    }
+
+    fn read_builtin(source: &str, name: &str) -> Result<Self> {
+        let config = builtin::config();
+        let tokenizer = builtin::tokenizer(config.vocab_size)
+            .map_err(|e| Error::model(source, format!("building the tokenizer: {e}")))?;
+        let special_ids: Vec<u32> = tokenizer
+            .get_added_tokens_decoder()
+            .keys()
+            .copied()
+            .collect();
+        let bos_id = tokenizer.token_to_id(builtin::BOS);
+        Ok(ModelInfo {
+            source: source.to_string(),
+            architecture: Architecture::Llama,
+            sha256: builtin::recipe_sha256(name, &config),
+            eos_id: tokenizer.token_to_id(builtin::EOS),
+            tokenizer_adds_specials: false,
+            family: Family::Llama(config),
+            tokenizer,
+            bos_id,
+            special_ids,
+            weights: Weights::Builtin,
+        })
+    }
+
+    fn read_hf_dir(source: &str, dir: &std::path::Path) -> Result<Self> {
+        let h = hf_dir::inspect(dir).map_err(|e| Error::model(source, e))?;
+        let mut hashes = String::new();
+        for f in &h.files {
+            let one = hash_cache::sha256(f)
+                .map_err(|e| Error::model(source, format!("hashing {}: {e}", f.display())))?;
+            hashes.push_str(&one);
+        }
+        let special_ids = h
+            .tokenizer
+            .get_added_tokens_decoder()
+            .iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| *id)
+            .collect();
+        Ok(ModelInfo {
+            source: source.to_string(),
+            architecture: h.architecture,
+            family: h.family,
+            tokenizer: h.tokenizer,
+            bos_id: None,
+            special_ids,
+            eos_id: h.eos_id,
+            tokenizer_adds_specials: true,
+            // One file: its own hash; several: the hash of their hashes in name order.
+            sha256: if h.files.len() == 1 {
+                hashes
+            } else {
+                use sha2::{Digest, Sha256};
+                crate::fsutil::hex(&Sha256::digest(hashes.as_bytes()))
+            },
+            weights: Weights::Safetensors(h.files),
+        })
     }
 
     /// This model with its context cut to `positions` where it claims more: the own
@@ -296,17 +194,23 @@ impl ModelInfo {
     /// its longest sequence, so a file that merely claims a huge context costs nothing.
     pub fn sized_for(&self, positions: usize) -> ModelInfo {
         let mut m = self.clone();
-        let n = positions.max(1);
-        m.config.max_position_embeddings = m.config.max_position_embeddings.min(n);
-        if let Some(g) = &mut m.gemma3 {
-            g.max_position_embeddings = g.max_position_embeddings.min(n);
-        }
+        m.family.cap_context(positions.max(1));
         m
+    }
+
+    /// Whether this is a model given from Rust ([`ModelInfo::custom`]).
+    pub fn is_custom(&self) -> bool {
+        matches!(self.family, Family::Custom(..))
+    }
+
+    /// The sizes every model has (vocabulary, layers, context).
+    pub fn sizes(&self) -> Sizes {
+        self.family.sizes()
     }
 
     /// Context length: the largest prompt + span.
     pub fn context_len(&self) -> usize {
-        self.config.max_position_embeddings
+        self.sizes().context_len
     }
 
     /// Tokenizes a text prompt, with BOS in front when the model has one.
@@ -325,22 +229,25 @@ impl ModelInfo {
         self.load_decoder(WeightFormat::Dequantized, dtype, device)
     }
 
-    /// Loads the own Llama-family decoder with `weights` in `dtype` on `device` (Gemma 3
-    /// loads through [`ModelInfo::load_own`]).
+    /// Loads the own Llama-family decoder with `weights` in `dtype` on `device` (other
+    /// families load through [`ModelInfo::load_own`]).
     pub fn load_decoder(
         &self,
         weights: WeightFormat,
         dtype: RunDtype,
         device: &Device,
     ) -> Result<Decoder> {
-        if self.gemma3.is_some() {
+        let Family::Llama(config) = &self.family else {
             return Err(Error::model(
                 &self.source,
-                "Gemma 3 is not a Llama-family decoder; load it with `load_own`".to_string(),
+                format!(
+                    "{} is not a Llama-family decoder; load it with `load_own`",
+                    self.family.name()
+                ),
             ));
-        }
+        };
         let src = self.own_source(weights, dtype, device)?;
-        Decoder::new(&self.config, src)
+        Decoder::new(config, src)
             .map_err(|e| Error::model(&self.source, format!("in {dtype}: {e}")))
     }
 
@@ -352,15 +259,13 @@ impl ModelInfo {
         dtype: RunDtype,
         device: &Device,
     ) -> Result<Box<dyn ModelUnderTest>> {
-        match &self.gemma3 {
-            Some(g) => {
-                let src = self.own_source(weights, dtype, device)?;
-                gemma3::Model::new(g, src)
-                    .map(|m| Box::new(m) as Box<dyn ModelUnderTest>)
-                    .map_err(|e| Error::model(&self.source, format!("in {dtype}: {e}")))
-            }
-            None => Ok(Box::new(self.load_decoder(weights, dtype, device)?)),
+        if let Family::Llama(_) = self.family {
+            return Ok(Box::new(self.load_decoder(weights, dtype, device)?));
         }
+        let src = self.own_source(weights, dtype, device)?;
+        self.family
+            .load_own(src)
+            .map_err(|e| Error::model(&self.source, format!("in {dtype}: {e}")))
     }
 
     /// The own decoders' weights: dense in `dtype`, plus the GGUF blocks of the projections
@@ -371,16 +276,21 @@ impl ModelInfo {
         dtype: RunDtype,
         device: &Device,
     ) -> Result<Source<'static>> {
-        let model_err = |e| Error::model(&self.source, e);
-        match (&self.weights, weights) {
-            (Weights::Builtin, WeightFormat::Dequantized) => Ok(Source::dense(
-                builtin::var_builder(&self.config, dtype.candle(), device),
-            )),
-            (Weights::Safetensors(files), WeightFormat::Dequantized) => Ok(Source::dense(
+        let model_err = |e: ModelError| Error::model(&self.source, e);
+        match (&self.weights, weights, &self.family) {
+            (Weights::Builtin, WeightFormat::Dequantized, Family::Llama(config)) => Ok(
+                Source::dense(builtin::var_builder(config, dtype.candle(), device)),
+            ),
+            (Weights::Safetensors(files), WeightFormat::Dequantized, _) => Ok(Source::dense(
                 hf_dir::var_builder(files, dtype.candle(), device).map_err(model_err)?,
             )),
-            (Weights::Gguf(path), _) => {
-                let layout = gguf::Layout::of(&self.architecture, &self.config);
+            (Weights::Gguf(path), _, family) => {
+                let Some(layout) = family.gguf_layout() else {
+                    return Err(model_err(ModelError::Unsupported(format!(
+                        "{} has no GGUF layout",
+                        self.family.name()
+                    ))));
+                };
                 let vb =
                     gguf::var_builder(path, layout, dtype.candle(), device).map_err(model_err)?;
                 if weights == WeightFormat::Quantized {
@@ -390,9 +300,23 @@ impl ModelInfo {
                     Ok(Source::dense(vb))
                 }
             }
-            (_, WeightFormat::Quantized) => {
-                Err(model_err("quantized weights need a GGUF file".to_string()))
-            }
+            (Weights::Builtin, WeightFormat::Dequantized, _) => Err(model_err(
+                ModelError::Unsupported("the built-in weights are Llama's".into()),
+            )),
+            (_, WeightFormat::Quantized, _) => Err(model_err(ModelError::Unsupported(
+                "quantized weights need a GGUF file".into(),
+            ))),
+        }
+    }
+
+    /// What candle-transformers needs of this model.
+    fn ct_target(&self) -> candle_transformers::Target<'_> {
+        candle_transformers::Target {
+            architecture: self.architecture,
+            weights: &self.weights,
+            family: &self.family,
+            bos_id: self.bos_id,
+            eos_id: self.eos_id,
         }
     }
 
@@ -403,21 +327,22 @@ impl ModelInfo {
         engine: Engine,
         weights: WeightFormat,
         dtype: RunDtype,
-    ) -> std::result::Result<Capabilities, String> {
-        if let Some(c) = &self.custom {
+    ) -> std::result::Result<Capabilities, ModelError> {
+        let unsupported = |m: String| Err(ModelError::Unsupported(m));
+        if let Family::Custom(c, _) = &self.family {
             return match (engine, weights) {
                 (Engine::Custom, WeightFormat::Dequantized) => Ok(c.0.capabilities()),
-                (Engine::Custom, WeightFormat::Quantized) => Err(
+                (Engine::Custom, WeightFormat::Quantized) => unsupported(
                     "a custom model holds its weights as it loads them: use `dequantized`".into(),
                 ),
-                _ => Err(format!(
+                _ => unsupported(format!(
                     "`{}` is a model given from Rust: its engine is `custom`",
                     self.source
                 )),
             };
         }
         match engine {
-            Engine::Custom => Err(
+            Engine::Custom => unsupported(
                 "engine `custom` is a model given from Rust through `ModelInfo::custom` \
                  (examples/own_model.rs); the command line runs `driftsweep` and \
                  `candle-transformers`"
@@ -425,13 +350,15 @@ impl ModelInfo {
             ),
             Engine::Driftsweep => match (&self.weights, weights) {
                 (Weights::Gguf(_), _) | (_, WeightFormat::Dequantized) => Ok(Capabilities::ALL),
-                (_, WeightFormat::Quantized) => Err(format!(
+                (_, WeightFormat::Quantized) => unsupported(format!(
                     "quantized weights need a GGUF file, and `{}` is not one",
                     self.source
                 )),
             },
-            Engine::CandleTransformers => candle_transformers::module_for(self, weights, dtype)
-                .map(|_| candle_transformers::CAPABILITIES),
+            Engine::CandleTransformers => {
+                candle_transformers::module_for(&self.ct_target(), weights, dtype)
+                    .map(|_| candle_transformers::CAPABILITIES)
+            }
         }
     }
 
@@ -444,17 +371,19 @@ impl ModelInfo {
         device: &Device,
     ) -> Result<Box<dyn ModelUnderTest>> {
         match engine {
-            Engine::Custom => match &self.custom {
-                Some(c) => {
+            Engine::Custom => match &self.family {
+                Family::Custom(c, _) => {
                     c.0.load(dtype, device)
                         .map_err(|e| Error::model(&self.source, format!("in {dtype}: {e}")))
                 }
-                None => Err(Error::model(&self.source, "not a custom model".to_string())),
+                _ => Err(Error::model(&self.source, "not a custom model".to_string())),
             },
             Engine::Driftsweep => self.load_own(weights, dtype, device),
-            Engine::CandleTransformers => candle_transformers::load(self, weights, dtype, device)
-                .map(|m| Box::new(m) as Box<dyn ModelUnderTest>)
-                .map_err(|e| Error::model(&self.source, format!("in {dtype}: {e}"))),
+            Engine::CandleTransformers => {
+                candle_transformers::load(&self.ct_target(), weights, dtype, device)
+                    .map(|m| Box::new(m) as Box<dyn ModelUnderTest>)
+                    .map_err(|e| Error::model(&self.source, format!("in {dtype}: {e}")))
+            }
         }
     }
 }

@@ -20,6 +20,8 @@ use tokenizers::models::bpe::BPE;
 use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
 use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, Tokenizer};
 
+use super::error::ModelError;
+
 /// GGUF token types (llama.cpp's `llama_token_type`).
 const NORMAL: i32 = 1;
 const CONTROL: i32 = 3;
@@ -36,14 +38,15 @@ pub fn tokenizer(
     types: &[i32],
     add_space_prefix: bool,
     unk: Option<u32>,
-) -> Result<(Tokenizer, Vec<u32>), String> {
+) -> Result<(Tokenizer, Vec<u32>), ModelError> {
     if scores.len() != tokens.len() || types.len() != tokens.len() {
         return Err(format!(
             "{} tokens but {} scores and {} token types",
             tokens.len(),
             scores.len(),
             types.len()
-        ));
+        )
+        .into());
     }
     let mut vocab = tokenizers::models::bpe::Vocab::with_capacity(tokens.len());
     for (i, t) in tokens.iter().enumerate() {

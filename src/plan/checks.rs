@@ -28,7 +28,7 @@ fn path_index(cfg: &LoadedConfig, plan: &Plan, want: &dyn Fn(RunPath) -> bool) -
 
 /// The traced layers and positions exist, and no traced pair takes a batched path.
 fn check_trace(cfg: &LoadedConfig, model: &ModelInfo, plan: &Plan) -> Result<()> {
-    let n = model.config.num_hidden_layers;
+    let n = model.sizes().num_layers;
     let longest = plan.longest_sequence();
     if let Some(t) = &cfg.config.trace {
         if let AllOr::List(ls) = &t.layers
@@ -79,7 +79,7 @@ fn check_trace(cfg: &LoadedConfig, model: &ModelInfo, plan: &Plan) -> Result<()>
 /// The fault can change something in this sweep, and its layer and shifts stay inside the
 /// model.
 fn check_inject(cfg: &LoadedConfig, model: &ModelInfo, plan: &Plan) -> Result<()> {
-    let n = model.config.num_hidden_layers;
+    let n = model.sizes().num_layers;
     let longest = plan.longest_sequence();
     // A fault that only one kind of path can show needs a pair on that path, or its negative
     // control would pass for the wrong reason.
@@ -131,7 +131,7 @@ fn check_inject(cfg: &LoadedConfig, model: &ModelInfo, plan: &Plan) -> Result<()
     // control would pass for the wrong reason.
     if let Some(i) = &cfg.config.inject
         && i.window_shift.unwrap_or(0) > 0
-        && model.config.sliding_window.is_none()
+        && model.family.sliding_window().is_none()
     {
         return Err(Error::config(
             &cfg.path,

@@ -48,7 +48,7 @@ pub fn expand(cfg: &LoadedConfig, model: &ModelInfo, support: Support) -> Result
         skipped,
         capabilities: caps,
         reference: LoadKey {
-            engine: if model.custom.is_some() {
+            engine: if model.is_custom() {
                 Engine::Custom
             } else {
                 Engine::Driftsweep

@@ -10,7 +10,9 @@ use std::path::Path;
 fn plan_of(yaml: &str) -> Result<Plan> {
     let cfg = crate::config::parse(Path::new("t.yaml"), yaml)?;
     let info = ModelInfo::inspect(&cfg.config.model.source)?;
-    expand(&cfg, &info, &|e, w, d| info.support(e, w, d))
+    expand(&cfg, &info, &|e, w, d| {
+        info.support(e, w, d).map_err(String::from)
+    })
 }
 
 const BASE: &str = r#"

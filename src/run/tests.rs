@@ -34,7 +34,7 @@ fn f32_decode_matches_prefill_in_both_kv_modes() {
     }
     // Logits have a trained model's spread, not a toy's.
     let pl = p.host_logits().unwrap();
-    let row = &pl[..info.config.vocab_size];
+    let row = &pl[..info.sizes().vocab_size];
     let mean = row.iter().sum::<f32>() / row.len() as f32;
     let std = (row.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / row.len() as f32).sqrt();
     assert!(std > 1.0 && std < 20.0, "logit std {std}");
@@ -106,7 +106,7 @@ fn kv_cache_grows_one_position_per_decode_step() {
     assert_eq!(cache.seq_len(), 3);
     for (i, tok) in [8u32, 9, 10, 11].iter().enumerate() {
         let out = model.forward(&[*tok], &mut cache).unwrap();
-        assert_eq!(out.dims(), &[1, info.config.vocab_size]);
+        assert_eq!(out.dims(), &[1, info.sizes().vocab_size]);
         assert_eq!(
             cache.seq_len(),
             4 + i,
@@ -121,7 +121,7 @@ fn a_masked_future_token_does_not_change_earlier_logits() {
     let model = info.load(RunDtype::F32, &Device::Cpu).unwrap();
     let a = prefill(&model, &[1, 2, 3, 4, 5], 0, None).unwrap();
     let b = prefill(&model, &[1, 2, 3, 4, 99], 0, None).unwrap();
-    let v = info.config.vocab_size;
+    let v = info.sizes().vocab_size;
     let (a, b) = (a.host_logits().unwrap(), b.host_logits().unwrap());
     assert!(max_abs(&a[..4 * v], &b[..4 * v]) < 1e-5);
     assert!(max_abs(&a[4 * v..], &b[4 * v..]) > 1e-3);
@@ -185,7 +185,7 @@ fn the_serving_paths_reduce_to_decode_and_prefill_at_their_ends() {
         assert_eq!((c5.forwards, c5.tokens_fed), (8, 40));
         let b4 = path_run(&model, &tokens, true, RunPath::Batched(4), none);
         assert_eq!((b4.forwards, b4.tokens_fed), (4 + 16, 4 * 40 + 4 * 16));
-        assert_eq!(b4.logits.dims(), &[16, info.config.vocab_size]);
+        assert_eq!(b4.logits.dims(), &[16, info.sizes().vocab_size]);
     }
 }
 

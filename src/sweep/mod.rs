@@ -115,7 +115,9 @@ pub fn prepare(cfg: &LoadedConfig) -> Result<(ModelInfo, Plan)> {
 /// [`prepare`] for a model already described (a user's own, [`ModelInfo::custom`]).
 pub fn prepare_with(cfg: &LoadedConfig, info: ModelInfo) -> Result<(ModelInfo, Plan)> {
     check_templates(cfg)?;
-    let plan = plan::expand(cfg, &info, &|e, w, d| info.support(e, w, d))?;
+    let plan = plan::expand(cfg, &info, &|e, w, d| {
+        info.support(e, w, d).map_err(String::from)
+    })?;
     if let Some(t) = &cfg.templates.report {
         let sample = report::sample(
             report::SweepIdentity {
@@ -372,10 +374,10 @@ fn blame_output(cfg: &LoadedConfig, opts: &SweepOptions, e: Error) -> Error {
 fn model_identity(info: &ModelInfo) -> ModelIdentity {
     ModelIdentity {
         source: info.source.clone(),
-        architecture: info.architecture.clone(),
+        architecture: info.architecture.to_string(),
         sha256: info.sha256.clone(),
         context_len: info.context_len(),
-        vocab_size: info.config.vocab_size,
+        vocab_size: info.sizes().vocab_size,
     }
 }
 

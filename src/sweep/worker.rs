@@ -260,7 +260,7 @@ impl Worker {
     /// interrupt (`stop_after_runs`) runs one lane, so that the runs it lets start are always
     /// the same ones.
     fn lanes_for(&self, key: LoadKey, units: usize) -> Lanes {
-        let params = self.info.config.parameter_count();
+        let params = self.info.family.parameter_count();
         // Quantized weights: about 4.5 bits a parameter (Q4 blocks); an estimate that only
         // has to tell small models from large ones.
         let weight_bytes = if key.weights.is_default() {

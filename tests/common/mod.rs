@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use driftsweep::model::builtin;
-use driftsweep::model::decoder::Config;
+use driftsweep::model::llama::Config;
 use serde_json::{Value, json};
 
 /// The driftsweep binary this test build made.

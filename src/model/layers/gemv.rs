@@ -3,7 +3,7 @@
 //!
 //! Why: a decode step reads every weight once and does two flops per weight, so its time is
 //! the weight bytes over the memory bandwidth. candle's CPU product of bf16 weights widens
-//! them to f32 (the decoder holds them widened, see [`super::decoder`]'s `Linear`), so a bf16
+//! them to f32 (the decoder holds them widened, see `Linear` in [`super::linear`]), so a bf16
 //! decode step read as many bytes as an f32 one; and gemm's one-row path runs on one thread
 //! whatever the pool holds. Here bf16 and f16 weights are widened to f32 in registers, so a
 //! step reads half the bytes, and the rows are split over the threads a lane has.

@@ -1,0 +1,201 @@
+//! Projections and where their weights come from: dense tensors by Hugging Face name, or the
+//! GGUF blocks of a quantized file (see [`Linear`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::VarBuilder;
+
+use super::gemv::Gemv;
+
+/// A projection `x Wᵀ (+ b)` in the run dtype.
+///
+/// Dense weights: on the CPU, bf16 weights are held widened to f32. candle's CPU bf16 matmul
+/// widens both operands to f32, multiplies in f32 and rounds the product to bf16 on every
+/// call; doing the weights' half once at load gives the same bits (checked on SmolLM2's
+/// shapes and by `widened_bf16_projection_is_bit_identical`) and a one-row product 5–12 times
+/// faster, for twice the weights' memory. The bias is added in the run dtype, after the
+/// rounding, as before.
+///
+/// f16 weights on the CPU are held twice: as loaded, for one-row products (a decode step),
+/// and widened to f32 for products of more rows (prefill, chunks, batched steps). candle's
+/// one-row f16 product accumulates in f32 and gives the widened product's bits; its
+/// many-row f16 GEMM keeps partial sums in f16 for wide reductions, which put about a quarter
+/// more error into every prefill projection than f32 accumulation does (against an f64
+/// reference, `widened_f16_product_is_closer_to_f64`), and runs at half the f32 GEMM's rate.
+/// Widening those products changes f16 prefill bits, towards the reference, and keeps the
+/// one-row bits; it costs three times the f16 weights' memory.
+///
+/// Quantized weights (`weights: quantized`): the GGUF blocks as they are, through candle's
+/// `QMatMul`, which takes the activations in the run dtype (its CPU kernels quantize each
+/// activation row to the blocks' dot-product format and accumulate in f32).
+///
+/// One-row products of dense CPU weights (a decode step) go through [`Gemv`] where it gives
+/// candle's bits (AVX-512 CPUs, more than 256 outputs): the weight read as loaded, bf16 and
+/// f16 at half the bytes of the widened copy, rows split over the pool's threads.
+#[derive(Debug, Clone)]
+pub(crate) struct Linear {
+    pub(super) product: Product,
+    one_row: Option<Gemv>,
+    bias: Option<Tensor>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum Product {
+    /// The weight (maybe widened) without bias: candle-nn's own product.
+    Dense(candle_nn::Linear),
+    /// An f16 weight on the CPU: as loaded for one row, widened to f32 for more rows.
+    HalfAndWide {
+        half: candle_nn::Linear,
+        wide: candle_nn::Linear,
+    },
+    /// GGUF blocks.
+    Quantized(QMatMul),
+}
+
+impl Linear {
+    pub(crate) fn new(weight: Tensor, bias: Option<Tensor>) -> candle_core::Result<Self> {
+        let one_row = Gemv::new(&weight)?;
+        let product = match (weight.device().is_cpu(), weight.dtype()) {
+            (true, DType::BF16) => {
+                Product::Dense(candle_nn::Linear::new(weight.to_dtype(DType::F32)?, None))
+            }
+            (true, DType::F16) => Product::HalfAndWide {
+                wide: candle_nn::Linear::new(weight.to_dtype(DType::F32)?, None),
+                half: candle_nn::Linear::new(weight, None),
+            },
+            _ => Product::Dense(candle_nn::Linear::new(weight, None)),
+        };
+        Ok(Linear {
+            product,
+            one_row,
+            bias,
+        })
+    }
+
+    /// The projection of `name` (the weight's full name): kept quantized when the source
+    /// holds it so, else the dense `weight`.
+    pub(crate) fn from_source(
+        src: &Source,
+        name: &str,
+        weight: impl FnOnce() -> candle_core::Result<Tensor>,
+        bias: Option<Tensor>,
+    ) -> candle_core::Result<Self> {
+        match src.quantized(name) {
+            Some(q) => Ok(Linear {
+                product: Product::Quantized(QMatMul::from_arc(q)?),
+                one_row: None,
+                bias,
+            }),
+            None => Linear::new(weight()?, bias),
+        }
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let one_row = x.elem_count() == x.dim(candle_core::D::Minus1)?;
+        let y = match (&self.product, &self.one_row) {
+            (_, Some(g)) if one_row => g.forward(x)?,
+            (Product::Dense(p), _) => widened_product(p, x)?,
+            (Product::HalfAndWide { half, .. }, _) if one_row => half.forward(x)?,
+            (Product::HalfAndWide { wide, .. }, _) => widened_product(wide, x)?,
+            (Product::Quantized(q), _) => q.forward(x)?,
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// `x Wᵀ` with `x` cast to the weight's dtype and the product cast back to `x`'s (both casts
+/// are no-ops unless the weight was widened).
+fn widened_product(p: &candle_nn::Linear, x: &Tensor) -> candle_core::Result<Tensor> {
+    p.forward(&x.to_dtype(p.weight().dtype())?)?
+        .to_dtype(x.dtype())
+}
+
+/// Where a decoder's tensors come from: dense tensors by Hugging Face name, and, for
+/// `weights: quantized`, the GGUF blocks of the projections, kept as they are.
+#[derive(Clone)]
+pub struct Source<'a> {
+    vb: VarBuilder<'a>,
+    quantized: Option<Arc<HashMap<String, Arc<QTensor>>>>,
+}
+
+impl<'a> From<VarBuilder<'a>> for Source<'a> {
+    fn from(vb: VarBuilder<'a>) -> Self {
+        Source::dense(vb)
+    }
+}
+
+impl<'a> Source<'a> {
+    /// Dense tensors only.
+    pub fn dense(vb: VarBuilder<'a>) -> Self {
+        Source {
+            vb,
+            quantized: None,
+        }
+    }
+
+    /// Dense tensors for norms and embeddings, and these quantized projections (by full
+    /// Hugging Face weight name).
+    pub fn with_quantized(vb: VarBuilder<'a>, quantized: HashMap<String, Arc<QTensor>>) -> Self {
+        Source {
+            vb,
+            quantized: Some(Arc::new(quantized)),
+        }
+    }
+
+    pub(crate) fn pp(&self, s: impl ToString) -> Self {
+        Source {
+            vb: self.vb.pp(s),
+            quantized: self.quantized.clone(),
+        }
+    }
+
+    pub(crate) fn get<S: Into<candle_core::Shape>>(
+        &self,
+        s: S,
+        name: &str,
+    ) -> candle_core::Result<Tensor> {
+        self.vb.get(s, name)
+    }
+
+    fn quantized(&self, name: &str) -> Option<Arc<QTensor>> {
+        let full = format!("{}.{name}", self.vb.prefix());
+        self.quantized.as_ref()?.get(&full).cloned()
+    }
+
+    pub(crate) fn dtype(&self) -> DType {
+        self.vb.dtype()
+    }
+
+    pub(crate) fn device(&self) -> &Device {
+        self.vb.device()
+    }
+}
+
+pub(crate) fn linear<'a>(
+    in_dim: usize,
+    out_dim: usize,
+    vb: impl Into<Source<'a>>,
+) -> candle_core::Result<Linear> {
+    let vb: Source = vb.into();
+    Linear::from_source(&vb, "weight", || vb.get((out_dim, in_dim), "weight"), None)
+}
+
+pub(crate) fn linear_b(
+    in_dim: usize,
+    out_dim: usize,
+    bias: bool,
+    vb: Source,
+) -> candle_core::Result<Linear> {
+    let b = if bias {
+        Some(vb.get(out_dim, "bias")?)
+    } else {
+        None
+    };
+    Linear::from_source(&vb, "weight", || vb.get((out_dim, in_dim), "weight"), b)
+}
