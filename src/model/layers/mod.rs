@@ -7,7 +7,7 @@
 //! - RoPE cos/sin tables are computed in f32 and cast to the run dtype once, as in
 //!   candle-transformers and transformers.
 //! - Attention runs in f32 between queries, keys and values in the run dtype and its output,
-//!   rounded once, as fused attention kernels do (see [`attend`]).
+//!   rounded once, as fused attention kernels do (see `attention::attend`).
 //! - Dense projections with bf16 or f16 weights on the CPU accumulate in f32 (see [`Linear`]).
 //! - RMSNorm goes through `candle_nn::ops::rms_norm`, which accumulates in f32.
 //! - Logits leave the model as f32, because every metric is computed in f32.
