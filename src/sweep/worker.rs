@@ -601,7 +601,7 @@ impl Worker {
         let mut share = share.filter(|_| trace_now.is_none());
         let mut records = Vec::new();
         for (mode, result) in [(Mode::Prefill, pre), (Mode::Decode, dec)] {
-            let result = result.and_then(|mut out| {
+            let result = result.map_err(|e| e.to_string()).and_then(|mut out| {
                 records.push(std::mem::take(&mut out.trace));
                 let rec = RunDone::new(&out, self.cfg.config.keep_logits)?;
                 if mode == Mode::Prefill
