@@ -223,14 +223,17 @@ fn stored_sweep(
     Ok((cfg, info, plan))
 }
 
+/// A compared pair and its stored record.
+type Stored = (PairSpec, PairRecord);
+
 /// The sweep's compared pairs with their stored records, in plan order, and the pairs whose
 /// records are missing.
 fn stored_pairs(
     plan: &Plan,
     manifest: &Manifest,
     store: &Store,
-) -> Result<(Vec<(PairSpec, PairRecord)>, Vec<MissingPair>)> {
-    let mut compared: Vec<(PairSpec, PairRecord)> = Vec::new();
+) -> Result<(Vec<Stored>, Vec<MissingPair>)> {
+    let mut compared: Vec<Stored> = Vec::new();
     let mut missing: Vec<MissingPair> = Vec::new();
     for pair in &plan.pairs {
         if !manifest.pairs.iter().any(|p| p.id == pair.id) {

@@ -126,3 +126,19 @@ pub enum Signalled {
     /// the next run resumes).
     Again,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signal_ends_setup_then_asks_to_finish_the_run_then_to_stop_now() {
+        let stop = StopFlag::new();
+        assert_eq!(stop.signal(), Signalled::DuringSetup);
+        assert!(!stop.requested(), "setup has nothing to finish");
+        stop.start_recording();
+        assert_eq!(stop.signal(), Signalled::FinishRun);
+        assert!(stop.requested());
+        assert_eq!(stop.signal(), Signalled::Again);
+    }
+}
