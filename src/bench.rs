@@ -202,7 +202,6 @@ pub fn perf(
     device: &run::OpenDevice,
     repeat: usize,
 ) -> Result<PerfReport> {
-    const PROMPT: usize = 31;
     let info = ModelInfo::inspect(source)?;
     let dev = &device.device;
     let mut loads = Vec::new();
@@ -218,12 +217,11 @@ pub fn perf(
             .map(|i| 3 + (i * 37) % (vocab as u32 - 3))
             .collect()
     };
-
     let mut prefill = Vec::new();
     for span in [32, 128, 512] {
-        let tokens = ids(PROMPT + span);
+        let tokens = ids(PERF_PROMPT + span);
         let (ms, _) = time_it(repeat, || {
-            run::prefill(&model, &tokens, PROMPT, None)?;
+            run::prefill(&model, &tokens, PERF_PROMPT, None)?;
             Ok(0)
         })?;
         let median_ms = ms[ms.len() / 2];
@@ -234,65 +232,11 @@ pub fn perf(
             tokens_per_s: tokens.len() as f64 / (median_ms / 1e3),
         });
     }
-
-    // A step at position p: the cache is filled with p tokens by one (untimed) forward, then
-    // eight single-token steps are timed one by one from p on.
     let mut decode_steps = Vec::new();
     for position in [10, 500] {
-        let tokens = ids(position + 8);
-        let mut steps = Vec::new();
-        for rep in 0..=repeat {
-            let mut cache = model.new_cache(tokens.len());
-            model
-                .forward(&tokens[..position], &mut cache)
-                .context(|| format!("bench: filling the cache to position {position}"))?;
-            for &tok in &tokens[position..] {
-                let t = Instant::now();
-                model
-                    .forward(&[tok], &mut cache)
-                    .and_then(|row| row.to_vec2::<f32>())
-                    .context(|| format!("bench: decode step near position {position}"))?;
-                if rep > 0 {
-                    steps.push(t.elapsed().as_secs_f64() * 1e3);
-                }
-            }
-        }
-        decode_steps.push(DecodeCase {
-            position,
-            median_ms: median(steps),
-        });
+        decode_steps.push(decode_case(&model, &ids(position + 8), position, repeat)?);
     }
-
-    // Two runs' logits that differ by a little seeded noise, as drift does.
-    let positions = 512;
-    let a: Vec<f32> = (0..positions * vocab)
-        .map(|i| ((i as f32 * 0.618_034).fract() - 0.5) * 20.0)
-        .collect();
-    let b: Vec<f32> = a
-        .iter()
-        .enumerate()
-        .map(|(i, x)| x + ((i as f32 * 0.414_213_6).fract() - 0.5) * 1e-3)
-        .collect();
-    // On the run device, where the sweep compares them.
-    let on_device = |v: Vec<f32>| {
-        candle_core::Tensor::from_vec(v, (positions, vocab), dev)
-            .context(|| "bench: logits to the device".into())
-    };
-    let (a, b) = (on_device(a)?, on_device(b)?);
-    let (ms, _) = time_it(repeat, || {
-        crate::compare::compare_tensors(&a, &b, PROMPT, 1.0).map_err(|e| crate::Error::Candle {
-            context: "bench: compare".into(),
-            source: candle_core::Error::Msg(e.to_string()),
-        })?;
-        Ok(0)
-    })?;
-    let median_ms = ms[ms.len() / 2];
-    let compare = CompareCase {
-        positions,
-        vocab,
-        median_ms,
-        gb_per_s: (2 * positions * vocab * 4) as f64 / (median_ms / 1e3) / 1e9,
-    };
+    let compare = compare_case(vocab, dev, repeat)?;
     let params = info.family.parameter_count();
     Ok(PerfReport {
         model: source.to_string(),
@@ -305,6 +249,75 @@ pub fn perf(
         decode_steps,
         compare,
         peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+/// The prompt length of [`perf`]'s prefill cases (the B3.70 ChatML prompt's).
+const PERF_PROMPT: usize = 31;
+
+/// A step at `position`: the cache is filled with `position` tokens by one (untimed)
+/// forward, then the eight single-token steps after it are timed one by one.
+fn decode_case(
+    model: &crate::model::Decoder,
+    tokens: &[u32],
+    position: usize,
+    repeat: usize,
+) -> Result<DecodeCase> {
+    let mut steps = Vec::new();
+    for rep in 0..=repeat {
+        let mut cache = model.new_cache(tokens.len());
+        model
+            .forward(&tokens[..position], &mut cache)
+            .context(|| format!("bench: filling the cache to position {position}"))?;
+        for &tok in &tokens[position..] {
+            let t = Instant::now();
+            model
+                .forward(&[tok], &mut cache)
+                .and_then(|row| row.to_vec2::<f32>())
+                .context(|| format!("bench: decode step near position {position}"))?;
+            if rep > 0 {
+                steps.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    Ok(DecodeCase {
+        position,
+        median_ms: median(steps),
+    })
+}
+
+/// The comparator on two runs' logits at span 512 that differ by a little seeded noise, as
+/// drift does, on the run device, where the sweep compares them.
+fn compare_case(vocab: usize, dev: &Device, repeat: usize) -> Result<CompareCase> {
+    let positions = 512;
+    let a: Vec<f32> = (0..positions * vocab)
+        .map(|i| ((i as f32 * 0.618_034).fract() - 0.5) * 20.0)
+        .collect();
+    let b: Vec<f32> = a
+        .iter()
+        .enumerate()
+        .map(|(i, x)| x + ((i as f32 * 0.414_213_6).fract() - 0.5) * 1e-3)
+        .collect();
+    let on_device = |v: Vec<f32>| {
+        candle_core::Tensor::from_vec(v, (positions, vocab), dev)
+            .context(|| "bench: logits to the device".into())
+    };
+    let (a, b) = (on_device(a)?, on_device(b)?);
+    let (ms, _) = time_it(repeat, || {
+        crate::compare::compare_tensors(&a, &b, PERF_PROMPT, 1.0).map_err(|e| {
+            crate::Error::Candle {
+                context: "bench: compare".into(),
+                source: candle_core::Error::Msg(e.to_string()),
+            }
+        })?;
+        Ok(0)
+    })?;
+    let median_ms = ms[ms.len() / 2];
+    Ok(CompareCase {
+        positions,
+        vocab,
+        median_ms,
+        gb_per_s: (2 * positions * vocab * 4) as f64 / (median_ms / 1e3) / 1e9,
     })
 }
 

@@ -201,11 +201,11 @@ impl DiffReport {
     /// 0 nothing regressed, 1 a pair regressed, 3 no pair was compared in both.
     pub fn exit_code(&self) -> i32 {
         if self.regressed > 0 {
-            1
+            crate::exit::FAIL
         } else if self.compared == 0 {
-            3
+            crate::exit::INCOMPLETE
         } else {
-            0
+            crate::exit::PASS
         }
     }
 }

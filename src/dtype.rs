@@ -5,8 +5,21 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// The dtype a run computes in. Metrics are always f32 whatever this is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// The dtype a run computes in. Metrics are always f32 whatever this is. The command line
+/// takes the same names as the sweep file (`--dtype f32|bf16|f16`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RunDtype {
     /// IEEE single precision.

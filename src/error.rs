@@ -1,7 +1,8 @@
 //! Typed errors at the library boundary.
 //!
 //! Every variant carries enough context (file, field, run) for the CLI to print one clear line.
-//! [`Error::exit_code`] maps them onto the exit codes of docs/design.md, "Results on disk".
+//! [`Error::exit_code`] (in [`crate::exit`], beside the codes) maps them onto the exit codes of
+//! docs/design.md, "Results on disk".
 
 use std::path::PathBuf;
 
@@ -51,6 +52,15 @@ pub enum Error {
     /// the user's input.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The sweep stopped at once after this many run records, as `run --exit-after-runs`
+    /// asks (a deterministic stand-in for SIGKILL in tests of what survives): nothing was
+    /// finalized. The CLI exits with [`crate::exit::KILLED`] and prints nothing, as a killed
+    /// process would.
+    #[error("stopped at once after {runs} run record(s) (--exit-after-runs)")]
+    Killed {
+        /// Run records written before the stop.
+        runs: usize,
+    },
     /// A tensor operation failed while running the model or comparing logits.
     #[error("{context}: {}", candle_text(source))]
     Candle {
@@ -121,14 +131,10 @@ impl Error {
 
     /// Whether the error is the user's to fix (bad input: exit 2) rather than driftsweep's.
     pub fn is_bad_input(&self) -> bool {
-        !matches!(self, Error::Internal(_) | Error::Candle { .. })
-    }
-
-    /// Exit code for the CLI: bad input (config, model, store, template) is 2; an internal
-    /// failure (a panic, or a candle failure that escapes a run) is 4. Failures inside runs
-    /// never get here: they become INCOMPLETE pairs.
-    pub fn exit_code(&self) -> i32 {
-        if self.is_bad_input() { 2 } else { 4 }
+        !matches!(
+            self,
+            Error::Internal(_) | Error::Candle { .. } | Error::Killed { .. }
+        )
     }
 }
 

@@ -9,6 +9,7 @@ pub mod diff;
 pub mod dtype;
 pub mod engine;
 pub mod error;
+pub mod exit;
 pub mod fsutil;
 pub mod limits;
 pub mod merge;

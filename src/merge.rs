@@ -15,9 +15,9 @@ use crate::error::{Error, Result};
 use crate::limits::Thresholds;
 use crate::plan::{Mode, PairSpec};
 use crate::report::{self, Rendered};
-use crate::store::shards::ShardInfo;
 pub use crate::store::shards::{MergeInfo, MergedShard, ShardSummary};
-use crate::store::{Manifest, PairRecord, Store};
+use crate::store::shards::{ShardInfo, ShardedPair};
+use crate::store::{Manifest, PairRecord, SequenceRecord, Store};
 use crate::verdict::PairVerdict;
 
 /// What a merge produced.
@@ -225,6 +225,42 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
             "merge needs at least one shard directory",
         ));
     }
+    let (_shard_locks, inputs) = open_shards(dirs)?;
+    let store = prepare_out(out, &inputs)?;
+    let first = &inputs[0];
+    let plan = &first.shard.plan;
+    let count = first.shard.count;
+    let tokens = merged_tokens(&inputs)?;
+    let given: BTreeMap<usize, &Input> = inputs.iter().map(|i| (i.shard.index, i)).collect();
+    let missing_pairs = copy_pairs(&given, &store, plan, count, &first.manifest)?;
+    let shards = shard_summaries(&inputs, plan, &missing_pairs);
+    for rel in [
+        report::CUSTOM_REPORT_TEMPLATE,
+        report::CUSTOM_TRACE_TEMPLATE,
+    ] {
+        copy_rel(&first.store, &store, rel)?;
+    }
+    let times = Times::of(&inputs);
+    let missing_shards: Vec<usize> = (0..count).filter(|k| !given.contains_key(k)).collect();
+    let info = MergeInfo {
+        count,
+        shards,
+        missing_shards,
+        missing_pairs,
+        elapsed_s: times.elapsed_s(),
+        merged_at: crate::fsutil::now(),
+    };
+    let manifest = merged_manifest(&inputs, tokens, times, &info);
+    store.write_manifest(&manifest)?;
+    Ok(MergeOutcome {
+        rendered: report::render(&store)?,
+        info,
+    })
+}
+
+/// Opens and checks every shard, then locks each and reads them again under their locks;
+/// returns the locks (held until the merge is written) and the shards in shard order.
+fn open_shards(dirs: &[PathBuf]) -> Result<(Vec<crate::store::owner::DirLock>, Vec<Input>)> {
     let open_all = || -> Result<Vec<Input>> {
         let mut inputs = dirs
             .iter()
@@ -238,18 +274,17 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
     // Checked first (a shard given twice is named as such), then every shard locked and
     // read again under its lock: a shard still being written is refused, naming its
     // writer, and none can change while the merge copies it.
-    let _shard_locks = open_all()?
+    let locks = open_all()?
         .iter()
         .map(|i| crate::store::owner::DirLock::existing(&i.dir))
         .collect::<Result<Vec<_>>>()?;
-    let inputs = open_all()?;
-    let store = prepare_out(out, &inputs)?;
-    let first = &inputs[0];
-    let plan = &first.shard.plan;
-    let count = first.shard.count;
+    Ok((locks, open_all()?))
+}
 
+/// Every shard's token ids, checked to agree where two shards hold the same sequence.
+fn merged_tokens(inputs: &[Input]) -> Result<BTreeMap<String, SequenceRecord>> {
     let mut tokens = BTreeMap::new();
-    for i in &inputs {
+    for i in inputs {
         for (k, t) in &i.manifest.tokens {
             // Every shard generates a (prompt, seed)'s ids at the plan's longest span with
             // the same seeded draws: two that differ mean the shards are not one sweep.
@@ -266,14 +301,23 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
             }
         }
     }
+    Ok(tokens)
+}
 
-    let mut shards = Vec::new();
+/// Copies every pair of the plan from its shard into `store`; a pair no given shard holds
+/// becomes INCOMPLETE, saying why. Returns the ids of those missing pairs.
+fn copy_pairs(
+    given: &BTreeMap<usize, &Input>,
+    store: &Store,
+    plan: &[ShardedPair],
+    count: usize,
+    first: &Manifest,
+) -> Result<Vec<String>> {
     let mut missing_pairs = Vec::new();
-    let given: BTreeMap<usize, &Input> = inputs.iter().map(|i| (i.shard.index, i)).collect();
     for sp in plan {
         let p = &sp.spec;
         let reason = match given.get(&sp.shard) {
-            Some(i) if copy_pair(&i.store, &store, p)? => continue,
+            Some(i) if copy_pair(&i.store, store, p)? => continue,
             Some(i) => format!(
                 "missing: shard {} ({}) has no record of this pair; run that shard again to \
                  finish it, then merge again",
@@ -291,11 +335,21 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
             verdict: PairVerdict::Incomplete,
             reason,
             metrics: None,
-            limits: limits_of(&first.manifest, p),
+            limits: limits_of(first, p),
             yardstick: None,
         })?;
     }
-    for i in &inputs {
+    Ok(missing_pairs)
+}
+
+/// What the merged manifest says of each given shard.
+fn shard_summaries(
+    inputs: &[Input],
+    plan: &[ShardedPair],
+    missing_pairs: &[String],
+) -> Vec<MergedShard> {
+    let mut shards = Vec::new();
+    for i in inputs {
         let own: Vec<&PairSpec> = plan
             .iter()
             .filter(|p| p.shard == i.shard.index)
@@ -310,50 +364,70 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
             device_name: i.manifest.device_name.clone(),
         });
     }
-    for rel in [
-        report::CUSTOM_REPORT_TEMPLATE,
-        report::CUSTOM_TRACE_TEMPLATE,
-    ] {
-        copy_rel(&first.store, &store, rel)?;
+    shards
+}
+
+/// When the shards ran, together.
+struct Times {
+    /// Every shard finished its sweep.
+    all_finished: bool,
+    /// The earliest start.
+    started_at: Option<String>,
+    /// The latest finish, when every shard finished.
+    finished_at: Option<String>,
+}
+
+impl Times {
+    fn of(inputs: &[Input]) -> Self {
+        let all_finished = inputs.iter().all(|i| i.manifest.finished_at.is_some());
+        let started_at = inputs.iter().map(|i| i.manifest.started_at.clone()).min();
+        let finished_at = all_finished
+            .then(|| {
+                inputs
+                    .iter()
+                    .filter_map(|i| i.manifest.finished_at.clone())
+                    .max()
+            })
+            .flatten();
+        Times {
+            all_finished,
+            started_at,
+            finished_at,
+        }
     }
 
-    let all_finished = inputs.iter().all(|i| i.manifest.finished_at.is_some());
-    let started_at = inputs.iter().map(|i| i.manifest.started_at.clone()).min();
-    let finished_at = all_finished
-        .then(|| {
-            inputs
-                .iter()
-                .filter_map(|i| i.manifest.finished_at.clone())
-                .max()
-        })
-        .flatten();
-    let elapsed_s = match (&started_at, &finished_at) {
-        (Some(a), Some(b)) => match (
-            chrono::DateTime::parse_from_rfc3339(a),
-            chrono::DateTime::parse_from_rfc3339(b),
-        ) {
-            (Ok(a), Ok(b)) => Some((b - a).num_milliseconds() as f64 / 1e3),
+    /// Seconds from the first start to the last finish.
+    fn elapsed_s(&self) -> Option<f64> {
+        match (&self.started_at, &self.finished_at) {
+            (Some(a), Some(b)) => match (
+                chrono::DateTime::parse_from_rfc3339(a),
+                chrono::DateTime::parse_from_rfc3339(b),
+            ) {
+                (Ok(a), Ok(b)) => Some((b - a).num_milliseconds() as f64 / 1e3),
+                _ => None,
+            },
             _ => None,
-        },
-        _ => None,
-    };
+        }
+    }
+}
+
+/// The first shard's manifest made the whole sweep's: every pair, token id, load and
+/// session of the shards, and the merge's own facts.
+fn merged_manifest(
+    inputs: &[Input],
+    tokens: BTreeMap<String, SequenceRecord>,
+    times: Times,
+    info: &MergeInfo,
+) -> Manifest {
+    let first = &inputs[0];
     let mut names: Vec<String> = inputs
         .iter()
         .map(|i| i.manifest.device_name.clone())
         .collect();
     names.sort();
     names.dedup();
-    let missing_shards: Vec<usize> = (0..count).filter(|k| !given.contains_key(k)).collect();
-    let info = MergeInfo {
-        count,
-        shards,
-        missing_shards,
-        missing_pairs,
-        elapsed_s,
-        merged_at: crate::fsutil::now(),
-    };
     let mut manifest = first.manifest.clone();
-    manifest.pairs = plan.iter().map(|p| p.spec.clone()).collect();
+    manifest.pairs = first.shard.plan.iter().map(|p| p.spec.clone()).collect();
     manifest.tokens = tokens;
     manifest.load_groups = first.shard.plan_load_groups.clone();
     manifest.model_loads = inputs
@@ -365,18 +439,14 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
         .flat_map(|i| i.manifest.sessions.clone())
         .collect();
     manifest.device_name = names.join(" / ");
-    manifest.started_at = started_at.unwrap_or_default();
-    manifest.finished_at = finished_at;
-    manifest.wall_s = if all_finished {
+    manifest.started_at = times.started_at.unwrap_or_default();
+    manifest.finished_at = times.finished_at;
+    manifest.wall_s = if times.all_finished {
         Some(inputs.iter().filter_map(|i| i.manifest.wall_s).sum())
     } else {
         None
     };
     manifest.shard = None;
     manifest.merged = Some(info.clone());
-    store.write_manifest(&manifest)?;
-    Ok(MergeOutcome {
-        rendered: report::render(&store)?,
-        info,
-    })
+    manifest
 }

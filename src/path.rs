@@ -92,29 +92,35 @@ impl fmt::Display for RunPath {
     }
 }
 
+/// Why a path does not parse; its text says how to write one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParsePathError(String);
+
 impl std::str::FromStr for RunPath {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ParsePathError;
+    fn from_str(s: &str) -> Result<Self, ParsePathError> {
         let usage = "use decode, chunked:C, batched:B or batched_prefill:B (C, B ≥ 1)";
+        let unknown = || ParsePathError(format!("unknown path `{s}`: {usage}"));
         if s == "decode" {
             return Ok(RunPath::Decode);
         }
         let Some((kind, n)) = s.split_once(':') else {
-            return Err(format!("unknown path `{s}`: {usage}"));
+            return Err(unknown());
         };
         let n = match n.trim().parse::<usize>() {
             Ok(n) if n >= 1 => n,
             _ => {
-                return Err(format!(
+                return Err(ParsePathError(format!(
                     "`{s}`: the size must be a whole number ≥ 1; {usage}"
-                ));
+                )));
             }
         };
         match kind.trim() {
             "chunked" => Ok(RunPath::Chunked(n)),
             "batched" => Ok(RunPath::Batched(n)),
             "batched_prefill" => Ok(RunPath::BatchedPrefill(n)),
-            _ => Err(format!("unknown path `{s}`: {usage}")),
+            _ => Err(unknown()),
         }
     }
 }
@@ -164,7 +170,7 @@ mod tests {
             "",
         ] {
             let e = bad.parse::<RunPath>().unwrap_err();
-            assert!(e.contains("decode, chunked:C"), "{bad}: {e}");
+            assert!(e.to_string().contains("decode, chunked:C"), "{bad}: {e}");
         }
     }
 }

@@ -191,6 +191,28 @@ fn place(groups: &[Group], split: &BTreeSet<usize>, n: usize, shard_of: &mut [us
     load
 }
 
+/// Why a plan cannot be partitioned into the shards asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartitionError {
+    /// The plan has fewer twin units than shards, so some shard would hold nothing.
+    #[error(
+        "{shards} shard(s) asked for, but the plan's {pairs} pairs form only {units} unit(s) \
+         that can go to different shards (the kv_aligned twins of one prompt, span, dtype and \
+         seed share a prefill): use at most {units} shards"
+    )]
+    TooFewUnits {
+        /// N, the shards asked for.
+        shards: usize,
+        /// Pairs of the plan.
+        pairs: usize,
+        /// Twin units they form.
+        units: usize,
+    },
+    /// No candidate partition gave every shard a pair.
+    #[error("no partition into {0} non-empty shards was found")]
+    NotFound(usize),
+}
+
 /// Partitions `pairs` into `n` shards (see the module documentation). `prompt_len` gives
 /// each prompt's token count. Fails when the plan has fewer twin units than `n`, since some
 /// shard would then hold nothing.
@@ -199,16 +221,15 @@ pub fn partition(
     prompt_len: &BTreeMap<String, usize>,
     mode: ContinuationMode,
     n: usize,
-) -> std::result::Result<Partition, String> {
+) -> std::result::Result<Partition, PartitionError> {
     let groups = groups(pairs, prompt_len, mode);
     let units: usize = groups.iter().map(|g| g.units.len()).sum();
     if n == 0 || units < n {
-        return Err(format!(
-            "{n} shard(s) asked for, but the plan's {} pairs form only {units} unit(s) that can \
-             go to different shards (the kv_aligned twins of one prompt, span, dtype and seed \
-             share a prefill): use at most {units} shards",
-            pairs.len()
-        ));
+        return Err(PartitionError::TooFewUnits {
+            shards: n,
+            pairs: pairs.len(),
+            units,
+        });
     }
     let total: u64 = groups.iter().map(Group::cost).sum();
     let fair = total as f64 / n as f64;
@@ -249,7 +270,7 @@ pub fn partition(
     }
     // Fully split, every shard gets a unit (there are at least n and each goes to the
     // cheapest shard, which an empty one is until filled).
-    best.ok_or_else(|| format!("no partition into {n} non-empty shards was found"))
+    best.ok_or(PartitionError::NotFound(n))
 }
 
 /// A shard of a planned sweep, as `run_sweep` uses it.
@@ -269,7 +290,7 @@ impl Selection {
             .collect();
         let mode = cfg.config.continuation;
         let p = partition(&plan.pairs, &lens, mode, shard.count)
-            .map_err(|m| Error::config(&cfg.path, "--shard", m))?;
+            .map_err(|e| Error::config(&cfg.path, "--shard", e.to_string()))?;
         Ok(Selection {
             info: ShardInfo {
                 index: shard.index,
@@ -416,15 +437,11 @@ mod tests {
         assert_eq!("0/1".parse::<Shard>().unwrap().to_string(), "0/1");
         for bad in ["5/4", "4/4", "0/0", "1", "a/4", "1/b", "-1/4", ""] {
             let e = bad.parse::<Shard>().unwrap_err();
-            assert!(e.contains("K/N"), "{bad}: {e}");
+            assert!(e.to_string().contains("K/N"), "{bad}: {e}");
         }
-        assert!(
-            "5/4"
-                .parse::<Shard>()
-                .unwrap_err()
-                .contains("not below N = 4")
-        );
-        assert!("0/0".parse::<Shard>().unwrap_err().contains("at least 1"));
+        let why = |s: &str| s.parse::<Shard>().unwrap_err().to_string();
+        assert!(why("5/4").contains("not below N = 4"));
+        assert!(why("0/0").contains("at least 1"));
     }
 
     #[test]
@@ -505,7 +522,7 @@ mod tests {
         // Two dtypes × one span × one seed: 2 units.
         assert!(partition(&pairs, &lens, ContinuationMode::Sample, 2).is_ok());
         let e = partition(&pairs, &lens, ContinuationMode::Sample, 3).unwrap_err();
-        assert!(e.contains("at most 2 shards"), "{e}");
+        assert!(e.to_string().contains("at most 2 shards"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::LoadedConfig;
 use crate::error::{Error, Result};
+use crate::exit;
 use crate::shard::{self, Selection, Shard};
 use crate::store::Store;
 
@@ -118,6 +119,63 @@ fn finished(
 /// Writes the job array, the merge job and `submit.sh`; runs `submit.sh` with `submit`.
 pub fn write_jobs(cfg: &LoadedConfig, opts: &SlurmOptions) -> Result<SlurmJobs> {
     let n = opts.shards;
+    let parallel = check_options(cfg, opts)?;
+    let (_, p) = crate::sweep::prepare(cfg)?;
+    let base = absolute(&crate::sweep::output_dir(cfg, opts.out.as_ref()))?;
+    let mut unfinished = Vec::new();
+    for k in 0..n {
+        let s = Shard { index: k, count: n };
+        let sel = Selection::new(cfg, &p, s)?;
+        if !finished(cfg, &p, &sel, &shard::shard_dir(&base, s))? {
+            unfinished.push(k);
+        }
+    }
+    let root = shard::shards_root(&base);
+    let dir = root.join("slurm");
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs)
+        .map_err(|e| Error::store(&logs, format!("cannot create: {e}")))?;
+    let bin = match &opts.bin {
+        Some(b) => absolute(b)?,
+        None => std::env::current_exe()
+            .map_err(|e| Error::store("driftsweep", format!("cannot find this binary: {e}")))?,
+    };
+    let jobs = Jobs {
+        n,
+        bin: quote(&bin.display().to_string()),
+        header: header(cfg, n)?,
+        common: common_options(opts)?,
+        logs,
+    };
+    let array = (!unfinished.is_empty()).then(|| array_spec(&unfinished, n, parallel));
+    let array_script = dir.join("shards.sbatch");
+    let text = jobs.array_script(cfg, opts, array.as_deref(), &root)?;
+    crate::fsutil::write_atomic(&array_script, text.as_bytes())?;
+    let merge_script = dir.join("merge.sbatch");
+    let text = jobs.merge_script(&cfg.config.name, &base);
+    crate::fsutil::write_atomic(&merge_script, text.as_bytes())?;
+    let submit_script = dir.join("submit.sh");
+    let text = submit_script_text(&dir, array.is_some());
+    crate::fsutil::write_atomic(&submit_script, text.as_bytes())?;
+    let submitted = if opts.submit {
+        Some(submit(&submit_script)?)
+    } else {
+        None
+    };
+    Ok(SlurmJobs {
+        dir,
+        array_script,
+        merge_script,
+        submit_script,
+        unfinished,
+        array,
+        submitted,
+    })
+}
+
+/// Checks the options no sweep file holds; returns the tasks allowed at once.
+fn check_options(cfg: &LoadedConfig, opts: &SlurmOptions) -> Result<usize> {
+    let n = opts.shards;
     let field = |f: &str, m: String| Error::config(&cfg.path, f, m);
     if n == 0 {
         return Err(field("--shards", "need at least 1 shard".into()));
@@ -134,31 +192,23 @@ pub fn write_jobs(cfg: &LoadedConfig, opts: &SlurmOptions) -> Result<SlurmJobs> 
             ));
         }
     }
-    let (_, p) = crate::sweep::prepare(cfg)?;
-    let base = absolute(&crate::sweep::output_dir(cfg, opts.out.as_ref()))?;
-    let mut unfinished = Vec::new();
-    for k in 0..n {
-        let s = Shard { index: k, count: n };
-        let sel = Selection::new(cfg, &p, s)?;
-        if !finished(cfg, &p, &sel, &shard::shard_dir(&base, s))? {
-            unfinished.push(k);
-        }
-    }
-    let root = shard::shards_root(&base);
-    let dir = root.join("slurm");
-    let logs = dir.join("logs");
-    std::fs::create_dir_all(&logs)
-        .map_err(|e| Error::store(&logs, format!("cannot create: {e}")))?;
-    let cwd = absolute(Path::new("."))?;
-    let bin = match &opts.bin {
-        Some(b) => absolute(b)?,
-        None => std::env::current_exe()
-            .map_err(|e| Error::store("driftsweep", format!("cannot find this binary: {e}")))?,
-    };
-    let config = absolute(&cfg.path)?;
-    let q = |p: &Path| quote(&p.display().to_string());
-    let name = &cfg.config.name;
+    Ok(parallel)
+}
 
+/// The first lines of both job scripts: what wrote them, for which sweep.
+fn header(cfg: &LoadedConfig, n: usize) -> Result<String> {
+    let config = absolute(&cfg.path)?;
+    Ok(format!(
+        "#!/bin/bash\n# Written by `driftsweep slurm` for the sweep `{}` ({}), {n} shard(s).\n\
+         # Run `driftsweep slurm` again after a failure: it lists only the unfinished shards.\n",
+        cfg.config.name,
+        config.display()
+    ))
+}
+
+/// The #SBATCH lines both jobs share: working directory, partition, the user's options.
+fn common_options(opts: &SlurmOptions) -> Result<String> {
+    let cwd = absolute(Path::new("."))?;
     let mut common = format!("#SBATCH --chdir={}\n", cwd.display());
     if let Some(v) = &opts.partition {
         common.push_str(&format!("#SBATCH --partition={v}\n"));
@@ -166,63 +216,98 @@ pub fn write_jobs(cfg: &LoadedConfig, opts: &SlurmOptions) -> Result<SlurmJobs> 
     for a in &opts.sbatch_args {
         common.push_str(&format!("#SBATCH {a}\n"));
     }
-    let header = format!(
-        "#!/bin/bash\n# Written by `driftsweep slurm` for the sweep `{name}` ({}), {n} shard(s).\n\
-         # Run `driftsweep slurm` again after a failure: it lists only the unfinished shards.\n",
-        config.display()
-    );
-    let mut task = String::new();
-    if let Some(v) = &opts.gres {
-        task.push_str(&format!("#SBATCH --gres={v}\n"));
+    Ok(common)
+}
+
+/// What both job scripts are made of.
+struct Jobs {
+    /// N, the number of shards.
+    n: usize,
+    /// The driftsweep binary, quoted for bash.
+    bin: String,
+    /// [`header`].
+    header: String,
+    /// [`common_options`].
+    common: String,
+    /// Where Slurm writes the jobs' output.
+    logs: PathBuf,
+}
+
+impl Jobs {
+    /// `shards.sbatch`: one array task per unfinished shard (`array`, else shard 0).
+    fn array_script(
+        &self,
+        cfg: &LoadedConfig,
+        opts: &SlurmOptions,
+        array: Option<&str>,
+        root: &Path,
+    ) -> Result<String> {
+        let (n, header, common) = (self.n, &self.header, &self.common);
+        let name = &cfg.config.name;
+        let config = absolute(&cfg.path)?;
+        let mut task = String::new();
+        if let Some(v) = &opts.gres {
+            task.push_str(&format!("#SBATCH --gres={v}\n"));
+        }
+        if let Some(v) = &opts.time {
+            task.push_str(&format!("#SBATCH --time={v}\n"));
+        }
+        if let Some(v) = opts.cpus_per_task {
+            task.push_str(&format!("#SBATCH --cpus-per-task={v}\n"));
+        }
+        let device = opts
+            .device
+            .as_ref()
+            .map_or(String::new(), |d| format!(" --device {}", quote(d)));
+        Ok(format!(
+            "{header}#SBATCH --job-name=driftsweep-{name}\n#SBATCH --array={}\n\
+             #SBATCH --output={}/shard-%a.out\n{common}{task}\
+             set -u\nk=${{SLURM_ARRAY_TASK_ID:?submit this script with sbatch --array}}\n\
+             {} run {} --shard \"$k/{n}\" --out {}/\"$k-of-{n}\" --no-progress{device}\nrc=$?\n\
+             # 0 PASS and 1 FAIL: every pair of the shard has its verdict, so the merge may run.\n\
+             # Anything else (2 bad input, 3 INCOMPLETE, 130 interrupted) fails the task and\n\
+             # holds the merge back until a re-submission finishes the shard.\n\
+             case $rc in {} | {}) exit 0 ;; *) exit $rc ;; esac\n",
+            array.unwrap_or("0"),
+            self.logs.display(),
+            self.bin,
+            quote(&config.display().to_string()),
+            quote(&root.display().to_string()),
+            exit::PASS,
+            exit::FAIL,
+        ))
     }
-    if let Some(v) = &opts.time {
-        task.push_str(&format!("#SBATCH --time={v}\n"));
+
+    /// `merge.sbatch`: merges every shard's directory into `base`.
+    fn merge_script(&self, name: &str, base: &Path) -> String {
+        let n = self.n;
+        let shard_dirs: Vec<String> = (0..n)
+            .map(|k| {
+                let dir = shard::shard_dir(base, Shard { index: k, count: n });
+                quote(&dir.display().to_string())
+            })
+            .collect();
+        format!(
+            "{}#SBATCH --job-name=driftsweep-{name}-merge\n#SBATCH --output={}/merge.out\n\
+             {}# Exits with the merged verdict: 0 PASS, 1 FAIL, 3 INCOMPLETE, 2 bad input.\n\
+             exec {} merge {} {}\n",
+            self.header,
+            self.logs.display(),
+            self.common,
+            self.bin,
+            quote(&base.display().to_string()),
+            shard_dirs.join(" ")
+        )
     }
-    if let Some(v) = opts.cpus_per_task {
-        task.push_str(&format!("#SBATCH --cpus-per-task={v}\n"));
-    }
-    let device = opts
-        .device
-        .as_ref()
-        .map_or(String::new(), |d| format!(" --device {}", quote(d)));
-    let array = (!unfinished.is_empty()).then(|| array_spec(&unfinished, n, parallel));
-    let array_script = dir.join("shards.sbatch");
-    let text = format!(
-        "{header}#SBATCH --job-name=driftsweep-{name}\n#SBATCH --array={}\n\
-         #SBATCH --output={}/shard-%a.out\n{common}{task}\
-         set -u\nk=${{SLURM_ARRAY_TASK_ID:?submit this script with sbatch --array}}\n\
-         {} run {} --shard \"$k/{n}\" --out {}/\"$k-of-{n}\" --no-progress{device}\nrc=$?\n\
-         # 0 PASS and 1 FAIL: every pair of the shard has its verdict, so the merge may run.\n\
-         # Anything else (2 bad input, 3 INCOMPLETE, 130 interrupted) fails the task and\n\
-         # holds the merge back until a re-submission finishes the shard.\n\
-         case $rc in 0 | 1) exit 0 ;; *) exit $rc ;; esac\n",
-        array.as_deref().unwrap_or("0"),
-        logs.display(),
-        q(&bin),
-        q(&config),
-        q(&root),
-    );
-    crate::fsutil::write_atomic(&array_script, text.as_bytes())?;
-    let shard_dirs: Vec<String> = (0..n)
-        .map(|k| q(&shard::shard_dir(&base, Shard { index: k, count: n })))
-        .collect();
-    let merge_script = dir.join("merge.sbatch");
-    let text = format!(
-        "{header}#SBATCH --job-name=driftsweep-{name}-merge\n#SBATCH --output={}/merge.out\n\
-         {common}# Exits with the merged verdict: 0 PASS, 1 FAIL, 3 INCOMPLETE, 2 bad input.\n\
-         exec {} merge {} {}\n",
-        logs.display(),
-        q(&bin),
-        q(&base),
-        shard_dirs.join(" ")
-    );
-    crate::fsutil::write_atomic(&merge_script, text.as_bytes())?;
-    let submit_script = dir.join("submit.sh");
-    let text = format!(
+}
+
+/// `submit.sh`: submits the array (when any shard is unfinished) and the merge after it.
+fn submit_script_text(dir: &Path, any_unfinished: bool) -> String {
+    format!(
         "#!/bin/bash\n# Submits the unfinished shards as a job array and the merge after them.\n\
          set -euo pipefail\ncd {}\n{}",
-        q(&dir),
-        if array.is_some() {
+        quote(&dir.display().to_string()),
+        if any_unfinished {
             "array=$(sbatch --parsable shards.sbatch)\narray=${array%%;*}\n\
              merge=$(sbatch --parsable --dependency=afterok:\"$array\" merge.sbatch)\n\
              echo \"array job $array\"\necho \"merge job ${merge%%;*}\"\n"
@@ -230,36 +315,26 @@ pub fn write_jobs(cfg: &LoadedConfig, opts: &SlurmOptions) -> Result<SlurmJobs> 
             "# Every shard is finished: only the merge is left.\n\
              merge=$(sbatch --parsable merge.sbatch)\necho \"merge job ${merge%%;*}\"\n"
         }
-    );
-    crate::fsutil::write_atomic(&submit_script, text.as_bytes())?;
-    let submitted = if opts.submit {
-        let out = std::process::Command::new("bash")
-            .arg(&submit_script)
-            .output()
-            .map_err(|e| Error::store(&submit_script, format!("cannot run: {e}")))?;
-        if !out.status.success() {
-            return Err(Error::store(
-                &submit_script,
-                format!(
-                    "submitting failed ({}): {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            ));
-        }
-        Some(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        None
-    };
-    Ok(SlurmJobs {
-        dir,
-        array_script,
-        merge_script,
-        submit_script,
-        unfinished,
-        array,
-        submitted,
-    })
+    )
+}
+
+/// Runs `submit.sh`; returns what it printed.
+fn submit(submit_script: &Path) -> Result<String> {
+    let out = std::process::Command::new("bash")
+        .arg(submit_script)
+        .output()
+        .map_err(|e| Error::store(submit_script, format!("cannot run: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::store(
+            submit_script,
+            format!(
+                "submitting failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[cfg(test)]

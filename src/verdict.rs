@@ -85,9 +85,9 @@ impl GlobalVerdict {
     /// Exit code of `driftsweep run` (docs/design.md, "Results on disk").
     pub fn exit_code(self) -> i32 {
         match self {
-            GlobalVerdict::Pass => 0,
-            GlobalVerdict::Fail => 1,
-            GlobalVerdict::Incomplete => 3,
+            GlobalVerdict::Pass => crate::exit::PASS,
+            GlobalVerdict::Fail => crate::exit::FAIL,
+            GlobalVerdict::Incomplete => crate::exit::INCOMPLETE,
         }
     }
 
@@ -507,8 +507,11 @@ mod tests {
         assert_eq!(judge_sweep(&[FailEquiv]).0, GlobalVerdict::Fail);
         let (_, r) = judge_sweep(&[Skipped]);
         assert!(r.contains("no pair was compared"), "{r}");
-        assert_eq!(GlobalVerdict::Pass.exit_code(), 0);
-        assert_eq!(GlobalVerdict::Fail.exit_code(), 1);
-        assert_eq!(GlobalVerdict::Incomplete.exit_code(), 3);
+        assert_eq!(GlobalVerdict::Pass.exit_code(), crate::exit::PASS);
+        assert_eq!(GlobalVerdict::Fail.exit_code(), crate::exit::FAIL);
+        assert_eq!(
+            GlobalVerdict::Incomplete.exit_code(),
+            crate::exit::INCOMPLETE
+        );
     }
 }

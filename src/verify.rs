@@ -11,9 +11,11 @@ use serde::Serialize;
 
 use crate::config::{self, DeviceSpec};
 use crate::error::{Error, Result};
-use crate::plan::PairSpec;
+use crate::exit;
+use crate::model::{ModelInfo, ModelUnderTest};
+use crate::plan::{PairSpec, Plan};
 use crate::run;
-use crate::store::{PairRecord, Store};
+use crate::store::{Manifest, PairRecord, Store};
 use crate::sweep;
 
 /// Which pairs to re-run.
@@ -115,11 +117,11 @@ impl VerifyReport {
     pub fn exit_code(&self) -> i32 {
         let any = |s: CheckStatus| self.pairs.iter().any(|p| p.status == s);
         if any(CheckStatus::Mismatch) {
-            1
+            exit::FAIL
         } else if self.pairs.is_empty() || any(CheckStatus::Error) || !self.missing.is_empty() {
-            3
+            exit::INCOMPLETE
         } else {
-            0
+            exit::PASS
         }
     }
 }
@@ -134,6 +136,52 @@ pub fn verify(
     // verify.json is written into the directory: one writer at a time.
     let store = Store::open_locked(dir)?;
     let manifest = store.manifest()?;
+    let (cfg, info, plan) = stored_sweep(dir, &manifest, device)?;
+    let open = run::open_device(cfg.config.device)
+        .map_err(|why| Error::store(dir, format!("cannot verify here: {why}")))?;
+    let (compared, missing) = stored_pairs(&plan, &manifest, &store)?;
+    let chosen = choose(compared.len(), selection);
+    let fault = cfg.injection();
+
+    let mut checks: BTreeMap<usize, PairCheck> = BTreeMap::new();
+    // One load per (engine, weights, dtype), as in the sweep.
+    let mut keys: Vec<_> = chosen.iter().map(|&i| compared[i].0.load_key()).collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        let model = info.load_under_test(key.engine, key.weights, key.dtype, &open.device);
+        let model = model.as_ref().map(|m| m.as_ref());
+        for &i in chosen.iter().filter(|&&i| compared[i].0.load_key() == key) {
+            let (spec, stored) = &compared[i];
+            let check = match &model {
+                Ok(m) => check_pair(&info, *m, &manifest, spec, stored, fault),
+                Err(e) => Some(failed_check(spec, format!("the model could not load: {e}"))),
+            };
+            if let Some(check) = check {
+                checks.insert(i, check);
+            }
+        }
+    }
+    let report = VerifyReport {
+        dir: dir.display().to_string(),
+        stored_device: manifest.device_name.clone(),
+        device: open.name,
+        checked_at: crate::fsutil::now(),
+        candidates: compared.len(),
+        pairs: checks.into_values().collect(),
+        missing,
+    };
+    store.write_json("verify.json", &report)?;
+    Ok(report)
+}
+
+/// The sweep as it ran, from the manifest: its config (to run on `device`, else the device
+/// the results were computed on), its model, unchanged since, and its plan.
+fn stored_sweep(
+    dir: &Path,
+    manifest: &Manifest,
+    device: Option<DeviceSpec>,
+) -> Result<(config::LoadedConfig, ModelInfo, Plan)> {
     // The sweep ran with whatever --max-pairs it was given; its plan is not re-bounded.
     let unbounded = config::LoadLimits {
         max_pairs: usize::MAX,
@@ -172,10 +220,20 @@ pub fn verify(
             ),
         ));
     }
-    let open = run::open_device(cfg.config.device)
-        .map_err(|why| Error::store(dir, format!("cannot verify here: {why}")))?;
+    Ok((cfg, info, plan))
+}
 
-    let mut compared: Vec<(PairSpec, PairRecord)> = Vec::new();
+/// A compared pair and its stored record.
+type Stored = (PairSpec, PairRecord);
+
+/// The sweep's compared pairs with their stored records, in plan order, and the pairs whose
+/// records are missing.
+fn stored_pairs(
+    plan: &Plan,
+    manifest: &Manifest,
+    store: &Store,
+) -> Result<(Vec<Stored>, Vec<MissingPair>)> {
+    let mut compared: Vec<Stored> = Vec::new();
     let mut missing: Vec<MissingPair> = Vec::new();
     for pair in &plan.pairs {
         if !manifest.pairs.iter().any(|p| p.id == pair.id) {
@@ -206,94 +264,69 @@ pub fn verify(
             });
         }
     }
-    let chosen = choose(compared.len(), selection);
-    let fault = cfg.injection();
+    Ok((compared, missing))
+}
 
-    let mut checks: BTreeMap<usize, PairCheck> = BTreeMap::new();
-    // One load per (engine, weights, dtype), as in the sweep.
-    let mut keys: Vec<_> = chosen.iter().map(|&i| compared[i].0.load_key()).collect();
-    keys.sort();
-    keys.dedup();
-    for key in keys {
-        let model = info.load_under_test(key.engine, key.weights, key.dtype, &open.device);
-        let model = model.as_ref().map(|m| m.as_ref());
-        for &i in chosen.iter().filter(|&&i| compared[i].0.load_key() == key) {
-            let (spec, stored) = &compared[i];
-            let check = |error: String| PairCheck {
-                id: spec.id.clone(),
-                status: CheckStatus::Error,
-                moved: vec![],
-                error: Some(error),
-            };
-            let model = match &model {
-                Ok(m) => m,
-                Err(e) => {
-                    checks.insert(i, check(format!("the model could not load: {e}")));
-                    continue;
-                }
-            };
-            let Some(seq) = manifest
-                .tokens
-                .get(&sweep::token_key(&spec.prompt, spec.seed))
-                .filter(|s| s.continuation.len() >= spec.span)
-            else {
-                checks.insert(i, check("the manifest has no token ids for it".into()));
-                continue;
-            };
-            let mut ids = seq.prompt.clone();
-            ids.extend_from_slice(&seq.continuation[..spec.span]);
-            let others = crate::tokens::companions(
-                &info,
-                &spec.prompt,
-                spec.seed,
-                ids.len(),
-                spec.path.batch() - 1,
-            );
-            let input = sweep::PairInput {
-                ids: &ids,
-                prompt_len: seq.prompt.len(),
-                others: &others,
-            };
-            let inst = run::Instruments { trace: None, fault };
-            let Some(done) =
-                sweep::run_pair(*model, input, spec, inst, stored.limits, None, &mut |_| {
-                    true
-                })
-            else {
-                continue;
-            };
-            if let Some(e) = done.runs.iter().find_map(|(_, r)| r.as_ref().err()) {
-                checks.insert(i, check(e.clone()));
-                continue;
-            }
-            let now = done.record;
-            let moved = moved_metrics(stored, &now);
-            checks.insert(
-                i,
-                PairCheck {
-                    id: spec.id.clone(),
-                    status: if moved.is_empty() {
-                        CheckStatus::Identical
-                    } else {
-                        CheckStatus::Mismatch
-                    },
-                    moved,
-                    error: None,
-                },
-            );
-        }
+/// A pair that could not be re-run, and why.
+fn failed_check(spec: &PairSpec, error: String) -> PairCheck {
+    PairCheck {
+        id: spec.id.clone(),
+        status: CheckStatus::Error,
+        moved: vec![],
+        error: Some(error),
     }
-    let report = VerifyReport {
-        dir: dir.display().to_string(),
-        stored_device: manifest.device_name.clone(),
-        device: open.name,
-        checked_at: crate::fsutil::now(),
-        candidates: compared.len(),
-        pairs: checks.into_values().collect(),
-        missing,
+}
+
+/// Re-runs one stored pair on `model` with the manifest's token ids and compares its
+/// metrics with the stored ones (`None`: the pair was not run).
+fn check_pair(
+    info: &ModelInfo,
+    model: &dyn ModelUnderTest,
+    manifest: &Manifest,
+    spec: &PairSpec,
+    stored: &PairRecord,
+    fault: crate::trace::Injection,
+) -> Option<PairCheck> {
+    let Some(seq) = manifest
+        .tokens
+        .get(&sweep::token_key(&spec.prompt, spec.seed))
+        .filter(|s| s.continuation.len() >= spec.span)
+    else {
+        return Some(failed_check(
+            spec,
+            "the manifest has no token ids for it".into(),
+        ));
     };
-    store.write_json("verify.json", &report)?;
-    Ok(report)
+    let mut ids = seq.prompt.clone();
+    ids.extend_from_slice(&seq.continuation[..spec.span]);
+    let others = crate::tokens::companions(
+        info,
+        &spec.prompt,
+        spec.seed,
+        ids.len(),
+        spec.path.batch() - 1,
+    );
+    let input = sweep::PairInput {
+        ids: &ids,
+        prompt_len: seq.prompt.len(),
+        others: &others,
+    };
+    let inst = run::Instruments { trace: None, fault };
+    let done = sweep::run_pair(model, input, spec, inst, stored.limits, None, &mut |_| true)?;
+    if let Some(e) = done.runs.iter().find_map(|(_, r)| r.as_ref().err()) {
+        return Some(failed_check(spec, e.to_string()));
+    }
+    let moved = moved_metrics(stored, &done.record);
+    Some(PairCheck {
+        id: spec.id.clone(),
+        status: if moved.is_empty() {
+            CheckStatus::Identical
+        } else {
+            CheckStatus::Mismatch
+        },
+        moved,
+        error: None,
+    })
 }
 
 /// Indices of the pairs to re-run out of `n`: all, or `k` spread evenly (first and last

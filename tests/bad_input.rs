@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use driftsweep::exit;
 use driftsweep::model::builtin;
 
 mod common;
@@ -172,7 +173,10 @@ fn every_bad_input_exits_2_with_a_clear_error_naming_the_file() {
                 .unwrap();
             let err = String::from_utf8_lossy(&o.stderr).into_owned();
             let problems: Vec<&str> = [
-                (o.status.code() != Some(2), "exit code is not 2"),
+                (
+                    o.status.code() != Some(exit::BAD_INPUT),
+                    "exit code is not 2",
+                ),
                 (!err.contains(&name), "the error does not name the file"),
                 (!err.contains(&expect), "the expected words are missing"),
                 (err.contains("panicked"), "it panicked"),
@@ -244,7 +248,7 @@ fn a_sweep_file_that_is_a_fifo_a_device_or_too_large_is_refused_unread() {
     // Nobody writes the FIFO: a reader would block forever; /dev/zero never ends.
     for f in [fifo.as_path(), Path::new("/dev/zero")] {
         let (code, err) = plan(f);
-        assert_eq!(code, Some(2), "{}: {err}", f.display());
+        assert_eq!(code, Some(exit::BAD_INPUT), "{}: {err}", f.display());
         assert!(err.contains("not a regular file"), "{err}");
     }
     let big = tmp.path().join("big.yaml");
@@ -254,7 +258,7 @@ fn a_sweep_file_that_is_a_fifo_a_device_or_too_large_is_refused_unread() {
     }
     std::fs::write(&big, &text).unwrap();
     let (code, err) = plan(&big);
-    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(code, Some(exit::BAD_INPUT), "{err}");
     assert!(err.contains("larger than"), "{err}");
 }
 
@@ -268,9 +272,9 @@ fn a_byte_order_mark_is_accepted_and_the_limit_on_pairs_can_be_raised() {
     let fixed = tmp.path().join("bom.yaml");
     std::fs::write(&fixed, bom.replace("nmae:", "name:")).unwrap();
     let (code, err) = plan(&fixed);
-    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(code, Some(exit::PASS), "{err}");
     // The plan-size case passes with the limit raised (the limit is what refused it).
     let many = corpus.join("50_too_many_pairs.yaml");
     let o = common::run(&["plan", many.to_str().unwrap(), "--max-pairs", "30000"]);
-    assert_eq!(common::code(&o), 0, "{}", common::text(&o));
+    assert_eq!(common::code(&o), exit::PASS, "{}", common::text(&o));
 }

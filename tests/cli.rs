@@ -1,5 +1,6 @@
 //! Integration tests: run the binary on real sweep files and read what it writes.
 
+use driftsweep::exit;
 use serde_json::Value;
 
 mod common;
@@ -30,7 +31,7 @@ fn run_writes_a_complete_results_directory() {
     let cfg = write(tmp.path(), "small.yaml", SMALL);
     let out = tmp.path().join("res");
     let o = run(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+    assert_eq!(code(&o), exit::PASS, "stderr: {}", stderr(&o));
 
     let r = read_json(&out.join("report.json"));
     assert_eq!(r["verdict"], "PASS", "{}", r["verdict_reason"]);
@@ -156,7 +157,7 @@ fn run_writes_a_complete_results_directory() {
     // `report` re-renders the same content from the directory alone.
     std::fs::remove_file(out.join("report.md")).unwrap();
     let o = run(&["report", out.to_str().unwrap()]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(code(&o), exit::PASS, "{}", stderr(&o));
     let again = read_json(&out.join("report.json"));
     assert_eq!(again["pairs"], r["pairs"]);
     assert_eq!(again["counts"], r["counts"]);
@@ -170,7 +171,7 @@ fn run_writes_a_complete_results_directory() {
         "--out",
         out2.to_str().unwrap(),
     ]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(code(&o), exit::PASS, "{}", stderr(&o));
     let r2 = read_json(&out2.join("report.json"));
     for (a, b) in pairs.iter().zip(r2["pairs"].as_array().unwrap()) {
         assert_eq!(a["metrics"], b["metrics"], "{}", a["id"]);
@@ -186,7 +187,7 @@ fn plan_prints_runs_and_pairs() {
         &format!("{SMALL}exclude:\n  - {{dtype: f16, span: 9}}\n"),
     );
     let o = run(&["plan", cfg.to_str().unwrap(), "--json"]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(code(&o), exit::PASS, "{}", stderr(&o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["counts"]["pairs"], 12);
     assert_eq!(v["counts"]["runs"], 24);
@@ -262,7 +263,7 @@ fn bad_input_exits_2_naming_file_and_field_before_any_work() {
         let out = tmp.path().join(format!("out_{name}"));
         let o = run(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
         let err = stderr(&o);
-        assert_eq!(code(&o), 2, "{name}: {err}");
+        assert_eq!(code(&o), exit::BAD_INPUT, "{name}: {err}");
         assert!(
             err.contains(&format!("{name}.yaml")) || name == "unknown_model",
             "{name}: {err}"
@@ -275,7 +276,7 @@ fn bad_input_exits_2_naming_file_and_field_before_any_work() {
         );
     }
     let o = run(&["run", tmp.path().join("missing.yaml").to_str().unwrap()]);
-    assert_eq!(code(&o), 2);
+    assert_eq!(code(&o), exit::BAD_INPUT);
     assert!(stderr(&o).contains("missing.yaml"), "{}", stderr(&o));
     // An output directory that cannot be created.
     let cfg = write(tmp.path(), "ok.yaml", SMALL);
@@ -286,7 +287,7 @@ fn bad_input_exits_2_naming_file_and_field_before_any_work() {
         "--out",
         blocker.join("res").to_str().unwrap(),
     ]);
-    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert_eq!(code(&o), exit::BAD_INPUT, "{}", stderr(&o));
     assert!(
         stderr(&o).contains("cannot create the results directory"),
         "{}",
@@ -295,7 +296,7 @@ fn bad_input_exits_2_naming_file_and_field_before_any_work() {
     // A results directory of a different sweep file is refused, and left as it was.
     let res = tmp.path().join("res_other");
     let o = run(&["run", cfg.to_str().unwrap(), "--out", res.to_str().unwrap()]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(code(&o), exit::PASS, "{}", stderr(&o));
     let before = std::fs::read(res.join("report.json")).unwrap();
     let other = write(
         tmp.path(),
@@ -308,7 +309,7 @@ fn bad_input_exits_2_naming_file_and_field_before_any_work() {
         "--out",
         res.to_str().unwrap(),
     ]);
-    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert_eq!(code(&o), exit::BAD_INPUT, "{}", stderr(&o));
     assert!(
         stderr(&o).contains("different sweep file"),
         "{}",
@@ -317,7 +318,7 @@ fn bad_input_exits_2_naming_file_and_field_before_any_work() {
     assert_eq!(std::fs::read(res.join("report.json")).unwrap(), before);
     // `report` on a directory that holds no results.
     let o = run(&["report", tmp.path().to_str().unwrap()]);
-    assert_eq!(code(&o), 2);
+    assert_eq!(code(&o), exit::BAD_INPUT);
     assert!(stderr(&o).contains("no manifest.json"), "{}", stderr(&o));
 }
 
@@ -334,7 +335,7 @@ fn an_unbuilt_device_skips_every_pair_and_never_passes() {
     );
     let out = tmp.path().join("res");
     let o = run(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert_eq!(code(&o), exit::INCOMPLETE, "{}", stderr(&o));
     let r = read_json(&out.join("report.json"));
     assert_eq!(r["verdict"], "INCOMPLETE");
     assert_eq!(r["counts"]["skipped"], 16);
@@ -379,7 +380,7 @@ fn an_unbuilt_device_skips_every_pair_and_never_passes() {
     assert_eq!(c, 0, "{err}");
     assert_eq!(r["device"], "cpu");
     let o = run(&["run", cfg.to_str().unwrap(), "--device", "tpu:0"]);
-    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert_eq!(code(&o), exit::BAD_INPUT, "{}", stderr(&o));
     assert!(stderr(&o).contains("--device"), "{}", stderr(&o));
 }
 
@@ -393,7 +394,7 @@ fn a_pair_outside_its_limits_fails_the_sweep_with_exit_1() {
     let cfg = write(tmp.path(), "strict.yaml", &text);
     let out = tmp.path().join("res");
     let o = run(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert_eq!(code(&o), exit::FAIL, "{}", stderr(&o));
     let r = read_json(&out.join("report.json"));
     assert_eq!(r["verdict"], "FAIL");
     assert_eq!(r["counts"]["fail_equiv"], 4);
@@ -442,7 +443,12 @@ fn a_write_error_mid_sweep_exits_2_instead_of_hanging() {
         "--exit-after-runs",
         "1",
     ]);
-    assert_eq!(first.status.code(), Some(137), "{}", stderr(&first));
+    assert_eq!(
+        first.status.code(),
+        Some(exit::KILLED),
+        "{}",
+        stderr(&first)
+    );
     let record = out.join("runs/p0_short.s4.f32.kv0.seed0.prefill.json");
     let _ = std::fs::remove_file(&record);
     std::fs::create_dir_all(&record).unwrap();

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use driftsweep::exit;
 use serde_json::Value;
 
 mod common;
@@ -43,7 +44,7 @@ fn candle_transformers_runs_next_to_the_own_decoder_on_the_builtin_model() {
 
     // The plan states what the per-prefix prefill costs.
     let o = common::run(&["plan", cfg.to_str().unwrap()]);
-    assert_eq!(common::code(&o), 0, "{}", common::text(&o));
+    assert_eq!(common::code(&o), exit::PASS, "{}", common::text(&o));
     let plan = String::from_utf8_lossy(&o.stdout).into_owned();
     // Own decoder: 4 prefills of 6 + 5 tokens; candle-transformers: 2 of 5·6 + 15 (its
     // kv_aligned pairs are SKIPPED and cost nothing).
@@ -57,7 +58,7 @@ fn candle_transformers_runs_next_to_the_own_decoder_on_the_builtin_model() {
     );
 
     let o = common::run(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    assert_eq!(common::code(&o), 0, "{}", common::text(&o));
+    assert_eq!(common::code(&o), exit::PASS, "{}", common::text(&o));
     let r = common::read_json(&out.join("report.json"));
     assert_eq!(r["counts"]["pairs"], 8);
 
@@ -121,7 +122,7 @@ fn faults_are_refused_with_an_engine_that_has_no_probes() {
         &format!("{BUILTIN_BOTH_ENGINES}inject: {{position_shift: 1}}\n"),
     );
     let o = common::run(&["run", cfg.to_str().unwrap(), "--out", "unused"]);
-    assert_eq!(common::code(&o), 2, "{}", common::text(&o));
+    assert_eq!(common::code(&o), exit::BAD_INPUT, "{}", common::text(&o));
     assert!(
         common::stderr(&o).contains("`inject`"),
         "{}",
@@ -148,7 +149,7 @@ fn your_own_model_runs_a_sweep_from_rust() {
         .arg(&out)
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", common::text(&o));
+    assert_eq!(o.status.code(), Some(exit::PASS), "{}", common::text(&o));
     let r = common::read_json(&out.join("report.json"));
     assert_eq!(r["verdict"], "PASS", "{}", r["verdict_reason"]);
     assert_eq!(r["counts"]["pairs"], 16);
@@ -204,7 +205,7 @@ fn smollm2_through_both_engines_on_dequantized_and_quantized_weights() {
         .unwrap();
     // Quantized pairs may fail their limits: the exit code is 0 or 1, never bad input.
     assert!(
-        matches!(o.status.code(), Some(0 | 1)),
+        matches!(o.status.code(), Some(exit::PASS | exit::FAIL)),
         "{}",
         common::text(&o)
     );

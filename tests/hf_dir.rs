@@ -7,6 +7,7 @@ use std::path::Path;
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use driftsweep::dtype::RunDtype;
+use driftsweep::exit;
 use driftsweep::model::{Decoder, Family, ModelInfo, builtin, llama::Config};
 use driftsweep::run;
 
@@ -172,7 +173,7 @@ fn bad_directories_are_clear_errors() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(o.status.code(), Some(exit::BAD_INPUT), "{err}");
     assert!(
         err.contains("s.yaml") && err.contains("model.source") && err.contains("config.json"),
         "{err}"
@@ -208,20 +209,20 @@ fn hf_sources_resolve_from_the_standard_cache_offline() {
     let o = run("hf:tiny-org/tiny-llama");
     assert_eq!(
         o.status.code(),
-        Some(0),
+        Some(exit::PASS),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
     let o = run("hf:tiny-org/tiny-llama@main");
     assert_eq!(
         o.status.code(),
-        Some(0),
+        Some(exit::PASS),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
     let o = run("hf:tiny-org/absent");
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(o.status.code(), Some(exit::BAD_INPUT), "{err}");
     assert!(
         err.contains("model.source") && err.contains("not in the Hugging Face cache"),
         "{err}"

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use driftsweep::exit;
 use serde_json::Value;
 
 mod common;
@@ -25,7 +26,12 @@ fn sweep(config: &Path, out: &Path, extra: &[&str]) {
     ];
     args.extend_from_slice(extra);
     let o = common::run(&args);
-    assert_eq!(common::code(&o), 0, "{args:?}: {}", common::text(&o));
+    assert_eq!(
+        common::code(&o),
+        exit::PASS,
+        "{args:?}: {}",
+        common::text(&o)
+    );
 }
 
 /// Every pair's record, every run's row digests and every reused prefill's source, by id:

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use driftsweep::exit;
 use serde_json::Value;
 
 mod common;
@@ -57,7 +58,7 @@ fn quickstart_writes_a_self_contained_html_report_and_junit_that_parses_back() {
     let out = tmp.path().join("qs");
     let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/quickstart.yaml");
     let o = run(&["run", cfg, "--out", out.to_str().unwrap(), "--no-progress"]);
-    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(code(&o), exit::PASS, "{}", text(&o));
     let r = read_json(&out.join("report.json"));
     let pairs = r["pairs"].as_array().unwrap();
 
@@ -173,7 +174,7 @@ fn failures_and_skips_reach_junit_and_html_and_nothing_compared_is_not_green() {
         "inject",
         &[],
     );
-    assert_eq!(c, 1);
+    assert_eq!(c, exit::FAIL);
     let r = read_json(&Path::new(&dir).join("report.json"));
     let failed: Vec<&Value> = r["pairs"]
         .as_array()
@@ -211,7 +212,7 @@ fn failures_and_skips_reach_junit_and_html_and_nothing_compared_is_not_green() {
         "skip",
         &[],
     );
-    assert_eq!(c, 3);
+    assert_eq!(c, exit::INCOMPLETE);
     let xml = junit(&dir);
     let doc = roxmltree::Document::parse(&xml).unwrap();
     let skipped = doc
@@ -238,9 +239,9 @@ fn failures_and_skips_reach_junit_and_html_and_nothing_compared_is_not_green() {
 fn diff_finds_an_injected_regression_and_refuses_bad_input() {
     let tmp = tempfile::tempdir().unwrap();
     let (c, honest) = run_sweep(tmp.path(), "a.yaml", &sweep("small", ""), "honest", &[]);
-    assert_eq!(c, 0);
+    assert_eq!(c, exit::PASS);
     let (c, again) = run_sweep(tmp.path(), "a.yaml", &sweep("small", ""), "again", &[]);
-    assert_eq!(c, 0);
+    assert_eq!(c, exit::PASS);
     // The same sweep file with a fault injected: same sweep name and model, so comparable.
     let (_, inject) = run_sweep(
         tmp.path(),
@@ -255,7 +256,7 @@ fn diff_finds_an_injected_regression_and_refuses_bad_input() {
 
     // Honest against honest: bit-identical, every ratio 1.
     let o = run(&["diff", &honest, &again, "--json"]);
-    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(code(&o), exit::PASS, "{}", text(&o));
     let d: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(d["verdict"], "PASS");
     assert_eq!(d["compared"], 16);
@@ -269,7 +270,7 @@ fn diff_finds_an_injected_regression_and_refuses_bad_input() {
 
     // Negative control: the injected fault is a regression, named per pair.
     let o = run(&["diff", &honest, &inject]);
-    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert_eq!(code(&o), exit::FAIL, "{}", text(&o));
     let md = String::from_utf8_lossy(&o.stdout);
     assert!(md.contains("**REGRESSED**"), "{md}");
     assert!(
@@ -279,32 +280,32 @@ fn diff_finds_an_injected_regression_and_refuses_bad_input() {
     assert!(md.contains("verdict PASS_EQUIV → FAIL_EQUIV"), "{md}");
     // Reversed, the fault's removal is an improvement, not a regression.
     let o = run(&["diff", &inject, &honest, "--json"]);
-    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(code(&o), exit::PASS, "{}", text(&o));
     let d: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(d["improved"].as_u64().unwrap() > 0);
 
     // Another sweep is refused unless matched by id.
     let (_, other) = run_sweep(tmp.path(), "c.yaml", &sweep("other", ""), "other", &[]);
     let o = run(&["diff", &honest, &other]);
-    assert_eq!(code(&o), 2);
+    assert_eq!(code(&o), exit::BAD_INPUT);
     assert!(common::stderr(&o).contains("--by-id"), "{}", text(&o));
     let o = run(&["diff", &honest, &other, "--by-id"]);
-    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(code(&o), exit::PASS, "{}", text(&o));
 
     // Bad input: exit 2 naming what is wrong.
     let missing = tmp.path().join("missing");
     let o = run(&["diff", &honest, missing.to_str().unwrap()]);
-    assert_eq!(code(&o), 2);
+    assert_eq!(code(&o), exit::BAD_INPUT);
     assert!(common::stderr(&o).contains("missing"), "{}", text(&o));
     let o = run(&["diff", &honest, &again, "--fail-on", "0.9"]);
-    assert_eq!(code(&o), 2);
+    assert_eq!(code(&o), exit::BAD_INPUT);
     assert!(common::stderr(&o).contains("--fail-on"), "{}", text(&o));
     let o = run(&["diff", &honest, &again, "--fail-on", "x"]);
-    assert_eq!(code(&o), 2);
+    assert_eq!(code(&o), exit::BAD_INPUT);
     let no_report = tmp.path().join("empty");
     std::fs::create_dir_all(&no_report).unwrap();
     let o = run(&["diff", no_report.to_str().unwrap(), &honest]);
-    assert_eq!(code(&o), 2);
+    assert_eq!(code(&o), exit::BAD_INPUT);
     assert!(common::stderr(&o).contains("report.json"), "{}", text(&o));
 }
 
@@ -312,7 +313,7 @@ fn diff_finds_an_injected_regression_and_refuses_bad_input() {
 fn run_with_a_baseline_gates_on_regression() {
     let tmp = tempfile::tempdir().unwrap();
     let (c, honest) = run_sweep(tmp.path(), "a.yaml", &sweep("small", ""), "honest", &[]);
-    assert_eq!(c, 0);
+    assert_eq!(c, exit::PASS);
     let (c, again) = run_sweep(
         tmp.path(),
         "a.yaml",
@@ -320,7 +321,7 @@ fn run_with_a_baseline_gates_on_regression() {
         "again",
         &["--baseline", &honest],
     );
-    assert_eq!(c, 0);
+    assert_eq!(c, exit::PASS);
     let d = read_json(&Path::new(&again).join("diff.json"));
     assert_eq!(d["verdict"], "PASS");
     assert!(Path::new(&again).join("diff.md").is_file());
@@ -335,7 +336,7 @@ fn run_with_a_baseline_gates_on_regression() {
         "inject",
         &["--baseline", &honest],
     );
-    assert_eq!(c, 1);
+    assert_eq!(c, exit::FAIL);
     let d = read_json(&Path::new(&inject).join("diff.json"));
     assert_eq!(d["verdict"], "REGRESSED");
 
@@ -347,6 +348,6 @@ fn run_with_a_baseline_gates_on_regression() {
         "never",
         &["--baseline", tmp.path().join("nope").to_str().unwrap()],
     );
-    assert_eq!(c, 2);
+    assert_eq!(c, exit::BAD_INPUT);
     assert!(!Path::new(&never).exists());
 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use driftsweep::exit;
 use serde_json::Value;
 
 mod common;
@@ -103,12 +104,12 @@ fn a_hard_kill_part_way_then_resume_recomputes_nothing_finished_and_matches_an_u
         "--out",
         reference.to_str().unwrap(),
     ]);
-    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(code(&o), exit::PASS, "{}", text(&o));
 
     let out = tmp.path().join("killed");
     // A hard stop after the 13th run record, as SIGKILL would: mid-pair, nothing finalized.
     let o = run_with(&cfg, &out, &["--exit-after-runs", "13"]);
-    assert_eq!(code(&o), 137, "{}", text(&o));
+    assert_eq!(code(&o), exit::KILLED, "{}", text(&o));
     assert!(
         !out.join("report.json").exists(),
         "a killed sweep writes no report"
@@ -139,7 +140,7 @@ fn a_hard_kill_part_way_then_resume_recomputes_nothing_finished_and_matches_an_u
     );
 
     let o = run(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(code(&o), exit::PASS, "{}", text(&o));
     assert!(
         text(&o).contains(&format!("resumed: {} pair(s) reused", whole.len())),
         "{}",
@@ -165,7 +166,7 @@ fn a_stop_request_ends_after_the_current_run_reports_incomplete_and_exits_130_th
     let out = tmp.path().join("res");
     // The stop flag raised once 7 runs have started: the path Ctrl-C and SIGTERM take.
     let o = run_with(&cfg, &out, &["--stop-after-runs", "7"]);
-    assert_eq!(code(&o), 130, "{}", text(&o));
+    assert_eq!(code(&o), exit::INTERRUPTED, "{}", text(&o));
     assert_eq!(
         count_json(&out.join("pairs")),
         3,
@@ -193,7 +194,7 @@ fn a_stop_request_ends_after_the_current_run_reports_incomplete_and_exits_130_th
     assert!(md.contains("INTERRUPTED"), "{md}");
 
     let o = run(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(code(&o), exit::PASS, "{}", text(&o));
     let r = read_json(&out.join("report.json"));
     assert_eq!(r["verdict"], "PASS");
     assert_eq!(r["interrupted"], false);
@@ -207,7 +208,7 @@ fn a_failing_run_makes_its_pair_incomplete_and_the_sweep_goes_on() {
     let (tmp, cfg) = setup(&yaml);
     let out = tmp.path().join("res");
     let o = run(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    assert_eq!(code(&o), 3, "{}", text(&o));
+    assert_eq!(code(&o), exit::INCOMPLETE, "{}", text(&o));
     let r = read_json(&out.join("report.json"));
     assert_eq!(r["verdict"], "INCOMPLETE");
     let pairs = r["pairs"].as_array().unwrap();
@@ -231,7 +232,7 @@ fn a_failing_run_makes_its_pair_incomplete_and_the_sweep_goes_on() {
 
     // A resume retries only the failed pairs (still failing here), and keeps the rest.
     let o = run(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    assert_eq!(code(&o), 3, "{}", text(&o));
+    assert_eq!(code(&o), exit::INCOMPLETE, "{}", text(&o));
     assert!(
         text(&o).contains("resumed: 16 pair(s) reused"),
         "{}",
@@ -246,12 +247,12 @@ fn repeated_sweeps_are_bit_identical_and_verify_catches_a_tampered_metric() {
     let b = tmp.path().join("b");
     for out in [&a, &b] {
         let o = run(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-        assert_eq!(code(&o), 0, "{}", text(&o));
+        assert_eq!(code(&o), exit::PASS, "{}", text(&o));
     }
     assert_eq!(metrics(&a), metrics(&b));
 
     let o = run(&["verify", a.to_str().unwrap(), "--all"]);
-    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(code(&o), exit::PASS, "{}", text(&o));
     assert!(
         text(&o).contains("24 of 24 re-run pair(s) bit-identical"),
         "{}",
@@ -272,7 +273,7 @@ fn repeated_sweeps_are_bit_identical_and_verify_catches_a_tampered_metric() {
     rec["metrics"]["kl_mean"] = serde_json::json!(old * 1.5 + 1e-9);
     std::fs::write(&pair_file, serde_json::to_vec(&rec).unwrap()).unwrap();
     let o = run(&["verify", a.to_str().unwrap(), "--all"]);
-    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert_eq!(code(&o), exit::FAIL, "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("mismatch"), "{t}");
     assert!(t.contains("kl_mean moved"), "{t}");
@@ -280,7 +281,7 @@ fn repeated_sweeps_are_bit_identical_and_verify_catches_a_tampered_metric() {
 
     // The default is a sample.
     let o = run(&["verify", b.to_str().unwrap(), "--sample", "3"]);
-    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(code(&o), exit::PASS, "{}", text(&o));
     assert!(text(&o).contains("3 of 3 re-run"), "{}", text(&o));
 }
 
@@ -291,11 +292,11 @@ fn a_directory_of_another_sweep_is_refused_unless_start_over() {
     let small = SWEEP.replace("span: [24, 48, 96]", "span: [8]");
     std::fs::write(&cfg, &small).unwrap();
     let o = run(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(code(&o), exit::PASS, "{}", text(&o));
 
     std::fs::write(&cfg, small.replace("seed: [0]", "seed: [1]")).unwrap();
     let o = run(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert_eq!(code(&o), exit::BAD_INPUT, "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("different sweep file"), "{t}");
     assert!(t.contains("--start-over"), "{t}");
@@ -307,7 +308,7 @@ fn a_directory_of_another_sweep_is_refused_unless_start_over() {
         out.to_str().unwrap(),
         "--start-over",
     ]);
-    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(code(&o), exit::PASS, "{}", text(&o));
     let r = read_json(&out.join("report.json"));
     assert!(
         r["pairs"]

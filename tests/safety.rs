@@ -8,6 +8,8 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use driftsweep::exit;
+
 mod common;
 use common::{code, read_json, run, stderr, text};
 
@@ -82,15 +84,15 @@ fn assert_user_files_survive(dir: &Path, when: &str) {
 fn user_files_survive_resume_and_start_over() {
     let (_tmp, cfg, out) = setup();
     let first = run_into(&cfg, &out, &[]);
-    assert_eq!(code(&first), 0, "{}", text(&first));
+    assert_eq!(code(&first), exit::PASS, "{}", text(&first));
     assert!(out.join("driftsweep.marker.json").is_file());
     plant_user_files(&out);
     // The cleanup of stale temporaries runs on every start: it must not take these.
     let again = run_into(&cfg, &out, &[]);
-    assert_eq!(code(&again), 0, "{}", text(&again));
+    assert_eq!(code(&again), exit::PASS, "{}", text(&again));
     assert_user_files_survive(&out, "resume");
     let over = run_into(&cfg, &out, &["--start-over"]);
-    assert_eq!(code(&over), 0, "{}", text(&over));
+    assert_eq!(code(&over), exit::PASS, "{}", text(&over));
     assert_user_files_survive(&out, "--start-over");
     let err = stderr(&over);
     assert!(
@@ -103,9 +105,9 @@ fn user_files_survive_resume_and_start_over() {
     // --start-over with another sweep replaces the results, still leaving the user's files.
     let other = common::write(cfg.parent().unwrap(), "other.yaml", OTHER_SWEEP);
     let refused = run_into(&other, &out, &[]);
-    assert_eq!(code(&refused), 2, "{}", text(&refused));
+    assert_eq!(code(&refused), exit::BAD_INPUT, "{}", text(&refused));
     let replaced = run_into(&other, &out, &["--start-over"]);
-    assert_eq!(code(&replaced), 0, "{}", text(&replaced));
+    assert_eq!(code(&replaced), exit::PASS, "{}", text(&replaced));
     assert_user_files_survive(&out, "--start-over with another sweep");
     assert!(
         !out.join("runs/r8.s8.f32.kv1.seed0.prefill.json").exists(),
@@ -124,7 +126,7 @@ fn a_directory_driftsweep_did_not_make_is_refused_and_untouched() {
     plant_user_files(&out);
     for extra in [&[][..], &["--start-over"][..]] {
         let o = run_into(&cfg, &out, extra);
-        assert_eq!(code(&o), 2, "{extra:?}: {}", text(&o));
+        assert_eq!(code(&o), exit::BAD_INPUT, "{extra:?}: {}", text(&o));
         let err = stderr(&o);
         assert!(
             err.contains(out.to_str().unwrap()),
@@ -152,7 +154,7 @@ fn the_working_directory_is_never_a_default_target() {
         .current_dir(tmp.path())
         .output()
         .unwrap();
-    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert_eq!(code(&o), exit::BAD_INPUT, "{}", text(&o));
     assert!(stderr(&o).contains("`output`"), "{}", text(&o));
     assert!(!tmp.path().join("runs").exists());
     assert!(!tmp.path().join("report.json").exists());
@@ -176,7 +178,7 @@ fn hold_lock(dir: &Path, pid: u32) -> std::fs::File {
 fn a_second_writer_is_refused_naming_the_directory_and_the_holder() {
     let (_tmp, cfg, out) = setup();
     let first = run_into(&cfg, &out, &[]);
-    assert_eq!(code(&first), 0, "{}", text(&first));
+    assert_eq!(code(&first), exit::PASS, "{}", text(&first));
     let report_before = std::fs::read(out.join("report.json")).unwrap();
     let held = hold_lock(&out, 424242);
     let dir = out.to_str().unwrap();
@@ -187,7 +189,7 @@ fn a_second_writer_is_refused_naming_the_directory_and_the_holder() {
         vec!["verify", dir],
     ] {
         let o = run(&args);
-        assert_eq!(code(&o), 2, "{args:?}: {}", text(&o));
+        assert_eq!(code(&o), exit::BAD_INPUT, "{args:?}: {}", text(&o));
         let err = stderr(&o);
         assert!(
             err.contains(dir) && err.contains("pid 424242"),
@@ -201,17 +203,22 @@ fn a_second_writer_is_refused_naming_the_directory_and_the_holder() {
     drop(held);
     // The control: with the lock released, the same commands work.
     let o = run(&["report", dir]);
-    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(code(&o), exit::PASS, "{}", text(&o));
 }
 
 #[test]
 fn a_killed_run_leaves_no_lock_behind() {
     let (_tmp, cfg, out) = setup();
     let killed = run_into(&cfg, &out, &["--exit-after-runs", "1"]);
-    assert_eq!(killed.status.code(), Some(137), "{}", text(&killed));
+    assert_eq!(
+        killed.status.code(),
+        Some(exit::KILLED),
+        "{}",
+        text(&killed)
+    );
     assert!(out.join("driftsweep.lock").exists(), "the lock file stays");
     let resumed = run_into(&cfg, &out, &[]);
-    assert_eq!(code(&resumed), 0, "{}", text(&resumed));
+    assert_eq!(code(&resumed), exit::PASS, "{}", text(&resumed));
 }
 
 #[test]
@@ -233,7 +240,7 @@ fn two_processes_on_one_directory_never_both_write() {
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     let codes = [code(&a), code(&b)];
     assert!(
-        codes.contains(&0) && codes.contains(&2),
+        codes.contains(&exit::PASS) && codes.contains(&exit::BAD_INPUT),
         "exactly one of two different sweeps writes the directory: {}\n{}",
         text(&a),
         text(&b)
@@ -241,7 +248,11 @@ fn two_processes_on_one_directory_never_both_write() {
     let m = read_json(&out.join("manifest.json"));
     assert_eq!(m["sessions"].as_array().unwrap().len(), 1, "{m}");
     let r = read_json(&out.join("report.json"));
-    let winner = if codes[0] == 0 { "safety" } else { "other" };
+    let winner = if codes[0] == exit::PASS {
+        "safety"
+    } else {
+        "other"
+    };
     assert_eq!(r["sweep"]["name"], winner);
     let names: Vec<String> = r["pairs"]
         .as_array()
@@ -260,13 +271,13 @@ fn two_processes_on_one_directory_never_both_write() {
 fn verify_names_the_pairs_it_cannot_find() {
     let (_tmp, cfg, out) = setup();
     let first = run_into(&cfg, &out, &[]);
-    assert_eq!(code(&first), 0, "{}", text(&first));
+    assert_eq!(code(&first), exit::PASS, "{}", text(&first));
     let dir = out.to_str().unwrap();
     let ok = run(&["verify", dir, "--all"]);
-    assert_eq!(code(&ok), 0, "the control: {}", text(&ok));
+    assert_eq!(code(&ok), exit::PASS, "the control: {}", text(&ok));
     std::fs::remove_file(out.join("pairs/r8.s8.f32.kv0.seed0.json")).unwrap();
     let o = run(&["verify", dir, "--all"]);
-    assert_eq!(code(&o), 3, "{}", text(&o));
+    assert_eq!(code(&o), exit::INCOMPLETE, "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
         stdout.contains("missing") && stdout.contains("r8.s8.f32.kv0.seed0"),
@@ -275,7 +286,7 @@ fn verify_names_the_pairs_it_cannot_find() {
     // And `report` no longer says PASS for a pair whose run record is gone.
     std::fs::remove_file(out.join("runs/r8.s8.f32.kv1.seed0.decode.json")).unwrap();
     let rep = run(&["report", dir]);
-    assert_eq!(code(&rep), 3, "{}", text(&rep));
+    assert_eq!(code(&rep), exit::INCOMPLETE, "{}", text(&rep));
 }
 
 /// Whether process `pid` holds `file` open (its /proc fd table names it).
@@ -346,7 +357,7 @@ fn sigterm_during_setup_ends_the_process_at_once_and_writes_nothing() {
         .unwrap();
     assert!(killed.success());
     let o = child.wait_with_output().unwrap();
-    assert_eq!(code(&o), 130, "{}", text(&o));
+    assert_eq!(code(&o), exit::INTERRUPTED, "{}", text(&o));
     assert!(
         stderr(&o).contains("interrupted during setup: nothing was written"),
         "{}",
@@ -371,7 +382,7 @@ fn merge_refuses_a_shard_another_process_holds() {
     for (k, dir) in shards.iter().enumerate() {
         let spec = format!("{k}/2");
         let o = run(&["run", c, "--shard", &spec, "--out", dir.to_str().unwrap()]);
-        assert!([0, 1].contains(&code(&o)), "{}", text(&o));
+        assert!([exit::PASS, exit::FAIL].contains(&code(&o)), "{}", text(&o));
     }
     let merged = tmp.path().join("merged");
     let args = |m: &Path| -> Vec<String> {
@@ -382,7 +393,7 @@ fn merge_refuses_a_shard_another_process_holds() {
     let held = hold_lock(&shards[1], 434343);
     let a = args(&merged);
     let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
-    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert_eq!(code(&o), exit::BAD_INPUT, "{}", text(&o));
     let err = stderr(&o);
     assert!(
         err.contains(shards[1].to_str().unwrap()) && err.contains("pid 434343"),
@@ -392,6 +403,6 @@ fn merge_refuses_a_shard_another_process_holds() {
     drop(held);
     // The control: released, the same merge goes through.
     let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!([0, 1].contains(&code(&o)), "{}", text(&o));
+    assert!([exit::PASS, exit::FAIL].contains(&code(&o)), "{}", text(&o));
     assert!(merged.join("report.json").is_file());
 }

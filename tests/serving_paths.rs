@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use driftsweep::exit;
 use serde_json::Value;
 
 mod common;
@@ -63,7 +64,7 @@ fn setting(p: &Value) -> String {
 
 #[test]
 fn every_path_runs_on_both_engines_and_reduces_to_decode_and_prefill_at_its_ends() {
-    let (r, md, dir) = sweep("configs/serving_paths_ci.yaml", 0);
+    let (r, md, dir) = sweep("configs/serving_paths_ci.yaml", exit::PASS);
     let ps = pairs(&r);
     // 2 prompts × 2 dtypes × 2 kv × 16 paths × 2 engines.
     assert_eq!(ps.len(), 256);
@@ -164,7 +165,7 @@ fn every_path_runs_on_both_engines_and_reduces_to_decode_and_prefill_at_its_ends
 
 #[test]
 fn chunk_and_cross_row_faults_fail_exactly_the_paths_that_can_show_them() {
-    let (r, md, _dir) = sweep("configs/serving_paths_inject_ci.yaml", 1);
+    let (r, md, _dir) = sweep("configs/serving_paths_inject_ci.yaml", exit::FAIL);
     assert!(md.contains("Fault injection is on"), "{md}");
     let mut caught = 0;
     for p in pairs(&r) {
@@ -214,7 +215,7 @@ fn smollm2_serving_paths_on_both_engines_and_both_weight_formats() {
         "{} is missing: run `bash scripts/fetch_smollm2.sh` (`.ci/run` does)",
         model.display()
     );
-    let (r, md, dir) = sweep("configs/serving_paths_smollm2_ci.yaml", 0);
+    let (r, md, dir) = sweep("configs/serving_paths_smollm2_ci.yaml", exit::PASS);
     let ps = pairs(&r);
     let compared = |engine: &str, weights: &str, path: &str| {
         ps.iter()

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use driftsweep::exit;
 use serde_json::Value;
 
 mod common;
@@ -34,7 +35,7 @@ fn s(p: &Path) -> &str {
 
 fn run_ok(args: &[&str]) -> String {
     let o = run(args);
-    assert_eq!(code(&o), 0, "{args:?}: {}", text(&o));
+    assert_eq!(code(&o), exit::PASS, "{args:?}: {}", text(&o));
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -125,7 +126,7 @@ fn three_shards_merge_into_the_single_process_report() {
         "--out",
         s(&shard_out(root, 1, 3)),
     ]);
-    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert_eq!(code(&o), exit::BAD_INPUT, "{}", text(&o));
     assert!(stderr(&o).contains("holds shard 1/3"), "{}", stderr(&o));
 
     let dirs: Vec<PathBuf> = (0..3).map(|k| shard_out(root, k, 3)).collect();
@@ -166,7 +167,7 @@ fn three_shards_merge_into_the_single_process_report() {
     // Negative control 1: a missing shard makes the merge INCOMPLETE, listing its pairs.
     let partial = root.join("partial");
     let o = run(&["merge", s(&partial), s(&dirs[0]), s(&dirs[2])]);
-    assert_eq!(code(&o), 3, "{}", text(&o));
+    assert_eq!(code(&o), exit::INCOMPLETE, "{}", text(&o));
     let r = read_json(&partial.join("report.json"));
     assert_eq!(r["verdict"], "INCOMPLETE");
     assert_eq!(r["merged"]["missing_shards"], serde_json::json!([1]));
@@ -189,7 +190,7 @@ fn three_shards_merge_into_the_single_process_report() {
     let id = manifest_pairs(&dirs[0]).into_iter().next().unwrap();
     std::fs::remove_file(dirs[0].join(format!("pairs/{id}.json"))).unwrap();
     let o = run(&args);
-    assert_eq!(code(&o), 3, "{}", text(&o));
+    assert_eq!(code(&o), exit::INCOMPLETE, "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("missing pair: {id}")));
     let r = read_json(&out.join("report.json"));
     let p = r["pairs"]
@@ -212,7 +213,7 @@ fn three_shards_merge_into_the_single_process_report() {
         "--gres",
         "gpu:1",
     ]);
-    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(code(&o), exit::PASS, "{}", text(&o));
     let slurm = root.join("sharded.shards/slurm");
     let array = std::fs::read_to_string(slurm.join("shards.sbatch")).unwrap();
     assert!(array.contains("#SBATCH --array=0%2\n"), "{array}");
@@ -249,7 +250,7 @@ fn three_shards_merge_into_the_single_process_report() {
         "--no-progress",
     ]);
     let o = run(&["merge", s(&root.join("mixed")), s(&dirs[0]), s(&foreign)]);
-    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert_eq!(code(&o), exit::BAD_INPUT, "{}", text(&o));
     let e = stderr(&o);
     assert!(
         e.contains("not shards of the same sweep") && e.contains("sweep file"),
@@ -265,12 +266,12 @@ fn three_shards_merge_into_the_single_process_report() {
         let mut args = vec!["merge", s(&foreign)];
         args.extend(dirs);
         let o = run(&args);
-        assert_eq!(code(&o), 2, "{args:?}: {}", text(&o));
+        assert_eq!(code(&o), exit::BAD_INPUT, "{args:?}: {}", text(&o));
         assert!(stderr(&o).contains(want), "{want}: {}", stderr(&o));
     }
     // The merge never overwrites other results.
     let o = run(&["merge", s(&single), s(&dirs[0])]);
-    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert_eq!(code(&o), exit::BAD_INPUT, "{}", text(&o));
     assert!(stderr(&o).contains("not a merge"), "{}", stderr(&o));
 }
 
@@ -285,13 +286,13 @@ fn bad_shard_specs_are_exit_2_naming_the_flag() {
         ("x", "K/N"),
     ] {
         let o = run(&["run", s(&cfg), "--shard", spec, "--out", s(&out)]);
-        assert_eq!(code(&o), 2, "{spec}: {}", text(&o));
+        assert_eq!(code(&o), exit::BAD_INPUT, "{spec}: {}", text(&o));
         let e = stderr(&o);
         assert!(e.contains("--shard") && e.contains(want), "{spec}: {e}");
     }
     // 32 pairs in 16 twin units: 17 shards would leave one empty.
     let o = run(&["run", s(&cfg), "--shard", "0/17", "--out", s(&out)]);
-    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert_eq!(code(&o), exit::BAD_INPUT, "{}", text(&o));
     let e = stderr(&o);
     assert!(
         e.contains("sweep.yaml") && e.contains("`--shard`") && e.contains("at most 16"),
@@ -299,6 +300,6 @@ fn bad_shard_specs_are_exit_2_naming_the_flag() {
     );
     assert!(!out.exists(), "nothing written on bad input");
     let o = run(&["slurm", s(&cfg), "--shards", "0"]);
-    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert_eq!(code(&o), exit::BAD_INPUT, "{}", text(&o));
     assert!(stderr(&o).contains("--shards"), "{}", stderr(&o));
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 use driftsweep::dtype::RunDtype;
+use driftsweep::exit;
 use driftsweep::model::{Family, ModelInfo};
 use driftsweep::{run, tokens};
 
@@ -136,7 +137,7 @@ fn a_truncated_gguf_is_bad_input_before_any_work() {
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+        assert_eq!(o.status.code(), Some(exit::BAD_INPUT), "{name}: {err}");
         assert!(
             err.contains(&format!("{name}.yaml")) && err.contains("model.source"),
             "{name}: {err}"
@@ -153,7 +154,7 @@ fn a_truncated_gguf_is_bad_input_before_any_work() {
             .unwrap();
         assert_eq!(
             o.status.code(),
-            Some(2),
+            Some(exit::BAD_INPUT),
             "{}",
             String::from_utf8_lossy(&o.stderr)
         );
@@ -173,7 +174,7 @@ fn the_ci_sweep_on_smollm2_measures_real_drift() {
         .unwrap();
     assert_eq!(
         o.status.code(),
-        Some(0),
+        Some(exit::PASS),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );

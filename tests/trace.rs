@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use driftsweep::exit;
 use serde_json::Value;
 
 const BASE: &str = include_str!("../configs/b3_66_trace.yaml");
@@ -19,7 +20,11 @@ fn run_traced(name: &str, text: &str, tmp: &Path) -> (i32, Value, String, Value)
         .output()
         .unwrap();
     let code = o.status.code().unwrap();
-    assert!(code != 2, "{name}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        code != exit::BAD_INPUT,
+        "{name}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let read = |f: &str| {
         std::fs::read_to_string(out.join(f)).unwrap_or_else(|e| panic!("{name}/{f}: {e}"))
     };
@@ -50,7 +55,7 @@ fn assert_unique_rows(md: &str) {
 fn honest_f32_runs_pass_with_no_record_over_threshold() {
     let tmp = tempfile::tempdir().unwrap();
     let (code, t, md, report) = run_traced("honest", BASE, tmp.path());
-    assert_eq!(code, 0);
+    assert_eq!(code, exit::PASS);
     assert_eq!(t["result"], "PASS", "{}", t["reason"]);
     assert_eq!(t["traced_pairs"], 6);
     assert_eq!(t["failed_records"], 0);
@@ -126,7 +131,7 @@ fn a_position_shift_is_a_trace_offset_never_a_pass() {
         &format!("{BASE}inject:\n  position_shift: 1\n"),
         tmp.path(),
     );
-    assert_ne!(code, 0);
+    assert_ne!(code, exit::PASS);
     assert_eq!(t["result"], "FAIL", "{}", t["reason"]);
     assert!(t["missing_partners"].as_u64().unwrap() > 0);
     assert!(md.contains("TRACE_OFFSET"));
@@ -158,14 +163,14 @@ fn tracing_only_failing_pairs() {
     assert_ne!(failing, BASE);
     // Nothing fails: nothing is traced, and that is not a pass.
     let (code, t, md, _) = run_traced("failing_none", &failing, tmp.path());
-    assert_eq!(code, 0);
+    assert_eq!(code, exit::PASS);
     assert_eq!(t["result"], "INCOMPLETE");
     assert_eq!(t["traced_pairs"], 0);
     assert!(md.contains("no pair failed its logits verdict"), "{md}");
     // With a fault every pair fails and is re-run with tracing, without another model load.
     let inject = "inject:\n  tensor: q\n  layer: 1\n  epsilon: 0.05\n";
     let (code, t, md, r) = run_traced("failing_all", &format!("{failing}{inject}"), tmp.path());
-    assert_eq!(code, 1);
+    assert_eq!(code, exit::FAIL);
     assert_eq!(t["traced_pairs"], 6);
     assert_eq!(t["result"], "FAIL");
     assert_eq!(r["model_loads"], 1);

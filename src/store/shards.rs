@@ -18,11 +18,20 @@ pub struct Shard {
     pub count: usize,
 }
 
-impl FromStr for Shard {
-    type Err = String;
+/// Why a `K/N` shard does not parse; its text says how to write one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseShardError(String);
 
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let bad = |why: &str| format!("`{s}`: {why}; write K/N with 0 <= K < N, for example 0/4");
+impl FromStr for Shard {
+    type Err = ParseShardError;
+
+    fn from_str(s: &str) -> std::result::Result<Self, ParseShardError> {
+        let bad = |why: &str| {
+            ParseShardError(format!(
+                "`{s}`: {why}; write K/N with 0 <= K < N, for example 0/4"
+            ))
+        };
         let (k, n) = s.split_once('/').ok_or_else(|| bad("no `/`"))?;
         let index: usize = k
             .trim()

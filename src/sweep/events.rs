@@ -99,4 +99,46 @@ impl StopFlag {
     pub fn recording(&self) -> bool {
         self.0.recording.load(Ordering::SeqCst)
     }
+
+    /// What a signal (SIGINT, SIGTERM) asks of the sweep now, raising the flag once the sweep
+    /// is recording. The caller's handler acts on it: the library never ends the process.
+    pub fn signal(&self) -> Signalled {
+        if !self.recording() {
+            Signalled::DuringSetup
+        } else if self.request() {
+            Signalled::Again
+        } else {
+            Signalled::FinishRun
+        }
+    }
+}
+
+/// What a signal means to a sweep, by when it comes ([`StopFlag::signal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signalled {
+    /// During setup (reading, checking, planning): nothing is written yet, so the process
+    /// may end now rather than after setup, however long a hostile input makes it.
+    DuringSetup,
+    /// The first request while recording: the flag is raised, and the sweep finishes the run
+    /// it is in, then writes the report, marked INCOMPLETE.
+    FinishRun,
+    /// A second request: the process may end now (every file already written is whole, and
+    /// the next run resumes).
+    Again,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signal_ends_setup_then_asks_to_finish_the_run_then_to_stop_now() {
+        let stop = StopFlag::new();
+        assert_eq!(stop.signal(), Signalled::DuringSetup);
+        assert!(!stop.requested(), "setup has nothing to finish");
+        stop.start_recording();
+        assert_eq!(stop.signal(), Signalled::FinishRun);
+        assert!(stop.requested());
+        assert_eq!(stop.signal(), Signalled::Again);
+    }
 }

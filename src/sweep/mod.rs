@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Instant;
 
-pub use events::{Event, Reporter, Silent, StopFlag};
+pub use events::{Event, Reporter, Signalled, Silent, StopFlag};
 pub use pair::{PairInput, PairRun, judge, run_pair, token_key};
 
 use crate::config::LoadedConfig;
@@ -45,8 +45,8 @@ pub struct SweepOptions {
     /// Stop as on a request once this many runs have started (deterministic interrupts for
     /// tests and for splitting long sweeps by hand).
     pub stop_after_runs: Option<usize>,
-    /// Exit the process at once after this many run records (a deterministic stand-in for
-    /// SIGKILL in tests of what survives; nothing is finalized).
+    /// Stop at once after this many run records, returning [`Error::Killed`] (a
+    /// deterministic stand-in for SIGKILL in tests of what survives; nothing is finalized).
     pub exit_after_runs: Option<usize>,
     /// Run only this shard of the plan (`--shard K/N`); its default results directory is
     /// `<output>.shards/K-of-N`.
@@ -68,29 +68,6 @@ pub struct SweepOutcome {
     /// What `--start-over` found in the directory and left alone (driftsweep did not write
     /// it), to be mentioned.
     pub left_alone: Vec<PathBuf>,
-}
-
-/// Makes the first SIGINT or SIGTERM raise `stop` (the sweep finishes the run it is in, then
-/// writes the report, marked INCOMPLETE); a second one exits at once (every file already
-/// written is whole, and the next run resumes). One handler per process.
-pub fn install_interrupt_handler(stop: &StopFlag) -> Result<()> {
-    let stop = stop.clone();
-    ctrlc::set_handler(move || {
-        if !stop.recording() {
-            // Still setting up (reading, checking, planning): nothing is written yet, so
-            // stop now rather than after setup, however long a hostile input makes it.
-            eprintln!("\ninterrupted during setup: nothing was written");
-            std::process::exit(130);
-        }
-        if stop.request() {
-            eprintln!("\ninterrupted again: stopping now; run the same command to resume");
-            std::process::exit(130);
-        }
-        eprintln!(
-            "\ninterrupt: finishing the current run, then writing the report (again to stop now)"
-        );
-    })
-    .map_err(|e| Error::internal(format!("cannot install the interrupt handler: {e}")))
 }
 
 /// The results directory a sweep writes to.
@@ -202,44 +179,14 @@ fn run_prepared(
         Some(s) if opts.out.is_none() => crate::shard::shard_dir(&output_dir(cfg, None), s),
         _ => output_dir(cfg, opts.out.as_ref()),
     };
-    let config_sha256 = cfg.sha256();
     let device = run::open_device(cfg.config.device);
     let (device_id, device_name) = match &device {
         Ok(d) => (d.id.clone(), d.name.clone()),
         Err(why) => (cfg.config.device.to_string(), format!("unavailable: {why}")),
     };
-    // The lock comes first: the identity check below and this session's first manifest
-    // must see the same directory, with no second writer in between.
-    let lock =
-        crate::store::owner::DirLock::for_results(&dir).map_err(|e| blame_output(cfg, opts, e))?;
-    let checked =
-        resume::previous_results(&dir, &config_sha256, &info, &device_name, opts.start_over)
-            .and_then(|p| {
-                // A shard runs only its pairs, but keeps the whole plan: its continuations are
-                // generated at the plan's longest span, so its token ids and metrics are a
-                // single run's.
-                let shard =
-                    crate::shard::for_sweep(cfg, &plan, opts.shard, &dir, p.manifest.as_ref())?;
-                Ok((p, shard))
-            });
-    let (
-        resume::Previous {
-            manifest: previous,
-            left_alone,
-        },
-        shard,
-    ) = match checked {
-        Ok(c) => c,
-        Err(e) => {
-            lock.abandon();
-            return Err(e);
-        }
-    };
-    let marker = crate::store::owner::Marker::new(&cfg.config.name, &config_sha256);
-    let store = Store::create(&dir, lock, &marker).map_err(|e| blame_output(cfg, opts, e))?;
-    save_templates(cfg, &store)?;
-
-    let done = match &previous {
+    let (store, previous, shard) = open_results(cfg, &plan, opts, &dir, &info, &device_name)?;
+    let left_alone = previous.left_alone;
+    let done = match &previous.manifest {
         Some(_) => resume::finished_pairs(cfg, &plan, &store)?,
         None => HashSet::new(),
     };
@@ -254,7 +201,7 @@ fn run_prepared(
         tool: Some(ToolInfo::current()),
         ..Session::default()
     };
-    let mut manifest = match previous {
+    let mut manifest = match previous.manifest {
         Some(mut m) => {
             // Same sweep identity, model and device: only this session's facts change.
             m.tool = ToolInfo::current();
@@ -262,28 +209,7 @@ fn run_prepared(
             m.wall_s = None;
             m
         }
-        None => Manifest {
-            tool: ToolInfo::current(),
-            sweep_name: cfg.config.name.clone(),
-            config_path: cfg.path.display().to_string(),
-            config_sha256,
-            config_text: cfg.text.clone(),
-            resolved: resolved_settings(cfg, &plan),
-            device: device_id,
-            device_name,
-            model: model_identity(&info),
-            continuation: cfg.config.continuation.to_string(),
-            pairs: plan.pairs.clone(),
-            tokens: BTreeMap::new(),
-            load_groups: plan.load_groups(cfg.config.continuation),
-            model_loads: Vec::new(),
-            started_at: crate::fsutil::now(),
-            finished_at: None,
-            wall_s: None,
-            sessions: Vec::new(),
-            shard: None,
-            merged: None,
-        },
+        None => new_manifest(cfg, &plan, &info, device_id, device_name),
     };
     if let Some(s) = &shard {
         s.apply(&mut manifest, cfg.config.continuation);
@@ -295,31 +221,13 @@ fn run_prepared(
         runs: 2 * todo.len(),
         reused_pairs: done.len(),
     });
-
     let work = Work {
         todo: todo.clone(),
         known_tokens: manifest.tokens.clone(),
     };
     match device {
         Ok(device) => {
-            // Loads size their tables by what this sweep feeds, not by what the file claims.
-            let shift = cfg.config.inject.as_ref().map_or(0, |i| {
-                i.position_shift.unwrap_or(0) + i.chunk_position_shift.unwrap_or(0)
-            });
-            let worker = Worker {
-                cfg: cfg.clone(),
-                info: info.sized_for(plan.longest_sequence().saturating_add(shift)),
-                plan: plan.clone(),
-                device,
-                tx: mpsc::sync_channel(0).0,
-                stop: opts.stop.clone(),
-                stop_after_runs: opts.stop_after_runs,
-                runs_started: Default::default(),
-                yardsticks: Default::default(),
-                plan_needs_yardsticks: false,
-                lanes: opts.lanes,
-                threads: candle_core::utils::get_num_threads(),
-            };
+            let worker = new_worker(cfg, &info, &plan, device, opts);
             let mut writer = Writer {
                 cfg,
                 plan: &plan,
@@ -337,6 +245,125 @@ fn run_prepared(
             }
         }
     }
+    let interrupted = finish_session(&plan, &todo, opts, &store, &mut manifest, started)?;
+    reporter.event(&Event::Finished {
+        stopped: interrupted,
+    });
+    Ok(SweepOutcome {
+        rendered: report::render(&store)?,
+        interrupted,
+        reused_pairs: done.len(),
+        left_alone,
+    })
+}
+
+/// Locks the results directory and checks what it holds (an earlier session to resume, the
+/// shard it was made for), then opens it for writing. On bad input a directory this call
+/// created is removed again.
+fn open_results(
+    cfg: &LoadedConfig,
+    plan: &Plan,
+    opts: &SweepOptions,
+    dir: &std::path::Path,
+    info: &ModelInfo,
+    device_name: &str,
+) -> Result<(Store, resume::Previous, Option<crate::shard::Selection>)> {
+    let config_sha256 = cfg.sha256();
+    // The lock comes first: the identity check below and this session's first manifest
+    // must see the same directory, with no second writer in between.
+    let lock =
+        crate::store::owner::DirLock::for_results(dir).map_err(|e| blame_output(cfg, opts, e))?;
+    let checked = resume::previous_results(dir, &config_sha256, info, device_name, opts.start_over)
+        .and_then(|p| {
+            // A shard runs only its pairs, but keeps the whole plan: its continuations are
+            // generated at the plan's longest span, so its token ids and metrics are a
+            // single run's.
+            let shard = crate::shard::for_sweep(cfg, plan, opts.shard, dir, p.manifest.as_ref())?;
+            Ok((p, shard))
+        });
+    let (previous, shard) = match checked {
+        Ok(c) => c,
+        Err(e) => {
+            lock.abandon();
+            return Err(e);
+        }
+    };
+    let marker = crate::store::owner::Marker::new(&cfg.config.name, &config_sha256);
+    let store = Store::create(dir, lock, &marker).map_err(|e| blame_output(cfg, opts, e))?;
+    save_templates(cfg, &store)?;
+    Ok((store, previous, shard))
+}
+
+/// The manifest of a sweep's first session in a directory.
+fn new_manifest(
+    cfg: &LoadedConfig,
+    plan: &Plan,
+    info: &ModelInfo,
+    device: String,
+    device_name: String,
+) -> Manifest {
+    Manifest {
+        tool: ToolInfo::current(),
+        sweep_name: cfg.config.name.clone(),
+        config_path: cfg.path.display().to_string(),
+        config_sha256: cfg.sha256(),
+        config_text: cfg.text.clone(),
+        resolved: resolved_settings(cfg, plan),
+        device,
+        device_name,
+        model: model_identity(info),
+        continuation: cfg.config.continuation.to_string(),
+        pairs: plan.pairs.clone(),
+        tokens: BTreeMap::new(),
+        load_groups: plan.load_groups(cfg.config.continuation),
+        model_loads: Vec::new(),
+        started_at: crate::fsutil::now(),
+        finished_at: None,
+        wall_s: None,
+        sessions: Vec::new(),
+        shard: None,
+        merged: None,
+    }
+}
+
+/// The device worker for this sweep's work.
+fn new_worker(
+    cfg: &LoadedConfig,
+    info: &ModelInfo,
+    plan: &Plan,
+    device: run::OpenDevice,
+    opts: &SweepOptions,
+) -> Worker {
+    // Loads size their tables by what this sweep feeds, not by what the file claims.
+    let shift = cfg.config.inject.as_ref().map_or(0, |i| {
+        i.position_shift.unwrap_or(0) + i.chunk_position_shift.unwrap_or(0)
+    });
+    Worker {
+        cfg: cfg.clone(),
+        info: info.sized_for(plan.longest_sequence().saturating_add(shift)),
+        plan: plan.clone(),
+        device,
+        tx: mpsc::sync_channel(0).0,
+        stop: opts.stop.clone(),
+        stop_after_runs: opts.stop_after_runs,
+        runs_started: Default::default(),
+        yardsticks: Default::default(),
+        plan_needs_yardsticks: false,
+        lanes: opts.lanes,
+        threads: candle_core::utils::get_num_threads(),
+    }
+}
+
+/// Closes this session in the manifest (its end, wall time, whether a stop left pairs
+/// unfinished) and writes it; returns whether the session was interrupted.
+fn finish_session(
+    plan: &Plan,
+    todo: &[usize],
+    opts: &SweepOptions,
+    store: &Store,
+    manifest: &mut Manifest,
+    started: Instant,
+) -> Result<bool> {
     let unfinished = todo
         .iter()
         .filter(|i| matches!(store.pair(&plan.pairs[**i]), Ok(None)))
@@ -349,16 +376,8 @@ fn run_prepared(
     }
     manifest.finished_at = Some(crate::fsutil::now());
     manifest.wall_s = Some(manifest.sessions.iter().filter_map(|s| s.wall_s).sum());
-    store.write_manifest(&manifest)?;
-    reporter.event(&Event::Finished {
-        stopped: interrupted,
-    });
-    Ok(SweepOutcome {
-        rendered: report::render(&store)?,
-        interrupted,
-        reused_pairs: done.len(),
-        left_alone,
-    })
+    store.write_manifest(manifest)?;
+    Ok(interrupted)
 }
 
 /// An error about the results directory that the sweep file's `output` chose names that
@@ -423,6 +442,11 @@ fn execute(mut worker: Worker, work: Work, writer: &mut Writer) -> Result<()> {
         .spawn(move || worker.run(work))
         .map_err(|e| Error::internal(format!("cannot start the device worker: {e}")))?;
     let written = writer.drain(rx);
+    if let Err(e @ Error::Killed { .. }) = written {
+        // At once, as a kill would: the worker is not waited for (it finds its channel closed
+        // at its next record and stops), and nothing more is written.
+        return Err(e);
+    }
     // On a write error the receiver is gone: the worker finds its channel closed and stops.
     let joined = handle.join();
     written?;

@@ -3,6 +3,7 @@
 //! through [`run_pair`], so a re-run is the same computation as the run it checks.
 
 use crate::compare;
+use crate::error::Error;
 use crate::limits::Thresholds;
 use crate::model::ModelUnderTest;
 use crate::plan::{Mode, PairSpec};
@@ -26,7 +27,7 @@ pub struct PairInput<'a> {
 #[derive(Debug)]
 pub struct PairRun {
     /// Prefill and decode, in that order.
-    pub runs: [(Mode, Result<RunOutput, String>); 2],
+    pub runs: [(Mode, Result<RunOutput, Error>); 2],
     /// The compared and judged pair.
     pub record: PairRecord,
 }
@@ -50,8 +51,7 @@ pub fn run_pair(
     let pre = match prefill {
         Some(out) => Ok(out),
         None => run::prefill(model, input.ids, input.prompt_len, inst.trace),
-    }
-    .map_err(|e| e.to_string());
+    };
     if !starting(Mode::Decode) {
         return None;
     }
@@ -63,8 +63,7 @@ pub fn run_pair(
         pair.path,
         input.others,
         inst,
-    )
-    .map_err(|e| e.to_string());
+    );
     let errors: Vec<String> = [(Mode::Prefill, &pre), (Mode::Decode, &dec)]
         .into_iter()
         .filter_map(|(mode, r)| r.as_ref().err().map(|e| format!("{mode} failed: {e}")))

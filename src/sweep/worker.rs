@@ -65,8 +65,8 @@ pub(super) struct RunDone {
 }
 
 impl RunDone {
-    fn new(out: &RunOutput, keep_logits: bool) -> Result<Self, String> {
-        let host = out.host_logits().map_err(|e| e.to_string())?;
+    fn new(out: &RunOutput, keep_logits: bool) -> crate::Result<Self> {
+        let host = out.host_logits()?;
         Ok(Self {
             row_digests: crate::compare::row_digests(&host, out.vocab),
             wall_s: out.wall_s,
@@ -612,6 +612,8 @@ impl Worker {
                 }
                 Ok(rec)
             });
+            // The writer records the failure's text.
+            let result = result.map_err(|e| e.to_string());
             let msg = WorkerMsg::Run {
                 pair: idx,
                 mode,

@@ -6,7 +6,7 @@
 use std::sync::mpsc::Receiver;
 
 use crate::config::LoadedConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::plan::{Mode, PairSpec, Plan};
 use crate::store::{Manifest, PairRecord, RunRecord, RunStatus, Store};
 use crate::verdict::PairVerdict;
@@ -21,8 +21,8 @@ pub(super) struct Writer<'a> {
     pub(super) store: &'a Store,
     pub(super) manifest: &'a mut Manifest,
     pub(super) reporter: &'a mut dyn Reporter,
-    /// Exit the process at once (as a SIGKILL would) after this many run records: a
-    /// deterministic hard stop for tests of what survives.
+    /// Stop at once (as a SIGKILL would: [`Error::Killed`], nothing more written) after this
+    /// many run records: a deterministic hard stop for tests of what survives.
     pub(super) exit_after_runs: Option<usize>,
     pub(super) runs_written: usize,
 }
@@ -81,7 +81,9 @@ impl Writer<'_> {
                 }
                 self.runs_written += 1;
                 if self.exit_after_runs == Some(self.runs_written) {
-                    std::process::exit(137);
+                    return Err(Error::Killed {
+                        runs: self.runs_written,
+                    });
                 }
                 self.reporter.event(&Event::RunFinished {
                     run_id: spec.run_id(mode),

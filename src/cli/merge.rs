@@ -1,0 +1,37 @@
+//! `driftsweep merge`: joins the results directories of `run --shard K/N`.
+
+use std::path::PathBuf;
+
+use driftsweep::Error;
+
+use super::summarize;
+
+/// Options of `driftsweep merge`.
+#[derive(clap::Args)]
+pub struct MergeArgs {
+    /// The merged results directory.
+    out: PathBuf,
+    /// The shards' results directories.
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
+}
+
+/// Merges the shards into OUT; exit code from the merged sweep's verdict.
+pub fn merge(a: MergeArgs) -> Result<i32, Error> {
+    let m = driftsweep::merge::merge(&a.out, &a.dirs)?;
+    let i = &m.info;
+    outln!(
+        "merged {} of {} shard(s) into {}",
+        i.shards.len(),
+        i.count,
+        a.out.display()
+    );
+    if !i.missing_shards.is_empty() {
+        outln!("  missing shard(s): {:?}", i.missing_shards);
+    }
+    for id in &i.missing_pairs {
+        outln!("  missing pair: {id}");
+    }
+    summarize(&m.rendered);
+    Ok(m.rendered.verdict().exit_code())
+}

@@ -1,0 +1,122 @@
+//! The subcommands, one file each: their options (clap) and the function that runs them and
+//! returns the exit code ([`driftsweep::exit`]). Shared printing lives here.
+
+mod bench;
+mod diff;
+mod generate;
+pub mod interrupt;
+mod merge;
+mod plan;
+mod progress;
+mod report;
+mod run;
+mod slurm;
+mod verify;
+
+use clap::{Parser, Subcommand};
+use driftsweep::{Error, config};
+
+/// Where `--help` sends a reader for the whole reference.
+const DOCS: &str = "Documentation: docs/README.md (the table of contents); the sweep file: \
+                    docs/sweep-file.md.";
+
+/// Measures how far the prefill and decode paths of causal language models drift apart.
+#[derive(Parser)]
+#[command(name = "driftsweep", version, about, after_help = DOCS)]
+pub struct Cli {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Print the runs and pairs a sweep file expands into, without running anything.
+    Plan(plan::PlanArgs),
+    /// Run a sweep and write its results directory and reports. Running it again into the
+    /// same directory resumes: finished pairs are kept, the rest is computed.
+    /// Exit code: 0 PASS, 1 FAIL, 3 INCOMPLETE, 2 bad input, 130 interrupted.
+    #[command(after_help = DOCS)]
+    Run(run::RunArgs),
+    /// Join the results directories of `run --shard K/N` into OUT and render its reports.
+    /// The shards must come from the same sweep file, model, tool build and device kind.
+    /// Exit code: 0 PASS, 1 FAIL, 3 INCOMPLETE (a shard or pair missing), 2 bad input.
+    Merge(merge::MergeArgs),
+    /// Write a Slurm job array (one task per shard, only the unfinished shards) and a merge
+    /// job that runs after it (--dependency=afterok); --submit submits both.
+    Slurm(slurm::SlurmArgs),
+    /// Compare two results directories pair by pair (matched by id): metric ratios NEW / BASE
+    /// and verdict changes. Exit code: 0 nothing regressed, 1 a pair regressed beyond
+    /// --fail-on, 3 no pair compared in both, 2 bad input (including different sweeps
+    /// without --by-id).
+    Diff(diff::DiffArgs),
+    /// Re-render report.json and report.md from a results directory, running nothing.
+    Report(report::ReportArgs),
+    /// Re-run pairs of a results directory and say, per pair, whether this device reproduces
+    /// the stored metrics bit for bit (writes verify.json there).
+    /// Exit code: 0 all identical, 1 a metric moved, 3 nothing verified or a pair errored.
+    Verify(verify::VerifyArgs),
+    /// Greedily continue a prompt, to see that a model loads and answers sensibly before
+    /// sweeping it. `\n` in PROMPT is a newline.
+    Generate(generate::GenerateArgs),
+    /// Measure performance. `--suite perf` (default): model load, prefill tokens/s at spans
+    /// 32/128/512, decode step time at positions 10 and 500, comparator throughput, peak
+    /// memory. `--suite trace`: the cost of layer tracing (CPU). `--suite floors`: the
+    /// machine's physical floors (STREAM-triad memory bandwidth, GEMM GFLOP/s per dtype).
+    Bench(bench::BenchArgs),
+}
+
+/// Runs one subcommand; returns its exit code.
+pub fn dispatch(cmd: Command) -> Result<i32, Error> {
+    match cmd {
+        Command::Plan(a) => plan::plan(a),
+        Command::Run(a) => run::run(a),
+        Command::Merge(a) => merge::merge(a),
+        Command::Slurm(a) => slurm::slurm(a),
+        Command::Diff(a) => diff::diff(a),
+        Command::Report(a) => report::report(a),
+        Command::Verify(a) => verify::verify(a),
+        Command::Generate(a) => generate::generate(a),
+        Command::Bench(a) => bench::bench(a),
+    }
+}
+
+/// A `--device` value, as the sweep file's `device:` is written.
+fn parse_device(s: &str) -> Result<config::DeviceSpec, Error> {
+    s.parse()
+        .map_err(|m: String| Error::config("--device", "device", m))
+}
+
+/// The sweep's verdict, counts and report paths, after `run`, `merge` and `report`.
+fn summarize(r: &driftsweep::report::Rendered) {
+    let c = &r.report.counts;
+    outln!(
+        "{}: {} — {}\n  pairs {} (PASS_EQUIV {}, FAIL_EQUIV {}, EXPECTED_DRIFT {}, FAIL_DRIFT {}, INCOMPLETE {}, SKIPPED {}), runs {}, model loads {}",
+        r.report.sweep.name,
+        r.report.verdict.as_str(),
+        r.report.verdict_reason,
+        c.pairs,
+        c.pass_equiv,
+        c.fail_equiv,
+        c.expected_drift,
+        c.fail_drift,
+        c.incomplete,
+        c.skipped,
+        c.runs,
+        r.report.model_loads
+    );
+    if let Some(w) = r.report.wall_s {
+        outln!("  wall time {w:.2} s");
+    }
+    outln!(
+        "  reports: {}  {}",
+        r.dir.join("report.md").display(),
+        r.dir.join("report.json").display()
+    );
+}
+
+/// Prints `v` as pretty JSON.
+fn print_json(v: &impl serde::Serialize) {
+    outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
