@@ -9,6 +9,7 @@
 
 mod device;
 pub mod kl_stats;
+pub mod metrics;
 
 use candle_core::{Storage, Tensor};
 use serde::{Deserialize, Serialize};
