@@ -308,18 +308,11 @@ mod tests {
             p99_abs_diff: max_abs / 2.0,
             mean_abs_diff: max_abs / 4.0,
             top1_agreement: 1.0,
-            kl_mean: 0.0,
-            kl_p99: 0.0,
-            kl_max: 0.0,
-            first_divergent_pos: None,
-            first_top1_flip: None,
-            top1_flips: vec![],
-            non_finite: 0,
             positions: 4,
             vocab: 8,
             per_pos_max_abs: vec![max_abs; 4],
             per_pos_kl: vec![Some(0.0); 4],
-            per_pos_delta_p: vec![],
+            ..Metrics::default()
         }
     }
 
