@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::compare::Metrics;
+use crate::compare::metrics::{self, Direction, MetricDef};
 use crate::error::{Error, Result};
 use crate::limits::Thresholds;
 use crate::verdict::{PairVerdict, fmt_num};
@@ -28,18 +29,11 @@ pub const DEFAULT_FAIL_ON: f64 = 2.0;
 /// Values are raised to this fraction of the pair's limit before a ratio is taken.
 pub const NOISE_FLOOR: f64 = 0.01;
 
-/// The metrics compared, with the limit that sets each one's floor.
-/// A metric's name, how to read it, and its limit.
-type MetricDef = (&'static str, fn(&Metrics) -> f32, fn(&Thresholds) -> f32);
-
-const METRICS: &[MetricDef] = &[
-    ("max_abs_diff", |m| m.max_abs_diff, |t| t.max_abs_diff),
-    ("p99_abs_diff", |m| m.p99_abs_diff, |t| t.p99_abs_diff),
-    ("mean_abs_diff", |m| m.mean_abs_diff, |t| t.mean_abs_diff),
-    ("kl_mean", |m| m.kl_mean, |t| t.kl_mean),
-    ("kl_p99", |m| m.kl_p99, |t| t.kl_p99),
-    ("kl_max", |m| m.kl_max, |t| t.kl_max),
-];
+/// The metrics compared: those of the metric table that a limit bounds from above (their
+/// growth is a regression; the limit sets the floor).
+fn compared_metrics() -> impl Iterator<Item = &'static MetricDef> {
+    metrics::limited().filter(|d| d.direction == Direction::AtMost)
+}
 
 /// How to compare.
 #[derive(Debug, Clone, Copy)]
@@ -285,9 +279,12 @@ fn pair_diff(base: &PairFile, new: &PairFile, fail_on: f64) -> PairDiff {
     let both = base.verdict.is_compared() && new.verdict.is_compared();
     if let (true, Some(bm), Some(nm)) = (both, &base.metrics, &new.metrics) {
         let limits = new.limits.or(base.limits);
-        for (name, pick, limit) in METRICS {
-            let floor = limits.map_or(0.0, |l| NOISE_FLOOR * f64::from(limit(&l)));
-            let (b, n) = (pick(bm), pick(nm));
+        for d in compared_metrics() {
+            let name = d.name;
+            let floor = limits.map_or(0.0, |l| {
+                NOISE_FLOOR * f64::from(crate::verdict::limit_of(d, &l))
+            });
+            let (b, n) = ((d.value)(bm), (d.value)(nm));
             let ratio = floored_ratio(f64::from(b), f64::from(n), floor);
             if ratio > fail_on {
                 why.push(format!(
@@ -471,16 +468,24 @@ pub fn markdown(d: &DiffReport) -> String {
         fmt_ratio(d.fail_on)
     ));
     s.push_str(&format!("**{}** — {}\n\n", d.verdict, d.reason));
-    s.push_str(
-        "| pair | BASE | NEW | max_abs_diff | p99_abs_diff | mean_abs_diff | kl_mean | kl_p99 | kl_max | flips | status |\n",
-    );
-    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    let names: Vec<&str> = compared_metrics().map(|m| m.name).collect();
+    s.push_str(&format!(
+        "| pair | BASE | NEW | {} | flips | status |\n",
+        names.join(" | ")
+    ));
+    s.push_str(&format!(
+        "|---|---|---|{}---|---|\n",
+        "---|".repeat(names.len())
+    ));
     for p in &d.pairs {
-        let cell = |k: &str| {
-            p.ratios
-                .get(k)
-                .map_or("—".into(), |r| format!("×{}", fmt_ratio(r.ratio)))
-        };
+        let cells: Vec<String> = names
+            .iter()
+            .map(|k| {
+                p.ratios
+                    .get(*k)
+                    .map_or("—".into(), |r| format!("×{}", fmt_ratio(r.ratio)))
+            })
+            .collect();
         let flips = p.flips.map_or("—".into(), |(a, b)| format!("{a} → {b}"));
         let status = if p.why.is_empty() {
             p.status.clone()
@@ -489,16 +494,11 @@ pub fn markdown(d: &DiffReport) -> String {
         };
         let verdict = |v: PairVerdict| v.as_str().to_string();
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} |\n",
             p.id,
             verdict(p.base_verdict),
             verdict(p.new_verdict),
-            cell("max_abs_diff"),
-            cell("p99_abs_diff"),
-            cell("mean_abs_diff"),
-            cell("kl_mean"),
-            cell("kl_p99"),
-            cell("kl_max"),
+            cells.join(" | "),
             flips,
             status
         ));

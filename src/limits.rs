@@ -65,22 +65,50 @@ pub struct ThresholdsOverride {
     pub tie_ulps: Option<f32>,
 }
 
+/// One field of [`Thresholds`]: its key (in the sweep file, report.json and the metric
+/// table of `crate::compare::metrics`, which names each metric's limit by it), its value and
+/// its override.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitField {
+    /// The key.
+    pub key: &'static str,
+    /// Its value in a [`Thresholds`].
+    pub get: fn(&Thresholds) -> f32,
+    /// Its value in a [`ThresholdsOverride`], if given.
+    pub get_override: fn(&ThresholdsOverride) -> Option<f32>,
+}
+
+/// The [`LimitField`] of the field `$f`, which [`Thresholds`] and [`ThresholdsOverride`] name
+/// alike.
+macro_rules! limit_field {
+    ($f:ident) => {
+        LimitField {
+            key: stringify!($f),
+            get: |t| t.$f,
+            get_override: |o| o.$f,
+        }
+    };
+}
+
+/// Every field of [`Thresholds`], in its order.
+pub const LIMIT_FIELDS: &[LimitField] = &[
+    limit_field!(max_abs_diff),
+    limit_field!(p99_abs_diff),
+    limit_field!(mean_abs_diff),
+    limit_field!(kl_mean),
+    limit_field!(kl_p99),
+    limit_field!(kl_max),
+    limit_field!(top1_agreement_min),
+    limit_field!(tie_margin),
+    limit_field!(tie_ulps),
+];
+
 impl ThresholdsOverride {
     /// Every given value must be finite and non-negative; agreement must be in [0, 1].
     /// On error returns (key, message).
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        let fields = [
-            ("max_abs_diff", self.max_abs_diff),
-            ("p99_abs_diff", self.p99_abs_diff),
-            ("mean_abs_diff", self.mean_abs_diff),
-            ("kl_mean", self.kl_mean),
-            ("kl_p99", self.kl_p99),
-            ("kl_max", self.kl_max),
-            ("top1_agreement_min", self.top1_agreement_min),
-            ("tie_margin", self.tie_margin),
-            ("tie_ulps", self.tie_ulps),
-        ];
-        for (k, v) in fields {
+        for f in LIMIT_FIELDS {
+            let (k, v) = (f.key, (f.get_override)(self));
             if let Some(v) = v
                 && !(v.is_finite() && v >= 0.0)
             {
@@ -240,6 +268,14 @@ impl Thresholds {
             tie_margin: o.tie_margin.unwrap_or(self.tie_margin),
             tie_ulps: o.tie_ulps.unwrap_or(self.tie_ulps),
         }
+    }
+
+    /// The field whose key ([`LimitField::key`]) is `key`.
+    pub fn get(&self, key: &str) -> Option<f32> {
+        LIMIT_FIELDS
+            .iter()
+            .find(|f| f.key == key)
+            .map(|f| (f.get)(self))
     }
 
     /// The near-tie margin for a flip whose prefill top logit is `top`: `tie_ulps` rounding

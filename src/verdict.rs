@@ -7,8 +7,12 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::compare::Metrics;
+use crate::compare::metrics::{self, Direction};
 use crate::dtype::RunDtype;
 use crate::limits::Thresholds;
+
+/// Re-exported where reasons are worded; defined beside the metric table that formats with it.
+pub use crate::compare::metrics::fmt_num;
 
 /// A pair's verdict (docs/design.md, "Verdicts").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -110,6 +114,13 @@ pub fn allowed_flips(top1_agreement_min: f32, positions: usize) -> usize {
     (share - 1e-6).ceil().max(0.0) as usize
 }
 
+/// The limit `limits` sets on metric `d` (+∞ for a metric no limit bounds).
+pub fn limit_of(d: &metrics::MetricDef, limits: &Thresholds) -> f32 {
+    d.limit
+        .and_then(|key| limits.get(key))
+        .unwrap_or(f32::INFINITY)
+}
+
 /// Judges a compared pair. `equivalence` ([`crate::plan::PairSpec::equivalence`]) picks
 /// between tolerance (PASS_EQUIV/FAIL_EQUIV) and drift budget (EXPECTED_DRIFT/FAIL_DRIFT); `limits` is the one that applies. Returns the
 /// verdict and its reason in words.
@@ -132,18 +143,19 @@ pub fn judge_pair(
     if m.non_finite > 0 {
         breaches.push(format!("{} non-finite logits", m.non_finite));
     }
-    let mut over = |name: &str, value: f32, limit: f32| {
+    // The upper bounds of the metric table; agreement, the lower bound, counts flips below.
+    for d in metrics::limited().filter(|d| d.direction == Direction::AtMost) {
+        let (value, limit) = ((d.value)(m), limit_of(d, limits));
         // NaN metrics come with non-finite logits, already counted above.
         if value > limit {
-            breaches.push(format!("{name} {} > {}", fmt_num(value), fmt_num(limit)));
+            breaches.push(format!(
+                "{} {} > {}",
+                d.name,
+                fmt_num(value),
+                fmt_num(limit)
+            ));
         }
-    };
-    over("max_abs_diff", m.max_abs_diff, limits.max_abs_diff);
-    over("p99_abs_diff", m.p99_abs_diff, limits.p99_abs_diff);
-    over("mean_abs_diff", m.mean_abs_diff, limits.mean_abs_diff);
-    over("kl_mean", m.kl_mean, limits.kl_mean);
-    over("kl_p99", m.kl_p99, limits.kl_p99);
-    over("kl_max", m.kl_max, limits.kl_max);
+    }
     let flips_allowed = allowed_flips(limits.top1_agreement_min, m.positions);
     if m.top1_flips.len() > flips_allowed {
         breaches.push(format!(
@@ -285,17 +297,6 @@ pub fn judge_traces(t: &TraceTally) -> (GlobalVerdict, String) {
     )
 }
 
-/// Compact number formatting for reasons: scientific below 1e-3, otherwise 4 significant digits.
-pub fn fmt_num(x: f32) -> String {
-    if x == 0.0 {
-        "0".into()
-    } else if x.abs() < 1e-3 || x.abs() >= 1e5 {
-        format!("{x:.2e}")
-    } else {
-        format!("{}", (x as f64 * 1e4).round() / 1e4)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,18 +308,21 @@ mod tests {
             p99_abs_diff: max_abs / 2.0,
             mean_abs_diff: max_abs / 4.0,
             top1_agreement: 1.0,
-            kl_mean: 0.0,
-            kl_p99: 0.0,
-            kl_max: 0.0,
-            first_divergent_pos: None,
-            first_top1_flip: None,
-            top1_flips: vec![],
-            non_finite: 0,
             positions: 4,
             vocab: 8,
             per_pos_max_abs: vec![max_abs; 4],
             per_pos_kl: vec![Some(0.0); 4],
-            per_pos_delta_p: vec![],
+            ..Metrics::default()
+        }
+    }
+
+    #[test]
+    fn every_metric_limit_names_a_threshold() {
+        let t = Thresholds::default_tolerance(RunDtype::F32);
+        for d in metrics::METRICS {
+            if let Some(key) = d.limit {
+                assert!(t.get(key).is_some(), "{}: no threshold `{key}`", d.name);
+            }
         }
     }
 

@@ -303,22 +303,14 @@ mod tests {
             prefill_top: 1.0,
         };
         Metrics {
-            max_abs_diff: 0.0,
-            p99_abs_diff: 0.0,
-            mean_abs_diff: 0.0,
             top1_agreement: 1.0,
-            kl_mean: 0.0,
-            kl_p99: 0.0,
-            kl_max: 0.0,
-            first_divergent_pos: None,
-            first_top1_flip: None,
             top1_flips: vec![flip; flips],
-            non_finite: 0,
             positions: kl.len(),
             vocab: 2,
             per_pos_max_abs: vec![0.0; kl.len()],
             per_pos_kl: kl,
             per_pos_delta_p: dp,
+            ..Metrics::default()
         }
     }
 

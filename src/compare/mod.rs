@@ -9,6 +9,7 @@
 
 mod device;
 pub mod kl_stats;
+pub mod metrics;
 
 use candle_core::{Storage, Tensor};
 use serde::{Deserialize, Serialize};
@@ -25,8 +26,10 @@ pub struct TopFlip {
     pub prefill_top: f32,
 }
 
-/// What the comparator measures for one pair.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What the comparator measures for one pair. Its summary metrics are listed, with their
+/// limits and formats, in [`metrics::METRICS`]. `Default` is all zeros and empty (for tests
+/// that set a few fields).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     /// max |prefill − decode| over span × vocab.
     pub max_abs_diff: f32,

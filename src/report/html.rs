@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 use super::plots::{self, Marker, SpanPoint};
-use super::{PairJson, ReportJson};
+use super::{Inputs, PairJson, ReportJson};
 use crate::error::{Error, Result};
 use crate::limits::Thresholds;
 use crate::plan::LoadKey;
@@ -19,7 +19,7 @@ use crate::verdict::{PairVerdict, fmt_num};
 pub const HTML_TEMPLATE: &str = include_str!("../../templates/report.html.tera");
 
 /// The file's name in the results directory.
-pub const HTML_FILE: &str = "report.html";
+pub const HTML_FILE: &str = super::REPORT_HTML;
 
 /// A key small multiples are grouped by: its name and its value for a pair.
 type GroupKey = (&'static str, fn(&PairJson) -> String);
@@ -576,8 +576,7 @@ pub fn render_html(store: &Store, r: &ReportJson) -> Result<String> {
     tera.render("report.html", &ctx).map_err(terr)
 }
 
-/// Writes report.html into the results directory.
-pub fn write(store: &Store, r: &ReportJson) -> Result<()> {
-    let html = render_html(store, r)?;
-    store.write_bytes(HTML_FILE, html.as_bytes())
+/// report.html's bytes.
+pub(crate) fn render_file(i: &Inputs) -> Result<Option<Vec<u8>>> {
+    render_html(i.store, i.report).map(|html| Some(html.into_bytes()))
 }

@@ -12,13 +12,12 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-use super::{PairJson, ReportJson};
+use super::{Inputs, PairJson, ReportJson};
 use crate::error::{Error, Result};
-use crate::store::Store;
 use crate::verdict::{GlobalVerdict, PairVerdict};
 
 /// The file's name in the results directory.
-pub const JUNIT_FILE: &str = "report.junit.xml";
+pub const JUNIT_FILE: &str = super::REPORT_JUNIT;
 
 /// The suite a pair belongs to. Add a key (engine, path) here when pairs have one.
 pub fn suite_key(p: &PairJson) -> String {
@@ -98,11 +97,11 @@ pub fn build(r: &ReportJson) -> Report {
     report
 }
 
-/// Writes report.junit.xml into the results directory.
-pub fn write(store: &Store, r: &ReportJson) -> Result<()> {
-    let path = store.root().join(JUNIT_FILE);
-    let xml = build(r)
+/// report.junit.xml's bytes.
+pub(crate) fn render_file(i: &Inputs) -> Result<Option<Vec<u8>>> {
+    let path = i.store.root().join(JUNIT_FILE);
+    let xml = build(i.report)
         .to_string()
         .map_err(|e| Error::store(&path, format!("cannot serialize the JUnit report: {e}")))?;
-    store.write_bytes(JUNIT_FILE, xml.as_bytes())
+    Ok(Some(xml.into_bytes()))
 }

@@ -394,7 +394,7 @@ mod tests {
         let spec = PairSpec::new("p", 3, RunDtype::F32, false, seed).via(path);
         let a = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
         let metrics = crate::compare::compare(&a, &a, 2, 10, 1e-4).unwrap();
-        let mut decode = super::super::run_json(None);
+        let mut decode = super::super::aggregate::run_json(None);
         decode.span_start = 10;
         decode.wall_s = Some(0.5);
         PairJson {
@@ -403,7 +403,7 @@ mod tests {
             reason: String::new(),
             metrics: Some(metrics),
             limits: None,
-            prefill: super::super::run_json(None),
+            prefill: super::super::aggregate::run_json(None),
             decode,
             kl_stats: None,
             yardstick: None,

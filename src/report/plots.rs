@@ -101,77 +101,113 @@ pub fn pair_series(
             ),
         ];
         for (i, (area, title, values, limit, colour)) in panels.into_iter().enumerate() {
-            let lims: Vec<f64> = limit.map(f64::from).into_iter().collect();
-            let (lo, hi) = log_range(values.iter().flatten().copied(), &lims);
-            let mut chart = ChartBuilder::on(area)
-                .caption(title, (FONT, 12))
-                .margin(4)
-                .x_label_area_size(if i == 1 { 18 } else { 14 })
-                .y_label_area_size(44)
-                .build_cartesian_2d(x0..x1, (lo..hi).log_scale())
-                .map_err(|e| plot_error("a pair", e))?;
-            chart
-                .configure_mesh()
-                .disable_x_mesh()
-                .max_light_lines(0)
-                .x_labels(5)
-                .y_labels(4)
-                .x_label_formatter(&|x| format!("{x:.0}"))
-                .y_label_formatter(&sci)
-                .label_style((FONT, 10))
-                .draw()
-                .map_err(|e| plot_error("a pair", e))?;
-            let points: Vec<(f64, f64)> = values
-                .iter()
-                .enumerate()
-                .filter_map(|(j, v)| v.map(|v| ((span_start + j) as f64, v.max(lo))))
-                .collect();
-            chart
-                .draw_series(LineSeries::new(points, colour.stroke_width(1)))
-                .map_err(|e| plot_error("a pair", e))?;
-            for mk in markers {
-                let x = mk.pos as f64;
-                chart
-                    .draw_series(std::iter::once(PathElement::new(
-                        vec![(x, lo), (x, hi)],
-                        MARK_GREY.stroke_width(1),
-                    )))
-                    .map_err(|e| plot_error("a pair", e))?;
-            }
-            if let Some(l) = limit {
-                let l = f64::from(l);
-                chart
-                    .draw_series(std::iter::once(DashedPathElement::new(
-                        vec![(x0, l), (x1, l)],
-                        4,
-                        3,
-                        LIMIT_RED.stroke_width(1),
-                    )))
-                    .map_err(|e| plot_error("a pair", e))?;
-            }
-            if i == 0 {
-                chart
-                    .draw_series(
-                        flips
-                            .iter()
-                            .map(|&(x, y, _)| Circle::new((x, y.max(lo)), 3, FLIP_ORANGE.filled())),
-                    )
-                    .map_err(|e| plot_error("a pair", e))?;
-                // Labels for the first few flips; the caption lists all of them.
-                chart
-                    .draw_series(flips.iter().take(4).map(|&(x, y, margin)| {
-                        Text::new(
-                            format!("{:.2e}", margin),
-                            (x, (y * 1.6).min(hi)),
-                            (FONT, 9).into_font().color(&FLIP_ORANGE),
-                        )
-                    }))
-                    .map_err(|e| plot_error("a pair", e))?;
-            }
+            let panel = Panel {
+                title,
+                values,
+                limit,
+                colour,
+            };
+            pair_panel(area, i, &panel, span_start, (x0, x1), markers, &flips)?;
         }
         root.present().map_err(|e| plot_error("a pair", e))?;
     }
     Ok(svg)
+}
+
+/// One panel of [`pair_series`]: a per-position series and its limit.
+struct Panel {
+    title: &'static str,
+    values: Vec<Option<f64>>,
+    limit: Option<f32>,
+    colour: RGBColor,
+}
+
+/// Draws panel `i` of [`pair_series`] (0: max |diff|, with the flips; 1: KL) on `area`,
+/// over positions `x0..x1`.
+fn pair_panel(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    i: usize,
+    panel: &Panel,
+    span_start: usize,
+    (x0, x1): (f64, f64),
+    markers: &[Marker],
+    flips: &[(f64, f64, f32)],
+) -> Result<()> {
+    let Panel {
+        title,
+        values,
+        limit,
+        colour,
+    } = panel;
+    let (limit, colour) = (*limit, *colour);
+    let lims: Vec<f64> = limit.map(f64::from).into_iter().collect();
+    let (lo, hi) = log_range(values.iter().flatten().copied(), &lims);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FONT, 12))
+        .margin(4)
+        .x_label_area_size(if i == 1 { 18 } else { 14 })
+        .y_label_area_size(44)
+        .build_cartesian_2d(x0..x1, (lo..hi).log_scale())
+        .map_err(|e| plot_error("a pair", e))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .max_light_lines(0)
+        .x_labels(5)
+        .y_labels(4)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&sci)
+        .label_style((FONT, 10))
+        .draw()
+        .map_err(|e| plot_error("a pair", e))?;
+    let points: Vec<(f64, f64)> = values
+        .iter()
+        .enumerate()
+        .filter_map(|(j, v)| v.map(|v| ((span_start + j) as f64, v.max(lo))))
+        .collect();
+    chart
+        .draw_series(LineSeries::new(points, colour.stroke_width(1)))
+        .map_err(|e| plot_error("a pair", e))?;
+    for mk in markers {
+        let x = mk.pos as f64;
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(x, lo), (x, hi)],
+                MARK_GREY.stroke_width(1),
+            )))
+            .map_err(|e| plot_error("a pair", e))?;
+    }
+    if let Some(l) = limit {
+        let l = f64::from(l);
+        chart
+            .draw_series(std::iter::once(DashedPathElement::new(
+                vec![(x0, l), (x1, l)],
+                4,
+                3,
+                LIMIT_RED.stroke_width(1),
+            )))
+            .map_err(|e| plot_error("a pair", e))?;
+    }
+    if i == 0 {
+        chart
+            .draw_series(
+                flips
+                    .iter()
+                    .map(|&(x, y, _)| Circle::new((x, y.max(lo)), 3, FLIP_ORANGE.filled())),
+            )
+            .map_err(|e| plot_error("a pair", e))?;
+        // Labels for the first few flips; the caption lists all of them.
+        chart
+            .draw_series(flips.iter().take(4).map(|&(x, y, margin)| {
+                Text::new(
+                    format!("{:.2e}", margin),
+                    (x, (y * 1.6).min(hi)),
+                    (FONT, 9).into_font().color(&FLIP_ORANGE),
+                )
+            }))
+            .map_err(|e| plot_error("a pair", e))?;
+    }
+    Ok(())
 }
 
 /// One (span, kv_aligned, value) point of the drift-by-span plot.
@@ -365,21 +401,7 @@ pub fn trace_heatmap(t: &PairTrace) -> Result<String> {
             let y = top + cell_h * i as i32 + 4;
             draw(root.draw(&Text::new(name, (4, y), label.clone())))?;
         }
-        // The worst record of each cell: a failure outranks any NMSE.
-        let mut cells: std::collections::BTreeMap<(usize, usize), (bool, bool, f64)> =
-            std::collections::BTreeMap::new();
-        for r in &t.records {
-            let (Some(i), Some(j)) = (
-                row_of(r.layer, r.tensor),
-                cols.iter().position(|&c| c == r.tensor),
-            ) else {
-                continue;
-            };
-            let e = cells.entry((i, j)).or_insert((false, false, 0.0));
-            e.0 |= r.failed;
-            e.1 |= r.misaligned.is_some();
-            e.2 = e.2.max(r.nmse.unwrap_or(0.0));
-        }
+        let cells = heatmap_cells(t, &cols, &row_of);
         for (&(i, j), &(failed, misaligned, nmse)) in &cells {
             let (x, y) = (left + cell_w * j as i32, top + cell_h * i as i32);
             let colour = if misaligned {
@@ -408,34 +430,75 @@ pub fn trace_heatmap(t: &PairTrace) -> Result<String> {
             )))?;
         }
         let legend_y = top + cell_h * rows.len() as i32 + 10;
-        let mut x = 4;
-        for (text, colour) in [
-            ("≤ 1e-8 × threshold", nmse_colour(1e-9)),
-            ("threshold", nmse_colour(1.0)),
-            ("over threshold", LIMIT_RED),
-            ("no partner", MARK_GREY),
-        ] {
-            draw(root.draw(&Rectangle::new(
-                [(x, legend_y), (x + 12, legend_y + 12)],
-                colour.filled(),
-            )))?;
-            draw(root.draw(&Text::new(text, (x + 16, legend_y + 1), label.clone())))?;
-            x += 30 + 7 * text.chars().count() as i32;
-        }
-        if first_fail.is_some() {
-            draw(root.draw(&Rectangle::new(
-                [(x, legend_y), (x + 12, legend_y + 12)],
-                BLACK.stroke_width(3),
-            )))?;
-            draw(root.draw(&Text::new(
-                "first failing record",
-                (x + 16, legend_y + 1),
-                label.clone(),
-            )))?;
-        }
+        heatmap_legend(&root, legend_y, first_fail.is_some(), &label)?;
         root.present().map_err(|e| plot_error("a trace", e))?;
     }
     Ok(svg)
+}
+
+/// Each heat-map cell (row, column) with whether a record there failed, whether one has no
+/// partner, and the largest NMSE.
+type Cells = std::collections::BTreeMap<(usize, usize), (bool, bool, f64)>;
+
+/// The cells of [`trace_heatmap`]: the worst record of each.
+fn heatmap_cells(
+    t: &PairTrace,
+    cols: &[TensorName],
+    row_of: &dyn Fn(Option<usize>, TensorName) -> Option<usize>,
+) -> Cells {
+    // The worst record of each cell: a failure outranks any NMSE.
+    let mut cells: Cells = std::collections::BTreeMap::new();
+    for r in &t.records {
+        let (Some(i), Some(j)) = (
+            row_of(r.layer, r.tensor),
+            cols.iter().position(|&c| c == r.tensor),
+        ) else {
+            continue;
+        };
+        let e = cells.entry((i, j)).or_insert((false, false, 0.0));
+        e.0 |= r.failed;
+        e.1 |= r.misaligned.is_some();
+        e.2 = e.2.max(r.nmse.unwrap_or(0.0));
+    }
+    cells
+}
+
+/// The legend of [`trace_heatmap`], at `legend_y`.
+fn heatmap_legend(
+    root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    legend_y: i32,
+    first_fail: bool,
+    label: &FontDesc<'_>,
+) -> Result<()> {
+    let draw = |e: std::result::Result<(), DrawingAreaErrorKind<std::io::Error>>| {
+        e.map_err(|e| plot_error("a trace", e))
+    };
+    let mut x = 4;
+    for (text, colour) in [
+        ("≤ 1e-8 × threshold", nmse_colour(1e-9)),
+        ("threshold", nmse_colour(1.0)),
+        ("over threshold", LIMIT_RED),
+        ("no partner", MARK_GREY),
+    ] {
+        draw(root.draw(&Rectangle::new(
+            [(x, legend_y), (x + 12, legend_y + 12)],
+            colour.filled(),
+        )))?;
+        draw(root.draw(&Text::new(text, (x + 16, legend_y + 1), label.clone())))?;
+        x += 30 + 7 * text.chars().count() as i32;
+    }
+    if first_fail {
+        draw(root.draw(&Rectangle::new(
+            [(x, legend_y), (x + 12, legend_y + 12)],
+            BLACK.stroke_width(3),
+        )))?;
+        draw(root.draw(&Text::new(
+            "first failing record",
+            (x + 16, legend_y + 1),
+            label.clone(),
+        )))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

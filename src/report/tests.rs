@@ -3,12 +3,18 @@
 
 use std::collections::BTreeMap;
 
+use super::template::render_within;
 use super::*;
 use crate::compare;
 use crate::dtype::RunDtype;
-use crate::limits::DtypeLimits;
-use crate::plan::LoadGroup;
-use crate::store::{PairRecord, ResolvedSettings, SequenceRecord, Session};
+use crate::engine::WeightFormat;
+use crate::limits::{DtypeLimits, Thresholds};
+use crate::plan::{LoadGroup, Mode, PairSpec};
+use crate::store::{
+    Manifest, ModelLoad, PairRecord, ResolvedSettings, RunRecord, RunStatus, SequenceRecord,
+    Session, ToolInfo,
+};
+use crate::verdict::{self, GlobalVerdict, PairVerdict};
 
 const SWEEP: &str = r#"
 name: snap
@@ -276,7 +282,8 @@ fn every_file_a_report_writes_is_one_start_over_knows() {
     let store = results(dir.path());
     render(&store).unwrap();
     let known = |n: &str| {
-        crate::store::owner::REPORT_FILES.contains(&n)
+        FILES.contains(&n)
+            || crate::store::owner::OTHER_FILES.contains(&n)
             || [
                 crate::store::MANIFEST,
                 crate::store::owner::MARKER,
@@ -341,4 +348,111 @@ fn the_trace_sample_renders_the_built_in_trace_template_and_catches_a_render_fai
     trace::check_render(trace::TRACE_TEMPLATE, "s", on, None, &ids).unwrap();
     let e = trace::check_render("{{ nowhere.at_all }}", "s", on, None, &ids).unwrap_err();
     assert!(e.contains("nowhere"), "{e}");
+}
+
+/// report.html's structure: its title, headings, table headers, element ids and plots, in
+/// document order; the SVGs' contents (pixels, not structure) are left out.
+fn html_outline(html: &str) -> String {
+    let attr = |tag: &str, name: &str| {
+        let key = format!(" {name}=\"");
+        tag.find(&key).map(|i| {
+            let v = &tag[i + key.len()..];
+            v[..v.find('"').unwrap_or(v.len())].to_string()
+        })
+    };
+    let strip = |s: &str| {
+        let mut out = String::new();
+        let mut in_tag = false;
+        for c in s.chars() {
+            match c {
+                '<' => in_tag = true,
+                '>' => in_tag = false,
+                c if !in_tag => out.push(c),
+                _ => {}
+            }
+        }
+        out.split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    let mut lines = Vec::new();
+    let mut headers: Vec<String> = Vec::new();
+    let mut pos = 0;
+    while let Some(off) = html[pos..].find('<') {
+        let start = pos + off;
+        let end = start + html[start..].find('>').expect("a closed tag");
+        let tag = &html[start + 1..end];
+        let name: String = tag
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '/')
+            .collect();
+        for a in ["id", "data-plot", "data-plot-count"] {
+            if let Some(v) = attr(tag, a) {
+                lines.push(format!("{name} {a}={v}"));
+            }
+        }
+        pos = end + 1;
+        match name.as_str() {
+            "svg" => {
+                lines.push("svg …".into());
+                pos += html[pos..].find("</svg>").expect("a closed svg");
+            }
+            "title" | "h1" | "h2" | "h3" | "th" => {
+                let close = pos + html[pos..].find(&format!("</{name}>")).unwrap();
+                let text = strip(&html[pos..close]);
+                if name == "th" {
+                    headers.push(text);
+                } else {
+                    lines.push(format!("{name}: {text}"));
+                }
+            }
+            "/tr" if !headers.is_empty() => {
+                lines.push(format!("| {} |", headers.join(" | ")));
+                headers.clear();
+            }
+            _ => {}
+        }
+    }
+    lines.join("\n")
+}
+
+#[test]
+fn report_html_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = results(dir.path());
+    let r = build(&store).unwrap();
+    let html = html::render_html(&store, &r).unwrap();
+    insta::assert_snapshot!(html_outline(&html));
+}
+
+#[test]
+fn report_junit_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = build(&results(dir.path())).unwrap();
+    insta::assert_snapshot!(junit::build(&r).to_string().unwrap());
+}
+
+#[test]
+fn diff_md_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, new) = (tmp.path().join("base"), tmp.path().join("new"));
+    for d in [&base, &new] {
+        render(&results(d)).unwrap();
+    }
+    // NEW drifts three times as far in the pair that drifted, and its KL grows with it.
+    let path = new.join(REPORT_JSON);
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for p in json["pairs"].as_array_mut().unwrap() {
+        if p["verdict"] == "EXPECTED_DRIFT" {
+            for k in ["max_abs_diff", "mean_abs_diff", "kl_mean", "kl_max"] {
+                let v = p["metrics"][k].as_f64().unwrap();
+                p["metrics"][k] = serde_json::json!(v * 3.0 + 1e-3);
+            }
+        }
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    let d = crate::diff::diff(&base, &new, crate::diff::DiffOptions::default()).unwrap();
+    let md = crate::diff::markdown(&d)
+        .replace(&base.display().to_string(), "[BASE]")
+        .replace(&new.display().to_string(), "[NEW]");
+    insta::assert_snapshot!(md);
 }

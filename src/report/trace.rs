@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{ReportJson, render_template};
+use super::{Inputs, ReportJson, render_template};
 use crate::config::TraceOn;
 use crate::error::Result;
 use crate::store::{Store, TraceFile};
@@ -33,7 +33,7 @@ pub struct TraceSummary {
 
 /// trace.json.
 #[derive(Debug, Clone, Serialize)]
-struct TraceJson {
+pub struct TraceJson {
     date: String,
     sweep: String,
     on: TraceOn,
@@ -77,6 +77,16 @@ pub fn check_render(
     inject: Option<String>,
     pair_ids: &[String],
 ) -> std::result::Result<(), String> {
+    render_template("custom", text, &sample(sweep, on, inject, pair_ids))
+        .map(|_| ())
+        .map_err(|e| match e {
+            crate::error::Error::Template { message, .. } => message,
+            other => other.to_string(),
+        })
+}
+
+/// The sample trace.json [`check_render`] renders on.
+fn sample(sweep: &str, on: TraceOn, inject: Option<String>, pair_ids: &[String]) -> TraceJson {
     let rows = pair_ids
         .iter()
         .take(8)
@@ -92,7 +102,7 @@ pub fn check_render(
             details: "not run yet".into(),
         })
         .collect();
-    let json = TraceJson {
+    TraceJson {
         date: String::new(),
         sweep: sweep.to_string(),
         on,
@@ -110,13 +120,7 @@ pub fn check_render(
         failure_summary: BTreeMap::new(),
         rows,
         pairs: Vec::new(),
-    };
-    render_template("custom", text, &json)
-        .map(|_| ())
-        .map_err(|e| match e {
-            crate::error::Error::Template { message, .. } => message,
-            other => other.to_string(),
-        })
+    }
 }
 
 fn group_label(r: &RecordResult) -> (u8, usize, String) {
@@ -184,9 +188,8 @@ fn rows_of(t: &PairTrace) -> Vec<TraceRow> {
     rows
 }
 
-/// Builds and writes trace.json and trace_report.md when the sweep traces; returns the
-/// summary for report.json.
-pub fn render(store: &Store, report: &ReportJson) -> Result<Option<TraceSummary>> {
+/// trace.json's content when the sweep traces, from the results directory's `traces/`.
+pub fn analyse(store: &Store, report: &ReportJson) -> Result<Option<TraceJson>> {
     let m = store.manifest()?;
     let Some(trace_cfg) = &m.resolved.config.trace else {
         return Ok(None);
@@ -251,7 +254,7 @@ pub fn render(store: &Store, report: &ReportJson) -> Result<Option<TraceSummary>
         on,
         inject: report.inject.as_ref().map(super::describe_injection),
         result,
-        reason: reason.clone(),
+        reason,
         expected_pairs: expected.len(),
         traced_pairs: traces.len(),
         pass,
@@ -264,15 +267,94 @@ pub fn render(store: &Store, report: &ReportJson) -> Result<Option<TraceSummary>
         rows,
         pairs: traces,
     };
-    store.write_json("trace.json", &json)?;
-    let template = super::template_for(store, super::CUSTOM_TRACE_TEMPLATE, TRACE_TEMPLATE)?;
-    let md = render_template("trace_report.md.tera", &template, &json)?;
-    store.write_bytes("trace_report.md", md.as_bytes())?;
-    Ok(Some(TraceSummary {
-        result,
-        reason,
-        traced_pairs: json.traced_pairs,
-        report: "trace_report.md".into(),
-        json: "trace.json".into(),
-    }))
+    Ok(Some(json))
+}
+
+impl TraceJson {
+    /// What report.json says of the traces.
+    pub fn summary(&self) -> TraceSummary {
+        TraceSummary {
+            result: self.result,
+            reason: self.reason.clone(),
+            traced_pairs: self.traced_pairs,
+            report: super::TRACE_MD.into(),
+            json: super::TRACE_JSON.into(),
+        }
+    }
+}
+
+/// trace.json, when the sweep traces.
+pub(crate) fn render_json(i: &Inputs) -> Result<Option<Vec<u8>>> {
+    i.trace
+        .map(|t| super::pretty_json(i.store, super::TRACE_JSON, t))
+        .transpose()
+}
+
+/// trace_report.md through the sweep's custom template or the built-in one, when the sweep
+/// traces.
+pub(crate) fn render_markdown(i: &Inputs) -> Result<Option<Vec<u8>>> {
+    let Some(t) = i.trace else {
+        return Ok(None);
+    };
+    let template = super::template_for(i.store, super::CUSTOM_TRACE_TEMPLATE, TRACE_TEMPLATE)?;
+    render_template("trace_report.md.tera", &template, t).map(|md| Some(md.into_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::trace::{PositionResult, TensorName};
+
+    fn record(layer: Option<usize>, tensor: TensorName, nmse: f64, failed: bool) -> RecordResult {
+        RecordResult {
+            pos: 3,
+            layer,
+            tensor,
+            nmse: Some(nmse),
+            max_abs: Some(nmse as f32 * 10.0),
+            failed,
+            misaligned: None,
+        }
+    }
+
+    /// trace_report.md of one traced pair that fails in layer 0's attention, one pair that
+    /// was not traced.
+    #[test]
+    fn trace_report_md_snapshot() {
+        let ids = vec!["p0.s4.f16.kv1.seed0".to_string()];
+        let inject = Some("`q` at layer 0 scaled by (1 + 0.01)".to_string());
+        let mut json = sample("snap", TraceOn::Always, inject, &ids);
+        let t = PairTrace {
+            pair_id: ids[0].clone(),
+            prompt: "p0".into(),
+            dtype: crate::dtype::RunDtype::F16,
+            nmse_threshold: 1e-4,
+            records: vec![
+                record(None, TensorName::Embed, 0.0, false),
+                record(Some(0), TensorName::AttnNorm, 1e-7, false),
+                record(Some(0), TensorName::Q, 2e-2, true),
+                record(Some(0), TensorName::ResidOut, 5e-3, true),
+            ],
+            positions: vec![PositionResult {
+                pos: 3,
+                token_id: Some(7),
+                first_fail: Some((Some(0), TensorName::Q)),
+                root_cause: RootCause::Attention,
+                details: "q at layer 0".into(),
+            }],
+        };
+        json.date = "2026-01-01T00:00:00.000Z".into();
+        json.result = GlobalVerdict::Fail;
+        json.reason = "1 of 1 traced pairs diverge".into();
+        json.rows = rows_of(&t);
+        json.traced_pairs = 1;
+        json.fail = 1;
+        json.compared_records = t.compared();
+        json.failed_records = t.failed();
+        json.failure_summary = BTreeMap::from([("ATTENTION".to_string(), 1)]);
+        json.not_traced = vec!["p0.s4.f16.kv0.seed0: no trace (its runs did not finish)".into()];
+        json.pairs = vec![t];
+        insta::assert_snapshot!(render_template("t", TRACE_TEMPLATE, &json).unwrap());
+    }
 }

@@ -19,19 +19,11 @@ pub const MARKER: &str = "driftsweep.marker.json";
 pub const LOCK: &str = "driftsweep.lock";
 /// The sub-directories a sweep writes.
 pub const SUBDIRS: [&str; 5] = ["runs", "pairs", "logits", "traces", "templates"];
-/// Files at the top of a results directory that driftsweep writes under fixed names (the
-/// manifest and the marker are handled on their own).
-pub const REPORT_FILES: [&str; 9] = [
-    "report.json",
-    "report.md",
-    "report.html",
-    "report.junit.xml",
-    "trace.json",
-    "trace_report.md",
-    "verify.json",
-    "diff.md",
-    "diff.json",
-];
+/// Files at the top of a results directory that driftsweep writes under fixed names, besides
+/// the reports (their names are the report module's `FILES`, which [`clear_recorded`] is
+/// given: the store sits below the reports) and the manifest and the marker (handled on
+/// their own).
+pub const OTHER_FILES: [&str; 3] = ["verify.json", "diff.md", "diff.json"];
 
 /// Where a sweep's custom templates are kept (report, trace report), for `driftsweep report`.
 pub const SAVED_TEMPLATES: [&str; 2] =
@@ -237,7 +229,8 @@ pub fn remove_own_temporaries(dir: &Path) {
 /// the saved templates, the manifest, its temporaries, and the sub-directories once empty.
 /// Returns what it left alone: everything else. A directory without the marker, or whose
 /// manifest cannot be read, is refused: what driftsweep wrote there cannot be told apart.
-pub fn clear_recorded(dir: &Path) -> Result<Vec<PathBuf>> {
+/// `report_files` are the names the reports are written under.
+pub fn clear_recorded(dir: &Path, report_files: &[&str]) -> Result<Vec<PathBuf>> {
     if Marker::read(dir)?.is_none() {
         return Err(Error::store(
             dir,
@@ -266,7 +259,7 @@ pub fn clear_recorded(dir: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     files.extend(SAVED_TEMPLATES.iter().map(|t| dir.join(t)));
-    files.extend(REPORT_FILES.iter().map(|f| dir.join(f)));
+    files.extend(report_files.iter().chain(&OTHER_FILES).map(|f| dir.join(f)));
     // The manifest last: until it goes, a failed clear can be retried.
     files.push(manifest_path);
     for f in &files {
@@ -349,7 +342,8 @@ mod tests {
         fs::create_dir_all(dir.path().join("runs")).unwrap();
         fs::write(dir.path().join("runs/mine.json"), "{}").unwrap();
         fs::write(dir.path().join("report.md"), "r").unwrap();
-        assert!(clear_recorded(dir.path()).is_err());
+        let reports = ["report.md"];
+        assert!(clear_recorded(dir.path(), &reports).is_err());
         assert!(
             dir.path().join("report.md").exists(),
             "nothing deleted without a marker"
@@ -360,7 +354,7 @@ mod tests {
         )
         .unwrap();
         fs::write(dir.path().join("runs/.x.json.driftsweep-tmp-7"), "t").unwrap();
-        let left = clear_recorded(dir.path()).unwrap();
+        let left = clear_recorded(dir.path(), &reports).unwrap();
         assert!(!dir.path().join("report.md").exists());
         assert!(!dir.path().join("runs/.x.json.driftsweep-tmp-7").exists());
         assert!(

@@ -106,7 +106,7 @@ pub(super) fn previous_results(
 /// Removes what a sweep recorded in a results directory, and nothing else (see
 /// [`owner::clear_recorded`]); returns what it left alone.
 pub(crate) fn clear_results(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
-    owner::clear_recorded(dir)
+    owner::clear_recorded(dir, &crate::report::FILES)
 }
 
 /// Pairs an earlier session finished: compared, both runs recorded, and traced when the sweep

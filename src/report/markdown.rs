@@ -1,0 +1,405 @@
+//! report.md: the Markdown view of report.json (rows formatted once here, laid out by
+//! `templates/report.md.tera`), and the words both Markdown and HTML use (axes, the
+//! injected fault, serving path sections).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::Inputs;
+use super::paths;
+use super::schema::ReportJson;
+use super::template::{CUSTOM_REPORT_TEMPLATE, render_template, template_for};
+use crate::compare::Metrics;
+use crate::compare::metrics::{self, Direction, METRICS, MetricDef};
+use crate::dtype::RunDtype;
+use crate::engine::{Engine, WeightFormat};
+use crate::error::{Error, Result};
+use crate::plan::Mode;
+use crate::verdict::{self, fmt_num};
+
+/// The Markdown report template, compiled in so the binary works from any directory.
+pub const REPORT_TEMPLATE: &str = include_str!("../../templates/report.md.tera");
+
+/// Markdown-ready rows, numbers formatted once here so the template only lays them out.
+#[derive(Serialize)]
+struct View<'a> {
+    r: &'a ReportJson,
+    date: String,
+    wall: String,
+    axes: String,
+    inject: Option<String>,
+    loads: Vec<Row>,
+    rows: Vec<Row>,
+    drift: Vec<Row>,
+    perf: Vec<Row>,
+    limits: Vec<Row>,
+    problems: Vec<Row>,
+    /// The metric columns of the table of pairs.
+    pair_metrics: Vec<Column>,
+    /// The metric columns of the table of limits.
+    limit_metrics: Vec<Column>,
+    /// Whether any pair took a path other than decode (the tables then show the path).
+    has_paths: bool,
+    /// One section per serving path the sweep took.
+    path_sections: Vec<PathSection>,
+}
+
+/// One serving path's section of the report (Markdown and HTML alike).
+#[derive(Serialize)]
+pub(crate) struct PathSection {
+    title: &'static str,
+    note: &'static str,
+    rows: Vec<BTreeMap<&'static str, String>>,
+    comparisons: Vec<BTreeMap<&'static str, String>>,
+}
+
+/// One section per serving path the sweep took, in report order.
+pub(crate) fn path_sections(r: &ReportJson) -> Vec<PathSection> {
+    r.serving_paths
+        .iter()
+        .flat_map(|sp| {
+            paths::SECTIONS
+                .iter()
+                .filter_map(move |(kind, title, note)| {
+                    let rows = paths::rows(sp, kind);
+                    (!rows.is_empty()).then(|| PathSection {
+                        title,
+                        note,
+                        rows,
+                        comparisons: paths::comparison_rows(sp, kind),
+                    })
+                })
+        })
+        .collect()
+}
+
+fn opt<T: ToString>(x: Option<T>) -> String {
+    x.map_or_else(|| "—".into(), |v| v.to_string())
+}
+
+pub(crate) fn secs(s: f64) -> String {
+    if s < 1.0 {
+        format!("{:.1} ms", s * 1e3)
+    } else {
+        format!("{s:.2} s")
+    }
+}
+
+fn bytes(n: u64) -> String {
+    // Thousands separators, as in the seed report.
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A Markdown-ready row: column key → formatted cell.
+type Row = BTreeMap<&'static str, String>;
+
+fn row(cells: &[(&'static str, String)]) -> Row {
+    cells.iter().cloned().collect()
+}
+
+/// A metric's column in one of report.md's tables: its row key, header and the header's
+/// Markdown rule. The template iterates these, so a metric of the table is a column.
+#[derive(Serialize)]
+struct Column {
+    key: &'static str,
+    header: String,
+    rule: String,
+}
+
+impl Column {
+    fn new(m: &MetricDef, header: String) -> Self {
+        Column {
+            key: m.short,
+            rule: "-".repeat(header.chars().count() + 2),
+            header,
+        }
+    }
+}
+
+/// The metric table's cells of a row, keyed by [`MetricDef::short`], `—` when not compared.
+fn metric_cells(row: &mut Row, m: Option<&Metrics>) {
+    for d in METRICS {
+        let cell = m.map_or("—".into(), |m| d.format((d.value)(m)));
+        row.insert(d.short, cell);
+    }
+}
+
+fn pair_rows(r: &ReportJson) -> Vec<Row> {
+    r.pairs
+        .iter()
+        .map(|p| {
+            let m = p.metrics.as_ref();
+            let mut x = row(&[
+                ("engine", p.spec.engine.to_string()),
+                ("weights", p.spec.weights.to_string()),
+                ("prompt", p.spec.prompt.clone()),
+                ("span", p.spec.span.to_string()),
+                ("dtype", p.spec.dtype.to_string()),
+                ("kv", u8::from(p.spec.kv_aligned).to_string()),
+                ("path", p.spec.path.to_string()),
+                ("seed", p.spec.seed.to_string()),
+                ("first_div", opt(m.and_then(|m| m.first_divergent_pos))),
+                (
+                    "first_flip",
+                    m.and_then(|m| m.first_top1_flip).map_or("—".into(), |f| {
+                        format!("{} (margin {})", f.pos, fmt_num(f.prefill_margin))
+                    }),
+                ),
+                (
+                    "yardstick",
+                    p.yardstick.map_or("—".into(), |y| {
+                        format!("{} / {}", fmt_num(y.max_abs_diff), fmt_num(y.kl_mean))
+                    }),
+                ),
+                ("verdict", p.verdict.to_string()),
+            ]);
+            metric_cells(&mut x, m);
+            x
+        })
+        .collect()
+}
+
+/// A row of a table grouped by (engine, weights, span, dtype): those cells, then `rest`.
+fn group_row(
+    (engine, weights, span, dtype): (Engine, WeightFormat, usize, RunDtype),
+    rest: &[(&'static str, String)],
+) -> Row {
+    let mut x = row(&[
+        ("engine", engine.to_string()),
+        ("weights", weights.to_string()),
+        ("span", span.to_string()),
+        ("dtype", dtype.to_string()),
+    ]);
+    x.extend(rest.iter().cloned());
+    x
+}
+
+fn drift_rows(r: &ReportJson) -> Vec<Row> {
+    r.drift_characterization
+        .iter()
+        .map(|g| {
+            group_row(
+                (g.engine, g.weights, g.span, g.dtype),
+                &[
+                    (
+                        "max_abs",
+                        format!("{} / {}", fmt_num(g.max_abs_max), fmt_num(g.max_abs_mean)),
+                    ),
+                    ("p99", fmt_num(g.p99_mean)),
+                    ("top1", format!("{:.4} / {:.4}", g.top1_min, g.top1_mean)),
+                    (
+                        "kl",
+                        format!("{} / {}", fmt_num(g.kl_mean_mean), fmt_num(g.kl_max_max)),
+                    ),
+                    ("identical", format!("{}/{}", g.identical, g.samples)),
+                    (
+                        "aligned",
+                        g.aligned_max_abs_mean.map_or("—".into(), fmt_num),
+                    ),
+                    ("samples", g.samples.to_string()),
+                ],
+            )
+        })
+        .collect()
+}
+
+fn perf_rows(r: &ReportJson) -> Vec<Row> {
+    r.performance
+        .iter()
+        .map(|g| {
+            group_row(
+                (g.engine, g.weights, g.span, g.dtype),
+                &[
+                    (
+                        "mode",
+                        match g.mode {
+                            Mode::Prefill => "prefill".into(),
+                            Mode::Decode => g.path.to_string(),
+                        },
+                    ),
+                    (
+                        "wall",
+                        format!("{} / {}", secs(g.wall_mean_s), secs(g.wall_p95_s)),
+                    ),
+                    ("tps", format!("{:.0}", g.tokens_per_s)),
+                    ("bytes", bytes(g.logits_bytes_mean)),
+                    ("samples", g.samples.to_string()),
+                ],
+            )
+        })
+        .collect()
+}
+
+fn load_rows(r: &ReportJson) -> Vec<Row> {
+    r.model_load_details
+        .iter()
+        .map(|l| {
+            row(&[
+                ("engine", l.engine.to_string()),
+                ("implementation", l.implementation.clone()),
+                ("weights", l.weights.to_string()),
+                ("dtype", l.dtype.to_string()),
+                ("device", l.device.clone()),
+                ("load", secs(l.load_s)),
+                ("purpose", l.purpose.clone()),
+            ])
+        })
+        .collect()
+}
+
+/// One row per (dtype, tolerance or budget): each limited metric's limit, keyed by
+/// [`MetricDef::short`], and the tie margin.
+fn limit_rows(r: &ReportJson) -> Vec<Row> {
+    r.limits
+        .iter()
+        .flat_map(|(d, l)| {
+            [
+                ("tolerance (kv_aligned=1)", l.tolerance),
+                ("drift budget (kv_aligned=0)", l.drift_budget),
+            ]
+            .map(|(what, t)| {
+                let mut x = row(&[
+                    ("dtype", d.clone()),
+                    ("what", what.to_string()),
+                    (
+                        "tie",
+                        format!("max({}, {} ulp)", fmt_num(t.tie_margin), t.tie_ulps),
+                    ),
+                ]);
+                for m in metrics::limited() {
+                    x.insert(m.short, m.format(verdict::limit_of(m, &t)));
+                }
+                // Templates written before the metric table read p99_abs_diff's limit here.
+                if let Some(p99) = x.get("p99_abs").cloned() {
+                    x.insert("p99", p99);
+                }
+                x
+            })
+        })
+        .collect()
+}
+
+fn view(r: &ReportJson) -> View<'_> {
+    let problems = r
+        .pairs
+        .iter()
+        .filter(|p| !p.verdict.is_pass())
+        .map(|p| {
+            row(&[
+                ("id", p.spec.id.clone()),
+                ("verdict", p.verdict.to_string()),
+                ("reason", p.reason.clone()),
+            ])
+        })
+        .collect();
+    View {
+        has_paths: r.pairs.iter().any(|p| !p.spec.path.is_default()),
+        path_sections: path_sections(r),
+        axes: axes(r),
+        inject: r.inject.as_ref().map(describe_injection),
+        r,
+        date: r
+            .finished_at
+            .clone()
+            .unwrap_or_else(|| format!("{} (unfinished)", r.started_at)),
+        wall: r.wall_s.map_or("unfinished".into(), secs),
+        loads: load_rows(r),
+        rows: pair_rows(r),
+        drift: drift_rows(r),
+        perf: perf_rows(r),
+        limits: limit_rows(r),
+        problems,
+        pair_metrics: METRICS
+            .iter()
+            .filter(|m| m.in_pair_table)
+            .map(|m| Column::new(m, m.name.to_string()))
+            .collect(),
+        limit_metrics: metrics::limited()
+            .map(|m| {
+                let header = match m.direction {
+                    Direction::AtMost => m.name.to_string(),
+                    Direction::AtLeast => format!("{} min", m.name),
+                };
+                Column::new(m, header)
+            })
+            .collect(),
+    }
+}
+
+/// "spans 32/128 × dtypes bf16/f16 × ..." from the pairs themselves.
+pub(crate) fn axes(r: &ReportJson) -> String {
+    fn uniq<T: Ord + ToString>(xs: impl Iterator<Item = T>) -> String {
+        let mut v: Vec<T> = xs.collect();
+        v.sort();
+        v.dedup();
+        v.iter().map(T::to_string).collect::<Vec<_>>().join("/")
+    }
+    let p = &r.pairs;
+    format!(
+        "engines {} × weights {} × prompts {} × spans {} × dtypes {} × kv_aligned {} × seeds {} ({} pairs after exclusions)",
+        uniq(p.iter().map(|x| x.spec.engine)),
+        uniq(p.iter().map(|x| x.spec.weights)),
+        uniq(p.iter().map(|x| x.spec.prompt.clone())),
+        uniq(p.iter().map(|x| x.spec.span)),
+        uniq(p.iter().map(|x| x.spec.dtype)),
+        uniq(p.iter().map(|x| u8::from(x.spec.kv_aligned))),
+        uniq(p.iter().map(|x| x.spec.seed)),
+        p.len()
+    )
+}
+
+/// The injected fault in words, from the resolved config's `inject` section.
+pub fn describe_injection(i: &crate::config::InjectConfig) -> String {
+    let mut parts = Vec::new();
+    if let (Some(t), Some(e)) = (i.tensor, i.epsilon) {
+        match i.layer {
+            Some(l) => parts.push(format!("`{t}` at layer {l} scaled by (1 + {e})")),
+            None => parts.push(format!("`{t}` scaled by (1 + {e})")),
+        }
+    }
+    if let Some(k) = i.position_shift.filter(|k| *k > 0) {
+        parts.push(format!("decode positions shifted by {k}"));
+    }
+    if let Some(k) = i.window_shift.filter(|k| *k > 0) {
+        parts.push(format!("decode's sliding window widened by {k} key(s)"));
+    }
+    if let Some(k) = i.chunk_position_shift.filter(|k| *k > 0) {
+        parts.push(format!(
+            "chunks after the first believe they start {k} position(s) further along"
+        ));
+    }
+    if i.cross_row_cache {
+        parts.push("in batched forwards, row 0 reads row 1's newest cached K/V".into());
+    }
+    parts.join("; ")
+}
+
+/// report.md's bytes, through the sweep's custom template or the built-in one.
+pub(crate) fn render_file(i: &Inputs) -> Result<Option<Vec<u8>>> {
+    let template = template_for(i.store, CUSTOM_REPORT_TEMPLATE, REPORT_TEMPLATE)?;
+    render_template("report.md.tera", &template, &view(i.report)).map(|md| Some(md.into_bytes()))
+}
+
+/// Renders the Markdown report from report.json's content with the compiled-in template.
+pub fn render_markdown(r: &ReportJson) -> Result<String> {
+    render_template("report.md.tera", REPORT_TEMPLATE, &view(r))
+}
+
+/// Test-renders a custom report template on `sample` (see [`sample`]).
+pub fn check_render(text: &str, sample: &ReportJson) -> std::result::Result<(), String> {
+    render_template("custom", text, &view(sample))
+        .map(|_| ())
+        .map_err(|e| match e {
+            Error::Template { message, .. } => message,
+            other => other.to_string(),
+        })
+}
