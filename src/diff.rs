@@ -211,7 +211,7 @@ fn load(dir: &Path, role: &str) -> Result<(DirInfo, Vec<PairFile>)> {
             format!("{role}: no such results directory"),
         ));
     }
-    let path = dir.join("report.json");
+    let path = dir.join(crate::report::REPORT_JSON);
     if !path.is_file() {
         let hint = if dir.join(crate::store::MANIFEST).is_file() {
             format!("; run `driftsweep report {}` to write it", dir.display())

@@ -109,11 +109,14 @@ fn summarize(r: &driftsweep::report::Rendered) {
     if let Some(w) = r.report.wall_s {
         outln!("  wall time {w:.2} s");
     }
-    outln!(
-        "  reports: {}  {}",
-        r.dir.join("report.md").display(),
-        r.dir.join("report.json").display()
-    );
+    // Every report file this sweep has, in the renderers' order (report::FILES).
+    let written: Vec<String> = driftsweep::report::FILES
+        .iter()
+        .map(|f| r.dir.join(f))
+        .filter(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
+    outln!("  reports: {}", written.join("  "));
 }
 
 /// Prints `v` as pretty JSON.
