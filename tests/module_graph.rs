@@ -17,9 +17,17 @@ use std::path::{Path, PathBuf};
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
-/// Code without its comments (line comments and doc comments: a doc link is not an import).
+/// Code without its comments (line comments and doc comments: a doc link is not an import)
+/// and without its test module: the layering is the library's; a test may drive a higher
+/// layer end to end (report's tests render a diff).
 fn code_of(text: &str) -> String {
-    text.lines()
+    let lines: Vec<&str> = text.lines().collect();
+    let cut = lines
+        .windows(2)
+        .position(|w| w[0].trim() == "#[cfg(test)]" && w[1].trim_start().starts_with("mod "))
+        .unwrap_or(lines.len());
+    lines[..cut]
+        .iter()
         .map(|l| match l.find("//") {
             Some(i) => &l[..i],
             None => l,
@@ -105,7 +113,9 @@ fn library_graph() -> Graph {
             let rel = p.strip_prefix(&src).ok()?;
             let first = rel.components().next()?.as_os_str().to_string_lossy();
             let module = first.trim_end_matches(".rs").to_string();
-            (!["lib", "main", "cli"].contains(&module.as_str()))
+            // A `tests.rs` is a test module of its own (`#[cfg(test)] mod tests;`).
+            let test_file = p.file_name().is_some_and(|n| n == "tests.rs");
+            (!test_file && !["lib", "main", "cli"].contains(&module.as_str()))
                 .then(|| (module, std::fs::read_to_string(p).unwrap()))
         })
         .collect();
