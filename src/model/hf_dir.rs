@@ -11,8 +11,9 @@ use candle_nn::VarBuilder;
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
+use super::architecture::Architecture;
 use super::error::ModelError;
-use super::family::{Architecture, Family};
+use super::family::Family;
 use super::header;
 
 /// The fields of `config.json` read before its family's own (which its family reads).
