@@ -15,10 +15,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models as ct;
 
-use super::architecture::{Architecture, CtModule, CtWeights};
 use super::builtin;
 use super::error::ModelError;
-use super::family::Family;
+use super::family::{Architecture, CtModule, CtWeights, Family};
 use super::gguf;
 use super::hf_dir;
 use super::llama;

@@ -1,13 +1,17 @@
-//! Model families: what computes an architecture (the Llama family's own decoder, Gemma 3's,
-//! or the user's model), with its hyper-parameters, and the sizes every model has.
+//! Model families and architectures, in one table: what `general.architecture` (GGUF) and
+//! `model_type` / `architectures` (Hugging Face `config.json`) resolve to, which family's own
+//! decoder computes it, and which candle-transformers module runs it per weight format. Every
+//! other file matches on [`Architecture`] or [`Family`], never on a name.
 //!
-//! A new family adds a [`Family`] variant with its arms here, a [`FamilyKind`] variant and its
-//! rows in `architecture.rs`, and its folder (`src/model/<family>/`, declared in
-//! `src/model/mod.rs`).
+//! A new family adds a row here, a [`Family`] variant with its arms, and its folder
+//! (`src/model/<family>/`, declared in `src/model/mod.rs`); a new candle-transformers module
+//! adds a [`CtModule`] variant, its cell in the table, and its arm in
+//! `src/model/candle_transformers.rs`.
+
+use std::fmt;
 
 use candle_core::quantized::gguf_file::Content;
 
-use super::architecture::{Architecture, FamilyKind};
 use super::custom::CustomLoader;
 use super::error::ModelError;
 use super::gemma3;
@@ -16,6 +20,237 @@ use super::header::Expected;
 use super::layers::Source;
 use super::llama;
 use super::under_test::ModelUnderTest;
+
+/// A model's architecture, as report.json names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Architecture {
+    /// Llama (and the built-in model).
+    Llama,
+    /// Mistral: Llama with a sliding window.
+    Mistral,
+    /// Qwen2: Llama with Q/K/V biases.
+    Qwen2,
+    /// Qwen3: Llama with per-head Q/K norms and an explicit head width.
+    Qwen3,
+    /// Gemma 3 (text).
+    Gemma3,
+    /// A model given from Rust ([`super::ModelInfo::custom`]).
+    Custom,
+}
+
+/// Which own decoder computes an architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FamilyKind {
+    /// [`llama::Decoder`].
+    Llama,
+    /// [`gemma3::Model`].
+    Gemma3,
+    /// None: the user's model computes itself.
+    Custom,
+}
+
+/// A candle-transformers module that runs an architecture (engine `candle-transformers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtModule {
+    /// `quantized_llama`, on GGUF blocks.
+    QuantizedLlama,
+    /// `quantized_qwen2`, on GGUF blocks.
+    QuantizedQwen2,
+    /// `quantized_qwen3`, on GGUF blocks.
+    QuantizedQwen3,
+    /// `quantized_gemma3`, on GGUF blocks.
+    QuantizedGemma3,
+    /// `llama`, on dense weights.
+    Llama,
+    /// `mistral`, on dense weights.
+    Mistral,
+    /// `qwen2`, on dense weights.
+    Qwen2,
+    /// `qwen3`, on dense weights.
+    Qwen3,
+    /// `gemma3`, on dense weights.
+    Gemma3,
+}
+
+impl CtModule {
+    /// The module's name in `candle_transformers::models`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CtModule::QuantizedLlama => "quantized_llama",
+            CtModule::QuantizedQwen2 => "quantized_qwen2",
+            CtModule::QuantizedQwen3 => "quantized_qwen3",
+            CtModule::QuantizedGemma3 => "quantized_gemma3",
+            CtModule::Llama => "llama",
+            CtModule::Mistral => "mistral",
+            CtModule::Qwen2 => "qwen2",
+            CtModule::Qwen3 => "qwen3",
+            CtModule::Gemma3 => "gemma3",
+        }
+    }
+}
+
+/// The weights a candle-transformers module reads, as driftsweep holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtWeights {
+    /// A GGUF file's blocks as they are.
+    QuantizedGguf,
+    /// The built-in model's or a GGUF file's dequantized tensors under Hugging Face names.
+    Dequantized,
+    /// A Hugging Face directory's safetensors.
+    Safetensors,
+}
+
+/// One architecture's row of the table.
+struct Row {
+    arch: Architecture,
+    /// The name in report.json, in `general.architecture` and in `model_type`.
+    name: &'static str,
+    /// The `architectures` class of a `config.json`, when the own decoder reads the
+    /// architecture from Hugging Face directories.
+    hf_class: Option<&'static str>,
+    /// The own decoder reads the architecture from GGUF files.
+    gguf: bool,
+    family: FamilyKind,
+    /// candle-transformers' module per [`CtWeights`], in its order.
+    ct: [Option<CtModule>; 3],
+}
+
+/// The table.
+const TABLE: [Row; 6] = [
+    Row {
+        arch: Architecture::Llama,
+        name: "llama",
+        hf_class: Some("LlamaForCausalLM"),
+        gguf: true,
+        family: FamilyKind::Llama,
+        ct: [
+            Some(CtModule::QuantizedLlama),
+            Some(CtModule::Llama),
+            Some(CtModule::Llama),
+        ],
+    },
+    Row {
+        arch: Architecture::Mistral,
+        name: "mistral",
+        hf_class: Some("MistralForCausalLM"),
+        gguf: false,
+        family: FamilyKind::Llama,
+        ct: [None, None, Some(CtModule::Mistral)],
+    },
+    Row {
+        arch: Architecture::Qwen2,
+        name: "qwen2",
+        hf_class: Some("Qwen2ForCausalLM"),
+        gguf: false,
+        family: FamilyKind::Llama,
+        ct: [Some(CtModule::QuantizedQwen2), None, Some(CtModule::Qwen2)],
+    },
+    Row {
+        arch: Architecture::Qwen3,
+        name: "qwen3",
+        hf_class: Some("Qwen3ForCausalLM"),
+        gguf: false,
+        family: FamilyKind::Llama,
+        ct: [Some(CtModule::QuantizedQwen3), None, Some(CtModule::Qwen3)],
+    },
+    Row {
+        arch: Architecture::Gemma3,
+        name: "gemma3",
+        hf_class: None,
+        gguf: true,
+        family: FamilyKind::Gemma3,
+        ct: [
+            Some(CtModule::QuantizedGemma3),
+            None,
+            Some(CtModule::Gemma3),
+        ],
+    },
+    Row {
+        arch: Architecture::Custom,
+        name: "custom",
+        hf_class: None,
+        gguf: false,
+        family: FamilyKind::Custom,
+        ct: [None, None, None],
+    },
+];
+
+impl Architecture {
+    fn row(self) -> &'static Row {
+        TABLE
+            .iter()
+            .find(|r| r.arch == self)
+            .expect("every architecture has a row")
+    }
+
+    /// The name in report.json, in `general.architecture` and in `model_type`.
+    pub fn name(self) -> &'static str {
+        self.row().name
+    }
+
+    /// Which own decoder computes it.
+    pub fn family(self) -> FamilyKind {
+        self.row().family
+    }
+
+    /// The candle-transformers module that runs it on `weights`, if there is one.
+    pub fn ct_module(self, weights: CtWeights) -> Option<CtModule> {
+        let i = match weights {
+            CtWeights::QuantizedGguf => 0,
+            CtWeights::Dequantized => 1,
+            CtWeights::Safetensors => 2,
+        };
+        self.row().ct[i]
+    }
+
+    /// The architecture of a GGUF file's `general.architecture`, if the own decoders read it.
+    pub fn from_gguf(name: &str) -> Result<Self, ModelError> {
+        let supported = TABLE.iter().filter(|r| r.gguf);
+        if let Some(r) = supported.clone().find(|r| r.name == name) {
+            return Ok(r.arch);
+        }
+        let names: Vec<&str> = supported.map(|r| r.name).collect();
+        Err(ModelError::Unsupported(format!(
+            "architecture `{name}` is not supported from GGUF; supported: {}",
+            names.join(", ")
+        )))
+    }
+
+    /// The architecture of a `config.json`: its `model_type` when the own decoders read
+    /// that from directories, else the first `architectures` class they know.
+    pub fn from_config_json(
+        model_type: Option<&str>,
+        architectures: Option<&[String]>,
+    ) -> Result<Self, ModelError> {
+        let supported = || TABLE.iter().filter(|r| r.hf_class.is_some());
+        if let Some(r) = model_type.and_then(|t| supported().find(|r| r.name == t)) {
+            return Ok(r.arch);
+        }
+        for a in architectures.into_iter().flatten() {
+            if let Some(r) = supported().find(|r| r.hf_class == Some(a.as_str())) {
+                return Ok(r.arch);
+            }
+        }
+        let names: Vec<&str> = supported().map(|r| r.name).collect();
+        let classes: Vec<&str> = supported().filter_map(|r| r.hf_class).collect();
+        Err(ModelError::Unsupported(format!(
+            "config.json: architecture `{}` is not supported; supported: {} (model_type), or \
+             {}",
+            model_type
+                .map(str::to_string)
+                .or_else(|| architectures.and_then(|a| a.first().cloned()))
+                .unwrap_or_default(),
+            names.join(", "),
+            classes.join(", ")
+        )))
+    }
+}
+
+impl fmt::Display for Architecture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// The sizes every model has, whatever computes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,9 +11,8 @@ use candle_nn::VarBuilder;
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
-use super::architecture::Architecture;
 use super::error::ModelError;
-use super::family::Family;
+use super::family::{Architecture, Family};
 use super::header;
 
 /// The fields of `config.json` read before its family's own (which its family reads).

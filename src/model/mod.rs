@@ -2,7 +2,6 @@
 //! (model, dtype, device). Each family has its folder (`llama/`, `gemma3/`); the parts their
 //! decoders share are in `layers/`; [`family`] is the one table of architectures.
 
-pub mod architecture;
 pub mod builtin;
 pub mod candle_transformers;
 pub mod custom;
@@ -26,10 +25,9 @@ use tokenizers::Tokenizer;
 use crate::dtype::RunDtype;
 use crate::engine::{Engine, WeightFormat};
 use crate::error::{Error, Result};
-pub use architecture::Architecture;
 pub use custom::{CustomLoader, CustomModel};
 pub use error::ModelError;
-pub use family::{Family, Sizes};
+pub use family::{Architecture, Family, Sizes};
 pub use layers::{Cache, Source};
 pub use llama::{Config, Decoder};
 pub use source::{ModelSource, Weights};

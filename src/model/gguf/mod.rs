@@ -17,9 +17,8 @@ use std::path::Path;
 use candle_core::quantized::gguf_file::Content;
 use tokenizers::Tokenizer;
 
-use super::architecture::Architecture;
 use super::error::ModelError;
-use super::family::Family;
+use super::family::{Architecture, Family};
 use super::header;
 pub use layout::Layout;
 use read::{get, open, read_content, strings};

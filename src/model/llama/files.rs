@@ -5,8 +5,8 @@ use candle_core::quantized::gguf_file::Content;
 use serde::Deserialize;
 
 use super::config::{Config, Llama3Rope};
-use crate::model::architecture::Architecture;
 use crate::model::error::ModelError;
+use crate::model::family::Architecture;
 use crate::model::gguf::layout::Layout;
 use crate::model::gguf::read::{get_f32, get_u32};
 
