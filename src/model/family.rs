@@ -111,6 +111,8 @@ struct Row {
     /// The own decoder reads the architecture from GGUF files.
     gguf: bool,
     family: FamilyKind,
+    /// What a Llama-family architecture changes in the Llama recipe (default elsewhere).
+    llama: llama::Variant,
     /// candle-transformers' module per [`CtWeights`], in its order.
     ct: [Option<CtModule>; 3],
 }
@@ -123,6 +125,12 @@ const TABLE: [Row; 6] = [
         hf_class: Some("LlamaForCausalLM"),
         gguf: true,
         family: FamilyKind::Llama,
+        llama: llama::Variant {
+            always_slides: false,
+            slides_when_enabled: false,
+            qkv_bias: false,
+            qk_norm: false,
+        },
         ct: [
             Some(CtModule::QuantizedLlama),
             Some(CtModule::Llama),
@@ -135,6 +143,12 @@ const TABLE: [Row; 6] = [
         hf_class: Some("MistralForCausalLM"),
         gguf: false,
         family: FamilyKind::Llama,
+        llama: llama::Variant {
+            always_slides: true,
+            slides_when_enabled: false,
+            qkv_bias: false,
+            qk_norm: false,
+        },
         ct: [None, None, Some(CtModule::Mistral)],
     },
     Row {
@@ -143,6 +157,12 @@ const TABLE: [Row; 6] = [
         hf_class: Some("Qwen2ForCausalLM"),
         gguf: false,
         family: FamilyKind::Llama,
+        llama: llama::Variant {
+            always_slides: false,
+            slides_when_enabled: true,
+            qkv_bias: true,
+            qk_norm: false,
+        },
         ct: [Some(CtModule::QuantizedQwen2), None, Some(CtModule::Qwen2)],
     },
     Row {
@@ -151,6 +171,12 @@ const TABLE: [Row; 6] = [
         hf_class: Some("Qwen3ForCausalLM"),
         gguf: false,
         family: FamilyKind::Llama,
+        llama: llama::Variant {
+            always_slides: false,
+            slides_when_enabled: true,
+            qkv_bias: false,
+            qk_norm: true,
+        },
         ct: [Some(CtModule::QuantizedQwen3), None, Some(CtModule::Qwen3)],
     },
     Row {
@@ -159,6 +185,12 @@ const TABLE: [Row; 6] = [
         hf_class: None,
         gguf: true,
         family: FamilyKind::Gemma3,
+        llama: llama::Variant {
+            always_slides: false,
+            slides_when_enabled: false,
+            qkv_bias: false,
+            qk_norm: false,
+        },
         ct: [
             Some(CtModule::QuantizedGemma3),
             None,
@@ -171,6 +203,12 @@ const TABLE: [Row; 6] = [
         hf_class: None,
         gguf: false,
         family: FamilyKind::Custom,
+        llama: llama::Variant {
+            always_slides: false,
+            slides_when_enabled: false,
+            qkv_bias: false,
+            qk_norm: false,
+        },
         ct: [None, None, None],
     },
 ];
@@ -191,6 +229,11 @@ impl Architecture {
     /// Which own decoder computes it.
     pub fn family(self) -> FamilyKind {
         self.row().family
+    }
+
+    /// What it changes in the Llama recipe, for the Llama family's `config.json` reader.
+    pub fn llama_variant(self) -> llama::Variant {
+        self.row().llama
     }
 
     /// The candle-transformers module that runs it on `weights`, if there is one.
@@ -308,7 +351,11 @@ impl Family {
         label: &str,
     ) -> Result<Family, ModelError> {
         match arch.family() {
-            FamilyKind::Llama => Ok(Family::Llama(llama::from_config_json(arch, json, label)?)),
+            FamilyKind::Llama => Ok(Family::Llama(llama::from_config_json(
+                arch.llama_variant(),
+                json,
+                label,
+            )?)),
             FamilyKind::Gemma3 | FamilyKind::Custom => Err(ModelError::Unsupported(format!(
                 "architecture `{arch}` is not read from Hugging Face directories"
             ))),

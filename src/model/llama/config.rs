@@ -46,6 +46,21 @@ pub struct Config {
     pub rope_llama3: Option<Llama3Rope>,
 }
 
+/// What an architecture of the Llama family changes in the Llama recipe when its
+/// `config.json` is read (the family table in `src/model/family.rs` gives it per
+/// architecture).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Variant {
+    /// The window always applies (Mistral).
+    pub always_slides: bool,
+    /// The window applies when `use_sliding_window` is true (Qwen2, Qwen3).
+    pub slides_when_enabled: bool,
+    /// Q/K/V projections have biases whatever `attention_bias` says (Qwen2).
+    pub qkv_bias: bool,
+    /// Per-head RMS norms on queries and keys (Qwen3).
+    pub qk_norm: bool,
+}
+
 /// Llama 3's `rope_scaling` (rope_type "llama3").
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Llama3Rope {

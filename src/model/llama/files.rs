@@ -4,9 +4,8 @@
 use candle_core::quantized::gguf_file::Content;
 use serde::Deserialize;
 
-use super::config::{Config, Llama3Rope};
+use super::config::{Config, Llama3Rope, Variant};
 use crate::model::error::ModelError;
-use crate::model::family::Architecture;
 use crate::model::gguf::layout::Layout;
 use crate::model::gguf::read::{get_f32, get_u32};
 
@@ -83,14 +82,10 @@ struct ConfigJson {
     rope_scaling: Option<serde_json::Value>,
 }
 
-/// The decoder config a `config.json` (its bytes) of architecture `arch` describes, checked
+/// The decoder config a `config.json` (its bytes) of an architecture `variant` describes, checked
 /// for consistency (not yet against the weights); `label` names the file in messages about
 /// its fields.
-pub fn from_config_json(
-    arch: Architecture,
-    json: &[u8],
-    label: &str,
-) -> Result<Config, ModelError> {
+pub fn from_config_json(variant: Variant, json: &[u8], label: &str) -> Result<Config, ModelError> {
     let c: ConfigJson = serde_json::from_slice(json).map_err(|e| format!("{label}: {e}"))?;
     let rope_llama3 = match &c.rope_scaling {
         Some(v) if v.get("rope_type").and_then(|t| t.as_str()) == Some("llama3") => Some(
@@ -107,13 +102,13 @@ pub fn from_config_json(
         _ => None,
     };
     // Mistral always slides; Qwen2 and Qwen3 when the config turns it on.
-    let qwen = matches!(arch, Architecture::Qwen2 | Architecture::Qwen3);
-    let sliding_window =
-        if arch == Architecture::Mistral || (qwen && c.use_sliding_window == Some(true)) {
-            c.sliding_window
-        } else {
-            None
-        };
+    let sliding_window = if variant.always_slides
+        || (variant.slides_when_enabled && c.use_sliding_window == Some(true))
+    {
+        c.sliding_window
+    } else {
+        None
+    };
     let config = Config {
         vocab_size: c.vocab_size,
         hidden_size: c.hidden_size,
@@ -126,8 +121,8 @@ pub fn from_config_json(
         max_position_embeddings: c.max_position_embeddings,
         tie_word_embeddings: c.tie_word_embeddings,
         explicit_head_dim: c.head_dim,
-        attention_bias: arch == Architecture::Qwen2 || c.attention_bias.unwrap_or(false),
-        qk_norm: arch == Architecture::Qwen3,
+        attention_bias: variant.qkv_bias || c.attention_bias.unwrap_or(false),
+        qk_norm: variant.qk_norm,
         sliding_window,
         rope_llama3,
     };

@@ -6,6 +6,6 @@ mod config;
 mod decoder;
 mod files;
 
-pub use config::{Config, Llama3Rope};
+pub use config::{Config, Llama3Rope, Variant};
 pub use decoder::Decoder;
 pub use files::{from_config_json, from_gguf, gguf_layout};
