@@ -29,6 +29,32 @@ pub enum RunPath {
 }
 
 impl RunPath {
+    /// What a size of this path is called in a sentence: "batch 4", "chunk 8", "decode".
+    pub fn sentence_name(self) -> String {
+        match self {
+            RunPath::Decode => "decode".into(),
+            RunPath::Chunked(c) => format!("chunk {c}"),
+            RunPath::Batched(b) => format!("batch {b}"),
+            RunPath::BatchedPrefill(b) => format!("batched prefill {b}"),
+        }
+    }
+
+    /// Tokens this path feeds through the model for a prompt of `p` tokens and a span of `s`:
+    /// `cached` when its prefix goes through a cache (the prompt + span, plus the span again
+    /// for kv_aligned), `by_prefix` when the engine returns the last row only and every
+    /// compared position costs one forward of its prefix; `every_row` says which.
+    pub fn tokens_fed(self, p: usize, s: usize, cached: usize, every_row: bool) -> usize {
+        let by_prefix = s * p + s * (s + 1) / 2;
+        match self {
+            RunPath::Decode => cached,
+            RunPath::Chunked(_) if every_row => cached,
+            RunPath::Chunked(_) => by_prefix,
+            RunPath::Batched(b) => b * cached,
+            RunPath::BatchedPrefill(b) if every_row => b * (p + s),
+            RunPath::BatchedPrefill(b) => b * by_prefix,
+        }
+    }
+
     /// Whether this is the default (ids of decode pairs carry no path part, so that they stay
     /// what they were before paths existed).
     pub fn is_default(&self) -> bool {

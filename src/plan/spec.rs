@@ -306,15 +306,7 @@ impl Plan {
         let prefill = if every_row { p + s } else { by_prefix };
         // kv_aligned: prefill's own forward over P + S for the cache, then the span.
         let cached = if pair.kv_aligned { p + 2 * s } else { p + s };
-        let decode = match pair.path {
-            RunPath::Decode => cached,
-            RunPath::Chunked(_) if every_row => cached,
-            RunPath::Chunked(_) => by_prefix,
-            RunPath::Batched(b) => b * cached,
-            RunPath::BatchedPrefill(b) if every_row => b * (p + s),
-            RunPath::BatchedPrefill(b) => b * by_prefix,
-        };
-        (prefill, decode)
+        (prefill, pair.path.tokens_fed(p, s, cached, every_row))
     }
 
     /// The dtypes of the sweep, in the order their groups run.

@@ -236,16 +236,6 @@ fn compare(
     }
 }
 
-/// What a size of a path is called in a sentence: "batch 4", "chunk 8", "decode".
-pub fn name(p: RunPath) -> String {
-    match p {
-        RunPath::Decode => "decode".into(),
-        RunPath::Chunked(c) => format!("chunk {c}"),
-        RunPath::Batched(b) => format!("batch {b}"),
-        RunPath::BatchedPrefill(b) => format!("batched prefill {b}"),
-    }
-}
-
 /// Statements read off the sections: for each comparison of paths, pooled over the settings,
 /// how many pairs gave bit-identical logits and where the first difference lies; for each
 /// path, how many pairs were bit-identical to one-shot prefill and what failed.
@@ -263,8 +253,8 @@ pub fn observations(sp: &ServingPaths) -> Vec<String> {
         let identical: usize = cs.iter().map(|c| c.identical).sum();
         let mut line = format!(
             "{} gave bit-identical logits to {} in {identical}/{pairs} pairs",
-            name(path),
-            name(against)
+            path.sentence_name(),
+            against.sentence_name()
         );
         let apart: Vec<String> = cs
             .iter()
@@ -303,7 +293,7 @@ pub fn observations(sp: &ServingPaths) -> Vec<String> {
     for (path, (pairs, identical, failed, kl)) in per_path {
         out.push(format!(
             "{}: bit-identical to one-shot prefill in {identical}/{pairs} pairs, largest KL {}, {failed} failed.",
-            name(path),
+            path.sentence_name(),
             fmt_num(kl)
         ));
     }
@@ -350,7 +340,14 @@ pub fn comparison_rows(sp: &ServingPaths, kind: &str) -> Vec<BTreeMap<&'static s
                 ("weights", c.weights.to_string()),
                 ("dtype", c.dtype.to_string()),
                 ("kv", u8::from(c.kv_aligned).to_string()),
-                ("what", format!("{} vs {}", name(c.path), name(c.against))),
+                (
+                    "what",
+                    format!(
+                        "{} vs {}",
+                        c.path.sentence_name(),
+                        c.against.sentence_name()
+                    ),
+                ),
                 ("identical", format!("{}/{}", c.identical, c.pairs)),
                 (
                     "first",
