@@ -3,7 +3,7 @@
 use driftsweep::dtype::RunDtype;
 use driftsweep::{Error, bench as suites, exit};
 
-use super::{parse_device, print_json};
+use super::common::{parse_device, print_json};
 
 /// Which measurements `driftsweep bench` makes.
 #[derive(Clone, Copy, clap::ValueEnum)]

@@ -31,7 +31,7 @@ pub fn diff(a: DiffArgs) -> Result<i32, Error> {
     };
     let d = drift_diff::diff(&a.base, &a.new, opts)?;
     if a.json {
-        super::print_json(&d);
+        super::common::print_json(&d);
     } else {
         outln!("{}", drift_diff::markdown(&d));
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use driftsweep::Error;
 
-use super::summarize;
+use super::common::summarize;
 
 /// Options of `driftsweep merge`.
 #[derive(clap::Args)]

@@ -1,7 +1,8 @@
 //! The subcommands, one file each: their options (clap) and the function that runs them and
-//! returns the exit code ([`driftsweep::exit`]). Shared printing lives here.
+//! returns the exit code ([`driftsweep::exit`]). Shared printing lives in [`common`].
 
 mod bench;
+mod common;
 mod diff;
 mod generate;
 pub mod interrupt;
@@ -14,7 +15,7 @@ mod slurm;
 mod verify;
 
 use clap::{Parser, Subcommand};
-use driftsweep::{Error, config};
+use driftsweep::Error;
 
 /// Where `--help` sends a reader for the whole reference.
 const DOCS: &str = "Documentation: docs/README.md (the table of contents); the sweep file: \
@@ -80,46 +81,4 @@ pub fn dispatch(cmd: Command) -> Result<i32, Error> {
         Command::Generate(a) => generate::generate(a),
         Command::Bench(a) => bench::bench(a),
     }
-}
-
-/// A `--device` value, as the sweep file's `device:` is written.
-fn parse_device(s: &str) -> Result<config::DeviceSpec, Error> {
-    s.parse()
-        .map_err(|m: String| Error::config("--device", "device", m))
-}
-
-/// The sweep's verdict, counts and report paths, after `run`, `merge` and `report`.
-fn summarize(r: &driftsweep::report::Rendered) {
-    let c = &r.report.counts;
-    outln!(
-        "{}: {} — {}\n  pairs {} (PASS_EQUIV {}, FAIL_EQUIV {}, EXPECTED_DRIFT {}, FAIL_DRIFT {}, INCOMPLETE {}, SKIPPED {}), runs {}, model loads {}",
-        r.report.sweep.name,
-        r.report.verdict.as_str(),
-        r.report.verdict_reason,
-        c.pairs,
-        c.pass_equiv,
-        c.fail_equiv,
-        c.expected_drift,
-        c.fail_drift,
-        c.incomplete,
-        c.skipped,
-        c.runs,
-        r.report.model_loads
-    );
-    if let Some(w) = r.report.wall_s {
-        outln!("  wall time {w:.2} s");
-    }
-    // Every report file this sweep has, in the renderers' order (report::FILES).
-    let written: Vec<String> = driftsweep::report::FILES
-        .iter()
-        .map(|f| r.dir.join(f))
-        .filter(|p| p.is_file())
-        .map(|p| p.display().to_string())
-        .collect();
-    outln!("  reports: {}", written.join("  "));
-}
-
-/// Prints `v` as pretty JSON.
-fn print_json(v: &impl serde::Serialize) {
-    outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }

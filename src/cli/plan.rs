@@ -147,5 +147,5 @@ fn print_plan_json(plan: &Plan) {
         "pairs": plan.pairs,
         "runs": runs,
     });
-    super::print_json(&v);
+    super::common::print_json(&v);
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use driftsweep::{Error, report as render, store};
 
-use super::summarize;
+use super::common::summarize;
 
 /// Options of `driftsweep report`.
 #[derive(clap::Args)]

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use driftsweep::{Error, config, diff, exit, sweep};
 
-use super::{interrupt, parse_device, progress, summarize};
+use super::common::{parse_device, summarize};
+use super::{interrupt, progress};
 
 /// Options of `driftsweep run`.
 #[derive(clap::Args)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use driftsweep::slurm::SlurmOptions;
 use driftsweep::{Error, config, exit};
 
-use super::parse_device;
+use super::common::parse_device;
 
 /// Options of `driftsweep slurm`.
 #[derive(clap::Args)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use driftsweep::Error;
 use driftsweep::verify::{self as check, Selection, VerifyReport};
 
-use super::parse_device;
+use super::common::parse_device;
 
 /// Options of `driftsweep verify`.
 #[derive(clap::Args)]

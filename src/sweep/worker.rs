@@ -19,7 +19,7 @@ use crate::tokens;
 use crate::trace;
 use crate::trace::TraceSelection;
 
-use super::StopFlag;
+use super::events::StopFlag;
 use super::lanes::{self, LaneInputs, Lanes};
 use super::pair::{
     BoardRole, PairInput, PostGuard, PrefillBoard, SharedPrefill, run_pair, token_key,
