@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Module or file → the modules or files it imports from.
-
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
 /// Code without its comments (line comments and doc comments: a doc link is not an import)
@@ -366,10 +365,10 @@ fn raw_string_end(b: &[char], i: usize) -> Option<usize> {
 fn declared_children(toks: &[Tok]) -> Vec<String> {
     let mut out = Vec::new();
     for w in toks.windows(3) {
-        if let [Tok::Ident(m), Tok::Ident(name), Tok::Semi] = w {
-            if m == "mod" {
-                out.push(name.clone());
-            }
+        if let [Tok::Ident(m), Tok::Ident(name), Tok::Semi] = w
+            && m == "mod"
+        {
+            out.push(name.clone());
         }
     }
     out
