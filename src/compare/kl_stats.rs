@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Metrics;
+use super::types::Metrics;
 
 /// z for a two-sided 95% interval.
 const Z95: f64 = 1.959_963_984_540_054;
@@ -297,7 +297,7 @@ mod tests {
     }
 
     fn metrics(kl: Vec<Option<f32>>, dp: Vec<Option<f32>>, flips: usize) -> Metrics {
-        let flip = super::super::TopFlip {
+        let flip = super::super::types::TopFlip {
             pos: 0,
             prefill_margin: 0.0,
             prefill_top: 1.0,

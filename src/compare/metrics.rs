@@ -7,7 +7,7 @@
 //! The comparator is a leaf module, so a metric names its limit by key: the key of the
 //! field of [`crate::limits::Thresholds`] (and of the sweep file's overrides) that bounds it.
 
-use super::Metrics;
+use super::types::Metrics;
 
 /// Which way a metric gets worse, and so what kind of bound its limit is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::manifest::{MANIFEST, Manifest, read_json};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::plan::Mode;
@@ -166,7 +167,7 @@ fn refuse_foreign(dir: &Path) -> Result<()> {
         .map(|p| format!("`{}`", p.file_name().unwrap_or_default().to_string_lossy()))
         .collect();
     let more = if entries.len() > 3 { ", …" } else { "" };
-    let what = if dir.join(crate::store::MANIFEST).is_file() {
+    let what = if dir.join(MANIFEST).is_file() {
         "holds results without driftsweep's marker `driftsweep.marker.json` (written by hand \
          or by an older driftsweep)"
     } else {
@@ -239,10 +240,10 @@ pub fn clear_recorded(dir: &Path, report_files: &[&str]) -> Result<Vec<PathBuf>>
              yourself, or choose another --out",
         ));
     }
-    let manifest_path = dir.join(crate::store::MANIFEST);
+    let manifest_path = dir.join(MANIFEST);
     let mut files: Vec<PathBuf> = Vec::new();
     if manifest_path.is_file() {
-        let m: crate::store::Manifest = super::read_json(&manifest_path).map_err(|e| {
+        let m: Manifest = read_json(&manifest_path).map_err(|e| {
             Error::store(
                 dir,
                 format!("{e}; nothing was deleted: without the manifest its files are unknown"),

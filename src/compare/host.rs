@@ -1,0 +1,358 @@
+//! The comparator in host memory: span logits as row-major f32 slices, rows split over the
+//! cores, sums and the log-softmax behind KL accumulated in f64. Also the per-row helpers
+//! that need the values themselves: argmax and the rows' digests.
+
+use super::rows::{RowStats, delta_p_from_sums, kl_from_sums, percentile};
+use super::types::{CompareError, Metrics, TopFlip};
+
+/// Compares span logits held in host memory as row-major `[positions × vocab]` f32 slices.
+/// `span_start` is the absolute position of the first row; `divergence_limit` is the max
+/// |diff| above which a position counts as divergent.
+pub fn compare(
+    prefill: &[f32],
+    decode: &[f32],
+    vocab: usize,
+    span_start: usize,
+    divergence_limit: f32,
+) -> Result<Metrics, CompareError> {
+    if prefill.len() != decode.len() || vocab == 0 || !prefill.len().is_multiple_of(vocab) {
+        return Err(CompareError::ShapeMismatch {
+            prefill: prefill.len(),
+            decode: decode.len(),
+            vocab,
+        });
+    }
+    let positions = prefill.len() / vocab;
+    if positions == 0 {
+        return Err(CompareError::Empty);
+    }
+    // Rows are independent: split them over the cores, then merge the per-row results in row
+    // order, so the metrics do not depend on the number of threads.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(positions);
+    let rows_per = positions.div_ceil(threads);
+    let chunk = rows_per * vocab;
+    let parts: Vec<(RowStats, Vec<f32>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = prefill
+            .chunks(chunk)
+            .zip(decode.chunks(chunk))
+            .enumerate()
+            .map(|(t, (a, b))| scope.spawn(move || rows(a, b, vocab, span_start + t * rows_per)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a comparator thread panicked"))
+            .collect()
+    });
+    let mut stats = RowStats::default();
+    let mut abs_diffs = Vec::with_capacity(prefill.len());
+    for (part, diffs) in parts {
+        stats.append(part);
+        abs_diffs.extend_from_slice(&diffs);
+    }
+    let p99_abs_diff = percentile(&mut abs_diffs, 0.99);
+    Ok(stats.into_metrics(p99_abs_diff, span_start, vocab, divergence_limit))
+}
+
+/// Compares consecutive rows of both runs; `first_pos` is the first row's absolute position.
+/// Returns the rows' results and their finite |diff| values.
+fn rows(prefill: &[f32], decode: &[f32], vocab: usize, first_pos: usize) -> (RowStats, Vec<f32>) {
+    let n = prefill.len() / vocab;
+    let mut abs_diffs = Vec::with_capacity(prefill.len());
+    let mut out = RowStats {
+        sum_abs: Vec::with_capacity(n),
+        max_abs: Vec::with_capacity(n),
+        kl: Vec::with_capacity(n),
+        delta_p: Vec::with_capacity(n),
+        ..RowStats::default()
+    };
+    for (i, (a, b)) in prefill
+        .chunks_exact(vocab)
+        .zip(decode.chunks_exact(vocab))
+        .enumerate()
+    {
+        let mut row_max = 0f32;
+        let mut row_sum = 0f64;
+        let mut row_finite = true;
+        for (&x, &y) in a.iter().zip(b) {
+            let bad = usize::from(!x.is_finite()) + usize::from(!y.is_finite());
+            if bad > 0 {
+                out.non_finite += bad;
+                row_finite = false;
+                continue;
+            }
+            let d = (x - y).abs();
+            abs_diffs.push(d);
+            row_sum += d as f64;
+            row_max = row_max.max(d);
+        }
+        out.max_abs.push(row_max);
+        out.sum_abs.push(row_sum);
+        // A row with non-finite values has no distribution to compare and no meaningful
+        // argmax.
+        if !row_finite {
+            out.kl.push(None);
+            out.delta_p.push(None);
+            continue;
+        }
+        let (ia, ib) = (argmax(a), argmax(b));
+        let sums = kl_sums(a, b);
+        out.kl.push(Some(sums.kl()));
+        out.delta_p.push(Some(sums.delta_p(a[ia], b[ia])));
+        if ia != ib {
+            out.flips.push(TopFlip {
+                pos: first_pos + i,
+                prefill_margin: a[ia] - a[ib],
+                prefill_top: a[ia],
+            });
+        }
+    }
+    out.finite_values = abs_diffs.len();
+    (out, abs_diffs)
+}
+
+/// One digest per row of `logits` (row-major, rows of `vocab`): the first 16 hex digits of
+/// the sha256 of the row's f32 bits. Two runs whose digests agree row for row gave
+/// bit-identical logits there (a batch-invariance or chunk-invariance statement needs no
+/// kept logits); the first row whose digests differ is where two paths part.
+pub fn row_digests(logits: &[f32], vocab: usize) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    logits
+        .chunks(vocab.max(1))
+        .map(|row| {
+            let mut h = Sha256::new();
+            for x in row {
+                h.update(x.to_bits().to_le_bytes());
+            }
+            // Hex by hand: the comparator stays a leaf module.
+            h.finalize()[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        })
+        .collect()
+}
+
+/// Index of the largest finite value; the first one on exact ties (both runs break ties
+/// alike); 0 when no value is finite.
+pub fn argmax(xs: &[f32]) -> usize {
+    let mut best: Option<usize> = None;
+    for (i, &x) in xs.iter().enumerate() {
+        if x.is_finite() && best.is_none_or(|b| x > xs[b]) {
+            best = Some(i);
+        }
+    }
+    best.unwrap_or(0)
+}
+
+/// KL(softmax(p) ‖ softmax(q)) of one row, as the comparator computes it.
+#[cfg(test)]
+fn kl(p: &[f32], q: &[f32]) -> f32 {
+    kl_sums(p, q).kl()
+}
+
+/// One row's softmax sums, from which both its KL and its Δp follow.
+struct RowSums {
+    weighted: f64,
+    sum_p: f64,
+    sum_q: f64,
+    mp: f64,
+    mq: f64,
+}
+
+impl RowSums {
+    fn kl(&self) -> f32 {
+        kl_from_sums(self.weighted, self.sum_p, self.sum_q, self.mp, self.mq)
+    }
+
+    /// Δp of the token whose logits are `p_top` in prefill and `q_at_top` in decode.
+    fn delta_p(&self, p_top: f32, q_at_top: f32) -> f32 {
+        delta_p_from_sums(p_top, q_at_top, self.sum_p, self.sum_q, self.mp, self.mq)
+    }
+}
+
+/// Σe_p(p − q), Σe_p, Σe_q and the row maxima, in one pass over the row, in f64. With m the
+/// row maximum and e_i = exp(x_i − m): log softmax(x)_i = x_i − lse(x) and softmax(p)_i =
+/// e_i / Σe, so each element costs two exponentials (one per run) and no temporary vector.
+/// The KL is clamped at 0 since rounding can make it slightly negative.
+fn kl_sums(p: &[f32], q: &[f32]) -> RowSums {
+    let max = |xs: &[f32]| xs.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let (mp, mq) = (max(p), max(q));
+    let mut sum_p = 0f64;
+    let mut sum_q = 0f64;
+    // Σ e_i (p_i − q_i), normalized once the sums are known.
+    let mut weighted = 0f64;
+    for (&a, &b) in p.iter().zip(q) {
+        let (a, b) = (a as f64, b as f64);
+        let ea = (a - mp).exp();
+        sum_p += ea;
+        sum_q += (b - mq).exp();
+        weighted += ea * (a - b);
+    }
+    RowSums {
+        weighted,
+        sum_p,
+        sum_q,
+        mp,
+        mq,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f32, b: f32, tol: f32) -> bool {
+        (a - b).abs() <= tol
+    }
+
+    #[test]
+    fn kl_is_exact_for_a_shift_and_keeps_digits_for_tiny_drift() {
+        // softmax is shift-invariant: a constant offset is no drift at all.
+        let p: Vec<f32> = (0..1000)
+            .map(|i| ((i * 37 % 101) as f32) * 0.25 - 12.0)
+            .collect();
+        let q: Vec<f32> = p.iter().map(|x| x + 3.0).collect();
+        assert_eq!(kl(&p, &q), 0.0);
+        // A perturbation of 1e-5 on logits of size ~12: KL ~ 1e-11, computed to a few parts
+        // in 1e3 of the second-order estimate ½ Var_p(p − q).
+        let q: Vec<f32> = p
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x + if i % 2 == 0 { 1e-5 } else { -1e-5 })
+            .collect();
+        let k = kl(&p, &q) as f64;
+        let m = p.iter().copied().fold(f32::MIN, f32::max) as f64;
+        let w: Vec<f64> = p.iter().map(|&x| (x as f64 - m).exp()).collect();
+        let z: f64 = w.iter().sum();
+        let d: Vec<f64> = p
+            .iter()
+            .zip(&q)
+            .map(|(&a, &b)| a as f64 - b as f64)
+            .collect();
+        let mean: f64 = w.iter().zip(&d).map(|(w, d)| w * d).sum::<f64>() / z;
+        let var: f64 = w
+            .iter()
+            .zip(&d)
+            .map(|(w, d)| w * (d - mean).powi(2))
+            .sum::<f64>()
+            / z;
+        assert!(
+            (k - var / 2.0).abs() < 1e-2 * var / 2.0,
+            "kl {k} vs {}",
+            var / 2.0
+        );
+    }
+
+    #[test]
+    fn identical_logits_have_zero_drift() {
+        let a = vec![1.0, 2.0, 3.0, 0.5, -1.0, 4.0];
+        let m = compare(&a, &a, 3, 10, 0.0).unwrap();
+        assert_eq!(m.max_abs_diff, 0.0);
+        assert_eq!(m.p99_abs_diff, 0.0);
+        assert_eq!(m.kl_max, 0.0);
+        assert_eq!(m.top1_agreement, 1.0);
+        assert_eq!(m.first_divergent_pos, None);
+        assert_eq!(m.first_top1_flip, None);
+        assert_eq!(m.positions, 2);
+    }
+
+    #[test]
+    fn max_mean_and_first_divergent_position() {
+        // 2 positions × 2 vocab; diffs: [0, 0.1] then [0.5, 0].
+        let a = vec![1.0, 0.0, 2.0, 0.0];
+        let b = vec![1.0, 0.1, 2.5, 0.0];
+        let m = compare(&a, &b, 2, 5, 0.2).unwrap();
+        assert!(close(m.max_abs_diff, 0.5, 1e-6));
+        assert!(close(m.mean_abs_diff, 0.15, 1e-6));
+        assert_eq!(m.first_divergent_pos, Some(6));
+        assert!(close(m.per_pos_max_abs[0], 0.1, 1e-6));
+        assert_eq!(m.top1_agreement, 1.0);
+    }
+
+    #[test]
+    fn p99_is_nearest_rank() {
+        let mut xs: Vec<f32> = (1..=200).map(|i| i as f32).collect();
+        assert_eq!(percentile(&mut xs, 0.99), 198.0);
+        let mut one = vec![3.0];
+        assert_eq!(percentile(&mut one, 0.99), 3.0);
+        // 100 positions × 1 vocab with diffs 1..=100: p99 is the 99th smallest.
+        let a: Vec<f32> = vec![0.0; 100];
+        let b: Vec<f32> = (1..=100).map(|i| i as f32).collect();
+        let m = compare(&a, &b, 1, 0, 1e9).unwrap();
+        assert_eq!(m.p99_abs_diff, 99.0);
+        assert_eq!(m.max_abs_diff, 100.0);
+    }
+
+    #[test]
+    fn top1_flip_with_prefill_margin() {
+        // position 0 agrees, position 1 flips: prefill prefers token 0 by 0.25 over token 1.
+        let a = vec![3.0, 1.0, 0.0, 2.0, 1.75, 0.0];
+        let b = vec![3.0, 1.0, 0.0, 1.5, 1.8, 0.0];
+        let m = compare(&a, &b, 3, 40, 10.0).unwrap();
+        assert_eq!(m.top1_agreement, 0.5);
+        let f = m.first_top1_flip.unwrap();
+        assert_eq!(f.pos, 41);
+        assert!(close(f.prefill_margin, 0.25, 1e-6));
+        assert_eq!(f.prefill_top, 2.0);
+    }
+
+    #[test]
+    fn kl_matches_closed_form() {
+        // softmax([0, ln 3]) = [0.25, 0.75]; softmax([0, 0]) = [0.5, 0.5].
+        let a = vec![0.0, 3f32.ln()];
+        let b = vec![0.0, 0.0];
+        let m = compare(&a, &b, 2, 0, 1e9).unwrap();
+        let want = 0.25 * (0.25f64 / 0.5).ln() + 0.75 * (0.75f64 / 0.5).ln();
+        assert!(close(m.kl_max, want as f32, 1e-6), "{} vs {want}", m.kl_max);
+        assert!(close(m.kl_mean, want as f32, 1e-6));
+        // KL is invariant to a constant shift of the logits.
+        let shifted: Vec<f32> = b.iter().map(|x| x + 7.0).collect();
+        let m2 = compare(&a, &shifted, 2, 0, 1e9).unwrap();
+        assert!(close(m2.kl_max, m.kl_max, 1e-6));
+    }
+
+    #[test]
+    fn non_finite_values_are_counted_and_the_metrics_stay_storable() {
+        // Position 0 has a NaN in prefill, position 1 an inf in decode, position 2 is clean.
+        let a = vec![f32::NAN, 0.0, 1.0, 2.0, 5.0, 1.0];
+        let b = vec![0.0, 1.0, f32::INFINITY, 2.0, 5.0, 1.0];
+        let m = compare(&a, &b, 2, 10, 1.0).unwrap();
+        assert_eq!(m.non_finite, 2);
+        assert_eq!(m.first_divergent_pos, Some(10), "a non-finite row diverges");
+        assert!(m.max_abs_diff.is_finite());
+        assert!(m.top1_flips.iter().all(|f| f.prefill_margin.is_finite()));
+        assert_eq!(m.per_pos_kl[0], None);
+        assert!(m.per_pos_kl[2].is_some());
+        // JSON has no NaN: the record must read back as written.
+        let json = serde_json::to_string(&m).unwrap();
+        let back: Metrics = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.non_finite, 2);
+        assert_eq!(argmax(&[f32::NAN, 1.0, f32::INFINITY, 3.0]), 3);
+    }
+
+    #[test]
+    fn delta_p_is_the_change_in_probability_of_prefills_top_token() {
+        // softmax([0, ln 3]) = [0.25, 0.75]: prefill's top token 1 at 0.75; decode's [0, 0]
+        // gives it 0.5. Row 2 is identical: Δp 0.
+        let a = vec![0.0, 3f32.ln(), 1.0, 2.0];
+        let b = vec![0.0, 0.0, 1.0, 2.0];
+        let m = compare(&a, &b, 2, 0, 1e9).unwrap();
+        assert!(close(m.per_pos_delta_p[0].unwrap(), -0.25, 1e-6));
+        assert_eq!(m.per_pos_delta_p[1], Some(0.0));
+        // A non-finite row has none.
+        let m = compare(&[f32::NAN, 0.0], &[0.0, 0.0], 2, 0, 1e9).unwrap();
+        assert_eq!(m.per_pos_delta_p, vec![None]);
+    }
+
+    #[test]
+    fn mismatched_positions_are_an_error() {
+        let e = compare(&[0.0; 6], &[0.0; 4], 2, 0, 1.0).unwrap_err();
+        assert!(matches!(e, CompareError::ShapeMismatch { .. }));
+        assert_eq!(
+            compare(&[], &[], 2, 0, 1.0).unwrap_err(),
+            CompareError::Empty
+        );
+    }
+}
