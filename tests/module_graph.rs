@@ -594,6 +594,50 @@ fn src_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
 
+/// Folders whose files still import each other in a cycle, left for later (issue 31's
+/// closing note says what is left): `report/`'s schema holds the types of `kl`, `paths` and
+/// `trace`, whose functions read the schema's pairs. Edges between two files of such a folder
+/// are left out of the check; edges that leave the folder are checked like any other.
+const KNOWN_CYCLES: &[&str] = &["report/"];
+
+/// The graph without the edges inside the folders of [`KNOWN_CYCLES`].
+fn without_known_cycles(g: &Graph) -> Graph {
+    let folder = |f: &str| KNOWN_CYCLES.iter().find(|k| f.starts_with(*k)).copied();
+    g.iter()
+        .map(|(f, deps)| {
+            let kept = deps
+                .iter()
+                .filter(|d| folder(f).is_none() || folder(f) != folder(d))
+                .cloned()
+                .collect();
+            (f.clone(), kept)
+        })
+        .collect()
+}
+
+#[test]
+fn known_cycles_are_still_there() {
+    // Once a folder of KNOWN_CYCLES has no cycle left, this fails: take it off the list, so
+    // that the check covers it again.
+    let g = file_graph(&module_tree(&src_dir()));
+    for k in KNOWN_CYCLES {
+        let inside: Graph = g
+            .iter()
+            .filter(|(f, _)| f.starts_with(k))
+            .map(|(f, deps)| {
+                (
+                    f.clone(),
+                    deps.iter().filter(|d| d.starts_with(k)).cloned().collect(),
+                )
+            })
+            .collect();
+        assert!(
+            find_cycle(&inside).is_some(),
+            "`{k}` has no import cycle any more: remove it from KNOWN_CYCLES"
+        );
+    }
+}
+
 #[test]
 fn src_files_form_no_import_cycle() {
     let src = src_dir();
@@ -625,7 +669,7 @@ fn src_files_form_no_import_cycle() {
         "files the module tree did not reach: {unreached:?}"
     );
     assert!(g.len() >= 40, "the walk found too few files: {}", g.len());
-    if let Some(c) = find_cycle(&g) {
+    if let Some(c) = find_cycle(&without_known_cycles(&g)) {
         panic!(
             "import cycle among files: {}\n{}",
             c.join(" -> "),

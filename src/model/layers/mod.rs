@@ -19,7 +19,7 @@ mod linear;
 mod mlp;
 mod norm;
 mod rope;
-mod sequence;
+pub(crate) mod sequence;
 #[cfg(test)]
 mod tests;
 
@@ -32,6 +32,5 @@ pub(crate) use mlp::{Gate, Mlp};
 pub(crate) use norm::RmsNorm;
 pub(crate) use rope::Rope;
 pub(crate) use sequence::{
-    OwnForward, OwnSequence, batch_input, check_positions, forward_every_row, head_rows,
-    own_model_under_test,
+    OwnForward, batch_input, check_positions, forward_every_row, head_rows, own_model_under_test,
 };

@@ -156,7 +156,7 @@ macro_rules! own_model_under_test {
                 &self,
                 capacity: usize,
             ) -> candle_core::Result<Box<dyn $crate::model::under_test::Sequence + '_>> {
-                Ok(Box::new($crate::model::layers::OwnSequence::new(
+                Ok(Box::new($crate::model::layers::sequence::OwnSequence::new(
                     self, capacity,
                 )))
             }
@@ -166,9 +166,9 @@ macro_rules! own_model_under_test {
                 rows: usize,
                 capacity: usize,
             ) -> candle_core::Result<Box<dyn $crate::model::under_test::Sequence + '_>> {
-                Ok(Box::new($crate::model::layers::OwnSequence::batch(
-                    self, rows, capacity,
-                )))
+                Ok(Box::new(
+                    $crate::model::layers::sequence::OwnSequence::batch(self, rows, capacity),
+                ))
             }
         }
     };
