@@ -9,7 +9,8 @@ use candle_nn::VarBuilder;
 
 use super::config::{Config, LOCAL_ROPE_BASE};
 use super::model::Model;
-use crate::model::layers::{OwnSequence, causal_mask};
+use crate::model::layers::causal_mask;
+use crate::model::layers::sequence::OwnSequence;
 use crate::model::under_test::{Fault, Probes, Rows, Sequence};
 
 const W: usize = 8;
