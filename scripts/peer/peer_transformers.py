@@ -4,7 +4,7 @@
 Reads a driftsweep results directory (manifest.json: the pairs and the exact token ids each
 pair consumed), loads the same model from the same GGUF file (dequantized to f32 by
 transformers through the `gguf` package, then cast to the run dtype, as driftsweep does),
-and for every pair makes the same two runs driftsweep makes (src/run.rs):
+and for every pair makes the same two runs driftsweep makes (src/run/forward.rs):
 
 - prefill: one forward over prompt + span (P + S tokens) at offset 0; keep the logits of
   positions P .. P+S-1 (driftsweep's `span_start` = P).
