@@ -71,7 +71,7 @@ pub fn bench(a: BenchArgs) -> Result<i32, Error> {
 
 fn open_device(device: &str) -> Result<driftsweep::run::OpenDevice, Error> {
     driftsweep::run::open_device(parse_device(device)?)
-        .map_err(|m| Error::config("--device", "device", m))
+        .map_err(|e| Error::config("--device", "device", e.to_string()))
 }
 
 fn print_perf(r: &suites::PerfReport) {

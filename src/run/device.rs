@@ -5,6 +5,36 @@ use candle_core::{Device, Tensor};
 use crate::config::DeviceSpec;
 use crate::dtype::RunDtype;
 
+/// Why a sweep cannot run on a device, or not in a dtype there: its pairs are then SKIPPED
+/// with this text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceError {
+    /// The binary was built without the device's cargo feature.
+    #[error("device `{device}`: this binary was built without the `{feature}` feature")]
+    NotBuilt {
+        /// The device as the sweep names it (`cuda:0`).
+        device: String,
+        /// The cargo feature it needs.
+        feature: String,
+    },
+    /// The driver could not open the device.
+    #[error("device `{device}` is not available: {reason}")]
+    Unavailable {
+        /// The device as the sweep names it.
+        device: String,
+        /// The driver's error.
+        reason: String,
+    },
+    /// The device cannot compute a step in this dtype.
+    #[error("{dtype} is not supported on this device: {reason}")]
+    Dtype {
+        /// The dtype.
+        dtype: RunDtype,
+        /// candle's error.
+        reason: String,
+    },
+}
+
 /// An opened device.
 #[derive(Debug, Clone)]
 pub struct OpenDevice {
@@ -18,7 +48,7 @@ pub struct OpenDevice {
 
 /// Opens the device a sweep asks for; `Err` says why it cannot run here (its pairs are then
 /// SKIPPED with that reason, never silently moved to the CPU).
-pub fn open_device(spec: DeviceSpec) -> std::result::Result<OpenDevice, String> {
+pub fn open_device(spec: DeviceSpec) -> Result<OpenDevice, DeviceError> {
     match spec {
         DeviceSpec::Cpu => Ok(OpenDevice {
             device: Device::Cpu,
@@ -52,13 +82,17 @@ fn open_gpu(
     feature: &str,
     built: bool,
     open: impl FnOnce() -> candle_core::Result<Device>,
-) -> std::result::Result<OpenDevice, String> {
+) -> Result<OpenDevice, DeviceError> {
     if !built {
-        return Err(format!(
-            "device `{spec}`: this binary was built without the `{feature}` feature"
-        ));
+        return Err(DeviceError::NotBuilt {
+            device: spec.to_string(),
+            feature: feature.to_string(),
+        });
     }
-    let device = open().map_err(|e| format!("device `{spec}` is not available: {e}"))?;
+    let device = open().map_err(|e| DeviceError::Unavailable {
+        device: spec.to_string(),
+        reason: e.to_string(),
+    })?;
     let name = gpu_name(&device).unwrap_or_else(|| spec.to_string());
     Ok(OpenDevice {
         device,
@@ -91,7 +125,7 @@ fn gpu_name(_device: &Device) -> Option<String> {
 /// Whether `device` can compute in `dtype`: the operations a decoder step needs (matmul,
 /// softmax, RMS norm, a cast back to f32) are tried on a tiny tensor. `Err` says why not, so
 /// that the pairs of that dtype are SKIPPED with the reason rather than failing one by one.
-pub fn dtype_support(device: &Device, dtype: RunDtype) -> std::result::Result<(), String> {
+pub fn dtype_support(device: &Device, dtype: RunDtype) -> Result<(), DeviceError> {
     let probe = || -> candle_core::Result<()> {
         let a = Tensor::ones((2, 8), dtype.candle(), device)?;
         let b = Tensor::ones((8, 2), dtype.candle(), device)?;
@@ -102,7 +136,10 @@ pub fn dtype_support(device: &Device, dtype: RunDtype) -> std::result::Result<()
         c.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
         Ok(())
     };
-    probe().map_err(|e| format!("{dtype} is not supported on this device: {e}"))
+    probe().map_err(|e| DeviceError::Dtype {
+        dtype,
+        reason: e.to_string(),
+    })
 }
 
 /// The CPU's model name (Linux /proc/cpuinfo), with the number of threads available.

@@ -6,5 +6,5 @@ mod forward;
 #[cfg(test)]
 mod tests;
 
-pub use device::{OpenDevice, dtype_support, open_device};
+pub use device::{DeviceError, OpenDevice, dtype_support, open_device};
 pub use forward::{Instruments, RunOutput, decode, prefill, under_test};

@@ -260,7 +260,7 @@ fn the_chunk_fault_acts_on_later_chunks_only() {
 #[test]
 fn unbuilt_devices_say_why() {
     if !candle_core::utils::cuda_is_available() {
-        let e = open_device(DeviceSpec::Cuda(0)).unwrap_err();
+        let e = open_device(DeviceSpec::Cuda(0)).unwrap_err().to_string();
         assert!(e.contains("without the `cuda` feature"), "{e}");
         assert_eq!(open_device(DeviceSpec::Auto).unwrap().id, "cpu");
     }

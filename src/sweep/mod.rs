@@ -241,7 +241,7 @@ fn run_prepared(
         }
         Err(why) => {
             for pair in todo.iter().map(|i| &plan.pairs[*i]) {
-                write_skipped(cfg, &store, pair, &why)?;
+                write_skipped(cfg, &store, pair, &why.to_string())?;
             }
         }
     }

@@ -183,7 +183,7 @@ impl Worker {
                     .iter()
                     .filter(|i| self.plan.pairs[**i].load_key() == key)
                 {
-                    let reason = reason.clone();
+                    let reason = reason.to_string();
                     if !self.send(WorkerMsg::Skipped { pair: idx, reason }) {
                         return;
                     }
