@@ -34,15 +34,11 @@ fn check_trace(cfg: &LoadedConfig, model: &ModelInfo, plan: &Plan) -> Result<()>
         if let AllOr::List(ls) = &t.layers
             && let Some(i) = ls.iter().position(|&l| l >= n)
         {
-            return Err(Error::config(
-                &cfg.path,
+            return Err(no_such_layer(
+                cfg,
+                model,
                 format!("trace.layers[{i}]"),
-                format!(
-                    "layer {} does not exist: `{}` has layers 0–{}",
-                    ls[i],
-                    model.source,
-                    n - 1
-                ),
+                ls[i],
             ));
         }
         if let TracePositions::List(ps) = &t.positions
@@ -146,15 +142,20 @@ fn check_inject(cfg: &LoadedConfig, model: &ModelInfo, plan: &Plan) -> Result<()
         && let Some(l) = i.layer
         && l >= n
     {
-        return Err(Error::config(
-            &cfg.path,
-            "inject.layer",
-            format!(
-                "layer {l} does not exist: `{}` has layers 0–{}",
-                model.source,
-                n - 1
-            ),
-        ));
+        return Err(no_such_layer(cfg, model, "inject.layer".into(), l));
     }
     Ok(())
+}
+
+/// The error for `field` naming a `layer` the model does not have.
+fn no_such_layer(cfg: &LoadedConfig, model: &ModelInfo, field: String, layer: usize) -> Error {
+    Error::config(
+        &cfg.path,
+        field,
+        format!(
+            "layer {layer} does not exist: `{}` has layers 0–{}",
+            model.source,
+            model.sizes().num_layers - 1
+        ),
+    )
 }
