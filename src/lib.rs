@@ -22,6 +22,7 @@ pub mod shard;
 pub mod slurm;
 pub mod store;
 pub mod sweep;
+pub mod synth;
 pub mod tokens;
 pub mod trace;
 pub mod verdict;

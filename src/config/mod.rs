@@ -5,6 +5,7 @@
 mod load;
 mod loaded;
 pub mod schema;
+pub mod synthetic;
 mod validate;
 
 pub use load::{
@@ -13,6 +14,7 @@ pub use load::{
 };
 pub use loaded::{CustomTemplates, LoadedConfig, Prompt, PromptSource};
 pub use schema::*;
+pub use synthetic::{SynthFormat, SynthSpec};
 
 #[cfg(test)]
 mod tests {

@@ -185,39 +185,52 @@ fn safetensors(
     dt: DType,
     device: &Device,
 ) -> Result<Box<dyn Stateful>, ModelError> {
-    let err = err(module);
     let dir = files
         .first()
         .and_then(|f| f.parent())
         .ok_or(ModelError::Io("no weight files".into()))?;
     let text = std::fs::read_to_string(dir.join("config.json"))
         .map_err(|e| ModelError::Io(format!("config.json: {e}")))?;
+    let vb = hf_dir::var_builder(files, dt, device)?;
+    build(module, &text, vb)
+}
+
+/// Builds dense `module` from the text of its `config.json` on the weights of `vb` (a
+/// checkpoint's, or [`crate::synth`]'s recorder, which learns the tensor names this way).
+pub fn build(
+    module: CtModule,
+    config_json: &str,
+    vb: VarBuilder<'_>,
+) -> Result<Box<dyn Stateful>, ModelError> {
+    let err = err(module);
     let json = |e: serde_json::Error| {
         ModelError::Invalid(format!(
             "config.json for candle-transformers {}: {e}",
             module.as_str()
         ))
     };
-    let vb = hf_dir::var_builder(files, dt, device)?;
+    let text = config_json;
+    let dt = vb.dtype();
+    let device = vb.device().clone();
     Ok(match module {
         CtModule::Llama => {
-            let c: ct::llama::LlamaConfig = serde_json::from_str(&text).map_err(json)?;
-            Box::new(LlamaState::new(vb, c.into_config(false), dt, device).map_err(err)?)
+            let c: ct::llama::LlamaConfig = serde_json::from_str(text).map_err(json)?;
+            Box::new(LlamaState::new(vb, c.into_config(false), dt, &device).map_err(err)?)
         }
         CtModule::Mistral => {
-            let c: ct::mistral::Config = serde_json::from_str(&text).map_err(json)?;
+            let c: ct::mistral::Config = serde_json::from_str(text).map_err(json)?;
             Box::new(ct::mistral::Model::new(&c, vb).map_err(err)?)
         }
         CtModule::Qwen2 => {
-            let c: ct::qwen2::Config = serde_json::from_str(&text).map_err(json)?;
+            let c: ct::qwen2::Config = serde_json::from_str(text).map_err(json)?;
             Box::new(ct::qwen2::ModelForCausalLM::new(&c, vb).map_err(err)?)
         }
         CtModule::Qwen3 => {
-            let c: ct::qwen3::Config = serde_json::from_str(&text).map_err(json)?;
+            let c: ct::qwen3::Config = serde_json::from_str(text).map_err(json)?;
             Box::new(ct::qwen3::ModelForCausalLM::new(&c, vb).map_err(err)?)
         }
         CtModule::Gemma3 => {
-            let c: ct::gemma3::Config = serde_json::from_str(&text).map_err(json)?;
+            let c: ct::gemma3::Config = serde_json::from_str(text).map_err(json)?;
             Box::new(ct::gemma3::Model::new(false, &c, vb).map_err(err)?)
         }
         CtModule::QuantizedLlama
@@ -262,7 +275,7 @@ fn llama_config(target: &Target, c: &llama::Config) -> ct::llama::Config {
 }
 
 /// A candle-transformers model with its cache inside: `forward` at an offset appends to it.
-trait Stateful: Send {
+pub trait Stateful: Send {
     /// Feeds `x` (B × t ids) at `offset`; each sequence's last position's logits.
     fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor>;
     /// Empties the cache.
