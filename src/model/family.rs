@@ -47,6 +47,8 @@ pub enum FamilyKind {
     Gemma3,
     /// None: the user's model computes itself.
     Custom,
+    /// None: only candle-transformers runs it ([`Family::Foreign`]).
+    Foreign,
 }
 
 /// A candle-transformers module that runs an architecture (engine `candle-transformers`).
@@ -315,6 +317,49 @@ pub enum Family {
     Gemma3(gemma3::Config),
     /// A model given from Rust, which loads itself; driftsweep knows only its sizes.
     Custom(CustomLoader, Sizes),
+    /// An architecture without an own decoder (engine `candle-transformers` only): its sizes
+    /// and sliding window, read from its `config.json` ([`ForeignConfig::from_config_json`]).
+    Foreign(ForeignConfig),
+}
+
+/// What driftsweep reads of a `config.json` it has no own decoder for: the sizes every model
+/// has, under the key names architectures use for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignConfig {
+    /// Vocabulary, layers and context.
+    pub sizes: Sizes,
+    /// `sliding_window`, where the config sets one.
+    pub sliding_window: Option<usize>,
+}
+
+impl ForeignConfig {
+    /// Reads the sizes from `json` (its bytes); `label` names the file in messages.
+    pub fn from_config_json(json: &[u8], label: &str) -> Result<Self, ModelError> {
+        let v: serde_json::Value =
+            serde_json::from_slice(json).map_err(|e| format!("{label}: {e}"))?;
+        // The first of the names an architecture uses for each size (transformers' names).
+        let first = |keys: &[&str]| keys.iter().find_map(|k| v.get(*k).and_then(|x| x.as_u64()));
+        let need = |keys: &[&str]| {
+            first(keys).map(|n| n as usize).ok_or_else(|| {
+                ModelError::Invalid(format!("{label}: none of {} is set", keys.join(", ")))
+            })
+        };
+        let sizes = Sizes {
+            vocab_size: need(&["vocab_size", "padded_vocab_size"])?,
+            num_layers: need(&["num_hidden_layers", "n_layers", "n_layer", "num_layers"])?,
+            context_len: need(&[
+                "max_position_embeddings",
+                "max_seq_len",
+                "n_positions",
+                "seq_length",
+                "max_sequence_length",
+            ])?,
+        };
+        Ok(ForeignConfig {
+            sizes,
+            sliding_window: first(&["sliding_window"]).map(|n| n as usize),
+        })
+    }
 }
 
 impl Family {
@@ -335,9 +380,9 @@ impl Family {
                 Family::Gemma3(gemma3::Config::from_gguf_checked(c)?),
                 gemma3::GGUF_LAYOUT,
             ),
-            FamilyKind::Custom => {
+            FamilyKind::Custom | FamilyKind::Foreign => {
                 return Err(ModelError::Unsupported(format!(
-                    "architecture `{arch}` has no GGUF files"
+                    "architecture `{arch}` has no GGUF files the own decoders read"
                 )));
             }
         })
@@ -356,6 +401,9 @@ impl Family {
                 json,
                 label,
             )?)),
+            FamilyKind::Foreign => Ok(Family::Foreign(ForeignConfig::from_config_json(
+                json, label,
+            )?)),
             FamilyKind::Gemma3 | FamilyKind::Custom => Err(ModelError::Unsupported(format!(
                 "architecture `{arch}` is not read from Hugging Face directories"
             ))),
@@ -368,6 +416,7 @@ impl Family {
             Family::Llama(_) => "the Llama family",
             Family::Gemma3(_) => "Gemma 3",
             Family::Custom(..) => "a custom model",
+            Family::Foreign(_) => "an architecture without an own decoder",
         }
     }
 
@@ -385,6 +434,7 @@ impl Family {
                 context_len: c.max_position_embeddings,
             },
             Family::Custom(_, s) => *s,
+            Family::Foreign(c) => c.sizes,
         }
     }
 
@@ -394,6 +444,7 @@ impl Family {
             Family::Llama(c) => &mut c.max_position_embeddings,
             Family::Gemma3(c) => &mut c.max_position_embeddings,
             Family::Custom(_, s) => &mut s.context_len,
+            Family::Foreign(c) => &mut c.sizes.context_len,
         };
         *context = (*context).min(positions);
     }
@@ -404,7 +455,7 @@ impl Family {
         match self {
             Family::Llama(c) => c.parameter_count(),
             Family::Gemma3(c) => c.parameter_count(),
-            Family::Custom(..) => 0,
+            Family::Custom(..) | Family::Foreign(_) => 0,
         }
     }
 
@@ -414,6 +465,7 @@ impl Family {
             Family::Llama(c) => c.sliding_window,
             Family::Gemma3(c) => Some(c.sliding_window),
             Family::Custom(..) => None,
+            Family::Foreign(c) => c.sliding_window,
         }
     }
 
@@ -422,7 +474,7 @@ impl Family {
         match self {
             Family::Llama(c) => Some(c.expected()),
             Family::Gemma3(c) => Some(c.expected()),
-            Family::Custom(..) => None,
+            Family::Custom(..) | Family::Foreign(_) => None,
         }
     }
 
@@ -431,7 +483,7 @@ impl Family {
         match self {
             Family::Llama(c) => Some(llama::gguf_layout(c)),
             Family::Gemma3(_) => Some(gemma3::GGUF_LAYOUT),
-            Family::Custom(..) => None,
+            Family::Custom(..) | Family::Foreign(_) => None,
         }
     }
 
@@ -447,6 +499,13 @@ impl Family {
             Family::Custom(..) => {
                 return Err(ModelError::Unsupported(
                     "a custom model has no own decoder".into(),
+                ));
+            }
+            Family::Foreign(_) => {
+                return Err(ModelError::Unsupported(
+                    "driftsweep has no own decoder for this architecture: engine \
+                     `candle-transformers` runs it"
+                        .into(),
                 ));
             }
         };

@@ -348,6 +348,13 @@ impl ModelInfo {
                  `candle-transformers`"
                     .into(),
             ),
+            Engine::Driftsweep if matches!(self.family, Family::Foreign(_)) => {
+                unsupported(format!(
+                    "driftsweep has no own decoder for architecture `{}`: engine \
+                 `candle-transformers` runs it",
+                    self.architecture
+                ))
+            }
             Engine::Driftsweep => match (&self.weights, weights) {
                 (Weights::Gguf(_), _) | (_, WeightFormat::Dequantized) => Ok(Capabilities::ALL),
                 (_, WeightFormat::Quantized) => unsupported(format!(

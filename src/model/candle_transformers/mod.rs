@@ -137,10 +137,12 @@ fn err(module: CtModule) -> impl Fn(candle_core::Error) -> ModelError {
 fn llama_of<'a>(target: &Target<'a>) -> Result<&'a llama::Config, ModelError> {
     match target.family {
         Family::Llama(c) => Ok(c),
-        Family::Gemma3(_) | Family::Custom(..) => Err(ModelError::Unsupported(format!(
-            "candle-transformers runs dequantized GGUF weights of `llama` only, not `{}`",
-            target.architecture
-        ))),
+        Family::Gemma3(_) | Family::Custom(..) | Family::Foreign(_) => {
+            Err(ModelError::Unsupported(format!(
+                "candle-transformers runs dequantized GGUF weights of `llama` only, not `{}`",
+                target.architecture
+            )))
+        }
     }
 }
 

@@ -1,0 +1,92 @@
+//! Synthetic checkpoints run: each architecture's checkpoint loads into its module, and a
+//! prefill and a decode of the same tokens both give finite logits of the vocabulary's width.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+use super::*;
+
+/// A small spec of `architecture` with everything else at its default.
+pub(crate) fn spec(architecture: &str) -> SynthSpec {
+    serde_yaml::from_str(&format!("architecture: {architecture}")).unwrap()
+}
+
+/// Builds `c`'s module on its own tensors and returns (last-row logits of a prefill of
+/// `ids`, logits of decoding `ids` one by one, at the last step).
+pub(crate) fn prefill_and_decode(c: &Checkpoint, ids: &[u32]) -> (Vec<f32>, Vec<f32>) {
+    let module = c.architecture.ct_module(CtWeights::Safetensors).unwrap();
+    let vb = VarBuilder::from_tensors(
+        c.tensors.clone().into_iter().collect(),
+        DType::F32,
+        &Device::Cpu,
+    );
+    let mut m = candle_transformers::build(module, &c.config.to_string(), vb).unwrap();
+    let x = Tensor::new(ids, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let pre = m
+        .forward(&x, 0)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    m.clear();
+    let mut dec = vec![];
+    for (i, &t) in ids.iter().enumerate() {
+        let x = Tensor::new(&[t], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        dec = m
+            .forward(&x, i)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+    }
+    (pre, dec)
+}
+
+#[test]
+fn a_synthetic_llama_runs_in_candle_transformers() {
+    let c = checkpoint(&spec("llama")).unwrap();
+    assert!(c.tensors.contains_key("model.embed_tokens.weight"));
+    assert!(c.tensors.contains_key("lm_head.weight"));
+    let (pre, dec) = prefill_and_decode(&c, &[1, 40, 41, 42, 43, 44]);
+    assert_eq!(pre.len(), 256);
+    assert!(pre.iter().chain(&dec).all(|v| v.is_finite()));
+    let max = pre
+        .iter()
+        .zip(&dec)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        max < 1e-3,
+        "prefill and decode of a small f32 llama differ by {max}"
+    );
+}
+
+#[test]
+fn the_same_spec_gives_the_same_tensors_and_an_unknown_field_is_refused() {
+    let a = checkpoint(&spec("llama")).unwrap();
+    let b = checkpoint(&spec("llama")).unwrap();
+    for (n, t) in &a.tensors {
+        let d = (t - &b.tensors[n])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0, "{n}");
+    }
+    let mut s = spec("llama");
+    s.config
+        .insert("no_such_field".into(), serde_json::json!(1));
+    assert!(checkpoint(&s).unwrap_err().contains("config.no_such_field"));
+    let mut s = spec("llama");
+    s.experts = Some(4);
+    assert!(checkpoint(&s).unwrap_err().contains("`experts`"));
+}
