@@ -34,6 +34,25 @@ pub enum Architecture {
     Qwen3,
     /// Gemma 3 (text).
     Gemma3,
+    // Group A of candle-transformers' dense modules without an own decoder here.
+    /// Mixtral: Mistral with a mixture of experts.
+    Mixtral,
+    /// Gemma (the first).
+    Gemma,
+    /// Gemma 2: soft-capped attention and logits, local layers.
+    Gemma2,
+    /// Qwen2-MoE: Qwen2 with experts and a gated shared expert.
+    Qwen2Moe,
+    /// Qwen3-MoE: Qwen3 with experts.
+    Qwen3Moe,
+    /// Yi (01.AI): Llama's recipe.
+    Yi,
+    /// Helium (Kyutai).
+    Helium,
+    /// SmolLM3: Llama with RoPE skipped on every n-th layer.
+    Smollm3,
+    /// Granite (IBM): Llama with scaling multipliers.
+    Granite,
     /// A model given from Rust ([`super::ModelInfo::custom`]).
     Custom,
 }
@@ -72,6 +91,25 @@ pub enum CtModule {
     Qwen3,
     /// `gemma3`, on dense weights.
     Gemma3,
+    // Group A of the dense modules (src/model/candle_transformers/dense_a.rs).
+    /// `mixtral`, on dense weights.
+    Mixtral,
+    /// `gemma`, on dense weights.
+    Gemma,
+    /// `gemma2`, on dense weights.
+    Gemma2,
+    /// `qwen2_moe`, on dense weights.
+    Qwen2Moe,
+    /// `qwen3_moe`, on dense weights.
+    Qwen3Moe,
+    /// `yi`, on dense weights (it cannot be built from a config.json).
+    Yi,
+    /// `helium`, on dense weights.
+    Helium,
+    /// `smol::smollm3`, on dense weights.
+    Smollm3,
+    /// `granite`, on dense weights.
+    Granite,
 }
 
 impl CtModule {
@@ -87,6 +125,15 @@ impl CtModule {
             CtModule::Qwen2 => "qwen2",
             CtModule::Qwen3 => "qwen3",
             CtModule::Gemma3 => "gemma3",
+            CtModule::Mixtral => "mixtral",
+            CtModule::Gemma => "gemma",
+            CtModule::Gemma2 => "gemma2",
+            CtModule::Qwen2Moe => "qwen2_moe",
+            CtModule::Qwen3Moe => "qwen3_moe",
+            CtModule::Yi => "yi",
+            CtModule::Helium => "helium",
+            CtModule::Smollm3 => "smol::smollm3",
+            CtModule::Granite => "granite",
         }
     }
 }
@@ -119,8 +166,16 @@ struct Row {
     ct: [Option<CtModule>; 3],
 }
 
+/// The Llama recipe unchanged (the cell of rows outside the Llama family).
+const PLAIN: llama::Variant = llama::Variant {
+    always_slides: false,
+    slides_when_enabled: false,
+    qkv_bias: false,
+    qk_norm: false,
+};
+
 /// The table.
-const TABLE: [Row; 6] = [
+const TABLE: &[Row] = &[
     Row {
         arch: Architecture::Llama,
         name: "llama",
@@ -184,7 +239,9 @@ const TABLE: [Row; 6] = [
     Row {
         arch: Architecture::Gemma3,
         name: "gemma3",
-        hf_class: None,
+        // A text-only checkpoint's class (its model_type is `gemma3_text`); the own decoder
+        // reads GGUF files only, so such a directory runs in candle-transformers.
+        hf_class: Some("Gemma3ForCausalLM"),
         gguf: true,
         family: FamilyKind::Gemma3,
         llama: llama::Variant {
@@ -198,6 +255,88 @@ const TABLE: [Row; 6] = [
             None,
             Some(CtModule::Gemma3),
         ],
+    },
+    // Group A of candle-transformers' dense modules (foreign: no own decoder).
+    Row {
+        arch: Architecture::Mixtral,
+        name: "mixtral",
+        hf_class: Some("MixtralForCausalLM"),
+        gguf: false,
+        family: FamilyKind::Foreign,
+        llama: PLAIN,
+        ct: [None, None, Some(CtModule::Mixtral)],
+    },
+    Row {
+        arch: Architecture::Gemma,
+        name: "gemma",
+        hf_class: Some("GemmaForCausalLM"),
+        gguf: false,
+        family: FamilyKind::Foreign,
+        llama: PLAIN,
+        ct: [None, None, Some(CtModule::Gemma)],
+    },
+    Row {
+        arch: Architecture::Gemma2,
+        name: "gemma2",
+        hf_class: Some("Gemma2ForCausalLM"),
+        gguf: false,
+        family: FamilyKind::Foreign,
+        llama: PLAIN,
+        ct: [None, None, Some(CtModule::Gemma2)],
+    },
+    Row {
+        arch: Architecture::Qwen2Moe,
+        name: "qwen2_moe",
+        hf_class: Some("Qwen2MoeForCausalLM"),
+        gguf: false,
+        family: FamilyKind::Foreign,
+        llama: PLAIN,
+        ct: [None, None, Some(CtModule::Qwen2Moe)],
+    },
+    Row {
+        arch: Architecture::Qwen3Moe,
+        name: "qwen3_moe",
+        hf_class: Some("Qwen3MoeForCausalLM"),
+        gguf: false,
+        family: FamilyKind::Foreign,
+        llama: PLAIN,
+        ct: [None, None, Some(CtModule::Qwen3Moe)],
+    },
+    Row {
+        arch: Architecture::Yi,
+        name: "yi",
+        hf_class: Some("YiForCausalLM"),
+        gguf: false,
+        family: FamilyKind::Foreign,
+        llama: PLAIN,
+        ct: [None, None, Some(CtModule::Yi)],
+    },
+    Row {
+        arch: Architecture::Helium,
+        name: "helium",
+        hf_class: Some("HeliumForCausalLM"),
+        gguf: false,
+        family: FamilyKind::Foreign,
+        llama: PLAIN,
+        ct: [None, None, Some(CtModule::Helium)],
+    },
+    Row {
+        arch: Architecture::Smollm3,
+        name: "smollm3",
+        hf_class: Some("SmolLM3ForCausalLM"),
+        gguf: false,
+        family: FamilyKind::Foreign,
+        llama: PLAIN,
+        ct: [None, None, Some(CtModule::Smollm3)],
+    },
+    Row {
+        arch: Architecture::Granite,
+        name: "granite",
+        hf_class: Some("GraniteForCausalLM"),
+        gguf: false,
+        family: FamilyKind::Foreign,
+        llama: PLAIN,
+        ct: [None, None, Some(CtModule::Granite)],
     },
     Row {
         arch: Architecture::Custom,
@@ -401,10 +540,11 @@ impl Family {
                 json,
                 label,
             )?)),
-            FamilyKind::Foreign => Ok(Family::Foreign(ForeignConfig::from_config_json(
-                json, label,
-            )?)),
-            FamilyKind::Gemma3 | FamilyKind::Custom => Err(ModelError::Unsupported(format!(
+            // Gemma 3's own decoder reads GGUF files only: its directories are foreign.
+            FamilyKind::Foreign | FamilyKind::Gemma3 => Ok(Family::Foreign(
+                ForeignConfig::from_config_json(json, label)?,
+            )),
+            FamilyKind::Custom => Err(ModelError::Unsupported(format!(
                 "architecture `{arch}` is not read from Hugging Face directories"
             ))),
         }

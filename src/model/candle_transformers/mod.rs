@@ -8,7 +8,11 @@
 //! prefix) and there are no layer taps or faults. One sequence runs at a time on a loaded
 //! model: a sequence holds the model's lock while it lives.
 
-use std::sync::{Mutex, MutexGuard};
+mod dense_a;
+mod stateful;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
@@ -25,6 +29,10 @@ use super::source::Weights;
 use super::under_test::{Capabilities, ModelUnderTest, Rows, Sequence};
 use crate::dtype::RunDtype;
 use crate::engine::WeightFormat;
+use dense_a::LlamaState;
+use stateful::{err, not_for};
+
+pub use stateful::Stateful;
 
 /// What candle-transformers' models can do for a run: the last row only, no cut-back cache,
 /// no taps; their forwards take a batch of sequences of equal length (ids of shape (B, t)).
@@ -128,11 +136,6 @@ pub fn load(
     })
 }
 
-/// How a candle error of `module` reads.
-fn err(module: CtModule) -> impl Fn(candle_core::Error) -> ModelError {
-    move |e| ModelError::Load(format!("candle-transformers {}: {e}", module.as_str()))
-}
-
 /// The Llama config the dense `llama` module runs on.
 fn llama_of<'a>(target: &Target<'a>) -> Result<&'a llama::Config, ModelError> {
     match target.family {
@@ -172,11 +175,7 @@ fn quantized(
             ct::quantized_gemma3::ModelWeights::from_gguf(content, &mut file, device)
                 .map_err(err)?,
         )),
-        CtModule::Llama
-        | CtModule::Mistral
-        | CtModule::Qwen2
-        | CtModule::Qwen3
-        | CtModule::Gemma3 => return Err(not_for(module, "GGUF blocks")),
+        _ => return Err(not_for(module, "GGUF blocks")),
     })
 }
 
@@ -198,56 +197,44 @@ fn safetensors(
 }
 
 /// Builds dense `module` from the text of its `config.json` on the weights of `vb` (a
-/// checkpoint's, or [`crate::synth`]'s recorder, which learns the tensor names this way).
+/// checkpoint's, or [`crate::synth`]'s recorder, which learns the tensor names this way). A
+/// module that panics while it builds (granite unwraps each layer's load, granite.rs:451)
+/// gives an error naming it, not a crash.
 pub fn build(
     module: CtModule,
     config_json: &str,
     vb: VarBuilder<'_>,
 ) -> Result<Box<dyn Stateful>, ModelError> {
-    let err = err(module);
-    let json = |e: serde_json::Error| {
-        ModelError::Invalid(format!(
-            "config.json for candle-transformers {}: {e}",
-            module.as_str()
-        ))
-    };
-    let text = config_json;
-    let dt = vb.dtype();
-    let device = vb.device().clone();
-    Ok(match module {
-        CtModule::Llama => {
-            let c: ct::llama::LlamaConfig = serde_json::from_str(text).map_err(json)?;
-            Box::new(LlamaState::new(vb, c.into_config(false), dt, &device).map_err(err)?)
-        }
-        CtModule::Mistral => {
-            let c: ct::mistral::Config = serde_json::from_str(text).map_err(json)?;
-            Box::new(ct::mistral::Model::new(&c, vb).map_err(err)?)
-        }
-        CtModule::Qwen2 => {
-            let c: ct::qwen2::Config = serde_json::from_str(text).map_err(json)?;
-            Box::new(ct::qwen2::ModelForCausalLM::new(&c, vb).map_err(err)?)
-        }
-        CtModule::Qwen3 => {
-            let c: ct::qwen3::Config = serde_json::from_str(text).map_err(json)?;
-            Box::new(ct::qwen3::ModelForCausalLM::new(&c, vb).map_err(err)?)
-        }
-        CtModule::Gemma3 => {
-            let c: ct::gemma3::Config = serde_json::from_str(text).map_err(json)?;
-            Box::new(ct::gemma3::Model::new(false, &c, vb).map_err(err)?)
-        }
-        CtModule::QuantizedLlama
-        | CtModule::QuantizedQwen2
-        | CtModule::QuantizedQwen3
-        | CtModule::QuantizedGemma3 => return Err(not_for(module, "safetensors")),
-    })
+    catch_unwind(AssertUnwindSafe(|| build_module(module, config_json, vb))).unwrap_or_else(
+        |payload| {
+            Err(ModelError::Load(format!(
+                "candle-transformers {} panicked while building: {}",
+                module.as_str(),
+                panic_text(payload.as_ref())
+            )))
+        },
+    )
 }
 
-/// `module` does not read `what` (the family table never pairs them).
-fn not_for(module: CtModule, what: &str) -> ModelError {
-    ModelError::Unsupported(format!(
-        "candle-transformers {} does not read {what}",
-        module.as_str()
-    ))
+/// [`build`]: each module file's `build` in turn, the first that knows `module` builds it.
+fn build_module(
+    module: CtModule,
+    text: &str,
+    vb: VarBuilder<'_>,
+) -> Result<Box<dyn Stateful>, ModelError> {
+    if let Some(r) = dense_a::build(module, text, vb.clone()) {
+        return r;
+    }
+    Err(not_for(module, "safetensors"))
+}
+
+/// The message of a panic's payload (a `&str` or a `String`, as `panic!` makes them).
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// candle-transformers' Llama configuration from the hyper-parameters driftsweep read.
@@ -273,47 +260,6 @@ fn llama_config(target: &Target, c: &llama::Config) -> ct::llama::Config {
         }),
         max_position_embeddings: c.max_position_embeddings,
         tie_word_embeddings: c.tie_word_embeddings,
-    }
-}
-
-/// A candle-transformers model with its cache inside: `forward` at an offset appends to it.
-pub trait Stateful: Send {
-    /// Feeds `x` (B × t ids) at `offset`; each sequence's last position's logits.
-    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor>;
-    /// Empties the cache.
-    fn clear(&mut self);
-}
-
-/// `llama` keeps its cache outside the model: a fresh copy of the empty cache per sequence.
-struct LlamaState {
-    model: ct::llama::Llama,
-    empty: ct::llama::Cache,
-    cache: ct::llama::Cache,
-}
-
-impl LlamaState {
-    fn new(
-        vb: VarBuilder,
-        cfg: ct::llama::Config,
-        dtype: DType,
-        device: &Device,
-    ) -> candle_core::Result<Self> {
-        let model = ct::llama::Llama::load(vb, &cfg)?;
-        let empty = ct::llama::Cache::new(true, dtype, &cfg, device)?;
-        Ok(LlamaState {
-            model,
-            cache: empty.clone(),
-            empty,
-        })
-    }
-}
-
-impl Stateful for LlamaState {
-    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
-        self.model.forward(x, offset, &mut self.cache)
-    }
-    fn clear(&mut self) {
-        self.cache = self.empty.clone();
     }
 }
 
@@ -353,42 +299,6 @@ impl Stateful for Gemma3Quantized {
         self.0.forward(x, offset)
     }
     fn clear(&mut self) {}
-}
-
-impl Stateful for ct::mistral::Model {
-    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
-        ct::mistral::Model::forward(self, x, offset)
-    }
-    fn clear(&mut self) {
-        self.clear_kv_cache()
-    }
-}
-
-impl Stateful for ct::qwen2::ModelForCausalLM {
-    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
-        ct::qwen2::ModelForCausalLM::forward(self, x, offset)
-    }
-    fn clear(&mut self) {
-        self.clear_kv_cache()
-    }
-}
-
-impl Stateful for ct::qwen3::ModelForCausalLM {
-    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
-        ct::qwen3::ModelForCausalLM::forward(self, x, offset)
-    }
-    fn clear(&mut self) {
-        self.clear_kv_cache()
-    }
-}
-
-impl Stateful for ct::gemma3::Model {
-    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
-        ct::gemma3::Model::forward(self, x, offset)
-    }
-    fn clear(&mut self) {
-        self.clear_kv_cache()
-    }
 }
 
 /// A loaded candle-transformers model.
@@ -436,15 +346,20 @@ impl ModelUnderTest for CandleTransformersModel {
         }
         // Never blocks in driftsweep's runs, which hold one sequence at a time; a second
         // live sequence would silently share the first one's cache, so it is an error.
-        let mut model = self.inner.try_lock().map_err(|_| {
-            candle_core::Error::Msg(
+        let mut model = match self.inner.try_lock() {
+            Ok(m) => m,
+            // A sequence that panicked with the lock held leaves it poisoned; the model
+            // itself is whole (a panic mid-forward leaves at worst a half-filled cache), and
+            // the clear below empties that, so the next pair runs.
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => candle_core::bail!(
                 "candle-transformers models run one sequence at a time (their cache lives \
                  inside the model)"
-                    .into(),
-            )
-        })?;
+            ),
+        };
         model.clear();
         Ok(Box::new(StatefulSequence {
+            module: self.module,
             model,
             len: 0,
             batch: rows.max(1),
@@ -456,6 +371,8 @@ impl ModelUnderTest for CandleTransformersModel {
 
 /// A sequence (or a batch of them) on a candle-transformers model: the model itself, locked.
 struct StatefulSequence<'a> {
+    /// The module's name, for messages.
+    module: &'static str,
     model: MutexGuard<'a, Box<dyn Stateful>>,
     len: usize,
     batch: usize,
@@ -487,7 +404,16 @@ impl Sequence for StatefulSequence<'_> {
             candle_core::bail!("candle-transformers models return the last row's logits only");
         }
         let x = Tensor::new(tokens, self.device)?.reshape((self.batch, t))?;
-        let logits = self.model.forward(&x, self.len)?;
+        // A module that panics inside candle fails this pair, not the sweep.
+        let model = &mut self.model;
+        let len = self.len;
+        let logits = catch_unwind(AssertUnwindSafe(|| model.forward(&x, len))).map_err(|p| {
+            candle_core::Error::Msg(format!(
+                "candle-transformers {} panicked: {}",
+                self.module,
+                panic_text(p.as_ref())
+            ))
+        })??;
         self.len += t;
         match rows {
             Rows::None => Ok(None),
