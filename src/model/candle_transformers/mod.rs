@@ -428,3 +428,6 @@ impl Sequence for StatefulSequence<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
