@@ -66,7 +66,14 @@ fn llama_line(
             Box::new(ct::mistral::Model::new(&c, vb).map_err(err)?)
         }
         CtModule::Mixtral => {
-            let c: ct::mixtral::Config = parse(module, text)?;
+            // `use_flash_attn` is a run-time switch candle's Config carries without a serde
+            // default (mixtral.rs:43), not a field of any config.json: it is added here, as
+            // llama's `into_config(false)` passes it. Everything else is read as written.
+            let mut v: serde_json::Value = parse(module, text)?;
+            if let Some(o) = v.as_object_mut() {
+                o.entry("use_flash_attn").or_insert(false.into());
+            }
+            let c: ct::mixtral::Config = parse(module, &v.to_string())?;
             Box::new(Fresh::new(ct::mixtral::Model::new(&c, vb).map_err(err)?))
         }
         CtModule::Qwen2 => {
