@@ -5,8 +5,9 @@
 //!
 //! A new family adds a row here, a [`Family`] variant with its arms, and its folder
 //! (`src/model/<family>/`, declared in `src/model/mod.rs`); a new candle-transformers module
-//! adds a [`CtModule`] variant, its cell in the table, and its arm in
-//! `src/model/candle_transformers.rs`.
+//! adds a [`CtModule`] variant, its cell in the table, and its arm in the `build` of its
+//! group's file under `src/model/candle_transformers/` (which takes the `Stateful` trait from
+//! `stateful.rs` there, never from that folder's `mod.rs`: no import cycle).
 
 use std::fmt;
 
