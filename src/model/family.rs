@@ -34,6 +34,37 @@ pub enum Architecture {
     Qwen3,
     /// Gemma 3 (text).
     Gemma3,
+    // candle-transformers dense modules, group B (issue 32): no own decoder.
+    /// Phi (1, 1.5, 2): parallel attention and MLP, LayerNorm with biases, partial rotary.
+    Phi,
+    /// Phi-3: fused QKV and gate/up projections.
+    Phi3,
+    /// StarCoder2: LayerNorm and biases, an optional sliding window.
+    Starcoder2,
+    /// StableLM (2): LayerNorm, partial rotary, optional Q/K/V biases.
+    StableLm,
+    /// OLMo: non-parametric LayerNorm, optional QKV clipping.
+    Olmo,
+    /// OLMo 2: post-norms and whole-width Q/K RMSNorms.
+    Olmo2,
+    /// Falcon (7B recipe): multi-query attention, parallel attention and MLP.
+    Falcon,
+    /// GLM-4-0414 (`Glm4ForCausalLM`): sandwich norms, partial rotary.
+    Glm4,
+    /// ChatGLM2/3 and GLM-4-9B (remote code, `model_type` `chatglm`), run by candle's
+    /// `glm4` module, which reads `rope_ratio`.
+    Chatglm,
+    /// The same recipe run by candle's `chatglm` module (which has no `rope_ratio`): a name of
+    /// driftsweep's, since both modules serve `model_type` `chatglm`.
+    Chatglm3,
+    /// DeepSeek-V2: multi-head latent attention and a mixture of experts.
+    DeepseekV2,
+    /// MPT: ALiBi, no biases.
+    Mpt,
+    /// Persimmon: LayerNorm, Q/K LayerNorms, partial rotary, squared ReLU.
+    Persimmon,
+    /// LFM2: short convolutions and attention layers.
+    Lfm2,
     /// A model given from Rust ([`super::ModelInfo::custom`]).
     Custom,
 }
@@ -72,6 +103,35 @@ pub enum CtModule {
     Qwen3,
     /// `gemma3`, on dense weights.
     Gemma3,
+    // Group B (issue 32), on dense weights.
+    /// `phi`.
+    Phi,
+    /// `phi3`.
+    Phi3,
+    /// `starcoder2`.
+    Starcoder2,
+    /// `stable_lm`.
+    StableLm,
+    /// `olmo`.
+    Olmo,
+    /// `olmo2`.
+    Olmo2,
+    /// `falcon`.
+    Falcon,
+    /// `glm4` (the ChatGLM-style GLM-4-9B).
+    Glm4,
+    /// `glm4_new` (GLM-4-0414).
+    Glm4New,
+    /// `chatglm`.
+    Chatglm,
+    /// `deepseek2`.
+    Deepseek2,
+    /// `mpt`.
+    Mpt,
+    /// `persimmon`.
+    Persimmon,
+    /// `lfm2`.
+    Lfm2,
 }
 
 impl CtModule {
@@ -87,6 +147,20 @@ impl CtModule {
             CtModule::Qwen2 => "qwen2",
             CtModule::Qwen3 => "qwen3",
             CtModule::Gemma3 => "gemma3",
+            CtModule::Phi => "phi",
+            CtModule::Phi3 => "phi3",
+            CtModule::Starcoder2 => "starcoder2",
+            CtModule::StableLm => "stable_lm",
+            CtModule::Olmo => "olmo",
+            CtModule::Olmo2 => "olmo2",
+            CtModule::Falcon => "falcon",
+            CtModule::Glm4 => "glm4",
+            CtModule::Glm4New => "glm4_new",
+            CtModule::Chatglm => "chatglm",
+            CtModule::Deepseek2 => "deepseek2",
+            CtModule::Mpt => "mpt",
+            CtModule::Persimmon => "persimmon",
+            CtModule::Lfm2 => "lfm2",
         }
     }
 }
@@ -120,7 +194,7 @@ struct Row {
 }
 
 /// The table.
-const TABLE: [Row; 6] = [
+const TABLE: [Row; 20] = [
     Row {
         arch: Architecture::Llama,
         name: "llama",
@@ -213,7 +287,107 @@ const TABLE: [Row; 6] = [
         },
         ct: [None, None, None],
     },
+    // candle-transformers dense modules, group B (issue 32).
+    foreign(Architecture::Phi, "phi", "PhiForCausalLM", CtModule::Phi),
+    foreign(
+        Architecture::Phi3,
+        "phi3",
+        "Phi3ForCausalLM",
+        CtModule::Phi3,
+    ),
+    foreign(
+        Architecture::Starcoder2,
+        "starcoder2",
+        "Starcoder2ForCausalLM",
+        CtModule::Starcoder2,
+    ),
+    foreign(
+        Architecture::StableLm,
+        "stablelm",
+        "StableLmForCausalLM",
+        CtModule::StableLm,
+    ),
+    foreign(
+        Architecture::Olmo,
+        "olmo",
+        "OlmoForCausalLM",
+        CtModule::Olmo,
+    ),
+    foreign(
+        Architecture::Olmo2,
+        "olmo2",
+        "Olmo2ForCausalLM",
+        CtModule::Olmo2,
+    ),
+    foreign(
+        Architecture::Falcon,
+        "falcon",
+        "FalconForCausalLM",
+        CtModule::Falcon,
+    ),
+    foreign(
+        Architecture::Glm4,
+        "glm4",
+        "Glm4ForCausalLM",
+        CtModule::Glm4New,
+    ),
+    // Both read `ChatGLMModel` directories; `model_type` `chatglm` picks the first.
+    foreign(
+        Architecture::Chatglm,
+        "chatglm",
+        "ChatGLMModel",
+        CtModule::Glm4,
+    ),
+    foreign(
+        Architecture::Chatglm3,
+        "chatglm3",
+        "ChatGLMModel",
+        CtModule::Chatglm,
+    ),
+    foreign(
+        Architecture::DeepseekV2,
+        "deepseek_v2",
+        "DeepseekV2ForCausalLM",
+        CtModule::Deepseek2,
+    ),
+    foreign(Architecture::Mpt, "mpt", "MptForCausalLM", CtModule::Mpt),
+    foreign(
+        Architecture::Persimmon,
+        "persimmon",
+        "PersimmonForCausalLM",
+        CtModule::Persimmon,
+    ),
+    foreign(
+        Architecture::Lfm2,
+        "lfm2",
+        "Lfm2ForCausalLM",
+        CtModule::Lfm2,
+    ),
 ];
+
+/// The row of an architecture only a dense candle-transformers module runs (read from
+/// Hugging Face directories as `name` or `class`).
+const fn foreign(
+    arch: Architecture,
+    name: &'static str,
+    class: &'static str,
+    module: CtModule,
+) -> Row {
+    Row {
+        arch,
+        name,
+        hf_class: Some(class),
+        gguf: false,
+        family: FamilyKind::Foreign,
+        llama: llama::Variant {
+            always_slides: false,
+            slides_when_enabled: false,
+            qkv_bias: false,
+            qk_norm: false,
+        },
+        ct: [None, None, Some(module)],
+    }
+}
 
 impl Architecture {
     fn row(self) -> &'static Row {

@@ -8,6 +8,10 @@
 //! prefix) and there are no layer taps or faults. One sequence runs at a time on a loaded
 //! model: a sequence holds the model's lock while it lives.
 
+mod dense_b;
+mod dense_b2;
+mod stateful;
+
 use std::sync::{Mutex, MutexGuard};
 
 use candle_core::quantized::gguf_file;
@@ -25,6 +29,7 @@ use super::source::Weights;
 use super::under_test::{Capabilities, ModelUnderTest, Rows, Sequence};
 use crate::dtype::RunDtype;
 use crate::engine::WeightFormat;
+pub use stateful::Stateful;
 
 /// What candle-transformers' models can do for a run: the last row only, no cut-back cache,
 /// no taps; their forwards take a batch of sequences of equal length (ids of shape (B, t)).
@@ -177,6 +182,7 @@ fn quantized(
         | CtModule::Qwen2
         | CtModule::Qwen3
         | CtModule::Gemma3 => return Err(not_for(module, "GGUF blocks")),
+        _ => return Err(not_for(module, "GGUF blocks")),
     })
 }
 
@@ -204,6 +210,9 @@ pub fn build(
     config_json: &str,
     vb: VarBuilder<'_>,
 ) -> Result<Box<dyn Stateful>, ModelError> {
+    if let Some(r) = dense_b::build(module, config_json, vb.clone()) {
+        return r;
+    }
     let err = err(module);
     let json = |e: serde_json::Error| {
         ModelError::Invalid(format!(
@@ -239,6 +248,7 @@ pub fn build(
         | CtModule::QuantizedQwen2
         | CtModule::QuantizedQwen3
         | CtModule::QuantizedGemma3 => return Err(not_for(module, "safetensors")),
+        _ => return Err(not_for(module, "safetensors")),
     })
 }
 
@@ -274,14 +284,6 @@ fn llama_config(target: &Target, c: &llama::Config) -> ct::llama::Config {
         max_position_embeddings: c.max_position_embeddings,
         tie_word_embeddings: c.tie_word_embeddings,
     }
-}
-
-/// A candle-transformers model with its cache inside: `forward` at an offset appends to it.
-pub trait Stateful: Send {
-    /// Feeds `x` (B × t ids) at `offset`; each sequence's last position's logits.
-    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor>;
-    /// Empties the cache.
-    fn clear(&mut self);
 }
 
 /// `llama` keeps its cache outside the model: a fresh copy of the empty cache per sequence.
