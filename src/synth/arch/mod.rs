@@ -3,6 +3,7 @@
 //!
 //! A new architecture adds its arm to [`config_json`] and a function in the file of its group.
 
+mod dense_b;
 mod llama_like;
 
 use serde_json::Value;
@@ -69,6 +70,20 @@ pub fn only_knobs(spec: &SynthSpec, arch: &str, allowed: &[&str]) -> Result<(), 
 pub fn config_json(arch: Architecture, spec: &SynthSpec) -> Result<Value, String> {
     match arch {
         Architecture::Llama => llama_like::llama(spec),
+        Architecture::Phi => dense_b::phi(spec),
+        Architecture::Phi3 => dense_b::phi3(spec),
+        Architecture::Starcoder2 => dense_b::starcoder2(spec),
+        Architecture::StableLm => dense_b::stablelm(spec),
+        Architecture::Olmo => dense_b::olmo(spec),
+        Architecture::Olmo2 => dense_b::olmo2(spec),
+        Architecture::Falcon => dense_b::falcon(spec),
+        Architecture::Glm4 => dense_b::glm4(spec),
+        Architecture::Chatglm => dense_b::chatglm(spec),
+        Architecture::Chatglm3 => dense_b::chatglm3(spec),
+        Architecture::DeepseekV2 => dense_b::deepseek_v2(spec),
+        Architecture::Mpt => dense_b::mpt(spec),
+        Architecture::Persimmon => dense_b::persimmon(spec),
+        Architecture::Lfm2 => dense_b::lfm2(spec),
         _ => Err(format!(
             "architecture `{arch}` has no synthetic checkpoints yet"
         )),
