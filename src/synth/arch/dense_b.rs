@@ -306,7 +306,8 @@ pub fn glm4(s: &SynthSpec) -> Result<Value, String> {
 }
 
 /// The remote-code ChatGLM config (chatglm3-6b's and glm-4-9b's `config.json`), for
-/// architecture `arch`; `rope_ratio` (glm-4-9b's, a multiple of RoPE's base 10000 there)
+/// architecture `arch`: 2 key/value groups unless `kv_heads` says otherwise (as many as
+/// heads turns `multi_query_attention` off); `rope_ratio` (glm-4-9b's, a multiple of RoPE's base 10000 there)
 /// is written only where `rope_theta` is set.
 fn chatglm_like(s: &SynthSpec, arch: &str) -> Result<Value, String> {
     let rope = if arch == "chatglm" {
@@ -315,7 +316,8 @@ fn chatglm_like(s: &SynthSpec, arch: &str) -> Result<Value, String> {
         &["bias"][..]
     };
     only_knobs(s, arch, rope)?;
-    let kv = s.kv_heads();
+    // ChatGLM's checkpoints group their key/value heads in 2 (`multi_query_group_num`).
+    let kv = s.kv_heads.unwrap_or(2);
     let mut v = json!({
         "architectures": ["ChatGLMModel"],
         "model_type": "chatglm",

@@ -170,16 +170,20 @@ fn knobs_an_architecture_lacks_are_refused() {
     refused("mpt", |s| s.intermediate_size = 100, "`intermediate_size`");
 }
 
-#[test]
-fn stable_lm_is_rebuilt_empty_by_clear() {
-    let c = checkpoint(&spec("stablelm")).unwrap();
+/// `c`'s module, built on its own tensors.
+fn built(c: &crate::synth::Checkpoint) -> Box<dyn candle_transformers::Stateful> {
     let module = c.architecture.ct_module(CtWeights::Safetensors).unwrap();
     let vb = VarBuilder::from_tensors(
         c.tensors.clone().into_iter().collect(),
         DType::F32,
         &Device::Cpu,
     );
-    let mut m = candle_transformers::build(module, &c.config.to_string(), vb).unwrap();
+    candle_transformers::build(module, &c.config.to_string(), vb).unwrap()
+}
+
+#[test]
+fn stable_lm_is_rebuilt_empty_by_clear() {
+    let mut m = built(&checkpoint(&spec("stablelm")).unwrap());
     let x = Tensor::new(ids(6).as_slice(), &Device::Cpu)
         .unwrap()
         .unsqueeze(0)
@@ -189,6 +193,27 @@ fn stable_lm_is_rebuilt_empty_by_clear() {
     let again = m.forward(&x, 0).unwrap().flatten_all().unwrap();
     let d = (first - again).unwrap().abs().unwrap().max_all().unwrap();
     assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
+}
+
+#[test]
+fn chatglm_modules_refuse_ungrouped_attention_at_the_first_forward() {
+    // A finding: both modules build, then fail the first forward when every head has its
+    // own key/value head (chatglm.rs and glm4.rs support multi_query_attention only).
+    for arch in ["chatglm", "chatglm3"] {
+        let mut s = spec(arch);
+        s.kv_heads = Some(s.heads);
+        let c = checkpoint(&s).unwrap();
+        assert_eq!(c.config["multi_query_attention"], false);
+        let x = Tensor::new(ids(4).as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let e = built(&c).forward(&x, 0).unwrap_err().to_string();
+        assert!(
+            e.contains("only multi_query_attention=true is supported"),
+            "{arch}: {e}"
+        );
+    }
 }
 
 #[test]
