@@ -1,14 +1,14 @@
 //! candle-transformers' dense modules of group B (issue 32): phi, phi3, starcoder2, olmo,
 //! olmo2, falcon, glm4, glm4_new, chatglm, deepseek2 and lfm2 here; stable_lm, mpt and
 //! persimmon in [`super::dense_b2`]. Each is built from its `config.json` the way the crate's
-//! own examples build it, and run as the crate ships it.
+//! own examples build it, and run as the crate ships it. (The config parsing they share is
+//! in `dense_b2`, which imports nothing from here.)
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use candle_transformers::models as ct;
-use serde::de::DeserializeOwned;
 
-use super::dense_b2;
+use super::dense_b2::{self, load_err, parse};
 use super::stateful::Stateful;
 use crate::model::error::ModelError;
 use crate::model::family::CtModule;
@@ -58,21 +58,6 @@ pub(super) fn build(
         }
         _ => return None,
     })
-}
-
-/// `text` as `module`'s config type.
-pub(super) fn parse<T: DeserializeOwned>(module: CtModule, text: &str) -> Result<T, ModelError> {
-    serde_json::from_str(text).map_err(|e| {
-        ModelError::Invalid(format!(
-            "config.json for candle-transformers {}: {e}",
-            module.as_str()
-        ))
-    })
-}
-
-/// How a candle error of `module` reads (the text `mod.rs` gives the other modules').
-pub(super) fn load_err(module: CtModule) -> impl Fn(candle_core::Error) -> ModelError {
-    move |e| ModelError::Load(format!("candle-transformers {}: {e}", module.as_str()))
 }
 
 /// A built model, boxed, or its error.

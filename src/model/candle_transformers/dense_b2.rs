@@ -9,8 +9,8 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 use candle_transformers::models as ct;
+use serde::de::DeserializeOwned;
 
-use super::dense_b::{load_err, parse};
 use super::stateful::Stateful;
 use crate::model::error::ModelError;
 use crate::model::family::CtModule;
@@ -43,6 +43,21 @@ pub(super) fn build(
             .and_then(|_| Err(ModelError::Unsupported(PERSIMMON_UNSUPPORTED.into()))),
         _ => return None,
     })
+}
+
+/// `text` as `module`'s config type.
+pub(super) fn parse<T: DeserializeOwned>(module: CtModule, text: &str) -> Result<T, ModelError> {
+    serde_json::from_str(text).map_err(|e| {
+        ModelError::Invalid(format!(
+            "config.json for candle-transformers {}: {e}",
+            module.as_str()
+        ))
+    })
+}
+
+/// How a candle error of `module` reads (the text `mod.rs` gives the other modules').
+pub(super) fn load_err(module: CtModule) -> impl Fn(candle_core::Error) -> ModelError {
+    move |e| ModelError::Load(format!("candle-transformers {}: {e}", module.as_str()))
 }
 
 /// `stable_lm::Model` has no way to empty its cache (stable_lm.rs:359-433 has no
