@@ -65,6 +65,19 @@ pub enum Architecture {
     Persimmon,
     /// LFM2: short convolutions and attention layers.
     Lfm2,
+    // candle-transformers recurrent modules (issue 32's stretch): no own decoder.
+    /// Mamba (mamba_ssm's checkpoint layout, which candle reads).
+    Mamba,
+    /// Mamba-2.
+    Mamba2,
+    /// RWKV v5 (Eagle).
+    Rwkv5,
+    /// RWKV v6 (Finch).
+    Rwkv6,
+    /// RWKV v7 (Goose).
+    Rwkv7,
+    /// RecurrentGemma (Griffin): recurrent blocks and local attention.
+    RecurrentGemma,
     /// A model given from Rust ([`super::ModelInfo::custom`]).
     Custom,
 }
@@ -132,6 +145,19 @@ pub enum CtModule {
     Persimmon,
     /// `lfm2`.
     Lfm2,
+    // Recurrent (issue 32's stretch), on dense weights.
+    /// `mamba`.
+    Mamba,
+    /// `mamba2`.
+    Mamba2,
+    /// `rwkv_v5`.
+    RwkvV5,
+    /// `rwkv_v6`.
+    RwkvV6,
+    /// `rwkv_v7`.
+    RwkvV7,
+    /// `recurrent_gemma`.
+    RecurrentGemma,
 }
 
 impl CtModule {
@@ -161,6 +187,12 @@ impl CtModule {
             CtModule::Mpt => "mpt",
             CtModule::Persimmon => "persimmon",
             CtModule::Lfm2 => "lfm2",
+            CtModule::Mamba => "mamba",
+            CtModule::Mamba2 => "mamba2",
+            CtModule::RwkvV5 => "rwkv_v5",
+            CtModule::RwkvV6 => "rwkv_v6",
+            CtModule::RwkvV7 => "rwkv_v7",
+            CtModule::RecurrentGemma => "recurrent_gemma",
         }
     }
 }
@@ -194,7 +226,7 @@ struct Row {
 }
 
 /// The table.
-const TABLE: [Row; 20] = [
+const TABLE: [Row; 26] = [
     Row {
         arch: Architecture::Llama,
         name: "llama",

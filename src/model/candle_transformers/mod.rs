@@ -10,6 +10,7 @@
 
 mod dense_b;
 mod dense_b2;
+mod recurrent;
 mod stateful;
 
 use std::sync::{Mutex, MutexGuard};
@@ -211,6 +212,9 @@ pub fn build(
     vb: VarBuilder<'_>,
 ) -> Result<Box<dyn Stateful>, ModelError> {
     if let Some(r) = dense_b::build(module, config_json, vb.clone()) {
+        return r;
+    }
+    if let Some(r) = recurrent::build(module, config_json, vb.clone()) {
         return r;
     }
     let err = err(module);

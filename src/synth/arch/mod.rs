@@ -5,6 +5,7 @@
 
 mod dense_b;
 mod llama_like;
+mod recurrent;
 
 use serde_json::Value;
 
@@ -84,6 +85,12 @@ pub fn config_json(arch: Architecture, spec: &SynthSpec) -> Result<Value, String
         Architecture::Mpt => dense_b::mpt(spec),
         Architecture::Persimmon => dense_b::persimmon(spec),
         Architecture::Lfm2 => dense_b::lfm2(spec),
+        Architecture::Mamba => recurrent::mamba(spec),
+        Architecture::Mamba2 => recurrent::mamba2(spec),
+        Architecture::Rwkv5 => recurrent::rwkv(spec, "rwkv5"),
+        Architecture::Rwkv6 => recurrent::rwkv(spec, "rwkv6"),
+        Architecture::Rwkv7 => recurrent::rwkv7(spec),
+        Architecture::RecurrentGemma => recurrent::recurrent_gemma(spec),
         _ => Err(format!(
             "architecture `{arch}` has no synthetic checkpoints yet"
         )),
