@@ -395,6 +395,43 @@ const TABLE: [Row; 26] = [
         "Lfm2ForCausalLM",
         CtModule::Lfm2,
     ),
+    // candle-transformers recurrent modules (issue 32's stretch).
+    foreign(
+        Architecture::Mamba,
+        "mamba",
+        "MambaForCausalLM",
+        CtModule::Mamba,
+    ),
+    foreign(
+        Architecture::Mamba2,
+        "mamba2",
+        "Mamba2ForCausalLM",
+        CtModule::Mamba2,
+    ),
+    foreign(
+        Architecture::Rwkv5,
+        "rwkv5",
+        "Rwkv5ForCausalLM",
+        CtModule::RwkvV5,
+    ),
+    foreign(
+        Architecture::Rwkv6,
+        "rwkv6",
+        "Rwkv6ForCausalLM",
+        CtModule::RwkvV6,
+    ),
+    foreign(
+        Architecture::Rwkv7,
+        "rwkv7",
+        "RWKV7ForCausalLM",
+        CtModule::RwkvV7,
+    ),
+    foreign(
+        Architecture::RecurrentGemma,
+        "recurrent_gemma",
+        "RecurrentGemmaForCausalLM",
+        CtModule::RecurrentGemma,
+    ),
 ];
 
 /// The row of an architecture only a dense candle-transformers module runs (read from
