@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 
-use super::only_knobs;
+use super::knobs::only_knobs;
 use crate::config::SynthSpec;
 
 /// Refuses a `head_dim` other than `hidden_size / heads` where the architecture derives it.

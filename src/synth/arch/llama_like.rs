@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::only_knobs;
+use super::knobs::only_knobs;
 use crate::config::SynthSpec;
 
 /// `llama` (transformers' `LlamaConfig`).

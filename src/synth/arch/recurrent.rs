@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use super::only_knobs;
+use super::knobs::only_knobs;
 use crate::config::SynthSpec;
 
 /// `mamba` (mamba_ssm's `config.json`: candle's module reads its layout; the state width 16

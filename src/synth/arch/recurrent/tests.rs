@@ -2,6 +2,11 @@
 //! modules: finite logits of the vocabulary's width from a prefill and from a token-by-token
 //! decode. How far the two differ is printed (a finding), not asserted.
 
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::model::candle_transformers;
+use crate::model::family::CtWeights;
 use crate::synth::checkpoint;
 use crate::synth::tests::{prefill_and_decode, spec};
 
@@ -48,14 +53,39 @@ fn mamba2_runs() {
     runs(&spec("mamba2"), 12);
 }
 
+/// A finding: rwkv_v5's and rwkv_v6's forward takes (B, t) ids but computes only t = 1
+/// (the token shift combines the block with the last token's state without broadcasting,
+/// rwkv_v5.rs:167, rwkv_v6.rs:126): a prefill of several tokens fails, while a
+/// token-by-token decode runs.
 #[test]
-fn rwkv5_runs() {
-    runs(&spec("rwkv5"), 12);
-}
-
-#[test]
-fn rwkv6_runs() {
-    runs(&spec("rwkv6"), 12);
+fn rwkv5_and_rwkv6_decode_but_cannot_prefill() {
+    for arch in ["rwkv5", "rwkv6"] {
+        let c = checkpoint(&spec(arch)).unwrap();
+        assert!(!c.tensors.is_empty());
+        let module = c.architecture.ct_module(CtWeights::Safetensors).unwrap();
+        let vb = VarBuilder::from_tensors(
+            c.tensors.clone().into_iter().collect(),
+            DType::F32,
+            &Device::Cpu,
+        );
+        let mut m = candle_transformers::build(module, &c.config.to_string(), vb).unwrap();
+        let row = |t: &[u32]| Tensor::new(t, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let e = m.forward(&row(&ids(12)), 0).unwrap_err().to_string();
+        assert!(e.contains("shape mismatch"), "{arch}: {e}");
+        m.clear();
+        let mut last = vec![];
+        for (i, t) in ids(12).into_iter().enumerate() {
+            last = m
+                .forward(&row(&[t]), i)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+        }
+        assert_eq!(last.len(), 256, "{arch}");
+        assert!(last.iter().all(|v| v.is_finite()), "{arch}");
+    }
 }
 
 #[test]
