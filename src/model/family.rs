@@ -54,6 +54,50 @@ pub enum Architecture {
     Smollm3,
     /// Granite (IBM): Llama with scaling multipliers.
     Granite,
+    // candle-transformers dense modules, group B (issue 32): no own decoder.
+    /// Phi (1, 1.5, 2): parallel attention and MLP, LayerNorm with biases, partial rotary.
+    Phi,
+    /// Phi-3: fused QKV and gate/up projections.
+    Phi3,
+    /// StarCoder2: LayerNorm and biases, an optional sliding window.
+    Starcoder2,
+    /// StableLM (2): LayerNorm, partial rotary, optional Q/K/V biases.
+    StableLm,
+    /// OLMo: non-parametric LayerNorm, optional QKV clipping.
+    Olmo,
+    /// OLMo 2: post-norms and whole-width Q/K RMSNorms.
+    Olmo2,
+    /// Falcon (7B recipe): multi-query attention, parallel attention and MLP.
+    Falcon,
+    /// GLM-4-0414 (`Glm4ForCausalLM`): sandwich norms, partial rotary.
+    Glm4,
+    /// ChatGLM2/3 and GLM-4-9B (remote code, `model_type` `chatglm`), run by candle's
+    /// `glm4` module, which reads `rope_ratio`.
+    Chatglm,
+    /// The same recipe run by candle's `chatglm` module (which has no `rope_ratio`): a name of
+    /// driftsweep's, since both modules serve `model_type` `chatglm`.
+    Chatglm3,
+    /// DeepSeek-V2: multi-head latent attention and a mixture of experts.
+    DeepseekV2,
+    /// MPT: ALiBi, no biases.
+    Mpt,
+    /// Persimmon: LayerNorm, Q/K LayerNorms, partial rotary, squared ReLU.
+    Persimmon,
+    /// LFM2: short convolutions and attention layers.
+    Lfm2,
+    // candle-transformers recurrent modules (issue 32's stretch): no own decoder.
+    /// Mamba (mamba_ssm's checkpoint layout, which candle reads).
+    Mamba,
+    /// Mamba-2.
+    Mamba2,
+    /// RWKV v5 (Eagle).
+    Rwkv5,
+    /// RWKV v6 (Finch).
+    Rwkv6,
+    /// RWKV v7 (Goose).
+    Rwkv7,
+    /// RecurrentGemma (Griffin): recurrent blocks and local attention.
+    RecurrentGemma,
     /// A model given from Rust ([`super::ModelInfo::custom`]).
     Custom,
 }
@@ -111,6 +155,48 @@ pub enum CtModule {
     Smollm3,
     /// `granite`, on dense weights.
     Granite,
+    // Group B (issue 32), on dense weights.
+    /// `phi`.
+    Phi,
+    /// `phi3`.
+    Phi3,
+    /// `starcoder2`.
+    Starcoder2,
+    /// `stable_lm`.
+    StableLm,
+    /// `olmo`.
+    Olmo,
+    /// `olmo2`.
+    Olmo2,
+    /// `falcon`.
+    Falcon,
+    /// `glm4` (the ChatGLM-style GLM-4-9B).
+    Glm4,
+    /// `glm4_new` (GLM-4-0414).
+    Glm4New,
+    /// `chatglm`.
+    Chatglm,
+    /// `deepseek2`.
+    Deepseek2,
+    /// `mpt`.
+    Mpt,
+    /// `persimmon`.
+    Persimmon,
+    /// `lfm2`.
+    Lfm2,
+    // Recurrent (issue 32's stretch), on dense weights.
+    /// `mamba`.
+    Mamba,
+    /// `mamba2`.
+    Mamba2,
+    /// `rwkv_v5`.
+    RwkvV5,
+    /// `rwkv_v6`.
+    RwkvV6,
+    /// `rwkv_v7`.
+    RwkvV7,
+    /// `recurrent_gemma`.
+    RecurrentGemma,
 }
 
 impl CtModule {
@@ -135,6 +221,26 @@ impl CtModule {
             CtModule::Helium => "helium",
             CtModule::Smollm3 => "smol::smollm3",
             CtModule::Granite => "granite",
+            CtModule::Phi => "phi",
+            CtModule::Phi3 => "phi3",
+            CtModule::Starcoder2 => "starcoder2",
+            CtModule::StableLm => "stable_lm",
+            CtModule::Olmo => "olmo",
+            CtModule::Olmo2 => "olmo2",
+            CtModule::Falcon => "falcon",
+            CtModule::Glm4 => "glm4",
+            CtModule::Glm4New => "glm4_new",
+            CtModule::Chatglm => "chatglm",
+            CtModule::Deepseek2 => "deepseek2",
+            CtModule::Mpt => "mpt",
+            CtModule::Persimmon => "persimmon",
+            CtModule::Lfm2 => "lfm2",
+            CtModule::Mamba => "mamba",
+            CtModule::Mamba2 => "mamba2",
+            CtModule::RwkvV5 => "rwkv_v5",
+            CtModule::RwkvV6 => "rwkv_v6",
+            CtModule::RwkvV7 => "rwkv_v7",
+            CtModule::RecurrentGemma => "recurrent_gemma",
         }
     }
 }
@@ -353,7 +459,144 @@ const TABLE: &[Row] = &[
         },
         ct: [None, None, None],
     },
+    // candle-transformers dense modules, group B (issue 32).
+    foreign(Architecture::Phi, "phi", "PhiForCausalLM", CtModule::Phi),
+    foreign(
+        Architecture::Phi3,
+        "phi3",
+        "Phi3ForCausalLM",
+        CtModule::Phi3,
+    ),
+    foreign(
+        Architecture::Starcoder2,
+        "starcoder2",
+        "Starcoder2ForCausalLM",
+        CtModule::Starcoder2,
+    ),
+    foreign(
+        Architecture::StableLm,
+        "stablelm",
+        "StableLmForCausalLM",
+        CtModule::StableLm,
+    ),
+    foreign(
+        Architecture::Olmo,
+        "olmo",
+        "OlmoForCausalLM",
+        CtModule::Olmo,
+    ),
+    foreign(
+        Architecture::Olmo2,
+        "olmo2",
+        "Olmo2ForCausalLM",
+        CtModule::Olmo2,
+    ),
+    foreign(
+        Architecture::Falcon,
+        "falcon",
+        "FalconForCausalLM",
+        CtModule::Falcon,
+    ),
+    foreign(
+        Architecture::Glm4,
+        "glm4",
+        "Glm4ForCausalLM",
+        CtModule::Glm4New,
+    ),
+    // Both read `ChatGLMModel` directories; `model_type` `chatglm` picks the first.
+    foreign(
+        Architecture::Chatglm,
+        "chatglm",
+        "ChatGLMModel",
+        CtModule::Glm4,
+    ),
+    foreign(
+        Architecture::Chatglm3,
+        "chatglm3",
+        "ChatGLMModel",
+        CtModule::Chatglm,
+    ),
+    foreign(
+        Architecture::DeepseekV2,
+        "deepseek_v2",
+        "DeepseekV2ForCausalLM",
+        CtModule::Deepseek2,
+    ),
+    foreign(Architecture::Mpt, "mpt", "MptForCausalLM", CtModule::Mpt),
+    foreign(
+        Architecture::Persimmon,
+        "persimmon",
+        "PersimmonForCausalLM",
+        CtModule::Persimmon,
+    ),
+    foreign(
+        Architecture::Lfm2,
+        "lfm2",
+        "Lfm2ForCausalLM",
+        CtModule::Lfm2,
+    ),
+    // candle-transformers recurrent modules (issue 32's stretch).
+    foreign(
+        Architecture::Mamba,
+        "mamba",
+        "MambaForCausalLM",
+        CtModule::Mamba,
+    ),
+    foreign(
+        Architecture::Mamba2,
+        "mamba2",
+        "Mamba2ForCausalLM",
+        CtModule::Mamba2,
+    ),
+    foreign(
+        Architecture::Rwkv5,
+        "rwkv5",
+        "Rwkv5ForCausalLM",
+        CtModule::RwkvV5,
+    ),
+    foreign(
+        Architecture::Rwkv6,
+        "rwkv6",
+        "Rwkv6ForCausalLM",
+        CtModule::RwkvV6,
+    ),
+    foreign(
+        Architecture::Rwkv7,
+        "rwkv7",
+        "RWKV7ForCausalLM",
+        CtModule::RwkvV7,
+    ),
+    foreign(
+        Architecture::RecurrentGemma,
+        "recurrent_gemma",
+        "RecurrentGemmaForCausalLM",
+        CtModule::RecurrentGemma,
+    ),
 ];
+
+/// The row of an architecture only a dense candle-transformers module runs (read from
+/// Hugging Face directories as `name` or `class`).
+const fn foreign(
+    arch: Architecture,
+    name: &'static str,
+    class: &'static str,
+    module: CtModule,
+) -> Row {
+    Row {
+        arch,
+        name,
+        hf_class: Some(class),
+        gguf: false,
+        family: FamilyKind::Foreign,
+        llama: llama::Variant {
+            always_slides: false,
+            slides_when_enabled: false,
+            qkv_bias: false,
+            qk_norm: false,
+        },
+        ct: [None, None, Some(module)],
+    }
+}
 
 impl Architecture {
     fn row(self) -> &'static Row {

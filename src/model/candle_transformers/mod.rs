@@ -9,6 +9,9 @@
 //! model: a sequence holds the model's lock while it lives.
 
 mod dense_a;
+mod dense_b;
+mod dense_b2;
+mod recurrent;
 mod stateful;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -223,6 +226,12 @@ fn build_module(
     vb: VarBuilder<'_>,
 ) -> Result<Box<dyn Stateful>, ModelError> {
     if let Some(r) = dense_a::build(module, text, vb.clone()) {
+        return r;
+    }
+    if let Some(r) = dense_b::build(module, text, vb.clone()) {
+        return r;
+    }
+    if let Some(r) = recurrent::build(module, text, vb.clone()) {
         return r;
     }
     Err(not_for(module, "safetensors"))
