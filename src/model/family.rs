@@ -16,6 +16,7 @@ use super::custom::CustomLoader;
 use super::error::ModelError;
 use super::gemma3;
 use super::gguf::layout::Layout;
+use super::gguf::read::{get, get_u32};
 use super::header::Expected;
 use super::layers::Source;
 use super::llama;
@@ -72,6 +73,23 @@ pub enum CtModule {
     Qwen3,
     /// `gemma3`, on dense weights.
     Gemma3,
+    // Quantized modules (issue 32), on GGUF blocks.
+    /// `quantized_mistral`: reads Hugging Face tensor names and a Mistral config, which
+    /// driftsweep takes from a llama.cpp file of architecture `llama`.
+    QuantizedMistral,
+    /// `quantized_phi` (Phi-2, `general.architecture` `phi2`).
+    QuantizedPhi,
+    /// `quantized_phi3`.
+    QuantizedPhi3,
+    /// `quantized_qwen3_moe` (`qwen3moe`).
+    QuantizedQwen3Moe,
+    /// `quantized_glm4`.
+    QuantizedGlm4,
+    /// `quantized_stable_lm`: reads Hugging Face tensor names and a StableLM config, which
+    /// driftsweep takes from a llama.cpp file of architecture `stablelm`.
+    QuantizedStableLm,
+    /// `quantized_lfm2`.
+    QuantizedLfm2,
 }
 
 impl CtModule {
@@ -87,6 +105,13 @@ impl CtModule {
             CtModule::Qwen2 => "qwen2",
             CtModule::Qwen3 => "qwen3",
             CtModule::Gemma3 => "gemma3",
+            CtModule::QuantizedMistral => "quantized_mistral",
+            CtModule::QuantizedPhi => "quantized_phi",
+            CtModule::QuantizedPhi3 => "quantized_phi3",
+            CtModule::QuantizedQwen3Moe => "quantized_qwen3_moe",
+            CtModule::QuantizedGlm4 => "quantized_glm4",
+            CtModule::QuantizedStableLm => "quantized_stable_lm",
+            CtModule::QuantizedLfm2 => "quantized_lfm2",
         }
     }
 }
@@ -112,6 +137,9 @@ struct Row {
     hf_class: Option<&'static str>,
     /// The own decoder reads the architecture from GGUF files.
     gguf: bool,
+    /// llama.cpp's `general.architecture` for it, if llama.cpp converts it (Mistral's files
+    /// are `llama`'s).
+    gguf_name: Option<&'static str>,
     family: FamilyKind,
     /// What a Llama-family architecture changes in the Llama recipe (default elsewhere).
     llama: llama::Variant,
@@ -126,6 +154,7 @@ const TABLE: [Row; 6] = [
         name: "llama",
         hf_class: Some("LlamaForCausalLM"),
         gguf: true,
+        gguf_name: Some("llama"),
         family: FamilyKind::Llama,
         llama: llama::Variant {
             always_slides: false,
@@ -144,6 +173,7 @@ const TABLE: [Row; 6] = [
         name: "mistral",
         hf_class: Some("MistralForCausalLM"),
         gguf: false,
+        gguf_name: Some("llama"),
         family: FamilyKind::Llama,
         llama: llama::Variant {
             always_slides: true,
@@ -151,13 +181,18 @@ const TABLE: [Row; 6] = [
             qkv_bias: false,
             qk_norm: false,
         },
-        ct: [None, None, Some(CtModule::Mistral)],
+        ct: [
+            Some(CtModule::QuantizedMistral),
+            None,
+            Some(CtModule::Mistral),
+        ],
     },
     Row {
         arch: Architecture::Qwen2,
         name: "qwen2",
         hf_class: Some("Qwen2ForCausalLM"),
         gguf: false,
+        gguf_name: Some("qwen2"),
         family: FamilyKind::Llama,
         llama: llama::Variant {
             always_slides: false,
@@ -172,6 +207,7 @@ const TABLE: [Row; 6] = [
         name: "qwen3",
         hf_class: Some("Qwen3ForCausalLM"),
         gguf: false,
+        gguf_name: Some("qwen3"),
         family: FamilyKind::Llama,
         llama: llama::Variant {
             always_slides: false,
@@ -186,6 +222,7 @@ const TABLE: [Row; 6] = [
         name: "gemma3",
         hf_class: None,
         gguf: true,
+        gguf_name: Some("gemma3"),
         family: FamilyKind::Gemma3,
         llama: llama::Variant {
             always_slides: false,
@@ -204,6 +241,7 @@ const TABLE: [Row; 6] = [
         name: "custom",
         hf_class: None,
         gguf: false,
+        gguf_name: None,
         family: FamilyKind::Custom,
         llama: llama::Variant {
             always_slides: false,
@@ -248,13 +286,33 @@ impl Architecture {
         self.row().ct[i]
     }
 
-    /// The architecture of a GGUF file's `general.architecture`, if the own decoders read it.
+    /// llama.cpp's `general.architecture` for it, if llama.cpp converts it.
+    pub fn gguf_name(self) -> Option<&'static str> {
+        self.row().gguf_name
+    }
+
+    /// Whether an own decoder reads its GGUF files (others run in candle-transformers only).
+    pub fn own_gguf(self) -> bool {
+        self.row().gguf
+    }
+
+    /// The architecture of a GGUF file's `general.architecture`: one the own decoders read,
+    /// else one a quantized candle-transformers module runs.
     pub fn from_gguf(name: &str) -> Result<Self, ModelError> {
-        let supported = TABLE.iter().filter(|r| r.gguf);
-        if let Some(r) = supported.clone().find(|r| r.name == name) {
+        if let Some(r) = TABLE.iter().find(|r| r.gguf && r.name == name) {
             return Ok(r.arch);
         }
-        let names: Vec<&str> = supported.map(|r| r.name).collect();
+        let quantized = || TABLE.iter().filter(|r| r.ct[0].is_some() && r.gguf_name.is_some());
+        if let Some(r) = quantized().find(|r| r.gguf_name == Some(name)) {
+            return Ok(r.arch);
+        }
+        let mut names: Vec<&str> = TABLE
+            .iter()
+            .filter(|r| r.gguf)
+            .map(|r| r.name)
+            .chain(quantized().filter_map(|r| r.gguf_name))
+            .collect();
+        names.dedup();
         Err(ModelError::Unsupported(format!(
             "architecture `{name}` is not supported from GGUF; supported: {}",
             names.join(", ")
@@ -362,23 +420,53 @@ impl ForeignConfig {
     }
 }
 
+impl ForeignConfig {
+    /// The sizes from a GGUF file's metadata (`<general.architecture>.block_count`,
+    /// `.context_length`, `.attention.sliding_window`) and its embedding's `vocab_size` rows.
+    pub fn from_gguf(c: &Content, vocab_size: usize) -> Result<Self, ModelError> {
+        let arch = get(c, "general.architecture")?
+            .to_string()
+            .map_err(|e| format!("general.architecture: {e}"))?
+            .clone();
+        let key = |s: &str| format!("{arch}.{s}");
+        Ok(ForeignConfig {
+            sizes: Sizes {
+                vocab_size,
+                num_layers: get_u32(c, &key("block_count"))? as usize,
+                context_len: get_u32(c, &key("context_length"))? as usize,
+            },
+            sliding_window: get_u32(c, &key("attention.sliding_window"))
+                .ok()
+                .map(|w| w as usize),
+        })
+    }
+}
+
 impl Family {
     /// The config of a GGUF file of architecture `arch` whose embedding has `vocab_size`
-    /// rows, with the layout of its tensors and the tensors its header must list.
+    /// rows, with the layout of its tensors and the tensors its header must list (`None`
+    /// for an architecture no own decoder reads from GGUF: its sizes come from the metadata,
+    /// [`ForeignConfig::from_gguf`]).
     pub fn from_gguf(
         arch: Architecture,
         c: &Content,
         vocab_size: usize,
-    ) -> Result<(Family, Layout), ModelError> {
+    ) -> Result<(Family, Option<Layout>), ModelError> {
+        if !arch.own_gguf() {
+            return Ok((
+                Family::Foreign(ForeignConfig::from_gguf(c, vocab_size)?),
+                None,
+            ));
+        }
         Ok(match arch.family() {
             FamilyKind::Llama => {
                 let cfg = llama::from_gguf(c, arch.name(), vocab_size)?;
                 let layout = llama::gguf_layout(&cfg);
-                (Family::Llama(cfg), layout)
+                (Family::Llama(cfg), Some(layout))
             }
             FamilyKind::Gemma3 => (
                 Family::Gemma3(gemma3::Config::from_gguf_checked(c)?),
-                gemma3::GGUF_LAYOUT,
+                Some(gemma3::GGUF_LAYOUT),
             ),
             FamilyKind::Custom | FamilyKind::Foreign => {
                 return Err(ModelError::Unsupported(format!(

@@ -10,7 +10,6 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models as ct;
@@ -25,6 +24,9 @@ use super::source::Weights;
 use super::under_test::{Capabilities, ModelUnderTest, Rows, Sequence};
 use crate::dtype::RunDtype;
 use crate::engine::WeightFormat;
+
+mod quantized;
+mod quantized_hf;
 
 /// What candle-transformers' models can do for a run: the last row only, no cut-back cache,
 /// no taps; their forwards take a batch of sequences of equal length (ids of shape (B, t)).
@@ -100,7 +102,9 @@ pub fn load(
     let module = module_for(target, weights, dtype)?;
     let dt = dtype.candle();
     let model: Box<dyn Stateful> = match (target.weights, weights) {
-        (Weights::Gguf(path), WeightFormat::Quantized) => quantized(path, module, device)?,
+        (Weights::Gguf(path), WeightFormat::Quantized) => {
+            quantized::quantized(path, module, device)?
+        }
         (Weights::Builtin, _) => {
             let cfg = llama_of(target)?;
             let vb = builtin::var_builder(cfg, dt, device);
@@ -144,40 +148,6 @@ fn llama_of<'a>(target: &Target<'a>) -> Result<&'a llama::Config, ModelError> {
             )))
         }
     }
-}
-
-/// A quantized module on a GGUF file's blocks.
-fn quantized(
-    path: &std::path::Path,
-    module: CtModule,
-    device: &Device,
-) -> Result<Box<dyn Stateful>, ModelError> {
-    let err = err(module);
-    let mut file = std::fs::File::open(path).map_err(|e| ModelError::Io(format!("{e}")))?;
-    let content = gguf_file::Content::read(&mut file).map_err(&err)?;
-    Ok(match module {
-        CtModule::QuantizedLlama => Box::new(
-            ct::quantized_llama::ModelWeights::from_gguf(content, &mut file, device)
-                .map_err(err)?,
-        ),
-        CtModule::QuantizedQwen2 => Box::new(
-            ct::quantized_qwen2::ModelWeights::from_gguf(content, &mut file, device)
-                .map_err(err)?,
-        ),
-        CtModule::QuantizedQwen3 => Box::new(
-            ct::quantized_qwen3::ModelWeights::from_gguf(content, &mut file, device)
-                .map_err(err)?,
-        ),
-        CtModule::QuantizedGemma3 => Box::new(Gemma3Quantized(
-            ct::quantized_gemma3::ModelWeights::from_gguf(content, &mut file, device)
-                .map_err(err)?,
-        )),
-        CtModule::Llama
-        | CtModule::Mistral
-        | CtModule::Qwen2
-        | CtModule::Qwen3
-        | CtModule::Gemma3 => return Err(not_for(module, "GGUF blocks")),
-    })
 }
 
 /// A dense module on a Hugging Face directory's safetensors, configured by its config.json.
@@ -238,7 +208,14 @@ pub fn build(
         CtModule::QuantizedLlama
         | CtModule::QuantizedQwen2
         | CtModule::QuantizedQwen3
-        | CtModule::QuantizedGemma3 => return Err(not_for(module, "safetensors")),
+        | CtModule::QuantizedGemma3
+        | CtModule::QuantizedMistral
+        | CtModule::QuantizedPhi
+        | CtModule::QuantizedPhi3
+        | CtModule::QuantizedQwen3Moe
+        | CtModule::QuantizedGlm4
+        | CtModule::QuantizedStableLm
+        | CtModule::QuantizedLfm2 => return Err(not_for(module, "safetensors")),
     })
 }
 
@@ -315,44 +292,6 @@ impl Stateful for LlamaState {
     fn clear(&mut self) {
         self.cache = self.empty.clone();
     }
-}
-
-impl Stateful for ct::quantized_llama::ModelWeights {
-    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
-        ct::quantized_llama::ModelWeights::forward(self, x, offset)
-    }
-    fn clear(&mut self) {
-        self.clear_kv_cache()
-    }
-}
-
-impl Stateful for ct::quantized_qwen2::ModelWeights {
-    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
-        ct::quantized_qwen2::ModelWeights::forward(self, x, offset)
-    }
-    fn clear(&mut self) {
-        self.clear_kv_cache()
-    }
-}
-
-impl Stateful for ct::quantized_qwen3::ModelWeights {
-    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
-        ct::quantized_qwen3::ModelWeights::forward(self, x, offset)
-    }
-    fn clear(&mut self) {
-        self.clear_kv_cache()
-    }
-}
-
-/// quantized_gemma3 has no way to empty its cache: a forward at offset 0 replaces it, which
-/// every sequence's first forward is.
-struct Gemma3Quantized(ct::quantized_gemma3::ModelWeights);
-
-impl Stateful for Gemma3Quantized {
-    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
-        self.0.forward(x, offset)
-    }
-    fn clear(&mut self) {}
 }
 
 impl Stateful for ct::mistral::Model {
