@@ -302,7 +302,11 @@ impl Architecture {
         if let Some(r) = TABLE.iter().find(|r| r.gguf && r.name == name) {
             return Ok(r.arch);
         }
-        let quantized = || TABLE.iter().filter(|r| r.ct[0].is_some() && r.gguf_name.is_some());
+        let quantized = || {
+            TABLE
+                .iter()
+                .filter(|r| r.ct[0].is_some() && r.gguf_name.is_some())
+        };
         if let Some(r) = quantized().find(|r| r.gguf_name == Some(name)) {
             return Ok(r.arch);
         }

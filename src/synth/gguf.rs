@@ -300,7 +300,12 @@ fn metadata(arch: &str, cfg: &Cfg) -> Result<Vec<(String, Value)>, String> {
     let head_dim = cfg.head_dim()?;
     let rotary = cfg.f(&["partial_rotary_factor"]).unwrap_or(1.0);
     let eps = cfg
-        .f(&["rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "norm_eps"])
+        .f(&[
+            "rms_norm_eps",
+            "layer_norm_eps",
+            "layer_norm_epsilon",
+            "norm_eps",
+        ])
         .unwrap_or(1e-5);
     // Phi-2 and StableLM use LayerNorm, whose epsilon llama.cpp keys differently.
     let eps_key = if matches!(arch, "phi2" | "stablelm") {
@@ -309,7 +314,10 @@ fn metadata(arch: &str, cfg: &Cfg) -> Result<Vec<(String, Value)>, String> {
         "attention.layer_norm_rms_epsilon"
     };
     let mut md = vec![
-        ("general.architecture".to_string(), Value::String(arch.into())),
+        (
+            "general.architecture".to_string(),
+            Value::String(arch.into()),
+        ),
         (
             "general.name".to_string(),
             Value::String(format!("driftsweep synthetic {arch}")),
@@ -405,15 +413,24 @@ fn tokenizer(cfg: &Cfg) -> Result<Vec<(String, Value)>, String> {
         })
         .collect();
     let mut md = vec![
-        ("tokenizer.ggml.model".to_string(), Value::String("gpt2".into())),
-        ("tokenizer.ggml.pre".to_string(), Value::String("default".into())),
+        (
+            "tokenizer.ggml.model".to_string(),
+            Value::String("gpt2".into()),
+        ),
+        (
+            "tokenizer.ggml.pre".to_string(),
+            Value::String("default".into()),
+        ),
         ("tokenizer.ggml.tokens".to_string(), Value::Array(tokens)),
         (
             "tokenizer.ggml.token_type".to_string(),
             Value::Array(vec![Value::I32(1); vocab]),
         ),
         ("tokenizer.ggml.merges".to_string(), Value::Array(vec![])),
-        ("tokenizer.ggml.add_bos_token".to_string(), Value::Bool(false)),
+        (
+            "tokenizer.ggml.add_bos_token".to_string(),
+            Value::Bool(false),
+        ),
     ];
     for key in ["bos", "eos"] {
         if let Some(id) = cfg.u(&[&format!("{key}_token_id")])

@@ -150,6 +150,16 @@ fn llama_of<'a>(target: &Target<'a>) -> Result<&'a llama::Config, ModelError> {
     }
 }
 
+/// Quantized `module` on the GGUF file at `path` as it ships (what a sweep's quantized
+/// candle-transformers load runs, without the family table's choice of module).
+pub fn load_quantized(
+    path: &std::path::Path,
+    module: CtModule,
+    device: &Device,
+) -> Result<Box<dyn Stateful>, ModelError> {
+    quantized::quantized(path, module, device)
+}
+
 /// A dense module on a Hugging Face directory's safetensors, configured by its config.json.
 fn safetensors(
     files: &[std::path::PathBuf],

@@ -47,15 +47,15 @@ fn load(path: &Path, module: CtModule, device: &Device) -> Result<Box<dyn Statef
     let content = gguf_file::Content::read(&mut file).map_err(&err)?;
     let f = &mut file;
     Ok(match module {
-        CtModule::QuantizedLlama => Box::new(
-            ct::quantized_llama::ModelWeights::from_gguf(content, f, device).map_err(err)?,
-        ),
-        CtModule::QuantizedQwen2 => Box::new(
-            ct::quantized_qwen2::ModelWeights::from_gguf(content, f, device).map_err(err)?,
-        ),
-        CtModule::QuantizedQwen3 => Box::new(
-            ct::quantized_qwen3::ModelWeights::from_gguf(content, f, device).map_err(err)?,
-        ),
+        CtModule::QuantizedLlama => {
+            Box::new(ct::quantized_llama::ModelWeights::from_gguf(content, f, device).map_err(err)?)
+        }
+        CtModule::QuantizedQwen2 => {
+            Box::new(ct::quantized_qwen2::ModelWeights::from_gguf(content, f, device).map_err(err)?)
+        }
+        CtModule::QuantizedQwen3 => {
+            Box::new(ct::quantized_qwen3::ModelWeights::from_gguf(content, f, device).map_err(err)?)
+        }
         CtModule::QuantizedGemma3 => Box::new(OffsetZeroResets(
             ct::quantized_gemma3::ModelWeights::from_gguf(content, f, device).map_err(err)?,
         )),
@@ -63,8 +63,7 @@ fn load(path: &Path, module: CtModule, device: &Device) -> Result<Box<dyn Statef
             ct::quantized_phi::ModelWeights::from_gguf(content, f, device).map_err(err)?,
         )),
         CtModule::QuantizedPhi3 => Box::new(Fresh::new(
-            ct::quantized_phi3::ModelWeights::from_gguf(false, content, f, device)
-                .map_err(err)?,
+            ct::quantized_phi3::ModelWeights::from_gguf(false, content, f, device).map_err(err)?,
         )),
         CtModule::QuantizedGlm4 => Box::new(Fresh::new(
             ct::quantized_glm4::ModelWeights::from_gguf(content, f, device, DType::F32)
@@ -74,9 +73,9 @@ fn load(path: &Path, module: CtModule, device: &Device) -> Result<Box<dyn Statef
             ct::quantized_qwen3_moe::GGUFQWenMoE::from_gguf(content, f, device, DType::F32)
                 .map_err(err)?,
         ),
-        CtModule::QuantizedLfm2 => Box::new(
-            ct::quantized_lfm2::ModelWeights::from_gguf(content, f, device).map_err(err)?,
-        ),
+        CtModule::QuantizedLfm2 => {
+            Box::new(ct::quantized_lfm2::ModelWeights::from_gguf(content, f, device).map_err(err)?)
+        }
         CtModule::QuantizedMistral => quantized_hf::mistral(&content, f, device)?,
         CtModule::QuantizedStableLm => quantized_hf::stable_lm(&content, f, device)?,
         CtModule::Llama

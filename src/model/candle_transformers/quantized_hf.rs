@@ -78,7 +78,9 @@ fn renamed<R: Read + Seek>(
     }
     // A tied head is the embedding (the modules always read `lm_head`).
     if !c.tensor_infos.contains_key("output.weight") {
-        let q = c.tensor(r, "token_embd.weight", &Device::Cpu).map_err(load)?;
+        let q = c
+            .tensor(r, "token_embd.weight", &Device::Cpu)
+            .map_err(load)?;
         tensors.push(("lm_head.weight".into(), q));
     }
     let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, q)| (n.as_str(), q)).collect();

@@ -4,6 +4,7 @@
 //! A new architecture adds its arm to [`config_json`] and a function in the file of its group.
 
 mod llama_like;
+mod quantized_twins;
 
 use serde_json::Value;
 
@@ -69,6 +70,10 @@ pub fn only_knobs(spec: &SynthSpec, arch: &str, allowed: &[&str]) -> Result<(), 
 pub fn config_json(arch: Architecture, spec: &SynthSpec) -> Result<Value, String> {
     match arch {
         Architecture::Llama => llama_like::llama(spec),
+        Architecture::Mistral => quantized_twins::mistral(spec),
+        Architecture::Qwen2 => quantized_twins::qwen2(spec),
+        Architecture::Qwen3 => quantized_twins::qwen3(spec),
+        Architecture::Gemma3 => quantized_twins::gemma3(spec),
         _ => Err(format!(
             "architecture `{arch}` has no synthetic checkpoints yet"
         )),
