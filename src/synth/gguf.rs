@@ -25,6 +25,23 @@ pub fn write(c: &Checkpoint, format: SynthFormat, path: &Path) -> Result<(), Str
 
 /// The GGUF file's bytes.
 pub fn bytes(c: &Checkpoint, format: SynthFormat) -> Result<Vec<u8>, String> {
+    let arch = c.architecture.gguf_name().ok_or_else(|| {
+        format!(
+            "architecture `{}` has no GGUF files (llama.cpp has no such architecture)",
+            c.architecture
+        )
+    })?;
+    encode(arch, &c.config, &c.tensors, format)
+}
+
+/// The GGUF bytes of a checkpoint (`config`, Hugging Face-named `tensors`) whose llama.cpp
+/// `general.architecture` is `arch`.
+pub fn encode(
+    arch: &str,
+    config: &Json,
+    tensors: &BTreeMap<String, Tensor>,
+    format: SynthFormat,
+) -> Result<Vec<u8>, String> {
     let dtype = match format {
         SynthFormat::GgufF32 => GgmlDType::F32,
         SynthFormat::GgufQ8_0 => GgmlDType::Q8_0,
@@ -33,14 +50,8 @@ pub fn bytes(c: &Checkpoint, format: SynthFormat) -> Result<Vec<u8>, String> {
             return Err("format `safetensors` is not a GGUF format".into());
         }
     };
-    let arch = c.architecture.gguf_name().ok_or_else(|| {
-        format!(
-            "architecture `{}` has no GGUF files (llama.cpp has no such architecture)",
-            c.architecture
-        )
-    })?;
-    let cfg = Cfg(&c.config);
-    let tensors = convert(arch, &cfg, &c.tensors).map_err(|e| e.to_string())?;
+    let cfg = Cfg(config);
+    let tensors = convert(arch, &cfg, tensors)?;
     let mut qs = Vec::with_capacity(tensors.len());
     for (name, t) in &tensors {
         qs.push((name.clone(), quantize(name, t, dtype, &cfg)?));
@@ -210,6 +221,11 @@ fn convert(
         if arch == "gemma3" && g.ends_with("norm.weight") {
             t = (t + 1.0).map_err(|e| e.to_string())?;
         }
+        // LFM2's convolution kernels are (hidden, 1, L) in the checkpoint, (hidden, L) in
+        // llama.cpp's files.
+        if g.ends_with("shortconv.conv.weight") && t.rank() == 3 {
+            t = t.squeeze(1).map_err(|e| e.to_string())?;
+        }
         out.insert(order(&g), (g, t));
     }
     for ((layer, proj), by_expert) in experts {
@@ -343,10 +359,17 @@ fn metadata(arch: &str, cfg: &Cfg) -> Result<Vec<(String, Value)>, String> {
         ),
         (
             k("rope.dimension_count"),
-            u32v((head_dim as f64 * rotary).round() as usize),
+            // transformers' int(partial_rotary_factor * head_dim): rounded down.
+            u32v((head_dim as f64 * rotary + 1e-9) as usize),
         ),
     ];
-    md.extend(arch_metadata(arch, cfg)?);
+    // An architecture's own entries replace the shared ones of the same key.
+    for (key, v) in arch_metadata(arch, cfg)? {
+        match md.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = v,
+            None => md.push((key, v)),
+        }
+    }
     md.extend(tokenizer(cfg)?);
     Ok(md)
 }
@@ -383,6 +406,15 @@ fn arch_metadata(arch: &str, cfg: &Cfg) -> Result<Vec<(String, Value)>, String> 
     }
     if arch == "lfm2" {
         md.push((k("shortconv.l_cache"), u32v(cfg.need(&["conv_L_cache"])?)));
+        // Per layer: the key/value heads of attention layers, 0 for convolution layers.
+        let kv = cfg.kv_heads()?;
+        let types = cfg.0.get("layer_types").and_then(|v| v.as_array());
+        let per_layer: Vec<Value> = types
+            .ok_or("config.json: lfm2 needs `layer_types`")?
+            .iter()
+            .map(|t| u32v(if t.as_str() == Some("conv") { 0 } else { kv }))
+            .collect();
+        md.push((k("attention.head_count_kv"), Value::Array(per_layer)));
     }
     Ok(md)
 }
@@ -445,5 +477,7 @@ fn tokenizer(cfg: &Cfg) -> Result<Vec<(String, Value)>, String> {
     Ok(md)
 }
 
+#[cfg(test)]
+mod foreign_tests;
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,8 @@
 //! vocabulary's width (their gap is printed, a finding, not asserted); the llama file read
 //! by the own decoder equals the safetensors checkpoint (names and Q/K permutation right).
 
+use std::collections::BTreeMap;
+
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
@@ -84,12 +86,24 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 /// decode after a clear), asserts finite logits of the vocabulary's width, prints the gap.
 /// `Err` carries the module's error text (a finding) for the caller to assert.
 fn run_module(c: &Checkpoint, module: CtModule, n: usize) -> Result<(), String> {
+    let arch = c.architecture.gguf_name().unwrap();
+    run_encoded(arch, &c.config, &c.tensors, module, n)
+}
+
+/// [`run_module`] on a checkpoint given as parts, written as llama.cpp's `arch`.
+pub(super) fn run_encoded(
+    arch: &str,
+    config: &serde_json::Value,
+    tensors: &BTreeMap<String, Tensor>,
+    module: CtModule,
+    n: usize,
+) -> Result<(), String> {
     let dir = tempfile::tempdir().unwrap();
-    let vocab = c.config["vocab_size"].as_u64().unwrap() as usize;
+    let vocab = config["vocab_size"].as_u64().unwrap() as usize;
     let ids: Vec<u32> = (0..n as u32).map(|i| (i * 37 + 5) % vocab as u32).collect();
     for format in [SynthFormat::GgufF32, SynthFormat::GgufQ8_0] {
         let path = dir.path().join(format!("{format:?}.gguf"));
-        write(c, format, &path).unwrap();
+        std::fs::write(&path, encode(arch, config, tensors, format).unwrap()).unwrap();
         let mut m = ctm::load_quantized(&path, module, &Device::Cpu).map_err(|e| e.to_string())?;
         let (pre, dec) = prefill_and_decode(&mut m, &ids, vocab).map_err(|e| e.to_string())?;
         assert_eq!((pre.len(), dec.len()), (vocab, vocab));
