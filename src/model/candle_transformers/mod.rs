@@ -27,6 +27,10 @@ use crate::engine::WeightFormat;
 
 mod quantized;
 mod quantized_hf;
+mod stateful;
+
+pub use stateful::Stateful;
+use stateful::not_for;
 
 /// What candle-transformers' models can do for a run: the last row only, no cut-back cache,
 /// no taps; their forwards take a batch of sequences of equal length (ids of shape (B, t)).
@@ -229,14 +233,6 @@ pub fn build(
     })
 }
 
-/// `module` does not read `what` (the family table never pairs them).
-fn not_for(module: CtModule, what: &str) -> ModelError {
-    ModelError::Unsupported(format!(
-        "candle-transformers {} does not read {what}",
-        module.as_str()
-    ))
-}
-
 /// candle-transformers' Llama configuration from the hyper-parameters driftsweep read.
 fn llama_config(target: &Target, c: &llama::Config) -> ct::llama::Config {
     ct::llama::Config {
@@ -261,14 +257,6 @@ fn llama_config(target: &Target, c: &llama::Config) -> ct::llama::Config {
         max_position_embeddings: c.max_position_embeddings,
         tie_word_embeddings: c.tie_word_embeddings,
     }
-}
-
-/// A candle-transformers model with its cache inside: `forward` at an offset appends to it.
-pub trait Stateful: Send {
-    /// Feeds `x` (B × t ids) at `offset`; each sequence's last position's logits.
-    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor>;
-    /// Empties the cache.
-    fn clear(&mut self);
 }
 
 /// `llama` keeps its cache outside the model: a fresh copy of the empty cache per sequence.

@@ -10,8 +10,8 @@ use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models as ct;
 
-use super::Stateful;
 use super::quantized_hf;
+use super::stateful::{Forward, Fresh, Stateful, not_for};
 use crate::model::error::ModelError;
 use crate::model::family::CtModule;
 
@@ -82,7 +82,7 @@ fn load(path: &Path, module: CtModule, device: &Device) -> Result<Box<dyn Statef
         | CtModule::Mistral
         | CtModule::Qwen2
         | CtModule::Qwen3
-        | CtModule::Gemma3 => return Err(super::not_for(module, "GGUF blocks")),
+        | CtModule::Gemma3 => return Err(not_for(module, "GGUF blocks")),
     })
 }
 
@@ -110,36 +110,6 @@ impl Stateful for Reloaded {
     }
 }
 
-/// A module without a way to empty its cache that can be cloned: a copy taken before any
-/// forward replaces it on [`Stateful::clear`] (the weights are shared, not copied).
-pub(super) struct Fresh<M> {
-    empty: M,
-    live: M,
-}
-
-impl<M: Clone> Fresh<M> {
-    pub(super) fn new(m: M) -> Self {
-        Fresh {
-            live: m.clone(),
-            empty: m,
-        }
-    }
-}
-
-/// The forward of each module that [`Fresh`] wraps.
-pub(super) trait Forward {
-    fn forward_at(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor>;
-}
-
-impl<M: Clone + Forward + Send> Stateful for Fresh<M> {
-    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
-        self.live.forward_at(x, offset)
-    }
-    fn clear(&mut self) {
-        self.live = self.empty.clone();
-    }
-}
-
 impl Forward for ct::quantized_phi::ModelWeights {
     fn forward_at(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
         self.forward(x, offset)
@@ -153,12 +123,6 @@ impl Forward for ct::quantized_phi3::ModelWeights {
 }
 
 impl Forward for ct::quantized_glm4::ModelWeights {
-    fn forward_at(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
-        self.forward(x, offset)
-    }
-}
-
-impl Forward for ct::quantized_stable_lm::Model {
     fn forward_at(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
         self.forward(x, offset)
     }

@@ -8,14 +8,13 @@
 
 use std::io::{Cursor, Read, Seek};
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use candle_core::quantized::{QTensor, gguf_file};
 use candle_transformers::models as ct;
 use candle_transformers::quantized_var_builder::VarBuilder;
 use serde_json::json;
 
-use super::Stateful;
-use super::quantized::Fresh;
+use super::stateful::{Forward, Fresh, Stateful};
 use crate::model::error::ModelError;
 use crate::model::gguf::read::{get, get_f32, get_u32};
 use crate::model::gguf::tensors::unpermute_rows;
@@ -154,4 +153,10 @@ pub(super) fn stable_lm<R: Read + Seek>(
     let m = ct::quantized_stable_lm::Model::new(&cfg, vb)
         .map_err(|e| ModelError::Load(format!("candle-transformers quantized_stable_lm: {e}")))?;
     Ok(Box::new(Fresh::new(m)))
+}
+
+impl Forward for ct::quantized_stable_lm::Model {
+    fn forward_at(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
+        self.forward(x, offset)
+    }
 }
