@@ -8,8 +8,8 @@
 
 use std::io::{Cursor, Read, Seek};
 
-use candle_core::{Device, Tensor};
 use candle_core::quantized::{QTensor, gguf_file};
+use candle_core::{Device, Tensor};
 use candle_transformers::models as ct;
 use candle_transformers::quantized_var_builder::VarBuilder;
 use serde_json::json;
