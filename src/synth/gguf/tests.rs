@@ -265,3 +265,46 @@ fn gguf_files_without_an_own_decoder_inspect_as_foreign_with_their_sizes() {
     let ids = info.tokenizer.encode("hi!", false).unwrap();
     assert_eq!(ids.get_ids(), &[b'h' as u32, b'i' as u32, b'!' as u32]);
 }
+
+#[test]
+fn a_sweep_loads_synthetic_gguf_files_into_their_quantized_module() {
+    use crate::dtype::RunDtype;
+    use crate::engine::WeightFormat;
+    use crate::model::{ModelUnderTest, Weights};
+    let dir = tempfile::tempdir().unwrap();
+    for (arch, module) in [
+        ("llama", "quantized_llama"),
+        ("qwen2", "quantized_qwen2"),
+        ("qwen3", "quantized_qwen3"),
+    ] {
+        let c = crate::synth::checkpoint(&spec(arch)).unwrap();
+        let path = dir.path().join(format!("{arch}.gguf"));
+        write(&c, SynthFormat::GgufQ8_0, &path).unwrap();
+        let info = model_gguf::inspect(&path).unwrap();
+        let weights = Weights::Gguf(path.clone());
+        let target = ctm::Target {
+            architecture: info.architecture,
+            weights: &weights,
+            family: &info.family,
+            bos_id: info.bos_id,
+            eos_id: info.eos_id,
+        };
+        let m = ctm::load(
+            &target,
+            WeightFormat::Quantized,
+            RunDtype::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(
+            m.implementation(),
+            format!("candle_transformers::models::{module}")
+        );
+        assert_eq!((m.vocab_size(), m.num_layers()), (256, 2));
+        let mut s = m.sequence(8).unwrap();
+        let t = s.forward(&[5, 6, 7, 8], Rows::From(3)).unwrap().unwrap();
+        assert_eq!(t.dims(), &[1, 256]);
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(v.iter().all(|x| x.is_finite()), "{arch}");
+    }
+}
