@@ -17,6 +17,7 @@ use super::custom::CustomLoader;
 use super::error::ModelError;
 use super::gemma3;
 use super::gguf::layout::Layout;
+use super::gguf::read::{get, get_u32};
 use super::header::Expected;
 use super::layers::Source;
 use super::llama;
@@ -197,6 +198,23 @@ pub enum CtModule {
     RwkvV7,
     /// `recurrent_gemma`.
     RecurrentGemma,
+    // Quantized modules (issue 32), on GGUF blocks.
+    /// `quantized_mistral`: reads Hugging Face tensor names and a Mistral config, which
+    /// driftsweep takes from a llama.cpp file of architecture `llama`.
+    QuantizedMistral,
+    /// `quantized_phi` (Phi-2, `general.architecture` `phi2`).
+    QuantizedPhi,
+    /// `quantized_phi3`.
+    QuantizedPhi3,
+    /// `quantized_qwen3_moe` (`qwen3moe`).
+    QuantizedQwen3Moe,
+    /// `quantized_glm4`.
+    QuantizedGlm4,
+    /// `quantized_stable_lm`: reads Hugging Face tensor names and a StableLM config, which
+    /// driftsweep takes from a llama.cpp file of architecture `stablelm`.
+    QuantizedStableLm,
+    /// `quantized_lfm2`.
+    QuantizedLfm2,
 }
 
 impl CtModule {
@@ -241,6 +259,13 @@ impl CtModule {
             CtModule::RwkvV6 => "rwkv_v6",
             CtModule::RwkvV7 => "rwkv_v7",
             CtModule::RecurrentGemma => "recurrent_gemma",
+            CtModule::QuantizedMistral => "quantized_mistral",
+            CtModule::QuantizedPhi => "quantized_phi",
+            CtModule::QuantizedPhi3 => "quantized_phi3",
+            CtModule::QuantizedQwen3Moe => "quantized_qwen3_moe",
+            CtModule::QuantizedGlm4 => "quantized_glm4",
+            CtModule::QuantizedStableLm => "quantized_stable_lm",
+            CtModule::QuantizedLfm2 => "quantized_lfm2",
         }
     }
 }
@@ -266,20 +291,15 @@ struct Row {
     hf_class: Option<&'static str>,
     /// The own decoder reads the architecture from GGUF files.
     gguf: bool,
+    /// llama.cpp's `general.architecture` for it, if llama.cpp converts it (Mistral's files
+    /// are `llama`'s).
+    gguf_name: Option<&'static str>,
     family: FamilyKind,
     /// What a Llama-family architecture changes in the Llama recipe (default elsewhere).
     llama: llama::Variant,
     /// candle-transformers' module per [`CtWeights`], in its order.
     ct: [Option<CtModule>; 3],
 }
-
-/// The Llama recipe unchanged (the cell of rows outside the Llama family).
-const PLAIN: llama::Variant = llama::Variant {
-    always_slides: false,
-    slides_when_enabled: false,
-    qkv_bias: false,
-    qk_norm: false,
-};
 
 /// The table.
 const TABLE: &[Row] = &[
@@ -288,6 +308,7 @@ const TABLE: &[Row] = &[
         name: "llama",
         hf_class: Some("LlamaForCausalLM"),
         gguf: true,
+        gguf_name: Some("llama"),
         family: FamilyKind::Llama,
         llama: llama::Variant {
             always_slides: false,
@@ -306,6 +327,7 @@ const TABLE: &[Row] = &[
         name: "mistral",
         hf_class: Some("MistralForCausalLM"),
         gguf: false,
+        gguf_name: Some("llama"),
         family: FamilyKind::Llama,
         llama: llama::Variant {
             always_slides: true,
@@ -313,13 +335,18 @@ const TABLE: &[Row] = &[
             qkv_bias: false,
             qk_norm: false,
         },
-        ct: [None, None, Some(CtModule::Mistral)],
+        ct: [
+            Some(CtModule::QuantizedMistral),
+            None,
+            Some(CtModule::Mistral),
+        ],
     },
     Row {
         arch: Architecture::Qwen2,
         name: "qwen2",
         hf_class: Some("Qwen2ForCausalLM"),
         gguf: false,
+        gguf_name: Some("qwen2"),
         family: FamilyKind::Llama,
         llama: llama::Variant {
             always_slides: false,
@@ -334,6 +361,7 @@ const TABLE: &[Row] = &[
         name: "qwen3",
         hf_class: Some("Qwen3ForCausalLM"),
         gguf: false,
+        gguf_name: Some("qwen3"),
         family: FamilyKind::Llama,
         llama: llama::Variant {
             always_slides: false,
@@ -350,6 +378,7 @@ const TABLE: &[Row] = &[
         // reads GGUF files only, so such a directory runs in candle-transformers.
         hf_class: Some("Gemma3ForCausalLM"),
         gguf: true,
+        gguf_name: Some("gemma3"),
         family: FamilyKind::Gemma3,
         llama: llama::Variant {
             always_slides: false,
@@ -364,92 +393,63 @@ const TABLE: &[Row] = &[
         ],
     },
     // Group A of candle-transformers' dense modules (foreign: no own decoder).
-    Row {
-        arch: Architecture::Mixtral,
-        name: "mixtral",
-        hf_class: Some("MixtralForCausalLM"),
-        gguf: false,
-        family: FamilyKind::Foreign,
-        llama: PLAIN,
-        ct: [None, None, Some(CtModule::Mixtral)],
-    },
-    Row {
-        arch: Architecture::Gemma,
-        name: "gemma",
-        hf_class: Some("GemmaForCausalLM"),
-        gguf: false,
-        family: FamilyKind::Foreign,
-        llama: PLAIN,
-        ct: [None, None, Some(CtModule::Gemma)],
-    },
-    Row {
-        arch: Architecture::Gemma2,
-        name: "gemma2",
-        hf_class: Some("Gemma2ForCausalLM"),
-        gguf: false,
-        family: FamilyKind::Foreign,
-        llama: PLAIN,
-        ct: [None, None, Some(CtModule::Gemma2)],
-    },
-    Row {
-        arch: Architecture::Qwen2Moe,
-        name: "qwen2_moe",
-        hf_class: Some("Qwen2MoeForCausalLM"),
-        gguf: false,
-        family: FamilyKind::Foreign,
-        llama: PLAIN,
-        ct: [None, None, Some(CtModule::Qwen2Moe)],
-    },
-    Row {
-        arch: Architecture::Qwen3Moe,
-        name: "qwen3_moe",
-        hf_class: Some("Qwen3MoeForCausalLM"),
-        gguf: false,
-        family: FamilyKind::Foreign,
-        llama: PLAIN,
-        ct: [None, None, Some(CtModule::Qwen3Moe)],
-    },
-    Row {
-        arch: Architecture::Yi,
-        name: "yi",
-        hf_class: Some("YiForCausalLM"),
-        gguf: false,
-        family: FamilyKind::Foreign,
-        llama: PLAIN,
-        ct: [None, None, Some(CtModule::Yi)],
-    },
-    Row {
-        arch: Architecture::Helium,
-        name: "helium",
-        hf_class: Some("HeliumForCausalLM"),
-        gguf: false,
-        family: FamilyKind::Foreign,
-        llama: PLAIN,
-        ct: [None, None, Some(CtModule::Helium)],
-    },
-    Row {
-        arch: Architecture::Smollm3,
-        name: "smollm3",
-        hf_class: Some("SmolLM3ForCausalLM"),
-        gguf: false,
-        family: FamilyKind::Foreign,
-        llama: PLAIN,
-        ct: [None, None, Some(CtModule::Smollm3)],
-    },
-    Row {
-        arch: Architecture::Granite,
-        name: "granite",
-        hf_class: Some("GraniteForCausalLM"),
-        gguf: false,
-        family: FamilyKind::Foreign,
-        llama: PLAIN,
-        ct: [None, None, Some(CtModule::Granite)],
-    },
+    foreign(
+        Architecture::Mixtral,
+        "mixtral",
+        "MixtralForCausalLM",
+        CtModule::Mixtral,
+    ),
+    foreign(
+        Architecture::Gemma,
+        "gemma",
+        "GemmaForCausalLM",
+        CtModule::Gemma,
+    ),
+    foreign(
+        Architecture::Gemma2,
+        "gemma2",
+        "Gemma2ForCausalLM",
+        CtModule::Gemma2,
+    ),
+    foreign(
+        Architecture::Qwen2Moe,
+        "qwen2_moe",
+        "Qwen2MoeForCausalLM",
+        CtModule::Qwen2Moe,
+    ),
+    foreign_q(
+        Architecture::Qwen3Moe,
+        "qwen3_moe",
+        "Qwen3MoeForCausalLM",
+        CtModule::Qwen3Moe,
+        "qwen3moe",
+        CtModule::QuantizedQwen3Moe,
+    ),
+    foreign(Architecture::Yi, "yi", "YiForCausalLM", CtModule::Yi),
+    foreign(
+        Architecture::Helium,
+        "helium",
+        "HeliumForCausalLM",
+        CtModule::Helium,
+    ),
+    foreign(
+        Architecture::Smollm3,
+        "smollm3",
+        "SmolLM3ForCausalLM",
+        CtModule::Smollm3,
+    ),
+    foreign(
+        Architecture::Granite,
+        "granite",
+        "GraniteForCausalLM",
+        CtModule::Granite,
+    ),
     Row {
         arch: Architecture::Custom,
         name: "custom",
         hf_class: None,
         gguf: false,
+        gguf_name: None,
         family: FamilyKind::Custom,
         llama: llama::Variant {
             always_slides: false,
@@ -460,12 +460,21 @@ const TABLE: &[Row] = &[
         ct: [None, None, None],
     },
     // candle-transformers dense modules, group B (issue 32).
-    foreign(Architecture::Phi, "phi", "PhiForCausalLM", CtModule::Phi),
-    foreign(
+    foreign_q(
+        Architecture::Phi,
+        "phi",
+        "PhiForCausalLM",
+        CtModule::Phi,
+        "phi2",
+        CtModule::QuantizedPhi,
+    ),
+    foreign_q(
         Architecture::Phi3,
         "phi3",
         "Phi3ForCausalLM",
         CtModule::Phi3,
+        "phi3",
+        CtModule::QuantizedPhi3,
     ),
     foreign(
         Architecture::Starcoder2,
@@ -473,11 +482,13 @@ const TABLE: &[Row] = &[
         "Starcoder2ForCausalLM",
         CtModule::Starcoder2,
     ),
-    foreign(
+    foreign_q(
         Architecture::StableLm,
         "stablelm",
         "StableLmForCausalLM",
         CtModule::StableLm,
+        "stablelm",
+        CtModule::QuantizedStableLm,
     ),
     foreign(
         Architecture::Olmo,
@@ -497,11 +508,13 @@ const TABLE: &[Row] = &[
         "FalconForCausalLM",
         CtModule::Falcon,
     ),
-    foreign(
+    foreign_q(
         Architecture::Glm4,
         "glm4",
         "Glm4ForCausalLM",
         CtModule::Glm4New,
+        "glm4",
+        CtModule::QuantizedGlm4,
     ),
     // Both read `ChatGLMModel` directories; `model_type` `chatglm` picks the first.
     foreign(
@@ -529,11 +542,13 @@ const TABLE: &[Row] = &[
         "PersimmonForCausalLM",
         CtModule::Persimmon,
     ),
-    foreign(
+    foreign_q(
         Architecture::Lfm2,
         "lfm2",
         "Lfm2ForCausalLM",
         CtModule::Lfm2,
+        "lfm2",
+        CtModule::QuantizedLfm2,
     ),
     // candle-transformers recurrent modules (issue 32's stretch).
     foreign(
@@ -574,6 +589,22 @@ const TABLE: &[Row] = &[
     ),
 ];
 
+/// [`foreign`], with candle-transformers' quantized `qmodule` for llama.cpp files of
+/// `general.architecture` `gguf_name`.
+const fn foreign_q(
+    arch: Architecture,
+    name: &'static str,
+    class: &'static str,
+    module: CtModule,
+    gguf_name: &'static str,
+    qmodule: CtModule,
+) -> Row {
+    let mut row = foreign(arch, name, class, module);
+    row.gguf_name = Some(gguf_name);
+    row.ct[0] = Some(qmodule);
+    row
+}
+
 /// The row of an architecture only a dense candle-transformers module runs (read from
 /// Hugging Face directories as `name` or `class`).
 const fn foreign(
@@ -587,6 +618,7 @@ const fn foreign(
         name,
         hf_class: Some(class),
         gguf: false,
+        gguf_name: None,
         family: FamilyKind::Foreign,
         llama: llama::Variant {
             always_slides: false,
@@ -631,13 +663,37 @@ impl Architecture {
         self.row().ct[i]
     }
 
-    /// The architecture of a GGUF file's `general.architecture`, if the own decoders read it.
+    /// llama.cpp's `general.architecture` for it, if llama.cpp converts it.
+    pub fn gguf_name(self) -> Option<&'static str> {
+        self.row().gguf_name
+    }
+
+    /// Whether an own decoder reads its GGUF files (others run in candle-transformers only).
+    pub fn own_gguf(self) -> bool {
+        self.row().gguf
+    }
+
+    /// The architecture of a GGUF file's `general.architecture`: one the own decoders read,
+    /// else one a quantized candle-transformers module runs.
     pub fn from_gguf(name: &str) -> Result<Self, ModelError> {
-        let supported = TABLE.iter().filter(|r| r.gguf);
-        if let Some(r) = supported.clone().find(|r| r.name == name) {
+        if let Some(r) = TABLE.iter().find(|r| r.gguf && r.name == name) {
             return Ok(r.arch);
         }
-        let names: Vec<&str> = supported.map(|r| r.name).collect();
+        let quantized = || {
+            TABLE
+                .iter()
+                .filter(|r| r.ct[0].is_some() && r.gguf_name.is_some())
+        };
+        if let Some(r) = quantized().find(|r| r.gguf_name == Some(name)) {
+            return Ok(r.arch);
+        }
+        let mut names: Vec<&str> = TABLE
+            .iter()
+            .filter(|r| r.gguf)
+            .map(|r| r.name)
+            .chain(quantized().filter_map(|r| r.gguf_name))
+            .collect();
+        names.dedup();
         Err(ModelError::Unsupported(format!(
             "architecture `{name}` is not supported from GGUF; supported: {}",
             names.join(", ")
@@ -745,23 +801,53 @@ impl ForeignConfig {
     }
 }
 
+impl ForeignConfig {
+    /// The sizes from a GGUF file's metadata (`<general.architecture>.block_count`,
+    /// `.context_length`, `.attention.sliding_window`) and its embedding's `vocab_size` rows.
+    pub fn from_gguf(c: &Content, vocab_size: usize) -> Result<Self, ModelError> {
+        let arch = get(c, "general.architecture")?
+            .to_string()
+            .map_err(|e| format!("general.architecture: {e}"))?
+            .clone();
+        let key = |s: &str| format!("{arch}.{s}");
+        Ok(ForeignConfig {
+            sizes: Sizes {
+                vocab_size,
+                num_layers: get_u32(c, &key("block_count"))? as usize,
+                context_len: get_u32(c, &key("context_length"))? as usize,
+            },
+            sliding_window: get_u32(c, &key("attention.sliding_window"))
+                .ok()
+                .map(|w| w as usize),
+        })
+    }
+}
+
 impl Family {
     /// The config of a GGUF file of architecture `arch` whose embedding has `vocab_size`
-    /// rows, with the layout of its tensors and the tensors its header must list.
+    /// rows, with the layout of its tensors and the tensors its header must list (`None`
+    /// for an architecture no own decoder reads from GGUF: its sizes come from the metadata,
+    /// [`ForeignConfig::from_gguf`]).
     pub fn from_gguf(
         arch: Architecture,
         c: &Content,
         vocab_size: usize,
-    ) -> Result<(Family, Layout), ModelError> {
+    ) -> Result<(Family, Option<Layout>), ModelError> {
+        if !arch.own_gguf() {
+            return Ok((
+                Family::Foreign(ForeignConfig::from_gguf(c, vocab_size)?),
+                None,
+            ));
+        }
         Ok(match arch.family() {
             FamilyKind::Llama => {
                 let cfg = llama::from_gguf(c, arch.name(), vocab_size)?;
                 let layout = llama::gguf_layout(&cfg);
-                (Family::Llama(cfg), layout)
+                (Family::Llama(cfg), Some(layout))
             }
             FamilyKind::Gemma3 => (
                 Family::Gemma3(gemma3::Config::from_gguf_checked(c)?),
-                gemma3::GGUF_LAYOUT,
+                Some(gemma3::GGUF_LAYOUT),
             ),
             FamilyKind::Custom | FamilyKind::Foreign => {
                 return Err(ModelError::Unsupported(format!(

@@ -7,6 +7,7 @@
 //! checkpoint's names there, so no list of names is kept by hand.
 
 pub mod arch;
+pub mod gguf;
 pub mod weights;
 
 use std::collections::BTreeMap;

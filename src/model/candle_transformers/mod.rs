@@ -11,13 +11,14 @@
 mod dense_a;
 mod dense_b;
 mod dense_b2;
+mod quantized;
+mod quantized_hf;
 mod recurrent;
 mod stateful;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
-use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models as ct;
@@ -111,7 +112,9 @@ pub fn load(
     let module = module_for(target, weights, dtype)?;
     let dt = dtype.candle();
     let model: Box<dyn Stateful> = match (target.weights, weights) {
-        (Weights::Gguf(path), WeightFormat::Quantized) => quantized(path, module, device)?,
+        (Weights::Gguf(path), WeightFormat::Quantized) => {
+            quantized::quantized(path, module, device)?
+        }
         (Weights::Builtin, _) => {
             let cfg = llama_of(target)?;
             let vb = builtin::var_builder(cfg, dt, device);
@@ -152,34 +155,14 @@ fn llama_of<'a>(target: &Target<'a>) -> Result<&'a llama::Config, ModelError> {
     }
 }
 
-/// A quantized module on a GGUF file's blocks.
-fn quantized(
+/// Quantized `module` on the GGUF file at `path` as it ships (what a sweep's quantized
+/// candle-transformers load runs, without the family table's choice of module).
+pub fn load_quantized(
     path: &std::path::Path,
     module: CtModule,
     device: &Device,
 ) -> Result<Box<dyn Stateful>, ModelError> {
-    let err = err(module);
-    let mut file = std::fs::File::open(path).map_err(|e| ModelError::Io(format!("{e}")))?;
-    let content = gguf_file::Content::read(&mut file).map_err(&err)?;
-    Ok(match module {
-        CtModule::QuantizedLlama => Box::new(
-            ct::quantized_llama::ModelWeights::from_gguf(content, &mut file, device)
-                .map_err(err)?,
-        ),
-        CtModule::QuantizedQwen2 => Box::new(
-            ct::quantized_qwen2::ModelWeights::from_gguf(content, &mut file, device)
-                .map_err(err)?,
-        ),
-        CtModule::QuantizedQwen3 => Box::new(
-            ct::quantized_qwen3::ModelWeights::from_gguf(content, &mut file, device)
-                .map_err(err)?,
-        ),
-        CtModule::QuantizedGemma3 => Box::new(Gemma3Quantized(
-            ct::quantized_gemma3::ModelWeights::from_gguf(content, &mut file, device)
-                .map_err(err)?,
-        )),
-        _ => return Err(not_for(module, "GGUF blocks")),
-    })
+    quantized::quantized(path, module, device)
 }
 
 /// A dense module on a Hugging Face directory's safetensors, configured by its config.json.
@@ -270,44 +253,6 @@ fn llama_config(target: &Target, c: &llama::Config) -> ct::llama::Config {
         max_position_embeddings: c.max_position_embeddings,
         tie_word_embeddings: c.tie_word_embeddings,
     }
-}
-
-impl Stateful for ct::quantized_llama::ModelWeights {
-    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
-        ct::quantized_llama::ModelWeights::forward(self, x, offset)
-    }
-    fn clear(&mut self) {
-        self.clear_kv_cache()
-    }
-}
-
-impl Stateful for ct::quantized_qwen2::ModelWeights {
-    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
-        ct::quantized_qwen2::ModelWeights::forward(self, x, offset)
-    }
-    fn clear(&mut self) {
-        self.clear_kv_cache()
-    }
-}
-
-impl Stateful for ct::quantized_qwen3::ModelWeights {
-    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
-        ct::quantized_qwen3::ModelWeights::forward(self, x, offset)
-    }
-    fn clear(&mut self) {
-        self.clear_kv_cache()
-    }
-}
-
-/// quantized_gemma3 has no way to empty its cache: a forward at offset 0 replaces it, which
-/// every sequence's first forward is.
-struct Gemma3Quantized(ct::quantized_gemma3::ModelWeights);
-
-impl Stateful for Gemma3Quantized {
-    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
-        self.0.forward(x, offset)
-    }
-    fn clear(&mut self) {}
 }
 
 /// A loaded candle-transformers model.

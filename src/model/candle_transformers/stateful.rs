@@ -38,3 +38,33 @@ pub fn not_for(module: CtModule, what: &str) -> ModelError {
         module.as_str()
     ))
 }
+/// A module without a way to empty its cache that can be cloned: a copy taken before any
+/// forward replaces it on [`Stateful::clear`] (the weights are shared, not copied).
+pub(super) struct Fresh<M> {
+    empty: M,
+    live: M,
+}
+
+impl<M: Clone> Fresh<M> {
+    pub(super) fn new(m: M) -> Self {
+        Fresh {
+            live: m.clone(),
+            empty: m,
+        }
+    }
+}
+
+/// The forward of each module that [`Fresh`] wraps.
+pub(super) trait Forward {
+    /// The module's own `forward(x, offset)`.
+    fn forward_at(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor>;
+}
+
+impl<M: Clone + Forward + Send> Stateful for Fresh<M> {
+    fn forward(&mut self, x: &Tensor, offset: usize) -> candle_core::Result<Tensor> {
+        self.live.forward_at(x, offset)
+    }
+    fn clear(&mut self) {
+        self.live = self.empty.clone();
+    }
+}

@@ -110,12 +110,14 @@ fn inspect_content(c: &Content, len: u64) -> Result<GgufModel, ModelError> {
         .into());
     }
     let (family, layout) = Family::from_gguf(architecture, c, vocab_size)?;
-    let shapes: HashMap<String, Vec<usize>> = c
-        .tensor_infos
-        .iter()
-        .filter_map(|(n, t)| layout.hf_name(n).map(|hf| (hf, t.shape.dims().to_vec())))
-        .collect();
-    if let Some(expected) = family.expected() {
+    // Architectures without an own decoder (Family::Foreign) have no header to check here:
+    // their candle-transformers module reads the tensors it needs and names what is missing.
+    if let (Some(layout), Some(expected)) = (layout, family.expected()) {
+        let shapes: HashMap<String, Vec<usize>> = c
+            .tensor_infos
+            .iter()
+            .filter_map(|(n, t)| layout.hf_name(n).map(|hf| (hf, t.shape.dims().to_vec())))
+            .collect();
         header::check(&expected, &shapes, &header::Keys::gguf(&name), &|n| {
             layout.gguf_name(n)
         })?;

@@ -100,7 +100,7 @@ pub fn quantized_projections(
 
 /// [`unpermute`] for quantized rows: row `h·hd + a·hd/2 + b` of the result is row
 /// `h·hd + 2b + a` of the file.
-pub(super) fn unpermute_rows(
+pub(crate) fn unpermute_rows(
     q: &QTensor,
     heads: usize,
     device: &Device,
