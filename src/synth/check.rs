@@ -88,7 +88,11 @@ pub fn check(spec: &SynthSpec) -> Result<Architecture, SpecError> {
     check_scalars(spec)?;
     check_parameters(spec)?;
     let config = super::arch::config_json(arch, spec).map_err(SpecError::from_arch)?;
-    if let Some(k) = spec.config.keys().find(|k| config.get(k.as_str()).is_none()) {
+    if let Some(k) = spec
+        .config
+        .keys()
+        .find(|k| config.get(k.as_str()).is_none())
+    {
         return Err(SpecError::new(
             &format!("config.{k}"),
             format!("architecture `{arch}` has no such config.json field"),
@@ -202,7 +206,10 @@ fn check_scalars(s: &SynthSpec) -> Result<(), SpecError> {
         if let Some(v) = v
             && !(v.is_finite() && v > 0.0)
         {
-            return Err(SpecError::new(field, format!("{v} must be finite and positive")));
+            return Err(SpecError::new(
+                field,
+                format!("{v} must be finite and positive"),
+            ));
         }
     }
     if let Some(f) = s.partial_rotary_factor

@@ -117,7 +117,11 @@ pub fn build(spec: &SynthSpec) -> Result<Checkpoint, SynthError> {
 
 /// How reports name a synthetic model: `synthetic:<architecture>:<first 12 hex of its key>`.
 pub fn label(spec: &SynthSpec) -> String {
-    format!("synthetic:{}:{}", spec.architecture, &cache::key(spec)[..12])
+    format!(
+        "synthetic:{}:{}",
+        spec.architecture,
+        &cache::key(spec)[..12]
+    )
 }
 
 /// The model `spec` describes, ready to sweep: checked, written once into the cache

@@ -90,3 +90,57 @@ fn the_same_spec_gives_the_same_tensors_and_an_unknown_field_is_refused() {
     s.experts = Some(4);
     assert!(checkpoint(&s).unwrap_err().contains("`experts`"));
 }
+
+/// Logits' spread at a few positions of `c` on seeded token ids: (std across the vocabulary,
+/// softmax probability of the top token), one per position.
+pub(crate) fn logit_spread(c: &Checkpoint) -> Vec<(f32, f32)> {
+    let vocab = c.config["vocab_size"].as_u64().unwrap() as u32;
+    let ids: Vec<u32> = (0..48u32).map(|i| (i * 37 + 11) % vocab).collect();
+    [4, 12, 24, 48]
+        .iter()
+        .map(|&n| {
+            let (pre, _) = prefill_and_decode(c, &ids[..n]);
+            let mean = pre.iter().sum::<f32>() / pre.len() as f32;
+            let var = pre.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / pre.len() as f32;
+            let max = pre.iter().copied().fold(f32::MIN, f32::max);
+            let z: f32 = pre.iter().map(|v| (v - max).exp()).sum();
+            (var.sqrt(), 1.0 / z)
+        })
+        .collect()
+}
+
+#[test]
+fn synthetic_logits_spread_like_a_trained_models() {
+    let mut tied = spec("llama");
+    tied.tie_embeddings = Some(true);
+    tied.vocab_size = 2048;
+    tied.hidden_size = 128;
+    let specs = ["llama", "mistral", "qwen2", "gemma3"]
+        .map(spec)
+        .into_iter()
+        .chain([tied]);
+    for s in specs {
+        let arch = s.architecture.clone();
+        let c = match checkpoint(&s) {
+            Ok(c) => c,
+            // Architectures this build has no synthetic checkpoints of yet.
+            Err(e) if e.contains("no synthetic checkpoints") || e.contains("not supported") => {
+                continue;
+            }
+            Err(e) => panic!("{arch}: {e}"),
+        };
+        let s = logit_spread(&c);
+        eprintln!("{arch}: (std, top-1 p) per position {s:?}");
+        let mut p: Vec<f32> = s.iter().map(|x| x.1).collect();
+        p.sort_by(f32::total_cmp);
+        let median = (p[1] + p[2]) / 2.0;
+        assert!(
+            s.iter().all(|x| (1.5..=5.0).contains(&x.0)),
+            "{arch}: logits std {s:?} outside 1.5–5 (trained models: about 2–4)"
+        );
+        assert!(
+            (0.05..=0.9).contains(&median),
+            "{arch}: median top-1 probability {median} outside 0.05–0.9"
+        );
+    }
+}
