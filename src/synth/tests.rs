@@ -144,3 +144,66 @@ fn synthetic_logits_spread_like_a_trained_models() {
         );
     }
 }
+
+#[test]
+fn the_cache_writes_once_reuses_and_rewrites_a_changed_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a: SynthSpec = serde_yaml::from_str("architecture: llama\nlayers: 1\nseed: 2").unwrap();
+    let b: SynthSpec = serde_yaml::from_str("seed: 2\nlayers: 1\narchitecture: llama").unwrap();
+    assert_eq!(
+        cache::key(&a),
+        cache::key(&b),
+        "the key is the spec's, not its text's"
+    );
+    let first = cache::materialize(&a, tmp.path()).unwrap();
+    let weights = first.dir.join("model.safetensors");
+    let written = std::fs::metadata(&weights).unwrap().modified().unwrap();
+    let again = cache::materialize(&b, tmp.path()).unwrap();
+    assert_eq!(again.dir, first.dir);
+    assert_eq!(
+        std::fs::metadata(&weights).unwrap().modified().unwrap(),
+        written
+    );
+    // A changed file no longer matches its manifest: the checkpoint is made again.
+    let good = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, b"garbage").unwrap();
+    assert!(
+        files::verify(&first.dir, &a)
+            .unwrap_err()
+            .contains("changed")
+    );
+    cache::materialize(&a, tmp.path()).unwrap();
+    assert_eq!(std::fs::read(&weights).unwrap(), good);
+    // Nothing but the checkpoint is left beside it (no temporaries).
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn spec_checks_name_their_field() {
+    let field = |yaml: &str| {
+        let s: SynthSpec = serde_yaml::from_str(yaml).unwrap();
+        check::check(&s).unwrap_err().field
+    };
+    assert_eq!(
+        field("architecture: llama\nheads: 4\nkv_heads: 3"),
+        "kv_heads"
+    );
+    assert_eq!(
+        field("architecture: llama\nhidden_size: 30\nheads: 4"),
+        "heads"
+    );
+    assert_eq!(
+        field("architecture: llama\nexperts_per_token: 2"),
+        "experts_per_token"
+    );
+    assert_eq!(field("architecture: llama\nlayers: 100000"), "layers");
+    assert_eq!(field("architecture: llama\ncontext: 1000000000"), "context");
+    assert_eq!(field("architecture: llama\nrope_theta: -1"), "rope_theta");
+    assert_eq!(
+        field("architecture: llama\nbias: true\nqk_norm: true"),
+        "qk_norm"
+    );
+    assert_eq!(field("architecture: gpt9"), "architecture");
+    let ok: SynthSpec = serde_yaml::from_str("architecture: llama\nbias: true").unwrap();
+    assert!(check::check(&ok).is_ok());
+}
