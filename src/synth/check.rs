@@ -135,13 +135,13 @@ fn check_sizes(s: &SynthSpec) -> Result<(), SpecError> {
 
 fn check_heads(s: &SynthSpec) -> Result<(), SpecError> {
     let kv = s.kv_heads();
-    if kv > s.heads || s.heads % kv != 0 {
+    if kv > s.heads || !s.heads.is_multiple_of(kv) {
         return Err(SpecError::new(
             "kv_heads",
             format!("{kv} key/value heads do not divide {} heads", s.heads),
         ));
     }
-    if s.head_dim.is_none() && s.hidden_size % s.heads != 0 {
+    if s.head_dim.is_none() && !s.hidden_size.is_multiple_of(s.heads) {
         return Err(SpecError::new(
             "heads",
             format!(
@@ -150,7 +150,7 @@ fn check_heads(s: &SynthSpec) -> Result<(), SpecError> {
             ),
         ));
     }
-    if s.head_dim() % 2 != 0 {
+    if !s.head_dim().is_multiple_of(2) {
         return Err(SpecError::new(
             "head_dim",
             format!("{} is odd: rotary embeddings rotate pairs", s.head_dim()),
