@@ -322,7 +322,7 @@ pub struct ModelConfig {
     /// the spec).
     pub source: String,
     /// The synthetic checkpoint's recipe, when the model is one.
-    pub synthetic: Option<super::SynthSpec>,
+    pub synthetic: Option<super::synthetic::SynthSpec>,
 }
 
 impl Serialize for ModelConfig {
@@ -344,7 +344,7 @@ impl<'de> Deserialize<'de> for ModelConfig {
         #[serde(deny_unknown_fields)]
         struct Full {
             source: Option<String>,
-            synthetic: Option<super::SynthSpec>,
+            synthetic: Option<super::synthetic::SynthSpec>,
         }
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
