@@ -1,5 +1,5 @@
 //! The `driftsweep` command line: `plan`, `run`, `merge`, `slurm`, `diff`, `report`, `verify`,
-//! `generate`, `bench`. `main` parses, calls the subcommand's function in [`cli`] and maps
+//! `generate`, `bench`, `synth`. `main` parses, calls the subcommand's function in [`cli`] and maps
 //! its result onto an exit code ([`driftsweep::exit`]); nothing else ends the process except
 //! the interrupt handler ([`cli::interrupt`]).
 

@@ -12,6 +12,7 @@ mod progress;
 mod report;
 mod run;
 mod slurm;
+mod synth;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -66,6 +67,10 @@ pub enum Command {
     /// memory. `--suite trace`: the cost of layer tracing (CPU). `--suite floors`: the
     /// machine's physical floors (STREAM-triad memory bandwidth, GEMM GFLOP/s per dtype).
     Bench(bench::BenchArgs),
+    /// Write one synthetic checkpoint (config.json, model.safetensors, tokenizer.json, or a
+    /// GGUF file, and driftsweep-synth.json) from a spec file, for use by other tools. The
+    /// same spec always gives the same bytes. Exit code: 0 written, 2 bad spec.
+    Synth(synth::SynthArgs),
 }
 
 /// Runs one subcommand; returns its exit code.
@@ -80,5 +85,6 @@ pub fn dispatch(cmd: Command) -> Result<i32, Error> {
         Command::Verify(a) => verify::verify(a),
         Command::Generate(a) => generate::generate(a),
         Command::Bench(a) => bench::bench(a),
+        Command::Synth(a) => synth::synth(a),
     }
 }

@@ -313,11 +313,29 @@ impl<'de> Deserialize<'de> for DeviceSpec {
     }
 }
 
-/// `model:` section: `{source: ...}`, or the source string alone.
-#[derive(Debug, Clone, Serialize)]
+/// `model:` section: `{source: ...}`, the source string alone, or `{synthetic: SPEC}` (a
+/// checkpoint driftsweep makes, see docs/models.md, "Synthetic checkpoints").
+#[derive(Debug, Clone)]
 pub struct ModelConfig {
-    /// `builtin:<name>` (more sources come with the real-model loaders).
+    /// `builtin:<name>`, a `.gguf` file, a Hugging Face directory or `hf:<org>/<name>`; for a
+    /// synthetic model `synthetic:<architecture>` (a name for messages; the sweep resolves
+    /// the spec).
     pub source: String,
+    /// The synthetic checkpoint's recipe, when the model is one.
+    pub synthetic: Option<super::synthetic::SynthSpec>,
+}
+
+impl Serialize for ModelConfig {
+    /// As written: `{source}` or `{synthetic}`, so that the manifest's settings read back.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(1))?;
+        match &self.synthetic {
+            Some(spec) => m.serialize_entry("synthetic", spec)?,
+            None => m.serialize_entry("source", &self.source)?,
+        }
+        m.end()
+    }
 }
 
 impl<'de> Deserialize<'de> for ModelConfig {
@@ -325,17 +343,19 @@ impl<'de> Deserialize<'de> for ModelConfig {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Full {
-            source: String,
+            source: Option<String>,
+            synthetic: Option<super::synthetic::SynthSpec>,
         }
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = ModelConfig;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a model source string or a map with `source`")
+                f.write_str("a model source string or a map with `source` or `synthetic`")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ModelConfig, E> {
                 Ok(ModelConfig {
                     source: v.to_string(),
+                    synthetic: None,
                 })
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
@@ -343,9 +363,20 @@ impl<'de> Deserialize<'de> for ModelConfig {
                 map: A,
             ) -> Result<ModelConfig, A::Error> {
                 let full = Full::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                Ok(ModelConfig {
-                    source: full.source,
-                })
+                match (full.source, full.synthetic) {
+                    (Some(source), None) => Ok(ModelConfig {
+                        source,
+                        synthetic: None,
+                    }),
+                    (None, Some(spec)) => Ok(ModelConfig {
+                        source: format!("synthetic:{}", spec.architecture),
+                        synthetic: Some(spec),
+                    }),
+                    _ => Err(serde::de::Error::custom(
+                        "give exactly one of `source` (a model to load) or `synthetic` (a \
+                         checkpoint to make)",
+                    )),
+                }
             }
         }
         d.deserialize_any(V)

@@ -82,11 +82,34 @@ pub fn output_dir(cfg: &LoadedConfig, out: Option<&PathBuf>) -> PathBuf {
 /// Every error here is bad input naming the sweep file and field.
 pub fn prepare(cfg: &LoadedConfig) -> Result<(ModelInfo, Plan)> {
     check_templates(cfg)?;
-    let info = ModelInfo::inspect(&cfg.config.model.source).map_err(|e| match e {
-        Error::Model { .. } => Error::config(&cfg.path, "model.source", e.to_string()),
-        other => other,
-    })?;
+    let info = match &cfg.config.model.synthetic {
+        Some(spec) => synthetic_model(cfg, spec)?,
+        None => ModelInfo::inspect(&cfg.config.model.source).map_err(|e| match e {
+            Error::Model { .. } => Error::config(&cfg.path, "model.source", e.to_string()),
+            other => other,
+        })?,
+    };
     prepare_with(cfg, info)
+}
+
+/// The synthetic checkpoint `model.synthetic` describes, made or found in the cache. A spec
+/// refused names its field (`model.synthetic.kv_heads`); a checkpoint that cannot be made
+/// from a sound spec names `model.synthetic` and says why.
+fn synthetic_model(cfg: &LoadedConfig, spec: &crate::config::SynthSpec) -> Result<ModelInfo> {
+    use crate::synth::{self, SynthError};
+    synth::resolve(spec).map_err(|e| match e {
+        SynthError::Spec(s) => Error::config(
+            &cfg.path,
+            if s.field.is_empty() {
+                "model.synthetic".to_string()
+            } else {
+                format!("model.synthetic.{}", s.field)
+            },
+            s.message,
+        ),
+        SynthError::Build(m) => Error::config(&cfg.path, "model.synthetic", m),
+        SynthError::Io(m) => Error::store(synth::cache::root(), m),
+    })
 }
 
 /// [`prepare`] for a model already described (a user's own, [`ModelInfo::custom`]).

@@ -1,20 +1,28 @@
 //! Synthetic checkpoints: a [`SynthSpec`](crate::config::SynthSpec) checked against its
-//! architecture, its `config.json`, and deterministic weights at a trained-like scale, written
-//! as a Hugging Face directory or a GGUF file that any loader reads.
+//! architecture ([`check`]), its `config.json`, and deterministic weights at a trained-like
+//! scale, written as a Hugging Face directory or a GGUF file that any loader reads
+//! ([`files`]), once per spec into a cache ([`cache`]).
 //!
 //! The tensor names and shapes are the ones the architecture's candle-transformers module
 //! asks for when it is built from that `config.json` ([`weights::record`]): they mirror the
 //! checkpoint's names there, so no list of names is kept by hand.
 
 pub mod arch;
+pub mod cache;
+pub mod check;
+pub mod files;
 pub mod gguf;
+pub mod tokenizer;
 pub mod weights;
 
 use std::collections::BTreeMap;
 
 use candle_core::Tensor;
 
+pub use check::SpecError;
+
 use crate::config::SynthSpec;
+use crate::model::ModelInfo;
 use crate::model::candle_transformers;
 use crate::model::family::{Architecture, CtWeights};
 
@@ -29,24 +37,55 @@ pub struct Checkpoint {
     pub tensors: BTreeMap<String, Tensor>,
 }
 
+/// Why a synthetic checkpoint could not be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SynthError {
+    /// The spec is refused (bad input: the field is named).
+    Spec(SpecError),
+    /// The spec is sound but its checkpoint could not be made or read back (the module
+    /// failed to build from its own `config.json`, or the loader refused the files): a
+    /// finding about a module or about driftsweep, never the user's input.
+    Build(String),
+    /// The files could not be written or read (`path: error`).
+    Io(String),
+}
+
+impl std::fmt::Display for SynthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SynthError::Spec(e) => e.fmt(f),
+            SynthError::Build(m) | SynthError::Io(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<SpecError> for SynthError {
+    fn from(e: SpecError) -> Self {
+        SynthError::Spec(e)
+    }
+}
+
 /// Makes the checkpoint `spec` describes: the architecture's `config.json`, then the tensors
 /// its dense candle-transformers module asks for when built from it.
 pub fn checkpoint(spec: &SynthSpec) -> Result<Checkpoint, String> {
-    let architecture = Architecture::from_config_json(Some(&spec.architecture), None)
-        .map_err(|e| e.to_string())?;
-    let mut config = arch::config_json(architecture, spec)?;
+    build(spec).map_err(|e| e.to_string())
+}
+
+/// [`checkpoint`] with a typed error: the spec is checked first ([`check::check`]).
+pub fn build(spec: &SynthSpec) -> Result<Checkpoint, SynthError> {
+    let architecture = check::check(spec)?;
+    let mut config = arch::config_json(architecture, spec).map_err(SpecError::from_arch)?;
     for (k, v) in &spec.config {
-        let Some(slot) = config.get_mut(k) else {
-            return Err(format!(
-                "config.{k}: architecture `{architecture}` has no such config.json field"
-            ));
-        };
-        *slot = v.clone();
+        if let Some(slot) = config.get_mut(k) {
+            *slot = v.clone();
+        }
     }
     let module = architecture
         .ct_module(CtWeights::Safetensors)
         .ok_or_else(|| {
-            format!("architecture `{architecture}` has no dense candle-transformers module")
+            SpecError::from_arch(format!(
+                "`architecture`: `{architecture}` has no dense candle-transformers module"
+            ))
         })?;
     let text = config.to_string();
     let tied = config
@@ -63,12 +102,42 @@ pub fn checkpoint(spec: &SynthSpec) -> Result<Checkpoint, String> {
             .map(|_| ())
             .map_err(|e| candle_core::Error::Msg(e.to_string()))
     })
-    .map_err(|e| format!("building candle-transformers {}: {e}", module.as_str()))?;
+    .map_err(|e| {
+        SynthError::Build(format!(
+            "building candle-transformers {} from its config.json: {e}",
+            module.as_str()
+        ))
+    })?;
     Ok(Checkpoint {
         architecture,
         config,
         tensors,
     })
+}
+
+/// How reports name a synthetic model: `synthetic:<architecture>:<first 12 hex of its key>`.
+pub fn label(spec: &SynthSpec) -> String {
+    format!(
+        "synthetic:{}:{}",
+        spec.architecture,
+        &cache::key(spec)[..12]
+    )
+}
+
+/// The model `spec` describes, ready to sweep: checked, written once into the cache
+/// ([`cache::root`]) or found there, and read back through [`ModelInfo::inspect`] like any
+/// Hugging Face directory or GGUF file; its `source` is [`label`].
+pub fn resolve(spec: &SynthSpec) -> Result<ModelInfo, SynthError> {
+    check::check(spec)?;
+    let made = cache::materialize(spec, &cache::root())?;
+    let path = made.model_path.to_string_lossy().into_owned();
+    let mut info = ModelInfo::inspect(&path).map_err(|e| {
+        SynthError::Build(format!(
+            "the synthetic checkpoint at {path} does not load: {e}"
+        ))
+    })?;
+    info.source = label(spec);
+    Ok(info)
 }
 
 #[cfg(test)]

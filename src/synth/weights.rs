@@ -18,10 +18,54 @@ const NORM_SPREAD: f32 = 0.1;
 /// Spread of biases (trained biases are small, not zero).
 const BIAS_SPREAD: f32 = 0.02;
 
+/// Spread of the logits (their std across the vocabulary) that the output head is scaled
+/// to: trained models have about 2–4, and at 3 the synthetic models' median top-1
+/// probability lands between 0.1 and 0.5 as theirs do (measured: `synth::tests`). At the
+/// unit scale of the other projections the logits had std 1.0 and a top-1 probability of
+/// 0.03–0.07, nearly uniform, where a drift in the logits would barely move a softmax.
+/// Measured at 3 (default sizes, vocabulary 256, positions 4/12/24/48): llama std 3.05–3.25,
+/// top-1 0.22–0.94 (median 0.49); llama tied, vocabulary 2048, width 128: std 2.93–3.10,
+/// top-1 0.16–0.48; mistral 2.73–3.22, 0.14–0.39; qwen2 2.92–3.18, 0.22–0.40 (tied: 0.16–0.41);
+/// gemma3 (tied, post-norm gain 6) 2.89–3.14, 0.09–0.43.
+pub const LOGIT_STD: f32 = 3.0;
+
+/// Gain of the norms after a layer's attention and MLP, where a model has them (Gemma 2/3's
+/// `post_*_layernorm`, stored as `w` and applied as `1 + w`). Gemma scales its embedding by
+/// √hidden and ties its head, so with unit post-norms the token's own embedding dominated
+/// the last hidden state and the head put 0.9999 on the input token at every position;
+/// trained Gemma post-norm weights are large for the same reason.
+pub const POST_NORM_GAIN: f32 = 6.0;
+
+/// A norm after attention or after the MLP (Gemma's names), stored as `w` for `1 + w`.
+fn is_post_norm(name: &str) -> bool {
+    name.contains("post_feedforward_layernorm.") || name.contains("post_attention_layernorm.")
+}
+
+/// The tensor is an output head (`lm_head`, ChatGLM's `output_layer`, GGUF's `output`).
+fn is_head(name: &str) -> bool {
+    name.starts_with("lm_head.") || name.contains("output_layer.") || name == "output.weight"
+}
+
+/// The tensor is a token embedding: candle's `embedding` hints N(0, 1); the names cover the
+/// modules that read it with a plain `get`.
+fn is_embedding(name: &str, hint: Init) -> bool {
+    matches!(hint, Init::Randn { mean, stdev } if mean == 0.0 && stdev == 1.0)
+        || [
+            "embed_tokens.",
+            "wte.",
+            "tok_embeddings.",
+            "word_embeddings.",
+            "embedding.",
+        ]
+        .iter()
+        .any(|n| name.contains(n))
+}
+
 /// The values of tensor `name` of shape `dims`, f32, from `seed` and the module's `hint`.
 /// Matrices are N(0, 1/fan_in) (unit-variance activations through every projection, as a
-/// trained model keeps them); vectors hinted constant (norm weights, biases) are that
-/// constant plus a small spread.
+/// trained model keeps them); the output head and the token embedding (a tied head) are
+/// scaled so that unit-variance hidden states give logits of std [`LOGIT_STD`]; vectors
+/// hinted constant (norm weights, biases) are that constant plus a small spread.
 pub fn values(seed: u64, name: &str, dims: &[usize], hint: Init) -> Vec<f32> {
     let n: usize = dims.iter().product();
     let mut h = Sha256::new();
@@ -31,7 +75,14 @@ pub fn values(seed: u64, name: &str, dims: &[usize], hint: Init) -> Vec<f32> {
     let mut rng = ChaCha8Rng::from_seed(key);
     let (mean, std) = match (hint, dims.len()) {
         (Init::Const(c), 1) if name.ends_with("bias") => (c as f32, BIAS_SPREAD),
+        (Init::Const(c), 1) if c == 0.0 && is_post_norm(name) => {
+            (POST_NORM_GAIN - 1.0, NORM_SPREAD)
+        }
         (Init::Const(c), 1) => (c as f32, NORM_SPREAD),
+        // [vocab, hidden] either way: a row is one token's vector.
+        (_, 2) if is_head(name) || is_embedding(name, hint) => {
+            (0.0, LOGIT_STD / (dims[1].max(1) as f32).sqrt())
+        }
         (Init::Randn { mean, stdev }, _) => (mean as f32, stdev as f32),
         _ => {
             let fan_in: usize = dims.iter().skip(1).product::<usize>().max(1);
