@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use super::schema::{Counts, DriftGroup, PairJson, PerfGroup, ReportJson, RunJson, SweepIdentity};
+use super::numbers::mean;
+use super::schema::{
+    Counts, DriftGroup, PairJson, PerfGroup, ReportJson, RunJson, SweepIdentity, compared,
+};
 use super::{kl, paths};
 use crate::compare::{Metrics, percentile};
 use crate::dtype::RunDtype;
@@ -17,16 +20,7 @@ use crate::verdict::{self, GlobalVerdict, PairVerdict, fmt_num};
 
 pub(crate) fn run_json(r: Option<&RunRecord>) -> RunJson {
     match r {
-        None => RunJson {
-            status: "missing".into(),
-            wall_s: None,
-            logits_file: None,
-            error: None,
-            tokens_fed: 0,
-            span_start: 0,
-            logits_bytes: 0,
-            reused_from: None,
-        },
+        None => RunJson::missing(),
         Some(r) => RunJson {
             status: match r.status {
                 RunStatus::Ok => "ok",
@@ -212,18 +206,6 @@ pub fn build(store: &Store) -> Result<ReportJson> {
         kl_statistics,
         serving_paths,
     })
-}
-
-pub(crate) fn mean(xs: impl IntoIterator<Item = f32>) -> Option<f32> {
-    let v: Vec<f32> = xs.into_iter().collect();
-    (!v.is_empty()).then(|| v.iter().sum::<f32>() / v.len() as f32)
-}
-
-pub(crate) fn compared(pairs: &[PairJson]) -> impl Iterator<Item = (&PairJson, &Metrics)> {
-    pairs
-        .iter()
-        .filter(|p| p.verdict.is_compared())
-        .filter_map(|p| p.metrics.as_ref().map(|m| (p, m)))
 }
 
 type GroupKey = (Engine, WeightFormat, usize, RunDtype);

@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-use super::{Inputs, PairJson, ReportJson};
+use super::files::{Inputs, REPORT_JUNIT};
+use super::schema::{PairJson, ReportJson};
 use crate::error::{Error, Result};
 use crate::verdict::{GlobalVerdict, PairVerdict};
 
 /// The file's name in the results directory.
-pub const JUNIT_FILE: &str = super::REPORT_JUNIT;
+pub const JUNIT_FILE: &str = REPORT_JUNIT;
 
 /// The suite a pair belongs to. Add a key (engine, path) here when pairs have one.
 pub fn suite_key(p: &PairJson) -> String {

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::Inputs;
+use super::files::Inputs;
+use super::numbers::secs;
 use super::paths;
 use super::schema::ReportJson;
 use super::template::{CUSTOM_REPORT_TEMPLATE, render_template, template_for};
@@ -76,14 +77,6 @@ pub(crate) fn path_sections(r: &ReportJson) -> Vec<PathSection> {
 
 fn opt<T: ToString>(x: Option<T>) -> String {
     x.map_or_else(|| "—".into(), |v| v.to_string())
-}
-
-pub(crate) fn secs(s: f64) -> String {
-    if s < 1.0 {
-        format!("{:.1} ms", s * 1e3)
-    } else {
-        format!("{s:.2} s")
-    }
 }
 
 fn bytes(n: u64) -> String {
