@@ -217,7 +217,7 @@ fn drift_groups(pairs: &[PairJson]) -> Vec<DriftGroup> {
     for (p, m) in compared(pairs).filter(|(p, _)| p.spec.path.is_default()) {
         let key = (p.spec.engine, p.spec.weights, p.spec.span, p.spec.dtype);
         if p.spec.kv_aligned {
-            aligned.entry(key).or_default().push(m.max_abs_diff);
+            aligned.entry(key).or_default().push(m.max_abs_diff());
         } else {
             groups.entry(key).or_default().push(m);
         }
@@ -229,14 +229,14 @@ fn drift_groups(pairs: &[PairJson]) -> Vec<DriftGroup> {
             weights,
             span,
             dtype,
-            max_abs_max: ms.iter().map(|m| m.max_abs_diff).fold(0.0, f32::max),
-            max_abs_mean: mean(ms.iter().map(|m| m.max_abs_diff)).unwrap_or(0.0),
-            p99_mean: mean(ms.iter().map(|m| m.p99_abs_diff)).unwrap_or(0.0),
-            top1_min: ms.iter().map(|m| m.top1_agreement).fold(1.0, f32::min),
-            top1_mean: mean(ms.iter().map(|m| m.top1_agreement)).unwrap_or(0.0),
-            kl_mean_mean: mean(ms.iter().map(|m| m.kl_mean)).unwrap_or(0.0),
-            kl_max_max: ms.iter().map(|m| m.kl_max).fold(0.0, f32::max),
-            identical: ms.iter().filter(|m| m.max_abs_diff == 0.0).count(),
+            max_abs_max: ms.iter().map(|m| m.max_abs_diff()).fold(0.0, f32::max),
+            max_abs_mean: mean(ms.iter().map(|m| m.max_abs_diff())).unwrap_or(0.0),
+            p99_mean: mean(ms.iter().map(|m| m.p99_abs_diff())).unwrap_or(0.0),
+            top1_min: ms.iter().map(|m| m.top1_agreement()).fold(1.0, f32::min),
+            top1_mean: mean(ms.iter().map(|m| m.top1_agreement())).unwrap_or(0.0),
+            kl_mean_mean: mean(ms.iter().map(|m| m.kl_mean())).unwrap_or(0.0),
+            kl_max_max: ms.iter().map(|m| m.kl_max()).fold(0.0, f32::max),
+            identical: ms.iter().filter(|m| m.max_abs_diff() == 0.0).count(),
             aligned_max_abs_mean: aligned
                 .get(&(engine, weights, span, dtype))
                 .and_then(|v| mean(v.iter().copied())),
@@ -311,7 +311,7 @@ fn observations(pairs: &[PairJson], counts: &Counts, path_lines: Vec<String>) ->
         if ms.is_empty() {
             continue;
         }
-        let same = ms.iter().filter(|m| m.max_abs_diff == 0.0).count();
+        let same = ms.iter().filter(|m| m.max_abs_diff() == 0.0).count();
         out.push(format!(
             "kv_aligned={} produced bit-identical logits (max_abs_diff = 0) in {same}/{} compared pairs.",
             u8::from(kv),
@@ -371,11 +371,14 @@ fn setting_observations(pairs: &[PairJson], key: LoadKey, out: &mut Vec<String>)
         .collect();
     let lo = ms
         .iter()
-        .map(|(_, m)| m.max_abs_diff)
+        .map(|(_, m)| m.max_abs_diff())
         .fold(f32::INFINITY, f32::min);
-    let hi = ms.iter().map(|(_, m)| m.max_abs_diff).fold(0.0, f32::max);
-    let kl_hi = ms.iter().map(|(_, m)| m.kl_mean).fold(0.0, f32::max);
-    let top1_lo = ms.iter().map(|(_, m)| m.top1_agreement).fold(1.0, f32::min);
+    let hi = ms.iter().map(|(_, m)| m.max_abs_diff()).fold(0.0, f32::max);
+    let kl_hi = ms.iter().map(|(_, m)| m.kl_mean()).fold(0.0, f32::max);
+    let top1_lo = ms
+        .iter()
+        .map(|(_, m)| m.top1_agreement())
+        .fold(1.0, f32::min);
     let mut line = format!(
         "{label}: max_abs_diff {} – {}, mean KL up to {}, top-1 agreement ≥ {:.4} over {} pairs",
         fmt_num(lo),
@@ -412,7 +415,7 @@ fn setting_observations(pairs: &[PairJson], key: LoadKey, out: &mut Vec<String>)
         mean(
             ms.iter()
                 .filter(|(p, _)| p.spec.kv_aligned == kv && p.spec.path.is_default())
-                .map(|(_, m)| m.max_abs_diff),
+                .map(|(_, m)| m.max_abs_diff()),
         )
     };
     if let (Some(f), Some(t)) = (mean_of(false), mean_of(true)) {
@@ -439,7 +442,7 @@ fn setting_observations(pairs: &[PairJson], key: LoadKey, out: &mut Vec<String>)
                 let v = mean(
                     ms.iter()
                         .filter(|(p, _)| p.spec.span == *s)
-                        .map(|(_, m)| m.max_abs_diff),
+                        .map(|(_, m)| m.max_abs_diff()),
                 );
                 format!("span {s}: {}", fmt_num(v.unwrap_or(0.0)))
             })

@@ -233,8 +233,8 @@ fn drift(r: &ReportJson) -> Result<Vec<DtypeDrift>> {
             .map(|(p, m)| SpanPoint {
                 span: p.spec.span,
                 kv_aligned: p.spec.kv_aligned,
-                max_abs: m.max_abs_diff,
-                kl_max: m.kl_max,
+                max_abs: m.max_abs_diff(),
+                kl_max: m.kl_max(),
             })
             .collect();
         let (tol, budget) = (limits_of(r, key, true), limits_of(r, key, false));
@@ -257,12 +257,12 @@ fn drift(r: &ReportJson) -> Result<Vec<DtypeDrift>> {
                     kv: u8::from(kv),
                     pairs: here.len(),
                     max_abs: fmt_num(max_abs),
-                    max_abs_limit: lim.map_or("—".into(), |l| fmt_num(l.max_abs_diff)),
-                    max_abs_share: lim.map_or("—".into(), |l| share(max_abs, l.max_abs_diff)),
+                    max_abs_limit: lim.map_or("—".into(), |l| fmt_num(l.max_abs_diff())),
+                    max_abs_share: lim.map_or("—".into(), |l| share(max_abs, l.max_abs_diff())),
                     kl_max: fmt_num(kl_max),
-                    kl_max_limit: lim.map_or("—".into(), |l| fmt_num(l.kl_max)),
-                    kl_max_share: lim.map_or("—".into(), |l| share(kl_max, l.kl_max)),
-                    over: lim.is_some_and(|l| max_abs > l.max_abs_diff || kl_max > l.kl_max),
+                    kl_max_limit: lim.map_or("—".into(), |l| fmt_num(l.kl_max())),
+                    kl_max_share: lim.map_or("—".into(), |l| share(kl_max, l.kl_max())),
+                    over: lim.is_some_and(|l| max_abs > l.max_abs_diff() || kl_max > l.kl_max()),
                 }
             })
             .collect();
@@ -360,7 +360,7 @@ fn pair_figure(p: &PairJson) -> Result<PairFigure> {
                     )
                 })
                 .collect();
-            let note = (m.max_abs_diff == 0.0)
+            let note = (m.max_abs_diff() == 0.0)
                 .then(|| "bit-identical logits: both series are 0 (drawn on the floor)".into());
             (Some(svg), flips, note)
         }

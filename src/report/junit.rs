@@ -56,10 +56,10 @@ fn case(r: &ReportJson, p: &PairJson) -> TestCase {
     }
     c.add_property(("verdict", p.verdict.as_str()));
     if let Some(m) = &p.metrics {
-        c.add_property(("max_abs_diff", m.max_abs_diff.to_string().as_str()));
-        c.add_property(("kl_mean", m.kl_mean.to_string().as_str()));
-        c.add_property(("kl_max", m.kl_max.to_string().as_str()));
-        c.add_property(("top1_agreement", m.top1_agreement.to_string().as_str()));
+        c.add_property(("max_abs_diff", m.max_abs_diff().to_string().as_str()));
+        c.add_property(("kl_mean", m.kl_mean().to_string().as_str()));
+        c.add_property(("kl_max", m.kl_max().to_string().as_str()));
+        c.add_property(("top1_agreement", m.top1_agreement().to_string().as_str()));
     }
     c
 }

@@ -121,7 +121,7 @@ impl Column {
 /// The metric table's cells of a row, keyed by [`MetricDef::short`], `—` when not compared.
 fn metric_cells(row: &mut Row, m: Option<&Metrics>) {
     for d in METRICS {
-        let cell = m.map_or("—".into(), |m| d.format((d.value)(m)));
+        let cell = m.map_or("—".into(), |m| d.format(d.value(m)));
         row.insert(d.short, cell);
     }
 }

@@ -48,10 +48,10 @@ pub fn analyse(pairs: &[PairJson], digests: &Digests) -> Option<ServingPaths> {
                 path,
                 pairs: ps.len(),
                 failed: ps.iter().filter(|p| p.verdict.is_fail()).count(),
-                max_abs_max: ms.iter().map(|m| m.max_abs_diff).fold(0.0, f32::max),
-                kl_max_max: ms.iter().map(|m| m.kl_max).fold(0.0, f32::max),
-                top1_min: ms.iter().map(|m| m.top1_agreement).fold(1.0, f32::min),
-                identical_to_prefill: ms.iter().filter(|m| m.max_abs_diff == 0.0).count(),
+                max_abs_max: ms.iter().map(|m| m.max_abs_diff()).fold(0.0, f32::max),
+                kl_max_max: ms.iter().map(|m| m.kl_max()).fold(0.0, f32::max),
+                top1_min: ms.iter().map(|m| m.top1_agreement()).fold(1.0, f32::min),
+                identical_to_prefill: ms.iter().filter(|m| m.max_abs_diff() == 0.0).count(),
                 wall_mean_s: mean(ps.iter().filter_map(|p| p.decode.wall_s.map(|w| w as f32)))
                     .map(f64::from),
                 tokens_fed_mean: ps.iter().map(|p| p.decode.tokens_fed as f64).sum::<f64>()
