@@ -168,10 +168,7 @@ impl<'de> Visitor<'de> for OverrideVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut o = ThresholdsOverride::default();
         let mut seen = Vec::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let Some((k, slot)) = slots().find(|(k, _)| *k == key) else {
-                return Err(A::Error::unknown_field(&key, &LIMIT_KEYS));
-            };
+        while let Some(Key(k, slot)) = map.next_key::<Key>()? {
             if seen.contains(&k) {
                 return Err(A::Error::duplicate_field(k));
             }
@@ -179,6 +176,31 @@ impl<'de> Visitor<'de> for OverrideVisitor {
             *o.at_mut(slot) = map.next_value::<Option<f32>>()?;
         }
         Ok(o)
+    }
+}
+
+/// A key of [`LIMIT_KEYS`] read as a struct's field name is: an unknown key fails while the
+/// key is read, so the error's path names it (`tolerances.bf16.max_abs`).
+struct Key(&'static str, Slot);
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("field identifier")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key, E> {
+                slots()
+                    .find(|(k, _)| *k == v)
+                    .map(|(k, slot)| Key(k, slot))
+                    .ok_or_else(|| E::unknown_field(v, &LIMIT_KEYS))
+            }
+        }
+        d.deserialize_identifier(KeyVisitor)
     }
 }
 
@@ -470,5 +492,40 @@ mod tests {
                 assert!(t.top1_agreement_min() > 0.0, "{d}: {t:?}");
             }
         }
+    }
+
+    #[test]
+    fn the_table_gives_the_measured_defaults_in_the_files_key_order() {
+        // The numbers as they stood before the metric table held them, in report.json's order.
+        let json = |t: Thresholds| serde_json::to_string(&t).unwrap();
+        assert_eq!(
+            json(Thresholds::default_tolerance(RunDtype::F16)),
+            r#"{"max_abs_diff":1.0,"p99_abs_diff":0.25,"mean_abs_diff":0.07,"kl_mean":0.0002,"kl_p99":0.002,"kl_max":0.02,"top1_agreement_min":0.98,"tie_margin":0.125,"tie_ulps":2.0}"#
+        );
+        let q = Thresholds::default_drift_budget_for(RunDtype::Bf16, WeightFormat::Quantized);
+        assert_eq!(
+            json(q),
+            r#"{"max_abs_diff":10.0,"p99_abs_diff":4.0,"mean_abs_diff":1.2,"kl_mean":0.03,"kl_p99":0.24,"kl_max":0.3,"top1_agreement_min":0.6,"tie_margin":0.75,"tie_ulps":2.0}"#
+        );
+        let back: Thresholds = serde_json::from_str(&json(q)).unwrap();
+        assert_eq!(back, q);
+        let f32_t = Thresholds::default_tolerance(RunDtype::F32);
+        assert_eq!((f32_t.max_abs_diff(), f32_t.kl_max()), (4e-4, 1e-6));
+        assert_eq!((f32_t.top1_agreement_min(), f32_t.tie_margin), (1.0, 4e-4));
+    }
+
+    #[test]
+    fn an_override_reads_and_writes_only_the_keys_given() {
+        let o: ThresholdsOverride = serde_yaml::from_str("kl_max: 0.5\ntie_ulps: 3\n").unwrap();
+        assert_eq!((o.get("kl_max"), o.get("tie_ulps")), (Some(0.5), Some(3.0)));
+        assert_eq!(o.get("max_abs_diff"), None);
+        assert_eq!(
+            serde_json::to_string(&o).unwrap(),
+            r#"{"kl_max":0.5,"tie_ulps":3.0}"#
+        );
+        let e = serde_yaml::from_str::<ThresholdsOverride>("max_diff: 1\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `max_diff`"), "{e}");
+        let e = serde_yaml::from_str::<ThresholdsOverride>("kl_max: 1\nkl_max: 2\n");
+        assert!(e.is_err());
     }
 }
