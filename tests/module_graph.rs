@@ -149,7 +149,7 @@ fn leaf_modules_stay_leaves() {
         ("error", &[][..]),
         ("compare", &[][..]),
         ("fsutil", &["error"][..]),
-        ("limits", &["dtype", "engine"][..]),
+        ("limits", &["compare", "dtype", "engine"][..]),
         ("trace", &["dtype"][..]),
         (
             "model",
