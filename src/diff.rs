@@ -284,7 +284,7 @@ fn pair_diff(base: &PairFile, new: &PairFile, fail_on: f64) -> PairDiff {
             let floor = limits.map_or(0.0, |l| {
                 NOISE_FLOOR * f64::from(crate::verdict::limit_of(d, &l))
             });
-            let (b, n) = ((d.value)(bm), (d.value)(nm));
+            let (b, n) = (d.value(bm), d.value(nm));
             let ratio = floored_ratio(f64::from(b), f64::from(n), floor);
             if ratio > fail_on {
                 why.push(format!(

@@ -122,12 +122,12 @@ impl Yardstick {
     /// The yardstick read off a comparison of the reference prefill with this prefill.
     pub fn of(m: &Metrics) -> Self {
         Yardstick {
-            max_abs_diff: m.max_abs_diff,
-            p99_abs_diff: m.p99_abs_diff,
-            mean_abs_diff: m.mean_abs_diff,
-            kl_mean: m.kl_mean,
-            kl_max: m.kl_max,
-            top1_agreement: m.top1_agreement,
+            max_abs_diff: m.max_abs_diff(),
+            p99_abs_diff: m.p99_abs_diff(),
+            mean_abs_diff: m.mean_abs_diff(),
+            kl_mean: m.kl_mean(),
+            kl_max: m.kl_max(),
+            top1_agreement: m.top1_agreement(),
         }
     }
 }

@@ -116,7 +116,7 @@ pub fn allowed_flips(top1_agreement_min: f32, positions: usize) -> usize {
 
 /// The limit `limits` sets on metric `d` (+∞ for a metric no limit bounds).
 pub fn limit_of(d: &metrics::MetricDef, limits: &Thresholds) -> f32 {
-    d.limit
+    d.limit_key()
         .and_then(|key| limits.get(key))
         .unwrap_or(f32::INFINITY)
 }
@@ -145,7 +145,7 @@ pub fn judge_pair(
     }
     // The upper bounds of the metric table; agreement, the lower bound, counts flips below.
     for d in metrics::limited().filter(|d| d.direction == Direction::AtMost) {
-        let (value, limit) = ((d.value)(m), limit_of(d, limits));
+        let (value, limit) = (d.value(m), limit_of(d, limits));
         // NaN metrics come with non-finite logits, already counted above.
         if value > limit {
             breaches.push(format!(
@@ -156,12 +156,12 @@ pub fn judge_pair(
             ));
         }
     }
-    let flips_allowed = allowed_flips(limits.top1_agreement_min, m.positions);
+    let flips_allowed = allowed_flips(limits.top1_agreement_min(), m.positions);
     if m.top1_flips.len() > flips_allowed {
         breaches.push(format!(
             "top1_agreement {:.4} < {:.4} ({} flips in {} positions, {} allowed)",
-            m.top1_agreement,
-            limits.top1_agreement_min,
+            m.top1_agreement(),
+            limits.top1_agreement_min(),
             m.top1_flips.len(),
             m.positions,
             flips_allowed
@@ -185,14 +185,14 @@ pub fn judge_pair(
         return (fail, format!("outside the {what}: {}", breaches.join("; ")));
     }
     let mut reason = format!("within the {what}");
-    if m.max_abs_diff == 0.0 {
+    if m.max_abs_diff() == 0.0 {
         reason.push_str("; no drift observed: the logits are bit-identical");
     } else {
         reason.push_str(&format!(
             " (max_abs_diff {} of {}, kl_mean {})",
-            fmt_num(m.max_abs_diff),
-            fmt_num(limits.max_abs_diff),
-            fmt_num(m.kl_mean)
+            fmt_num(m.max_abs_diff()),
+            fmt_num(limits.max_abs_diff()),
+            fmt_num(m.kl_mean())
         ));
         let ties = m.top1_flips.len();
         if ties > 0 {
@@ -303,11 +303,13 @@ mod tests {
     use crate::compare::TopFlip;
 
     fn metrics(max_abs: f32) -> Metrics {
+        let mut values = Metrics::default().values;
+        values[metrics::MAX_ABS_DIFF] = max_abs;
+        values[metrics::P99_ABS_DIFF] = max_abs / 2.0;
+        values[metrics::MEAN_ABS_DIFF] = max_abs / 4.0;
+        values[metrics::TOP1_AGREEMENT] = 1.0;
         Metrics {
-            max_abs_diff: max_abs,
-            p99_abs_diff: max_abs / 2.0,
-            mean_abs_diff: max_abs / 4.0,
-            top1_agreement: 1.0,
+            values,
             positions: 4,
             vocab: 8,
             per_pos_max_abs: vec![max_abs; 4],
@@ -320,7 +322,7 @@ mod tests {
     fn every_metric_limit_names_a_threshold() {
         let t = Thresholds::default_tolerance(RunDtype::F32);
         for d in metrics::METRICS {
-            if let Some(key) = d.limit {
+            if let Some(key) = d.limit_key() {
                 assert!(t.get(key).is_some(), "{}: no threshold `{key}`", d.name);
             }
         }
@@ -359,7 +361,7 @@ mod tests {
     fn nan_fails_the_pair() {
         let mut m = metrics(0.0);
         m.non_finite = 1;
-        m.max_abs_diff = f32::NAN;
+        m.values[metrics::MAX_ABS_DIFF] = f32::NAN;
         let t = Thresholds::default_tolerance(RunDtype::F32);
         let (v, r) = judge_pair(&m, RunDtype::F32, true, &t);
         assert_eq!(v, PairVerdict::FailEquiv);
@@ -374,7 +376,7 @@ mod tests {
     fn near_tie_flip_passes_wide_flip_fails() {
         let t = Thresholds::default_tolerance(RunDtype::Bf16);
         let mut m = metrics(0.2);
-        m.top1_agreement = 0.95;
+        m.values[metrics::TOP1_AGREEMENT] = 0.95;
         let flip = |margin: f32, top: f32| {
             vec![TopFlip {
                 pos: 7,
@@ -413,12 +415,12 @@ mod tests {
             judge_pair(&m, RunDtype::F16, true, &t).0,
             PairVerdict::PassEquiv
         );
-        m.mean_abs_diff = 0.09;
+        m.values[metrics::MEAN_ABS_DIFF] = 0.09;
         let (v, r) = judge_pair(&m, RunDtype::F16, true, &t);
         assert_eq!(v, PairVerdict::FailEquiv);
         assert!(r.contains("mean_abs_diff"), "{r}");
         let mut m = metrics(0.1);
-        m.kl_p99 = 3e-3;
+        m.values[metrics::KL_P99] = 3e-3;
         let (v, r) = judge_pair(&m, RunDtype::F16, true, &t);
         assert_eq!(v, PairVerdict::FailEquiv);
         assert!(r.contains("kl_p99"), "{r}");
@@ -435,14 +437,14 @@ mod tests {
         let mut m = metrics(0.01);
         m.positions = 32;
         m.top1_flips = vec![tie];
-        m.top1_agreement = 31.0 / 32.0;
+        m.values[metrics::TOP1_AGREEMENT] = 31.0 / 32.0;
         // One near-tie flip in 32 positions: 0.969 < 0.98, but 0.02 × 32 rounds up to 1.
         assert_eq!(
             judge_pair(&m, RunDtype::F16, true, &t).0,
             PairVerdict::PassEquiv
         );
         m.top1_flips = vec![tie; 2];
-        m.top1_agreement = 30.0 / 32.0;
+        m.values[metrics::TOP1_AGREEMENT] = 30.0 / 32.0;
         let (v, r) = judge_pair(&m, RunDtype::F16, true, &t);
         assert_eq!(v, PairVerdict::FailEquiv);
         assert!(r.contains("2 flips in 32 positions, 1 allowed"), "{r}");

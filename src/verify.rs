@@ -398,7 +398,7 @@ mod tests {
         let dec: Vec<f32> = pre.iter().map(|x| x + decode_shift).collect();
         let spec = PairSpec::new("p", 2, crate::dtype::RunDtype::F32, true, 0);
         let limits = crate::limits::Thresholds::default_tolerance(spec.dtype);
-        let m = crate::compare::compare(&pre, &dec, 3, 5, limits.max_abs_diff).unwrap();
+        let m = crate::compare::compare(&pre, &dec, 3, 5, limits.max_abs_diff()).unwrap();
         PairRecord {
             spec,
             verdict: crate::verdict::PairVerdict::PassEquiv,

@@ -149,7 +149,7 @@ fn leaf_modules_stay_leaves() {
         ("error", &[][..]),
         ("compare", &[][..]),
         ("fsutil", &["error"][..]),
-        ("limits", &["dtype", "engine"][..]),
+        ("limits", &["compare", "dtype", "engine"][..]),
         ("trace", &["dtype"][..]),
         (
             "model",
@@ -594,11 +594,11 @@ fn src_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
 
-/// Folders whose files still import each other in a cycle, left for later (issue 31's
-/// closing note says what is left): `report/`'s schema holds the types of `kl`, `paths` and
-/// `trace`, whose functions read the schema's pairs. Edges between two files of such a folder
-/// are left out of the check; edges that leave the folder are checked like any other.
-const KNOWN_CYCLES: &[&str] = &["report/"];
+/// Folders whose files still import each other in a cycle, left for later. Edges between two
+/// files of such a folder are left out of the check; edges that leave the folder are checked
+/// like any other. Empty since `report/` lost its cycle (its types moved to `schema.rs`, its
+/// file names to `files.rs`); the list stays so that a cycle left for later is named here.
+const KNOWN_CYCLES: &[&str] = &[];
 
 /// The graph without the edges inside the folders of [`KNOWN_CYCLES`].
 fn without_known_cycles(g: &Graph) -> Graph {

@@ -24,7 +24,13 @@ pub(super) fn compare(
     let vocab = prefill.dims().last().copied().unwrap_or(0);
     let (stats, p99) =
         summaries(prefill, decode, span_start).map_err(|e| CompareError::Device(e.to_string()))?;
-    Ok(stats.into_metrics(p99, span_start, vocab, divergence_limit))
+    Ok(super::metrics::finish(
+        stats,
+        p99,
+        span_start,
+        vocab,
+        divergence_limit,
+    ))
 }
 
 /// The accumulation dtype for sums: f64 unless the device lacks it.
@@ -178,15 +184,15 @@ mod tests {
         let ta = Tensor::from_vec(a, (positions, vocab), &Device::Cpu).unwrap();
         let tb = Tensor::from_vec(b, (positions, vocab), &Device::Cpu).unwrap();
         let dev = compare(&ta, &tb, 31, 0.01).unwrap();
-        assert_eq!(dev.max_abs_diff, host.max_abs_diff);
-        assert_eq!(dev.p99_abs_diff, host.p99_abs_diff);
+        assert_eq!(dev.max_abs_diff(), host.max_abs_diff());
+        assert_eq!(dev.p99_abs_diff(), host.p99_abs_diff());
         assert_eq!(dev.per_pos_max_abs, host.per_pos_max_abs);
         assert_eq!(dev.non_finite, 2);
         assert_eq!(dev.non_finite, host.non_finite);
         assert_eq!(dev.top1_flips, host.top1_flips);
         assert_eq!(dev.top1_flips.len(), 1);
         assert_eq!(dev.first_divergent_pos, host.first_divergent_pos);
-        assert!((dev.mean_abs_diff - host.mean_abs_diff).abs() <= 1e-7 * host.mean_abs_diff);
+        assert!((dev.mean_abs_diff() - host.mean_abs_diff()).abs() <= 1e-7 * host.mean_abs_diff());
         for (d, h) in dev.per_pos_kl.iter().zip(&host.per_pos_kl) {
             match (d, h) {
                 (Some(d), Some(h)) => assert!((d - h).abs() <= 1e-6 * h.max(1e-12), "{d} vs {h}"),

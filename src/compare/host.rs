@@ -52,7 +52,13 @@ pub fn compare(
         abs_diffs.extend_from_slice(&diffs);
     }
     let p99_abs_diff = percentile(&mut abs_diffs, 0.99);
-    Ok(stats.into_metrics(p99_abs_diff, span_start, vocab, divergence_limit))
+    Ok(super::metrics::finish(
+        stats,
+        p99_abs_diff,
+        span_start,
+        vocab,
+        divergence_limit,
+    ))
 }
 
 /// Compares consecutive rows of both runs; `first_pos` is the first row's absolute position.
@@ -249,10 +255,10 @@ mod tests {
     fn identical_logits_have_zero_drift() {
         let a = vec![1.0, 2.0, 3.0, 0.5, -1.0, 4.0];
         let m = compare(&a, &a, 3, 10, 0.0).unwrap();
-        assert_eq!(m.max_abs_diff, 0.0);
-        assert_eq!(m.p99_abs_diff, 0.0);
-        assert_eq!(m.kl_max, 0.0);
-        assert_eq!(m.top1_agreement, 1.0);
+        assert_eq!(m.max_abs_diff(), 0.0);
+        assert_eq!(m.p99_abs_diff(), 0.0);
+        assert_eq!(m.kl_max(), 0.0);
+        assert_eq!(m.top1_agreement(), 1.0);
         assert_eq!(m.first_divergent_pos, None);
         assert_eq!(m.first_top1_flip, None);
         assert_eq!(m.positions, 2);
@@ -264,11 +270,11 @@ mod tests {
         let a = vec![1.0, 0.0, 2.0, 0.0];
         let b = vec![1.0, 0.1, 2.5, 0.0];
         let m = compare(&a, &b, 2, 5, 0.2).unwrap();
-        assert!(close(m.max_abs_diff, 0.5, 1e-6));
-        assert!(close(m.mean_abs_diff, 0.15, 1e-6));
+        assert!(close(m.max_abs_diff(), 0.5, 1e-6));
+        assert!(close(m.mean_abs_diff(), 0.15, 1e-6));
         assert_eq!(m.first_divergent_pos, Some(6));
         assert!(close(m.per_pos_max_abs[0], 0.1, 1e-6));
-        assert_eq!(m.top1_agreement, 1.0);
+        assert_eq!(m.top1_agreement(), 1.0);
     }
 
     #[test]
@@ -281,8 +287,8 @@ mod tests {
         let a: Vec<f32> = vec![0.0; 100];
         let b: Vec<f32> = (1..=100).map(|i| i as f32).collect();
         let m = compare(&a, &b, 1, 0, 1e9).unwrap();
-        assert_eq!(m.p99_abs_diff, 99.0);
-        assert_eq!(m.max_abs_diff, 100.0);
+        assert_eq!(m.p99_abs_diff(), 99.0);
+        assert_eq!(m.max_abs_diff(), 100.0);
     }
 
     #[test]
@@ -291,7 +297,7 @@ mod tests {
         let a = vec![3.0, 1.0, 0.0, 2.0, 1.75, 0.0];
         let b = vec![3.0, 1.0, 0.0, 1.5, 1.8, 0.0];
         let m = compare(&a, &b, 3, 40, 10.0).unwrap();
-        assert_eq!(m.top1_agreement, 0.5);
+        assert_eq!(m.top1_agreement(), 0.5);
         let f = m.first_top1_flip.unwrap();
         assert_eq!(f.pos, 41);
         assert!(close(f.prefill_margin, 0.25, 1e-6));
@@ -305,12 +311,16 @@ mod tests {
         let b = vec![0.0, 0.0];
         let m = compare(&a, &b, 2, 0, 1e9).unwrap();
         let want = 0.25 * (0.25f64 / 0.5).ln() + 0.75 * (0.75f64 / 0.5).ln();
-        assert!(close(m.kl_max, want as f32, 1e-6), "{} vs {want}", m.kl_max);
-        assert!(close(m.kl_mean, want as f32, 1e-6));
+        assert!(
+            close(m.kl_max(), want as f32, 1e-6),
+            "{} vs {want}",
+            m.kl_max()
+        );
+        assert!(close(m.kl_mean(), want as f32, 1e-6));
         // KL is invariant to a constant shift of the logits.
         let shifted: Vec<f32> = b.iter().map(|x| x + 7.0).collect();
         let m2 = compare(&a, &shifted, 2, 0, 1e9).unwrap();
-        assert!(close(m2.kl_max, m.kl_max, 1e-6));
+        assert!(close(m2.kl_max(), m.kl_max(), 1e-6));
     }
 
     #[test]
@@ -321,7 +331,7 @@ mod tests {
         let m = compare(&a, &b, 2, 10, 1.0).unwrap();
         assert_eq!(m.non_finite, 2);
         assert_eq!(m.first_divergent_pos, Some(10), "a non-finite row diverges");
-        assert!(m.max_abs_diff.is_finite());
+        assert!(m.max_abs_diff().is_finite());
         assert!(m.top1_flips.iter().all(|f| f.prefill_margin.is_finite()));
         assert_eq!(m.per_pos_kl[0], None);
         assert!(m.per_pos_kl[2].is_some());

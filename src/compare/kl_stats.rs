@@ -302,8 +302,10 @@ mod tests {
             prefill_margin: 0.0,
             prefill_top: 1.0,
         };
+        let mut values = Metrics::default().values;
+        values[super::super::metrics::TOP1_AGREEMENT] = 1.0;
         Metrics {
-            top1_agreement: 1.0,
+            values,
             top1_flips: vec![flip; flips],
             positions: kl.len(),
             vocab: 2,

@@ -3,7 +3,7 @@
 //! percentile. The host path ([`super::host`]) and the device path ([`super::device`]) both
 //! end here, so the two give the same metrics by construction.
 
-use super::types::{Metrics, TopFlip};
+use super::types::TopFlip;
 
 /// Per-row results, in row order, from either comparator path.
 #[derive(Debug, Default)]
@@ -34,59 +34,6 @@ impl RowStats {
         self.kl.extend(next.kl);
         self.delta_p.extend(next.delta_p);
         self.flips.extend(next.flips);
-    }
-
-    /// The pair's metrics from its rows and the p99 of |diff| (which needs every value, so
-    /// each path computes it where the values are).
-    pub(super) fn into_metrics(
-        self,
-        p99_abs_diff: f32,
-        span_start: usize,
-        vocab: usize,
-        divergence_limit: f32,
-    ) -> Metrics {
-        let positions = self.max_abs.len();
-        // A row with non-finite values diverges: it fails the pair through `non_finite`.
-        let first_divergent_pos = self
-            .max_abs
-            .iter()
-            .zip(&self.kl)
-            .position(|(&m, kl)| kl.is_none() || m > divergence_limit)
-            .map(|i| span_start + i);
-        let max_abs_diff = self.max_abs.iter().copied().fold(0f32, f32::max);
-        // Row by row, in row order: the same sum however the rows were computed.
-        let sum_abs = self.sum_abs.iter().fold(0f64, |acc, r| acc + r);
-        let mean_abs_diff = if self.finite_values == 0 {
-            0.0
-        } else {
-            (sum_abs / self.finite_values as f64) as f32
-        };
-        let mut finite_kl: Vec<f32> = self.kl.iter().flatten().copied().collect();
-        let kl_mean = if finite_kl.is_empty() {
-            0.0
-        } else {
-            (finite_kl.iter().map(|&k| k as f64).sum::<f64>() / finite_kl.len() as f64) as f32
-        };
-        let kl_max = finite_kl.iter().copied().fold(0f32, f32::max);
-        let kl_p99 = percentile(&mut finite_kl, 0.99);
-        Metrics {
-            max_abs_diff,
-            p99_abs_diff,
-            mean_abs_diff,
-            top1_agreement: (positions - self.flips.len()) as f32 / positions as f32,
-            kl_mean,
-            kl_p99,
-            kl_max,
-            first_divergent_pos,
-            first_top1_flip: self.flips.first().copied(),
-            top1_flips: self.flips,
-            non_finite: self.non_finite,
-            positions,
-            vocab,
-            per_pos_max_abs: self.max_abs,
-            per_pos_kl: self.kl,
-            per_pos_delta_p: self.delta_p,
-        }
     }
 }
 

@@ -17,25 +17,14 @@ pub struct TopFlip {
     pub prefill_top: f32,
 }
 
-/// What the comparator measures for one pair. Its summary metrics are listed, with their
-/// limits and formats, in [`super::metrics::METRICS`]. `Default` is all zeros and empty (for tests
-/// that set a few fields).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// What the comparator measures for one pair. Its summary metrics are the rows of
+/// [`super::metrics::METRICS`], which compute them, name them in report.json and judge them;
+/// the table's file also holds this type's (de)serialization and `Default` (all zeros and
+/// empty, for tests that set a few values).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Metrics {
-    /// max |prefill − decode| over span × vocab.
-    pub max_abs_diff: f32,
-    /// 99th percentile (nearest rank) of |prefill − decode| over span × vocab.
-    pub p99_abs_diff: f32,
-    /// mean |prefill − decode|.
-    pub mean_abs_diff: f32,
-    /// Fraction of positions with the same argmax.
-    pub top1_agreement: f32,
-    /// Mean over positions of KL(softmax(prefill) ‖ softmax(decode)).
-    pub kl_mean: f32,
-    /// 99th percentile (nearest rank) of the per-position KL.
-    pub kl_p99: f32,
-    /// Largest per-position KL.
-    pub kl_max: f32,
+    /// The table's metrics, in table order ([`super::metrics::index_of`]).
+    pub values: Vec<f32>,
     /// First absolute position whose max |diff| exceeds the pair's max_abs_diff limit.
     pub first_divergent_pos: Option<usize>,
     /// First position whose argmax differs.
@@ -56,7 +45,6 @@ pub struct Metrics {
     /// Per position Δp: decode's probability of prefill's top token minus prefill's own, for
     /// the llama.cpp-style statistics ([`super::kl_stats`]); `None` where a row holds non-finite
     /// values. Empty in records written before it was measured.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub per_pos_delta_p: Vec<Option<f32>>,
 }
 

@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use super::schema::{Counts, DriftGroup, PairJson, PerfGroup, ReportJson, RunJson, SweepIdentity};
+use super::numbers::mean;
+use super::schema::{
+    Counts, DriftGroup, PairJson, PerfGroup, ReportJson, RunJson, SweepIdentity, compared,
+};
 use super::{kl, paths};
 use crate::compare::{Metrics, percentile};
 use crate::dtype::RunDtype;
@@ -17,16 +20,7 @@ use crate::verdict::{self, GlobalVerdict, PairVerdict, fmt_num};
 
 pub(crate) fn run_json(r: Option<&RunRecord>) -> RunJson {
     match r {
-        None => RunJson {
-            status: "missing".into(),
-            wall_s: None,
-            logits_file: None,
-            error: None,
-            tokens_fed: 0,
-            span_start: 0,
-            logits_bytes: 0,
-            reused_from: None,
-        },
+        None => RunJson::missing(),
         Some(r) => RunJson {
             status: match r.status {
                 RunStatus::Ok => "ok",
@@ -214,18 +208,6 @@ pub fn build(store: &Store) -> Result<ReportJson> {
     })
 }
 
-pub(crate) fn mean(xs: impl IntoIterator<Item = f32>) -> Option<f32> {
-    let v: Vec<f32> = xs.into_iter().collect();
-    (!v.is_empty()).then(|| v.iter().sum::<f32>() / v.len() as f32)
-}
-
-pub(crate) fn compared(pairs: &[PairJson]) -> impl Iterator<Item = (&PairJson, &Metrics)> {
-    pairs
-        .iter()
-        .filter(|p| p.verdict.is_compared())
-        .filter_map(|p| p.metrics.as_ref().map(|m| (p, m)))
-}
-
 type GroupKey = (Engine, WeightFormat, usize, RunDtype);
 
 fn drift_groups(pairs: &[PairJson]) -> Vec<DriftGroup> {
@@ -235,7 +217,7 @@ fn drift_groups(pairs: &[PairJson]) -> Vec<DriftGroup> {
     for (p, m) in compared(pairs).filter(|(p, _)| p.spec.path.is_default()) {
         let key = (p.spec.engine, p.spec.weights, p.spec.span, p.spec.dtype);
         if p.spec.kv_aligned {
-            aligned.entry(key).or_default().push(m.max_abs_diff);
+            aligned.entry(key).or_default().push(m.max_abs_diff());
         } else {
             groups.entry(key).or_default().push(m);
         }
@@ -247,14 +229,14 @@ fn drift_groups(pairs: &[PairJson]) -> Vec<DriftGroup> {
             weights,
             span,
             dtype,
-            max_abs_max: ms.iter().map(|m| m.max_abs_diff).fold(0.0, f32::max),
-            max_abs_mean: mean(ms.iter().map(|m| m.max_abs_diff)).unwrap_or(0.0),
-            p99_mean: mean(ms.iter().map(|m| m.p99_abs_diff)).unwrap_or(0.0),
-            top1_min: ms.iter().map(|m| m.top1_agreement).fold(1.0, f32::min),
-            top1_mean: mean(ms.iter().map(|m| m.top1_agreement)).unwrap_or(0.0),
-            kl_mean_mean: mean(ms.iter().map(|m| m.kl_mean)).unwrap_or(0.0),
-            kl_max_max: ms.iter().map(|m| m.kl_max).fold(0.0, f32::max),
-            identical: ms.iter().filter(|m| m.max_abs_diff == 0.0).count(),
+            max_abs_max: ms.iter().map(|m| m.max_abs_diff()).fold(0.0, f32::max),
+            max_abs_mean: mean(ms.iter().map(|m| m.max_abs_diff())).unwrap_or(0.0),
+            p99_mean: mean(ms.iter().map(|m| m.p99_abs_diff())).unwrap_or(0.0),
+            top1_min: ms.iter().map(|m| m.top1_agreement()).fold(1.0, f32::min),
+            top1_mean: mean(ms.iter().map(|m| m.top1_agreement())).unwrap_or(0.0),
+            kl_mean_mean: mean(ms.iter().map(|m| m.kl_mean())).unwrap_or(0.0),
+            kl_max_max: ms.iter().map(|m| m.kl_max()).fold(0.0, f32::max),
+            identical: ms.iter().filter(|m| m.max_abs_diff() == 0.0).count(),
             aligned_max_abs_mean: aligned
                 .get(&(engine, weights, span, dtype))
                 .and_then(|v| mean(v.iter().copied())),
@@ -329,7 +311,7 @@ fn observations(pairs: &[PairJson], counts: &Counts, path_lines: Vec<String>) ->
         if ms.is_empty() {
             continue;
         }
-        let same = ms.iter().filter(|m| m.max_abs_diff == 0.0).count();
+        let same = ms.iter().filter(|m| m.max_abs_diff() == 0.0).count();
         out.push(format!(
             "kv_aligned={} produced bit-identical logits (max_abs_diff = 0) in {same}/{} compared pairs.",
             u8::from(kv),
@@ -389,11 +371,14 @@ fn setting_observations(pairs: &[PairJson], key: LoadKey, out: &mut Vec<String>)
         .collect();
     let lo = ms
         .iter()
-        .map(|(_, m)| m.max_abs_diff)
+        .map(|(_, m)| m.max_abs_diff())
         .fold(f32::INFINITY, f32::min);
-    let hi = ms.iter().map(|(_, m)| m.max_abs_diff).fold(0.0, f32::max);
-    let kl_hi = ms.iter().map(|(_, m)| m.kl_mean).fold(0.0, f32::max);
-    let top1_lo = ms.iter().map(|(_, m)| m.top1_agreement).fold(1.0, f32::min);
+    let hi = ms.iter().map(|(_, m)| m.max_abs_diff()).fold(0.0, f32::max);
+    let kl_hi = ms.iter().map(|(_, m)| m.kl_mean()).fold(0.0, f32::max);
+    let top1_lo = ms
+        .iter()
+        .map(|(_, m)| m.top1_agreement())
+        .fold(1.0, f32::min);
     let mut line = format!(
         "{label}: max_abs_diff {} – {}, mean KL up to {}, top-1 agreement ≥ {:.4} over {} pairs",
         fmt_num(lo),
@@ -430,7 +415,7 @@ fn setting_observations(pairs: &[PairJson], key: LoadKey, out: &mut Vec<String>)
         mean(
             ms.iter()
                 .filter(|(p, _)| p.spec.kv_aligned == kv && p.spec.path.is_default())
-                .map(|(_, m)| m.max_abs_diff),
+                .map(|(_, m)| m.max_abs_diff()),
         )
     };
     if let (Some(f), Some(t)) = (mean_of(false), mean_of(true)) {
@@ -457,7 +442,7 @@ fn setting_observations(pairs: &[PairJson], key: LoadKey, out: &mut Vec<String>)
                 let v = mean(
                     ms.iter()
                         .filter(|(p, _)| p.spec.span == *s)
-                        .map(|(_, m)| m.max_abs_diff),
+                        .map(|(_, m)| m.max_abs_diff()),
                 );
                 format!("span {s}: {}", fmt_num(v.unwrap_or(0.0)))
             })

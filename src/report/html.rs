@@ -6,8 +6,12 @@
 
 use serde::Serialize;
 
+use super::aggregate::setting_label;
+use super::files::{Inputs, REPORT_HTML};
+use super::markdown::{PathSection, axes, describe_injection, path_sections};
 use super::plots::{self, Marker, SpanPoint};
-use super::{Inputs, PairJson, ReportJson};
+use super::schema::{PairJson, ReportJson, compared};
+use super::template::error_chain;
 use crate::error::{Error, Result};
 use crate::limits::Thresholds;
 use crate::plan::LoadKey;
@@ -19,7 +23,7 @@ use crate::verdict::{PairVerdict, fmt_num};
 pub const HTML_TEMPLATE: &str = include_str!("../../templates/report.html.tera");
 
 /// The file's name in the results directory.
-pub const HTML_FILE: &str = super::REPORT_HTML;
+pub const HTML_FILE: &str = REPORT_HTML;
 
 /// A key small multiples are grouped by: its name and its value for a pair.
 type GroupKey = (&'static str, fn(&PairJson) -> String);
@@ -160,7 +164,7 @@ struct HtmlView {
     traces: Vec<TraceFigure>,
     problems: Vec<Problem>,
     plot_count: usize,
-    paths: Vec<super::PathSection>,
+    paths: Vec<PathSection>,
 }
 
 fn class_of(v: PairVerdict) -> &'static str {
@@ -218,7 +222,7 @@ fn drift(r: &ReportJson) -> Result<Vec<DtypeDrift>> {
     for key in keys {
         let dtype = key.dtype;
         // The decode path's drift against its limits; serving paths have their own tables.
-        let compared: Vec<(&PairJson, &crate::compare::Metrics)> = super::compared(&r.pairs)
+        let compared: Vec<(&PairJson, &crate::compare::Metrics)> = compared(&r.pairs)
             .filter(|(p, _)| p.spec.load_key() == key && p.spec.path.is_default())
             .collect();
         if compared.is_empty() {
@@ -229,8 +233,8 @@ fn drift(r: &ReportJson) -> Result<Vec<DtypeDrift>> {
             .map(|(p, m)| SpanPoint {
                 span: p.spec.span,
                 kv_aligned: p.spec.kv_aligned,
-                max_abs: m.max_abs_diff,
-                kl_max: m.kl_max,
+                max_abs: m.max_abs_diff(),
+                kl_max: m.kl_max(),
             })
             .collect();
         let (tol, budget) = (limits_of(r, key, true), limits_of(r, key, false));
@@ -253,17 +257,17 @@ fn drift(r: &ReportJson) -> Result<Vec<DtypeDrift>> {
                     kv: u8::from(kv),
                     pairs: here.len(),
                     max_abs: fmt_num(max_abs),
-                    max_abs_limit: lim.map_or("—".into(), |l| fmt_num(l.max_abs_diff)),
-                    max_abs_share: lim.map_or("—".into(), |l| share(max_abs, l.max_abs_diff)),
+                    max_abs_limit: lim.map_or("—".into(), |l| fmt_num(l.max_abs_diff())),
+                    max_abs_share: lim.map_or("—".into(), |l| share(max_abs, l.max_abs_diff())),
                     kl_max: fmt_num(kl_max),
-                    kl_max_limit: lim.map_or("—".into(), |l| fmt_num(l.kl_max)),
-                    kl_max_share: lim.map_or("—".into(), |l| share(kl_max, l.kl_max)),
-                    over: lim.is_some_and(|l| max_abs > l.max_abs_diff || kl_max > l.kl_max),
+                    kl_max_limit: lim.map_or("—".into(), |l| fmt_num(l.kl_max())),
+                    kl_max_share: lim.map_or("—".into(), |l| share(kl_max, l.kl_max())),
+                    over: lim.is_some_and(|l| max_abs > l.max_abs_diff() || kl_max > l.kl_max()),
                 }
             })
             .collect();
         out.push(DtypeDrift {
-            dtype: super::setting_label(key),
+            dtype: setting_label(key),
             svg,
             rows,
         });
@@ -279,7 +283,7 @@ fn kl_rows(r: &ReportJson) -> Vec<KlRow> {
             let se = |v: Option<f64>| v.map_or(String::new(), |e| format!(" ± {}", num(e)));
             let dp = s.delta_p.as_ref();
             KlRow {
-                dtype: super::setting_label(LoadKey {
+                dtype: setting_label(LoadKey {
                     engine: g.engine,
                     weights: g.weights,
                     dtype: g.dtype,
@@ -356,7 +360,7 @@ fn pair_figure(p: &PairJson) -> Result<PairFigure> {
                     )
                 })
                 .collect();
-            let note = (m.max_abs_diff == 0.0)
+            let note = (m.max_abs_diff() == 0.0)
                 .then(|| "bit-identical logits: both series are 0 (drawn on the floor)".into());
             (Some(svg), flips, note)
         }
@@ -530,8 +534,8 @@ fn view(store: &Store, r: &ReportJson) -> Result<HtmlView> {
         wall: r
             .wall_s
             .map_or("unfinished".into(), |w| format!("{w:.1} s")),
-        axes: super::axes(r),
-        inject: r.inject.as_ref().map(super::describe_injection),
+        axes: axes(r),
+        inject: r.inject.as_ref().map(describe_injection),
         interrupted: r.interrupted,
         trace_result: r.trace.as_ref().map(|t| t.result.as_str().to_string()),
         trace_reason: r.trace.as_ref().map(|t| t.reason.clone()),
@@ -555,7 +559,7 @@ fn view(store: &Store, r: &ReportJson) -> Result<HtmlView> {
             })
             .collect(),
         plot_count,
-        paths: super::path_sections(r),
+        paths: path_sections(r),
     })
 }
 
@@ -564,7 +568,7 @@ fn view(store: &Store, r: &ReportJson) -> Result<HtmlView> {
 pub fn render_html(store: &Store, r: &ReportJson) -> Result<String> {
     let terr = |e: tera::Error| Error::Template {
         name: "report.html.tera".into(),
-        message: super::error_chain(&e),
+        message: error_chain(&e),
     };
     let v = view(store, r)?;
     let mut tera = tera::Tera::new();

@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-use super::{Inputs, PairJson, ReportJson};
+use super::files::{Inputs, REPORT_JUNIT};
+use super::schema::{PairJson, ReportJson};
 use crate::error::{Error, Result};
 use crate::verdict::{GlobalVerdict, PairVerdict};
 
 /// The file's name in the results directory.
-pub const JUNIT_FILE: &str = super::REPORT_JUNIT;
+pub const JUNIT_FILE: &str = REPORT_JUNIT;
 
 /// The suite a pair belongs to. Add a key (engine, path) here when pairs have one.
 pub fn suite_key(p: &PairJson) -> String {
@@ -55,10 +56,10 @@ fn case(r: &ReportJson, p: &PairJson) -> TestCase {
     }
     c.add_property(("verdict", p.verdict.as_str()));
     if let Some(m) = &p.metrics {
-        c.add_property(("max_abs_diff", m.max_abs_diff.to_string().as_str()));
-        c.add_property(("kl_mean", m.kl_mean.to_string().as_str()));
-        c.add_property(("kl_max", m.kl_max.to_string().as_str()));
-        c.add_property(("top1_agreement", m.top1_agreement.to_string().as_str()));
+        c.add_property(("max_abs_diff", m.max_abs_diff().to_string().as_str()));
+        c.add_property(("kl_mean", m.kl_mean().to_string().as_str()));
+        c.add_property(("kl_max", m.kl_max().to_string().as_str()));
+        c.add_property(("top1_agreement", m.top1_agreement().to_string().as_str()));
     }
     c
 }

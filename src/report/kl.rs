@@ -4,29 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
-use super::{PairJson, compared};
+use super::schema::{KlGroup, PairJson, compared};
 use crate::compare::kl_stats::KlStats;
 use crate::dtype::RunDtype;
 use crate::engine::{Engine, WeightFormat};
-
-/// The pooled statistics of one dtype (and one kv_aligned mode, or both).
-#[derive(Debug, Clone, Serialize)]
-pub struct KlGroup {
-    /// Implementation.
-    pub engine: Engine,
-    /// Weight format.
-    pub weights: WeightFormat,
-    /// Dtype.
-    pub dtype: RunDtype,
-    /// kv_aligned, or null for both modes pooled.
-    pub kv_aligned: Option<bool>,
-    /// Compared pairs pooled.
-    pub pairs: usize,
-    /// The statistics.
-    pub stats: KlStats,
-}
 
 /// The pooled groups, per dtype: both modes first, then kv_aligned=0 and 1.
 pub fn groups(pairs: &[PairJson]) -> Vec<KlGroup> {

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::Inputs;
+use super::files::Inputs;
+use super::numbers::secs;
 use super::paths;
 use super::schema::ReportJson;
 use super::template::{CUSTOM_REPORT_TEMPLATE, render_template, template_for};
@@ -78,14 +79,6 @@ fn opt<T: ToString>(x: Option<T>) -> String {
     x.map_or_else(|| "—".into(), |v| v.to_string())
 }
 
-pub(crate) fn secs(s: f64) -> String {
-    if s < 1.0 {
-        format!("{:.1} ms", s * 1e3)
-    } else {
-        format!("{s:.2} s")
-    }
-}
-
 fn bytes(n: u64) -> String {
     // Thousands separators, as in the seed report.
     let s = n.to_string();
@@ -128,7 +121,7 @@ impl Column {
 /// The metric table's cells of a row, keyed by [`MetricDef::short`], `—` when not compared.
 fn metric_cells(row: &mut Row, m: Option<&Metrics>) {
     for d in METRICS {
-        let cell = m.map_or("—".into(), |m| d.format((d.value)(m)));
+        let cell = m.map_or("—".into(), |m| d.format(d.value(m)));
         row.insert(d.short, cell);
     }
 }

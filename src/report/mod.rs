@@ -3,9 +3,11 @@
 //! traced sweep, `trace.json` and `trace_report.md`, all built from a results directory alone,
 //! so that `driftsweep report DIR` re-renders them without running anything.
 //!
-//! One typed view ([`ReportJson`], in [`schema`]) built by [`aggregate`]; renderers in one
+//! One typed view ([`ReportJson`], in [`schema`]) built by `aggregate`; renderers in one
 //! list ([`RENDERERS`]), each turning the view into one file; one write sequence
-//! ([`render`]). A new format is a renderer module and a row in that list.
+//! ([`render`]). A new format is a renderer module and a row in that list. The files below
+//! import only their siblings, never this one: `files.rs` holds the file names and what
+//! renderers read, `schema.rs` every type of the view.
 
 use std::path::PathBuf;
 
@@ -14,10 +16,12 @@ use crate::store::Store;
 use crate::verdict::GlobalVerdict;
 
 mod aggregate;
+mod files;
 pub mod html;
 pub mod junit;
 pub mod kl;
 mod markdown;
+mod numbers;
 pub mod paths;
 mod plots;
 pub mod schema;
@@ -27,16 +31,16 @@ pub mod trace;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use crate::verdict::fmt_num;
 pub use aggregate::{build, sample, setting_label};
-pub(crate) use aggregate::{compared, mean};
-pub(crate) use markdown::{PathSection, axes, path_sections, secs};
+use files::pretty_json;
+pub use files::{
+    Inputs, REPORT_HTML, REPORT_JSON, REPORT_JUNIT, REPORT_MD, Renderer, TRACE_JSON, TRACE_MD,
+};
 pub use markdown::{REPORT_TEMPLATE, check_render, describe_injection, render_markdown};
 pub use schema::{Counts, DriftGroup, PairJson, PerfGroup, ReportJson, RunJson, SweepIdentity};
 pub use template::{
     CUSTOM_REPORT_TEMPLATE, CUSTOM_TRACE_TEMPLATE, MAX_RENDER_BYTES, RENDER_LIMIT, check_template,
 };
-pub(crate) use template::{error_chain, render_template, template_for};
 
 /// What rendering produced.
 #[derive(Debug, Clone)]
@@ -53,39 +57,6 @@ impl Rendered {
         self.report.verdict
     }
 }
-
-/// What every renderer reads: the report's typed view, the results directory (custom
-/// templates, traces) and, for a traced sweep, trace.json's content.
-pub struct Inputs<'a> {
-    /// The results directory.
-    pub store: &'a Store,
-    /// report.json's content.
-    pub report: &'a ReportJson,
-    /// trace.json's content, when the sweep traces.
-    pub trace: Option<&'a trace::TraceJson>,
-}
-
-/// One file of the report: its name in the results directory and how it is rendered.
-#[derive(Clone, Copy)]
-pub struct Renderer {
-    /// The file's name, at the top of the results directory.
-    pub file: &'static str,
-    /// Its bytes; `None` when this sweep has no such file (trace.json of an untraced sweep).
-    pub render: fn(&Inputs) -> Result<Option<Vec<u8>>>,
-}
-
-/// report.json.
-pub const REPORT_JSON: &str = "report.json";
-/// report.md.
-pub const REPORT_MD: &str = "report.md";
-/// report.html.
-pub const REPORT_HTML: &str = "report.html";
-/// report.junit.xml.
-pub const REPORT_JUNIT: &str = "report.junit.xml";
-/// trace.json.
-pub const TRACE_JSON: &str = "trace.json";
-/// trace_report.md.
-pub const TRACE_MD: &str = "trace_report.md";
 
 /// Every renderer, in the order their files are written.
 pub const RENDERERS: &[Renderer] = &[
@@ -126,11 +97,6 @@ pub const FILES: [&str; RENDERERS.len()] = {
     out
 };
 
-/// `value` as the pretty JSON a results directory keeps (as [`Store::write_json`] writes).
-fn pretty_json<T: serde::Serialize>(store: &Store, file: &str, value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec_pretty(value).map_err(|e| crate::Error::store(store.root().join(file), e))
-}
-
 /// Builds the report and writes every file of [`RENDERERS`] into the results directory.
 ///
 /// Every file is rendered before the first is written: a custom template that fails to
@@ -138,7 +104,7 @@ fn pretty_json<T: serde::Serialize>(store: &Store, file: &str, value: &T) -> Res
 pub fn render(store: &Store) -> Result<Rendered> {
     let mut report = build(store)?;
     let trace = trace::analyse(store, &report)?;
-    report.trace = trace.as_ref().map(trace::TraceJson::summary);
+    report.trace = trace.as_ref().map(schema::TraceJson::summary);
     let inputs = Inputs {
         store,
         report: &report,

@@ -6,79 +6,15 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
-use super::{PairJson, fmt_num, mean};
+use super::numbers::{mean, secs};
+use super::schema::{PairJson, PathComparison, PathGroup, ServingPaths};
 use crate::dtype::RunDtype;
 use crate::engine::{Engine, WeightFormat};
 use crate::path::RunPath;
+use crate::verdict::fmt_num;
 
 /// Row digests of each pair's run under test, by pair id.
 pub type Digests = BTreeMap<String, Vec<String>>;
-
-/// One path of one setting.
-#[derive(Debug, Clone, Serialize)]
-pub struct PathGroup {
-    /// Implementation.
-    pub engine: Engine,
-    /// Weight format.
-    pub weights: WeightFormat,
-    /// Dtype.
-    pub dtype: RunDtype,
-    /// kv_aligned.
-    pub kv_aligned: bool,
-    /// The path.
-    pub path: RunPath,
-    /// Pairs compared.
-    pub pairs: usize,
-    /// Of those, failed.
-    pub failed: usize,
-    /// Largest max_abs_diff against prefill.
-    pub max_abs_max: f32,
-    /// Largest kl_max.
-    pub kl_max_max: f32,
-    /// Smallest top-1 agreement.
-    pub top1_min: f32,
-    /// Pairs whose logits are bit-identical to prefill's (max_abs_diff = 0).
-    pub identical_to_prefill: usize,
-    /// Mean wall time of the path's run, seconds (reused runs excluded: there are none on
-    /// this side).
-    pub wall_mean_s: Option<f64>,
-    /// Mean tokens fed per run (every row of a batch counted).
-    pub tokens_fed_mean: f64,
-}
-
-/// Two paths of one setting over the same (prompt, span, seed).
-#[derive(Debug, Clone, Serialize)]
-pub struct PathComparison {
-    /// Implementation.
-    pub engine: Engine,
-    /// Weight format.
-    pub weights: WeightFormat,
-    /// Dtype.
-    pub dtype: RunDtype,
-    /// kv_aligned.
-    pub kv_aligned: bool,
-    /// The path compared.
-    pub path: RunPath,
-    /// The path it is compared with (batch 1, or the next smaller chunk).
-    pub against: RunPath,
-    /// Pairs with both runs' digests.
-    pub pairs: usize,
-    /// Of those, bit-identical at every span position.
-    pub identical: usize,
-    /// The earliest absolute position where the two differ, and the pair it is in.
-    pub first_difference: Option<(usize, String)>,
-}
-
-/// The serving-path sections of a report.
-#[derive(Debug, Clone, Serialize)]
-pub struct ServingPaths {
-    /// Per path of each setting.
-    pub groups: Vec<PathGroup>,
-    /// Between paths.
-    pub comparisons: Vec<PathComparison>,
-}
 
 type Setting = (Engine, WeightFormat, RunDtype, bool);
 
@@ -112,10 +48,10 @@ pub fn analyse(pairs: &[PairJson], digests: &Digests) -> Option<ServingPaths> {
                 path,
                 pairs: ps.len(),
                 failed: ps.iter().filter(|p| p.verdict.is_fail()).count(),
-                max_abs_max: ms.iter().map(|m| m.max_abs_diff).fold(0.0, f32::max),
-                kl_max_max: ms.iter().map(|m| m.kl_max).fold(0.0, f32::max),
-                top1_min: ms.iter().map(|m| m.top1_agreement).fold(1.0, f32::min),
-                identical_to_prefill: ms.iter().filter(|m| m.max_abs_diff == 0.0).count(),
+                max_abs_max: ms.iter().map(|m| m.max_abs_diff()).fold(0.0, f32::max),
+                kl_max_max: ms.iter().map(|m| m.kl_max()).fold(0.0, f32::max),
+                top1_min: ms.iter().map(|m| m.top1_agreement()).fold(1.0, f32::min),
+                identical_to_prefill: ms.iter().filter(|m| m.max_abs_diff() == 0.0).count(),
                 wall_mean_s: mean(ps.iter().filter_map(|p| p.decode.wall_s.map(|w| w as f32)))
                     .map(f64::from),
                 tokens_fed_mean: ps.iter().map(|p| p.decode.tokens_fed as f64).sum::<f64>()
@@ -320,7 +256,7 @@ pub fn rows(sp: &ServingPaths, kind: &str) -> Vec<BTreeMap<&'static str, String>
                     format!("{}/{}", g.identical_to_prefill, g.pairs),
                 ),
                 ("failed", g.failed.to_string()),
-                ("wall", g.wall_mean_s.map_or("—".into(), super::secs)),
+                ("wall", g.wall_mean_s.map_or("—".into(), secs)),
                 ("tokens", format!("{:.0}", g.tokens_fed_mean)),
             ]
             .into_iter()
@@ -385,13 +321,14 @@ pub const SECTIONS: [(&str, &str, &str); 3] = [
 mod tests {
     use super::*;
     use crate::plan::PairSpec;
+    use crate::report::schema::RunJson;
     use crate::verdict::PairVerdict;
 
     fn pair(path: RunPath, seed: u64) -> PairJson {
         let spec = PairSpec::new("p", 3, RunDtype::F32, false, seed).via(path);
         let a = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
         let metrics = crate::compare::compare(&a, &a, 2, 10, 1e-4).unwrap();
-        let mut decode = super::super::aggregate::run_json(None);
+        let mut decode = RunJson::missing();
         decode.span_start = 10;
         decode.wall_s = Some(0.5);
         PairJson {
@@ -400,7 +337,7 @@ mod tests {
             reason: String::new(),
             metrics: Some(metrics),
             limits: None,
-            prefill: super::super::aggregate::run_json(None),
+            prefill: RunJson::missing(),
             decode,
             kl_stats: None,
             yardstick: None,

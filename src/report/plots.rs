@@ -89,14 +89,14 @@ pub fn pair_series(
                     .iter()
                     .map(|&v| Some(f64::from(v)))
                     .collect::<Vec<_>>(),
-                limits.map(|l| l.max_abs_diff),
+                limits.map(|l| l.max_abs_diff()),
                 PREFILL_BLUE,
             ),
             (
                 &bottom,
                 "KL(prefill ‖ decode) per position",
                 m.per_pos_kl.iter().map(|v| v.map(f64::from)).collect(),
-                limits.map(|l| l.kl_max),
+                limits.map(|l| l.kl_max()),
                 KL_GREEN,
             ),
         ];
@@ -250,13 +250,13 @@ pub fn drift_by_span(
                 &left,
                 format!("{dtype}: max_abs_diff by span"),
                 |p| p.max_abs,
-                |t| t.max_abs_diff,
+                |t| t.max_abs_diff(),
             ),
             (
                 &right,
                 format!("{dtype}: kl_max by span"),
                 |p| p.kl_max,
-                |t| t.kl_max,
+                |t| t.kl_max(),
             ),
         ];
         for (area, title, pick, limit) in panels {

@@ -1,19 +1,23 @@
-//! report.json's schema (docs/design.md, "Results on disk"): the typed view every renderer
-//! reads. Field names and order are the file's contract; aggregation fills them in
-//! ([`super::aggregate`]).
+//! report.json's and trace.json's schema (docs/design.md, "Results on disk"): the typed view
+//! every renderer reads. Field names and order are the files' contract; aggregation fills
+//! them in (`aggregate.rs`, `kl.rs`, `paths.rs`, `trace.rs`). The types live here, apart from
+//! the code that fills them, so that those files read each other's types without importing
+//! each other.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{kl, paths, trace};
 use crate::compare::Metrics;
+use crate::compare::kl_stats::KlStats;
+use crate::config::TraceOn;
 use crate::dtype::RunDtype;
 use crate::engine::{Engine, WeightFormat};
 use crate::limits::{DtypeLimits, Thresholds};
 use crate::path::RunPath;
 use crate::plan::{Mode, PairSpec};
 use crate::store::{ModelLoad, ToolInfo};
+use crate::trace::PairTrace;
 use crate::verdict::{GlobalVerdict, PairVerdict};
 
 /// `report.json`.
@@ -64,7 +68,7 @@ pub struct ReportJson {
     /// model's own drift).
     pub inject: Option<crate::config::InjectConfig>,
     /// The trace result, when the sweep traced.
-    pub trace: Option<trace::TraceSummary>,
+    pub trace: Option<TraceSummary>,
     /// The last session was stopped by a signal before its work was done.
     pub interrupted: bool,
     /// Every invocation that worked on the results directory (first run, then resumes).
@@ -76,10 +80,10 @@ pub struct ReportJson {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merged: Option<crate::store::shards::MergeInfo>,
     /// llama.cpp-style KL statistics pooled over each dtype's compared pairs.
-    pub kl_statistics: Vec<kl::KlGroup>,
+    pub kl_statistics: Vec<KlGroup>,
     /// The serving paths (chunked, batched), when the sweep took any.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub serving_paths: Option<paths::ServingPaths>,
+    pub serving_paths: Option<ServingPaths>,
 }
 
 /// `sweep` in report.json.
@@ -161,10 +165,34 @@ pub struct PairJson {
     /// Decode run.
     pub decode: RunJson,
     /// llama.cpp-style KL statistics of this pair (null unless compared).
-    pub kl_stats: Option<crate::compare::kl_stats::KlStats>,
+    pub kl_stats: Option<KlStats>,
     /// This pair's prefill against the own decoder's dequantized f32 prefill of the same
     /// tokens (null for that setting itself, or when there was none).
     pub yardstick: Option<crate::store::Yardstick>,
+}
+
+impl RunJson {
+    /// A run with no record.
+    pub fn missing() -> RunJson {
+        RunJson {
+            status: "missing".into(),
+            wall_s: None,
+            logits_file: None,
+            error: None,
+            tokens_fed: 0,
+            span_start: 0,
+            logits_bytes: 0,
+            reused_from: None,
+        }
+    }
+}
+
+/// The pairs that were compared, with their metrics.
+pub(crate) fn compared(pairs: &[PairJson]) -> impl Iterator<Item = (&PairJson, &Metrics)> {
+    pairs
+        .iter()
+        .filter(|p| p.verdict.is_compared())
+        .filter_map(|p| p.metrics.as_ref().map(|m| (p, m)))
 }
 
 /// kv_aligned=false drift of one (engine, weights, span, dtype).
@@ -227,4 +255,136 @@ pub struct PerfGroup {
     pub logits_bytes_mean: u64,
     /// Runs measured.
     pub samples: usize,
+}
+
+/// The pooled statistics of one dtype (and one kv_aligned mode, or both).
+#[derive(Debug, Clone, Serialize)]
+pub struct KlGroup {
+    /// Implementation.
+    pub engine: Engine,
+    /// Weight format.
+    pub weights: WeightFormat,
+    /// Dtype.
+    pub dtype: RunDtype,
+    /// kv_aligned, or null for both modes pooled.
+    pub kv_aligned: Option<bool>,
+    /// Compared pairs pooled.
+    pub pairs: usize,
+    /// The statistics.
+    pub stats: KlStats,
+}
+
+/// One path of one setting.
+#[derive(Debug, Clone, Serialize)]
+pub struct PathGroup {
+    /// Implementation.
+    pub engine: Engine,
+    /// Weight format.
+    pub weights: WeightFormat,
+    /// Dtype.
+    pub dtype: RunDtype,
+    /// kv_aligned.
+    pub kv_aligned: bool,
+    /// The path.
+    pub path: RunPath,
+    /// Pairs compared.
+    pub pairs: usize,
+    /// Of those, failed.
+    pub failed: usize,
+    /// Largest max_abs_diff against prefill.
+    pub max_abs_max: f32,
+    /// Largest kl_max.
+    pub kl_max_max: f32,
+    /// Smallest top-1 agreement.
+    pub top1_min: f32,
+    /// Pairs whose logits are bit-identical to prefill's (max_abs_diff = 0).
+    pub identical_to_prefill: usize,
+    /// Mean wall time of the path's run, seconds (reused runs excluded: there are none on
+    /// this side).
+    pub wall_mean_s: Option<f64>,
+    /// Mean tokens fed per run (every row of a batch counted).
+    pub tokens_fed_mean: f64,
+}
+
+/// Two paths of one setting over the same (prompt, span, seed).
+#[derive(Debug, Clone, Serialize)]
+pub struct PathComparison {
+    /// Implementation.
+    pub engine: Engine,
+    /// Weight format.
+    pub weights: WeightFormat,
+    /// Dtype.
+    pub dtype: RunDtype,
+    /// kv_aligned.
+    pub kv_aligned: bool,
+    /// The path compared.
+    pub path: RunPath,
+    /// The path it is compared with (batch 1, or the next smaller chunk).
+    pub against: RunPath,
+    /// Pairs with both runs' digests.
+    pub pairs: usize,
+    /// Of those, bit-identical at every span position.
+    pub identical: usize,
+    /// The earliest absolute position where the two differ, and the pair it is in.
+    pub first_difference: Option<(usize, String)>,
+}
+
+/// The serving-path sections of a report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServingPaths {
+    /// Per path of each setting.
+    pub groups: Vec<PathGroup>,
+    /// Between paths.
+    pub comparisons: Vec<PathComparison>,
+}
+
+/// What report.json says of the traces.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceSummary {
+    /// PASS only when records were compared and none failed and none is missing.
+    pub result: GlobalVerdict,
+    /// Why.
+    pub reason: String,
+    /// Pairs with a trace.
+    pub traced_pairs: usize,
+    /// The Markdown report, relative to the results directory.
+    pub report: String,
+    /// The JSON with every number.
+    pub json: String,
+}
+
+/// trace.json.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceJson {
+    pub(super) date: String,
+    pub(super) sweep: String,
+    pub(super) on: TraceOn,
+    pub(super) inject: Option<String>,
+    pub(super) result: GlobalVerdict,
+    pub(super) reason: String,
+    pub(super) expected_pairs: usize,
+    pub(super) traced_pairs: usize,
+    pub(super) pass: usize,
+    pub(super) fail: usize,
+    pub(super) not_traced: Vec<String>,
+    pub(super) compared_records: usize,
+    pub(super) failed_records: usize,
+    pub(super) missing_partners: usize,
+    pub(super) failure_summary: BTreeMap<String, usize>,
+    pub(super) rows: Vec<TraceRow>,
+    pub(super) pairs: Vec<PairTrace>,
+}
+
+/// One row of the detailed table: one (pair, position, layer) group of records.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct TraceRow {
+    pub(super) pair: String,
+    pub(super) prompt: String,
+    pub(super) token_id: String,
+    pub(super) pos: usize,
+    pub(super) layer: String,
+    pub(super) tensor: String,
+    pub(super) first_fail: String,
+    pub(super) root_cause: String,
+    pub(super) details: String,
 }

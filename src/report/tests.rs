@@ -57,7 +57,7 @@ fn run(spec: &PairSpec, mode: Mode, status: RunStatus, wall_s: f64) -> RunRecord
 
 /// A pair compared from hand-made logits (two positions, vocabulary 4).
 fn compared(spec: &PairSpec, pre: [f32; 8], dec: [f32; 8], limits: Thresholds) -> PairRecord {
-    let m = compare::compare(&pre, &dec, 4, 3, limits.max_abs_diff).unwrap();
+    let m = compare::compare(&pre, &dec, 4, 3, limits.max_abs_diff()).unwrap();
     let (verdict, reason) = verdict::judge_pair(&m, spec.dtype, spec.equivalence(), &limits);
     PairRecord {
         spec: spec.clone(),
@@ -218,7 +218,7 @@ fn the_report_judges_from_the_records_and_counts_every_kind() {
     assert_eq!(missing.prefill.status, "missing");
     // The limits come from the typed manifest, per dtype.
     assert_eq!(r.limits.len(), 2);
-    assert_eq!(r.limits["f32"].tolerance.max_abs_diff, 4e-4);
+    assert_eq!(r.limits["f32"].tolerance.max_abs_diff(), 4e-4);
     let drift = &r.drift_characterization;
     assert_eq!(drift.len(), 1, "only f32 kv_aligned=false was compared");
     assert_eq!(drift[0].max_abs_max, 1e-4);

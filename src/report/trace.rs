@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
-use super::{Inputs, ReportJson, render_template};
+use super::files::{Inputs, TRACE_JSON, TRACE_MD, pretty_json};
+use super::markdown::describe_injection;
+use super::schema::{ReportJson, TraceJson, TraceRow, TraceSummary};
+use super::template::{CUSTOM_TRACE_TEMPLATE, render_template, template_for};
 use crate::config::TraceOn;
 use crate::error::Result;
 use crate::store::{Store, TraceFile};
@@ -15,57 +16,6 @@ use crate::verdict::{self, GlobalVerdict, TraceTally};
 
 /// The trace report template, compiled in.
 pub const TRACE_TEMPLATE: &str = include_str!("../../templates/trace_report.md.tera");
-
-/// What report.json says of the traces.
-#[derive(Debug, Clone, Serialize)]
-pub struct TraceSummary {
-    /// PASS only when records were compared and none failed and none is missing.
-    pub result: GlobalVerdict,
-    /// Why.
-    pub reason: String,
-    /// Pairs with a trace.
-    pub traced_pairs: usize,
-    /// The Markdown report, relative to the results directory.
-    pub report: String,
-    /// The JSON with every number.
-    pub json: String,
-}
-
-/// trace.json.
-#[derive(Debug, Clone, Serialize)]
-pub struct TraceJson {
-    date: String,
-    sweep: String,
-    on: TraceOn,
-    inject: Option<String>,
-    result: GlobalVerdict,
-    reason: String,
-    expected_pairs: usize,
-    traced_pairs: usize,
-    pass: usize,
-    fail: usize,
-    not_traced: Vec<String>,
-    compared_records: usize,
-    failed_records: usize,
-    missing_partners: usize,
-    failure_summary: BTreeMap<String, usize>,
-    rows: Vec<TraceRow>,
-    pairs: Vec<PairTrace>,
-}
-
-/// One row of the detailed table: one (pair, position, layer) group of records.
-#[derive(Debug, Clone, Serialize)]
-struct TraceRow {
-    pair: String,
-    prompt: String,
-    token_id: String,
-    pos: usize,
-    layer: String,
-    tensor: String,
-    first_fail: String,
-    root_cause: String,
-    details: String,
-}
 
 /// Test-renders a custom trace template on a sample trace.json of this sweep (one row per
 /// planned traced pair, up to 8, nothing measured yet), before the first run: a template
@@ -252,7 +202,7 @@ pub fn analyse(store: &Store, report: &ReportJson) -> Result<Option<TraceJson>> 
             .unwrap_or_else(|| report.started_at.clone()),
         sweep: report.sweep.name.clone(),
         on,
-        inject: report.inject.as_ref().map(super::describe_injection),
+        inject: report.inject.as_ref().map(describe_injection),
         result,
         reason,
         expected_pairs: expected.len(),
@@ -277,8 +227,8 @@ impl TraceJson {
             result: self.result,
             reason: self.reason.clone(),
             traced_pairs: self.traced_pairs,
-            report: super::TRACE_MD.into(),
-            json: super::TRACE_JSON.into(),
+            report: TRACE_MD.into(),
+            json: TRACE_JSON.into(),
         }
     }
 }
@@ -286,7 +236,7 @@ impl TraceJson {
 /// trace.json, when the sweep traces.
 pub(crate) fn render_json(i: &Inputs) -> Result<Option<Vec<u8>>> {
     i.trace
-        .map(|t| super::pretty_json(i.store, super::TRACE_JSON, t))
+        .map(|t| pretty_json(i.store, TRACE_JSON, t))
         .transpose()
 }
 
@@ -296,7 +246,7 @@ pub(crate) fn render_markdown(i: &Inputs) -> Result<Option<Vec<u8>>> {
     let Some(t) = i.trace else {
         return Ok(None);
     };
-    let template = super::template_for(i.store, super::CUSTOM_TRACE_TEMPLATE, TRACE_TEMPLATE)?;
+    let template = template_for(i.store, CUSTOM_TRACE_TEMPLATE, TRACE_TEMPLATE)?;
     render_template("trace_report.md.tera", &template, t).map(|md| Some(md.into_bytes()))
 }
 

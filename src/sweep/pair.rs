@@ -111,7 +111,7 @@ pub fn judge(
         &pre.logits,
         &dec.logits,
         pre.span_start,
-        limits.max_abs_diff,
+        limits.max_abs_diff(),
     ) {
         Ok(m) => {
             let (verdict, reason) =

@@ -590,7 +590,7 @@ impl Worker {
                     &reference,
                     &out.logits,
                     out.span_start,
-                    limits.max_abs_diff,
+                    limits.max_abs_diff(),
                 )
                 .ok()
                 .map(|m| Yardstick::of(&m));
