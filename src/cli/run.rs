@@ -148,7 +148,11 @@ fn run_models(
             index,
             total,
             dir,
-        } => outln!("model `{id}` ({}/{total}) into {}", index + 1, dir.display()),
+        } => outln!(
+            "model `{id}` ({}/{total}) into {}",
+            index + 1,
+            dir.display()
+        ),
         sweep::ModelStep::Ran { outcome, .. } => print_outcome(outcome),
         sweep::ModelStep::Failed { id, error } => eprintln!("model `{id}`: {error}"),
     })?;
@@ -158,10 +162,7 @@ fn run_models(
         s.sweep,
         s.verdict,
         s.models.len(),
-        outcome
-            .dir
-            .join(sweep::summary::SUMMARY_MD)
-            .display()
+        outcome.dir.join(sweep::summary::SUMMARY_MD).display()
     );
     if s.interrupted {
         eprintln!("interrupted: run the same command again to resume");

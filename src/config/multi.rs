@@ -102,11 +102,17 @@ pub fn blame_model(e: Error, id: &str, exclude_origin: &[usize]) -> Error {
     } else {
         field
     };
+    // A field outside `models.<id>` is shared by every model: say which model it failed.
+    let message = if field.starts_with(&format!("models.{id}")) {
+        message
+    } else {
+        format!("{message} (in the sweep of model `{id}`)")
+    };
     Error::Config {
         file,
         location: String::new(),
         field,
-        message: format!("{message} (in the sweep of model `{id}`)"),
+        message,
     }
 }
 
@@ -122,14 +128,17 @@ mod tests {
             &[],
         );
         let t = e.to_string();
-        assert!(t.contains("`models.big.source`"), "{t}");
-        assert!(t.contains("model `big`"), "{t}");
+        assert!(t.contains("`models.big.source`: no such file"), "{t}");
         let e = blame_model(
             Error::config("s.yaml", "exclude[1].span", "x"),
             "a",
             &[0, 3],
         );
-        assert!(e.to_string().contains("`exclude[3].span`"), "{e}");
+        let t = e.to_string();
+        assert!(
+            t.contains("`exclude[3].span`") && t.contains("model `a`"),
+            "{t}"
+        );
         // `models` itself and other fields are left as they are.
         let e = blame_model(Error::config("s.yaml", "sweep.span[0]", "x"), "a", &[]);
         assert!(e.to_string().contains("`sweep.span[0]`"), "{e}");

@@ -152,7 +152,9 @@ impl ModelSummary {
                 verdicts: BTreeMap::new(),
                 first_divergent_pos_min: None,
             });
-            *row.verdicts.entry(p.verdict.as_str().to_string()).or_default() += 1;
+            *row.verdicts
+                .entry(p.verdict.as_str().to_string())
+                .or_default() += 1;
             let first = p.metrics.as_ref().and_then(|m| m.first_divergent_pos);
             row.first_divergent_pos_min = min_opt(row.first_divergent_pos_min, first);
             for e in [&p.prefill.error, &p.decode.error].into_iter().flatten() {
@@ -180,7 +182,11 @@ impl ModelSummary {
             } else {
                 r.verdict.exit_code()
             },
-            worst_pair_verdict: r.pairs.iter().map(|p| p.verdict).max_by_key(|v| pair_rank(*v)),
+            worst_pair_verdict: r
+                .pairs
+                .iter()
+                .map(|p| p.verdict)
+                .max_by_key(|v| pair_rank(*v)),
             first_divergent_pos_min: counts
                 .iter()
                 .fold(None, |a, c| min_opt(a, c.first_divergent_pos_min)),
