@@ -278,3 +278,42 @@ exclude:
         }
     }
 }
+
+#[cfg(test)]
+mod round_trip {
+    use std::path::Path;
+
+    use super::single_text;
+    use crate::config::{load, parse};
+
+    /// Every shipped sweep file, written back as a sub-sweep's single-model text, loads to
+    /// the same settings: the derived file of a model's sweep means what the original does.
+    #[test]
+    fn shipped_sweep_files_survive_their_derived_text() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect();
+        files.sort();
+        assert!(!files.is_empty());
+        for f in files {
+            let cfg = load(&f).unwrap_or_else(|e| panic!("{e}"));
+            let (text, origin) = single_text(&cfg, "x", &cfg.config.model).unwrap();
+            assert_eq!(origin, (0..cfg.config.exclude.len()).collect::<Vec<_>>());
+            let again = parse(&f, &text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", f.display()));
+            let mut want = cfg.config.clone();
+            want.name = format!("{}.x", want.name);
+            want.output = None;
+            assert_eq!(
+                serde_json::to_value(&again.config).unwrap(),
+                serde_json::to_value(&want).unwrap(),
+                "{}",
+                f.display()
+            );
+            assert_eq!(again.included, cfg.included, "{}", f.display());
+        }
+    }
+}
