@@ -147,7 +147,7 @@ fn open_top(cfg: &LoadedConfig, opts: &SweepOptions, top: &Path) -> Result<DirLo
         )));
     }
     let sha = cfg.sha256();
-    if !Marker::read(top)?.is_some_and(|m| m.config_sha256 == sha) {
+    if Marker::read(top)?.is_none_or(|m| m.config_sha256 != sha) {
         let marker = Marker::new(&cfg.config.name, &sha);
         let json =
             serde_json::to_vec_pretty(&marker).map_err(|e| Error::store(top.join(MARKER), e))?;
