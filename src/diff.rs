@@ -215,6 +215,8 @@ fn load(dir: &Path, role: &str) -> Result<(DirInfo, Vec<PairFile>)> {
     if !path.is_file() {
         let hint = if dir.join(crate::store::MANIFEST).is_file() {
             format!("; run `driftsweep report {}` to write it", dir.display())
+        } else if let Some(h) = crate::store::multi_model_hint(dir) {
+            format!(": {h}")
         } else {
             " (not a driftsweep results directory)".into()
         };

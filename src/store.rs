@@ -151,6 +151,29 @@ pub struct Store {
     lock: Option<Arc<owner::DirLock>>,
 }
 
+/// For the top directory of a sweep file with `models:` (`summary.json` beside `models/`),
+/// what to say instead of "not a results directory": the commands that read one sweep's
+/// results take `<dir>/models/<id>`.
+pub fn multi_model_hint(root: &Path) -> Option<String> {
+    let models = root.join("models");
+    if !(root.join("summary.json").is_file() && models.is_dir()) {
+        return None;
+    }
+    let mut ids: Vec<String> = fs::read_dir(&models)
+        .ok()?
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    ids.sort();
+    Some(format!(
+        "holds a sweep with several models (summary.json, models/): each model's results are \
+         in `{}/<id>` (ids: {}); give this command one of those directories",
+        models.display(),
+        ids.join(", ")
+    ))
+}
+
 impl Store {
     /// Sets up a results directory whose lock the caller holds (see
     /// [`owner::DirLock::for_results`]): writes the marker with the sweep's identity (when it
@@ -181,6 +204,9 @@ impl Store {
     pub fn open(root: &Path) -> Result<Self> {
         let m = root.join(MANIFEST);
         if !m.is_file() {
+            if let Some(hint) = multi_model_hint(root) {
+                return Err(Error::store(root, hint));
+            }
             return Err(Error::store(
                 root,
                 "not a driftsweep results directory (no manifest.json)",

@@ -26,13 +26,75 @@ pub fn plan(a: PlanArgs) -> Result<i32, Error> {
             max_pairs: a.max_pairs,
         },
     )?;
+    if cfg.is_multi() {
+        return plan_models(&cfg, a.json);
+    }
     let (_, plan) = sweep::prepare(&cfg)?;
     if a.json {
-        print_plan_json(&plan);
+        super::common::print_json(&plan_json(&plan));
     } else {
         print_plan_table(&cfg, &plan);
     }
     Ok(exit::PASS)
+}
+
+/// A sweep file with `models:`: each model's plan (or the error that keeps it from
+/// running), then the totals. A model in error makes the exit code bad input, after the
+/// others are shown.
+fn plan_models(cfg: &config::LoadedConfig, json: bool) -> Result<i32, Error> {
+    let prepared = sweep::prepare_models(cfg);
+    let mut code = exit::PASS;
+    let (mut pairs, mut runs, mut excluded, mut loads) = (0, 0, 0, 0);
+    let mut models = Vec::new();
+    if !json {
+        let ids: Vec<&str> = prepared.iter().map(|(m, _)| m.id.as_str()).collect();
+        outln!(
+            "sweep `{}`: {} model(s), one sub-sweep each, in this order: {}",
+            cfg.config.name,
+            ids.len(),
+            ids.join(", ")
+        );
+    }
+    for (m, prep) in &prepared {
+        match prep {
+            Ok((_, plan)) => {
+                pairs += plan.pairs.len();
+                runs += plan.run_count();
+                excluded += plan.excluded;
+                loads += plan.load_groups(m.config.config.continuation).len();
+                if json {
+                    let mut v = plan_json(plan);
+                    v["id"] = serde_json::json!(m.id);
+                    models.push(v);
+                } else {
+                    outln!("\n## model `{}` (results in models/{})", m.id, m.id);
+                    print_plan_table(&m.config, plan);
+                }
+            }
+            Err(e) => {
+                code = exit::BAD_INPUT;
+                if json {
+                    models.push(serde_json::json!({"id": m.id, "error": e.to_string()}));
+                } else {
+                    outln!("\n## model `{}`: not runnable", m.id);
+                    eprintln!("{e}");
+                }
+            }
+        }
+    }
+    if json {
+        super::common::print_json(&serde_json::json!({
+            "counts": {"models": prepared.len(), "pairs": pairs, "runs": runs, "excluded": excluded},
+            "models": models,
+        }));
+    } else {
+        outln!(
+            "\ntotal over {} model(s): {pairs} pairs, {runs} runs ({excluded} pairs excluded), \
+             {loads} model load(s)",
+            prepared.len()
+        );
+    }
+    Ok(code)
 }
 
 fn print_plan_table(cfg: &config::LoadedConfig, plan: &Plan) {
@@ -132,7 +194,8 @@ fn print_pair_rows(plan: &Plan) {
     }
 }
 
-fn print_plan_json(plan: &Plan) {
+/// The plan as JSON: counts, prompts, pairs and runs.
+fn plan_json(plan: &Plan) -> serde_json::Value {
     let runs: Vec<serde_json::Value> = plan
         .pairs
         .iter()
@@ -141,11 +204,10 @@ fn print_plan_json(plan: &Plan) {
                 .map(|m| serde_json::json!({"id": p.run_id(m), "pair": p.id, "mode": m}))
         })
         .collect();
-    let v = serde_json::json!({
+    serde_json::json!({
         "counts": {"pairs": plan.pairs.len(), "runs": plan.run_count(), "excluded": plan.excluded},
         "prompts": plan.prompts,
         "pairs": plan.pairs,
         "runs": runs,
-    });
-    super::common::print_json(&v);
+    })
 }

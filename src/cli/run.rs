@@ -80,7 +80,19 @@ pub fn run(a: RunArgs) -> Result<i32, Error> {
         },
     )?;
     if let Some(d) = &a.device {
-        cfg.config.device = parse_device(d)?;
+        let device = parse_device(d)?;
+        cfg.config.device = device;
+        for m in &mut cfg.model_sweeps {
+            m.config.config.device = device;
+        }
+    }
+    if cfg.is_multi() && a.baseline.is_some() {
+        return Err(Error::config(
+            &a.config,
+            "models",
+            "--baseline compares one results directory: run `driftsweep diff` on each \
+             `<out>/models/<id>` instead",
+        ));
     }
     let opts = sweep::SweepOptions {
         out: a.out,
@@ -92,6 +104,9 @@ pub fn run(a: RunArgs) -> Result<i32, Error> {
         lanes: a.lanes.map(usize::from),
     };
     let mut bar = progress::Bar::new(!a.no_progress);
+    if cfg.is_multi() {
+        return run_models(&cfg, &opts, &mut bar);
+    }
     let outcome = sweep::run_sweep(&cfg, &opts, &mut bar)?;
     print_outcome(&outcome);
     if outcome.interrupted {
@@ -118,6 +133,41 @@ pub fn run(a: RunArgs) -> Result<i32, Error> {
         }
         None => Ok(code),
     }
+}
+
+/// A sweep file with `models:`: each model's sweep in turn, then the summary; the exit code
+/// is the worst over the models.
+fn run_models(
+    cfg: &config::LoadedConfig,
+    opts: &sweep::SweepOptions,
+    bar: &mut progress::Bar,
+) -> Result<i32, Error> {
+    let outcome = sweep::run_models(cfg, opts, bar, &mut |step| match step {
+        sweep::ModelStep::Starting {
+            id,
+            index,
+            total,
+            dir,
+        } => outln!(
+            "model `{id}` ({}/{total}) into {}",
+            index + 1,
+            dir.display()
+        ),
+        sweep::ModelStep::Ran { outcome, .. } => print_outcome(outcome),
+        sweep::ModelStep::Failed { id, error } => eprintln!("model `{id}`: {error}"),
+    })?;
+    let s = &outcome.summary;
+    outln!(
+        "{}: {} over {} model(s); summary: {}",
+        s.sweep,
+        s.verdict,
+        s.models.len(),
+        outcome.dir.join(sweep::summary::SUMMARY_MD).display()
+    );
+    if s.interrupted {
+        eprintln!("interrupted: run the same command again to resume");
+    }
+    Ok(s.exit_code)
 }
 
 /// What `--start-over` left alone, what was resumed, and the sweep's summary.

@@ -4,7 +4,7 @@
 use std::num::NonZeroUsize;
 use std::path::Path;
 
-use super::loaded::{CustomTemplates, LoadedConfig, Prompt, PromptSource};
+use super::loaded::{CustomTemplates, LoadedConfig, ModelSweep, Prompt, PromptSource};
 use super::schema::SweepConfig;
 use super::validate;
 use crate::error::{Error, Result};
@@ -123,6 +123,7 @@ pub fn parse_with(path: &Path, text: &str, limits: &LoadLimits) -> Result<Loaded
             message,
         }
     })?;
+    let config = settle_model(path, body, config)?;
     validate::validate(path, &config, limits.max_pairs)?;
     let mut loaded = LoadedConfig {
         path: path.to_path_buf(),
@@ -131,10 +132,60 @@ pub fn parse_with(path: &Path, text: &str, limits: &LoadLimits) -> Result<Loaded
         templates: CustomTemplates::default(),
         prompts: Vec::new(),
         included: Vec::new(),
+        model_sweeps: Vec::new(),
     };
     load_included(&mut loaded)?;
     loaded.prompts = resolve_prompts(&loaded)?;
+    loaded.model_sweeps = model_sweeps(&loaded, limits)?;
     Ok(loaded)
+}
+
+/// The sub-sweeps of a file with `models:`, each parsed (and so checked) as the
+/// single-model file it means; errors name the original file's fields.
+fn model_sweeps(cfg: &LoadedConfig, limits: &LoadLimits) -> Result<Vec<ModelSweep>> {
+    super::multi::selected(cfg)
+        .into_iter()
+        .map(|(id, model)| {
+            let (text, exclude_origin) = super::multi::single_text(cfg, &id, &model)?;
+            let config = parse_with(&cfg.path, &text, limits)
+                .map_err(|e| super::multi::blame_model(e, &id, &exclude_origin))?;
+            Ok(ModelSweep {
+                id,
+                config,
+                exclude_origin,
+            })
+        })
+        .collect()
+}
+
+/// Exactly one of `model:` and `models:`. With `models:`, `model` becomes the first model
+/// (the schema's placeholder never leaves loading).
+fn settle_model(path: &Path, body: &str, mut config: SweepConfig) -> Result<SweepConfig> {
+    // The schema cannot tell a left-out `model:` from a given one: the keys can.
+    let model_given = serde_yaml::from_str::<serde_yaml::Value>(body)
+        .ok()
+        .and_then(|v| v.as_mapping().map(|m| m.contains_key("model")))
+        .unwrap_or(false);
+    match (&config.models, model_given) {
+        (Some(_), true) => Err(Error::config(
+            path,
+            "models",
+            "`model:` and `models:` are both given: use `model:` for one model or `models:` \
+             for several, not both",
+        )),
+        (None, false) => Err(Error::config(
+            path,
+            "",
+            "missing field `model` (or `models:` for several models)",
+        )),
+        (Some(m), false) => {
+            if let Some((_, first)) = m.0.first() {
+                config.model = first.clone();
+            }
+            Ok(config)
+        }
+        (None, true) => Ok(config),
+    }
 }
 
 /// Reads the prompt files and templates the sweep file names. Each must stay inside the sweep

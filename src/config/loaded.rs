@@ -60,6 +60,31 @@ pub struct LoadedConfig {
     /// (field, bytes) of every file the sweep file pulls in (prompt files, templates): part
     /// of the sweep's identity, since editing one changes what a resumed sweep would run.
     pub included: Vec<(String, Vec<u8>)>,
+    /// A file with `models:`: one single-model sweep per selected model, in file order
+    /// (`sweep.model` applied); empty for a file with `model:`.
+    pub model_sweeps: Vec<ModelSweep>,
+}
+
+/// One model's sub-sweep of a file with `models:`: the single-model sweep file the file
+/// means for that model (its `model`, the exclude rules naming it or none, name
+/// `<name>.<id>`), parsed as such, so it runs exactly as a single-model sweep does.
+#[derive(Debug, Clone)]
+pub struct ModelSweep {
+    /// The model's id in `models:`.
+    pub id: String,
+    /// Its sweep: `text` is the derived single-model YAML, which its manifest keeps (so
+    /// `verify` and resume treat `<out>/models/<id>` as the results of that file).
+    pub config: LoadedConfig,
+    /// For each exclude rule of `config`, its index in the original file (errors name that).
+    pub exclude_origin: Vec<usize>,
+}
+
+impl ModelSweep {
+    /// An error of this model's sweep named as the original file writes it
+    /// (`models.<id>...`, the original `exclude[i]`).
+    pub fn blame(&self, e: crate::error::Error) -> crate::error::Error {
+        super::multi::blame_model(e, &self.id, &self.exclude_origin)
+    }
 }
 
 impl LoadedConfig {
@@ -125,6 +150,12 @@ impl LoadedConfig {
             .as_ref()
             .and_then(|t| t.nmse_threshold.get(dtype.as_str()).copied())
             .unwrap_or_else(|| crate::trace::default_nmse_threshold(dtype))
+    }
+
+    /// Whether the file names several models (`models:`): then [`Self::model_sweeps`] holds
+    /// the sweeps to run, and single-model commands refuse it.
+    pub fn is_multi(&self) -> bool {
+        self.config.models.is_some()
     }
 
     /// The prompts the sweep uses, in file order, filtered by `sweep.prompt` when given.

@@ -4,6 +4,7 @@
 
 mod load;
 mod loaded;
+mod multi;
 pub mod schema;
 pub mod synthetic;
 mod validate;
@@ -12,7 +13,7 @@ pub use load::{
     DEFAULT_MAX_PAIRS, LoadLimits, MAX_INCLUDED_BYTES, MAX_NESTING, MAX_SWEEP_FILE_BYTES, load,
     load_with, parse, parse_with,
 };
-pub use loaded::{CustomTemplates, LoadedConfig, Prompt, PromptSource};
+pub use loaded::{CustomTemplates, LoadedConfig, ModelSweep, Prompt, PromptSource};
 pub use schema::*;
 pub use synthetic::{SynthFormat, SynthSpec};
 

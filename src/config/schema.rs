@@ -18,8 +18,15 @@ use crate::path::RunPath;
 pub struct SweepConfig {
     /// Name of the sweep; the default results directory is `results/<name>`.
     pub name: String,
-    /// Which model to run.
+    /// Which model to run. A file with `models:` leaves it out; loading then sets it to the
+    /// first of `models` (nothing downstream sees a sweep without a model), and each model's
+    /// sub-sweep gets its own (`LoadedConfig::model_sweeps`).
+    #[serde(default = "absent_model")]
     pub model: ModelConfig,
+    /// Several models, each under an id, instead of `model`: the run makes one sub-sweep
+    /// per model (docs/sweep-file.md, "Several models").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<ModelMap>,
     /// `cpu`, `cuda`, `cuda:N`, `metal`, `metal:N` or `auto`.
     #[serde(default)]
     pub device: DeviceSpec,
@@ -383,6 +390,71 @@ impl<'de> Deserialize<'de> for ModelConfig {
     }
 }
 
+/// `model:` as left out of a file with `models:`: the empty source, which loading replaces
+/// (or refuses, when `models:` is missing too) before anything reads it.
+fn absent_model() -> ModelConfig {
+    // The bare-string form every `ModelConfig` accepts; a string cannot fail it.
+    ModelConfig::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(""))
+        .expect("a bare source string is a ModelConfig")
+}
+
+/// `models:`: model ids (letters, digits, `_`, `-`, `.`) to what `model:` accepts, in file
+/// order (the order the sub-sweeps run in). An id given twice is refused.
+#[derive(Debug, Clone, Default)]
+pub struct ModelMap(pub Vec<(String, ModelConfig)>);
+
+impl ModelMap {
+    /// The model of `id`.
+    pub fn get(&self, id: &str) -> Option<&ModelConfig> {
+        self.0.iter().find(|(i, _)| i == id).map(|(_, m)| m)
+    }
+
+    /// Whether `id` names a model.
+    pub fn contains(&self, id: &str) -> bool {
+        self.get(id).is_some()
+    }
+}
+
+impl Serialize for ModelMap {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (id, model) in &self.0 {
+            m.serialize_entry(id, model)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ModelMap;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of model ids to models")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ModelMap, A::Error> {
+                let mut out: Vec<(String, ModelConfig)> = Vec::new();
+                while let Some(id) = map.next_key::<String>()? {
+                    if out.iter().any(|(i, _)| *i == id) {
+                        return Err(serde::de::Error::custom(format!(
+                            "duplicate model id `{id}`: give each id once"
+                        )));
+                    }
+                    let model = map.next_value()?;
+                    out.push((id, model));
+                }
+                Ok(ModelMap(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 /// One prompt: exactly one of `text`, `file` or `random_tokens`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -451,6 +523,9 @@ pub struct SweepAxes {
     /// `batched_prefill:B`); decode alone when absent.
     #[serde(default = "default_paths")]
     pub path: Vec<RunPath>,
+    /// Model ids to run, of a file with `models:`; every model when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<Vec<String>>,
 }
 
 fn default_paths() -> Vec<RunPath> {
@@ -497,6 +572,9 @@ pub struct ExcludeRule {
     /// Path of the run under test.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<RunPath>,
+    /// Model id (a file with `models:`): the rule applies to that model's sub-sweep only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// A YAML boolean that also accepts 0 and 1 (the old tool's kv_aligned=0/1).

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 
-use super::schema::{AllOr, SweepConfig, TracePositions};
+use super::schema::{AllOr, ExcludeRule, SweepConfig, TracePositions};
 use crate::dtype::RunDtype;
 use crate::error::{Error, Result};
 
@@ -17,6 +17,7 @@ pub(super) fn validate(path: &Path, c: &SweepConfig, max_pairs: usize) -> Result
     check_names(path, c)?;
     let seen = check_prompts(path, c)?;
     check_sweep_lists(path, c, &seen)?;
+    check_models(path, c)?;
     check_exclude(path, c, &seen)?;
     check_trace(path, c)?;
     check_inject(path, c)?;
@@ -50,7 +51,8 @@ fn check_names(path: &Path, c: &SweepConfig) -> Result<()> {
             ),
         );
     }
-    if c.model.source.trim().is_empty() {
+    // With `models:`, each model's own sweep checks its model (as `models.<id>`).
+    if c.models.is_none() && c.model.source.trim().is_empty() {
         return err("model.source", "must not be empty".into());
     }
     Ok(())
@@ -184,20 +186,111 @@ fn check_sweep_lists(path: &Path, c: &SweepConfig, seen: &HashSet<&str>) -> Resu
     Ok(())
 }
 
+/// The longest model id: it names a directory, `<out>/models/<id>`, and the sub-sweep's
+/// name `<name>.<id>`.
+const MAX_MODEL_ID: usize = 100;
+
+/// `models:` (ids that name directories), and the model axis: `sweep.model` and
+/// `exclude[i].model` name models of `models:`, and exist only with it.
+fn check_models(path: &Path, c: &SweepConfig) -> Result<()> {
+    let err = |field: &str, msg: String| Err(Error::config(path, field, msg));
+    let Some(models) = &c.models else {
+        if c.sweep.model.is_some() {
+            return err(
+                "sweep.model",
+                "a model axis needs `models:` (ids to models) instead of `model:`".into(),
+            );
+        }
+        if let Some(i) = c.exclude.iter().position(|r| r.model.is_some()) {
+            return err(
+                &format!("exclude[{i}].model"),
+                "`model` in a rule needs `models:` (ids to models) instead of `model:`".into(),
+            );
+        }
+        return Ok(());
+    };
+    if models.0.is_empty() {
+        return err("models", "the map is empty: give at least one model".into());
+    }
+    for (id, _) in &models.0 {
+        let ok = !id.is_empty()
+            && id.len() <= MAX_MODEL_ID
+            && id != "."
+            && id != ".."
+            && id
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch));
+        if !ok {
+            return err(
+                &format!("models.{id}"),
+                format!(
+                    "model id `{id}` must use only letters, digits, `_`, `-` and `.`, be at \
+                     most {MAX_MODEL_ID} bytes and not be `.` or `..` (it names a directory)"
+                ),
+            );
+        }
+    }
+    if let Some(ids) = &c.sweep.model {
+        if ids.is_empty() {
+            return err(
+                "sweep.model",
+                "the list is empty: leave it out to run every model".into(),
+            );
+        }
+        check_unique(path, "sweep.model", ids)?;
+        for (i, id) in ids.iter().enumerate() {
+            if !models.contains(id) {
+                return err(
+                    &format!("sweep.model[{i}]"),
+                    format!("no model has id `{id}` in `models:`"),
+                );
+            }
+        }
+    }
+    for (i, rule) in c.exclude.iter().enumerate() {
+        let Some(id) = &rule.model else { continue };
+        if !models.contains(id) {
+            return err(
+                &format!("exclude[{i}].model"),
+                format!("no model has id `{id}` in `models:`"),
+            );
+        }
+        let alone = ExcludeRule {
+            model: None,
+            ..rule.clone()
+        };
+        if is_empty_rule(&alone) {
+            return err(
+                &format!("exclude[{i}]"),
+                format!(
+                    "a rule with only `model` would drop every pair of `{id}`: leave `{id}` \
+                     out of `sweep.model` instead"
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A rule with no key: it would match every pair.
+fn is_empty_rule(rule: &ExcludeRule) -> bool {
+    rule.prompt.is_none()
+        && rule.span.is_none()
+        && rule.dtype.is_none()
+        && rule.kv_aligned.is_none()
+        && rule.seed.is_none()
+        && rule.engine.is_none()
+        && rule.weights.is_none()
+        && rule.path.is_none()
+        && rule.model.is_none()
+}
+
 /// The `exclude` rules: none empty, prompts that exist.
 fn check_exclude(path: &Path, c: &SweepConfig, seen: &HashSet<&str>) -> Result<()> {
     let err = |field: &str, msg: String| Err(Error::config(path, field, msg));
     for (i, rule) in c.exclude.iter().enumerate() {
         let field = format!("exclude[{i}]");
-        if rule.prompt.is_none()
-            && rule.span.is_none()
-            && rule.dtype.is_none()
-            && rule.kv_aligned.is_none()
-            && rule.seed.is_none()
-            && rule.engine.is_none()
-            && rule.weights.is_none()
-            && rule.path.is_none()
-        {
+        if is_empty_rule(rule) {
             return err(&field, "an empty rule would drop every pair".into());
         }
         if let Some(p) = &rule.prompt
@@ -368,7 +461,14 @@ const MAX_EXCLUDE_RULES: usize = 1_000;
 fn check_plan_size(path: &Path, c: &SweepConfig, max_pairs: usize) -> Result<()> {
     let s = &c.sweep;
     let prompts = s.prompt.as_ref().map_or(c.prompts.len(), Vec::len);
+    // Every selected model runs the whole product.
+    let models = match (&c.models, &s.model) {
+        (_, Some(ids)) => ids.len(),
+        (Some(m), None) => m.0.len(),
+        (None, None) => 1,
+    };
     let product = [
+        models,
         prompts,
         s.span.len(),
         s.dtype.len(),

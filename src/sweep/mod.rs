@@ -5,8 +5,10 @@
 
 mod events;
 mod lanes;
+mod models;
 mod pair;
 mod resume;
+pub mod summary;
 mod worker;
 mod writer;
 
@@ -16,6 +18,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 pub use events::{Event, Reporter, Signalled, Silent, StopFlag};
+pub use models::{ModelStep, ModelsOutcome, prepare_models, run_models};
 pub use pair::{PairInput, PairRun, judge, run_pair, token_key};
 
 use crate::config::LoadedConfig;
@@ -81,6 +84,7 @@ pub fn output_dir(cfg: &LoadedConfig, out: Option<&PathBuf>) -> PathBuf {
 /// tokenizer, the custom templates (test-parsed by the renderer), and the expanded plan.
 /// Every error here is bad input naming the sweep file and field.
 pub fn prepare(cfg: &LoadedConfig) -> Result<(ModelInfo, Plan)> {
+    check_single(cfg)?;
     check_templates(cfg)?;
     let info = match &cfg.config.model.synthetic {
         Some(spec) => synthetic_model(cfg, spec)?,
@@ -114,6 +118,7 @@ fn synthetic_model(cfg: &LoadedConfig, spec: &crate::config::SynthSpec) -> Resul
 
 /// [`prepare`] for a model already described (a user's own, [`ModelInfo::custom`]).
 pub fn prepare_with(cfg: &LoadedConfig, info: ModelInfo) -> Result<(ModelInfo, Plan)> {
+    check_single(cfg)?;
     check_templates(cfg)?;
     let plan = plan::expand(cfg, &info, &|e, w, d| {
         info.support(e, w, d).map_err(String::from)
@@ -149,6 +154,20 @@ pub fn prepare_with(cfg: &LoadedConfig, info: ModelInfo) -> Result<(ModelInfo, P
         })?;
     }
     Ok((info, plan))
+}
+
+/// A file with `models:` runs through [`run_models`], one model's sweep at a time; every
+/// other use of a sweep file takes one model.
+fn check_single(cfg: &LoadedConfig) -> Result<()> {
+    if cfg.is_multi() {
+        return Err(Error::config(
+            &cfg.path,
+            "models",
+            "this command takes a sweep file with one `model:`; `driftsweep run` and `plan` \
+             take `models:` (docs/sweep-file.md, \"Several models\")",
+        ));
+    }
+    Ok(())
 }
 
 fn check_templates(cfg: &LoadedConfig) -> Result<()> {
