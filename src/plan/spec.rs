@@ -12,7 +12,7 @@ use crate::config::{
 use crate::dtype::RunDtype;
 use crate::engine::{Engine, WeightFormat};
 use crate::model::Capabilities;
-use crate::path::RunPath;
+use crate::path::{CacheSource, RunPath};
 use crate::trace::{TensorName, TraceSelection};
 
 /// Which path a run takes.
@@ -68,6 +68,11 @@ pub struct PairSpec {
     /// Path of the run under test (absent in older records: decode).
     #[serde(default, skip_serializing_if = "RunPath::is_default")]
     pub path: RunPath,
+    /// Where a kv_aligned run's prompt cache comes from on this pair's engine (set by the
+    /// plan; absent for kv_aligned = false, and in older records). Not part of the id: it
+    /// follows from the engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_source: Option<CacheSource>,
 }
 
 impl PairSpec {
@@ -83,6 +88,7 @@ impl PairSpec {
             engine: Engine::default(),
             weights: WeightFormat::default(),
             path: RunPath::default(),
+            cache_source: None,
         }
         .with_id()
     }
@@ -304,8 +310,15 @@ impl Plan {
             .is_none_or(|c| c.every_row);
         let by_prefix = s * p + s * (s + 1) / 2;
         let prefill = if every_row { p + s } else { by_prefix };
-        // kv_aligned: prefill's own forward over P + S for the cache, then the span.
-        let cached = if pair.kv_aligned { p + 2 * s } else { p + s };
+        // kv_aligned: prefill's own forward over P + S for the cache (cut back), or the prompt
+        // alone (prompt-only prefill), then the span.
+        let cached = match pair.cache_source {
+            Some(CacheSource::CutBack) => p + 2 * s,
+            Some(CacheSource::PromptPrefill) => p + s,
+            // Pairs made outside a plan carry no source: the own decoder's cut-back cache.
+            None if pair.kv_aligned => p + 2 * s,
+            None => p + s,
+        };
         (prefill, pair.path.tokens_fed(p, s, cached, every_row))
     }
 

@@ -133,6 +133,15 @@ fn metric_cells(row: &mut Row, m: Option<&Metrics>) {
     }
 }
 
+/// kv_aligned as 0 or 1, and for a prompt cache built by a prompt-only prefill (an engine
+/// that cannot cut its cache back) which source it was.
+fn kv_cell(spec: &crate::plan::PairSpec) -> String {
+    match spec.cache_source {
+        Some(crate::path::CacheSource::PromptPrefill) => "1 (prompt_prefill)".into(),
+        _ => u8::from(spec.kv_aligned).to_string(),
+    }
+}
+
 fn pair_rows(r: &ReportJson) -> Vec<Row> {
     r.pairs
         .iter()
@@ -144,7 +153,7 @@ fn pair_rows(r: &ReportJson) -> Vec<Row> {
                 ("prompt", p.spec.prompt.clone()),
                 ("span", p.spec.span.to_string()),
                 ("dtype", p.spec.dtype.to_string()),
-                ("kv", u8::from(p.spec.kv_aligned).to_string()),
+                ("kv", kv_cell(&p.spec)),
                 ("path", p.spec.path.to_string()),
                 ("seed", p.spec.seed.to_string()),
                 ("first_div", opt(m.and_then(|m| m.first_divergent_pos))),
