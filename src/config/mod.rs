@@ -4,6 +4,7 @@
 
 mod load;
 mod loaded;
+pub mod positions;
 pub mod schema;
 pub mod synthetic;
 mod validate;
@@ -13,6 +14,7 @@ pub use load::{
     load_with, parse, parse_with,
 };
 pub use loaded::{CustomTemplates, LoadedConfig, Prompt, PromptSource};
+pub use positions::{FirstDivergence, PositionsConfig};
 pub use schema::*;
 pub use synthetic::{SynthFormat, SynthSpec};
 

@@ -44,6 +44,7 @@ pub fn expand(cfg: &LoadedConfig, model: &ModelInfo, support: Support) -> Result
     }
     let planned = plan_prompts(cfg, model, &pairs)?;
     check_spans(cfg, model, &pairs, &planned)?;
+    super::positions::set_positions(cfg, model, &mut pairs, &planned)?;
     check_probes_supported(cfg, &caps)?;
     let skipped = pairs
         .iter()

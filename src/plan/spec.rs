@@ -7,7 +7,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    AllOr, ContinuationMode, ExcludeRule, PromptSource, TraceConfig, TracePositions,
+    AllOr, ContinuationMode, ExcludeRule, FirstDivergence, PromptSource, TraceConfig,
+    TracePositions,
 };
 use crate::dtype::RunDtype;
 use crate::engine::{Engine, WeightFormat};
@@ -73,6 +74,13 @@ pub struct PairSpec {
     /// follows from the engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_source: Option<CacheSource>,
+    /// The absolute span positions compared (`positions:` in the sweep file), sorted; absent:
+    /// every span position. Not part of the id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positions: Option<Vec<usize>>,
+    /// How the first divergent position is found (absent: among the compared positions).
+    #[serde(default, skip_serializing_if = "super::positions::is_compared")]
+    pub first_divergence: FirstDivergence,
 }
 
 impl PairSpec {
@@ -89,6 +97,8 @@ impl PairSpec {
             weights: WeightFormat::default(),
             path: RunPath::default(),
             cache_source: None,
+            positions: None,
+            first_divergence: FirstDivergence::Compared,
         }
         .with_id()
     }
@@ -309,7 +319,12 @@ impl Plan {
             .get(&pair.load_key())
             .is_none_or(|c| c.every_row);
         let by_prefix = s * p + s * (s + 1) / 2;
-        let prefill = if every_row { p + s } else { by_prefix };
+        let prefill = match &pair.positions {
+            _ if every_row => p + s,
+            // One forward of its prefix per compared position.
+            Some(at) => at.iter().map(|&x| x + 1).sum(),
+            None => by_prefix,
+        };
         // kv_aligned: prefill's own forward over P + S for the cache (cut back), or the prompt
         // alone (prompt-only prefill), then the span.
         let cached = match pair.cache_source {

@@ -165,6 +165,9 @@ pub struct PairJson {
     /// This pair's prefill against the own decoder's dequantized f32 prefill of the same
     /// tokens (null for that setting itself, or when there was none).
     pub yardstick: Option<crate::store::Yardstick>,
+    /// What `first_divergence: search` found and cost (absent without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub divergence_search: Option<crate::plan::DivergenceSearch>,
 }
 
 /// kv_aligned=false drift of one (engine, weights, span, dtype).

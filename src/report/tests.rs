@@ -66,6 +66,7 @@ fn compared(spec: &PairSpec, pre: [f32; 8], dec: [f32; 8], limits: Thresholds) -
         metrics: Some(m),
         limits,
         yardstick: None,
+        divergence_search: None,
     }
 }
 
@@ -182,6 +183,7 @@ fn results(dir: &std::path::Path) -> Store {
             metrics: None,
             limits: cfg.drift_budget(RunDtype::F16, WeightFormat::Dequantized),
             yardstick: None,
+            divergence_search: None,
         })
         .unwrap();
     for mode in [Mode::Prefill, Mode::Decode] {

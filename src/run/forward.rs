@@ -117,7 +117,8 @@ pub fn prefill(
     if !model.capabilities().every_row {
         // No sequence is held here: each prefix makes its own (some models run one sequence
         // at a time).
-        let (logits, forwards, tokens_fed) = last_rows_by_prefix(model, tokens, prompt_len)?;
+        let ends = prompt_len + 1..=tokens.len();
+        let (logits, forwards, tokens_fed) = last_rows_by_prefix(model, tokens, ends)?;
         return Ok(RunOutput {
             vocab: model.vocab_size(),
             span_start: prompt_len,
@@ -147,16 +148,16 @@ pub fn prefill(
 }
 
 /// Prefill logits of a model that returns only the last row: a fresh sequence per prefix
-/// `tokens[..p + 1]` for every span position p. Quadratic in the span: the plan states the
-/// cost in forward tokens.
-fn last_rows_by_prefix(
+/// `tokens[..end]`, one row per `end` (every span position p's end is p + 1). Quadratic in the
+/// span: the plan states the cost in forward tokens.
+pub(super) fn last_rows_by_prefix(
     model: &dyn ModelUnderTest,
     tokens: &[u32],
-    prompt_len: usize,
+    ends: impl IntoIterator<Item = usize>,
 ) -> Result<(Tensor, usize, usize)> {
-    let mut rows = Vec::with_capacity(tokens.len() - prompt_len);
+    let mut rows = Vec::new();
     let mut fed = 0;
-    for end in prompt_len + 1..=tokens.len() {
+    for end in ends {
         let ctx = || format!("prefill forward over the first {end} tokens");
         let mut seq = model.sequence(end).context(ctx)?;
         let row = logits_of(seq.as_mut(), &tokens[..end], Rows::last(end), ctx)?;
