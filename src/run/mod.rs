@@ -10,4 +10,4 @@ mod tests;
 
 pub use device::{DeviceError, OpenDevice, dtype_support, open_device};
 pub use forward::{Instruments, RunOutput, decode, prefill, under_test};
-pub use positions::{SearchInput, prefill_at, rows_at, search_first_divergence};
+pub use positions::{SearchInput, prefill_at, rows_at, search_first_divergence, select_rows};

@@ -74,10 +74,17 @@ pub fn rows_at(out: &RunOutput, span: usize, at: &[usize]) -> Result<Tensor> {
             ),
         ));
     }
+    select_rows(&out.logits, out.span_start, at)
+}
+
+/// The rows at absolute positions `at` of span logits `logits` whose first row is position
+/// `span_start`.
+pub fn select_rows(logits: &Tensor, span_start: usize, at: &[usize]) -> Result<Tensor> {
+    let span = logits.dims().first().copied().unwrap_or(0);
     let idx: Vec<u32> = at
         .iter()
         .map(|&p| {
-            p.checked_sub(out.span_start)
+            p.checked_sub(span_start)
                 .filter(|&i| i < span)
                 .and_then(|i| u32::try_from(i).ok())
                 .ok_or_else(|| {
@@ -89,8 +96,8 @@ pub fn rows_at(out: &RunOutput, span: usize, at: &[usize]) -> Result<Tensor> {
         })
         .collect::<Result<_>>()?;
     let ctx = || "selecting the compared positions".to_string();
-    let idx = Tensor::new(idx.as_slice(), out.logits.device()).context(ctx)?;
-    out.logits.index_select(&idx, 0).context(ctx)
+    let idx = Tensor::new(idx.as_slice(), logits.device()).context(ctx)?;
+    logits.index_select(&idx, 0).context(ctx)
 }
 
 /// Whether `at` is the whole span of `out` (its rows are then `at` in order).
@@ -165,4 +172,77 @@ pub fn search_first_divergence(
     }
     found.first_divergent_pos = Some(hi);
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::RunDtype;
+    use crate::engine::{Engine, WeightFormat};
+    use crate::model::ModelInfo;
+    use crate::run::{Instruments, decode};
+    use candle_core::Device;
+
+    /// `out` with every row from absolute position `from` on shifted by 1: a path that parts
+    /// from prefill there.
+    fn parted(out: &RunOutput, from: usize) -> RunOutput {
+        let (rows, vocab) = out.logits.dims2().unwrap();
+        let shift: Vec<f32> = (0..rows * vocab)
+            .map(|i| f32::from(u8::from(out.span_start + i / vocab >= from)))
+            .collect();
+        let shift = Tensor::from_vec(shift, (rows, vocab), &Device::Cpu).unwrap();
+        RunOutput {
+            logits: (&out.logits + shift).unwrap(),
+            ..out.clone()
+        }
+    }
+
+    #[test]
+    fn the_search_finds_the_exact_first_divergent_position_on_both_engines() {
+        let info = ModelInfo::inspect("builtin:tiny-llama").unwrap();
+        let tokens: Vec<u32> = (0..30).map(|i| 3 + (i * 37) % 900).collect();
+        let (p, at) = (10, [10, 14, 18, 22, 26]);
+        for engine in [Engine::Driftsweep, Engine::CandleTransformers] {
+            let model = info
+                .load_under_test(
+                    engine,
+                    WeightFormat::Dequantized,
+                    RunDtype::F32,
+                    &Device::Cpu,
+                )
+                .unwrap();
+            let model = model.as_ref();
+            let pre = prefill_at(model, &tokens, p, &at, None).unwrap();
+            let every_row = model.capabilities().every_row;
+            assert_eq!(pre.positions, if every_row { 20 } else { 5 });
+            let dec = decode(model, &tokens, p, false, Instruments::default()).unwrap();
+            // The compared rows of both runs agree to f32 rounding.
+            let (a, b) = (
+                rows_at(&pre, 20, &at).unwrap(),
+                rows_at(&dec, 20, &at).unwrap(),
+            );
+            let m = compare::compare_tensors(&a, &b, 0, 1e-3).unwrap();
+            assert_eq!((m.positions, m.first_divergent_pos), (5, None));
+            // Decode parts at 19: the compared positions see 22 first; bisection of 19..=22.
+            let dec = parted(&dec, 19);
+            let s = SearchInput {
+                model,
+                tokens: &tokens,
+                prefill: &pre,
+                decode: &dec,
+                at: &at,
+                limit: 1e-3,
+            };
+            let found = search_first_divergence(&s, Some(22)).unwrap();
+            assert_eq!(found.first_divergent_pos, Some(19), "{engine}");
+            assert_eq!(found.coarse_first, Some(22));
+            assert_eq!(found.probes, 2, "{engine}: log2 of 3 candidates");
+            // A last-row engine pays one prefix forward per probe; the own decoder none.
+            let cost = if every_row { 0 } else { found.probes };
+            assert_eq!(found.prefills, cost, "{engine}");
+            // Nothing parted among the compared positions: nothing to search.
+            let none = search_first_divergence(&s, None).unwrap();
+            assert_eq!((none.first_divergent_pos, none.probes), (None, 0));
+        }
+    }
 }
