@@ -113,6 +113,7 @@ fn results(dir: &std::path::Path) -> Store {
             sha256: "1".repeat(64),
             context_len: 2048,
             vocab_size: 4,
+            sliding_window: None,
         },
         continuation: "sample".into(),
         pairs: pairs.clone(),
