@@ -180,7 +180,7 @@ mod tests {
     use crate::dtype::RunDtype;
     use crate::engine::{Engine, WeightFormat};
     use crate::model::ModelInfo;
-    use crate::run::{Instruments, decode};
+    use super::super::forward::{Instruments, decode};
     use candle_core::Device;
 
     /// `out` with every row from absolute position `from` on shifted by 1: a path that parts
