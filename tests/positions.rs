@@ -44,7 +44,11 @@ fn only_the_compared_positions_are_compared_and_last_row_prefills_pay_for_them_o
     for p in pairs(&r) {
         let id = p["id"].as_str().unwrap();
         // Span 6..18: every 4th from 6, and 9 and 15.
-        assert_eq!(p["positions"], serde_json::json!([6, 9, 10, 14, 15]), "{id}");
+        assert_eq!(
+            p["positions"],
+            serde_json::json!([6, 9, 10, 14, 15]),
+            "{id}"
+        );
         assert_eq!(p["metrics"]["positions"], 5, "{id}");
         assert!(p["verdict"] == "PASS_EQUIV" || p["verdict"] == "EXPECTED_DRIFT");
         // Decode still runs every step.
@@ -63,7 +67,10 @@ fn only_the_compared_positions_are_compared_and_last_row_prefills_pay_for_them_o
             (true, Some("candle-transformers")) => "prompt_prefill".into(),
             (true, _) => "cut_back".into(),
         };
-        assert_eq!(p.get("cache_source").cloned().unwrap_or(Value::Null), source);
+        assert_eq!(
+            p.get("cache_source").cloned().unwrap_or(Value::Null),
+            source
+        );
     }
     assert!(md.contains("| 12 (5 compared: 6, 9, 10, 14, 15) |"), "{md}");
 }
@@ -119,6 +126,9 @@ fn positions_outside_the_span_or_edges_without_a_window_are_bad_input() {
         let o = common::run(&["plan", cfg.to_str().unwrap()]);
         assert_eq!(common::code(&o), exit::BAD_INPUT, "{}", common::text(&o));
         let e = common::stderr(&o);
-        assert!(e.contains("bad.yaml") && e.contains(field), "{section}: {e}");
+        assert!(
+            e.contains("bad.yaml") && e.contains(field),
+            "{section}: {e}"
+        );
     }
 }

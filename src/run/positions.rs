@@ -176,11 +176,11 @@ pub fn search_first_divergence(
 
 #[cfg(test)]
 mod tests {
+    use super::super::forward::{Instruments, decode};
     use super::*;
     use crate::dtype::RunDtype;
     use crate::engine::{Engine, WeightFormat};
     use crate::model::ModelInfo;
-    use super::super::forward::{Instruments, decode};
     use candle_core::Device;
 
     /// `out` with every row from absolute position `from` on shifted by 1: a path that parts
