@@ -337,6 +337,7 @@ fn copy_pairs(
             metrics: None,
             limits: limits_of(first, p),
             yardstick: None,
+            divergence_search: None,
         })?;
     }
     Ok(missing_pairs)

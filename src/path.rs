@@ -109,6 +109,59 @@ impl RunPath {
     }
 }
 
+/// Where a kv_aligned run's prompt cache comes from (docs/design.md, "kv_aligned").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheSource {
+    /// Prefill's own forward over prompt + span, its cache cut back to the prompt: the span
+    /// starts from the very cache prefill computed.
+    CutBack,
+    /// One forward over the prompt alone (prompt-only prefill), for engines whose cache cannot
+    /// be cut back: the prompt still goes through one forward pass, at the prompt's matrix
+    /// height rather than prefill's.
+    PromptPrefill,
+}
+
+impl CacheSource {
+    /// The spelling in records and reports: `cut_back`, `prompt_prefill`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheSource::CutBack => "cut_back",
+            CacheSource::PromptPrefill => "prompt_prefill",
+        }
+    }
+}
+
+impl fmt::Display for CacheSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl RunPath {
+    /// The prompt cache a run on this path builds for `kv_aligned` (none when kv_aligned is
+    /// false or means nothing here) on a model that returns every row (`every_row`) and can
+    /// cut its cache back (`cache_prefix`). A model that returns only the last row computes
+    /// its chunked rows one prefix at a time, so it starts each prefix from the prompt alone.
+    /// The plan (to record it) and the run (to do it) both ask here, so they agree.
+    pub fn cache_source(
+        self,
+        kv_aligned: bool,
+        every_row: bool,
+        cache_prefix: bool,
+    ) -> Option<CacheSource> {
+        if !kv_aligned || !self.has_kv_aligned() {
+            return None;
+        }
+        let by_prefix = matches!(self, RunPath::Chunked(_)) && !every_row;
+        Some(if cache_prefix && !by_prefix {
+            CacheSource::CutBack
+        } else {
+            CacheSource::PromptPrefill
+        })
+    }
+}
+
 impl fmt::Display for RunPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.size() {

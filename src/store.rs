@@ -96,6 +96,9 @@ pub struct PairRecord {
     /// for the reference setting itself, and in records written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub yardstick: Option<Yardstick>,
+    /// What `positions: {first_divergence: search}` found and cost (absent without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub divergence_search: Option<crate::plan::DivergenceSearch>,
 }
 
 /// The distance of a pair's prefill from the own decoder's prefill on dequantized f32

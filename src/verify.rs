@@ -406,6 +406,7 @@ mod tests {
             metrics: Some(m),
             limits,
             yardstick: None,
+            divergence_search: None,
         }
     }
 

@@ -46,10 +46,10 @@ fn candle_transformers_runs_next_to_the_own_decoder_on_the_builtin_model() {
     let o = common::run(&["plan", cfg.to_str().unwrap()]);
     assert_eq!(common::code(&o), exit::PASS, "{}", common::text(&o));
     let plan = String::from_utf8_lossy(&o.stdout).into_owned();
-    // Own decoder: 4 prefills of 6 + 5 tokens; candle-transformers: 2 of 5·6 + 15 (its
-    // kv_aligned pairs are SKIPPED and cost nothing).
+    // Own decoder: 4 prefills of 6 + 5 tokens; candle-transformers: 4 of 5·6 + 15 (its
+    // kv_aligned pairs run too, on a prompt-only prefill's cache).
     assert!(
-        plan.contains("forward tokens: 134 in prefill runs (66 if every prefill were one pass"),
+        plan.contains("forward tokens: 224 in prefill runs (88 if every prefill were one pass"),
         "{plan}"
     );
     assert!(
@@ -62,14 +62,19 @@ fn candle_transformers_runs_next_to_the_own_decoder_on_the_builtin_model() {
     let r = common::read_json(&out.join("report.json"));
     assert_eq!(r["counts"]["pairs"], 8);
 
-    // kv_aligned needs a cache cut back to a prefix: candle-transformers has none.
+    // candle-transformers cannot cut its cache back to a prefix: its kv_aligned pairs run
+    // the prompt alone in one forward and decode the span from that cache, and say so.
     for p in find(&r, "candle-transformers", "dequantized", true) {
-        assert_eq!(p["verdict"], "SKIPPED", "{}", p["id"]);
-        let why = p["reason"].as_str().unwrap();
-        assert!(
-            why.contains("cannot cut its cache back to a prefix"),
-            "{why}"
-        );
+        assert_eq!(p["verdict"], "PASS_EQUIV", "{}: {}", p["id"], p["reason"]);
+        assert_eq!(p["cache_source"], "prompt_prefill", "{}", p["id"]);
+        // The prompt once (6) and the 5 span steps.
+        assert_eq!(p["decode"]["tokens_fed"], 11, "{}", p["id"]);
+    }
+    for p in find(&r, "driftsweep", "dequantized", true) {
+        assert_eq!(p["cache_source"], "cut_back", "{}", p["id"]);
+    }
+    for p in find(&r, "driftsweep", "dequantized", false) {
+        assert!(p.get("cache_source").is_none(), "{}", p["id"]);
     }
     for p in find(&r, "candle-transformers", "dequantized", false) {
         assert!(p["metrics"].is_object(), "{} was not compared", p["id"]);
@@ -98,6 +103,7 @@ fn candle_transformers_runs_next_to_the_own_decoder_on_the_builtin_model() {
         );
     }
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("| 1 (prompt_prefill) |"), "{md}");
     // 2 prefill runs of 45 tokens against 11 for one pass each.
     assert!(
         md.contains("candle-transformers returns only the last row's logits, so its 2 prefill run(s) made one forward per prefix: 90 forward tokens against 22 for one pass each (4.1×)."),
@@ -212,8 +218,11 @@ fn smollm2_through_both_engines_on_dequantized_and_quantized_weights() {
     let r = common::read_json(&out.join("report.json"));
     assert_eq!(r["counts"]["pairs"], 8);
     assert_eq!(r["counts"]["incomplete"], 0, "{}", r["verdict_reason"]);
+    // kv_aligned on quantized_llama: a prompt-only prefill's cache (it cannot cut its own
+    // back); the verdict is data.
     for p in find(&r, "candle-transformers", "quantized", true) {
-        assert_eq!(p["verdict"], "SKIPPED", "{}", p["id"]);
+        assert_ne!(p["verdict"], "SKIPPED", "{}: {}", p["id"], p["reason"]);
+        assert_eq!(p["cache_source"], "prompt_prefill", "{}", p["id"]);
     }
     let loads: Vec<String> = r["model_load_details"]
         .as_array()

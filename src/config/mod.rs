@@ -5,6 +5,7 @@
 mod load;
 mod loaded;
 mod multi;
+pub mod positions;
 pub mod schema;
 pub mod synthetic;
 mod validate;
@@ -14,6 +15,7 @@ pub use load::{
     load_with, parse, parse_with,
 };
 pub use loaded::{CustomTemplates, LoadedConfig, ModelSweep, Prompt, PromptSource};
+pub use positions::{FirstDivergence, PositionsConfig};
 pub use schema::*;
 pub use synthetic::{SynthFormat, SynthSpec};
 

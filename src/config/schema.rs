@@ -62,6 +62,10 @@ pub struct SweepConfig {
     /// Custom report templates (Tera), relative to the sweep file's directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub templates: Option<TemplatesConfig>,
+    /// Which span positions are compared, and how the first divergent one is found
+    /// (`super::positions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positions: Option<super::positions::PositionsConfig>,
 }
 
 /// `templates:` section: replacements for the compiled-in report templates.

@@ -20,13 +20,21 @@ pub type Support<'a> =
 /// Expands a validated config against a model's tokenizer and context length, and against
 /// what each implementation under test can do (`support`): a combination that cannot exist
 /// is bad input unless `exclude` drops it; a trace or fault an engine cannot apply is
-/// refused; a pair it cannot run (kv_aligned without a cache prefix) is SKIPPED with why.
+/// refused; a pair it cannot run (a batched path on an engine without batches) is SKIPPED
+/// with why. A kv_aligned pair on an engine that cannot cut its cache back runs with the
+/// prompt alone in one forward ([`crate::path::CacheSource::PromptPrefill`]).
 pub fn expand(cfg: &LoadedConfig, model: &ModelInfo, support: Support) -> Result<Plan> {
     let Product {
-        pairs,
+        mut pairs,
         excluded,
         caps,
     } = product(cfg, model, support)?;
+    for q in &mut pairs {
+        let k = &caps[&q.load_key()];
+        q.cache_source = q
+            .path
+            .cache_source(q.kv_aligned, k.every_row, k.cache_prefix);
+    }
     if pairs.is_empty() {
         return Err(Error::config(
             &cfg.path,
@@ -36,6 +44,7 @@ pub fn expand(cfg: &LoadedConfig, model: &ModelInfo, support: Support) -> Result
     }
     let planned = plan_prompts(cfg, model, &pairs)?;
     check_spans(cfg, model, &pairs, &planned)?;
+    super::positions::set_positions(cfg, model, &mut pairs, &planned)?;
     check_probes_supported(cfg, &caps)?;
     let skipped = pairs
         .iter()
@@ -265,13 +274,6 @@ fn skip_reason(q: &PairSpec, caps: &Capabilities) -> Option<String> {
             "kv_aligned does not apply to path `{}`: a batched prefill carries no cache from \
              a prompt into a span (its kv_aligned = false pair is the one to read)",
             q.path
-        ));
-    }
-    if q.kv_aligned && !caps.cache_prefix {
-        return Some(format!(
-            "kv_aligned needs the prefill's own cache, and engine `{}` cannot cut its cache \
-             back to a prefix",
-            q.engine
         ));
     }
     if q.path.batch() > 1 && !caps.batch {

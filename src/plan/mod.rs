@@ -6,9 +6,11 @@
 
 mod checks;
 mod expand;
+mod positions;
 mod spec;
 #[cfg(test)]
 mod tests;
 
 pub use expand::{Support, expand};
+pub use positions::DivergenceSearch;
 pub use spec::{LoadGroup, LoadKey, Mode, PairSpec, Plan, PlannedPrompt};

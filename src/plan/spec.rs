@@ -7,12 +7,13 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    AllOr, ContinuationMode, ExcludeRule, PromptSource, TraceConfig, TracePositions,
+    AllOr, ContinuationMode, ExcludeRule, FirstDivergence, PromptSource, TraceConfig,
+    TracePositions,
 };
 use crate::dtype::RunDtype;
 use crate::engine::{Engine, WeightFormat};
 use crate::model::Capabilities;
-use crate::path::RunPath;
+use crate::path::{CacheSource, RunPath};
 use crate::trace::{TensorName, TraceSelection};
 
 /// Which path a run takes.
@@ -68,6 +69,18 @@ pub struct PairSpec {
     /// Path of the run under test (absent in older records: decode).
     #[serde(default, skip_serializing_if = "RunPath::is_default")]
     pub path: RunPath,
+    /// Where a kv_aligned run's prompt cache comes from on this pair's engine (set by the
+    /// plan; absent for kv_aligned = false, and in older records). Not part of the id: it
+    /// follows from the engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_source: Option<CacheSource>,
+    /// The absolute span positions compared (`positions:` in the sweep file), sorted; absent:
+    /// every span position. Not part of the id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positions: Option<Vec<usize>>,
+    /// How the first divergent position is found (absent: among the compared positions).
+    #[serde(default, skip_serializing_if = "super::positions::is_compared")]
+    pub first_divergence: FirstDivergence,
 }
 
 impl PairSpec {
@@ -83,6 +96,9 @@ impl PairSpec {
             engine: Engine::default(),
             weights: WeightFormat::default(),
             path: RunPath::default(),
+            cache_source: None,
+            positions: None,
+            first_divergence: FirstDivergence::Compared,
         }
         .with_id()
     }
@@ -303,9 +319,21 @@ impl Plan {
             .get(&pair.load_key())
             .is_none_or(|c| c.every_row);
         let by_prefix = s * p + s * (s + 1) / 2;
-        let prefill = if every_row { p + s } else { by_prefix };
-        // kv_aligned: prefill's own forward over P + S for the cache, then the span.
-        let cached = if pair.kv_aligned { p + 2 * s } else { p + s };
+        let prefill = match &pair.positions {
+            _ if every_row => p + s,
+            // One forward of its prefix per compared position.
+            Some(at) => at.iter().map(|&x| x + 1).sum(),
+            None => by_prefix,
+        };
+        // kv_aligned: prefill's own forward over P + S for the cache (cut back), or the prompt
+        // alone (prompt-only prefill), then the span.
+        let cached = match pair.cache_source {
+            Some(CacheSource::CutBack) => p + 2 * s,
+            Some(CacheSource::PromptPrefill) => p + s,
+            // Pairs made outside a plan carry no source: the own decoder's cut-back cache.
+            None if pair.kv_aligned => p + 2 * s,
+            None => p + s,
+        };
         (prefill, pair.path.tokens_fed(p, s, cached, every_row))
     }
 

@@ -54,6 +54,10 @@ fn pair_json(
         .filter(|(_, r)| r.is_none())
         .map(|(m, _)| format!("runs/{}.json", spec.run_id(m)))
         .collect();
+    let divergence_search = rec
+        .as_ref()
+        .and_then(|r| r.divergence_search)
+        .filter(|_| missing_runs.is_empty());
     let (verdict, reason, metrics, limits, yardstick) = match rec {
         // A verdict whose evidence is gone is not reported as one: the pair is
         // INCOMPLETE until a run of the sweep recomputes it.
@@ -89,6 +93,7 @@ fn pair_json(
         metrics,
         limits,
         yardstick,
+        divergence_search,
         prefill: run_json(pre),
         decode: run_json(dec),
     })
@@ -490,6 +495,7 @@ pub fn sample(
             decode: run_json(None),
             kl_stats: None,
             yardstick: None,
+            divergence_search: None,
         })
         .collect();
     let counts = Counts {

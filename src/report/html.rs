@@ -335,12 +335,15 @@ fn kl_rows(r: &ReportJson) -> Vec<KlRow> {
         .collect()
 }
 
-fn pair_figure(p: &PairJson) -> Result<PairFigure> {
-    let mks = markers(p);
+fn pair_figure(p: &PairJson, window: Option<usize>) -> Result<PairFigure> {
+    let mut mks = markers(p);
     let (svg, flips, note) = match (&p.metrics, p.verdict.is_compared()) {
         (Some(m), true) => {
             let span_start = p.prefill.span_start.max(p.decode.span_start);
-            let svg = plots::pair_series(m, span_start, p.limits.as_ref(), &mks)?;
+            let at = p.spec.positions.as_deref();
+            let (lo, hi) = plots::plotted_range(span_start, m.positions, at);
+            mks.extend(window.map_or(Vec::new(), |w| plots::window_markers(lo, hi, w)));
+            let svg = plots::pair_series(m, span_start, at, p.limits.as_ref(), &mks)?;
             let flips = m
                 .top1_flips
                 .iter()
@@ -405,7 +408,7 @@ fn groups(r: &ReportJson) -> Result<Vec<Group>> {
     let mut out: Vec<(Vec<String>, Group)> = Vec::new();
     for p in pairs {
         let key: Vec<String> = keys.iter().map(|(_, f)| f(p)).collect();
-        let fig = pair_figure(p)?;
+        let fig = pair_figure(p, r.model.sliding_window)?;
         match out.last_mut() {
             Some((k, g)) if *k == key => g.pairs.push(fig),
             _ => {

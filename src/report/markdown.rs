@@ -126,6 +126,42 @@ fn metric_cells(row: &mut Row, m: Option<&Metrics>) {
     }
 }
 
+/// The span, and the positions compared when the sweep chose them (`positions:`).
+fn span_cell(spec: &crate::plan::PairSpec) -> String {
+    let Some(at) = &spec.positions else {
+        return spec.span.to_string();
+    };
+    let shown: Vec<String> = at.iter().take(8).map(|p| p.to_string()).collect();
+    let more = if at.len() > 8 { ", …" } else { "" };
+    format!(
+        "{} ({} compared: {}{more})",
+        spec.span,
+        at.len(),
+        shown.join(", ")
+    )
+}
+
+/// The first divergent position, and what its search cost when it was searched for.
+fn first_div_cell(p: &super::schema::PairJson) -> String {
+    let pos = opt(p.metrics.as_ref().and_then(|m| m.first_divergent_pos));
+    match p.divergence_search {
+        Some(s) if s.probes > 0 => format!(
+            "{pos} (searched: {} probes, {} prefills)",
+            s.probes, s.prefills
+        ),
+        _ => pos,
+    }
+}
+
+/// kv_aligned as 0 or 1, and for a prompt cache built by a prompt-only prefill (an engine
+/// that cannot cut its cache back) which source it was.
+fn kv_cell(spec: &crate::plan::PairSpec) -> String {
+    match spec.cache_source {
+        Some(crate::path::CacheSource::PromptPrefill) => "1 (prompt_prefill)".into(),
+        _ => u8::from(spec.kv_aligned).to_string(),
+    }
+}
+
 fn pair_rows(r: &ReportJson) -> Vec<Row> {
     r.pairs
         .iter()
@@ -135,12 +171,12 @@ fn pair_rows(r: &ReportJson) -> Vec<Row> {
                 ("engine", p.spec.engine.to_string()),
                 ("weights", p.spec.weights.to_string()),
                 ("prompt", p.spec.prompt.clone()),
-                ("span", p.spec.span.to_string()),
+                ("span", span_cell(&p.spec)),
                 ("dtype", p.spec.dtype.to_string()),
-                ("kv", u8::from(p.spec.kv_aligned).to_string()),
+                ("kv", kv_cell(&p.spec)),
                 ("path", p.spec.path.to_string()),
                 ("seed", p.spec.seed.to_string()),
-                ("first_div", opt(m.and_then(|m| m.first_divergent_pos))),
+                ("first_div", first_div_cell(p)),
                 (
                     "first_flip",
                     m.and_then(|m| m.first_top1_flip).map_or("—".into(), |f| {

@@ -341,6 +341,7 @@ mod tests {
             decode,
             kl_stats: None,
             yardstick: None,
+            divergence_search: None,
         }
     }
 

@@ -51,32 +51,64 @@ fn log_range(values: impl Iterator<Item = f64>, limits: &[f64]) -> (f64, f64) {
     (lo, hi * 3.0)
 }
 
+/// The positions a pair's plot spans, `lo..hi`: its compared positions `at` (first to
+/// last), or the `n` span positions from `span_start`.
+pub fn plotted_range(span_start: usize, n: usize, at: Option<&[usize]>) -> (usize, usize) {
+    match at {
+        Some([first, .., last]) => (*first, last + 1),
+        Some([only]) => (*only, only + 1),
+        _ => (span_start, span_start + n),
+    }
+}
+
+/// Grey verticals at the multiples of the sliding window `w` inside `lo..hi` (at most 64):
+/// where a query's window starts to leave keys out, as the legend promises.
+pub fn window_markers(lo: usize, hi: usize, w: usize) -> Vec<Marker> {
+    if w == 0 {
+        return Vec::new();
+    }
+    (lo.div_ceil(w).max(1)..)
+        .map_while(|m| m.checked_mul(w).filter(|&x| x < hi))
+        .take(64)
+        .map(|pos| Marker {
+            pos,
+            label: format!("window edge ({w})"),
+        })
+        .collect()
+}
+
 fn sci(v: &f64) -> String {
     format!("{v:.0e}")
 }
 
 /// One pair's per-position max |diff| (top) and KL (bottom) on log scales, each with its
 /// limit as a red line, top-1 flips as orange points labelled with prefill's margin, and the
-/// markers as grey vertical lines.
+/// markers as grey vertical lines. Row j of the series is position `at[j]` when the pair
+/// compared chosen positions, else `span_start + j`.
 pub fn pair_series(
     m: &Metrics,
     span_start: usize,
+    at: Option<&[usize]>,
     limits: Option<&Thresholds>,
     markers: &[Marker],
 ) -> Result<String> {
+    let xs: Vec<usize> = match at {
+        Some(at) => at.to_vec(),
+        None => (span_start..span_start + m.positions).collect(),
+    };
     let (w, h) = (380u32, 250u32);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| plot_error("a pair", e))?;
         let (top, bottom) = root.split_vertically(h / 2);
-        let x0 = span_start as f64 - 0.5;
-        let x1 = (span_start + m.positions) as f64 - 0.5;
+        let (lo, hi) = plotted_range(span_start, m.positions, at);
+        let (x0, x1) = (lo as f64 - 0.5, hi as f64 - 0.5);
         let flips: Vec<(f64, f64, f32)> = m
             .top1_flips
             .iter()
             .filter_map(|f| {
-                let i = f.pos.checked_sub(span_start)?;
+                let i = xs.binary_search(&f.pos).ok()?;
                 let y = f64::from(*m.per_pos_max_abs.get(i)?);
                 Some((f.pos as f64, y, f.prefill_margin))
             })
@@ -107,7 +139,7 @@ pub fn pair_series(
                 limit,
                 colour,
             };
-            pair_panel(area, i, &panel, span_start, (x0, x1), markers, &flips)?;
+            pair_panel(area, i, &panel, &xs, (x0, x1), markers, &flips)?;
         }
         root.present().map_err(|e| plot_error("a pair", e))?;
     }
@@ -128,7 +160,7 @@ fn pair_panel(
     area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
     i: usize,
     panel: &Panel,
-    span_start: usize,
+    xs: &[usize],
     (x0, x1): (f64, f64),
     markers: &[Marker],
     flips: &[(f64, f64, f32)],
@@ -163,7 +195,7 @@ fn pair_panel(
     let points: Vec<(f64, f64)> = values
         .iter()
         .enumerate()
-        .filter_map(|(j, v)| v.map(|v| ((span_start + j) as f64, v.max(lo))))
+        .filter_map(|(j, v)| Some((*xs.get(j)? as f64, (*v)?.max(lo))))
         .collect();
     chart
         .draw_series(LineSeries::new(points, colour.stroke_width(1)))
@@ -504,6 +536,16 @@ fn heatmap_legend(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn window_edges_are_marked_inside_the_plotted_range() {
+        let pos = |v: Vec<Marker>| v.into_iter().map(|m| m.pos).collect::<Vec<_>>();
+        assert_eq!(pos(window_markers(500, 1030, 512)), vec![512, 1024]);
+        assert_eq!(pos(window_markers(0, 512, 512)), Vec::<usize>::new());
+        assert_eq!(pos(window_markers(512, 513, 512)), vec![512]);
+        assert_eq!(plotted_range(6, 12, None), (6, 18));
+        assert_eq!(plotted_range(6, 3, Some(&[9, 12, 15])), (9, 16));
+    }
 
     #[test]
     fn log_range_has_a_floor_for_zeros_and_covers_the_limit() {

@@ -169,6 +169,9 @@ pub struct PairJson {
     /// This pair's prefill against the own decoder's dequantized f32 prefill of the same
     /// tokens (null for that setting itself, or when there was none).
     pub yardstick: Option<crate::store::Yardstick>,
+    /// What `first_divergence: search` found and cost (absent without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub divergence_search: Option<crate::plan::DivergenceSearch>,
 }
 
 impl RunJson {

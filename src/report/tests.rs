@@ -66,6 +66,7 @@ fn compared(spec: &PairSpec, pre: [f32; 8], dec: [f32; 8], limits: Thresholds) -
         metrics: Some(m),
         limits,
         yardstick: None,
+        divergence_search: None,
     }
 }
 
@@ -112,6 +113,7 @@ fn results(dir: &std::path::Path) -> Store {
             sha256: "1".repeat(64),
             context_len: 2048,
             vocab_size: 4,
+            sliding_window: None,
         },
         continuation: "sample".into(),
         pairs: pairs.clone(),
@@ -182,6 +184,7 @@ fn results(dir: &std::path::Path) -> Store {
             metrics: None,
             limits: cfg.drift_budget(RunDtype::F16, WeightFormat::Dequantized),
             yardstick: None,
+            divergence_search: None,
         })
         .unwrap();
     for mode in [Mode::Prefill, Mode::Decode] {

@@ -7,7 +7,7 @@ use candle_core::Tensor;
 
 use crate::error::{CandleContext, Error, Result};
 use crate::model::{Fault, ModelUnderTest, Probes, Rows, Sequence};
-use crate::path::RunPath;
+use crate::path::{CacheSource, RunPath};
 use crate::trace::{Injection, TraceRecord, TraceSelection, TraceSink};
 
 /// What a run hands to the comparator.
@@ -117,7 +117,8 @@ pub fn prefill(
     if !model.capabilities().every_row {
         // No sequence is held here: each prefix makes its own (some models run one sequence
         // at a time).
-        let (logits, forwards, tokens_fed) = last_rows_by_prefix(model, tokens, prompt_len)?;
+        let ends = prompt_len + 1..=tokens.len();
+        let (logits, forwards, tokens_fed) = last_rows_by_prefix(model, tokens, ends)?;
         return Ok(RunOutput {
             vocab: model.vocab_size(),
             span_start: prompt_len,
@@ -147,16 +148,16 @@ pub fn prefill(
 }
 
 /// Prefill logits of a model that returns only the last row: a fresh sequence per prefix
-/// `tokens[..p + 1]` for every span position p. Quadratic in the span: the plan states the
-/// cost in forward tokens.
-fn last_rows_by_prefix(
+/// `tokens[..end]`, one row per `end` (every span position p's end is p + 1). Quadratic in the
+/// span: the plan states the cost in forward tokens.
+pub(super) fn last_rows_by_prefix(
     model: &dyn ModelUnderTest,
     tokens: &[u32],
-    prompt_len: usize,
+    ends: impl IntoIterator<Item = usize>,
 ) -> Result<(Tensor, usize, usize)> {
-    let mut rows = Vec::with_capacity(tokens.len() - prompt_len);
+    let mut rows = Vec::new();
     let mut fed = 0;
-    for end in prompt_len + 1..=tokens.len() {
+    for end in ends {
         let ctx = || format!("prefill forward over the first {end} tokens");
         let mut seq = model.sequence(end).context(ctx)?;
         let row = logits_of(seq.as_mut(), &tokens[..end], Rows::last(end), ctx)?;
@@ -198,9 +199,12 @@ pub fn decode(
 ///
 /// kv_aligned = true: the span must start from the cache prefill computed (docs/design.md,
 /// "kv_aligned"), so the run makes prefill's own forward over prompt + span (for a batch, each
-/// row's own forward alone, the caches then side by side) and keeps the prompt's K/V. A
-/// separate forward over the prompt alone would run the projections at a different matrix
-/// height, which on GPU kernels can round differently.
+/// row's own forward alone, the caches then side by side) and keeps the prompt's K/V
+/// ([`CacheSource::CutBack`]). A separate forward over the prompt alone would run the
+/// projections at a different matrix height, which on GPU kernels can round differently; it
+/// is what a model that cannot cut its cache back gets ([`CacheSource::PromptPrefill`]: the
+/// prompt alone in one forward, a batch's prompts in one batched forward), as
+/// [`RunPath::cache_source`] says.
 ///
 /// With a trace selection, records prompt positions from whichever forward computed them and
 /// span positions from the path's forwards. The fault perturbs every forward of the path
@@ -239,15 +243,13 @@ pub fn under_test(
     }
     let mut rows: Vec<&[u32]> = vec![tokens];
     rows.extend(others.iter().map(Vec::as_slice));
-    let every_row = model.capabilities().every_row;
+    let caps = model.capabilities();
+    let every_row = caps.every_row;
+    let source = path.cache_source(kv_aligned, every_row, caps.cache_prefix);
     let fed = match path {
-        RunPath::Decode | RunPath::Batched(_) => {
-            stepwise(model, &rows, prompt_len, kv_aligned, inst)?
-        }
-        RunPath::Chunked(c) if every_row => {
-            chunked(model, tokens, prompt_len, kv_aligned, c, inst)?
-        }
-        RunPath::Chunked(c) => chunked_by_prefix(model, tokens, prompt_len, c)?,
+        RunPath::Decode | RunPath::Batched(_) => stepwise(model, &rows, prompt_len, source, inst)?,
+        RunPath::Chunked(c) if every_row => chunked(model, tokens, prompt_len, source, c, inst)?,
+        RunPath::Chunked(c) => chunked_by_prefix(model, tokens, prompt_len, source.is_some(), c)?,
         RunPath::BatchedPrefill(_) if every_row => batched_prefill(model, &rows, prompt_len, inst)?,
         RunPath::BatchedPrefill(_) => batched_prefill_by_prefix(model, &rows, prompt_len)?,
     };
@@ -297,13 +299,57 @@ fn prompt_cache(seq: &mut dyn Sequence, all: &[u32], prompt_len: usize, what: &s
         .context(|| format!("{what}: keeping the prompt's {prompt_len} cached positions"))
 }
 
+/// The kv_aligned cache of a model that cannot cut its cache back: one forward over the
+/// prompt alone (a batch's prompts side by side in one batched forward). Traces record the
+/// prompt positions from it.
+fn prompt_only(
+    seq: &mut dyn Sequence,
+    rows: &[&[u32]],
+    prompt_len: usize,
+    what: &str,
+) -> Result<()> {
+    if prompt_len == 0 {
+        return Ok(());
+    }
+    let prompts: Vec<u32> = rows
+        .iter()
+        .flat_map(|r| r[..prompt_len].iter().copied())
+        .collect();
+    seq.forward(&prompts, Rows::None)
+        .map(|_| ())
+        .context(|| format!("{what}: prompt-only prefill over {prompt_len} tokens"))
+}
+
+/// Builds the kv_aligned prompt cache `source` names on `seq` (nothing for `None`); returns
+/// the (forwards, tokens fed) it cost.
+fn aligned_cache(
+    seq: &mut dyn Sequence,
+    rows: &[&[u32]],
+    prompt_len: usize,
+    source: Option<CacheSource>,
+    what: &str,
+) -> Result<(usize, usize)> {
+    let (b, n) = (rows.len(), rows[0].len());
+    match source {
+        None => Ok((0, 0)),
+        Some(CacheSource::CutBack) => {
+            prompt_cache(seq, &rows.concat(), prompt_len, what)?;
+            Ok((b, b * n))
+        }
+        Some(CacheSource::PromptPrefill) => {
+            prompt_only(seq, rows, prompt_len, what)?;
+            Ok((usize::from(prompt_len > 0), b * prompt_len))
+        }
+    }
+}
+
 /// Decode and batched decode: `rows` (row 0 the sequence of interest) fed one position at a
 /// time in lockstep; row 0's span rows kept.
 fn stepwise(
     model: &dyn ModelUnderTest,
     rows: &[&[u32]],
     prompt_len: usize,
-    kv_aligned: bool,
+    source: Option<CacheSource>,
     inst: Instruments,
 ) -> Result<Fed> {
     let (b, n) = (rows.len(), rows[0].len());
@@ -312,17 +358,13 @@ fn stepwise(
         .batch(b, n)
         .context(|| format!("{what}: a new batch of {b}"))?;
     let faulty = instrument(seq.as_mut(), &inst, what)?;
-    let (mut forwards, mut tokens_fed) = (0, 0);
-    if kv_aligned {
-        prompt_cache(seq.as_mut(), &rows.concat(), prompt_len, what)?;
-        forwards += b;
-        tokens_fed += b * n;
-    }
+    let (mut forwards, mut tokens_fed) =
+        aligned_cache(seq.as_mut(), rows, prompt_len, source, what)?;
     if faulty {
         probes(seq.as_mut(), what)?.fault = inst.path_fault();
     }
     let column = |pos: usize| -> Vec<u32> { rows.iter().map(|r| r[pos]).collect() };
-    if !kv_aligned {
+    if source.is_none() {
         for pos in 0..prompt_len {
             seq.forward(&column(pos), Rows::None)
                 .context(|| format!("{what}: prompt token at position {pos}"))?;
@@ -349,12 +391,12 @@ fn stepwise(
 }
 
 /// Chunked prefill on a model that returns every row: chunks of `c` at the cache's offset,
-/// from the prompt's end (kv_aligned, after prefill's own cache) or from position 0.
+/// from the prompt's end (kv_aligned, after the cache `source` names) or from position 0.
 fn chunked(
     model: &dyn ModelUnderTest,
     tokens: &[u32],
     prompt_len: usize,
-    kv_aligned: bool,
+    source: Option<CacheSource>,
     c: usize,
     inst: Instruments,
 ) -> Result<Fed> {
@@ -364,17 +406,13 @@ fn chunked(
         .sequence(n)
         .context(|| format!("{what}: a new sequence"))?;
     let faulty = instrument(seq.as_mut(), &inst, what)?;
-    let (mut forwards, mut tokens_fed) = (0, 0);
-    if kv_aligned {
-        prompt_cache(seq.as_mut(), tokens, prompt_len, what)?;
-        forwards += 1;
-        tokens_fed += n;
-    }
+    let (mut forwards, mut tokens_fed) =
+        aligned_cache(seq.as_mut(), &[tokens], prompt_len, source, what)?;
     if faulty {
         probes(seq.as_mut(), what)?.fault = inst.path_fault();
     }
     let mut out = Vec::new();
-    let mut at = if kv_aligned { prompt_len } else { 0 };
+    let mut at = if source.is_some() { prompt_len } else { 0 };
     while at < n {
         let end = (at + c).min(n);
         let ctx = || format!("{what}: chunk at positions {at}..{end}");
@@ -406,11 +444,14 @@ fn chunked(
 /// (cut short at p) gives p's row. Row p is computed at the offset and place in its chunk
 /// that one chunked prefill of the whole sequence gives it; only the chunk's later rows, which
 /// a causal model's row p cannot see, are left out (so its matrix height is p + 1 − offset
-/// rather than c). Quadratic in the span, like such a model's prefill.
+/// rather than c). Quadratic in the span, like such a model's prefill. `aligned`
+/// (kv_aligned): each prefix starts with the prompt alone in one forward
+/// ([`CacheSource::PromptPrefill`]) and chunks from the prompt's end.
 fn chunked_by_prefix(
     model: &dyn ModelUnderTest,
     tokens: &[u32],
     prompt_len: usize,
+    aligned: bool,
     c: usize,
 ) -> Result<Fed> {
     let (mut out, mut forwards, mut tokens_fed) = (Vec::new(), 0, 0);
@@ -419,6 +460,11 @@ fn chunked_by_prefix(
             .sequence(end)
             .context(|| format!("chunked prefill of the first {end} tokens"))?;
         let mut at = 0;
+        if aligned && prompt_len > 0 {
+            prompt_only(seq.as_mut(), &[tokens], prompt_len, "chunked prefill")?;
+            forwards += 1;
+            at = prompt_len;
+        }
         while at < end {
             let stop = (at + c).min(end);
             let ctx = || format!("chunked prefill of the first {end} tokens: chunk {at}..{stop}");

@@ -145,6 +145,10 @@ pub struct ModelIdentity {
     pub context_len: usize,
     /// Vocabulary size.
     pub vocab_size: usize,
+    /// Sliding window of the model's windowed layers, if it has one (report.html draws its
+    /// edges; absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<usize>,
 }
 
 /// The ids a (prompt, seed) feeds to its runs.

@@ -439,6 +439,7 @@ fn model_identity(info: &ModelInfo) -> ModelIdentity {
         sha256: info.sha256.clone(),
         context_len: info.context_len(),
         vocab_size: info.sizes().vocab_size,
+        sliding_window: info.family.sliding_window(),
     }
 }
 

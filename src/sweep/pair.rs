@@ -2,7 +2,8 @@
 //! where the logits are and judged. The sweep's device worker and `verify` both run pairs
 //! through [`run_pair`], so a re-run is the same computation as the run it checks.
 
-use crate::compare;
+use crate::compare::{self, Metrics};
+use crate::config::FirstDivergence;
 use crate::error::Error;
 use crate::limits::Thresholds;
 use crate::model::ModelUnderTest;
@@ -50,7 +51,10 @@ pub fn run_pair(
     }
     let pre = match prefill {
         Some(out) => Ok(out),
-        None => run::prefill(model, input.ids, input.prompt_len, inst.trace),
+        None => match &pair.positions {
+            Some(at) => run::prefill_at(model, input.ids, input.prompt_len, at, inst.trace),
+            None => run::prefill(model, input.ids, input.prompt_len, inst.trace),
+        },
     };
     if !starting(Mode::Decode) {
         return None;
@@ -68,20 +72,78 @@ pub fn run_pair(
         .into_iter()
         .filter_map(|(mode, r)| r.as_ref().err().map(|e| format!("{mode} failed: {e}")))
         .collect();
-    let record = judge(
+    let mut record = judge(
         pair.clone(),
         pre.as_ref().ok(),
         dec.as_ref().ok(),
         errors,
         limits,
     );
+    if let (Ok(p), Ok(d)) = (&pre, &dec) {
+        search(model, input, pair, (p, d), &mut record);
+    }
     Some(PairRun {
         runs: [(Mode::Prefill, pre), (Mode::Decode, dec)],
         record,
     })
 }
 
-/// Compares a pair's runs and gives its verdict.
+/// `first_divergence: search`: makes the record's first divergent position exact by
+/// bisection after the compared positions (docs/design.md, "Compared positions"), and records
+/// what it took. The verdict stays the compared positions' one. A search that fails leaves
+/// the compared positions' answer and says so in the reason.
+fn search(
+    model: &dyn ModelUnderTest,
+    input: PairInput,
+    pair: &PairSpec,
+    (pre, dec): (&RunOutput, &RunOutput),
+    record: &mut PairRecord,
+) {
+    let (FirstDivergence::Search, Some(m)) = (pair.first_divergence, record.metrics.as_mut())
+    else {
+        return;
+    };
+    let every: Vec<usize>;
+    let at = match &pair.positions {
+        Some(at) => at.as_slice(),
+        None => {
+            every = (input.prompt_len..input.prompt_len + pair.span).collect();
+            &every
+        }
+    };
+    let s = run::SearchInput {
+        model,
+        tokens: input.ids,
+        prefill: pre,
+        decode: dec,
+        at,
+        limit: record.limits.max_abs_diff(),
+    };
+    match run::search_first_divergence(&s, m.first_divergent_pos) {
+        Ok(found) => {
+            m.first_divergent_pos = found.first_divergent_pos;
+            record.divergence_search = Some(found);
+        }
+        Err(e) => record.reason = format!("{}; the divergence search failed: {e}", record.reason),
+    }
+}
+
+/// The metrics of rows compared at positions `at` (row i at `at[i]`), their positions made
+/// absolute.
+fn at_positions(mut m: Metrics, at: &[usize]) -> Metrics {
+    let abs = |i: usize| at.get(i).copied().unwrap_or(i);
+    m.first_divergent_pos = m.first_divergent_pos.map(abs);
+    if let Some(f) = m.first_top1_flip.as_mut() {
+        f.pos = abs(f.pos);
+    }
+    for f in &mut m.top1_flips {
+        f.pos = abs(f.pos);
+    }
+    m
+}
+
+/// Compares a pair's runs and gives its verdict: over every span position, or over the
+/// pair's compared positions ([`PairSpec::positions`]).
 pub fn judge(
     spec: PairSpec,
     pre: Option<&RunOutput>,
@@ -96,6 +158,7 @@ pub fn judge(
         metrics: None,
         limits,
         yardstick: None,
+        divergence_search: None,
     };
     let (pre, dec) = match (pre, dec) {
         (Some(p), Some(d)) => (p, d),
@@ -107,13 +170,23 @@ pub fn judge(
             pre.span_start, dec.span_start
         ));
     }
-    match compare::compare_tensors(
-        &pre.logits,
-        &dec.logits,
-        pre.span_start,
-        limits.max_abs_diff(),
-    ) {
+    let (pl, dl, start) = match &spec.positions {
+        None => (pre.logits.clone(), dec.logits.clone(), pre.span_start),
+        // Row i of the selection is position at[i]: compared from 0, then made absolute.
+        Some(at) => match (
+            run::rows_at(pre, spec.span, at),
+            run::rows_at(dec, spec.span, at),
+        ) {
+            (Ok(p), Ok(d)) => (p, d, 0),
+            (Err(e), _) | (_, Err(e)) => return incomplete(e.to_string()),
+        },
+    };
+    match compare::compare_tensors(&pl, &dl, start, limits.max_abs_diff()) {
         Ok(m) => {
+            let m = match &spec.positions {
+                Some(at) => at_positions(m, at),
+                None => m,
+            };
             let (verdict, reason) =
                 verdict::judge_pair(&m, spec.dtype, spec.equivalence(), &limits);
             PairRecord {
@@ -123,6 +196,7 @@ pub fn judge(
                 metrics: Some(m),
                 limits,
                 yardstick: None,
+                divergence_search: None,
             }
         }
         Err(e) => incomplete(e.to_string()),

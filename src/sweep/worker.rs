@@ -586,6 +586,13 @@ impl Worker {
                     self.keep_yardstick(key, out.logits.clone());
                 }
             } else if let Some(reference) = self.yardstick(&key) {
+                // A prefill of the compared positions only is held against those rows.
+                let reference = match &pair.positions {
+                    Some(at) if out.positions != pair.span => {
+                        run::select_rows(&reference, out.span_start, at).unwrap_or(reference)
+                    }
+                    _ => reference,
+                };
                 record.yardstick = crate::compare::compare_tensors(
                     &reference,
                     &out.logits,

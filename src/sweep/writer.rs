@@ -124,6 +124,7 @@ pub(super) fn write_skipped(
         metrics: None,
         limits: cfg.limits(pair.dtype, pair.weights, pair.equivalence()),
         yardstick: None,
+        divergence_search: None,
     })
 }
 
