@@ -42,7 +42,7 @@ pub fn plan(a: PlanArgs) -> Result<i32, Error> {
 /// running), then the totals. A model in error makes the exit code bad input, after the
 /// others are shown.
 fn plan_models(cfg: &config::LoadedConfig, json: bool) -> Result<i32, Error> {
-    let prepared = sweep::prepare_models(cfg);
+    let prepared = sweep::models::prepare_models(cfg);
     let mut code = exit::PASS;
     let (mut pairs, mut runs, mut excluded, mut loads) = (0, 0, 0, 0);
     let mut models = Vec::new();

@@ -142,8 +142,8 @@ fn run_models(
     opts: &sweep::SweepOptions,
     bar: &mut progress::Bar,
 ) -> Result<i32, Error> {
-    let outcome = sweep::run_models(cfg, opts, bar, &mut |step| match step {
-        sweep::ModelStep::Starting {
+    let outcome = sweep::models::run_models(cfg, opts, bar, &mut |step| match step {
+        sweep::models::ModelStep::Starting {
             id,
             index,
             total,
@@ -153,8 +153,8 @@ fn run_models(
             index + 1,
             dir.display()
         ),
-        sweep::ModelStep::Ran { outcome, .. } => print_outcome(outcome),
-        sweep::ModelStep::Failed { id, error } => eprintln!("model `{id}`: {error}"),
+        sweep::models::ModelStep::Ran { outcome, .. } => print_outcome(outcome),
+        sweep::models::ModelStep::Failed { id, error } => eprintln!("model `{id}`: {error}"),
     })?;
     let s = &outcome.summary;
     outln!(

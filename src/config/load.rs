@@ -148,7 +148,7 @@ fn model_sweeps(cfg: &LoadedConfig, limits: &LoadLimits) -> Result<Vec<ModelSwee
         .map(|(id, model)| {
             let (text, exclude_origin) = super::multi::single_text(cfg, &id, &model)?;
             let config = parse_with(&cfg.path, &text, limits)
-                .map_err(|e| super::multi::blame_model(e, &id, &exclude_origin))?;
+                .map_err(|e| super::loaded::blame_model(e, &id, &exclude_origin))?;
             Ok(ModelSweep {
                 id,
                 config,
@@ -362,5 +362,177 @@ mod tests {
         // Brackets inside quotes and comments are text.
         let quoted = format!("a: \"{}\" # {}\n", "[".repeat(99), "{".repeat(99));
         check_nesting(p, &quoted).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use std::path::Path;
+
+    use super::super::loaded::LoadedConfig;
+    use super::parse;
+    use crate::error::Result;
+
+    const MULTI: &str = r#"
+name: m
+models:
+  tiny: builtin:tiny-llama
+  tiny2: {source: "builtin:tiny-llama"}
+prompts:
+  - {id: a, text: "hello"}
+sweep:
+  span: [4]
+  dtype: [f32, bf16]
+  kv_aligned: [0, 1]
+  seed: [0]
+exclude:
+  - {model: tiny2, dtype: bf16}
+  - {kv_aligned: 0, dtype: bf16}
+"#;
+
+    fn p(s: &str) -> Result<LoadedConfig> {
+        parse(Path::new("t.yaml"), s)
+    }
+
+    fn err_of(s: &str) -> String {
+        p(s).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn each_model_gets_the_single_model_sweep_it_means() {
+        let c = p(MULTI).unwrap();
+        assert!(c.is_multi());
+        let ids: Vec<&str> = c.model_sweeps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["tiny", "tiny2"]);
+        let tiny = &c.model_sweeps[0];
+        assert_eq!(tiny.config.config.name, "m.tiny");
+        assert!(!tiny.config.is_multi());
+        assert!(tiny.config.model_sweeps.is_empty());
+        // tiny keeps only the rule without a model; tiny2 keeps both, stripped.
+        assert_eq!(tiny.config.config.exclude.len(), 1);
+        assert_eq!(tiny.exclude_origin, [1]);
+        let tiny2 = &c.model_sweeps[1];
+        assert_eq!(tiny2.config.config.exclude.len(), 2);
+        assert!(
+            tiny2
+                .config
+                .config
+                .exclude
+                .iter()
+                .all(|r| r.model.is_none())
+        );
+        assert_eq!(tiny2.config.config.model.source, "builtin:tiny-llama");
+        // The derived text is itself a single-model sweep file with the same identity.
+        let again = p(&tiny2.config.text).unwrap();
+        assert_eq!(again.sha256(), tiny2.config.sha256());
+        // The axis picks and orders by the file.
+        let only = p(&MULTI.replace("  seed: [0]", "  seed: [0]\n  model: [tiny2]")).unwrap();
+        assert_eq!(only.model_sweeps.len(), 1);
+        assert_eq!(only.model_sweeps[0].id, "tiny2");
+    }
+
+    #[test]
+    fn bad_model_axes_name_the_field() {
+        let single = MULTI
+            .replace(
+                "models:\n  tiny: builtin:tiny-llama\n  tiny2: {source: \"builtin:tiny-llama\"}",
+                "model: builtin:tiny-llama",
+            )
+            .replace("  - {model: tiny2, dtype: bf16}\n", "");
+        p(&single).unwrap();
+        let cases = [
+            (
+                MULTI.replace("name: m\n", "name: m\nmodel: builtin:tiny-llama\n"),
+                "`models`",
+            ),
+            (
+                MULTI.replace("models:\n  tiny: builtin:tiny-llama\n  tiny2: {source: \"builtin:tiny-llama\"}\n", ""),
+                "missing field `model`",
+            ),
+            (MULTI.replace("model: tiny2", "model: tiny3"), "`exclude[0].model`"),
+            (
+                MULTI.replace("{model: tiny2, dtype: bf16}", "{model: tiny2}"),
+                "`exclude[0]`",
+            ),
+            (
+                MULTI.replace("  seed: [0]", "  seed: [0]\n  model: [tiny, zz]"),
+                "`sweep.model[1]`",
+            ),
+            (
+                MULTI.replace("  seed: [0]", "  seed: [0]\n  model: [tiny, tiny]"),
+                "`sweep.model[1]`",
+            ),
+            (
+                MULTI.replace("  seed: [0]", "  seed: [0]\n  model: []"),
+                "`sweep.model`",
+            ),
+            (
+                format!("{single}  model: [tiny]\n").replace("exclude:\n  - {kv_aligned: 0, dtype: bf16}\n", ""),
+                "`sweep.model`",
+            ),
+            (
+                single.replace("{kv_aligned: 0,", "{model: tiny, kv_aligned: 0,"),
+                "`exclude[0].model`",
+            ),
+            (MULTI.replace("tiny2:", "'..':"), "`models...`"),
+            (MULTI.replace("tiny2:", "'a/b':"), "`models.a/b`"),
+            (MULTI.replace("tiny2:", "tiny:"), "duplicate model id `tiny`"),
+            (
+                MULTI.replace("tiny2: {source: \"builtin:tiny-llama\"}", "tiny2: ''"),
+                "`models.tiny2.source`",
+            ),
+            (
+                MULTI.replace("{kv_aligned: 0, dtype: bf16}", "{kv_aligned: 0, prompt: zz}"),
+                "`exclude[1].prompt`",
+            ),
+            (
+                MULTI.replace("models:\n  tiny: builtin:tiny-llama\n  tiny2: {source: \"builtin:tiny-llama\"}", "models: {}"),
+                "`models`",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = err_of(&text);
+            assert!(e.contains(field), "expected {field} in: {e}");
+            assert!(e.starts_with("t.yaml"), "{e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod round_trip {
+    use std::path::Path;
+
+    use super::super::multi::single_text;
+    use super::{load, parse};
+
+    /// Every shipped sweep file, written back as a sub-sweep's single-model text, loads to
+    /// the same settings: the derived file of a model's sweep means what the original does.
+    #[test]
+    fn shipped_sweep_files_survive_their_derived_text() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect();
+        files.sort();
+        assert!(!files.is_empty());
+        for f in files {
+            let cfg = load(&f).unwrap_or_else(|e| panic!("{e}"));
+            let (text, origin) = single_text(&cfg, "x", &cfg.config.model).unwrap();
+            assert_eq!(origin, (0..cfg.config.exclude.len()).collect::<Vec<_>>());
+            let again = parse(&f, &text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", f.display()));
+            let mut want = cfg.config.clone();
+            want.name = format!("{}.x", want.name);
+            want.output = None;
+            assert_eq!(
+                serde_json::to_value(&again.config).unwrap(),
+                serde_json::to_value(&want).unwrap(),
+                "{}",
+                f.display()
+            );
+            assert_eq!(again.included, cfg.included, "{}", f.display());
+        }
     }
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::schema::*;
 use crate::dtype::RunDtype;
 use crate::engine::WeightFormat;
+use crate::error::Error;
 use crate::limits::{Thresholds, limits_key};
 
 /// The text of the custom templates a sweep file names, read at load (the renderer checks
@@ -82,8 +83,8 @@ pub struct ModelSweep {
 impl ModelSweep {
     /// An error of this model's sweep named as the original file writes it
     /// (`models.<id>...`, the original `exclude[i]`).
-    pub fn blame(&self, e: crate::error::Error) -> crate::error::Error {
-        super::multi::blame_model(e, &self.id, &self.exclude_origin)
+    pub fn blame(&self, e: Error) -> Error {
+        blame_model(e, &self.id, &self.exclude_origin)
     }
 }
 
@@ -170,5 +171,80 @@ impl LoadedConfig {
                     .collect()
             }
         }
+    }
+}
+
+/// An error in model `id`'s sweep, named as the original file writes it: `model...` becomes
+/// `models.<id>...`, `exclude[j]` the rule's index in the original file (`exclude_origin`),
+/// and a line number (of the derived text) is dropped. Other errors pass unchanged.
+pub(super) fn blame_model(e: Error, id: &str, exclude_origin: &[usize]) -> Error {
+    let Error::Config {
+        file,
+        location: _,
+        field,
+        message,
+    } = e
+    else {
+        return e;
+    };
+    let field = if let Some(rest) = field.strip_prefix("model") {
+        if rest.is_empty() || rest.starts_with('.') {
+            format!("models.{id}{rest}")
+        } else {
+            field
+        }
+    } else if let Some(rest) = field.strip_prefix("exclude[") {
+        match rest.split_once(']') {
+            Some((j, tail)) => match j.parse::<usize>().ok().and_then(|j| exclude_origin.get(j)) {
+                Some(k) => format!("exclude[{k}]{tail}"),
+                None => field,
+            },
+            None => field,
+        }
+    } else {
+        field
+    };
+    // A field outside `models.<id>` is shared by every model: say which model it failed.
+    let message = if field.starts_with(&format!("models.{id}")) {
+        message
+    } else {
+        format!("{message} (in the sweep of model `{id}`)")
+    };
+    Error::Config {
+        file,
+        location: String::new(),
+        field,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blame_names_the_model_and_the_original_rule() {
+        let e = blame_model(
+            Error::config("s.yaml", "model.source", "no such file"),
+            "big",
+            &[],
+        );
+        let t = e.to_string();
+        assert!(t.contains("`models.big.source`: no such file"), "{t}");
+        let e = blame_model(
+            Error::config("s.yaml", "exclude[1].span", "x"),
+            "a",
+            &[0, 3],
+        );
+        let t = e.to_string();
+        assert!(
+            t.contains("`exclude[3].span`") && t.contains("model `a`"),
+            "{t}"
+        );
+        // `models` itself and other fields are left as they are.
+        let e = blame_model(Error::config("s.yaml", "sweep.span[0]", "x"), "a", &[]);
+        assert!(e.to_string().contains("`sweep.span[0]`"), "{e}");
+        let e = blame_model(Error::store("d", "x"), "a", &[]);
+        assert_eq!(e.to_string(), "d: x");
     }
 }

@@ -5,7 +5,7 @@
 
 mod events;
 mod lanes;
-mod models;
+pub mod models;
 mod pair;
 mod resume;
 pub mod summary;
@@ -18,7 +18,6 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 pub use events::{Event, Reporter, Signalled, Silent, StopFlag};
-pub use models::{ModelStep, ModelsOutcome, prepare_models, run_models};
 pub use pair::{PairInput, PairRun, judge, run_pair, token_key};
 
 use crate::config::LoadedConfig;
@@ -156,7 +155,7 @@ pub fn prepare_with(cfg: &LoadedConfig, info: ModelInfo) -> Result<(ModelInfo, P
     Ok((info, plan))
 }
 
-/// A file with `models:` runs through [`run_models`], one model's sweep at a time; every
+/// A file with `models:` runs through [`models::run_models`], one model's sweep at a time; every
 /// other use of a sweep file takes one model.
 fn check_single(cfg: &LoadedConfig) -> Result<()> {
     if cfg.is_multi() {
