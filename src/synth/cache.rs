@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use sha2::{Digest, Sha256};
 
 use super::files::{self, Manifest};
-use super::{SynthError, build};
+use super::make::{SynthError, build};
 use crate::config::SynthSpec;
 use crate::model::hash_cache;
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Checkpoint, SynthError};
+use super::make::{Checkpoint, SynthError};
 use crate::config::{SynthFormat, SynthSpec};
 use crate::model::hash_cache;
 

@@ -14,7 +14,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{D, Tensor};
 use serde_json::Value as Json;
 
-use super::Checkpoint;
+use super::make::Checkpoint;
 use crate::config::SynthFormat;
 
 /// Writes checkpoint `c` to `path` as a GGUF file of `format` (one of the `gguf:` formats).

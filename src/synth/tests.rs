@@ -5,6 +5,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::*;
+use crate::model::candle_transformers;
+use crate::model::family::CtWeights;
 
 /// A small spec of `architecture` with everything else at its default.
 pub(crate) fn spec(architecture: &str) -> SynthSpec {
