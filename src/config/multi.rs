@@ -42,6 +42,16 @@ pub(super) fn single_text(
     c.models = None;
     c.sweep.model = None;
     c.output = None;
+    // The fault goes to the models `inject.model` names (all when it names none).
+    let faulted = c.inject.as_ref().is_some_and(|i| {
+        i.model
+            .as_ref()
+            .is_none_or(|ids| ids.iter().any(|m| m == id))
+    });
+    c.inject = c.inject.take().filter(|_| faulted).map(|mut i| {
+        i.model = None;
+        i
+    });
     let mut origin = Vec::new();
     c.exclude = cfg
         .config

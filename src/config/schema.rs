@@ -235,6 +235,10 @@ pub struct InjectConfig {
     /// handling (their pairs must come out INCOMPLETE and the sweep must go on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_span: Option<usize>,
+    /// With `models:`: the ids of the models whose sweeps get this fault (the negative
+    /// controls); the others run without it. Every model's when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<Vec<String>>,
 }
 
 impl InjectConfig {

@@ -207,6 +207,12 @@ fn check_models(path: &Path, c: &SweepConfig) -> Result<()> {
                 "`model` in a rule needs `models:` (ids to models) instead of `model:`".into(),
             );
         }
+        if c.inject.as_ref().is_some_and(|i| i.model.is_some()) {
+            return err(
+                "inject.model",
+                "`model` in `inject` needs `models:` (ids to models) instead of `model:`".into(),
+            );
+        }
         return Ok(());
     };
     if models.0.is_empty() {
@@ -245,6 +251,15 @@ fn check_models(path: &Path, c: &SweepConfig) -> Result<()> {
                     format!("no model has id `{id}` in `models:`"),
                 );
             }
+        }
+    }
+    let injected = c.inject.as_ref().and_then(|i| i.model.as_ref());
+    for (i, id) in injected.into_iter().flatten().enumerate() {
+        if !models.contains(id) {
+            return err(
+                &format!("inject.model[{i}]"),
+                format!("no model has id `{id}` in `models:`"),
+            );
         }
     }
     for (i, rule) in c.exclude.iter().enumerate() {

@@ -198,6 +198,22 @@ impl ModelInfo {
         m
     }
 
+    /// The implementation and weight format of this model's f32 reference (the
+    /// continuations' model and every other load's yardstick): the own decoder on dequantized
+    /// weights; for a model given from Rust its own engine; for an architecture without an own
+    /// decoder, candle-transformers on the weights as the files hold them (a GGUF file's
+    /// blocks, or the safetensors), so its yardstick is its own f32 prefill.
+    pub fn reference_load(&self) -> (Engine, WeightFormat) {
+        match (&self.family, &self.weights) {
+            (Family::Custom(..), _) => (Engine::Custom, WeightFormat::Dequantized),
+            (Family::Foreign(_), Weights::Gguf(_)) => {
+                (Engine::CandleTransformers, WeightFormat::Quantized)
+            }
+            (Family::Foreign(_), _) => (Engine::CandleTransformers, WeightFormat::Dequantized),
+            _ => (Engine::Driftsweep, WeightFormat::Dequantized),
+        }
+    }
+
     /// Whether this is a model given from Rust ([`ModelInfo::custom`]).
     pub fn is_custom(&self) -> bool {
         matches!(self.family, Family::Custom(..))

@@ -56,13 +56,13 @@ pub fn expand(cfg: &LoadedConfig, model: &ModelInfo, support: Support) -> Result
         excluded,
         skipped,
         capabilities: caps,
-        reference: LoadKey {
-            engine: if model.is_custom() {
-                Engine::Custom
-            } else {
-                Engine::Driftsweep
-            },
-            ..LoadKey::REFERENCE
+        reference: {
+            let (engine, weights) = model.reference_load();
+            LoadKey {
+                engine,
+                weights,
+                ..LoadKey::REFERENCE
+            }
         },
     };
     check_trace_and_inject(cfg, model, &plan)?;
