@@ -4,9 +4,14 @@
 //!
 //! Every one of them keeps its KV cache inside the model and returns the logits of the last
 //! position only, so (see [`CAPABILITIES`]) a prefill's span logits come from one fresh
-//! forward per prefix, a kv_aligned decode is impossible (no cache can be cut back to a
-//! prefix) and there are no layer taps or faults. One sequence runs at a time on a loaded
-//! model: a sequence holds the model's lock while it lives.
+//! forward per prefix, no cache can be cut back to a prefix (so a kv_aligned pair decodes from
+//! a prompt-only prefill: cache source `prompt_prefill`) and there are no layer taps or
+//! faults. One sequence runs at a time on a loaded model: a sequence holds the model's lock
+//! while it lives.
+//!
+//! The modules are built in group files (`dense_a.rs`, `dense_b.rs`, `recurrent.rs`,
+//! `quantized.rs`), each answering for the [`CtModule`]s it knows; a new module is an arm
+//! there and a row in the family table (`src/model/family/table.rs`).
 
 mod dense_a;
 mod dense_b;
