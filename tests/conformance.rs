@@ -46,7 +46,12 @@ fn every_module_runs_and_the_negative_control_fails_in_the_same_sweep() {
     let o = common::bin()
         .current_dir(root)
         .env("DRIFTSWEEP_SYNTH_CACHE", tmp.path().join("synth"))
-        .args(["run", config.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args([
+            "run",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let summary = common::read_json(&out.join("summary.json"));
@@ -82,7 +87,10 @@ fn every_module_runs_and_the_negative_control_fails_in_the_same_sweep() {
     for id in ["llama", "mistral", "qwen2", "qwen3", "q_llama", "q_gemma3"] {
         for (pair, v) in verdicts(&out, id) {
             if !pair.contains("candle-transformers") {
-                assert!(v == "PASS_EQUIV" || v == "EXPECTED_DRIFT", "{id} {pair}: {v}");
+                assert!(
+                    v == "PASS_EQUIV" || v == "EXPECTED_DRIFT",
+                    "{id} {pair}: {v}"
+                );
             }
         }
     }

@@ -13,10 +13,9 @@ use std::fmt;
 
 use candle_core::quantized::gguf_file::Content;
 
-mod names;
 mod table;
 
-pub use names::{Architecture, CtModule, CtWeights, FamilyKind};
+pub use table::{Architecture, CtModule, CtWeights, FamilyKind};
 use table::{Row, TABLE};
 
 use super::custom::CustomLoader;
