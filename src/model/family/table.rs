@@ -4,7 +4,17 @@
 //! `CtModule` variant and its cell here, plus its build arm in its group's file
 //! (`src/model/candle_transformers/`).
 
+use candle_core::quantized::gguf_file::Content;
+
+use super::sizes::{ForeignConfig, Sizes};
+use crate::model::custom::CustomLoader;
+use crate::model::error::ModelError;
+use crate::model::gemma3;
+use crate::model::gguf::layout::Layout;
+use crate::model::header::Expected;
+use crate::model::layers::Source;
 use crate::model::llama;
+use crate::model::under_test::ModelUnderTest;
 
 /// A model's architecture, as report.json names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -284,7 +294,8 @@ pub(super) struct Row {
     pub(super) ct: [Option<CtModule>; 3],
 }
 
-/// The table.
+/// The table: one architecture per row (kept one row per line).
+#[rustfmt::skip]
 pub(super) const TABLE: &[Row] = &[
     Row {
         arch: Architecture::Llama,
@@ -376,57 +387,15 @@ pub(super) const TABLE: &[Row] = &[
         ],
     },
     // Group A of candle-transformers' dense modules (foreign: no own decoder).
-    foreign(
-        Architecture::Mixtral,
-        "mixtral",
-        "MixtralForCausalLM",
-        CtModule::Mixtral,
-    ),
-    foreign(
-        Architecture::Gemma,
-        "gemma",
-        "GemmaForCausalLM",
-        CtModule::Gemma,
-    ),
-    foreign(
-        Architecture::Gemma2,
-        "gemma2",
-        "Gemma2ForCausalLM",
-        CtModule::Gemma2,
-    ),
-    foreign(
-        Architecture::Qwen2Moe,
-        "qwen2_moe",
-        "Qwen2MoeForCausalLM",
-        CtModule::Qwen2Moe,
-    ),
-    foreign_q(
-        Architecture::Qwen3Moe,
-        "qwen3_moe",
-        "Qwen3MoeForCausalLM",
-        CtModule::Qwen3Moe,
-        "qwen3moe",
-        CtModule::QuantizedQwen3Moe,
-    ),
+    foreign(Architecture::Mixtral, "mixtral", "MixtralForCausalLM", CtModule::Mixtral),
+    foreign(Architecture::Gemma, "gemma", "GemmaForCausalLM", CtModule::Gemma),
+    foreign(Architecture::Gemma2, "gemma2", "Gemma2ForCausalLM", CtModule::Gemma2),
+    foreign(Architecture::Qwen2Moe, "qwen2_moe", "Qwen2MoeForCausalLM", CtModule::Qwen2Moe),
+    foreign_q(Architecture::Qwen3Moe, "qwen3_moe", "Qwen3MoeForCausalLM", CtModule::Qwen3Moe, "qwen3moe", CtModule::QuantizedQwen3Moe),
     foreign(Architecture::Yi, "yi", "YiForCausalLM", CtModule::Yi),
-    foreign(
-        Architecture::Helium,
-        "helium",
-        "HeliumForCausalLM",
-        CtModule::Helium,
-    ),
-    foreign(
-        Architecture::Smollm3,
-        "smollm3",
-        "SmolLM3ForCausalLM",
-        CtModule::Smollm3,
-    ),
-    foreign(
-        Architecture::Granite,
-        "granite",
-        "GraniteForCausalLM",
-        CtModule::Granite,
-    ),
+    foreign(Architecture::Helium, "helium", "HeliumForCausalLM", CtModule::Helium),
+    foreign(Architecture::Smollm3, "smollm3", "SmolLM3ForCausalLM", CtModule::Smollm3),
+    foreign(Architecture::Granite, "granite", "GraniteForCausalLM", CtModule::Granite),
     Row {
         arch: Architecture::Custom,
         name: "custom",
@@ -443,133 +412,28 @@ pub(super) const TABLE: &[Row] = &[
         ct: [None, None, None],
     },
     // candle-transformers dense modules, group B (issue 32).
-    foreign_q(
-        Architecture::Phi,
-        "phi",
-        "PhiForCausalLM",
-        CtModule::Phi,
-        "phi2",
-        CtModule::QuantizedPhi,
-    ),
-    foreign_q(
-        Architecture::Phi3,
-        "phi3",
-        "Phi3ForCausalLM",
-        CtModule::Phi3,
-        "phi3",
-        CtModule::QuantizedPhi3,
-    ),
-    foreign(
-        Architecture::Starcoder2,
-        "starcoder2",
-        "Starcoder2ForCausalLM",
-        CtModule::Starcoder2,
-    ),
-    foreign_q(
-        Architecture::StableLm,
-        "stablelm",
-        "StableLmForCausalLM",
-        CtModule::StableLm,
-        "stablelm",
-        CtModule::QuantizedStableLm,
-    ),
-    foreign(
-        Architecture::Olmo,
-        "olmo",
-        "OlmoForCausalLM",
-        CtModule::Olmo,
-    ),
-    foreign(
-        Architecture::Olmo2,
-        "olmo2",
-        "Olmo2ForCausalLM",
-        CtModule::Olmo2,
-    ),
-    foreign(
-        Architecture::Falcon,
-        "falcon",
-        "FalconForCausalLM",
-        CtModule::Falcon,
-    ),
-    foreign_q(
-        Architecture::Glm4,
-        "glm4",
-        "Glm4ForCausalLM",
-        CtModule::Glm4New,
-        "glm4",
-        CtModule::QuantizedGlm4,
-    ),
+    foreign_q(Architecture::Phi, "phi", "PhiForCausalLM", CtModule::Phi, "phi2", CtModule::QuantizedPhi),
+    foreign_q(Architecture::Phi3, "phi3", "Phi3ForCausalLM", CtModule::Phi3, "phi3", CtModule::QuantizedPhi3),
+    foreign(Architecture::Starcoder2, "starcoder2", "Starcoder2ForCausalLM", CtModule::Starcoder2),
+    foreign_q(Architecture::StableLm, "stablelm", "StableLmForCausalLM", CtModule::StableLm, "stablelm", CtModule::QuantizedStableLm),
+    foreign(Architecture::Olmo, "olmo", "OlmoForCausalLM", CtModule::Olmo),
+    foreign(Architecture::Olmo2, "olmo2", "Olmo2ForCausalLM", CtModule::Olmo2),
+    foreign(Architecture::Falcon, "falcon", "FalconForCausalLM", CtModule::Falcon),
+    foreign_q(Architecture::Glm4, "glm4", "Glm4ForCausalLM", CtModule::Glm4New, "glm4", CtModule::QuantizedGlm4),
     // Both read `ChatGLMModel` directories; `model_type` `chatglm` picks the first.
-    foreign(
-        Architecture::Chatglm,
-        "chatglm",
-        "ChatGLMModel",
-        CtModule::Glm4,
-    ),
-    foreign(
-        Architecture::Chatglm3,
-        "chatglm3",
-        "ChatGLMModel",
-        CtModule::Chatglm,
-    ),
-    foreign(
-        Architecture::DeepseekV2,
-        "deepseek_v2",
-        "DeepseekV2ForCausalLM",
-        CtModule::Deepseek2,
-    ),
+    foreign(Architecture::Chatglm, "chatglm", "ChatGLMModel", CtModule::Glm4),
+    foreign(Architecture::Chatglm3, "chatglm3", "ChatGLMModel", CtModule::Chatglm),
+    foreign(Architecture::DeepseekV2, "deepseek_v2", "DeepseekV2ForCausalLM", CtModule::Deepseek2),
     foreign(Architecture::Mpt, "mpt", "MptForCausalLM", CtModule::Mpt),
-    foreign(
-        Architecture::Persimmon,
-        "persimmon",
-        "PersimmonForCausalLM",
-        CtModule::Persimmon,
-    ),
-    foreign_q(
-        Architecture::Lfm2,
-        "lfm2",
-        "Lfm2ForCausalLM",
-        CtModule::Lfm2,
-        "lfm2",
-        CtModule::QuantizedLfm2,
-    ),
+    foreign(Architecture::Persimmon, "persimmon", "PersimmonForCausalLM", CtModule::Persimmon),
+    foreign_q(Architecture::Lfm2, "lfm2", "Lfm2ForCausalLM", CtModule::Lfm2, "lfm2", CtModule::QuantizedLfm2),
     // candle-transformers recurrent modules (issue 32's stretch).
-    foreign(
-        Architecture::Mamba,
-        "mamba",
-        "MambaForCausalLM",
-        CtModule::Mamba,
-    ),
-    foreign(
-        Architecture::Mamba2,
-        "mamba2",
-        "Mamba2ForCausalLM",
-        CtModule::Mamba2,
-    ),
-    foreign(
-        Architecture::Rwkv5,
-        "rwkv5",
-        "Rwkv5ForCausalLM",
-        CtModule::RwkvV5,
-    ),
-    foreign(
-        Architecture::Rwkv6,
-        "rwkv6",
-        "Rwkv6ForCausalLM",
-        CtModule::RwkvV6,
-    ),
-    foreign(
-        Architecture::Rwkv7,
-        "rwkv7",
-        "RWKV7ForCausalLM",
-        CtModule::RwkvV7,
-    ),
-    foreign(
-        Architecture::RecurrentGemma,
-        "recurrent_gemma",
-        "RecurrentGemmaForCausalLM",
-        CtModule::RecurrentGemma,
-    ),
+    foreign(Architecture::Mamba, "mamba", "MambaForCausalLM", CtModule::Mamba),
+    foreign(Architecture::Mamba2, "mamba2", "Mamba2ForCausalLM", CtModule::Mamba2),
+    foreign(Architecture::Rwkv5, "rwkv5", "Rwkv5ForCausalLM", CtModule::RwkvV5),
+    foreign(Architecture::Rwkv6, "rwkv6", "Rwkv6ForCausalLM", CtModule::RwkvV6),
+    foreign(Architecture::Rwkv7, "rwkv7", "RWKV7ForCausalLM", CtModule::RwkvV7),
+    foreign(Architecture::RecurrentGemma, "recurrent_gemma", "RecurrentGemmaForCausalLM", CtModule::RecurrentGemma),
 ];
 
 /// [`foreign`], with candle-transformers' quantized `qmodule` for llama.cpp files of
@@ -610,5 +474,179 @@ const fn foreign(
             qk_norm: false,
         },
         ct: [None, None, Some(module)],
+    }
+}
+
+/// A model's family with its hyper-parameters: what computes it.
+#[derive(Debug, Clone)]
+pub enum Family {
+    /// The Llama family's own decoder.
+    Llama(llama::Config),
+    /// Gemma 3's own decoder.
+    Gemma3(gemma3::Config),
+    /// A model given from Rust, which loads itself; driftsweep knows only its sizes.
+    Custom(CustomLoader, Sizes),
+    /// An architecture without an own decoder (engine `candle-transformers` only): its sizes
+    /// and sliding window, read from its `config.json` ([`ForeignConfig::from_config_json`]).
+    Foreign(ForeignConfig),
+}
+
+impl Family {
+    /// The config of a GGUF file of architecture `arch` whose embedding has `vocab_size`
+    /// rows, with the layout of its tensors and the tensors its header must list (`None`
+    /// for an architecture no own decoder reads from GGUF: its sizes come from the metadata,
+    /// [`ForeignConfig::from_gguf`]).
+    pub fn from_gguf(
+        arch: Architecture,
+        c: &Content,
+        vocab_size: usize,
+    ) -> Result<(Family, Option<Layout>), ModelError> {
+        if !arch.own_gguf() {
+            return Ok((
+                Family::Foreign(ForeignConfig::from_gguf(c, vocab_size)?),
+                None,
+            ));
+        }
+        Ok(match arch.family() {
+            FamilyKind::Llama => {
+                let cfg = llama::from_gguf(c, arch.name(), vocab_size)?;
+                let layout = llama::gguf_layout(&cfg);
+                (Family::Llama(cfg), Some(layout))
+            }
+            FamilyKind::Gemma3 => (
+                Family::Gemma3(gemma3::Config::from_gguf_checked(c)?),
+                Some(gemma3::GGUF_LAYOUT),
+            ),
+            FamilyKind::Custom | FamilyKind::Foreign => {
+                return Err(ModelError::Unsupported(format!(
+                    "architecture `{arch}` has no GGUF files the own decoders read"
+                )));
+            }
+        })
+    }
+
+    /// The config a Hugging Face `config.json` (its bytes) of architecture `arch` describes;
+    /// `label` names the file in messages about its fields.
+    pub fn from_config_json(
+        arch: Architecture,
+        json: &[u8],
+        label: &str,
+    ) -> Result<Family, ModelError> {
+        match arch.family() {
+            FamilyKind::Llama => Ok(Family::Llama(llama::from_config_json(
+                arch.llama_variant(),
+                json,
+                label,
+            )?)),
+            // Gemma 3's own decoder reads GGUF files only: its directories are foreign.
+            FamilyKind::Foreign | FamilyKind::Gemma3 => Ok(Family::Foreign(
+                ForeignConfig::from_config_json(json, label)?,
+            )),
+            FamilyKind::Custom => Err(ModelError::Unsupported(format!(
+                "architecture `{arch}` is not read from Hugging Face directories"
+            ))),
+        }
+    }
+
+    /// The family's name in messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Family::Llama(_) => "the Llama family",
+            Family::Gemma3(_) => "Gemma 3",
+            Family::Custom(..) => "a custom model",
+            Family::Foreign(_) => "an architecture without an own decoder",
+        }
+    }
+
+    /// The sizes.
+    pub fn sizes(&self) -> Sizes {
+        match self {
+            Family::Llama(c) => Sizes {
+                vocab_size: c.vocab_size,
+                num_layers: c.num_hidden_layers,
+                context_len: c.max_position_embeddings,
+            },
+            Family::Gemma3(c) => Sizes {
+                vocab_size: c.vocab_size,
+                num_layers: c.num_hidden_layers,
+                context_len: c.max_position_embeddings,
+            },
+            Family::Custom(_, s) => *s,
+            Family::Foreign(c) => c.sizes,
+        }
+    }
+
+    /// The context cut to at most `positions`.
+    pub fn cap_context(&mut self, positions: usize) {
+        let context = match self {
+            Family::Llama(c) => &mut c.max_position_embeddings,
+            Family::Gemma3(c) => &mut c.max_position_embeddings,
+            Family::Custom(_, s) => &mut s.context_len,
+            Family::Foreign(c) => &mut c.sizes.context_len,
+        };
+        *context = (*context).min(positions);
+    }
+
+    /// Parameters of the own decoder (0 for a custom model, whose weights driftsweep does
+    /// not see: it counts as small).
+    pub fn parameter_count(&self) -> u64 {
+        match self {
+            Family::Llama(c) => c.parameter_count(),
+            Family::Gemma3(c) => c.parameter_count(),
+            Family::Custom(..) | Family::Foreign(_) => 0,
+        }
+    }
+
+    /// The sliding window of its attention, if it has one (Gemma 3's local layers').
+    pub fn sliding_window(&self) -> Option<usize> {
+        match self {
+            Family::Llama(c) => c.sliding_window,
+            Family::Gemma3(c) => Some(c.sliding_window),
+            Family::Custom(..) => None,
+            Family::Foreign(c) => c.sliding_window,
+        }
+    }
+
+    /// What a file of this family must hold, for the header check.
+    pub fn expected(&self) -> Option<Expected> {
+        match self {
+            Family::Llama(c) => Some(c.expected()),
+            Family::Gemma3(c) => Some(c.expected()),
+            Family::Custom(..) | Family::Foreign(_) => None,
+        }
+    }
+
+    /// The GGUF layout of its tensors.
+    pub fn gguf_layout(&self) -> Option<Layout> {
+        match self {
+            Family::Llama(c) => Some(llama::gguf_layout(c)),
+            Family::Gemma3(_) => Some(gemma3::GGUF_LAYOUT),
+            Family::Custom(..) | Family::Foreign(_) => None,
+        }
+    }
+
+    /// Its own decoder over the weights in `src`.
+    pub fn load_own(&self, src: Source<'static>) -> Result<Box<dyn ModelUnderTest>, ModelError> {
+        let loaded = match self {
+            Family::Llama(c) => {
+                llama::Decoder::new(c, src).map(|m| Box::new(m) as Box<dyn ModelUnderTest>)
+            }
+            Family::Gemma3(c) => {
+                gemma3::Model::new(c, src).map(|m| Box::new(m) as Box<dyn ModelUnderTest>)
+            }
+            Family::Custom(..) => {
+                return Err(ModelError::Unsupported(
+                    "a custom model has no own decoder".into(),
+                ));
+            }
+            Family::Foreign(_) => {
+                return Err(ModelError::Unsupported(
+                    "driftsweep has no own decoder for this architecture: engine \
+                     `candle-transformers` runs it"
+                        .into(),
+                ));
+            }
+        };
+        loaded.map_err(|e| ModelError::Load(e.to_string()))
     }
 }
