@@ -209,3 +209,37 @@ fn spec_checks_name_their_field() {
     let ok: SynthSpec = serde_yaml::from_str("architecture: llama\nbias: true").unwrap();
     assert!(check::check(&ok).is_ok());
 }
+
+/// `n` token ids spread over a 256-wide vocabulary.
+pub(crate) fn ids(n: usize) -> Vec<u32> {
+    (0..n).map(|i| 1 + (i as u32 * 37) % 250).collect()
+}
+
+/// Runs `s`'s checkpoint on `n` tokens, checks both paths, prints and returns the max
+/// |prefill - decode| at the last position.
+pub(crate) fn runs(s: &SynthSpec, n: usize) -> f32 {
+    let c = checkpoint(s).unwrap_or_else(|e| panic!("{}: {e}", s.architecture));
+    assert!(!c.tensors.is_empty(), "{}: no tensors", s.architecture);
+    let (pre, dec) = prefill_and_decode(&c, &ids(n));
+    assert_eq!(pre.len(), s.vocab_size, "{}: prefill width", s.architecture);
+    assert_eq!(dec.len(), s.vocab_size, "{}: decode width", s.architecture);
+    assert!(
+        pre.iter().chain(&dec).all(|v| v.is_finite()),
+        "{}: non-finite logits",
+        s.architecture
+    );
+    let max = pre
+        .iter()
+        .zip(&dec)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let window = s
+        .sliding_window
+        .map(|w| format!(" window {w}"))
+        .unwrap_or_default();
+    eprintln!(
+        "ct-drift {}{window} ({} tokens, f32): max |prefill - decode| = {max:e}",
+        s.architecture, n
+    );
+    max
+}

@@ -8,40 +8,7 @@ use candle_nn::VarBuilder;
 use crate::model::candle_transformers;
 use crate::model::family::CtWeights;
 use crate::synth::checkpoint;
-use crate::synth::tests::{prefill_and_decode, spec};
-
-/// `n` token ids spread over a 256-wide vocabulary.
-fn ids(n: usize) -> Vec<u32> {
-    (0..n).map(|i| 1 + (i as u32 * 37) % 250).collect()
-}
-
-/// Runs `s`'s checkpoint on `n` tokens, checks both paths, prints the max |prefill - decode|
-/// at the last position.
-fn runs(s: &crate::config::SynthSpec, n: usize) {
-    let c = checkpoint(s).unwrap_or_else(|e| panic!("{}: {e}", s.architecture));
-    assert!(!c.tensors.is_empty(), "{}: no tensors", s.architecture);
-    let (pre, dec) = prefill_and_decode(&c, &ids(n));
-    assert_eq!(pre.len(), s.vocab_size, "{}: prefill width", s.architecture);
-    assert_eq!(dec.len(), s.vocab_size, "{}: decode width", s.architecture);
-    assert!(
-        pre.iter().chain(&dec).all(|v| v.is_finite()),
-        "{}: non-finite logits",
-        s.architecture
-    );
-    let max = pre
-        .iter()
-        .zip(&dec)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    let window = s
-        .sliding_window
-        .map(|w| format!(" window {w}"))
-        .unwrap_or_default();
-    eprintln!(
-        "ct-drift {}{window} ({n} tokens, f32): max |prefill - decode| = {max:e}",
-        s.architecture
-    );
-}
+use crate::synth::tests::{ids, runs, spec};
 
 #[test]
 fn mamba_runs() {
