@@ -338,6 +338,7 @@ fn copy_pairs(
             limits: limits_of(first, p),
             yardstick: None,
             divergence_search: None,
+            reference: None,
         })?;
     }
     Ok(missing_pairs)

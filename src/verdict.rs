@@ -139,6 +139,30 @@ pub fn judge_pair(
             "drift budget",
         )
     };
+    let breaches = breaches(m, dtype, limits);
+    if !breaches.is_empty() {
+        return (fail, format!("outside the {what}: {}", breaches.join("; ")));
+    }
+    let mut reason = format!("within the {what}");
+    if m.max_abs_diff() == 0.0 {
+        reason.push_str("; no drift observed: the logits are bit-identical");
+    } else {
+        reason.push_str(&format!(
+            " (max_abs_diff {} of {}, kl_mean {})",
+            fmt_num(m.max_abs_diff()),
+            fmt_num(limits.max_abs_diff()),
+            fmt_num(m.kl_mean())
+        ));
+        let ties = m.top1_flips.len();
+        if ties > 0 {
+            reason.push_str(&format!("; {ties} top-1 flip(s), all on near-ties"));
+        }
+    }
+    (pass, reason)
+}
+
+/// Every way `m` lies outside `limits`, in words (empty: within them).
+fn breaches(m: &Metrics, dtype: RunDtype, limits: &Thresholds) -> Vec<String> {
     let mut breaches = Vec::new();
     if m.non_finite > 0 {
         breaches.push(format!("{} non-finite logits", m.non_finite));
@@ -181,25 +205,57 @@ pub fn judge_pair(
             fmt_num(limits.tie_margin_at(dtype, f.prefill_top))
         ));
     }
+    breaches
+}
+
+/// Judges one engine path against the reference: within `limits` or not, and why in words.
+pub fn judge_reference(m: &Metrics, dtype: RunDtype, limits: &Thresholds) -> (bool, String) {
+    let breaches = breaches(m, dtype, limits);
     if !breaches.is_empty() {
-        return (fail, format!("outside the {what}: {}", breaches.join("; ")));
+        let from = m
+            .first_divergent_pos
+            .map_or(String::new(), |p| format!(" from position {p}"));
+        return (
+            false,
+            format!("outside its reference limits{from}: {}", breaches.join("; ")),
+        );
     }
-    let mut reason = format!("within the {what}");
-    if m.max_abs_diff() == 0.0 {
-        reason.push_str("; no drift observed: the logits are bit-identical");
-    } else {
-        reason.push_str(&format!(
-            " (max_abs_diff {} of {}, kl_mean {})",
+    (
+        true,
+        format!(
+            "within its reference limits (max_abs_diff {} of {}, kl_max {})",
             fmt_num(m.max_abs_diff()),
             fmt_num(limits.max_abs_diff()),
-            fmt_num(m.kl_mean())
-        ));
-        let ties = m.top1_flips.len();
-        if ties > 0 {
-            reason.push_str(&format!("; {ties} top-1 flip(s), all on near-ties"));
-        }
+            fmt_num(m.kl_max())
+        ),
+    )
+}
+
+/// A pair's verdict once its paths were held against the reference: a path outside its
+/// reference limits fails the pair however well prefill and decode agree (an engine whose
+/// prefill is not the model's function is wrong), and a reference that failed to compute
+/// leaves a passing pair INCOMPLETE, since part of what was asked was not compared.
+/// `failures` are (path, reason) of the paths that failed; `error` why the reference failed.
+pub fn with_reference(
+    verdict: PairVerdict,
+    reason: &str,
+    failures: &[(&str, &str)],
+    error: Option<&str>,
+) -> (PairVerdict, String) {
+    let against: Vec<String> = failures
+        .iter()
+        .map(|(path, why)| format!("{path} against the reference: {why}"))
+        .collect();
+    match (verdict, against.is_empty(), error) {
+        (PairVerdict::PassEquiv, false, _) => (PairVerdict::FailEquiv, against.join("; ")),
+        (PairVerdict::ExpectedDrift, false, _) => (PairVerdict::FailDrift, against.join("; ")),
+        (v, false, _) if v.is_fail() => (v, format!("{reason}; {}", against.join("; "))),
+        (PairVerdict::PassEquiv | PairVerdict::ExpectedDrift, true, Some(e)) => (
+            PairVerdict::Incomplete,
+            format!("{reason}; but the reference did not compute: {e}"),
+        ),
+        _ => (verdict, reason.to_string()),
     }
-    (pass, reason)
 }
 
 /// The global verdict and its reason from all pair verdicts.
@@ -301,6 +357,42 @@ pub fn judge_traces(t: &TraceTally) -> (GlobalVerdict, String) {
 mod tests {
     use super::*;
     use crate::compare::TopFlip;
+
+    #[test]
+    fn a_path_outside_its_reference_limits_fails_a_consistent_pair() {
+        let fails = [("decode", "outside its reference limits from position 8: kl_max 2 > 1")];
+        let (v, why) = with_reference(PairVerdict::PassEquiv, "within the tolerance", &fails, None);
+        assert_eq!(v, PairVerdict::FailEquiv);
+        assert!(why.starts_with("decode against the reference"), "{why}");
+        let (v, _) = with_reference(PairVerdict::ExpectedDrift, "ok", &fails, None);
+        assert_eq!(v, PairVerdict::FailDrift);
+        // A pair failing on its own keeps its verdict and gains the reference's words.
+        let (v, why) = with_reference(PairVerdict::FailDrift, "outside", &fails, None);
+        assert_eq!(v, PairVerdict::FailDrift);
+        assert!(why.contains("outside; decode against"), "{why}");
+    }
+
+    #[test]
+    fn a_reference_that_did_not_compute_leaves_a_passing_pair_incomplete() {
+        let (v, why) = with_reference(PairVerdict::PassEquiv, "within", &[], Some("worker died"));
+        assert_eq!(v, PairVerdict::Incomplete);
+        assert!(why.contains("worker died"), "{why}");
+        // Within the reference limits, nothing changes.
+        let (v, why) = with_reference(PairVerdict::PassEquiv, "within", &[], None);
+        assert_eq!((v, why.as_str()), (PairVerdict::PassEquiv, "within"));
+    }
+
+    #[test]
+    fn judge_reference_names_the_position_it_parts_from() {
+        let limits = Thresholds::default_drift_budget_for(RunDtype::F32, crate::engine::WeightFormat::Dequantized);
+        let mut m = metrics(1.0);
+        m.first_divergent_pos = Some(12);
+        let (pass, why) = judge_reference(&m, RunDtype::F32, &limits);
+        assert!(!pass);
+        assert!(why.contains("from position 12"), "{why}");
+        let (pass, _) = judge_reference(&metrics(1e-6), RunDtype::F32, &limits);
+        assert!(pass);
+    }
 
     fn metrics(max_abs: f32) -> Metrics {
         let mut values = Metrics::default().values;

@@ -407,6 +407,7 @@ mod tests {
             limits,
             yardstick: None,
             divergence_search: None,
+            reference: None,
         }
     }
 

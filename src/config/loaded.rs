@@ -135,6 +135,22 @@ impl LoadedConfig {
         }
     }
 
+    /// The limits an engine path of `dtype` on `weights` is held to against the reference
+    /// ([`Thresholds::default_reference_for`]), merged with `reference.limits`.
+    pub fn reference_limits(&self, dtype: RunDtype, weights: WeightFormat) -> Thresholds {
+        let base = Thresholds::default_reference_for(dtype, weights);
+        let key = limits_key(dtype, weights);
+        match self.config.reference.as_ref().and_then(|r| r.limits.get(&key)) {
+            Some(o) => base.merged(o),
+            None => base,
+        }
+    }
+
+    /// The `reference:` section, or the default (the own decoder in f32).
+    pub fn reference(&self) -> crate::config::ReferenceConfig {
+        self.config.reference.clone().unwrap_or_default()
+    }
+
     /// The fault injected into decode runs (none by default).
     pub fn injection(&self) -> crate::trace::Injection {
         self.config

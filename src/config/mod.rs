@@ -6,6 +6,7 @@ mod load;
 mod loaded;
 mod multi;
 pub mod positions;
+pub mod reference;
 pub mod schema;
 pub mod synthetic;
 mod validate;
@@ -16,6 +17,7 @@ pub use load::{
 };
 pub use loaded::{CustomTemplates, LoadedConfig, ModelSweep, Prompt, PromptSource};
 pub use positions::{FirstDivergence, PositionsConfig};
+pub use reference::{ReferenceConfig, ReferenceDtype, ReferenceEngine};
 pub use schema::*;
 pub use synthetic::{SynthFormat, SynthSpec};
 

@@ -66,6 +66,10 @@ pub struct SweepConfig {
     /// (`super::positions`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub positions: Option<super::positions::PositionsConfig>,
+    /// What both engine paths are also held against (`super::reference`); absent: the own
+    /// decoder's f32 prefill, as the yardstick.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<super::reference::ReferenceConfig>,
 }
 
 /// `templates:` section: replacements for the compiled-in report templates.

@@ -21,7 +21,43 @@ pub(super) fn validate(path: &Path, c: &SweepConfig, max_pairs: usize) -> Result
     check_exclude(path, c, &seen)?;
     check_trace(path, c)?;
     check_inject(path, c)?;
+    check_reference(path, c)?;
     check_limits(path, c)
+}
+
+/// `reference`: a dtype the engine computes in, and a model it can read.
+fn check_reference(path: &Path, c: &SweepConfig) -> Result<()> {
+    use super::reference::{ReferenceDtype, ReferenceEngine};
+    let Some(r) = &c.reference else {
+        return Ok(());
+    };
+    if r.engine == ReferenceEngine::Own && r.dtype == Some(ReferenceDtype::F64) {
+        return Err(Error::config(
+            path,
+            "reference.dtype",
+            "the own decoder computes in f32 only; use `engine: transformers` for a float64 \
+             reference",
+        ));
+    }
+    if r.engine == ReferenceEngine::Transformers {
+        // transformers reads checkpoints; the built-in model is code, not a checkpoint.
+        let builtin = |m: &super::schema::ModelConfig| {
+            m.synthetic.is_none() && m.source.starts_with("builtin:")
+        };
+        let models: Vec<&super::schema::ModelConfig> = match &c.models {
+            Some(map) => map.0.iter().map(|(_, m)| m).collect(),
+            None => vec![&c.model],
+        };
+        if models.into_iter().any(builtin) {
+            return Err(Error::config(
+                path,
+                "reference.engine",
+                "transformers cannot read the built-in model (it has no checkpoint); use a \
+                 GGUF, a Hugging Face directory or `synthetic:`, or `engine: own`",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `output`, `name` and `model.source`.
@@ -427,9 +463,12 @@ fn check_inject(path: &Path, c: &SweepConfig) -> Result<()> {
 /// `tolerances` and `drift_budget`: known keys, valid values.
 fn check_limits(path: &Path, c: &SweepConfig) -> Result<()> {
     let err = |field: &str, msg: String| Err(Error::config(path, field, msg));
+    let none = Default::default();
+    let reference = c.reference.as_ref().map_or(&none, |r| &r.limits);
     for (section, map) in [
         ("tolerances", &c.tolerances),
         ("drift_budget", &c.drift_budget),
+        ("reference.limits", reference),
     ] {
         for (dtype, o) in map {
             if !crate::limits::limits_keys().contains(dtype) {

@@ -58,6 +58,10 @@ fn pair_json(
         .as_ref()
         .and_then(|r| r.divergence_search)
         .filter(|_| missing_runs.is_empty());
+    let reference = rec
+        .as_ref()
+        .and_then(|r| r.reference.clone())
+        .filter(|_| missing_runs.is_empty());
     let (verdict, reason, metrics, limits, yardstick) = match rec {
         // A verdict whose evidence is gone is not reported as one: the pair is
         // INCOMPLETE until a run of the sweep recomputes it.
@@ -94,6 +98,7 @@ fn pair_json(
         limits,
         yardstick,
         divergence_search,
+        reference,
         prefill: run_json(pre),
         decode: run_json(dec),
     })
@@ -172,10 +177,11 @@ pub fn build(store: &Store) -> Result<ReportJson> {
     let drift_characterization = drift_groups(&pairs);
     let performance = perf_groups(&m.pairs, &runs);
     let serving_paths = paths::analyse(&pairs, &digests);
-    let path_lines = serving_paths
+    let mut path_lines = serving_paths
         .as_ref()
         .map(paths::observations)
         .unwrap_or_default();
+    path_lines.extend(super::reference::observations(&pairs));
     let observations = observations(&pairs, &counts, path_lines);
     let kl_statistics = kl::groups(&pairs);
     Ok(ReportJson {
@@ -496,6 +502,7 @@ pub fn sample(
             kl_stats: None,
             yardstick: None,
             divergence_search: None,
+            reference: None,
         })
         .collect();
     let counts = Counts {

@@ -161,6 +161,9 @@ struct HtmlView {
     kl: Vec<KlRow>,
     group_keys: String,
     groups: Vec<Group>,
+    /// The table and figures of the pairs held to the reference (`super::reference`).
+    reference_rows: Vec<std::collections::BTreeMap<&'static str, String>>,
+    reference_figures: Vec<super::reference::Figure>,
     traces: Vec<TraceFigure>,
     problems: Vec<Problem>,
     plot_count: usize,
@@ -550,6 +553,8 @@ fn view(store: &Store, r: &ReportJson) -> Result<HtmlView> {
             .collect::<Vec<_>>()
             .join(", "),
         groups,
+        reference_rows: super::reference::rows(&r.pairs),
+        reference_figures: super::reference::figures(&r.pairs, r.model.sliding_window)?,
         traces,
         problems: r
             .pairs

@@ -61,6 +61,19 @@ fn case(r: &ReportJson, p: &PairJson) -> TestCase {
         c.add_property(("kl_max", m.kl_max().to_string().as_str()));
         c.add_property(("top1_agreement", m.top1_agreement().to_string().as_str()));
     }
+    // The reference comparisons enter the verdict and its reason; their numbers go here.
+    if let Some(check) = &p.reference {
+        c.add_property(("reference", check.source.as_str()));
+        c.add_property(("reference_verdict", super::reference::verdict(check)));
+        for (path, r) in [("prefill", &check.prefill), ("decode", &check.decode)] {
+            if let Some(r) = r {
+                let max = r.metrics.max_abs_diff().to_string();
+                c.add_property((format!("reference_{path}_max_abs_diff"), max));
+                let kl = r.metrics.kl_max().to_string();
+                c.add_property((format!("reference_{path}_kl_max"), kl));
+            }
+        }
+    }
     c
 }
 

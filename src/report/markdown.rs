@@ -44,6 +44,8 @@ struct View<'a> {
     has_paths: bool,
     /// One section per serving path the sweep took.
     path_sections: Vec<PathSection>,
+    /// One row per pair held to the reference (`super::reference`).
+    reference: Vec<Row>,
 }
 
 /// One serving path's section of the report (Markdown and HTML alike).
@@ -333,6 +335,7 @@ fn view(r: &ReportJson) -> View<'_> {
     View {
         has_paths: r.pairs.iter().any(|p| !p.spec.path.is_default()),
         path_sections: path_sections(r),
+        reference: super::reference::rows(&r.pairs),
         axes: axes(r),
         inject: r.inject.as_ref().map(describe_injection),
         r,

@@ -23,6 +23,7 @@ pub mod kl;
 mod markdown;
 mod numbers;
 pub mod paths;
+mod reference;
 mod plots;
 pub mod schema;
 mod template;

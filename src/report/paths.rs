@@ -342,6 +342,7 @@ mod tests {
             kl_stats: None,
             yardstick: None,
             divergence_search: None,
+            reference: None,
         }
     }
 

@@ -22,16 +22,16 @@ pub struct Marker {
     pub label: String,
 }
 
-const FONT: &str = "sans-serif";
-const PREFILL_BLUE: RGBColor = RGBColor(31, 119, 180);
+pub(super) const FONT: &str = "sans-serif";
+pub(super) const PREFILL_BLUE: RGBColor = RGBColor(31, 119, 180);
 const KL_GREEN: RGBColor = RGBColor(44, 160, 44);
-const LIMIT_RED: RGBColor = RGBColor(214, 39, 40);
-const FLIP_ORANGE: RGBColor = RGBColor(230, 120, 0);
-const MARK_GREY: RGBColor = RGBColor(140, 140, 140);
-const KV0_PURPLE: RGBColor = RGBColor(148, 103, 189);
+pub(super) const LIMIT_RED: RGBColor = RGBColor(214, 39, 40);
+pub(super) const FLIP_ORANGE: RGBColor = RGBColor(230, 120, 0);
+pub(super) const MARK_GREY: RGBColor = RGBColor(140, 140, 140);
+pub(super) const KV0_PURPLE: RGBColor = RGBColor(148, 103, 189);
 const KV1_BLUE: RGBColor = RGBColor(31, 119, 180);
 
-fn plot_error(what: &str, e: impl std::fmt::Display) -> Error {
+pub(super) fn plot_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Template {
         name: "report.html".into(),
         message: format!("drawing {what}: {e}"),
@@ -39,7 +39,7 @@ fn plot_error(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 /// A log-scale range covering `values` and `limits`, with a floor for zeros.
-fn log_range(values: impl Iterator<Item = f64>, limits: &[f64]) -> (f64, f64) {
+pub(super) fn log_range(values: impl Iterator<Item = f64>, limits: &[f64]) -> (f64, f64) {
     let positive: Vec<f64> = values
         .chain(limits.iter().copied())
         .filter(|v| v.is_finite() && *v > 0.0)
@@ -77,7 +77,7 @@ pub fn window_markers(lo: usize, hi: usize, w: usize) -> Vec<Marker> {
         .collect()
 }
 
-fn sci(v: &f64) -> String {
+pub(super) fn sci(v: &f64) -> String {
     format!("{v:.0e}")
 }
 

@@ -172,6 +172,9 @@ pub struct PairJson {
     /// What `first_divergence: search` found and cost (absent without it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub divergence_search: Option<crate::plan::DivergenceSearch>,
+    /// Prefill and decode against the reference (absent when the pair was not held to one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<crate::store::ReferenceCheck>,
 }
 
 impl RunJson {

@@ -67,6 +67,7 @@ fn compared(spec: &PairSpec, pre: [f32; 8], dec: [f32; 8], limits: Thresholds) -
         limits,
         yardstick: None,
         divergence_search: None,
+        reference: None,
     }
 }
 
@@ -185,6 +186,7 @@ fn results(dir: &std::path::Path) -> Store {
             limits: cfg.drift_budget(RunDtype::F16, WeightFormat::Dequantized),
             yardstick: None,
             divergence_search: None,
+            reference: None,
         })
         .unwrap();
     for mode in [Mode::Prefill, Mode::Decode] {

@@ -7,6 +7,7 @@ mod events;
 mod lanes;
 pub mod models;
 mod pair;
+mod reference;
 mod resume;
 pub mod summary;
 mod worker;
@@ -390,6 +391,7 @@ fn new_worker(
         runs_started: Default::default(),
         yardsticks: Default::default(),
         plan_needs_yardsticks: false,
+        reference: reference::ReferenceSource::new(&cfg.reference(), &info.weights),
         lanes: opts.lanes,
         threads: candle_core::utils::get_num_threads(),
     }

@@ -130,7 +130,7 @@ fn search(
 
 /// The metrics of rows compared at positions `at` (row i at `at[i]`), their positions made
 /// absolute.
-fn at_positions(mut m: Metrics, at: &[usize]) -> Metrics {
+pub(super) fn at_positions(mut m: Metrics, at: &[usize]) -> Metrics {
     let abs = |i: usize| at.get(i).copied().unwrap_or(i);
     m.first_divergent_pos = m.first_divergent_pos.map(abs);
     if let Some(f) = m.first_top1_flip.as_mut() {
@@ -159,6 +159,7 @@ pub fn judge(
         limits,
         yardstick: None,
         divergence_search: None,
+        reference: None,
     };
     let (pre, dec) = match (pre, dec) {
         (Some(p), Some(d)) => (p, d),
@@ -197,10 +198,31 @@ pub fn judge(
                 limits,
                 yardstick: None,
                 divergence_search: None,
+                reference: None,
             }
         }
         Err(e) => incomplete(e.to_string()),
     }
+}
+
+/// Adds `check` to `record` and lets it enter the pair's verdict
+/// ([`crate::verdict::with_reference`]).
+pub(super) fn hold_to_reference(record: &mut PairRecord, check: crate::store::ReferenceCheck) {
+    let failures: Vec<(&str, &str)> = check
+        .failures()
+        .into_iter()
+        .map(|(path, c)| (path, c.reason.as_str()))
+        .collect();
+    let error = check
+        .not_compared
+        .as_ref()
+        .filter(|n| !n.skipped)
+        .map(|n| n.reason.as_str());
+    let (verdict, reason) =
+        crate::verdict::with_reference(record.verdict, &record.reason, &failures, error);
+    record.verdict = verdict;
+    record.reason = reason;
+    record.reference = Some(check);
 }
 
 /// The key under which a (prompt, seed)'s token ids are stored in the manifest.

@@ -107,6 +107,8 @@ pub(super) struct Worker {
     pub(super) yardsticks: Mutex<HashMap<String, candle_core::Tensor>>,
     /// Some pair of the work runs on another setting than the reference.
     pub(super) plan_needs_yardsticks: bool,
+    /// What both paths of every pair are also held against.
+    pub(super) reference: super::reference::ReferenceSource,
     /// `--lanes N`, when the user chose.
     pub(super) lanes: Option<usize>,
     /// CPU threads this process uses (candle's thread count).
@@ -232,6 +234,56 @@ impl Worker {
             }
         }
         true
+    }
+
+    /// Keeps the reference setting's prefill for the yardstick, or holds `pair`'s prefill
+    /// against the kept one: the reference rows for this pair's positions with the metrics.
+    fn yardstick_of(
+        &self,
+        pair: &PairSpec,
+        pre: Option<&RunOutput>,
+    ) -> Option<(candle_core::Tensor, crate::compare::Metrics)> {
+        let out = pre?;
+        let key = SharedPrefill::key(pair);
+        if pair.load_key() == self.plan.reference {
+            if self.plan_needs_yardsticks {
+                self.keep_yardstick(key, out.logits.clone());
+            }
+            return None;
+        }
+        let reference = self.yardstick(&key)?;
+        // A prefill of the compared positions only is held against those rows.
+        let rows = match &pair.positions {
+            Some(at) if out.positions != pair.span => {
+                run::select_rows(&reference, out.span_start, at).unwrap_or(reference.clone())
+            }
+            _ => reference.clone(),
+        };
+        let limit = self
+            .cfg
+            .limits(pair.dtype, pair.weights, pair.equivalence())
+            .max_abs_diff();
+        let m = crate::compare::compare_tensors(&rows, &out.logits, out.span_start, limit).ok()?;
+        Some((reference, m))
+    }
+
+    /// The reference's span rows for `pair`: the own decoder's kept prefill (none for the
+    /// reference setting itself, whose decode against it is the pair), or transformers'.
+    /// `None` when there is nothing to hold the pair to.
+    fn reference_rows(
+        &self,
+        pair: &PairSpec,
+        input: &PairInput,
+        own: Option<candle_core::Tensor>,
+    ) -> Option<Result<candle_core::Tensor, crate::store::NotCompared>> {
+        if self.reference.is_own() {
+            return own.map(Ok);
+        }
+        let key = SharedPrefill::key(pair);
+        Some(
+            self.reference
+                .transformers_rows(&key, input.ids, input.prompt_len),
+        )
     }
 
     fn send(&self, m: WorkerMsg) -> bool {
@@ -579,29 +631,23 @@ impl Worker {
         )?;
         let [(_, pre), (_, dec)] = done.runs;
         let mut record = done.record;
-        if let Ok(out) = &pre {
-            let key = SharedPrefill::key(pair);
-            if pair.load_key() == self.plan.reference {
-                if self.plan_needs_yardsticks {
-                    self.keep_yardstick(key, out.logits.clone());
-                }
-            } else if let Some(reference) = self.yardstick(&key) {
-                // A prefill of the compared positions only is held against those rows.
-                let reference = match &pair.positions {
-                    Some(at) if out.positions != pair.span => {
-                        run::select_rows(&reference, out.span_start, at).unwrap_or(reference)
-                    }
-                    _ => reference,
-                };
-                record.yardstick = crate::compare::compare_tensors(
-                    &reference,
-                    &out.logits,
-                    out.span_start,
-                    limits.max_abs_diff(),
-                )
-                .ok()
-                .map(|m| Yardstick::of(&m));
-            }
+        let yardstick = self.yardstick_of(pair, pre.as_ref().ok());
+        record.yardstick = yardstick.as_ref().map(|(_, m)| Yardstick::of(m));
+        let reference = self.reference_rows(pair, &input, yardstick.map(|(r, _)| r));
+        if let Some(reference) = reference {
+            let against = super::reference::Against {
+                pair,
+                prefill: pre.as_ref().ok(),
+                decode: dec.as_ref().ok(),
+                limits: self.cfg.reference_limits(pair.dtype, pair.weights),
+                window: self.info.family.sliding_window(),
+            };
+            let label = &self.reference.label;
+            let check = match reference {
+                Ok(rows) => against.check(label, &rows),
+                Err(why) => against.not_compared(label, why),
+            };
+            super::pair::hold_to_reference(&mut record, check);
         }
         // A reused prefill passes on to the next pair of the same computation under the id
         // of the run that made it.

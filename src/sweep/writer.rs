@@ -125,6 +125,7 @@ pub(super) fn write_skipped(
         limits: cfg.limits(pair.dtype, pair.weights, pair.equivalence()),
         yardstick: None,
         divergence_search: None,
+        reference: None,
     })
 }
 

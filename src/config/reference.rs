@@ -1,0 +1,73 @@
+//! `reference:` section: what every pair's two engine paths are held against besides each
+//! other (docs/design.md, "Three comparisons"). Consistency (prefill vs decode) cannot see a
+//! module that is wrong the same way in both paths; the reference is the model's definition
+//! computed independently.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::ThresholdsOverride;
+
+/// Which computation is the reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferenceEngine {
+    /// The own decoder (or, for a candle-transformers architecture, its module) on
+    /// dequantized weights in f32: the setting every other setting's prefill is measured
+    /// against (the yardstick). Needs nothing installed.
+    #[default]
+    Own,
+    /// PyTorch + transformers' modeling code on the same checkpoint, in a worker process
+    /// (`scripts/reference/setup_transformers.sh` installs it).
+    Transformers,
+}
+
+/// The precision the reference computes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferenceDtype {
+    /// float32.
+    F32,
+    /// float64: the reference's own rounding is then far below any f32 engine's.
+    F64,
+}
+
+/// `reference:` section.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceConfig {
+    /// `own` (default) or `transformers`.
+    #[serde(default)]
+    pub engine: ReferenceEngine,
+    /// `f64` (transformers' default) or `f32` (the only one `own` computes in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<ReferenceDtype>,
+    /// Per-(dtype, weights) overrides of the limits an engine path is held to against the
+    /// reference (keys as in `tolerances`: f32, bf16, f16, quantized...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, ThresholdsOverride>,
+}
+
+impl ReferenceConfig {
+    /// The dtype the reference computes in: the given one, else the engine's default.
+    pub fn dtype(&self) -> ReferenceDtype {
+        self.dtype.unwrap_or(match self.engine {
+            ReferenceEngine::Own => ReferenceDtype::F32,
+            ReferenceEngine::Transformers => ReferenceDtype::F64,
+        })
+    }
+
+    /// The reference in words, as reports name it ("transformers f64").
+    pub fn label(&self) -> String {
+        let engine = match self.engine {
+            ReferenceEngine::Own => "own decoder",
+            ReferenceEngine::Transformers => "transformers",
+        };
+        let dtype = match self.dtype() {
+            ReferenceDtype::F32 => "f32",
+            ReferenceDtype::F64 => "f64",
+        };
+        format!("{engine} {dtype}")
+    }
+}
