@@ -206,7 +206,10 @@ fn a_fault_in_untraced_layers_is_an_untraced_gap_naming_them() {
     }
     for p in t["pairs"].as_array().unwrap() {
         let gap = &p["positions"][0]["untraced"];
-        assert_eq!((gap["first"].as_u64(), gap["last"].as_u64()), (Some(5), Some(7)));
+        assert_eq!(
+            (gap["first"].as_u64(), gap["last"].as_u64()),
+            (Some(5), Some(7))
+        );
     }
     // Passing layers name no tensor.
     assert!(
