@@ -6,20 +6,34 @@ use std::process::{Command, Output};
 
 use driftsweep::exit;
 
+/// The example as `cargo run --release --example own_model -- ARGS` runs it: its binary,
+/// which `cargo test` builds beside the tests, else through cargo (a nested cargo may
+/// rebuild the library: minutes).
 fn example(args: &[&str]) -> Output {
-    Command::new(env!("CARGO"))
-        .args([
-            "run",
-            "--release",
-            "--quiet",
-            "--example",
-            "own_model",
-            "--",
-        ])
-        .args(args)
+    let exe = std::env::current_exe().unwrap();
+    let built = exe.parent().and_then(|d| d.parent()).map(|d| {
+        d.join("examples")
+            .join(format!("own_model{}", std::env::consts::EXE_SUFFIX))
+    });
+    let mut cmd = match built.filter(|b| b.is_file()) {
+        Some(b) => Command::new(b),
+        None => {
+            let mut c = Command::new(env!("CARGO"));
+            c.args([
+                "run",
+                "--release",
+                "--quiet",
+                "--example",
+                "own_model",
+                "--",
+            ]);
+            c
+        }
+    };
+    cmd.args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
-        .expect("cargo runs")
+        .expect("the example runs")
 }
 
 #[test]
