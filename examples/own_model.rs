@@ -1,22 +1,28 @@
 //! Your own candle model under test: a sweep of prefill against decode on a small causal
-//! attention model written here, run from Rust.
+//! attention model written here, run from Rust, with layer taps and a fault that show at
+//! which layer the two paths part (docs/own_model.md walks through it).
 //!
-//! `cargo run --release --example own_model -- [RESULTS_DIR]` writes the usual results
-//! directory (report.md, report.json, …) and prints the verdict. The model is a one-layer,
-//! one-head causal attention block with a KV cache; its weights are seeded random numbers.
-//! What driftsweep needs from a model is the `ModelUnderTest` trait: a vocabulary, a context
-//! length, and sequences that take token ids at their offset and return f32 logits.
+//! `cargo run --release --example own_model -- [RESULTS_DIR] [--inject LAYER]` writes the
+//! usual results directory (report.md, report.json, trace_report.md, …), prints the verdict
+//! and the first failing layer, and exits with the sweep's exit code (0 pass, 1 fail, …), so
+//! CI can gate on it. `--inject LAYER` scales that layer's attention output by 1 + 0.01 in
+//! decode only: the trace then names the layer. The model is `LAYERS` causal attention
+//! blocks with a KV cache each; its weights are seeded random numbers.
 
 use std::sync::Arc;
 
 use candle_core::{D, DType, Device, Tensor};
 use driftsweep::dtype::RunDtype;
-use driftsweep::model::{Capabilities, CustomModel, ModelInfo, ModelUnderTest, Rows, Sequence};
+use driftsweep::model::{
+    Capabilities, CustomInfo, CustomModel, ModelInfo, ModelUnderTest, Probes, Rows, Sequence,
+};
 use driftsweep::sweep::{self, Silent, SweepOptions};
+use driftsweep::trace::{Hooks, TensorName};
 
 const VOCAB: usize = 96;
 const DIM: usize = 32;
 const CONTEXT: usize = 256;
+const LAYERS: usize = 4;
 
 /// The model's hyper-parameters: one attention head over a `dim`-wide residual stream.
 struct Config {
@@ -25,13 +31,19 @@ struct Config {
     context: usize,
 }
 
-/// Embedding → one causal attention head (with its KV cache) → residual → output head.
-struct TinyAttention {
-    embed: Tensor,
+/// One causal attention head's projections.
+struct Block {
     wq: Tensor,
     wk: Tensor,
     wv: Tensor,
     wo: Tensor,
+}
+
+/// Embedding → `LAYERS` × (one causal attention head with its KV cache, residual) → output
+/// head.
+struct TinyAttention {
+    embed: Tensor,
+    blocks: Vec<Block>,
     head: Tensor,
     cfg: Config,
     device: Device,
@@ -49,26 +61,53 @@ impl TinyAttention {
                 .collect();
             Tensor::from_vec(v, (rows, cols), device)?.to_dtype(dtype)
         };
+        let blocks = (0..LAYERS as u64)
+            .map(|l| {
+                Ok(Block {
+                    wq: w(cfg.dim, cfg.dim, 10 * l + 2)?,
+                    wk: w(cfg.dim, cfg.dim, 10 * l + 3)?,
+                    wv: w(cfg.dim, cfg.dim, 10 * l + 4)?,
+                    wo: w(cfg.dim, cfg.dim, 10 * l + 5)?,
+                })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(TinyAttention {
             embed: w(cfg.vocab_size, cfg.dim, 1)?,
-            wq: w(cfg.dim, cfg.dim, 2)?,
-            wk: w(cfg.dim, cfg.dim, 3)?,
-            wv: w(cfg.dim, cfg.dim, 4)?,
-            wo: w(cfg.dim, cfg.dim, 5)?,
+            blocks,
             head: w(cfg.vocab_size, cfg.dim, 6)?,
             cfg,
             device: device.clone(),
         })
     }
 
-    /// Logits of `tokens` fed at position `cache.len`, appending their keys and values.
-    fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> candle_core::Result<Tensor> {
-        let t = tokens.len();
+    /// Logits of `tokens` fed at position `caches[0].len`, appending their keys and values.
+    /// `hooks` is driftsweep's tap: each layer's attention output and residual stream go
+    /// through it, so a trace records them and a fault can scale them.
+    fn forward(
+        &self,
+        tokens: &[u32],
+        caches: &mut [KvCache],
+        hooks: &mut Hooks,
+    ) -> candle_core::Result<Tensor> {
+        let offset = caches[0].len;
         let ids = Tensor::new(tokens, &self.device)?;
         let x = self.embed.index_select(&ids, 0)?; // (t, dim)
-        let q = x.matmul(&self.wq.t()?)?;
-        let k = x.matmul(&self.wk.t()?)?;
-        let v = x.matmul(&self.wv.t()?)?;
+        let mut h = x;
+        for (l, (block, cache)) in self.blocks.iter().zip(caches.iter_mut()).enumerate() {
+            let att = self.attention(block, &h, cache)?;
+            let att = tap(hooks, l, TensorName::AttnOut, att, offset)?;
+            h = tap(hooks, l, TensorName::ResidOut, (h + att)?, offset)?;
+        }
+        h.matmul(&self.head.t()?)?.to_dtype(DType::F32)
+    }
+
+    /// One block's causal attention over its cache, after appending this forward's keys
+    /// and values.
+    fn attention(&self, b: &Block, x: &Tensor, cache: &mut KvCache) -> candle_core::Result<Tensor> {
+        let t = x.dim(0)?;
+        let q = x.matmul(&b.wq.t()?)?;
+        let k = x.matmul(&b.wk.t()?)?;
+        let v = x.matmul(&b.wv.t()?)?;
         cache.append(&k, &v)?;
         let (ks, vs) = (cache.k.as_ref().unwrap(), cache.v.as_ref().unwrap());
         let n = cache.len;
@@ -88,10 +127,22 @@ impl TinyAttention {
         let mask = Tensor::from_vec(mask, (t, n), &self.device)?.to_dtype(scores.dtype())?;
         // Softmax in f32 whatever the dtype, as most implementations do.
         let p = candle_nn::ops::softmax(&(scores + mask)?.to_dtype(DType::F32)?, D::Minus1)?;
-        let att = p.to_dtype(vs.dtype())?.matmul(vs)?.matmul(&self.wo.t()?)?;
-        let h = (x + att)?;
-        h.matmul(&self.head.t()?)?.to_dtype(DType::F32)
+        p.to_dtype(vs.dtype())?.matmul(vs)?.matmul(&b.wo.t()?)
     }
+}
+
+/// Hands a (t, d) tensor of layer `l` to driftsweep's tap, which takes (1, t, d) with the
+/// first row at `offset`: it records it when traced and scales it when a fault targets it.
+fn tap(
+    hooks: &mut Hooks,
+    l: usize,
+    name: TensorName,
+    x: Tensor,
+    offset: usize,
+) -> candle_core::Result<Tensor> {
+    hooks
+        .tap(Some(l), name, x.unsqueeze(0)?, offset)?
+        .squeeze(0)
 }
 
 /// Keys and values of the positions fed so far, (len, dim) each.
@@ -131,41 +182,37 @@ impl ModelUnderTest for TinyAttention {
         self.cfg.context
     }
     fn num_layers(&self) -> usize {
-        1
+        LAYERS
     }
-    fn capabilities(&self) -> Capabilities {
-        CAPABILITIES
-    }
+    // No `capabilities` here: the loader declares them once (below).
     fn device(&self) -> &Device {
         &self.device
     }
     fn sequence(&self, _capacity: usize) -> candle_core::Result<Box<dyn Sequence + '_>> {
         Ok(Box::new(TinySequence {
             model: self,
-            cache: KvCache::default(),
+            caches: (0..LAYERS).map(|_| KvCache::default()).collect(),
+            probes: Probes::default(),
         }))
     }
 }
 
-/// Every row's logits and a cache that can be cut back; no layer taps.
-const CAPABILITIES: Capabilities = Capabilities {
-    every_row: true,
-    probes: false,
-    cache_prefix: true,
-    batch: false,
-};
-
+/// One sequence: a KV cache per layer, and the taps and fault driftsweep sets between
+/// forwards.
 struct TinySequence<'a> {
     model: &'a TinyAttention,
-    cache: KvCache,
+    caches: Vec<KvCache>,
+    probes: Probes,
 }
 
 impl Sequence for TinySequence<'_> {
     fn len(&self) -> usize {
-        self.cache.len
+        self.caches[0].len
     }
     fn forward(&mut self, tokens: &[u32], rows: Rows) -> candle_core::Result<Option<Tensor>> {
-        let logits = self.model.forward(tokens, &mut self.cache)?;
+        let fault = self.probes.fault.scale;
+        let mut hooks = Hooks::new(self.probes.trace.as_mut(), fault);
+        let logits = self.model.forward(tokens, &mut self.caches, &mut hooks)?;
         match rows {
             Rows::None => Ok(None),
             Rows::From(i) => Ok(Some(logits.narrow(0, i, tokens.len() - i)?)),
@@ -173,10 +220,15 @@ impl Sequence for TinySequence<'_> {
     }
     fn truncate(&mut self, len: usize) -> candle_core::Result<()> {
         let cut = |t: &Option<Tensor>| t.as_ref().map(|t| t.narrow(0, 0, len)).transpose();
-        self.cache.k = cut(&self.cache.k)?;
-        self.cache.v = cut(&self.cache.v)?;
-        self.cache.len = len;
+        for c in &mut self.caches {
+            c.k = cut(&c.k)?;
+            c.v = cut(&c.v)?;
+            c.len = len;
+        }
         Ok(())
+    }
+    fn probes(&mut self) -> Option<&mut Probes> {
+        Some(&mut self.probes)
     }
 }
 
@@ -184,8 +236,15 @@ impl Sequence for TinySequence<'_> {
 struct Loader;
 
 impl CustomModel for Loader {
+    /// The one declaration: every row's logits, a cache that can be cut back, and probes
+    /// (layer taps and faults, through `Hooks` in `forward`); no batches.
     fn capabilities(&self) -> Capabilities {
-        CAPABILITIES
+        Capabilities {
+            every_row: true,
+            probes: true,
+            cache_prefix: true,
+            batch: false,
+        }
     }
     fn load(&self, dtype: RunDtype, device: &Device) -> Result<Box<dyn ModelUnderTest>, String> {
         let cfg = Config {
@@ -211,24 +270,36 @@ sweep:
   kv_aligned: [false, true]
   seed: [0, 1]
   engine: [custom]
+trace: {layers: all, tensors: all, positions: last, on: failing}
 "#;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let out = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let inject: Option<usize> = match args.iter().position(|a| a == "--inject") {
+        Some(i) => Some(args.get(i + 1).ok_or("--inject needs a layer")?.parse()?),
+        None => None,
+    };
+    let out = args
+        .first()
+        .filter(|a| !a.starts_with("--"))
+        .cloned()
         .unwrap_or_else(|| "results/own_model".into());
-    // Random-token prompts only: the tokenizer is never asked to encode text.
-    let tokenizer = tokenizers::Tokenizer::new(tokenizers::models::wordlevel::WordLevel::default());
-    let info = ModelInfo::custom(
-        "custom:tiny-attention",
-        "seeded-random-v1",
-        VOCAB,
-        1,
-        CONTEXT,
-        tokenizer,
-        Arc::new(Loader),
-    );
-    let cfg = driftsweep::config::parse(std::path::Path::new("own_model.yaml"), SWEEP)?;
+    let info = ModelInfo::from_custom(CustomInfo {
+        source: "custom:tiny-attention".into(),
+        identity: "seeded-random-v2".into(),
+        vocab_size: VOCAB,
+        num_layers: LAYERS,
+        context_len: CONTEXT,
+        // Random-token prompts only: no tokenizer needed.
+        tokenizer: None,
+        model: Arc::new(Loader),
+    });
+    // A fault is a line of the sweep file, as for the built-in models.
+    let text = match inject {
+        Some(l) => format!("{SWEEP}inject: {{tensor: attn_out, layer: {l}, epsilon: 0.01}}\n"),
+        None => SWEEP.to_string(),
+    };
+    let cfg = driftsweep::config::parse(std::path::Path::new("own_model.yaml"), &text)?;
     let opts = SweepOptions {
         out: Some(out.into()),
         start_over: true,
@@ -243,5 +314,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         r.verdict_reason,
         outcome.rendered.dir.join("report.md").display()
     );
-    Ok(())
+    // Where the paths part: the traced pairs' first failing records.
+    let trace = outcome.rendered.dir.join("trace.json");
+    if let Ok(t) = std::fs::read_to_string(&trace) {
+        let t: serde_json::Value = serde_json::from_str(&t)?;
+        let mut firsts: Vec<&str> = t["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["first_fail"].as_str())
+            .filter(|f| *f != "none")
+            .collect();
+        firsts.dedup();
+        println!("first failing record: {}", firsts.join(", "));
+    }
+    std::process::exit(r.verdict.exit_code());
 }

@@ -19,7 +19,7 @@ pub enum Engine {
     /// The matching model of the candle-transformers crate, run as that crate ships it.
     #[serde(rename = "candle-transformers")]
     CandleTransformers,
-    /// A model the user brings from Rust (`ModelInfo::custom`, `examples/own_model.rs`);
+    /// A model the user brings from Rust (`ModelInfo::from_custom`, `examples/own_model.rs`);
     /// the command line cannot load one.
     #[serde(rename = "custom")]
     Custom,

@@ -13,7 +13,11 @@
 //! - `k`, `v` → KV_CACHE (they are what the cache stores and later steps read back);
 //! - `mlp_out`, `resid_out` → MLP;
 //! - `logits` → LM_HEAD;
-//! - nothing over threshold → NONE.
+//! - nothing over threshold → NONE;
+//! - UNTRACED_GAP instead of the tensor's stage when layers right before the first failure
+//!   were not traced and no earlier record of the failing layer passed (a passing record
+//!   there shows the layer's input agreed, which clears the untraced layers): the divergence
+//!   may start in those layers, and only a trace of them decides.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -150,6 +154,9 @@ pub enum RootCause {
     None,
     /// A record has no partner at the same position.
     TraceOffset,
+    /// The first failure follows layers that were not traced, so the divergence may start
+    /// in them ([`UntracedGap`]).
+    UntracedGap,
 }
 
 impl RootCause {
@@ -164,6 +171,7 @@ impl RootCause {
             RootCause::LmHead => "LM_HEAD",
             RootCause::None => "NONE",
             RootCause::TraceOffset => "TRACE_OFFSET",
+            RootCause::UntracedGap => "UNTRACED_GAP",
         }
     }
 }
@@ -408,6 +416,47 @@ pub struct PositionResult {
     pub root_cause: RootCause,
     /// In words.
     pub details: String,
+    /// The untraced layers right before the first failure, when they may hold its cause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untraced: Option<UntracedGap>,
+}
+
+/// Layers `first..=last` were not traced and come right before a position's first failure,
+/// whose own layer shows no passing record before it: the divergence may start in them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UntracedGap {
+    /// First untraced layer.
+    pub first: usize,
+    /// Last untraced layer.
+    pub last: usize,
+    /// The failing tensor's own stage, which the gap may or may not confirm.
+    pub stage: RootCause,
+}
+
+impl UntracedGap {
+    /// `layers 5–7` (or `layer 5`).
+    pub fn layers(&self) -> String {
+        if self.first == self.last {
+            format!("layer {}", self.first)
+        } else {
+            format!("layers {}–{}", self.first, self.last)
+        }
+    }
+
+    /// The `trace:` setting that decides: `layers: [5, 6, 7]`.
+    pub fn suggestion(&self) -> String {
+        let list: Vec<String> = (self.first..=self.last).map(|l| l.to_string()).collect();
+        format!("layers: [{}]", list.join(", "))
+    }
+
+    /// The caveat in words.
+    pub fn caveat(&self) -> String {
+        format!(
+            "{} not traced; the cause may lie there (trace `{}` to decide)",
+            self.layers(),
+            self.suggestion()
+        )
+    }
 }
 
 /// The trace analysis of one pair.
@@ -450,6 +499,20 @@ impl PairTrace {
             .iter()
             .filter(|r| r.failed && r.misaligned.is_none())
             .count()
+    }
+
+    /// Knowing the model's layer count, a first failure at `final_norm` or `logits` after
+    /// untraced last layers becomes UNTRACED_GAP too.
+    pub fn with_layer_count(mut self, n_layers: usize) -> Self {
+        let records = &self.records;
+        self.positions = std::mem::take(&mut self.positions)
+            .into_iter()
+            .map(|p| {
+                let at: Vec<&RecordResult> = records.iter().filter(|r| r.pos == p.pos).collect();
+                p.with_gap(&at, Some(n_layers))
+            })
+            .collect();
+        self
     }
 }
 
@@ -618,7 +681,65 @@ fn position_result(
         first_fail,
         root_cause,
         details,
+        untraced: None,
     }
+    .with_gap(at, None)
+}
+
+impl PositionResult {
+    /// Marks the first failure UNTRACED_GAP when untraced layers right before it may hold
+    /// its cause (`n_layers` known: also the layers after the last traced one, before
+    /// `final_norm` or `logits`). Misaligned records stay TRACE_OFFSET.
+    fn with_gap(mut self, at: &[&RecordResult], n_layers: Option<usize>) -> Self {
+        if self.untraced.is_some() || self.root_cause == RootCause::TraceOffset {
+            return self;
+        }
+        if let Some(gap) = self
+            .first_fail
+            .and_then(|f| untraced_before(at, f, n_layers))
+        {
+            let stage = self.root_cause;
+            self.details = format!(
+                "first over threshold: {} ({}), {}; {}",
+                self.first_fail.map_or(String::new(), |(l, t)| label(l, t)),
+                stage.as_str(),
+                self.details,
+                gap.caveat()
+            );
+            self.root_cause = RootCause::UntracedGap;
+            self.untraced = Some(UntracedGap { stage, ..gap });
+        }
+        self
+    }
+}
+
+/// The untraced layers right before `first` (the first failing record), unless a record of
+/// the same stretch before it passed: a passing record of the failing layer (or `final_norm`
+/// before a failing `logits`) shows the input from those layers agreed.
+fn untraced_before(
+    at: &[&RecordResult],
+    first: (Option<usize>, TensorName),
+    n_layers: Option<usize>,
+) -> Option<UntracedGap> {
+    let (layer, tensor) = first;
+    let key = forward_order(layer, tensor);
+    let before = |r: &&&RecordResult| forward_order(r.layer, r.tensor) < key;
+    let traced: BTreeSet<usize> = at.iter().filter(before).filter_map(|r| r.layer).collect();
+    let end = match (layer, tensor) {
+        (_, TensorName::Embed) => return None,
+        (Some(l), _) => l,
+        (None, _) => n_layers?,
+    };
+    let cleared = at.iter().filter(before).any(|r| match layer {
+        Some(l) => r.layer == Some(l),
+        None => r.layer.is_none() && r.tensor != TensorName::Embed,
+    });
+    let start = traced.range(..end).next_back().map_or(0, |l| l + 1);
+    (!cleared && start < end).then_some(UntracedGap {
+        first: start,
+        last: end - 1,
+        stage: RootCause::None,
+    })
 }
 
 /// `layer 2 mlp_out`, or `final_norm` for tensors outside layers.
@@ -655,127 +776,4 @@ pub fn measure(a: &[f32], b: &[f32]) -> (f64, f32) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(pos: usize, layer: Option<usize>, tensor: TensorName, v: Vec<f32>) -> TraceRecord {
-        TraceRecord {
-            pos,
-            index: pos,
-            layer,
-            tensor,
-            values: v,
-        }
-    }
-
-    #[test]
-    fn nmse_and_max_abs() {
-        let (n, m) = measure(&[1.0, 2.0], &[1.0, 2.2]);
-        assert!((n - 0.04 / 5.0).abs() < 1e-7, "{n}");
-        assert!((m - 0.2).abs() < 1e-6);
-        assert_eq!(measure(&[0.0], &[0.0]).0, 0.0);
-        assert_eq!(measure(&[0.0], &[1.0]).0, f64::INFINITY);
-        assert!(measure(&[1.0], &[f32::NAN]).0.is_nan());
-    }
-
-    #[test]
-    fn first_fail_is_first_in_forward_order_and_names_the_cause() {
-        let t = TensorName::MlpOut;
-        let pre = vec![
-            rec(5, Some(2), TensorName::AttnOut, vec![1.0, 1.0]),
-            rec(5, Some(2), t, vec![1.0, 1.0]),
-            rec(5, Some(4), TensorName::Q, vec![1.0, 1.0]),
-            rec(5, None, TensorName::Logits, vec![1.0, 1.0]),
-        ];
-        let mut dec = pre.clone();
-        dec[1].values = vec![1.01, 1.01];
-        dec[2].values = vec![2.0, 2.0];
-        let tr = analyze(
-            "p",
-            "p",
-            RunDtype::F32,
-            &pre,
-            &dec,
-            &[0, 1, 2, 3, 4, 42],
-            1e-8,
-        );
-        assert_eq!(tr.compared(), 4);
-        assert_eq!(tr.failed(), 2);
-        let p = &tr.positions[0];
-        assert_eq!(p.token_id, Some(42));
-        assert_eq!(p.first_fail, Some((Some(2), t)));
-        assert_eq!(p.root_cause, RootCause::Mlp);
-    }
-
-    #[test]
-    fn unpaired_records_are_trace_offsets_with_the_other_sides_positions() {
-        let pre = vec![rec(7, Some(0), TensorName::Q, vec![1.0])];
-        let dec = vec![
-            rec(8, Some(0), TensorName::Q, vec![1.0]),
-            rec(9, Some(0), TensorName::Q, vec![1.0]),
-        ];
-        let tr = analyze("p", "p", RunDtype::F32, &pre, &dec, &[], 1e-8);
-        assert_eq!(tr.missing(), 3);
-        assert_eq!(tr.compared(), 0);
-        let p = &tr.positions[0];
-        assert_eq!(p.root_cause, RootCause::TraceOffset);
-        assert!(
-            p.details
-                .contains("only in prefill; decode has positions 8–9"),
-            "{}",
-            p.details
-        );
-        assert_eq!(p.token_id, None);
-    }
-
-    #[test]
-    fn same_position_different_token_is_a_trace_offset() {
-        let pre = vec![rec(7, Some(0), TensorName::Q, vec![1.0])];
-        let mut dec = pre.clone();
-        dec[0].index = 6;
-        let tr = analyze("p", "p", RunDtype::F32, &pre, &dec, &[], 1e-8);
-        assert_eq!(tr.missing(), 1);
-        assert_eq!(tr.positions[0].root_cause, RootCause::TraceOffset);
-        assert!(
-            tr.positions[0]
-                .details
-                .contains("token 7 of the sequence in prefill but token 6")
-        );
-    }
-
-    #[test]
-    fn sink_keeps_selected_positions_layers_and_tensors_inside_its_window() {
-        let sel = TraceSelection {
-            layers: Some([1].into()),
-            tensors: [TensorName::Q, TensorName::Logits].into(),
-            positions: [3, 4, 9].into(),
-        };
-        let mut sink = TraceSink::new(sel);
-        let x = Tensor::arange(0f32, 12.0, &candle_core::Device::Cpu)
-            .unwrap()
-            .reshape((1, 6, 2))
-            .unwrap();
-        sink.record(Some(1), TensorName::Q, &x, 0, 0).unwrap();
-        sink.record(Some(0), TensorName::Q, &x, 0, 0).unwrap();
-        sink.record(Some(1), TensorName::K, &x, 0, 0).unwrap();
-        assert_eq!(sink.records.len(), 2);
-        assert_eq!(sink.records[0].values, vec![6.0, 7.0]);
-        sink.set_window(0..4);
-        sink.record(None, TensorName::Logits, &x, 0, 0).unwrap();
-        assert_eq!(sink.records.len(), 3, "position 4 is outside the window");
-        // A shifted path labels the token at index 3 as position 4.
-        sink.record(None, TensorName::Logits, &x, 0, 1).unwrap();
-        assert_eq!(sink.records.last().unwrap().pos, 4);
-        assert_eq!(sink.records.last().unwrap().values, vec![6.0, 7.0]);
-    }
-
-    #[test]
-    fn thresholds_scale_with_the_dtype() {
-        let f32t = default_nmse_threshold(RunDtype::F32);
-        let bf = default_nmse_threshold(RunDtype::Bf16);
-        let f16t = default_nmse_threshold(RunDtype::F16);
-        assert!(f32t < f16t && f16t < bf);
-        // ε = 1e-2 on one tensor is an NMSE of 1e-4: caught in f32.
-        assert!(1e-4 > f32t);
-    }
-}
+mod tests;

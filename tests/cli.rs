@@ -4,7 +4,7 @@ use driftsweep::exit;
 use serde_json::Value;
 
 mod common;
-use common::{bin, code, read_json, run, stderr, write};
+use common::{bin, code, read_json, run, stderr, text, tiny, write, write_hf_dir};
 
 const SMALL: &str = r#"
 name: small
@@ -471,4 +471,135 @@ fn a_write_error_mid_sweep_exits_2_instead_of_hanging() {
     let o = child.wait_with_output().unwrap();
     assert_eq!(status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("cannot write"), "{}", stderr(&o));
+}
+
+/// The sweep file `SMALL` on a model `source`, one dtype, one span.
+fn small_on(source: &str) -> String {
+    SMALL
+        .replace("builtin:tiny-llama", source)
+        .replace("span: [4, 9]", "span: [4]")
+        .replace("dtype: [f32, f16]", "dtype: [f32]")
+}
+
+#[test]
+fn model_paths_are_relative_to_the_sweep_file_with_the_working_directory_as_fallback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sweeps = tmp.path().join("sweeps");
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    write_hf_dir(&sweeps.join("tiny"), "llama", &tiny("llama"), false);
+    let cfg = write(&sweeps, "s.yaml", &small_on("tiny"));
+    let out = tmp.path().join("out");
+    let o = bin()
+        .current_dir(&elsewhere)
+        .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), exit::PASS, "{}", text(&o));
+    assert!(out.join("report.json").is_file());
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    // Found from the working directory only: still taken, with a warning.
+    write_hf_dir(&elsewhere.join("cwd_tiny"), "llama", &tiny("llama"), false);
+    let cfg = write(&sweeps, "c.yaml", &small_on("cwd_tiny"));
+    let o = bin()
+        .current_dir(&elsewhere)
+        .args(["plan", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), exit::PASS, "{}", text(&o));
+    assert!(
+        stderr(&o).contains("taking it from the working directory"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_missing_gguf_gets_the_fetch_hint_only_at_smollm2s_default_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (source, hint) in [
+        ("models/SmolLM2-135M-Instruct.Q4_1.gguf", true),
+        ("/nonexistent/elsewhere.gguf", false),
+    ] {
+        let cfg = write(tmp.path(), "g.yaml", &small_on(source));
+        let o = run(&["plan", cfg.to_str().unwrap()]);
+        assert_eq!(code(&o), exit::BAD_INPUT, "{}", text(&o));
+        assert!(stderr(&o).contains("no such GGUF file"), "{}", stderr(&o));
+        assert_eq!(
+            stderr(&o).contains("fetch_smollm2.sh"),
+            hint,
+            "{}",
+            stderr(&o)
+        );
+    }
+}
+
+/// Applies the `Fix:` of a combination error to sweep-file text, as a person would: the
+/// entries it says to remove, the keys it says to drop, the `exclude` entries it says to add.
+fn apply_fix(yaml: &str, message: &str) -> String {
+    let fix = message
+        .lines()
+        .find_map(|l| l.strip_prefix("Fix: "))
+        .unwrap_or_else(|| panic!("no fix in {message}"));
+    let mut v: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+    for step in fix.trim_end_matches('.').split("; ") {
+        if let Some(entries) = step.strip_prefix("add to `exclude:` the entries ") {
+            let add: Vec<serde_yaml::Value> = serde_yaml::from_str(entries).unwrap();
+            let m = v.as_mapping_mut().unwrap();
+            let ex = m
+                .entry("exclude".into())
+                .or_insert(serde_yaml::Value::Sequence(vec![]));
+            ex.as_sequence_mut().unwrap().extend(add);
+        } else if let Some(rest) = step.strip_prefix("remove ") {
+            let (names, key) = rest.split_once(" from `sweep.").unwrap();
+            let key = key.split('`').next().unwrap();
+            let gone: Vec<&str> = names.split(", ").map(|n| n.trim_matches('`')).collect();
+            let sweep = v["sweep"].as_mapping_mut().unwrap();
+            let list = sweep[key].as_sequence_mut().unwrap();
+            list.retain(|x| !gone.contains(&x.as_str().unwrap()));
+            if list.is_empty() {
+                assert!(step.contains(&format!("drop `{key}:`")), "{step}");
+                sweep.remove(key);
+            }
+        } else {
+            panic!("a step this test cannot apply: {step}");
+        }
+    }
+    serde_yaml::to_string(&v).unwrap()
+}
+
+#[test]
+fn every_impossible_combination_is_reported_at_once_with_a_fix_that_works() {
+    let tmp = tempfile::tempdir().unwrap();
+    let quantized = small_on("builtin:tiny-llama")
+        .replace("  seed: [0]\n", "  seed: [0]\n  weights: [quantized]\n");
+    let wide = SMALL.replace(
+        "  seed: [0]\n",
+        "  seed: [0]\n  engine: [driftsweep, candle-transformers]\n  weights: [dequantized, quantized]\n",
+    );
+    assert_ne!(wide, SMALL);
+    for (name, yaml) in [("quantized", quantized), ("wide", wide)] {
+        let cfg = write(tmp.path(), &format!("{name}.yaml"), &yaml);
+        let o = run(&["plan", cfg.to_str().unwrap()]);
+        assert_eq!(code(&o), exit::BAD_INPUT, "{name}: {}", text(&o));
+        let msg = stderr(&o);
+        assert!(msg.contains("combinations cannot run"), "{name}: {msg}");
+        assert!(!msg.contains("drop every pair"), "{name}: {msg}");
+        if name == "quantized" {
+            assert!(
+                msg.contains("remove `quantized` from `sweep.weights`"),
+                "{msg}"
+            );
+        } else {
+            // Every impossible group is listed, one line each.
+            assert!(msg.matches("\n  - engine `").count() >= 2, "{msg}");
+        }
+        let fixed = write(
+            tmp.path(),
+            &format!("{name}_fixed.yaml"),
+            &apply_fix(&yaml, &msg),
+        );
+        let o = run(&["plan", fixed.to_str().unwrap()]);
+        assert_eq!(code(&o), exit::PASS, "{name} after the fix: {}", text(&o));
+    }
 }

@@ -104,7 +104,7 @@ fn a_scaled_mlp_out_is_found_at_its_layer_with_root_cause_mlp() {
             .filter(|r| r["layer"] == "1")
             .all(|r| r["details"].as_str().unwrap().contains("within"))
     );
-    assert!(md.contains("- MLP: 6"), "{md}");
+    assert!(md.contains("- MLP at layer 2 mlp_out: 6"), "{md}");
     assert!(md.contains("**Fault injection**: `mlp_out` at layer 2 scaled by (1 + 0.01)"));
     assert_unique_rows(&md);
     assert!(report["inject"].is_object());
@@ -180,4 +180,59 @@ fn tracing_only_failing_pairs() {
             .all(|x| x["root_cause"] == "ATTENTION" && x["first_fail"] == "layer 1 q")
     );
     assert_unique_rows(&md);
+}
+
+const INJECT: &str = include_str!("../configs/b3_66_trace_inject.yaml");
+
+/// The failure summary and coverage lines of a trace report.
+fn summary_lines(md: &str) -> String {
+    md.lines()
+        .filter(|l| l.starts_with("- ") || l.starts_with("**Not looked at**"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_fault_in_untraced_layers_is_an_untraced_gap_naming_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let at5 = INJECT.replace("  layer: 2\n", "  layer: 5\n");
+    assert_ne!(at5, INJECT);
+    assert!(at5.contains("layers: [0, 1, 2, 4, 8]"));
+    let (code, t, md, _) = run_traced("gap", &at5, tmp.path());
+    assert_eq!(code, exit::FAIL);
+    for r in rows(&t) {
+        assert_eq!(r["first_fail"], "layer 8 attn_norm", "{r}");
+        assert_eq!(r["root_cause"], "UNTRACED_GAP", "{r}");
+    }
+    for p in t["pairs"].as_array().unwrap() {
+        let gap = &p["positions"][0]["untraced"];
+        assert_eq!(
+            (gap["first"].as_u64(), gap["last"].as_u64()),
+            (Some(5), Some(7))
+        );
+    }
+    // Passing layers name no tensor.
+    assert!(
+        rows(&t)
+            .iter()
+            .filter(|r| r["layer"] == "4")
+            .all(|r| r["tensor"] == "" && r["details"].as_str().unwrap().starts_with("pass: "))
+    );
+    assert_unique_rows(&md);
+    insta::assert_snapshot!(summary_lines(&md), @r"
+    - UNTRACED_GAP at layer 8 attn_norm: 6
+    **Not looked at**: layers that were not traced come right before a first failure, so the divergence may start in them (UNTRACED_GAP):
+    - layers 5–7 untraced before the first failure at layer 8 attn_norm (NORM by its own tensor); trace `layers: [5, 6, 7]` to decide — 6 positions
+    ");
+
+    // Every layer traced: the fault's own layer and tensor, and no caveat.
+    let all = at5.replace("layers: [0, 1, 2, 4, 8]", "layers: all");
+    let (code, t, md, _) = run_traced("all", &all, tmp.path());
+    assert_eq!(code, exit::FAIL);
+    for r in rows(&t) {
+        assert_eq!(r["first_fail"], "layer 5 mlp_out", "{r}");
+        assert_eq!(r["root_cause"], "MLP", "{r}");
+    }
+    assert!(!md.contains("UNTRACED_GAP |"), "{md}");
+    insta::assert_snapshot!(summary_lines(&md), @"- MLP at layer 5 mlp_out: 6");
 }

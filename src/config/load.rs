@@ -123,7 +123,8 @@ pub fn parse_with(path: &Path, text: &str, limits: &LoadLimits) -> Result<Loaded
             message,
         }
     })?;
-    let config = settle_model(path, body, config)?;
+    let mut config = settle_model(path, body, config)?;
+    config.model.source = resolve_model_path(path, &config.model.source);
     validate::validate(path, &config, limits.max_pairs)?;
     let mut loaded = LoadedConfig {
         path: path.to_path_buf(),
@@ -156,6 +157,33 @@ fn model_sweeps(cfg: &LoadedConfig, limits: &LoadLimits) -> Result<Vec<ModelSwee
             })
         })
         .collect()
+}
+
+/// A model path relative to the sweep file's directory, as prompt files are: `builtin:` and
+/// `hf:` sources and absolute paths stay as they are. A path found only from the working
+/// directory is still taken from there, with a warning on stderr: the repository's sweep
+/// files resolved that way before, and keep working for one release.
+pub(crate) fn resolve_model_path(sweep: &Path, source: &str) -> String {
+    let rel = Path::new(source);
+    if source.starts_with("builtin:") || source.starts_with("hf:") || rel.is_absolute() {
+        return source.to_string();
+    }
+    let Some(base) = sweep.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        // The sweep file lies in the working directory: both readings agree.
+        return source.to_string();
+    };
+    let beside = base.join(rel);
+    if !beside.exists() && rel.exists() {
+        eprintln!(
+            "warning: {}: model `{source}` is not in the sweep file's directory `{}`; taking it \
+             from the working directory, as before (model paths are relative to the sweep \
+             file; this fallback goes in the next release)",
+            sweep.display(),
+            base.display()
+        );
+        return source.to_string();
+    }
+    beside.to_string_lossy().into_owned()
 }
 
 /// Exactly one of `model:` and `models:`. With `models:`, `model` becomes the first model

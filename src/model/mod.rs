@@ -25,7 +25,7 @@ use tokenizers::Tokenizer;
 use crate::dtype::RunDtype;
 use crate::engine::{Engine, WeightFormat};
 use crate::error::{Error, Result};
-pub use custom::{CustomLoader, CustomModel};
+pub use custom::{CustomInfo, CustomLoader, CustomModel};
 pub use error::ModelError;
 pub use family::{Architecture, Family, Sizes};
 pub use layers::{Cache, Source};
@@ -62,9 +62,39 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
+    /// A user's own model, run from Rust under the engine `custom` (docs/own_model.md).
+    pub fn from_custom(c: custom::CustomInfo) -> Self {
+        let tokenizer = c
+            .tokenizer
+            .unwrap_or_else(|| Tokenizer::new(tokenizers::models::wordlevel::WordLevel::default()));
+        let sizes = Sizes {
+            vocab_size: c.vocab_size,
+            num_layers: c.num_layers,
+            context_len: c.context_len,
+        };
+        let special_ids = tokenizer
+            .get_added_tokens_decoder()
+            .keys()
+            .copied()
+            .collect();
+        ModelInfo {
+            source: c.source,
+            architecture: Architecture::Custom,
+            family: Family::Custom(CustomLoader(c.model), sizes),
+            tokenizer,
+            bos_id: None,
+            special_ids,
+            eos_id: None,
+            tokenizer_adds_specials: false,
+            sha256: c.identity,
+            weights: Weights::Builtin,
+        }
+    }
+
     /// A user's own model, run from Rust under the engine `custom`: `source` names it in
     /// reports (and `identity` stands for its weights' sha256 there), `tokenizer` tokenizes
     /// text prompts (random-token prompts need none of it), and `model` loads it.
+    #[deprecated(note = "use `ModelInfo::from_custom(CustomInfo { .. })`: named sizes")]
     pub fn custom(
         source: &str,
         identity: &str,
@@ -74,28 +104,15 @@ impl ModelInfo {
         tokenizer: Tokenizer,
         model: std::sync::Arc<dyn CustomModel>,
     ) -> Self {
-        let sizes = Sizes {
+        Self::from_custom(custom::CustomInfo {
+            source: source.to_string(),
+            identity: identity.to_string(),
             vocab_size,
             num_layers,
             context_len,
-        };
-        let special_ids = tokenizer
-            .get_added_tokens_decoder()
-            .keys()
-            .copied()
-            .collect();
-        ModelInfo {
-            source: source.to_string(),
-            architecture: Architecture::Custom,
-            family: Family::Custom(CustomLoader(model), sizes),
-            tokenizer,
-            bos_id: None,
-            special_ids,
-            eos_id: None,
-            tokenizer_adds_specials: false,
-            sha256: identity.to_string(),
-            weights: Weights::Builtin,
-        }
+            tokenizer: Some(tokenizer),
+            model,
+        })
     }
 
     /// Reads config and tokenizer of a model source, checked against its weights (see
@@ -359,7 +376,7 @@ impl ModelInfo {
         }
         match engine {
             Engine::Custom => unsupported(
-                "engine `custom` is a model given from Rust through `ModelInfo::custom` \
+                "engine `custom` is a model given from Rust through `ModelInfo::from_custom` \
                  (examples/own_model.rs); the command line runs `driftsweep` and \
                  `candle-transformers`"
                     .into(),
@@ -397,6 +414,12 @@ impl ModelInfo {
             Engine::Custom => match &self.family {
                 Family::Custom(c, _) => {
                     c.0.load(dtype, device)
+                        .map(|inner| {
+                            Box::new(custom::Declared {
+                                inner,
+                                capabilities: c.0.capabilities(),
+                            }) as Box<dyn ModelUnderTest>
+                        })
                         .map_err(|e| Error::model(&self.source, format!("in {dtype}: {e}")))
                 }
                 _ => Err(Error::model(&self.source, "not a custom model".to_string())),

@@ -5,12 +5,15 @@ use super::builtin;
 use super::hub;
 use crate::error::{Error, Result};
 
+/// Where `scripts/fetch_smollm2.sh` puts SmolLM2-135M, relative to the repository.
+const SMOLLM2_DEFAULT: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
 /// A parsed `model.source` string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSource {
     /// `builtin:<name>`.
     Builtin(String),
-    /// A `.gguf` file (relative paths are relative to the working directory).
+    /// A `.gguf` file (a sweep file's relative paths were resolved from its directory).
     Gguf(std::path::PathBuf),
     /// A directory in Hugging Face layout.
     HfDir(std::path::PathBuf),
@@ -42,10 +45,18 @@ impl ModelSource {
         if source.ends_with(".gguf") {
             let path = std::path::PathBuf::from(source);
             if !path.is_file() {
+                // The fetch script's hint only where it would put this very file.
+                let hint = if path.ends_with(SMOLLM2_DEFAULT) {
+                    "; `bash scripts/fetch_smollm2.sh` fetches it into models/"
+                } else {
+                    ""
+                };
                 return Err(Error::model(
                     source,
-                    "no such GGUF file (relative paths are taken from the working directory; \
-                     scripts/fetch_smollm2.sh fetches SmolLM2-135M)",
+                    format!(
+                        "no such GGUF file (a sweep file's relative paths are taken from its \
+                         own directory){hint}"
+                    ),
                 ));
             }
             return Ok(ModelSource::Gguf(path));

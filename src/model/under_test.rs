@@ -122,8 +122,17 @@ pub trait ModelUnderTest: Send + Sync {
     fn context_len(&self) -> usize;
     /// Number of transformer blocks (the layers a trace or fault may name).
     fn num_layers(&self) -> usize;
-    /// What it can do.
-    fn capabilities(&self) -> Capabilities;
+    /// What it can do. A model given from Rust need not say: its loader's
+    /// `CustomModel::capabilities` is the one declaration, and this default (last row only,
+    /// nothing else) is never asked of it.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            every_row: false,
+            probes: false,
+            cache_prefix: false,
+            batch: false,
+        }
+    }
     /// The device its weights and logits are on.
     fn device(&self) -> &Device;
     /// A new, empty sequence with room for `capacity` positions.

@@ -1,10 +1,12 @@
 //! Checks of a plan against the model that `trace` and `inject` need: layers, positions and
 //! paths that exist, and faults that can change something.
 
-use super::spec::Plan;
+use super::spec::{LoadKey, Plan};
 use crate::config::{AllOr, LoadedConfig, TracePositions};
+use crate::dtype::RunDtype;
+use crate::engine::{Engine, WeightFormat};
 use crate::error::{Error, Result};
-use crate::model::ModelInfo;
+use crate::model::{Capabilities, ModelInfo};
 use crate::path::RunPath;
 
 /// Layers and positions named by `trace` and `inject` must exist in this model and sweep.
@@ -158,4 +160,198 @@ fn no_such_layer(cfg: &LoadedConfig, model: &ModelInfo, field: String, layer: us
             model.sizes().num_layers - 1
         ),
     )
+}
+
+/// What an implementation can do in one (engine, weights, dtype), or why it cannot exist
+/// (the shape of [`super::Support`]).
+type SupportFn<'a> =
+    &'a dyn Fn(Engine, WeightFormat, RunDtype) -> std::result::Result<Capabilities, String>;
+
+/// The (engine, weights, dtype) groups of a sweep that keep a pair after `exclude`, in
+/// sweep order, with their indices in the three lists.
+pub(super) type LiveGroup = (LoadKey, (usize, usize, usize));
+
+/// Every impossible (engine, weights, dtype) group of the sweep in one error: each with why,
+/// and one fix that works when applied: the list entries whose every group is impossible
+/// removed (an emptied `engine` or `weights` list dropped for its default), an `exclude` for
+/// the groups left. The field is the first impossible group's axis entry.
+pub(super) fn impossible_combinations(
+    cfg: &LoadedConfig,
+    model: &ModelInfo,
+    support: SupportFn,
+    live: &[LiveGroup],
+) -> Option<Error> {
+    let bad: Vec<&LiveGroup> = live
+        .iter()
+        .filter(|(k, _)| support(k.engine, k.weights, k.dtype).is_err())
+        .collect();
+    let (first, at) = bad.first()?;
+    let mut lines: Vec<String> = bad
+        .iter()
+        .map(|(k, _)| {
+            let why = support(k.engine, k.weights, k.dtype)
+                .err()
+                .unwrap_or_default();
+            format!(
+                "  - engine `{}` with {} weights in {}: {why}",
+                k.engine, k.weights, k.dtype
+            )
+        })
+        .collect();
+    lines.insert(
+        0,
+        format!(
+            "{} of the sweep's (engine, weights, dtype) combinations cannot run `{}`:",
+            bad.len(),
+            model.source
+        ),
+    );
+    lines.push(fix_for(cfg, support, live));
+    Some(Error::config(
+        &cfg.path,
+        axis_field(support, first, *at),
+        lines.join("\n"),
+    ))
+}
+
+/// The axis entry that makes a group impossible: the engine unless the engine alone is
+/// fine, then the weights, then the dtype.
+fn axis_field(support: SupportFn, k: &LoadKey, (ei, wi, di): (usize, usize, usize)) -> String {
+    let f32_with = |w| support(k.engine, w, RunDtype::F32).is_err();
+    if f32_with(WeightFormat::Dequantized) && f32_with(k.weights) {
+        format!("sweep.engine[{ei}]")
+    } else if f32_with(k.weights) {
+        format!("sweep.weights[{wi}]")
+    } else {
+        format!("sweep.dtype[{di}]")
+    }
+}
+
+/// The fix, in words a person (or a test) can apply: entries to remove, axis by axis
+/// (weights, engine, dtype; each on what the edits before it left), then one `exclude`.
+fn fix_for(cfg: &LoadedConfig, support: SupportFn, live: &[LiveGroup]) -> String {
+    let s = &cfg.config.sweep;
+    let ok = |k: &LoadKey| support(k.engine, k.weights, k.dtype).is_ok();
+    // A group of the file's lists that `exclude` emptied stays empty; one a default brings
+    // in is new and counts.
+    let emptied = |k: &LoadKey| {
+        s.engine.contains(&k.engine)
+            && s.weights.contains(&k.weights)
+            && !live.iter().any(|(l, _)| l == k)
+    };
+    let groups = |e: &[Engine], w: &[WeightFormat], d: &[RunDtype]| -> Vec<LoadKey> {
+        let mut g = Vec::new();
+        for &engine in e {
+            for &weights in w {
+                for &dtype in d {
+                    g.push(LoadKey {
+                        engine,
+                        weights,
+                        dtype,
+                    });
+                }
+            }
+        }
+        g.retain(|k| !emptied(k));
+        g
+    };
+    let (mut e, mut w, mut d) = (s.engine.clone(), s.weights.clone(), s.dtype.clone());
+    let mut steps = Vec::new();
+    let g = groups(&e, &w, &d);
+    steps.extend(edit_axis(
+        "weights",
+        &mut w,
+        &g,
+        &ok,
+        |k| k.weights,
+        Some(WeightFormat::default()),
+    ));
+    let g = groups(&e, &w, &d);
+    steps.extend(edit_axis(
+        "engine",
+        &mut e,
+        &g,
+        &ok,
+        |k| k.engine,
+        Some(Engine::default()),
+    ));
+    let g = groups(&e, &w, &d);
+    steps.extend(edit_axis("dtype", &mut d, &g, &ok, |k| k.dtype, None));
+    let g = groups(&e, &w, &d);
+    if !g.iter().any(ok) {
+        return "No combination of these lists can run this model: change `sweep.engine`, \
+                `sweep.weights` or `sweep.dtype` as the reasons above say."
+            .into();
+    }
+    let rest: Vec<String> = g
+        .iter()
+        .filter(|k| !ok(k))
+        .map(|k| {
+            format!(
+                "{{engine: {}, weights: {}, dtype: {}}}",
+                k.engine, k.weights, k.dtype
+            )
+        })
+        .collect();
+    if !rest.is_empty() {
+        steps.push(format!(
+            "add to `exclude:` the entries [{}]",
+            rest.join(", ")
+        ));
+    }
+    format!("Fix: {}.", steps.join("; "))
+}
+
+/// Removes from an axis list the entries all of whose groups are impossible (removing one
+/// loses no pair that could run), unless that empties a list whose default is among them (or
+/// that has none); returns the step in words.
+fn edit_axis<T: Copy + PartialEq + std::fmt::Display>(
+    key: &str,
+    list: &mut Vec<T>,
+    groups: &[LoadKey],
+    ok: &dyn Fn(&LoadKey) -> bool,
+    of: fn(&LoadKey) -> T,
+    default: Option<T>,
+) -> Option<String> {
+    let kept: Vec<T> = list
+        .iter()
+        .copied()
+        .filter(|&v| {
+            let mut mine = groups.iter().filter(|k| of(k) == v).peekable();
+            mine.peek().is_none() || mine.any(ok)
+        })
+        .collect();
+    let next = match (kept.is_empty(), default) {
+        (false, _) => kept.clone(),
+        (true, Some(d)) if !list.contains(&d) => vec![d],
+        (true, _) => return None,
+    };
+    let step = removal(key, list, &kept, default);
+    *list = next;
+    step
+}
+
+/// "remove `quantized` from `sweep.weights`", with what an emptied list then means.
+fn removal<T: std::fmt::Display + PartialEq>(
+    key: &str,
+    all: &[T],
+    kept: &[T],
+    default: Option<T>,
+) -> Option<String> {
+    let gone: Vec<String> = all
+        .iter()
+        .filter(|a| !kept.contains(a))
+        .map(|a| format!("`{a}`"))
+        .collect();
+    if gone.is_empty() {
+        return None;
+    }
+    let gone = gone.join(", ");
+    Some(match default.filter(|_| kept.is_empty()) {
+        Some(d) => format!(
+            "remove {gone} from `sweep.{key}` (the list is then empty: drop `{key}:` for its \
+             default, {d})"
+        ),
+        None => format!("remove {gone} from `sweep.{key}`"),
+    })
 }

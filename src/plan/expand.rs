@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::checks::check_trace_and_inject;
+use super::checks::{check_trace_and_inject, impossible_combinations};
 use super::spec::{LoadKey, PairSpec, Plan, PlannedPrompt};
 use crate::config::{LoadedConfig, PromptSource};
 use crate::dtype::RunDtype;
@@ -87,6 +87,7 @@ fn product(cfg: &LoadedConfig, model: &ModelInfo, support: Support) -> Result<Pr
     let mut pairs = Vec::new();
     let mut excluded = 0;
     let mut caps = BTreeMap::new();
+    let mut live = Vec::new();
     // (engine, weights, dtype) outermost: one model load per group.
     for (ei, &engine) in c.sweep.engine.iter().enumerate() {
         for (wi, &weights) in c.sweep.weights.iter().enumerate() {
@@ -118,54 +119,22 @@ fn product(cfg: &LoadedConfig, model: &ModelInfo, support: Support) -> Result<Pr
                     weights,
                     dtype,
                 };
-                let k = support(engine, weights, dtype)
-                    .map_err(|why| unsupported(cfg, model, support, key, (ei, wi, di), &why))?;
-                caps.insert(key, k);
+                live.push((key, (ei, wi, di)));
+                if let Ok(k) = support(engine, weights, dtype) {
+                    caps.insert(key, k);
+                }
             }
         }
+    }
+    // Every impossible group at once, with one fix.
+    if let Some(e) = impossible_combinations(cfg, model, support, &live) {
+        return Err(e);
     }
     Ok(Product {
         pairs,
         excluded,
         caps,
     })
-}
-
-/// The error for an (engine, weights, dtype) that cannot exist, naming the axis entry that
-/// makes it impossible: the engine unless the engine alone is fine, then the weights, then
-/// the dtype. `at` holds the entries' indices in their lists.
-fn unsupported(
-    cfg: &LoadedConfig,
-    model: &ModelInfo,
-    support: Support,
-    key: LoadKey,
-    (ei, wi, di): (usize, usize, usize),
-    why: &str,
-) -> Error {
-    let LoadKey {
-        engine,
-        weights,
-        dtype,
-    } = key;
-    let field = if support(engine, WeightFormat::Dequantized, RunDtype::F32).is_err()
-        && support(engine, weights, RunDtype::F32).is_err()
-    {
-        format!("sweep.engine[{ei}]")
-    } else if support(engine, weights, RunDtype::F32).is_err() {
-        format!("sweep.weights[{wi}]")
-    } else {
-        format!("sweep.dtype[{di}]")
-    };
-    Error::config(
-        &cfg.path,
-        field,
-        format!(
-            "engine `{engine}` with {weights} weights in {dtype} cannot run \
-             `{}`: {why}; leave the combination out with `exclude: [{{engine: \
-             {engine}, weights: {weights}, dtype: {dtype}}}]`",
-            model.source
-        ),
-    )
 }
 
 /// Each prompt some pair uses, tokenized once (texts) or sized (random tokens).

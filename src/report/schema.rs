@@ -377,6 +377,9 @@ pub struct TraceJson {
     pub(super) failed_records: usize,
     pub(super) missing_partners: usize,
     pub(super) failure_summary: BTreeMap<String, usize>,
+    /// Untraced layers before a first failure, where its cause may lie: the caveat with the
+    /// `trace:` setting that decides → positions.
+    pub(super) untraced_gaps: BTreeMap<String, usize>,
     pub(super) rows: Vec<TraceRow>,
     pub(super) pairs: Vec<PairTrace>,
 }

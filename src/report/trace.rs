@@ -68,6 +68,7 @@ fn sample(sweep: &str, on: TraceOn, inject: Option<String>, pair_ids: &[String])
         failed_records: 0,
         missing_partners: 0,
         failure_summary: BTreeMap::new(),
+        untraced_gaps: BTreeMap::new(),
         rows,
         pairs: Vec::new(),
     }
@@ -107,16 +108,18 @@ fn rows_of(t: &PairTrace) -> Vec<TraceRow> {
                         ),
                     },
                 ),
+                // A passing layer names no tensor: its worst one is in the details, marked.
                 None => {
                     let worst = rs
                         .iter()
                         .max_by(|a, b| a.nmse.unwrap_or(0.0).total_cmp(&b.nmse.unwrap_or(0.0)));
                     (
-                        worst.map_or("—".into(), |w| w.tensor.to_string()),
+                        String::new(),
                         format!(
-                            "{} tensors within {:.1e}; worst nmse {:.3e}",
+                            "pass: {} tensors within {:.1e}; worst: {} at nmse {:.3e}",
                             rs.len(),
                             t.nmse_threshold,
+                            worst.map_or("—".into(), |w| w.tensor.to_string()),
                             worst.and_then(|w| w.nmse).unwrap_or(0.0)
                         ),
                     )
@@ -136,6 +139,34 @@ fn rows_of(t: &PairTrace) -> Vec<TraceRow> {
         }
     }
     rows
+}
+
+/// Positions by root cause and first failing record (`MLP at layer 2 mlp_out`), and by
+/// untraced gap before their first failure (the caveat with the `trace:` that decides).
+fn summarize_failures(traces: &[PairTrace]) -> (BTreeMap<String, usize>, BTreeMap<String, usize>) {
+    let mut causes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut gaps: BTreeMap<String, usize> = BTreeMap::new();
+    for p in traces.iter().flat_map(|t| &t.positions) {
+        if p.root_cause == RootCause::None {
+            continue;
+        }
+        let at = p
+            .first_fail
+            .map_or(String::new(), |(l, t)| format!(" at {}", label(l, t)));
+        *causes
+            .entry(format!("{}{at}", p.root_cause.as_str()))
+            .or_default() += 1;
+        if let Some(g) = &p.untraced {
+            let before = format!(
+                "{} untraced before the first failure{at} ({} by its own tensor); trace `{}` to decide",
+                g.layers(),
+                g.stage.as_str(),
+                g.suggestion()
+            );
+            *gaps.entry(before).or_default() += 1;
+        }
+    }
+    (causes, gaps)
 }
 
 /// trace.json's content when the sweep traces, from the results directory's `traces/`.
@@ -177,14 +208,7 @@ pub fn analyse(store: &Store, report: &ReportJson) -> Result<Option<TraceJson>> 
         .iter()
         .filter(|t| t.compared() > 0 && t.failed() + t.missing() == 0)
         .count();
-    let mut failure_summary: BTreeMap<String, usize> = BTreeMap::new();
-    for p in traces.iter().flat_map(|t| &t.positions) {
-        if p.root_cause != RootCause::None {
-            *failure_summary
-                .entry(p.root_cause.as_str().to_string())
-                .or_default() += 1;
-        }
-    }
+    let (failure_summary, untraced_gaps) = summarize_failures(&traces);
     let (result, reason) = verdict::judge_traces(&TraceTally {
         traced_pairs: traces.len(),
         failing_pairs: fail,
@@ -214,6 +238,7 @@ pub fn analyse(store: &Store, report: &ReportJson) -> Result<Option<TraceJson>> 
         failed_records,
         missing_partners: missing,
         failure_summary,
+        untraced_gaps,
         rows,
         pairs: traces,
     };
@@ -292,6 +317,7 @@ mod tests {
                 first_fail: Some((Some(0), TensorName::Q)),
                 root_cause: RootCause::Attention,
                 details: "q at layer 0".into(),
+                untraced: None,
             }],
         };
         json.date = "2026-01-01T00:00:00.000Z".into();
@@ -302,7 +328,11 @@ mod tests {
         json.fail = 1;
         json.compared_records = t.compared();
         json.failed_records = t.failed();
-        json.failure_summary = BTreeMap::from([("ATTENTION".to_string(), 1)]);
+        json.failure_summary = BTreeMap::from([("ATTENTION at layer 0 q".to_string(), 1)]);
+        json.untraced_gaps = BTreeMap::from([(
+            "layers 5–7 untraced before the first failure at layer 8 attn_norm (NORM by its own tensor); trace `layers: [5, 6, 7]` to decide".to_string(),
+            1,
+        )]);
         json.not_traced = vec!["p0.s4.f16.kv0.seed0: no trace (its runs did not finish)".into()];
         json.pairs = vec![t];
         insta::assert_snapshot!(render_template("t", TRACE_TEMPLATE, &json).unwrap());

@@ -116,7 +116,7 @@ fn synthetic_model(cfg: &LoadedConfig, spec: &crate::config::SynthSpec) -> Resul
     })
 }
 
-/// [`prepare`] for a model already described (a user's own, [`ModelInfo::custom`]).
+/// [`prepare`] for a model already described (a user's own, [`ModelInfo::from_custom`]).
 pub fn prepare_with(cfg: &LoadedConfig, info: ModelInfo) -> Result<(ModelInfo, Plan)> {
     check_single(cfg)?;
     check_templates(cfg)?;
@@ -196,7 +196,7 @@ pub fn run_sweep(
     run_prepared(cfg, info, plan, opts, reporter, started)
 }
 
-/// [`run_sweep`] on a model given from Rust ([`ModelInfo::custom`]): the sweep file's
+/// [`run_sweep`] on a model given from Rust ([`ModelInfo::from_custom`]): the sweep file's
 /// `model.source` is not read, and its engine is `custom`.
 pub fn run_sweep_with_model(
     cfg: &LoadedConfig,

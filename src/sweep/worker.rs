@@ -680,7 +680,7 @@ impl Worker {
         if trace_now.is_some() && records.len() == 2 {
             let dec = records.pop().unwrap_or_default();
             let pre = records.pop().unwrap_or_default();
-            let file = self.analyse(pair, input.ids, Ok((pre, dec)));
+            let file = self.analyse(pair, input.ids, model.num_layers(), Ok((pre, dec)));
             if !self.send(WorkerMsg::Trace(Box::new(file))) {
                 return None;
             }
@@ -719,7 +719,7 @@ impl Worker {
             (Ok(a), Ok(b)) => Ok((a.trace, b.trace)),
             (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
         };
-        let file = self.analyse(pair, ids, result);
+        let file = self.analyse(pair, ids, model.num_layers(), result);
         self.send(WorkerMsg::Trace(Box::new(file)))
     }
 
@@ -728,21 +728,25 @@ impl Worker {
         &self,
         pair: &PairSpec,
         ids: &[u32],
+        n_layers: usize,
         result: Result<(Vec<trace::TraceRecord>, Vec<trace::TraceRecord>), String>,
     ) -> TraceFile {
         match result {
             Ok((pre, dec)) => TraceFile {
                 pair_id: pair.id.clone(),
                 error: None,
-                trace: Some(trace::analyze(
-                    &pair.id,
-                    &pair.prompt,
-                    pair.dtype,
-                    &pre,
-                    &dec,
-                    ids,
-                    self.cfg.nmse_threshold(pair.dtype),
-                )),
+                trace: Some(
+                    trace::analyze(
+                        &pair.id,
+                        &pair.prompt,
+                        pair.dtype,
+                        &pre,
+                        &dec,
+                        ids,
+                        self.cfg.nmse_threshold(pair.dtype),
+                    )
+                    .with_layer_count(n_layers),
+                ),
             },
             Err(e) => TraceFile {
                 pair_id: pair.id.clone(),

@@ -92,7 +92,7 @@ pub enum Architecture {
     Rwkv7,
     /// RecurrentGemma (Griffin): recurrent blocks and local attention.
     RecurrentGemma,
-    /// A model given from Rust ([`super::ModelInfo::custom`]).
+    /// A model given from Rust ([`super::ModelInfo::from_custom`]).
     Custom,
 }
 
