@@ -505,7 +505,10 @@ fn plan_says_the_cost_what_is_skipped_and_the_probes() {
     }
     // The calibration is cached: a second plan measures nothing.
     let (_, t) = plan_text(tmp.path(), SMALL, &[]);
-    assert!(t.contains("cached calibration") && !t.contains("calibrated now"), "{t}");
+    assert!(
+        t.contains("cached calibration") && !t.contains("calibrated now"),
+        "{t}"
+    );
     // JSON carries the estimate with its per-group tokens.
     let (_, j) = plan_text(tmp.path(), SMALL, &["--json"]);
     let v: Value = serde_json::from_str(&j).unwrap();
@@ -614,15 +617,26 @@ fn diff_shows_only_moved_pairs_past_twenty_unchanged() {
     let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| r")).collect();
     assert_eq!(rows.len(), 1, "{md}");
     assert!(rows[0].starts_with(&format!("| {moved} ")), "{md}");
-    assert!(md.contains("40 unchanged pairs not shown; --all to show them"), "{md}");
+    assert!(
+        md.contains("40 unchanged pairs not shown; --all to show them"),
+        "{md}"
+    );
     // --all shows every pair; --changed is the same as the default here.
     let o = run(&["diff", b, n, "--all"]);
     let md = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(md.lines().filter(|l| l.starts_with("| r")).count(), 41, "{md}");
+    assert_eq!(
+        md.lines().filter(|l| l.starts_with("| r")).count(),
+        41,
+        "{md}"
+    );
     assert!(!md.contains("not shown"), "{md}");
     let o = run(&["diff", b, n, "--changed"]);
     let md = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(md.lines().filter(|l| l.starts_with("| r")).count(), 1, "{md}");
+    assert_eq!(
+        md.lines().filter(|l| l.starts_with("| r")).count(),
+        1,
+        "{md}"
+    );
 }
 
 #[test]

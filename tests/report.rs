@@ -391,26 +391,39 @@ fn report_html_leads_with_the_verdict_then_the_least_headroom() {
     let at = |s: &str| html.find(s).unwrap_or_else(|| panic!("{s} missing"));
     assert!(at("id=\"verdict\"") < at("id=\"headroom\""));
     assert!(at("id=\"headroom\"") < at("id=\"drift\""));
-    assert!(at("id=\"drift\"") < at("id=\"pairs\""), "small multiples come after");
+    assert!(
+        at("id=\"drift\"") < at("id=\"pairs\""),
+        "small multiples come after"
+    );
     let ids = headroom_ids(&html);
     let pairs = r["pairs"].as_array().unwrap();
     assert_eq!(ids.len(), pairs.len(), "every pair, once");
     let by_id = |id: &str| pairs.iter().find(|p| p["id"] == id).unwrap();
     let failed = |p: &Value| p["verdict"].as_str().unwrap().starts_with("FAIL");
     let n_fail = pairs.iter().filter(|p| failed(p)).count();
-    assert!(n_fail > 0 && n_fail < pairs.len(), "the fault must split the pairs");
+    assert!(
+        n_fail > 0 && n_fail < pairs.len(),
+        "the fault must split the pairs"
+    );
     // Failures on top; within each block the worst share of a limit first.
     assert!(ids[..n_fail].iter().all(|id| failed(by_id(id))), "{ids:?}");
     for block in [&ids[..n_fail], &ids[n_fail..]] {
         let shares: Vec<f64> = block.iter().map(|id| worst_share(by_id(id))).collect();
-        assert!(shares.windows(2).all(|w| w[0] >= w[1]), "{block:?}: {shares:?}");
+        assert!(
+            shares.windows(2).all(|w| w[0] >= w[1]),
+            "{block:?}: {shares:?}"
+        );
     }
     let worst = pairs
         .iter()
         .filter(|p| failed(p))
         .max_by(|a, b| worst_share(a).total_cmp(&worst_share(b)))
         .unwrap();
-    assert_eq!(ids[0], worst["id"].as_str().unwrap(), "the worst pair comes first");
+    assert_eq!(
+        ids[0],
+        worst["id"].as_str().unwrap(),
+        "the worst pair comes first"
+    );
     // Numbers never wrap.
     assert!(html.contains("white-space: nowrap"));
 
@@ -424,9 +437,17 @@ fn report_html_leads_with_the_verdict_then_the_least_headroom() {
         .collect();
     assert_eq!(table.len(), pairs.len() + 2);
     for l in &table {
-        assert!(l.chars().count() <= 100, "{} columns: {l}", l.chars().count());
+        assert!(
+            l.chars().count() <= 100,
+            "{} columns: {l}",
+            l.chars().count()
+        );
     }
     for p in pairs {
-        assert!(md.contains(&format!(". {} — ", p["id"].as_str().unwrap())), "{}", p["id"]);
+        assert!(
+            md.contains(&format!(". {} — ", p["id"].as_str().unwrap())),
+            "{}",
+            p["id"]
+        );
     }
 }

@@ -248,7 +248,10 @@ pub(super) fn estimated_seconds(cfg: &config::LoadedConfig, out: Option<&PathBuf
     let cost = Cost::priced(cfg, &info, &plan, Some(false), out);
     let e = cost.estimate?;
     // A load without costs would make the estimate too small to start an ETA from.
-    let priced = e.groups.iter().all(|(_, g, src)| g.pairs == 0 || src.is_some());
+    let priced = e
+        .groups
+        .iter()
+        .all(|(_, g, src)| g.pairs == 0 || src.is_some());
     (priced && e.total.seconds > 0.0).then_some(e.total.seconds)
 }
 
@@ -486,7 +489,11 @@ fn print_skipped(skipped: &BTreeMap<String, String>) {
         } else {
             String::new()
         };
-        outln!("  {} pair(s): {why} ({}{more})", ids.len(), shown.join(", "));
+        outln!(
+            "  {} pair(s): {why} ({}{more})",
+            ids.len(),
+            shown.join(", ")
+        );
     }
 }
 

@@ -10,7 +10,6 @@ use super::files::Inputs;
 use super::numbers::secs;
 use super::paths;
 use super::schema::{PairJson, ReportJson};
-use crate::verdict::PairVerdict;
 use super::template::{CUSTOM_REPORT_TEMPLATE, render_template, template_for};
 use crate::compare::Metrics;
 use crate::compare::metrics::{self, Direction, METRICS, MetricDef};
@@ -18,6 +17,7 @@ use crate::dtype::RunDtype;
 use crate::engine::{Engine, WeightFormat};
 use crate::error::{Error, Result};
 use crate::plan::Mode;
+use crate::verdict::PairVerdict;
 use crate::verdict::{self, fmt_num};
 
 /// The Markdown report template, compiled in so the binary works from any directory.
@@ -203,9 +203,7 @@ pub(crate) fn by_headroom(r: &ReportJson) -> Vec<&PairJson> {
     let mut v: Vec<&PairJson> = r.pairs.iter().collect();
     v.sort_by(|a, b| {
         let share = |p: &PairJson| worst_share(p).map_or(f64::NEG_INFINITY, |w| w.3);
-        rank(a)
-            .cmp(&rank(b))
-            .then(share(b).total_cmp(&share(a)))
+        rank(a).cmp(&rank(b)).then(share(b).total_cmp(&share(a)))
     });
     v
 }
