@@ -486,6 +486,25 @@ fn plan_text(dir: &std::path::Path, yaml: &str, extra: &[&str]) -> (i32, String)
     (code(&o), String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
+/// `run` of `yaml` (written to `dir/name`) into `dir/out`, without a progress bar.
+fn run_into(
+    dir: &std::path::Path,
+    name: &str,
+    yaml: &str,
+    out: &str,
+) -> (std::process::Output, std::path::PathBuf) {
+    let cfg = write(dir, name, yaml);
+    let out = dir.join(out);
+    let o = run(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    (o, out)
+}
+
 #[test]
 fn plan_says_the_cost_what_is_skipped_and_the_probes() {
     let tmp = tempfile::tempdir().unwrap();
@@ -537,15 +556,7 @@ fn plan_skips_with_the_reason_the_run_gives() {
     let (c, t) = plan_text(tmp.path(), &yaml, &[]);
     assert_eq!(c, exit::PASS, "{t}");
     assert!(t.contains("SKIPPED: 16 pair(s)"), "{t}");
-    let cfg = write(tmp.path(), "cuda.yaml", &yaml);
-    let out = tmp.path().join("res");
-    let o = run(&[
-        "run",
-        cfg.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--no-progress",
-    ]);
+    let (o, out) = run_into(tmp.path(), "cuda.yaml", &yaml, "res");
     assert_eq!(code(&o), exit::INCOMPLETE, "{}", stderr(&o));
     let r = read_json(&out.join("report.json"));
     // The same words: both come from the device check the run makes.
@@ -561,15 +572,7 @@ fn plan_skips_with_the_reason_the_run_gives() {
 fn the_run_summary_lists_every_file_written() {
     let tmp = tempfile::tempdir().unwrap();
     let yaml = format!("{SMALL}trace:\n  layers: [0]\n  tensors: [attn_out]\n  positions: last\n");
-    let cfg = write(tmp.path(), "t.yaml", &yaml);
-    let out = tmp.path().join("res");
-    let o = run(&[
-        "run",
-        cfg.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--no-progress",
-    ]);
+    let (o, out) = run_into(tmp.path(), "t.yaml", &yaml, "res");
     assert_eq!(code(&o), exit::PASS, "{}", stderr(&o));
     let summary = String::from_utf8_lossy(&o.stdout);
     for f in driftsweep::report::FILES {
@@ -591,15 +594,7 @@ fn diff_shows_only_moved_pairs_past_twenty_unchanged() {
         "name: many\nmodel:\n  source: builtin:tiny-llama\ndevice: cpu\nprompts:\n{prompts}\
          continuation: random\nsweep:\n  span: [2]\n  dtype: [f32]\n  kv_aligned: [true]\n  seed: [0]\n"
     );
-    let cfg = write(tmp.path(), "many.yaml", &yaml);
-    let base = tmp.path().join("base");
-    let o = run(&[
-        "run",
-        cfg.to_str().unwrap(),
-        "--out",
-        base.to_str().unwrap(),
-        "--no-progress",
-    ]);
+    let (o, base) = run_into(tmp.path(), "many.yaml", &yaml, "base");
     assert_eq!(code(&o), exit::PASS, "{}", stderr(&o));
     // NEW: the same results with one pair's drift grown a hundredfold past the floor.
     let new = tmp.path().join("new");

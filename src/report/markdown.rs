@@ -232,10 +232,7 @@ fn pair_rows(r: &ReportJson) -> Vec<Row> {
                         }
                     ),
                 ),
-                (
-                    "share",
-                    w.map_or("—".into(), |w| format!("{} ({})", share(w.1, w.2), w.0)),
-                ),
+                ("share", w.map_or("—".into(), |w| share(w.1, w.2))),
                 ("reason", p.reason.clone()),
                 ("engine", p.spec.engine.to_string()),
                 ("weights", p.spec.weights.to_string()),
