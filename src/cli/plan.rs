@@ -303,21 +303,40 @@ impl Cost {
             cost.records = Some(dir);
         }
         let mut costs: BTreeMap<LoadKey, (Costs, CostSource)> = BTreeMap::new();
+        let mut lanes: BTreeMap<LoadKey, usize> = BTreeMap::new();
         if let Ok(d) = &device {
             let threads = candle_core::utils::get_num_threads();
-            let groups = plan.load_groups(cfg.config.continuation);
-            for key in groups.iter().map(|g| g.key()) {
-                if plan.pairs.iter().any(|p| p.load_key() == key)
-                    && plan
-                        .pairs
-                        .iter()
-                        .filter(|p| p.load_key() == key)
-                        .all(|p| cost.skipped.contains_key(&p.id))
-                {
+            for key in plan
+                .load_groups(cfg.config.continuation)
+                .iter()
+                .map(|g| g.key())
+            {
+                let runnable: Vec<_> = plan
+                    .pairs
+                    .iter()
+                    .filter(|p| p.load_key() == key && !cost.skipped.contains_key(&p.id))
+                    .collect();
+                let own = plan.pairs.iter().any(|p| p.load_key() == key);
+                if own && runnable.is_empty() {
                     continue;
                 }
-                let ck = estimate::cache_key(info, key, &d.id, threads);
-                match estimate::costs_for(info, key, &d.device, &ck, measure) {
+                // Pairs sharing a prefill are one unit of work, as the worker cuts them.
+                let units: BTreeSet<_> = runnable
+                    .iter()
+                    .map(|p| (&p.prompt, p.span, p.seed))
+                    .collect();
+                let l = sweep::group_lanes(
+                    info,
+                    key,
+                    d.device.is_cpu(),
+                    threads,
+                    units.len().max(1),
+                    None,
+                );
+                lanes.insert(key, l.count);
+                let ck = estimate::cache_key(info, key, &d.id, l.threads_each);
+                let on = (&d.device, l.threads_each);
+                match estimate::costs_for(info, key, on, &ck, measure) {
                     Ok(Some(c)) => {
                         costs.insert(key, c);
                     }
@@ -333,6 +352,7 @@ impl Cost {
             &costs,
             &estimate::observed_rates(&observed),
             &skipped,
+            &lanes,
         ));
         cost
     }

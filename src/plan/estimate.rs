@@ -12,8 +12,9 @@
 //! continuations generated once per (prompt, seed) at the longest span on the reference;
 //! one prefill per (prompt, span, seed) of a group (kv_aligned twins reuse it); a
 //! yardstick prefill on the reference for other settings; decode steps whose cost grows
-//! with the cache length. Lanes are taken to keep throughput (each lane on its share of
-//! the threads), so they do not change the estimate.
+//! with the cache length. A group on several lanes (pairs side by side, each lane on its
+//! share of the threads) is calibrated on one lane's threads and its pairs' time divided
+//! among the lanes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -185,6 +186,7 @@ pub fn estimate(
     costs: &BTreeMap<LoadKey, (Costs, CostSource)>,
     observed: &Observed,
     skipped: &BTreeSet<String>,
+    lanes: &BTreeMap<LoadKey, usize>,
 ) -> Estimate {
     let mut out = Estimate::default();
     let runnable: Vec<&PairSpec> = plan
@@ -225,12 +227,16 @@ pub fn estimate(
             }
             g.seconds += pre + dec;
         }
+        // Lanes run the group's pairs side by side.
+        g.seconds /= lanes.get(&key).copied().unwrap_or(1).max(1) as f64;
         if any && let Some((c, _)) = costs.get(&key) {
             g.seconds += c.load_s;
         }
         out.groups.push((key, g, source));
     }
-    out.reference_s = reference_seconds(plan, continuation, costs, &runnable);
+    let reference_lanes = lanes.get(&plan.reference).copied().unwrap_or(1).max(1);
+    out.reference_s =
+        reference_seconds(plan, continuation, costs, &runnable) / reference_lanes as f64;
     for (_, g, _) in &out.groups {
         out.total.add(g);
     }
@@ -303,7 +309,7 @@ pub fn cache_key(info: &ModelInfo, key: LoadKey, device: &str, threads: usize) -
 pub fn costs_for(
     info: &ModelInfo,
     key: LoadKey,
-    device: &Device,
+    (device, threads): (&Device, usize),
     cache_key: &str,
     measure: bool,
 ) -> Result<Option<(Costs, CostSource)>> {
@@ -319,7 +325,7 @@ pub fn costs_for(
     if !measure {
         return Ok(None);
     }
-    let c = calibrate(info, key, device)?;
+    let c = calibrate(info, key, device, threads)?;
     if let Some(f) = file {
         all.insert(cache_key.to_string(), c);
         if let (Some(dir), Ok(bytes)) = (f.parent(), serde_json::to_vec_pretty(&all))
@@ -339,10 +345,22 @@ const LONG: usize = 96;
 const FAR: usize = 224;
 const STEPS: usize = 6;
 
-/// Times a load, prefill forwards of [`SHORT`] and [`LONG`] tokens (every row's logits, as
+/// Times, on `threads` CPU threads, a load, prefill forwards of [`SHORT`] and [`LONG`] tokens (every row's logits, as
 /// a prefill keeps the span's) and decode steps at two cache lengths; the median of three
 /// where it is cheap. Fits the linear [`Costs`] model to them.
-pub fn calibrate(info: &ModelInfo, key: LoadKey, device: &Device) -> Result<Costs> {
+pub fn calibrate(info: &ModelInfo, key: LoadKey, device: &Device, threads: usize) -> Result<Costs> {
+    // On one lane's threads, as the sweep runs the group (candle's CPU kernels split over the
+    // current rayon pool).
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+    {
+        Ok(pool) => pool.install(|| calibrate_here(info, key, device)),
+        Err(_) => calibrate_here(info, key, device),
+    }
+}
+
+fn calibrate_here(info: &ModelInfo, key: LoadKey, device: &Device) -> Result<Costs> {
     let fail = |e: candle_core::Error| Error::model(&info.source, format!("calibration: {e}"));
     let t = Instant::now();
     let model = info.load_under_test(key.engine, key.weights, key.dtype, device)?;
