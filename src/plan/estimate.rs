@@ -343,11 +343,12 @@ pub fn costs_for(
 const SHORT: usize = 16;
 const LONG: usize = 96;
 const FAR: usize = 224;
-const STEPS: usize = 6;
+const STEPS: usize = 16;
+const REPEAT: usize = 3;
 
-/// Times, on `threads` CPU threads, a load, prefill forwards of [`SHORT`] and [`LONG`] tokens (every row's logits, as
-/// a prefill keeps the span's) and decode steps at two cache lengths; the median of three
-/// where it is cheap. Fits the linear [`Costs`] model to them.
+/// Times, on `threads` CPU threads, a load, prefill forwards of [`SHORT`] and [`LONG`]
+/// tokens (every row's logits, as a prefill keeps the span's) and [`STEPS`] decode steps at
+/// two cache lengths, and fits the linear [`Costs`] model to the mean times.
 pub fn calibrate(info: &ModelInfo, key: LoadKey, device: &Device, threads: usize) -> Result<Costs> {
     // On one lane's threads, as the sweep runs the group (candle's CPU kernels split over the
     // current rayon pool).
@@ -371,16 +372,15 @@ fn calibrate_here(info: &ModelInfo, key: LoadKey, device: &Device) -> Result<Cos
         .collect();
     let every = model.capabilities().every_row;
     let rows = |n: usize| if every { Rows::From(0) } else { Rows::last(n) };
+    // Means, not medians: a sweep pays every stall of a loaded machine, and so must the
+    // calibration that prices it.
     let time_prefill = |n: usize| -> Result<f64> {
-        let mut best = Vec::new();
-        for _ in 0..3 {
+        let t = Instant::now();
+        for _ in 0..REPEAT {
             let mut seq = model.sequence(n).map_err(fail)?;
-            let t = Instant::now();
             seq.forward(&ids[..n], rows(n)).map_err(fail)?;
-            best.push(t.elapsed().as_secs_f64());
         }
-        best.sort_by(f64::total_cmp);
-        Ok(best[1])
+        Ok(t.elapsed().as_secs_f64() / REPEAT as f64)
     };
     time_prefill(SHORT)?; // warm-up: allocator, kernels
     let (short, long) = (time_prefill(SHORT)?, time_prefill(LONG)?);
@@ -389,15 +389,12 @@ fn calibrate_here(info: &ModelInfo, key: LoadKey, device: &Device) -> Result<Cos
     let time_steps = |start: usize| -> Result<f64> {
         let mut seq = model.sequence(start + STEPS).map_err(fail)?;
         seq.forward(&ids[..start], Rows::None).map_err(fail)?;
-        let mut per = Vec::new();
+        let t = Instant::now();
         for i in 0..STEPS {
-            let t = Instant::now();
             seq.forward(&ids[start + i..start + i + 1], Rows::From(0))
                 .map_err(fail)?;
-            per.push(t.elapsed().as_secs_f64());
         }
-        per.sort_by(f64::total_cmp);
-        Ok(per[STEPS / 2])
+        Ok(t.elapsed().as_secs_f64() / STEPS as f64)
     };
     let (near, far) = (time_steps(SHORT)?, time_steps(FAR)?);
     let step_per_position_s = ((far - near) / (FAR - SHORT) as f64).max(0.0);
