@@ -302,10 +302,10 @@ pub fn drift_by_span(
             let (lo, hi) = log_range(points.iter().map(|p| f64::from(pick(p))), &lims);
             let n = spans.len().max(1) as f64;
             let mut chart = ChartBuilder::on(area)
-                .caption(title, (FONT, 18))
-                .margin(8)
-                .x_label_area_size(30)
-                .y_label_area_size(70)
+                .caption(title, (FONT, 22))
+                .margin(10)
+                .x_label_area_size(36)
+                .y_label_area_size(80)
                 .build_cartesian_2d(-0.5..n - 0.5, (lo..hi).log_scale())
                 .map_err(|e| plot_error("drift by span", e))?;
             let span_label = |x: &f64| {
@@ -326,7 +326,7 @@ pub fn drift_by_span(
                 .x_label_formatter(&span_label)
                 .y_labels(5)
                 .y_label_formatter(&sci)
-                .label_style((FONT, 15))
+                .label_style((FONT, 19))
                 .draw()
                 .map_err(|e| plot_error("drift by span", e))?;
             for (t, colour) in [(budget, KV0_PURPLE), (tolerance, LIMIT_RED)] {
