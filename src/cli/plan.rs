@@ -334,8 +334,8 @@ impl Cost {
                     None,
                 );
                 lanes.insert(key, l.count);
-                let ck = estimate::cache_key(info, key, &d.id, l.threads_each);
-                let on = (&d.device, l.threads_each);
+                let ck = estimate::cache_key(info, key, &d.id, (l.count, l.threads_each));
+                let on = (&d.device, (l.count, l.threads_each));
                 match estimate::costs_for(info, key, on, &ck, measure) {
                     Ok(Some(c)) => {
                         costs.insert(key, c);

@@ -13,8 +13,8 @@
 //! one prefill per (prompt, span, seed) of a group (kv_aligned twins reuse it); a
 //! yardstick prefill on the reference for other settings; decode steps whose cost grows
 //! with the cache length. A group on several lanes (pairs side by side, each lane on its
-//! share of the threads) is calibrated on one lane's threads and its pairs' time divided
-//! among the lanes.
+//! share of the threads) is calibrated on all its lanes at once and its pairs' time
+//! divided among the lanes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -293,10 +293,15 @@ fn cache_path() -> Option<PathBuf> {
 }
 
 /// The cache key of one load's calibration: the weights' sha256, the load, the device and
-/// the thread count (costs on 2 threads say little about 16).
-pub fn cache_key(info: &ModelInfo, key: LoadKey, device: &str, threads: usize) -> String {
+/// the lanes with their threads (costs on 2 threads say little about 16).
+pub fn cache_key(
+    info: &ModelInfo,
+    key: LoadKey,
+    device: &str,
+    (lanes, threads): (usize, usize),
+) -> String {
     format!(
-        "{}|{}|{}|{}|{device}|{threads}",
+        "{}|{}|{}|{}|{device}|{lanes}x{threads}",
         info.sha256,
         key.engine.as_str(),
         key.weights.as_str(),
@@ -309,7 +314,7 @@ pub fn cache_key(info: &ModelInfo, key: LoadKey, device: &str, threads: usize) -
 pub fn costs_for(
     info: &ModelInfo,
     key: LoadKey,
-    (device, threads): (&Device, usize),
+    (device, lanes): (&Device, (usize, usize)),
     cache_key: &str,
     measure: bool,
 ) -> Result<Option<(Costs, CostSource)>> {
@@ -325,7 +330,7 @@ pub fn costs_for(
     if !measure {
         return Ok(None);
     }
-    let c = calibrate(info, key, device, threads)?;
+    let c = calibrate(info, key, device, lanes)?;
     if let Some(f) = file {
         all.insert(cache_key.to_string(), c);
         if let (Some(dir), Ok(bytes)) = (f.parent(), serde_json::to_vec_pretty(&all))
@@ -346,26 +351,58 @@ const FAR: usize = 224;
 const STEPS: usize = 16;
 const REPEAT: usize = 3;
 
-/// Times, on `threads` CPU threads, a load, prefill forwards of [`SHORT`] and [`LONG`]
-/// tokens (every row's logits, as a prefill keeps the span's) and [`STEPS`] decode steps at
-/// two cache lengths, and fits the linear [`Costs`] model to the mean times.
-pub fn calibrate(info: &ModelInfo, key: LoadKey, device: &Device, threads: usize) -> Result<Costs> {
-    // On one lane's threads, as the sweep runs the group (candle's CPU kernels split over the
-    // current rayon pool).
-    match rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build()
-    {
-        Ok(pool) => pool.install(|| calibrate_here(info, key, device)),
-        Err(_) => calibrate_here(info, key, device),
-    }
-}
-
-fn calibrate_here(info: &ModelInfo, key: LoadKey, device: &Device) -> Result<Costs> {
-    let fail = |e: candle_core::Error| Error::model(&info.source, format!("calibration: {e}"));
+/// Times a load, then on every lane at once (`lanes` of `threads` CPU threads each)
+/// prefill forwards of [`SHORT`] and [`LONG`] tokens (every row's logits, as a prefill keeps
+/// the span's) and [`STEPS`] decode steps at two cache lengths, and fits the linear
+/// [`Costs`] model to the mean times.
+pub fn calibrate(
+    info: &ModelInfo,
+    key: LoadKey,
+    device: &Device,
+    (lanes, threads): (usize, usize),
+) -> Result<Costs> {
     let t = Instant::now();
     let model = info.load_under_test(key.engine, key.weights, key.dtype, device)?;
     let load_s = t.elapsed().as_secs_f64();
+    let model: &dyn crate::model::ModelUnderTest = model.as_ref();
+    // Every lane times the same forwards at once, each on its own pool of one lane's threads
+    // (candle's CPU kernels split over the current rayon pool), so the costs are what a lane
+    // pays beside the others: a loaded machine or a shared memory bus gives lanes less than
+    // their count.
+    let timed: Vec<Result<Costs>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..lanes.max(1))
+            .map(|_| {
+                scope.spawn(|| {
+                    match rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads.max(1))
+                        .build()
+                    {
+                        Ok(pool) => pool.install(|| time_forwards(info, model)),
+                        Err(_) => time_forwards(info, model),
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let timed = timed.into_iter().collect::<Result<Vec<Costs>>>()?;
+    let n = timed.len().max(1) as f64;
+    let mean = |f: fn(&Costs) -> f64| timed.iter().map(f).sum::<f64>() / n;
+    Ok(Costs {
+        load_s,
+        forward_s: mean(|c| c.forward_s),
+        token_s: mean(|c| c.token_s),
+        step_s: mean(|c| c.step_s),
+        step_per_position_s: mean(|c| c.step_per_position_s),
+    })
+}
+
+/// One lane's timings on `model` (its load time left 0).
+fn time_forwards(info: &ModelInfo, model: &dyn crate::model::ModelUnderTest) -> Result<Costs> {
+    let fail = |e: candle_core::Error| Error::model(&info.source, format!("calibration: {e}"));
     let vocab = model.vocab_size().max(4) as u32;
     let ids: Vec<u32> = (0..(FAR + STEPS) as u32)
         .map(|i| 3 + (i * 37) % (vocab - 3))
@@ -399,7 +436,7 @@ fn calibrate_here(info: &ModelInfo, key: LoadKey, device: &Device) -> Result<Cos
     let (near, far) = (time_steps(SHORT)?, time_steps(FAR)?);
     let step_per_position_s = ((far - near) / (FAR - SHORT) as f64).max(0.0);
     Ok(Costs {
-        load_s,
+        load_s: 0.0,
         forward_s,
         token_s,
         step_s: (near - step_per_position_s * SHORT as f64).max(0.0),

@@ -500,9 +500,9 @@ fn traces(store: &Store, r: &ReportJson) -> Result<Vec<TraceFigure>> {
         .collect()
 }
 
-fn view(store: &Store, r: &ReportJson) -> Result<HtmlView> {
-    let c = &r.counts;
-    let counts = vec![
+/// The verdict counts, each with its badge class.
+fn counts(c: &super::schema::Counts) -> Vec<Count> {
+    vec![
         Count {
             label: "PASS_EQUIV",
             n: c.pass_equiv,
@@ -533,7 +533,11 @@ fn view(store: &Store, r: &ReportJson) -> Result<HtmlView> {
             n: c.skipped,
             class: "skipped",
         },
-    ];
+    ]
+}
+
+fn view(store: &Store, r: &ReportJson) -> Result<HtmlView> {
+    let counts = counts(&r.counts);
     let drift = drift(r)?;
     let groups = groups(r)?;
     let traces = traces(store, r)?;
