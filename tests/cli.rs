@@ -143,13 +143,20 @@ fn run_writes_a_complete_results_directory() {
     ] {
         assert!(md.contains(section), "report.md lacks `{section}`:\n{md}");
     }
-    // One table row per pair.
+    // One row per pair in the main table (`| # | prompt | ...`), one section per pair.
     assert_eq!(
         md.lines()
             .filter(|l| {
-                l.starts_with("| driftsweep | dequantized | p0_short |")
-                    || l.starts_with("| driftsweep | dequantized | r6 |")
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                cells.len() > 3
+                    && cells[1].parse::<usize>().is_ok()
+                    && ["p0_short", "r6"].contains(&cells[2])
             })
+            .count(),
+        16
+    );
+    assert_eq!(
+        md.matches("\n| engine / weights | driftsweep / dequantized |")
             .count(),
         16
     );
@@ -601,5 +608,173 @@ fn every_impossible_combination_is_reported_at_once_with_a_fix_that_works() {
         );
         let o = run(&["plan", fixed.to_str().unwrap()]);
         assert_eq!(code(&o), exit::PASS, "{name} after the fix: {}", text(&o));
+/// `plan` on `yaml` with its own cache directory (so the calibration is its own); stdout.
+fn plan_text(dir: &std::path::Path, yaml: &str, extra: &[&str]) -> (i32, String) {
+    let cfg = write(dir, "plan.yaml", yaml);
+    let mut args = vec!["plan", cfg.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let o = bin()
+        .args(&args)
+        .env("DRIFTSWEEP_CACHE_DIR", dir.join("cache"))
+        .output()
+        .unwrap();
+    (code(&o), String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// `run` of `yaml` (written to `dir/name`) into `dir/out`, without a progress bar.
+fn run_into(
+    dir: &std::path::Path,
+    name: &str,
+    yaml: &str,
+    out: &str,
+) -> (std::process::Output, std::path::PathBuf) {
+    let cfg = write(dir, name, yaml);
+    let out = dir.join(out);
+    let o = run(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    (o, out)
+}
+
+#[test]
+fn plan_says_the_cost_what_is_skipped_and_the_probes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (c, t) = plan_text(tmp.path(), SMALL, &[]);
+    assert_eq!(c, exit::PASS, "{t}");
+    for want in [
+        "driftsweep dequantized f32",
+        "driftsweep dequantized f16",
+        "total",
+        "estimated time: ",
+        "calibrated now",
+        "SKIPPED: none",
+        "trace: none",
+        "inject: none",
+    ] {
+        assert!(t.contains(want), "`{want}` missing:\n{t}");
+    }
+    // The calibration is cached: a second plan measures nothing.
+    let (_, t) = plan_text(tmp.path(), SMALL, &[]);
+    assert!(
+        t.contains("cached calibration") && !t.contains("calibrated now"),
+        "{t}"
+    );
+    // JSON carries the estimate with its per-group tokens.
+    let (_, j) = plan_text(tmp.path(), SMALL, &["--json"]);
+    let v: Value = serde_json::from_str(&j).unwrap();
+    assert_eq!(v["estimate"]["total"]["pairs"], 16);
+    assert!(v["estimate"]["total"]["seconds"].as_f64().unwrap() > 0.0);
+    // Traces and faults are named.
+    let probed = format!(
+        "{SMALL}trace:\n  layers: [0, 1]\n  tensors: all\n  positions: last\n\
+         inject:\n  tensor: mlp_out\n  layer: 1\n  epsilon: 0.01\n"
+    );
+    let (c, t) = plan_text(tmp.path(), &probed, &["--no-estimate"]);
+    assert_eq!(c, exit::PASS, "{t}");
+    assert!(t.contains("trace: layers [0,1]"), "{t}");
+    assert!(t.contains("inject: ") && t.contains("mlp_out"), "{t}");
+    assert!(!t.contains("estimated time"), "{t}");
+}
+
+#[test]
+fn plan_skips_with_the_reason_the_run_gives() {
+    // This test build has no CUDA: every pair is SKIPPED, and plan says so before the run.
+    if driftsweep::run::open_device(driftsweep::config::DeviceSpec::Cuda(0)).is_ok() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = SMALL.replace("device: cpu", "device: cuda");
+    let (c, t) = plan_text(tmp.path(), &yaml, &[]);
+    assert_eq!(c, exit::PASS, "{t}");
+    assert!(t.contains("SKIPPED: 16 pair(s)"), "{t}");
+    let (o, out) = run_into(tmp.path(), "cuda.yaml", &yaml, "res");
+    assert_eq!(code(&o), exit::INCOMPLETE, "{}", stderr(&o));
+    let r = read_json(&out.join("report.json"));
+    // The same words: both come from the device check the run makes.
+    let why = "device `cuda:0`: this binary was built without the `cuda` feature";
+    assert!(t.contains(why), "{t}");
+    for p in r["pairs"].as_array().unwrap() {
+        assert_eq!(p["verdict"], "SKIPPED");
+        assert!(p["reason"].as_str().unwrap().contains(why), "{p}");
+    }
+}
+
+#[test]
+fn the_run_summary_lists_every_file_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = format!("{SMALL}trace:\n  layers: [0]\n  tensors: [attn_out]\n  positions: last\n");
+    let (o, out) = run_into(tmp.path(), "t.yaml", &yaml, "res");
+    assert_eq!(code(&o), exit::PASS, "{}", stderr(&o));
+    let summary = String::from_utf8_lossy(&o.stdout);
+    for f in driftsweep::report::FILES {
+        assert!(out.join(f).is_file(), "{f} not written");
+        assert!(
+            summary.contains(&out.join(f).display().to_string()),
+            "{f} not listed:\n{summary}"
+        );
+    }
+}
+
+#[test]
+fn diff_shows_only_moved_pairs_past_twenty_unchanged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prompts: String = (0..41)
+        .map(|i| format!("  - id: r{i:02}\n    random_tokens: 4\n"))
+        .collect();
+    let yaml = format!(
+        "name: many\nmodel:\n  source: builtin:tiny-llama\ndevice: cpu\nprompts:\n{prompts}\
+         continuation: random\nsweep:\n  span: [2]\n  dtype: [f32]\n  kv_aligned: [true]\n  seed: [0]\n"
+    );
+    let (o, base) = run_into(tmp.path(), "many.yaml", &yaml, "base");
+    assert_eq!(code(&o), exit::PASS, "{}", stderr(&o));
+    // NEW: the same results with one pair's drift grown a hundredfold past the floor.
+    let new = tmp.path().join("new");
+    std::fs::create_dir_all(&new).unwrap();
+    let mut r = read_json(&base.join("report.json"));
+    assert_eq!(r["pairs"].as_array().unwrap().len(), 41);
+    let lim = r["pairs"][7]["limits"]["max_abs_diff"].as_f64().unwrap();
+    r["pairs"][7]["metrics"]["max_abs_diff"] = Value::from(lim * 0.9);
+    let moved = r["pairs"][7]["id"].as_str().unwrap().to_string();
+    std::fs::write(new.join("report.json"), serde_json::to_vec(&r).unwrap()).unwrap();
+    let (b, n) = (base.to_str().unwrap(), new.to_str().unwrap());
+
+    let o = run(&["diff", b, n]);
+    let md = String::from_utf8_lossy(&o.stdout);
+    let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| r")).collect();
+    assert_eq!(rows.len(), 1, "{md}");
+    assert!(rows[0].starts_with(&format!("| {moved} ")), "{md}");
+    assert!(
+        md.contains("40 unchanged pairs not shown; --all to show them"),
+        "{md}"
+    );
+    // --all shows every pair; --changed is the same as the default here.
+    let o = run(&["diff", b, n, "--all"]);
+    let md = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        md.lines().filter(|l| l.starts_with("| r")).count(),
+        41,
+        "{md}"
+    );
+    assert!(!md.contains("not shown"), "{md}");
+    let o = run(&["diff", b, n, "--changed"]);
+    let md = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        md.lines().filter(|l| l.starts_with("| r")).count(),
+        1,
+        "{md}"
+    );
+}
+
+#[test]
+fn help_points_to_the_docs_and_examples() {
+    for args in [&["--help"][..], &["run", "--help"], &["plan", "--help"]] {
+        let o = run(args);
+        let t = String::from_utf8_lossy(&o.stdout);
+        assert!(t.contains("docs/sweep-file.md"), "{args:?}: {t}");
+        assert!(t.contains("configs/quickstart.yaml"), "{args:?}: {t}");
     }
 }

@@ -351,3 +351,103 @@ fn run_with_a_baseline_gates_on_regression() {
     assert_eq!(c, exit::BAD_INPUT);
     assert!(!Path::new(&never).exists());
 }
+
+/// The pair ids of report.html's headroom table, in page order.
+fn headroom_ids(html: &str) -> Vec<String> {
+    let start = html.find("id=\"headroom\"").expect("a headroom section");
+    let end = start + html[start..].find("</section>").unwrap();
+    html[start..end]
+        .split("<tr data-pair=\"")
+        .skip(1)
+        .map(|s| s[..s.find('"').unwrap()].to_string())
+        .collect()
+}
+
+/// A pair's worst share of its limits (max_abs_diff, kl_max), from report.json.
+fn worst_share(p: &Value) -> f64 {
+    ["max_abs_diff", "kl_max"]
+        .iter()
+        .map(|k| p["metrics"][k].as_f64().unwrap_or(0.0) / p["limits"][k].as_f64().unwrap())
+        .fold(f64::NEG_INFINITY, f64::max)
+}
+
+#[test]
+fn report_html_leads_with_the_verdict_then_the_least_headroom() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A fault small enough that only the tight f32 tolerance fails: failures and passes mix.
+    let (c, dir) = run_sweep(
+        tmp.path(),
+        "f.yaml",
+        &sweep(
+            "headroom",
+            "inject:\n  tensor: mlp_out\n  layer: 1\n  epsilon: 0.001\n",
+        ),
+        "f",
+        &[],
+    );
+    assert_eq!(c, exit::FAIL);
+    let r = read_json(&Path::new(&dir).join("report.json"));
+    let html = std::fs::read_to_string(Path::new(&dir).join("report.html")).unwrap();
+    let at = |s: &str| html.find(s).unwrap_or_else(|| panic!("{s} missing"));
+    assert!(at("id=\"verdict\"") < at("id=\"headroom\""));
+    assert!(at("id=\"headroom\"") < at("id=\"drift\""));
+    assert!(
+        at("id=\"drift\"") < at("id=\"pairs\""),
+        "small multiples come after"
+    );
+    let ids = headroom_ids(&html);
+    let pairs = r["pairs"].as_array().unwrap();
+    assert_eq!(ids.len(), pairs.len(), "every pair, once");
+    let by_id = |id: &str| pairs.iter().find(|p| p["id"] == id).unwrap();
+    let failed = |p: &Value| p["verdict"].as_str().unwrap().starts_with("FAIL");
+    let n_fail = pairs.iter().filter(|p| failed(p)).count();
+    assert!(
+        n_fail > 0 && n_fail < pairs.len(),
+        "the fault must split the pairs"
+    );
+    // Failures on top; within each block the worst share of a limit first.
+    assert!(ids[..n_fail].iter().all(|id| failed(by_id(id))), "{ids:?}");
+    for block in [&ids[..n_fail], &ids[n_fail..]] {
+        let shares: Vec<f64> = block.iter().map(|id| worst_share(by_id(id))).collect();
+        assert!(
+            shares.windows(2).all(|w| w[0] >= w[1]),
+            "{block:?}: {shares:?}"
+        );
+    }
+    let worst = pairs
+        .iter()
+        .filter(|p| failed(p))
+        .max_by(|a, b| worst_share(a).total_cmp(&worst_share(b)))
+        .unwrap();
+    assert_eq!(
+        ids[0],
+        worst["id"].as_str().unwrap(),
+        "the worst pair comes first"
+    );
+    // Numbers never wrap.
+    assert!(html.contains("white-space: nowrap"));
+
+    // report.md: its main table fits 100 columns; every pair has its details section.
+    let md = std::fs::read_to_string(Path::new(&dir).join("report.md")).unwrap();
+    let start = md.find("## Comparison Results").unwrap();
+    let table: Vec<&str> = md[start..]
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    assert_eq!(table.len(), pairs.len() + 2);
+    for l in &table {
+        assert!(
+            l.chars().count() <= 100,
+            "{} columns: {l}",
+            l.chars().count()
+        );
+    }
+    for p in pairs {
+        assert!(
+            md.contains(&format!(". {} — ", p["id"].as_str().unwrap())),
+            "{}",
+            p["id"]
+        );
+    }
+}

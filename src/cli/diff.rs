@@ -1,4 +1,5 @@
-//! `driftsweep diff`: compares two results directories pair by pair.
+//! `driftsweep diff`: compares two results directories pair by pair. Past 20 unchanged pairs
+//! only the moved ones are printed, with a count of the rest (`--all` prints every pair).
 
 use std::path::PathBuf;
 
@@ -18,9 +19,40 @@ pub struct DiffArgs {
     /// Match pairs by id even when the directories hold different sweeps.
     #[arg(long)]
     by_id: bool,
-    /// Print JSON instead of Markdown.
+    /// Print JSON instead of Markdown (every pair, whatever --changed says).
     #[arg(long)]
     json: bool,
+    /// Show only the pairs that moved (regressed, improved or changed verdict), with a count
+    /// of the others; the default when more than 20 pairs are unchanged.
+    #[arg(long, conflicts_with = "all")]
+    changed: bool,
+    /// Show every pair, the unchanged ones too.
+    #[arg(long)]
+    all: bool,
+}
+
+/// Above this many unchanged pairs, only the moved ones are shown unless --all asks.
+const UNCHANGED_SHOWN: usize = 20;
+
+/// Whether a pair moved: a regression, an improvement or another verdict.
+fn moved(p: &drift_diff::PairDiff) -> bool {
+    matches!(p.status.as_str(), "regressed" | "improved") || p.base_verdict != p.new_verdict
+}
+
+/// The Markdown `diff` prints: every pair, or (with `changed`, or by default past
+/// [`UNCHANGED_SHOWN`] unchanged pairs unless `all`) only the moved ones and a count line.
+pub(super) fn markdown(d: &drift_diff::DiffReport, changed: bool, all: bool) -> String {
+    let unchanged = d.pairs.iter().filter(|p| !moved(p)).count();
+    let only_moved = changed || (!all && unchanged > UNCHANGED_SHOWN);
+    if !only_moved || unchanged == 0 {
+        return drift_diff::markdown(d);
+    }
+    let mut shown = d.clone();
+    shown.pairs.retain(moved);
+    format!(
+        "{}\n{unchanged} unchanged pairs not shown; --all to show them\n",
+        drift_diff::markdown(&shown).trim_end()
+    )
 }
 
 /// Prints the comparison; exit code from its verdict.
@@ -33,7 +65,7 @@ pub fn diff(a: DiffArgs) -> Result<i32, Error> {
     if a.json {
         super::common::print_json(&d);
     } else {
-        outln!("{}", drift_diff::markdown(&d));
+        outln!("{}", markdown(&d, a.changed, a.all));
     }
     Ok(d.exit_code())
 }

@@ -20,7 +20,8 @@ use driftsweep::Error;
 
 /// Where `--help` sends a reader for the whole reference.
 const DOCS: &str = "Documentation: docs/README.md (the table of contents); the sweep file: \
-                    docs/sweep-file.md.";
+                    docs/sweep-file.md. Examples: configs/quickstart.yaml (start here), \
+                    configs/*.yaml, examples/own_model.rs (a model of your own).";
 
 /// Measures how far the prefill and decode paths of causal language models drift apart.
 #[derive(Parser)]
@@ -35,6 +36,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Print the runs and pairs a sweep file expands into, without running anything.
+    #[command(after_help = DOCS)]
     Plan(plan::PlanArgs),
     /// Run a sweep and write its results directory and reports. Running it again into the
     /// same directory resumes: finished pairs are kept, the rest is computed.

@@ -1,9 +1,12 @@
 //! `driftsweep plan`: the runs and pairs a sweep file expands into, as a table or JSON.
 
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
-use driftsweep::plan::{Mode, Plan};
-use driftsweep::{Error, config, exit, sweep};
+use driftsweep::model::ModelInfo;
+use driftsweep::plan::estimate::{self, CostSource, Costs, Estimate, ObservedRun};
+use driftsweep::plan::{LoadKey, Mode, Plan};
+use driftsweep::{Error, config, exit, run, store, sweep};
 
 /// Options of `driftsweep plan`.
 #[derive(clap::Args)]
@@ -16,6 +19,14 @@ pub struct PlanArgs {
     /// The most pairs the sweep may expand into.
     #[arg(long, default_value_t = config::DEFAULT_MAX_PAIRS)]
     max_pairs: usize,
+    /// The results directory whose earlier run records price the estimate (default: the
+    /// file's `output`, else results/<name>); without records, per-token costs measured
+    /// once per (model, engine, weights, dtype, device) and cached.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print no time estimate (no calibration is measured).
+    #[arg(long)]
+    no_estimate: bool,
 }
 
 /// Expands the sweep file and prints its plan.
@@ -27,13 +38,14 @@ pub fn plan(a: PlanArgs) -> Result<i32, Error> {
         },
     )?;
     if cfg.is_multi() {
-        return plan_models(&cfg, a.json);
+        return plan_models(&cfg, &a);
     }
-    let (_, plan) = sweep::prepare(&cfg)?;
+    let (info, plan) = sweep::prepare(&cfg)?;
+    let cost = Cost::of(&cfg, &info, &plan, !a.no_estimate, a.out.as_ref());
     if a.json {
-        super::common::print_json(&plan_json(&plan));
+        super::common::print_json(&plan_json(&plan, &cost));
     } else {
-        print_plan_table(&cfg, &plan);
+        print_plan_table(&cfg, &plan, &cost);
     }
     Ok(exit::PASS)
 }
@@ -41,8 +53,10 @@ pub fn plan(a: PlanArgs) -> Result<i32, Error> {
 /// A sweep file with `models:`: each model's plan (or the error that keeps it from
 /// running), then the totals. A model in error makes the exit code bad input, after the
 /// others are shown.
-fn plan_models(cfg: &config::LoadedConfig, json: bool) -> Result<i32, Error> {
+fn plan_models(cfg: &config::LoadedConfig, a: &PlanArgs) -> Result<i32, Error> {
+    let json = a.json;
     let prepared = sweep::models::prepare_models(cfg);
+    let mut seconds = 0.0;
     let mut code = exit::PASS;
     let (mut pairs, mut runs, mut excluded, mut loads) = (0, 0, 0, 0);
     let mut models = Vec::new();
@@ -57,18 +71,23 @@ fn plan_models(cfg: &config::LoadedConfig, json: bool) -> Result<i32, Error> {
     }
     for (m, prep) in &prepared {
         match prep {
-            Ok((_, plan)) => {
+            Ok((info, plan)) => {
+                let out = sweep::output_dir(cfg, a.out.as_ref())
+                    .join("models")
+                    .join(&m.id);
+                let cost = Cost::of(&m.config, info, plan, !a.no_estimate, Some(&out));
+                seconds += cost.estimate.as_ref().map_or(0.0, |e| e.total.seconds);
                 pairs += plan.pairs.len();
                 runs += plan.run_count();
                 excluded += plan.excluded;
                 loads += plan.load_groups(m.config.config.continuation).len();
                 if json {
-                    let mut v = plan_json(plan);
+                    let mut v = plan_json(plan, &cost);
                     v["id"] = serde_json::json!(m.id);
                     models.push(v);
                 } else {
                     outln!("\n## model `{}` (results in models/{})", m.id, m.id);
-                    print_plan_table(&m.config, plan);
+                    print_plan_table(&m.config, plan, &cost);
                 }
             }
             Err(e) => {
@@ -85,19 +104,25 @@ fn plan_models(cfg: &config::LoadedConfig, json: bool) -> Result<i32, Error> {
     if json {
         super::common::print_json(&serde_json::json!({
             "counts": {"models": prepared.len(), "pairs": pairs, "runs": runs, "excluded": excluded},
+            "estimated_s": (!a.no_estimate).then_some(seconds),
             "models": models,
         }));
     } else {
         outln!(
             "\ntotal over {} model(s): {pairs} pairs, {runs} runs ({excluded} pairs excluded), \
-             {loads} model load(s)",
-            prepared.len()
+             {loads} model load(s){}",
+            prepared.len(),
+            if a.no_estimate {
+                String::new()
+            } else {
+                format!(", estimated {}", estimate::human_seconds(seconds))
+            }
         );
     }
     Ok(code)
 }
 
-fn print_plan_table(cfg: &config::LoadedConfig, plan: &Plan) {
+fn print_plan_table(cfg: &config::LoadedConfig, plan: &Plan, cost: &Cost) {
     outln!(
         "sweep `{}`: model {}, device {}, continuation {}",
         cfg.config.name,
@@ -118,25 +143,18 @@ fn print_plan_table(cfg: &config::LoadedConfig, plan: &Plan) {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    print_forward_tokens(plan);
-    if let Some(i) = &cfg.config.inject {
-        outln!(
-            "fault injection: {}",
-            serde_json::to_string(i).unwrap_or_default()
-        );
-    }
+    print_forward_tokens(plan, &cost.skipped);
+    print_estimate(cost);
+    print_skipped(&cost.skipped);
+    print_probes(cfg);
     outln!();
-    print_pair_rows(plan);
+    print_pair_rows(plan, &cost.skipped);
 }
 
 /// The tokens the plan's forwards feed, and what a one-pass prefill would have fed.
-fn print_forward_tokens(plan: &Plan) {
+fn print_forward_tokens(plan: &Plan, skipped: &BTreeMap<String, String>) {
     let (mut pre, mut dec, mut single) = (0, 0, 0);
-    for p in plan
-        .pairs
-        .iter()
-        .filter(|p| !plan.skipped.contains_key(&p.id))
-    {
+    for p in plan.pairs.iter().filter(|p| !skipped.contains_key(&p.id)) {
         let (a, b) = plan.forward_tokens(p);
         pre += a;
         dec += b;
@@ -156,7 +174,7 @@ fn print_forward_tokens(plan: &Plan) {
 }
 
 /// One row per pair: its run ids, settings and the tokens its runs feed.
-fn print_pair_rows(plan: &Plan) {
+fn print_pair_rows(plan: &Plan, skipped: &BTreeMap<String, String>) {
     let w = plan
         .pairs
         .iter()
@@ -189,13 +207,17 @@ fn print_pair_rows(plan: &Plan) {
             p.seed,
             p.engine.as_str(),
             p.weights.as_str(),
-            format!("{a}+{b}")
+            if skipped.contains_key(&p.id) {
+                "SKIPPED".to_string()
+            } else {
+                format!("{a}+{b}")
+            }
         );
     }
 }
 
-/// The plan as JSON: counts, prompts, pairs and runs.
-fn plan_json(plan: &Plan) -> serde_json::Value {
+/// The plan as JSON: counts, prompts, pairs, runs, the pairs SKIPPED and the estimate.
+fn plan_json(plan: &Plan, cost: &Cost) -> serde_json::Value {
     let runs: Vec<serde_json::Value> = plan
         .pairs
         .iter()
@@ -209,5 +231,317 @@ fn plan_json(plan: &Plan) -> serde_json::Value {
         "prompts": plan.prompts,
         "pairs": plan.pairs,
         "runs": runs,
+        "skipped": cost.skipped,
+        "estimate": cost.estimate,
+        "estimate_error": cost.error,
     })
+}
+
+/// The estimated seconds of a one-model sweep, for the progress bar's first ETA: from the
+/// results directory's records and cached calibrations only (a run measures nothing extra);
+/// `None` when neither prices every load or the file does not plan.
+pub(super) fn estimated_seconds(cfg: &config::LoadedConfig, out: Option<&PathBuf>) -> Option<f64> {
+    if cfg.is_multi() {
+        return None;
+    }
+    let (info, plan) = sweep::prepare(cfg).ok()?;
+    let cost = Cost::priced(cfg, &info, &plan, Some(false), out);
+    let e = cost.estimate?;
+    // A load without costs would make the estimate too small to start an ETA from.
+    let priced = e
+        .groups
+        .iter()
+        .all(|(_, g, src)| g.pairs == 0 || src.is_some());
+    (priced && e.total.seconds > 0.0).then_some(e.total.seconds)
+}
+
+/// What a plan will cost and what will not run: the pairs SKIPPED (the plan's reasons and
+/// the device's, as the run decides them) and the time estimate.
+struct Cost {
+    skipped: BTreeMap<String, String>,
+    estimate: Option<Estimate>,
+    /// Why there is no estimate (a calibration that failed), when it was asked for.
+    error: Option<String>,
+    /// The results directory whose records priced it, when some did.
+    records: Option<PathBuf>,
+}
+
+impl Cost {
+    /// The cost of `plan`; `calibrate`: measure the costs a load lacks (else the cache and
+    /// the records alone, and no estimate at all when `estimate` is false).
+    fn of(
+        cfg: &config::LoadedConfig,
+        info: &ModelInfo,
+        plan: &Plan,
+        estimate: bool,
+        out: Option<&PathBuf>,
+    ) -> Cost {
+        Self::priced(cfg, info, plan, estimate.then_some(true), out)
+    }
+
+    fn priced(
+        cfg: &config::LoadedConfig,
+        info: &ModelInfo,
+        plan: &Plan,
+        measure: Option<bool>,
+        out: Option<&PathBuf>,
+    ) -> Cost {
+        let device = run::open_device(cfg.config.device);
+        let skipped = skip_reasons(plan, &device);
+        let mut cost = Cost {
+            skipped,
+            estimate: None,
+            error: None,
+            records: None,
+        };
+        let Some(measure) = measure else {
+            return cost;
+        };
+        let dir = sweep::output_dir(cfg, out);
+        let observed = observed_runs(plan, info, &dir);
+        if !observed.is_empty() {
+            cost.records = Some(dir);
+        }
+        let mut costs: BTreeMap<LoadKey, (Costs, CostSource)> = BTreeMap::new();
+        let mut lanes: BTreeMap<LoadKey, usize> = BTreeMap::new();
+        if let Ok(d) = &device {
+            let threads = candle_core::utils::get_num_threads();
+            for key in plan
+                .load_groups(cfg.config.continuation)
+                .iter()
+                .map(|g| g.key())
+            {
+                let runnable: Vec<_> = plan
+                    .pairs
+                    .iter()
+                    .filter(|p| p.load_key() == key && !cost.skipped.contains_key(&p.id))
+                    .collect();
+                let own = plan.pairs.iter().any(|p| p.load_key() == key);
+                if own && runnable.is_empty() {
+                    continue;
+                }
+                // Pairs sharing a prefill are one unit of work, as the worker cuts them.
+                let units: BTreeSet<_> = runnable
+                    .iter()
+                    .map(|p| (&p.prompt, p.span, p.seed))
+                    .collect();
+                let l = sweep::group_lanes(
+                    info,
+                    key,
+                    d.device.is_cpu(),
+                    threads,
+                    units.len().max(1),
+                    None,
+                );
+                lanes.insert(key, l.count);
+                let ck = estimate::cache_key(info, key, &d.id, (l.count, l.threads_each));
+                let on = (&d.device, (l.count, l.threads_each));
+                match estimate::costs_for(info, key, on, &ck, measure) {
+                    Ok(Some(c)) => {
+                        costs.insert(key, c);
+                    }
+                    Ok(None) => {}
+                    Err(e) => cost.error = Some(e.to_string()),
+                }
+            }
+        }
+        let skipped: BTreeSet<String> = cost.skipped.keys().cloned().collect();
+        cost.estimate = Some(estimate::estimate(
+            plan,
+            cfg.config.continuation,
+            &costs,
+            &estimate::observed_rates(&observed),
+            &skipped,
+            &lanes,
+        ));
+        cost
+    }
+}
+
+/// Every pair the run will SKIP, with the run's reason: the plan's (what the model cannot
+/// do), the device's when it cannot be opened, and a dtype the device cannot compute in
+/// (the same checks, `run::open_device` and `run::dtype_support`, the sweep makes).
+fn skip_reasons(
+    plan: &Plan,
+    device: &Result<run::OpenDevice, run::DeviceError>,
+) -> BTreeMap<String, String> {
+    let mut out = plan.skipped.clone();
+    let mut dtype_ok: BTreeMap<LoadKey, Option<String>> = BTreeMap::new();
+    for p in &plan.pairs {
+        if out.contains_key(&p.id) {
+            continue;
+        }
+        let why = match device {
+            Err(e) => Some(e.to_string()),
+            Ok(d) => dtype_ok
+                .entry(p.load_key())
+                .or_insert_with(|| {
+                    run::dtype_support(&d.device, p.dtype)
+                        .err()
+                        .map(|e| e.to_string())
+                })
+                .clone(),
+        };
+        if let Some(why) = why {
+            out.insert(p.id.clone(), why);
+        }
+    }
+    out
+}
+
+/// The finished runs of this sweep's earlier sessions in `dir` (same model weights), with
+/// what they fed and how long they took; none when the directory holds no sweep.
+fn observed_runs(plan: &Plan, info: &ModelInfo, dir: &Path) -> Vec<ObservedRun> {
+    if !dir.join(store::MANIFEST).is_file() {
+        return Vec::new();
+    }
+    let Ok(st) = store::Store::open(dir) else {
+        return Vec::new();
+    };
+    if st.manifest().ok().map(|m| m.model.sha256).as_ref() != Some(&info.sha256) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for p in &plan.pairs {
+        for mode in [Mode::Prefill, Mode::Decode] {
+            let Ok(Some(r)) = st.run(p, mode) else {
+                continue;
+            };
+            // A reused prefill's wall time is its twin's: counted once.
+            if r.status != store::RunStatus::Ok || r.reused_from.is_some() {
+                continue;
+            }
+            if let Some(wall_s) = r.wall_s {
+                out.push(ObservedRun {
+                    key: p.load_key(),
+                    mode,
+                    kv_aligned: p.kv_aligned,
+                    tokens_fed: r.tokens_fed,
+                    wall_s,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The estimate: per load group and in total, pairs, runs, tokens and time.
+fn print_estimate(cost: &Cost) {
+    if let Some(e) = &cost.error {
+        outln!("estimate: not available ({e})");
+    }
+    let Some(est) = &cost.estimate else {
+        return;
+    };
+    let source = |s: Option<CostSource>| match s {
+        Some(CostSource::Records) => "earlier runs' records",
+        Some(CostSource::Measured) => "calibrated now",
+        Some(CostSource::Cached) => "cached calibration",
+        None => "no costs",
+    };
+    outln!(
+        "{:<40}  {:>5}  {:>5}  {:>12}  {:>12}  {:>12}  costs from",
+        "group (engine/weights/dtype)",
+        "pairs",
+        "runs",
+        "prefill tok",
+        "decode tok",
+        "est. time"
+    );
+    for (key, g, src) in &est.groups {
+        outln!(
+            "{:<40}  {:>5}  {:>5}  {:>12}  {:>12}  {:>12}  {}",
+            key.to_string(),
+            g.pairs,
+            g.runs,
+            g.prefill_tokens,
+            g.decode_tokens,
+            estimate::human_seconds(g.seconds),
+            source(*src)
+        );
+    }
+    if est.reference_s > 0.0 {
+        outln!(
+            "{:<40}  {:>5}  {:>5}  {:>12}  {:>12}  {:>12}",
+            "reference (continuations, yardsticks)",
+            "",
+            "",
+            "",
+            "",
+            estimate::human_seconds(est.reference_s)
+        );
+    }
+    let t = &est.total;
+    outln!(
+        "{:<40}  {:>5}  {:>5}  {:>12}  {:>12}  {:>12}",
+        "total",
+        t.pairs,
+        t.runs,
+        t.prefill_tokens,
+        t.decode_tokens,
+        estimate::human_seconds(t.seconds)
+    );
+    outln!(
+        "estimated time: {}{}",
+        estimate::human_seconds(t.seconds),
+        cost.records.as_ref().map_or(String::new(), |d| format!(
+            " (priced by the run records in {})",
+            d.display()
+        ))
+    );
+}
+
+/// The pairs that will be SKIPPED, by reason.
+fn print_skipped(skipped: &BTreeMap<String, String>) {
+    if skipped.is_empty() {
+        outln!("SKIPPED: none");
+        return;
+    }
+    let mut by_reason: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (id, why) in skipped {
+        by_reason.entry(why).or_default().push(id);
+    }
+    outln!("SKIPPED: {} pair(s), by reason", skipped.len());
+    for (why, ids) in by_reason {
+        let shown: Vec<&str> = ids.iter().take(4).copied().collect();
+        let more = if ids.len() > 4 {
+            format!(", … {} more", ids.len() - 4)
+        } else {
+            String::new()
+        };
+        outln!(
+            "  {} pair(s): {why} ({}{more})",
+            ids.len(),
+            shown.join(", ")
+        );
+    }
+}
+
+/// The sweep's `trace:` and `inject:` sections, in words.
+fn print_probes(cfg: &config::LoadedConfig) {
+    match &cfg.config.trace {
+        Some(t) => outln!(
+            "trace: layers {}, tensors {}, positions {}, on {} (a traced pair is re-run with \
+             taps: its time is not in the estimate)",
+            json_words(&t.layers),
+            json_words(&t.tensors),
+            json_words(&t.positions),
+            json_words(&t.on)
+        ),
+        None => outln!("trace: none"),
+    }
+    match &cfg.config.inject {
+        Some(i) => outln!(
+            "inject: {} (the decode path is perturbed on purpose)",
+            driftsweep::report::describe_injection(i)
+        ),
+        None => outln!("inject: none"),
+    }
+}
+
+/// A setting as compact JSON without quotes (`[0,1,2]`, `all`, `failures`).
+fn json_words(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v)
+        .unwrap_or_default()
+        .replace('"', "")
 }

@@ -107,6 +107,9 @@ pub fn run(a: RunArgs) -> Result<i32, Error> {
     if cfg.is_multi() {
         return run_models(&cfg, &opts, &mut bar);
     }
+    if !a.no_progress {
+        bar.set_estimate(super::plan::estimated_seconds(&cfg, opts.out.as_ref()));
+    }
     let outcome = sweep::run_sweep(&cfg, &opts, &mut bar)?;
     print_outcome(&outcome);
     if outcome.interrupted {

@@ -2,9 +2,11 @@
 //! minus `exclude`, with stable readable ids, checked against the model's context length.
 //!
 //! `spec` holds what a plan is made of (pairs, prompts, load groups), `expand` builds one
-//! from a sweep file and a model, `checks` refuses traces and faults the model cannot have.
+//! from a sweep file and a model, `checks` refuses traces and faults the model cannot have,
+//! `estimate` says what it will cost.
 
 mod checks;
+pub mod estimate;
 mod expand;
 mod positions;
 mod spec;

@@ -1,6 +1,7 @@
 //! `report.html`: one self-contained page (inline CSS and SVG, no script, no network) rendered
 //! from `templates/report.html.tera`, so that it opens on an air-gapped machine and attached
-//! to a ticket. The verdict comes first; then drift by dtype and span against the limits, the
+//! to a ticket. The verdict comes first; then the pairs with the least headroom (failures on
+//! top, then the worst share of a limit), drift by dtype and span against the limits, the
 //! llama.cpp-style KL statistics, every pair's per-position series as small multiples, and
 //! the traced pairs' heat maps.
 
@@ -8,7 +9,9 @@ use serde::Serialize;
 
 use super::aggregate::setting_label;
 use super::files::{Inputs, REPORT_HTML};
-use super::markdown::{PathSection, axes, describe_injection, path_sections};
+use super::markdown::{
+    PathSection, axes, by_headroom, describe_injection, path_sections, share, worst_share,
+};
 use super::plots::{self, Marker, SpanPoint};
 use super::schema::{PairJson, ReportJson, compared};
 use super::template::error_chain;
@@ -140,6 +143,41 @@ struct Problem {
     reason: String,
 }
 
+/// A pair's row of the headroom table: its worst metric as a share of that metric's limit.
+#[derive(Serialize)]
+struct HeadroomRow {
+    id: String,
+    verdict: String,
+    class: &'static str,
+    metric: String,
+    value: String,
+    limit: String,
+    share: String,
+    reason: String,
+}
+
+/// How many pairs of the headroom table show before "the rest" (folded).
+const HEADROOM_SHOWN: usize = 10;
+
+fn headroom_rows(r: &ReportJson) -> Vec<HeadroomRow> {
+    by_headroom(r)
+        .into_iter()
+        .map(|p| {
+            let w = worst_share(p);
+            HeadroomRow {
+                id: p.spec.id.clone(),
+                verdict: p.verdict.to_string(),
+                class: class_of(p.verdict),
+                metric: w.map_or("—".into(), |w| w.0.to_string()),
+                value: w.map_or("—".into(), |w| fmt_num(w.1)),
+                limit: w.map_or("—".into(), |w| fmt_num(w.2)),
+                share: w.map_or("—".into(), |w| share(w.1, w.2)),
+                reason: p.reason.clone(),
+            }
+        })
+        .collect()
+}
+
 #[derive(Serialize)]
 struct HtmlView {
     name: String,
@@ -166,6 +204,9 @@ struct HtmlView {
     reference_figures: Vec<super::reference::Figure>,
     traces: Vec<TraceFigure>,
     problems: Vec<Problem>,
+    /// Every pair, least headroom first; the first [`HEADROOM_SHOWN`] show, the rest fold.
+    headroom: Vec<HeadroomRow>,
+    headroom_shown: usize,
     plot_count: usize,
     paths: Vec<PathSection>,
 }
@@ -191,14 +232,6 @@ fn pct(x: f64) -> String {
         format!("{v:.2e} %")
     } else {
         format!("{v:.3} %")
-    }
-}
-
-fn share(value: f32, limit: f32) -> String {
-    if limit > 0.0 {
-        format!("{:.0} %", 100.0 * value / limit)
-    } else {
-        "—".into()
     }
 }
 
@@ -470,9 +503,9 @@ fn traces(store: &Store, r: &ReportJson) -> Result<Vec<TraceFigure>> {
         .collect()
 }
 
-fn view(store: &Store, r: &ReportJson) -> Result<HtmlView> {
-    let c = &r.counts;
-    let counts = vec![
+/// The verdict counts, each with its badge class.
+fn counts(c: &super::schema::Counts) -> Vec<Count> {
+    vec![
         Count {
             label: "PASS_EQUIV",
             n: c.pass_equiv,
@@ -503,7 +536,11 @@ fn view(store: &Store, r: &ReportJson) -> Result<HtmlView> {
             n: c.skipped,
             class: "skipped",
         },
-    ];
+    ]
+}
+
+fn view(store: &Store, r: &ReportJson) -> Result<HtmlView> {
+    let counts = counts(&r.counts);
     let drift = drift(r)?;
     let groups = groups(r)?;
     let traces = traces(store, r)?;
@@ -566,6 +603,8 @@ fn view(store: &Store, r: &ReportJson) -> Result<HtmlView> {
                 reason: p.reason.clone(),
             })
             .collect(),
+        headroom: headroom_rows(r),
+        headroom_shown: HEADROOM_SHOWN,
         plot_count,
         paths: path_sections(r),
     })

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::files::Inputs;
 use super::numbers::secs;
 use super::paths;
-use super::schema::ReportJson;
+use super::schema::{PairJson, ReportJson};
 use super::template::{CUSTOM_REPORT_TEMPLATE, render_template, template_for};
 use crate::compare::Metrics;
 use crate::compare::metrics::{self, Direction, METRICS, MetricDef};
@@ -17,6 +17,7 @@ use crate::dtype::RunDtype;
 use crate::engine::{Engine, WeightFormat};
 use crate::error::{Error, Result};
 use crate::plan::Mode;
+use crate::verdict::PairVerdict;
 use crate::verdict::{self, fmt_num};
 
 /// The Markdown report template, compiled in so the binary works from any directory.
@@ -42,6 +43,9 @@ struct View<'a> {
     limit_metrics: Vec<Column>,
     /// Whether any pair took a path other than decode (the tables then show the path).
     has_paths: bool,
+    /// Whether any pair runs on another engine or weight format, or another path (the main
+    /// table then names the setting instead of the dtype alone).
+    has_settings: bool,
     /// One section per serving path the sweep took.
     path_sections: Vec<PathSection>,
     /// One row per pair held to the reference (`super::reference`).
@@ -164,12 +168,74 @@ fn kv_cell(spec: &crate::plan::PairSpec) -> String {
     }
 }
 
+/// `value` as a share of `limit`, in whole percent ("—" without a limit).
+pub(crate) fn share(value: f32, limit: f32) -> String {
+    if limit > 0.0 {
+        format!("{:.0} %", 100.0 * value / limit)
+    } else {
+        "—".into()
+    }
+}
+
+/// A pair's worst share of its limits over the metrics bounded from above (max_abs_diff,
+/// kl_max): (metric, value, limit, value / limit). `None` when it was not compared or has
+/// no limits.
+pub(crate) fn worst_share(p: &PairJson) -> Option<(&'static str, f32, f32, f64)> {
+    let (m, l) = (p.metrics.as_ref()?, p.limits.as_ref()?);
+    [
+        ("max_abs_diff", m.max_abs_diff(), l.max_abs_diff()),
+        ("kl_max", m.kl_max(), l.kl_max()),
+    ]
+    .into_iter()
+    .filter(|(_, _, lim)| *lim > 0.0)
+    .map(|(n, v, lim)| (n, v, lim, f64::from(v) / f64::from(lim)))
+    .max_by(|a, b| a.3.total_cmp(&b.3))
+}
+
+/// The pairs with the least headroom first: failures on top, then INCOMPLETE, then the
+/// compared pairs by their worst share of a limit (largest first), SKIPPED last. Ties keep
+/// report order.
+pub(crate) fn by_headroom(r: &ReportJson) -> Vec<&PairJson> {
+    let rank = |p: &PairJson| match p.verdict {
+        PairVerdict::FailEquiv | PairVerdict::FailDrift => 0,
+        PairVerdict::Incomplete => 1,
+        PairVerdict::PassEquiv | PairVerdict::ExpectedDrift => 2,
+        PairVerdict::Skipped => 3,
+    };
+    let mut v: Vec<&PairJson> = r.pairs.iter().collect();
+    v.sort_by(|a, b| {
+        let share = |p: &PairJson| worst_share(p).map_or(f64::NEG_INFINITY, |w| w.3);
+        rank(a).cmp(&rank(b)).then(share(b).total_cmp(&share(a)))
+    });
+    v
+}
+
 fn pair_rows(r: &ReportJson) -> Vec<Row> {
     r.pairs
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(i, p)| {
             let m = p.metrics.as_ref();
+            let w = worst_share(p);
             let mut x = row(&[
+                ("n", (i + 1).to_string()),
+                ("id", p.spec.id.clone()),
+                ("span_n", p.spec.span.to_string()),
+                ("kv_n", u8::from(p.spec.kv_aligned).to_string()),
+                (
+                    "setting",
+                    format!(
+                        "{}{}",
+                        super::aggregate::setting_label(p.spec.load_key()),
+                        if p.spec.path.is_default() {
+                            String::new()
+                        } else {
+                            format!(" {}", p.spec.path)
+                        }
+                    ),
+                ),
+                ("share", w.map_or("—".into(), |w| share(w.1, w.2))),
+                ("reason", p.reason.clone()),
                 ("engine", p.spec.engine.to_string()),
                 ("weights", p.spec.weights.to_string()),
                 ("prompt", p.spec.prompt.clone()),
@@ -334,6 +400,9 @@ fn view(r: &ReportJson) -> View<'_> {
         .collect();
     View {
         has_paths: r.pairs.iter().any(|p| !p.spec.path.is_default()),
+        has_settings: r.pairs.iter().any(|p| {
+            !p.spec.path.is_default() || !p.spec.engine.is_default() || !p.spec.weights.is_default()
+        }),
         path_sections: path_sections(r),
         reference: super::reference::rows(&r.pairs),
         axes: axes(r),

@@ -264,7 +264,9 @@ pub fn drift_by_span(
     tolerance: Option<&Thresholds>,
     budget: Option<&Thresholds>,
 ) -> Result<String> {
-    let (w, h) = (720u32, 260u32);
+    // Drawn at the page's full width (the page scales it by its viewBox), so the labels
+    // are sized for a 1100-pixel figure rather than a thumbnail.
+    let (w, h) = (1100u32, 380u32);
     let mut spans: Vec<usize> = points.iter().map(|p| p.span).collect();
     spans.sort_unstable();
     spans.dedup();
@@ -300,10 +302,10 @@ pub fn drift_by_span(
             let (lo, hi) = log_range(points.iter().map(|p| f64::from(pick(p))), &lims);
             let n = spans.len().max(1) as f64;
             let mut chart = ChartBuilder::on(area)
-                .caption(title, (FONT, 13))
-                .margin(6)
-                .x_label_area_size(22)
-                .y_label_area_size(48)
+                .caption(title, (FONT, 22))
+                .margin(10)
+                .x_label_area_size(36)
+                .y_label_area_size(80)
                 .build_cartesian_2d(-0.5..n - 0.5, (lo..hi).log_scale())
                 .map_err(|e| plot_error("drift by span", e))?;
             let span_label = |x: &f64| {
@@ -324,7 +326,7 @@ pub fn drift_by_span(
                 .x_label_formatter(&span_label)
                 .y_labels(5)
                 .y_label_formatter(&sci)
-                .label_style((FONT, 10))
+                .label_style((FONT, 19))
                 .draw()
                 .map_err(|e| plot_error("drift by span", e))?;
             for (t, colour) in [(budget, KV0_PURPLE), (tolerance, LIMIT_RED)] {
@@ -333,9 +335,9 @@ pub fn drift_by_span(
                     chart
                         .draw_series(std::iter::once(DashedPathElement::new(
                             vec![(-0.5, l), (n - 0.5, l)],
+                            8,
                             5,
-                            3,
-                            colour.stroke_width(1),
+                            colour.stroke_width(2),
                         )))
                         .map_err(|e| plot_error("drift by span", e))?;
                 }
@@ -344,7 +346,7 @@ pub fn drift_by_span(
                 chart
                     .draw_series(points.iter().filter(|p| p.kv_aligned == kv).map(|p| {
                         let y = f64::from(pick(p)).max(lo);
-                        Circle::new((slot(p.span) + dx, y), 3, colour.filled())
+                        Circle::new((slot(p.span) + dx, y), 5, colour.filled())
                     }))
                     .map_err(|e| plot_error("drift by span", e))?;
             }

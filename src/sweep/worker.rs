@@ -20,7 +20,7 @@ use crate::trace;
 use crate::trace::TraceSelection;
 
 use super::events::StopFlag;
-use super::lanes::{self, LaneInputs, Lanes};
+use super::lanes::{self, Lanes};
 use super::pair::{
     BoardRole, PairInput, PostGuard, PrefillBoard, SharedPrefill, run_pair, token_key,
 };
@@ -312,26 +312,18 @@ impl Worker {
     /// interrupt (`stop_after_runs`) runs one lane, so that the runs it lets start are always
     /// the same ones.
     fn lanes_for(&self, key: LoadKey, units: usize) -> Lanes {
-        let params = self.info.family.parameter_count();
-        // Quantized weights: about 4.5 bits a parameter (Q4 blocks); an estimate that only
-        // has to tell small models from large ones.
-        let weight_bytes = if key.weights.is_default() {
-            params * key.dtype.candle().size_in_bytes() as u64
-        } else {
-            params * 9 / 16
-        };
         let requested = match self.stop_after_runs {
             Some(_) => Some(1),
             None => self.lanes,
         };
-        lanes::choose(LaneInputs {
-            cpu: self.device.device.is_cpu(),
-            engine: key.engine,
-            weight_bytes,
-            threads: self.threads,
+        super::group_lanes(
+            &self.info,
+            key,
+            self.device.device.is_cpu(),
+            self.threads,
             units,
             requested,
-        })
+        )
     }
 
     /// Announces a run; false when the worker must stop instead (a stop was requested, the
