@@ -225,7 +225,7 @@ pub fn seed_input(target: &str) -> Option<Vec<u8>> {
         "run_record" => s.whole.join(first_file(&s.whole, "runs")),
         "shard_plan" => s.shards[0].join("manifest.json"),
         "shard_pair_record" => s.shards[0].join(first_file(&s.shards[0], "pairs")),
-        "slurm_options" => return Some(b"gpu\0gpu:1\004:00:00\0--comment=x\0name".to_vec()),
+        "slurm_options" => return Some(b"gpu\0gpu:1\x0004:00:00\0--comment=x\0name".to_vec()),
         _ => return None,
     };
     Some(std::fs::read(file).unwrap())
