@@ -212,7 +212,7 @@ fn load(dir: &Path, role: &str) -> Result<(DirInfo, Vec<PairFile>)> {
         ));
     }
     let path = dir.join(crate::report::REPORT_JSON);
-    if !path.is_file() {
+    if !path.exists() {
         let hint = if dir.join(crate::store::MANIFEST).is_file() {
             format!("; run `driftsweep report {}` to write it", dir.display())
         } else if let Some(h) = crate::store::multi_model_hint(dir) {
@@ -222,9 +222,10 @@ fn load(dir: &Path, role: &str) -> Result<(DirInfo, Vec<PairFile>)> {
         };
         return Err(Error::store(&path, format!("{role}: no report.json{hint}")));
     }
-    let text =
-        std::fs::read(&path).map_err(|e| Error::store(&path, format!("cannot read: {e}")))?;
-    let mut de = serde_json::Deserializer::from_slice(&text);
+    // Streaming and bounded: a FIFO, a device or a file of gigabytes is refused unread.
+    let reader = crate::fsutil::open_regular(&path, crate::fsutil::MAX_RECORD_BYTES)
+        .map_err(|e| Error::store(&path, format!("{role}: cannot read report.json: {e}")))?;
+    let mut de = serde_json::Deserializer::from_reader(reader);
     let r: ReportFile = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         Error::store(
             &path,

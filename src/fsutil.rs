@@ -3,7 +3,7 @@
 //! store can both use them without depending on each other.
 
 use std::fs;
-use std::io::Write;
+use std::io::{BufReader, Read, Take, Write};
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -11,6 +11,63 @@ use crate::error::{Error, Result};
 /// What marks driftsweep's own temporary files: `.<name>.driftsweep-tmp-<pid>`. Cleanup
 /// removes only names of this shape, so a user's `.env.tmpl` is never taken for one.
 pub const TMP_TAG: &str = ".driftsweep-tmp-";
+
+/// The largest results-directory JSON file driftsweep reads: report.json, the manifest, pair
+/// and run records, shard plans. A record of 100,000 pairs stays far below it; a file above it
+/// is refused with a message before any of it is read, so a hostile or runaway file cannot
+/// exhaust memory.
+pub const MAX_RECORD_BYTES: u64 = 1 << 30;
+
+/// Opens `path` for reading at most `max` bytes, checked before it is opened: a directory, FIFO
+/// or device is refused (opening a FIFO blocks forever; /dev/zero never ends), as is a file
+/// larger than `max`. The reader stops after `max + 1` bytes whatever the file's size said, so
+/// a file that grows after the check is caught by [`read_regular`]'s length check or by the
+/// parser meeting a cut-off document. Errors are in words, without the path: callers add it.
+pub fn open_regular(
+    path: &Path,
+    max: u64,
+) -> std::result::Result<BufReader<Take<fs::File>>, String> {
+    let meta = fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file (a directory, FIFO or device)".into());
+    }
+    if meta.len() > max {
+        return Err(format!(
+            "{} bytes, larger than the {max} bytes driftsweep reads of such a file",
+            meta.len()
+        ));
+    }
+    let f = fs::File::open(path).map_err(|e| e.to_string())?;
+    Ok(BufReader::new(f.take(max.saturating_add(1))))
+}
+
+/// Reads a regular file of at most `max` bytes whole (see [`open_regular`]).
+pub fn read_regular(path: &Path, max: u64) -> std::result::Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    open_regular(path, max)?
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > max {
+        return Err(format!(
+            "larger than the {max} bytes driftsweep reads of such a file"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Parses the JSON file `path` streaming (never the whole text in memory beside the value),
+/// refusing what [`open_regular`] refuses above [`MAX_RECORD_BYTES`]. Errors name the file;
+/// a malformed one says where (the field path) and what is wrong.
+pub fn read_json_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let reader = open_regular(path, MAX_RECORD_BYTES)
+        .map_err(|e| Error::store(path, format!("cannot read: {e}")))?;
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    let value: T = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| Error::store(path, format!("malformed at `{}`: {}", e.path(), e.inner())))?;
+    de.end()
+        .map_err(|e| Error::store(path, format!("malformed: {e}")))?;
+    Ok(value)
+}
 
 /// Temporary file in the same directory, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

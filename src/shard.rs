@@ -169,15 +169,29 @@ fn place(groups: &[Group], split: &BTreeSet<usize>, n: usize, shard_of: &mut [us
     }
     items.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
     let mut load = vec![0u64; n];
-    let mut holds: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
+    // Shards by (load, index): the cheapest is the first. A unit costs its group's overhead
+    // more on a shard that does not yet hold the group, so the best shard is the cheapest
+    // overall or one of the few already holding the group: never a scan of all N shards,
+    // which made `slurm --shards N` quadratic.
+    let mut by_load: BTreeSet<(u64, usize)> = (0..n).map(|s| (0, s)).collect();
+    let mut holders: Vec<Vec<usize>> = vec![Vec::new(); groups.len()];
     for (cost, _, g, unit) in items {
         let extra = |s: usize| match unit {
-            Some(_) if !holds[s].contains(&g) => cost + groups[g].overhead,
+            Some(_) if !holders[g].contains(&s) => cost + groups[g].overhead,
             _ => cost,
         };
-        let best = (0..n).min_by_key(|&s| (load[s] + extra(s), s)).unwrap_or(0);
-        load[best] += extra(best);
-        holds[best].insert(g);
+        let cheapest = by_load.first().map_or(0, |&(_, s)| s);
+        let best = std::iter::once(cheapest)
+            .chain(holders[g].iter().copied())
+            .min_by_key(|&s| (load[s] + extra(s), s))
+            .unwrap_or(0);
+        let added = extra(best);
+        by_load.remove(&(load[best], best));
+        load[best] += added;
+        by_load.insert((load[best], best));
+        if !holders[g].contains(&best) {
+            holders[g].push(best);
+        }
         let units: Vec<&Unit> = match unit {
             Some(u) => vec![&groups[g].units[u]],
             None => groups[g].units.iter().collect(),
@@ -251,7 +265,11 @@ pub fn partition(
         }
         let mut shard_of = vec![0; pairs.len()];
         let costs = place(&groups, &split, n, &mut shard_of);
-        let nonempty = (0..n).all(|s| shard_of.contains(&s));
+        let mut filled = vec![false; n];
+        for &s in &shard_of {
+            filled[s] = true;
+        }
+        let nonempty = filled.iter().all(|&f| f);
         let max = costs.iter().copied().max().unwrap_or(0);
         let better = nonempty
             && best
@@ -283,6 +301,11 @@ pub struct Selection {
 impl Selection {
     /// Partitions `plan` and takes `shard`'s part. Errors name the sweep file and `--shard`.
     pub fn new(cfg: &LoadedConfig, plan: &Plan, shard: Shard) -> Result<Self> {
+        Self::for_option(cfg, plan, shard, "--shard")
+    }
+
+    /// [`Selection::new`], its errors naming `option` (`slurm` asks for `--shards`).
+    pub fn for_option(cfg: &LoadedConfig, plan: &Plan, shard: Shard, option: &str) -> Result<Self> {
         let lens = plan
             .prompts
             .iter()
@@ -290,7 +313,7 @@ impl Selection {
             .collect();
         let mode = cfg.config.continuation;
         let p = partition(&plan.pairs, &lens, mode, shard.count)
-            .map_err(|e| Error::config(&cfg.path, "--shard", e.to_string()))?;
+            .map_err(|e| Error::config(&cfg.path, option, e.to_string()))?;
         Ok(Selection {
             info: ShardInfo {
                 index: shard.index,
@@ -309,6 +332,14 @@ impl Selection {
                 plan_load_groups: plan.load_groups(mode),
             },
         })
+    }
+
+    /// Shard `index` of the same partition, without partitioning again.
+    pub fn other(&self, index: usize) -> Selection {
+        let mut info = self.info.clone();
+        info.index = index;
+        info.cost_tokens = info.shard_costs.get(index).copied().unwrap_or(0);
+        Selection { info }
     }
 
     /// Whether the pair at `plan_index` belongs to this shard.

@@ -72,9 +72,53 @@ pub struct SlurmJobs {
     pub submitted: Option<String>,
 }
 
-/// Single-quotes `s` for bash.
+/// Single-quotes `s` for bash: inside single quotes every character but `'` is literal, and
+/// `'` is written as `'\''`, so no value can end the word or start a command.
 fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Why `value` cannot go into a job script as it is: a control character (a newline would end
+/// a `#SBATCH` line or a comment and start a command), or a double quote (what an `#SBATCH`
+/// value is quoted with). None when it can.
+fn unsafe_char(value: &str) -> Option<String> {
+    let c = value.chars().find(|c| c.is_control() || *c == '"')?;
+    Some(format!(
+        "`{}` holds the character {c:?}, which a job script cannot carry safely \
+         (a control character would end the line and start a command)",
+        value.escape_debug()
+    ))
+}
+
+/// `--flag=value` for an `#SBATCH` line. sbatch splits these lines at white space and strips
+/// double quotes, so a value with white space, `#` or `'` is written in double quotes; one with
+/// a control character or a double quote is refused, naming `option` (the sweep file's field or
+/// the command-line option it came from).
+fn sbatch_line(cfg: &LoadedConfig, option: &str, flag: &str, value: &str) -> Result<String> {
+    if let Some(why) = unsafe_char(value) {
+        return Err(Error::config(&cfg.path, option, why));
+    }
+    if value.is_empty() || value.contains(|c: char| c.is_whitespace() || "#'\\".contains(c)) {
+        Ok(format!("#SBATCH {flag}=\"{value}\"\n"))
+    } else {
+        Ok(format!("#SBATCH {flag}={value}\n"))
+    }
+}
+
+/// A path written into a job script (quoted there): refused, naming `option`, when it holds a
+/// character no script can carry safely (it also goes into `#SBATCH` lines and comments).
+fn script_path(cfg: &LoadedConfig, option: &str, p: &Path) -> Result<String> {
+    let text = p.to_str().ok_or_else(|| {
+        Error::config(
+            &cfg.path,
+            option,
+            format!("`{}` is not valid UTF-8", p.display()),
+        )
+    })?;
+    match unsafe_char(text) {
+        Some(why) => Err(Error::config(&cfg.path, option, why)),
+        None => Ok(text.to_owned()),
+    }
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {
@@ -95,11 +139,15 @@ fn array_spec(unfinished: &[usize], n: usize, parallel: usize) -> String {
     format!("{list}%{parallel}")
 }
 
-/// Whether the shard's directory holds every one of its pairs finished.
+/// Whether the shard's directory holds every one of its pairs finished. `whole` is the
+/// partition computed once for every shard (shard 0's selection); a shard's own record is
+/// built from it only for a directory that holds a manifest, so writing N shards costs one
+/// partition plus the reading of what is on disk.
 fn finished(
     cfg: &LoadedConfig,
     p: &crate::plan::Plan,
-    sel: &Selection,
+    whole: &Selection,
+    k: usize,
     dir: &Path,
 ) -> Result<bool> {
     let Ok(store) = Store::open(dir) else {
@@ -109,51 +157,69 @@ fn finished(
     let Ok(m) = store.manifest() else {
         return Ok(false);
     };
+    let sel = whole.other(k);
     if m.config_sha256 != cfg.sha256() || m.shard.as_ref() != Some(&sel.info) {
         return Ok(false);
     }
-    let done = crate::sweep::finished_pairs(cfg, p, &store)?;
-    Ok(sel.pairs().iter().all(|q| done.contains(&q.id)))
+    // Only this shard's pairs are looked up: the whole plan's would make N shards quadratic.
+    let own = crate::plan::Plan {
+        pairs: sel.pairs(),
+        prompts: Default::default(),
+        excluded: 0,
+        skipped: Default::default(),
+        capabilities: Default::default(),
+        reference: p.reference,
+    };
+    let done = crate::sweep::finished_pairs(cfg, &own, &store)?;
+    Ok(own.pairs.iter().all(|q| done.contains(&q.id)))
 }
 
 /// Writes the job array, the merge job and `submit.sh`; runs `submit.sh` with `submit`.
+///
+/// Every value is checked before anything is written: a refused one (exit 2, naming its
+/// option) leaves no script behind.
 pub fn write_jobs(cfg: &LoadedConfig, opts: &SlurmOptions) -> Result<SlurmJobs> {
     let n = opts.shards;
     let parallel = check_options(cfg, opts)?;
     let (_, p) = crate::sweep::prepare(cfg)?;
     let base = absolute(&crate::sweep::output_dir(cfg, opts.out.as_ref()))?;
-    let mut unfinished = Vec::new();
-    for k in 0..n {
-        let s = Shard { index: k, count: n };
-        let sel = Selection::new(cfg, &p, s)?;
-        if !finished(cfg, &p, &sel, &shard::shard_dir(&base, s))? {
-            unfinished.push(k);
-        }
-    }
-    let root = shard::shards_root(&base);
-    let dir = root.join("slurm");
-    let logs = dir.join("logs");
-    std::fs::create_dir_all(&logs)
-        .map_err(|e| Error::store(&logs, format!("cannot create: {e}")))?;
+    let out_option = match (&opts.out, &cfg.config.output) {
+        (Some(_), _) => "--out",
+        (None, Some(_)) => "output",
+        (None, None) => "name",
+    };
+    script_path(cfg, out_option, &base)?;
     let bin = match &opts.bin {
         Some(b) => absolute(b)?,
         None => std::env::current_exe()
             .map_err(|e| Error::store("driftsweep", format!("cannot find this binary: {e}")))?,
     };
+    let root = shard::shards_root(&base);
+    let dir = root.join("slurm");
     let jobs = Jobs {
         n,
-        bin: quote(&bin.display().to_string()),
+        bin: quote(&script_path(cfg, "--bin", &bin)?),
         header: header(cfg, n)?,
-        common: common_options(opts)?,
-        logs,
+        common: common_options(cfg, opts)?,
+        logs: dir.join("logs"),
     };
+    let whole = Selection::for_option(cfg, &p, Shard { index: 0, count: n }, "--shards")?;
+    let mut unfinished = Vec::new();
+    for k in 0..n {
+        let s = Shard { index: k, count: n };
+        if !finished(cfg, &p, &whole, k, &shard::shard_dir(&base, s))? {
+            unfinished.push(k);
+        }
+    }
     let array = (!unfinished.is_empty()).then(|| array_spec(&unfinished, n, parallel));
+    let array_text = jobs.array_script(cfg, opts, array.as_deref(), &root)?;
+    let merge_text = jobs.merge_script(cfg, &base)?;
+    std::fs::create_dir_all(&jobs.logs)
+        .map_err(|e| Error::store(&jobs.logs, format!("cannot create: {e}")))?;
     let array_script = dir.join("shards.sbatch");
-    let text = jobs.array_script(cfg, opts, array.as_deref(), &root)?;
-    crate::fsutil::write_atomic(&array_script, text.as_bytes())?;
+    crate::fsutil::write_atomic(&array_script, array_text.as_bytes())?;
     let merge_script = dir.join("merge.sbatch");
-    let text = jobs.merge_script(&cfg.config.name, &base);
-    crate::fsutil::write_atomic(&merge_script, text.as_bytes())?;
+    crate::fsutil::write_atomic(&merge_script, merge_text.as_bytes())?;
     let submit_script = dir.join("submit.sh");
     let text = submit_script_text(&dir, array.is_some());
     crate::fsutil::write_atomic(&submit_script, text.as_bytes())?;
@@ -185,36 +251,54 @@ fn check_options(cfg: &LoadedConfig, opts: &SlurmOptions) -> Result<usize> {
         return Err(field("--parallel", "need at least 1 task at a time".into()));
     }
     for a in &opts.sbatch_args {
-        if !a.starts_with("--") || a.contains('\n') {
+        let name = a.split_once('=').map_or(a.as_str(), |(name, _)| name);
+        let well_formed = name.len() > 2
+            && name.starts_with("--")
+            && name[2..]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !well_formed {
             return Err(field(
                 "--sbatch-arg",
-                format!("`{a}`: give one sbatch option as --name=value"),
+                format!(
+                    "`{}`: give one sbatch option as --name=value",
+                    a.escape_debug()
+                ),
             ));
         }
+    }
+    if let Some(d) = &opts.device
+        && let Some(why) = unsafe_char(d)
+    {
+        return Err(field("--device", why));
     }
     Ok(parallel)
 }
 
 /// The first lines of both job scripts: what wrote them, for which sweep.
 fn header(cfg: &LoadedConfig, n: usize) -> Result<String> {
-    let config = absolute(&cfg.path)?;
+    let config = script_path(cfg, "the sweep file's path", &absolute(&cfg.path)?)?;
     Ok(format!(
-        "#!/bin/bash\n# Written by `driftsweep slurm` for the sweep `{}` ({}), {n} shard(s).\n\
+        "#!/bin/bash\n# Written by `driftsweep slurm` for the sweep `{}` ({config}), {n} shard(s).\n\
          # Run `driftsweep slurm` again after a failure: it lists only the unfinished shards.\n",
         cfg.config.name,
-        config.display()
     ))
 }
 
 /// The #SBATCH lines both jobs share: working directory, partition, the user's options.
-fn common_options(opts: &SlurmOptions) -> Result<String> {
+fn common_options(cfg: &LoadedConfig, opts: &SlurmOptions) -> Result<String> {
     let cwd = absolute(Path::new("."))?;
-    let mut common = format!("#SBATCH --chdir={}\n", cwd.display());
+    let cwd = script_path(cfg, "the working directory", &cwd)?;
+    let mut common = sbatch_line(cfg, "the working directory", "--chdir", &cwd)?;
     if let Some(v) = &opts.partition {
-        common.push_str(&format!("#SBATCH --partition={v}\n"));
+        common.push_str(&sbatch_line(cfg, "--partition", "--partition", v)?);
     }
     for a in &opts.sbatch_args {
-        common.push_str(&format!("#SBATCH {a}\n"));
+        match a.split_once('=') {
+            Some((flag, v)) => common.push_str(&sbatch_line(cfg, "--sbatch-arg", flag, v)?),
+            // A flag alone (checked well-formed): nothing else is on the line.
+            None => common.push_str(&format!("#SBATCH {a}\n")),
+        }
     }
     Ok(common)
 }
@@ -229,7 +313,8 @@ struct Jobs {
     header: String,
     /// [`common_options`].
     common: String,
-    /// Where Slurm writes the jobs' output.
+    /// Where Slurm writes the jobs' output (checked by [`script_path`] with the results
+    /// directory it lies in).
     logs: PathBuf,
 }
 
@@ -244,13 +329,13 @@ impl Jobs {
     ) -> Result<String> {
         let (n, header, common) = (self.n, &self.header, &self.common);
         let name = &cfg.config.name;
-        let config = absolute(&cfg.path)?;
+        let config = script_path(cfg, "the sweep file's path", &absolute(&cfg.path)?)?;
         let mut task = String::new();
         if let Some(v) = &opts.gres {
-            task.push_str(&format!("#SBATCH --gres={v}\n"));
+            task.push_str(&sbatch_line(cfg, "--gres", "--gres", v)?);
         }
         if let Some(v) = &opts.time {
-            task.push_str(&format!("#SBATCH --time={v}\n"));
+            task.push_str(&sbatch_line(cfg, "--time", "--time", v)?);
         }
         if let Some(v) = opts.cpus_per_task {
             task.push_str(&format!("#SBATCH --cpus-per-task={v}\n"));
@@ -259,9 +344,11 @@ impl Jobs {
             .device
             .as_ref()
             .map_or(String::new(), |d| format!(" --device {}", quote(d)));
+        let output = self.logs.join("shard-%a.out");
+        let output = sbatch_line(cfg, "--out", "--output", &output.display().to_string())?;
         Ok(format!(
             "{header}#SBATCH --job-name=driftsweep-{name}\n#SBATCH --array={}\n\
-             #SBATCH --output={}/shard-%a.out\n{common}{task}\
+             {output}{common}{task}\
              set -u\nk=${{SLURM_ARRAY_TASK_ID:?submit this script with sbatch --array}}\n\
              {} run {} --shard \"$k/{n}\" --out {}/\"$k-of-{n}\" --no-progress{device}\nrc=$?\n\
              # 0 PASS and 1 FAIL: every pair of the shard has its verdict, so the merge may run.\n\
@@ -269,9 +356,8 @@ impl Jobs {
              # holds the merge back until a re-submission finishes the shard.\n\
              case $rc in {} | {}) exit 0 ;; *) exit $rc ;; esac\n",
             array.unwrap_or("0"),
-            self.logs.display(),
             self.bin,
-            quote(&config.display().to_string()),
+            quote(&config),
             quote(&root.display().to_string()),
             exit::PASS,
             exit::FAIL,
@@ -279,25 +365,27 @@ impl Jobs {
     }
 
     /// `merge.sbatch`: merges every shard's directory into `base`.
-    fn merge_script(&self, name: &str, base: &Path) -> String {
+    fn merge_script(&self, cfg: &LoadedConfig, base: &Path) -> Result<String> {
         let n = self.n;
-        let shard_dirs: Vec<String> = (0..n)
-            .map(|k| {
-                let dir = shard::shard_dir(base, Shard { index: k, count: n });
-                quote(&dir.display().to_string())
-            })
-            .collect();
-        format!(
-            "{}#SBATCH --job-name=driftsweep-{name}-merge\n#SBATCH --output={}/merge.out\n\
+        let name = &cfg.config.name;
+        // One pass over the shards, each quoted: linear in N.
+        let mut shard_dirs = String::new();
+        for k in 0..n {
+            let dir = shard::shard_dir(base, Shard { index: k, count: n });
+            shard_dirs.push(' ');
+            shard_dirs.push_str(&quote(&dir.display().to_string()));
+        }
+        let output = self.logs.join("merge.out");
+        let output = sbatch_line(cfg, "--out", "--output", &output.display().to_string())?;
+        Ok(format!(
+            "{}#SBATCH --job-name=driftsweep-{name}-merge\n{output}\
              {}# Exits with the merged verdict: 0 PASS, 1 FAIL, 3 INCOMPLETE, 2 bad input.\n\
-             exec {} merge {} {}\n",
+             exec {} merge {}{shard_dirs}\n",
             self.header,
-            self.logs.display(),
             self.common,
             self.bin,
             quote(&base.display().to_string()),
-            shard_dirs.join(" ")
-        )
+        ))
     }
 }
 

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 mod common;
+#[path = "fuzz_mutate/entries.rs"]
+mod entries;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -43,6 +45,7 @@ fn seeds(target: &str) -> Vec<Vec<u8>> {
                 .filter_map(|e| std::fs::read(e.path()).ok()),
         );
     }
+    out.extend(entries::seed_input(target));
     assert!(
         !out.is_empty(),
         "no seeds for {target}: run `python3 fuzz/seeds.py`"
@@ -249,4 +252,78 @@ fn fuzz_model_header() {
         };
         err(driftsweep::model::hf_dir::check_header_bytes(config, rest))
     });
+}
+
+// The results directory and the Slurm writer (issue 34): each also asserts that nothing
+// outside the directory changed, or that no script line is an injected command.
+
+#[test]
+#[ignore]
+fn fuzz_report_json() {
+    fuzz("report_json", entries::report_json);
+}
+
+#[test]
+#[ignore]
+fn fuzz_manifest() {
+    fuzz("manifest", entries::manifest);
+}
+
+#[test]
+#[ignore]
+fn fuzz_pair_record() {
+    fuzz("pair_record", entries::pair_record);
+}
+
+#[test]
+#[ignore]
+fn fuzz_run_record() {
+    fuzz("run_record", entries::run_record);
+}
+
+#[test]
+#[ignore]
+fn fuzz_shard_plan() {
+    fuzz("shard_plan", entries::shard_plan);
+}
+
+#[test]
+#[ignore]
+fn fuzz_shard_pair_record() {
+    fuzz("shard_pair_record", entries::shard_pair_record);
+}
+
+#[test]
+#[ignore]
+fn fuzz_slurm_options() {
+    fuzz("slurm_options", entries::slurm_options);
+}
+
+/// Every record target runs its seed unmutated and a few mutations, so the plain test suite
+/// keeps the targets and their properties working (the long runs are the ignored tests).
+#[test]
+fn record_targets_hold_on_their_seeds() {
+    for (target, entry) in [
+        (
+            "report_json",
+            entries::report_json as fn(&[u8]) -> Option<String>,
+        ),
+        ("manifest", entries::manifest),
+        ("pair_record", entries::pair_record),
+        ("run_record", entries::run_record),
+        ("shard_plan", entries::shard_plan),
+        ("slurm_options", entries::slurm_options),
+    ] {
+        let seed = entries::seed_input(target).unwrap();
+        assert_eq!(entry(&seed), None, "{target}: its seed is refused");
+    }
+    // Negative controls: a hostile input is refused, and the property check itself fires.
+    assert!(entries::slurm_options(b"gpu\necho pwned").is_some());
+    assert!(entries::pair_record(b"{").is_some());
+    let sb = entries::Sandbox::new(&[]);
+    std::fs::write(sb.dir("outside").join("new.txt"), "x").unwrap();
+    let fired = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        sb.assert_untouched(&[], "control")
+    }));
+    assert!(fired.is_err(), "a file written outside went unnoticed");
 }

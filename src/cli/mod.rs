@@ -36,38 +36,52 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Print the runs and pairs a sweep file expands into, without running anything.
+    /// Writes nothing in the results directory (its cost calibration is cached in the cache
+    /// directory's `costs.json`).
     #[command(after_help = DOCS)]
     Plan(plan::PlanArgs),
     /// Run a sweep and write its results directory and reports. Running it again into the
     /// same directory resumes: finished pairs are kept, the rest is computed.
+    /// Writes into the results directory (--out, else the file's `output`, else
+    /// results/<name>): manifest.json, driftsweep.marker.json, runs/*.json, pairs/*.json,
+    /// logits/*.safetensors (when kept), traces/*.json (with `trace`), report.json, report.md,
+    /// report.html, report.junit.xml, and trace.json and trace_report.md with traces.
     /// Exit code: 0 PASS, 1 FAIL, 3 INCOMPLETE, 2 bad input, 130 interrupted.
     #[command(after_help = DOCS)]
     Run(run::RunArgs),
     /// Join the results directories of `run --shard K/N` into OUT and render its reports.
     /// The shards must come from the same sweep file, model, tool build and device kind.
+    /// Writes into OUT what `run` writes: manifest.json, driftsweep.marker.json, the shards'
+    /// runs/, pairs/, logits/ and traces/ records, and the reports (report.json, report.md,
+    /// report.html, report.junit.xml, trace.json, trace_report.md).
     /// Exit code: 0 PASS, 1 FAIL, 3 INCOMPLETE (a shard or pair missing), 2 bad input.
     Merge(merge::MergeArgs),
     /// Write a Slurm job array (one task per shard, only the unfinished shards) and a merge
     /// job that runs after it (--dependency=afterok); --submit submits both.
+    /// Writes <out>.shards/slurm/shards.sbatch, merge.sbatch and submit.sh (and creates
+    /// <out>.shards/slurm/logs for the jobs' output).
     Slurm(slurm::SlurmArgs),
     /// Compare two results directories pair by pair (matched by id): metric ratios NEW / BASE
     /// and verdict changes. Exit code: 0 nothing regressed, 1 a pair regressed beyond
     /// --fail-on, 3 no pair compared in both, 2 bad input (including different sweeps
-    /// without --by-id).
+    /// without --by-id). Reads the two report.json files; writes no file.
     Diff(diff::DiffArgs),
-    /// Re-render report.json and report.md from a results directory, running nothing.
+    /// Re-render the reports of a results directory from its records, running nothing.
+    /// Writes report.json, report.md, report.html, report.junit.xml there, and trace.json and
+    /// trace_report.md when it holds traces.
     Report(report::ReportArgs),
     /// Re-run pairs of a results directory and say, per pair, whether this device reproduces
     /// the stored metrics bit for bit (writes verify.json there).
     /// Exit code: 0 all identical, 1 a metric moved, 3 nothing verified or a pair errored.
     Verify(verify::VerifyArgs),
     /// Greedily continue a prompt, to see that a model loads and answers sensibly before
-    /// sweeping it. `\n` in PROMPT is a newline.
+    /// sweeping it. `\n` in PROMPT is a newline. Writes no file.
     Generate(generate::GenerateArgs),
     /// Measure performance. `--suite perf` (default): model load, prefill tokens/s at spans
     /// 32/128/512, decode step time at positions 10 and 500, comparator throughput, peak
     /// memory. `--suite trace`: the cost of layer tracing (CPU). `--suite floors`: the
     /// machine's physical floors (STREAM-triad memory bandwidth, GEMM GFLOP/s per dtype).
+    /// Prints its figures; writes no file.
     Bench(bench::BenchArgs),
     /// Write one synthetic checkpoint (config.json, model.safetensors, tokenizer.json, or a
     /// GGUF file, and driftsweep-synth.json) from a spec file, for use by other tools. The

@@ -51,31 +51,9 @@ pub fn load_with(path: &Path, limits: &LoadLimits) -> Result<LoadedConfig> {
     parse_with(path, &text, limits)
 }
 
-/// Reads a regular file of at most `max` bytes. A FIFO, a device or a directory is refused
-/// before it is opened (reading one could block forever or never end), and the read stops
-/// past `max` whatever the file's size said.
+/// [`crate::fsutil::read_regular`], its message naming the file.
 pub(crate) fn read_regular(path: &Path, max: u64) -> std::result::Result<Vec<u8>, String> {
-    use std::io::Read;
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err(format!(
-            "`{}` is not a regular file (a directory, FIFO or device)",
-            path.display()
-        ));
-    }
-    let too_big = || format!("`{}` is larger than {max} bytes", path.display());
-    if meta.len() > max {
-        return Err(too_big());
-    }
-    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    f.take(max.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > max {
-        return Err(too_big());
-    }
-    Ok(bytes)
+    crate::fsutil::read_regular(path, max).map_err(|e| format!("`{}`: {e}", path.display()))
 }
 
 /// Parses and validates sweep-file text; `path` is only used in error messages.

@@ -568,7 +568,9 @@ fn check_plan_size(path: &Path, c: &SweepConfig, max_pairs: usize) -> Result<()>
     Ok(())
 }
 
-fn check_unique<T: Eq + std::hash::Hash + fmt::Debug>(
+/// The message shows each value as the sweep file spells it (`Display`), never an internal
+/// name.
+fn check_unique<T: Eq + std::hash::Hash + fmt::Display>(
     path: &Path,
     field: &str,
     xs: &[T],
@@ -580,7 +582,7 @@ fn check_unique<T: Eq + std::hash::Hash + fmt::Debug>(
             return Err(Error::config(
                 path,
                 format!("{field}[{i}]"),
-                format!("{x:?} is listed twice"),
+                format!("`{x}` is listed twice"),
             ));
         }
     }

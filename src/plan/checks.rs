@@ -354,4 +354,92 @@ fn removal<T: std::fmt::Display + PartialEq>(
         ),
         None => format!("remove {gone} from `sweep.{key}`"),
     })
+/// The largest batch a `batched:B` or `batched_prefill:B` path may ask for. A fixed cap,
+/// whatever the memory: every row is a whole sequence run in lockstep, so beyond this the
+/// sweep measures the machine's patience rather than a serving configuration (batches of
+/// serving engines are in the hundreds), and sizes near 2^64 would overflow the arithmetic
+/// that sizes buffers.
+pub const MAX_BATCH: usize = 1024;
+
+/// Bytes a batch of `rows` sequences of `positions` tokens holds in logits alone when one
+/// forward returns every row (`batched_prefill`): rows × positions × vocab f32 values, twice
+/// (the model's output and its f32 copy). A lower bound of the forward's need (the cache and
+/// activations come on top); `None` when it does not fit in 64 bits.
+pub fn batch_logits_bytes(rows: usize, positions: usize, vocab: usize) -> Option<u64> {
+    (rows as u64)
+        .checked_mul(positions as u64)?
+        .checked_mul(vocab as u64)?
+        .checked_mul(2 * 4)
+}
+
+/// `MemAvailable` of /proc/meminfo in bytes; `None` where it cannot be read (not Linux), and
+/// then only [`MAX_BATCH`] bounds the batches.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024)
+}
+
+/// Chunk and batch sizes the machine can run: a chunk no longer than the model's context
+/// (no sequence can be longer), a batch of at most [`MAX_BATCH`] rows whose logits fit in
+/// `available` bytes (the host's available memory). A pair that would exhaust memory would
+/// abort the process rather than fail, so it is refused here, naming the path and the numbers.
+pub(super) fn check_sizes(
+    cfg: &LoadedConfig,
+    model: &ModelInfo,
+    plan: &Plan,
+    available: Option<u64>,
+) -> Result<()> {
+    let longest = plan.longest_sequence();
+    let vocab = model.sizes().vocab_size;
+    for (i, &path) in cfg.config.sweep.path.iter().enumerate() {
+        let field = format!("sweep.path[{i}]");
+        let refuse = |m: String| Err(Error::config(&cfg.path, &field, m));
+        match path {
+            RunPath::Chunked(c) if c > model.context_len() => {
+                return refuse(format!(
+                    "chunks of {c} tokens are longer than the context of `{}` ({} positions), \
+                     which bounds every sequence: use chunked:{} or less",
+                    model.source,
+                    model.context_len(),
+                    model.context_len()
+                ));
+            }
+            RunPath::Batched(b) | RunPath::BatchedPrefill(b) if b > MAX_BATCH => {
+                return refuse(format!(
+                    "a batch of {b} sequences is above the largest driftsweep runs \
+                     ({MAX_BATCH}): use {}:{MAX_BATCH} or less",
+                    path.kind()
+                ));
+            }
+            RunPath::BatchedPrefill(b) => {
+                let need = batch_logits_bytes(b, longest, vocab).unwrap_or(u64::MAX);
+                if let Some(avail) = available
+                    && need > avail
+                {
+                    return refuse(format!(
+                        "a batch of {b} sequences of up to {longest} tokens needs at least \
+                         {} MiB for its logits ({b} × {longest} × {vocab} values, twice), \
+                         more than the {} MiB of memory available: use a smaller batch",
+                        need >> 20,
+                        avail >> 20
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logits_bytes_overflow_is_none_not_a_wrap() {
+        assert_eq!(batch_logits_bytes(2, 3, 5), Some(2 * 3 * 5 * 8));
+        assert_eq!(batch_logits_bytes(usize::MAX, 2, 2), None);
+    }
 }

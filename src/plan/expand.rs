@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use super::checks::{check_trace_and_inject, impossible_combinations};
+use super::checks::{
+    available_memory, check_sizes, check_trace_and_inject, impossible_combinations,
+};
 use super::spec::{LoadKey, PairSpec, Plan, PlannedPrompt};
 use crate::config::{LoadedConfig, PromptSource};
 use crate::dtype::RunDtype;
@@ -66,6 +68,7 @@ pub fn expand(cfg: &LoadedConfig, model: &ModelInfo, support: Support) -> Result
         },
     };
     check_trace_and_inject(cfg, model, &plan)?;
+    check_sizes(cfg, model, &plan, available_memory())?;
     Ok(plan)
 }
 

@@ -169,3 +169,27 @@ fn continuation_lengths_take_the_longest_span() {
     assert_eq!(l.len(), 2 * 3);
     assert!(l.values().all(|&n| n == 512));
 }
+
+#[test]
+fn a_batch_whose_logits_exceed_the_memory_is_refused_with_the_numbers() {
+    let yaml = "name: t\nmodel: {source: \"builtin:tiny-llama\"}\n\
+                prompts:\n  - {id: r8, random_tokens: 8}\n\
+                sweep:\n  span: [8]\n  dtype: [f32]\n  kv_aligned: [false]\n  seed: [0]\n  \
+                path: [batched_prefill:64]\n";
+    let cfg = crate::config::parse(Path::new("t.yaml"), yaml).unwrap();
+    let info = ModelInfo::inspect(&cfg.config.model.source).unwrap();
+    let plan = crate::plan::expand(&cfg, &info, &|e, w, d| {
+        info.support(e, w, d).map_err(String::from)
+    })
+    .unwrap();
+    let need = super::checks::batch_logits_bytes(64, 16, info.sizes().vocab_size).unwrap();
+    let e = super::checks::check_sizes(&cfg, &info, &plan, Some(need - 1)).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("sweep.path[0]") && msg.contains("MiB"),
+        "{msg}"
+    );
+    // Negative controls: enough memory, or none known (then only MAX_BATCH bounds it).
+    super::checks::check_sizes(&cfg, &info, &plan, Some(need)).unwrap();
+    super::checks::check_sizes(&cfg, &info, &plan, None).unwrap();
+}

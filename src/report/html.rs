@@ -197,6 +197,8 @@ struct HtmlView {
     trace_reason: Option<String>,
     drift: Vec<DtypeDrift>,
     kl: Vec<KlRow>,
+    /// [`figures_note`].
+    figures_note: Option<String>,
     group_keys: String,
     groups: Vec<Group>,
     /// The table and figures of the pairs held to the reference (`super::reference`).
@@ -420,8 +422,50 @@ fn pair_figure(p: &PairJson, window: Option<usize>) -> Result<PairFigure> {
     })
 }
 
+/// Above this many pairs report.html draws the figures of this many only (the failing and
+/// incomplete ones first, then by id) and says so: each figure is two SVG plots, and a sweep of
+/// 20,000 pairs made a page of hundreds of megabytes no browser opens. report.json and
+/// report.md still hold every pair.
+pub const HTML_PAIR_FIGURES: usize = 500;
+
+/// The ids of the pairs whose figures report.html draws; `None`: all of them.
+fn shown_pairs(r: &ReportJson) -> Option<std::collections::HashSet<&str>> {
+    if r.pairs.len() <= HTML_PAIR_FIGURES {
+        return None;
+    }
+    let mut worst: Vec<&PairJson> = r.pairs.iter().collect();
+    worst.sort_by(|a, b| (a.verdict.is_pass(), &a.spec.id).cmp(&(b.verdict.is_pass(), &b.spec.id)));
+    Some(
+        worst
+            .into_iter()
+            .take(HTML_PAIR_FIGURES)
+            .map(|p| p.spec.id.as_str())
+            .collect(),
+    )
+}
+
+/// The line report.html shows when it draws only some pairs' figures.
+fn figures_note(r: &ReportJson) -> Option<String> {
+    (r.pairs.len() > HTML_PAIR_FIGURES).then(|| {
+        format!(
+            "{} pairs: the figures of {HTML_PAIR_FIGURES} only (the failing and incomplete \
+             ones first); report.json and report.md hold every pair.",
+            r.pairs.len()
+        )
+    })
+}
+
 fn groups(r: &ReportJson) -> Result<Vec<Group>> {
-    let mut pairs: Vec<&PairJson> = r.pairs.iter().collect();
+    let shown = shown_pairs(r);
+    let mut pairs: Vec<&PairJson> = r
+        .pairs
+        .iter()
+        .filter(|p| {
+            shown
+                .as_ref()
+                .is_none_or(|s| s.contains(p.spec.id.as_str()))
+        })
+        .collect();
     pairs.sort_by(|a, b| {
         let k = |p: &PairJson| {
             (
@@ -584,6 +628,7 @@ fn view(store: &Store, r: &ReportJson) -> Result<HtmlView> {
         trace_reason: r.trace.as_ref().map(|t| t.reason.clone()),
         drift,
         kl: kl_rows(r),
+        figures_note: figures_note(r),
         group_keys: GROUP_KEYS
             .iter()
             .map(|(n, _)| *n)

@@ -414,7 +414,7 @@ fn chunked(
     let mut out = Vec::new();
     let mut at = if source.is_some() { prompt_len } else { 0 };
     while at < n {
-        let end = (at + c).min(n);
+        let end = at.saturating_add(c).min(n);
         let ctx = || format!("{what}: chunk at positions {at}..{end}");
         if end <= prompt_len {
             seq.forward(&tokens[at..end], Rows::None).context(ctx)?;
@@ -466,7 +466,7 @@ fn chunked_by_prefix(
             at = prompt_len;
         }
         while at < end {
-            let stop = (at + c).min(end);
+            let stop = at.saturating_add(c).min(end);
             let ctx = || format!("chunked prefill of the first {end} tokens: chunk {at}..{stop}");
             if stop < end {
                 seq.forward(&tokens[at..stop], Rows::None).context(ctx)?;

@@ -4,7 +4,6 @@
 //! need nothing of the store itself.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -13,7 +12,7 @@ use super::shards;
 use crate::config::SweepConfig;
 use crate::dtype::RunDtype;
 use crate::engine::{Engine, WeightFormat};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::limits::DtypeLimits;
 use crate::plan::PairSpec;
 
@@ -193,7 +192,7 @@ fn one() -> usize {
 }
 
 /// Reads a JSON record (the manifest or any other) from `path`.
+/// Streaming and bounded ([`crate::fsutil::read_json_file`]): a results directory is untrusted.
 pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = fs::read(path).map_err(|e| Error::store(path, format!("cannot read: {e}")))?;
-    serde_json::from_slice(&text).map_err(|e| Error::store(path, format!("malformed: {e}")))
+    crate::fsutil::read_json_file(path)
 }

@@ -1,0 +1,11 @@
+//! `run_record` of the results-directory targets (tests/fuzz_mutate/entries.rs): errors, never
+//! panics, and nothing outside the directory is touched.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../../tests/fuzz_mutate/entries.rs"]
+mod entries;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = entries::run_record(data);
+});
