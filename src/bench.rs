@@ -207,6 +207,8 @@ pub fn perf(
     let mut loads = Vec::new();
     let mut model = info.load(dtype, dev)?; // warm-up: page cache, allocator
     for _ in 0..repeat {
+        // The previous load goes first: a run holds one model, and so does the peak RSS.
+        drop(model);
         let t = Instant::now();
         model = info.load(dtype, dev)?;
         loads.push(t.elapsed().as_secs_f64() * 1e3);

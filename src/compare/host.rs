@@ -2,7 +2,8 @@
 //! cores, sums and the log-softmax behind KL accumulated in f64. Also the per-row helpers
 //! that need the values themselves: argmax and the rows' digests.
 
-use super::rows::{RowStats, delta_p_from_sums, kl_from_sums, percentile};
+use super::row_kernel::{Tail, finite_row, tail_threshold};
+use super::rows::{RowStats, delta_p_from_sums, kl_from_sums};
 use super::types::{CompareError, Metrics, TopFlip};
 
 /// Compares span logits held in host memory as row-major `[positions × vocab]` f32 slices.
@@ -26,6 +27,7 @@ pub fn compare(
     if positions == 0 {
         return Err(CompareError::Empty);
     }
+    let threshold = tail_threshold(prefill, decode, vocab);
     // Rows are independent: split them over the cores, then merge the per-row results in row
     // order, so the metrics do not depend on the number of threads.
     let threads = std::thread::available_parallelism()
@@ -33,12 +35,14 @@ pub fn compare(
         .min(positions);
     let rows_per = positions.div_ceil(threads);
     let chunk = rows_per * vocab;
-    let parts: Vec<(RowStats, Vec<f32>)> = std::thread::scope(|scope| {
+    let parts: Vec<(RowStats, Tail)> = std::thread::scope(|scope| {
         let handles: Vec<_> = prefill
             .chunks(chunk)
             .zip(decode.chunks(chunk))
             .enumerate()
-            .map(|(t, (a, b))| scope.spawn(move || rows(a, b, vocab, span_start + t * rows_per)))
+            .map(|(t, (a, b))| {
+                scope.spawn(move || rows(a, b, vocab, span_start + t * rows_per, threshold))
+            })
             .collect();
         handles
             .into_iter()
@@ -46,12 +50,18 @@ pub fn compare(
             .collect()
     });
     let mut stats = RowStats::default();
-    let mut abs_diffs = Vec::with_capacity(prefill.len());
-    for (part, diffs) in parts {
+    let mut tail = Tail::new(threshold);
+    for (part, part_tail) in parts {
         stats.append(part);
-        abs_diffs.extend_from_slice(&diffs);
+        tail.merge(part_tail);
     }
-    let p99_abs_diff = percentile(&mut abs_diffs, 0.99);
+    // The sample misjudged the spread (the 99th percentile lies below the threshold): find
+    // it among every value, as before the split.
+    let p99_abs_diff = tail.quantile(0.99).unwrap_or_else(|| {
+        every_value_tail(prefill, decode)
+            .quantile(0.99)
+            .unwrap_or(0.0)
+    });
     Ok(super::metrics::finish(
         stats,
         p99_abs_diff,
@@ -61,11 +71,28 @@ pub fn compare(
     ))
 }
 
+/// Every finite |diff| of both runs, kept (a threshold of −1 keeps all).
+fn every_value_tail(prefill: &[f32], decode: &[f32]) -> Tail {
+    let mut tail = Tail::new(-1.0);
+    for (&x, &y) in prefill.iter().zip(decode) {
+        if x.is_finite() && y.is_finite() {
+            tail.add((x - y).abs());
+        }
+    }
+    tail
+}
+
 /// Compares consecutive rows of both runs; `first_pos` is the first row's absolute position.
-/// Returns the rows' results and their finite |diff| values.
-fn rows(prefill: &[f32], decode: &[f32], vocab: usize, first_pos: usize) -> (RowStats, Vec<f32>) {
+/// Returns the rows' results and their finite |diff| values split at `threshold`.
+fn rows(
+    prefill: &[f32],
+    decode: &[f32],
+    vocab: usize,
+    first_pos: usize,
+    threshold: f32,
+) -> (RowStats, Tail) {
     let n = prefill.len() / vocab;
-    let mut abs_diffs = Vec::with_capacity(prefill.len());
+    let mut tail = Tail::new(threshold);
     let mut out = RowStats {
         sum_abs: Vec::with_capacity(n),
         max_abs: Vec::with_capacity(n),
@@ -78,34 +105,18 @@ fn rows(prefill: &[f32], decode: &[f32], vocab: usize, first_pos: usize) -> (Row
         .zip(decode.chunks_exact(vocab))
         .enumerate()
     {
-        let mut row_max = 0f32;
-        let mut row_sum = 0f64;
-        let mut row_finite = true;
-        for (&x, &y) in a.iter().zip(b) {
-            let bad = usize::from(!x.is_finite()) + usize::from(!y.is_finite());
-            if bad > 0 {
-                out.non_finite += bad;
-                row_finite = false;
-                continue;
-            }
-            let d = (x - y).abs();
-            abs_diffs.push(d);
-            row_sum += d as f64;
-            row_max = row_max.max(d);
-        }
-        out.max_abs.push(row_max);
-        out.sum_abs.push(row_sum);
-        // A row with non-finite values has no distribution to compare and no meaningful
-        // argmax.
-        if !row_finite {
-            out.kl.push(None);
-            out.delta_p.push(None);
+        let Some(r) = finite_row(a, b, &mut tail) else {
+            non_finite_row(a, b, &mut out, &mut tail);
             continue;
-        }
-        let (ia, ib) = (argmax(a), argmax(b));
-        let sums = kl_sums(a, b);
-        out.kl.push(Some(sums.kl()));
-        out.delta_p.push(Some(sums.delta_p(a[ia], b[ia])));
+        };
+        out.max_abs.push(r.max_abs);
+        out.sum_abs.push(r.sum_abs);
+        let (ia, ib) = r.argmax;
+        out.kl
+            .push(Some(kl_from_sums(r.weighted, r.sum_p, r.sum_q, r.mp, r.mq)));
+        out.delta_p.push(Some(delta_p_from_sums(
+            a[ia], b[ia], r.sum_p, r.sum_q, r.mp, r.mq,
+        )));
         if ia != ib {
             out.flips.push(TopFlip {
                 pos: first_pos + i,
@@ -114,8 +125,30 @@ fn rows(prefill: &[f32], decode: &[f32], vocab: usize, first_pos: usize) -> (Row
             });
         }
     }
-    out.finite_values = abs_diffs.len();
-    (out, abs_diffs)
+    out.finite_values = tail.len();
+    (out, tail)
+}
+
+/// A row with NaN or ±inf values: its |diff| statistics over the finite pairs, and no
+/// distribution to compare nor a meaningful argmax.
+fn non_finite_row(a: &[f32], b: &[f32], out: &mut RowStats, tail: &mut Tail) {
+    let mut row_max = 0f32;
+    let mut row_sum = 0f64;
+    for (&x, &y) in a.iter().zip(b) {
+        let bad = usize::from(!x.is_finite()) + usize::from(!y.is_finite());
+        if bad > 0 {
+            out.non_finite += bad;
+            continue;
+        }
+        let d = (x - y).abs();
+        tail.add(d);
+        row_sum += d as f64;
+        row_max = row_max.max(d);
+    }
+    out.max_abs.push(row_max);
+    out.sum_abs.push(row_sum);
+    out.kl.push(None);
+    out.delta_p.push(None);
 }
 
 /// One digest per row of `logits` (row-major, rows of `vocab`): the first 16 hex digits of
@@ -152,61 +185,10 @@ pub fn argmax(xs: &[f32]) -> usize {
     best.unwrap_or(0)
 }
 
-/// KL(softmax(p) ‖ softmax(q)) of one row, as the comparator computes it.
-#[cfg(test)]
-fn kl(p: &[f32], q: &[f32]) -> f32 {
-    kl_sums(p, q).kl()
-}
-
-/// One row's softmax sums, from which both its KL and its Δp follow.
-struct RowSums {
-    weighted: f64,
-    sum_p: f64,
-    sum_q: f64,
-    mp: f64,
-    mq: f64,
-}
-
-impl RowSums {
-    fn kl(&self) -> f32 {
-        kl_from_sums(self.weighted, self.sum_p, self.sum_q, self.mp, self.mq)
-    }
-
-    /// Δp of the token whose logits are `p_top` in prefill and `q_at_top` in decode.
-    fn delta_p(&self, p_top: f32, q_at_top: f32) -> f32 {
-        delta_p_from_sums(p_top, q_at_top, self.sum_p, self.sum_q, self.mp, self.mq)
-    }
-}
-
-/// Σe_p(p − q), Σe_p, Σe_q and the row maxima, in one pass over the row, in f64. With m the
-/// row maximum and e_i = exp(x_i − m): log softmax(x)_i = x_i − lse(x) and softmax(p)_i =
-/// e_i / Σe, so each element costs two exponentials (one per run) and no temporary vector.
-/// The KL is clamped at 0 since rounding can make it slightly negative.
-fn kl_sums(p: &[f32], q: &[f32]) -> RowSums {
-    let max = |xs: &[f32]| xs.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let (mp, mq) = (max(p), max(q));
-    let mut sum_p = 0f64;
-    let mut sum_q = 0f64;
-    // Σ e_i (p_i − q_i), normalized once the sums are known.
-    let mut weighted = 0f64;
-    for (&a, &b) in p.iter().zip(q) {
-        let (a, b) = (a as f64, b as f64);
-        let ea = (a - mp).exp();
-        sum_p += ea;
-        sum_q += (b - mq).exp();
-        weighted += ea * (a - b);
-    }
-    RowSums {
-        weighted,
-        sum_p,
-        sum_q,
-        mp,
-        mq,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::reference::kl;
+    use super::super::rows::percentile;
     use super::*;
 
     fn close(a: f32, b: f32, tol: f32) -> bool {

@@ -8,9 +8,13 @@
 //! the logits, not the comparator's own rounding. p99 is found by selection, never a sort.
 
 mod device;
+mod exp;
 mod host;
 pub mod kl_stats;
 pub mod metrics;
+#[cfg(test)]
+mod reference;
+mod row_kernel;
 mod rows;
 mod types;
 

@@ -50,6 +50,14 @@ pub fn var_builder(
             t = unpermute(&t, heads)
                 .map_err(|e| ModelError::Load(format!("tensor `{name}`: {e}")))?;
         }
+        // Cast now, not when the decoder asks: holding every tensor in f32 until the load
+        // ends cost a bf16 or f16 run an f32 model's bytes at its peak. The same cast as the
+        // builder's, so the same bits (a GPU's cast stays where it was).
+        if device.is_cpu() {
+            t = t
+                .to_dtype(dtype)
+                .map_err(|e| ModelError::Load(format!("tensor `{name}`: {e}")))?;
+        }
         tensors.insert(hf, t);
     }
     Ok(VarBuilder::from_tensors(tensors, dtype, device))

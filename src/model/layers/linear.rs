@@ -34,7 +34,11 @@ use super::gemv::Gemv;
 ///
 /// One-row products of dense CPU weights (a decode step) go through [`Gemv`] where it gives
 /// candle's bits (AVX-512 CPUs, more than 256 outputs): the weight read as loaded, bf16 and
-/// f16 at half the bytes of the widened copy, rows split over the pool's threads.
+/// f16 at half the bytes of the widened copy, rows split over the pool's threads. There a
+/// bf16 or f16 weight is held once, as loaded ([`Product::Narrow`]): the widened copy served
+/// one-row speed, which [`Gemv`] now gives, so products of more rows widen the weight for the
+/// call (the same f32 product, so the same bits) and the run holds half an f32 model's
+/// weight bytes instead of one and a half (bf16) or three halves plus one (f16).
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
     pub(super) product: Product,
@@ -51,6 +55,9 @@ pub(super) enum Product {
         half: candle_nn::Linear,
         wide: candle_nn::Linear,
     },
+    /// A bf16 or f16 weight on the CPU, held as loaded only (one-row products go through
+    /// [`Gemv`]): products of more rows widen it to f32 for the call.
+    Narrow(Tensor),
     /// GGUF blocks.
     Quantized(QMatMul),
 }
@@ -59,6 +66,7 @@ impl Linear {
     pub(crate) fn new(weight: Tensor, bias: Option<Tensor>) -> candle_core::Result<Self> {
         let one_row = Gemv::new(&weight)?;
         let product = match (weight.device().is_cpu(), weight.dtype()) {
+            (true, DType::BF16 | DType::F16) if one_row.is_some() => Product::Narrow(weight),
             (true, DType::BF16) => {
                 Product::Dense(candle_nn::Linear::new(weight.to_dtype(DType::F32)?, None))
             }
@@ -100,6 +108,9 @@ impl Linear {
             (Product::Dense(p), _) => widened_product(p, x)?,
             (Product::HalfAndWide { half, .. }, _) if one_row => half.forward(x)?,
             (Product::HalfAndWide { wide, .. }, _) => widened_product(wide, x)?,
+            (Product::Narrow(w), _) => {
+                widened_product(&candle_nn::Linear::new(w.to_dtype(DType::F32)?, None), x)?
+            }
             (Product::Quantized(q), _) => q.forward(x)?,
         };
         match &self.bias {

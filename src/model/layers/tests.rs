@@ -70,7 +70,12 @@ fn widened_f16_product_is_closer_to_f64() {
     for (out, inp) in [(1536usize, 576usize), (576, 1536)] {
         let w = h(Tensor::randn(0f32, 0.05, (out, inp), &dev).unwrap());
         let ours = Linear::new(w.clone(), None).unwrap();
-        assert!(matches!(&ours.product, Product::HalfAndWide { .. }));
+        // Held twice, or once as loaded where the one-row kernel serves it: widened either way
+        // for more rows than one.
+        assert!(matches!(
+            &ours.product,
+            Product::HalfAndWide { .. } | Product::Narrow(_)
+        ));
         let candle = candle_nn::Linear::new(w.clone(), None);
         let w64 = w.to_dtype(DType::F64).unwrap();
         for t in [1, 63] {
@@ -159,6 +164,49 @@ fn f32_attention_is_closer_to_f64() {
             assert_eq!(ours, old, "f32 attention bits changed");
         } else {
             assert_differs_and_closer(&ours, &old, &reference, &format!("{dtype:?}"));
+        }
+    }
+}
+
+/// Where the one-row kernel serves a bf16 or f16 weight, the projection holds that weight
+/// alone (no widened f32 copy) and keeps the bits of the products that held one: candle's
+/// bf16 product in bf16, the widened f32 product in f16, for one row and for more.
+#[test]
+fn narrow_weights_hold_no_f32_copy_and_keep_the_bits() {
+    let dev = Device::Cpu;
+    let w32 = Tensor::randn(0f32, 0.05, (300, 64), &dev).unwrap();
+    let bits = |y: &Tensor| -> Vec<u32> {
+        let v = y.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+        v.to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect()
+    };
+    for dtype in [DType::BF16, DType::F16] {
+        let w = w32.to_dtype(dtype).unwrap();
+        let ours = Linear::new(w.clone(), None).unwrap();
+        if !matches!(&ours.product, Product::Narrow(n) if n.dtype() == dtype) {
+            // No one-row kernel on this CPU: the widened copy stays (checked above).
+            assert!(!matches!(&ours.product, Product::Narrow(_)));
+            continue;
+        }
+        let wide = candle_nn::Linear::new(w.to_dtype(DType::F32).unwrap(), None);
+        for t in [1, 7, 33] {
+            let x = Tensor::randn(0f32, 1.0, (1, t, 64), &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let want = wide
+                .forward(&x.to_dtype(DType::F32).unwrap())
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            assert_eq!(
+                bits(&ours.forward(&x).unwrap()),
+                bits(&want),
+                "{dtype:?} t = {t}"
+            );
         }
     }
 }

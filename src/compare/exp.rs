@@ -1,0 +1,337 @@
+//! exp(x) for the comparator's softmax sums, four lanes at a time, with the bits of the C
+//! library's `exp` (what `f64::exp` calls on Linux).
+//!
+//! Why: the comparator's KL and Δp sum `exp(x − max)` over every logit of a row, twice (once per
+//! run), in f64. One call to the C library per value held the comparator at under 1 GB/s.
+//! Result directories store those sums' f32 roundings, and `driftsweep verify` asks for them
+//! bit for bit, so a faster exp must give the library's bits, not merely close ones.
+//!
+//! How: glibc's `exp` (2.28 and later, from ARM's optimized-routines) is table-driven:
+//! x = k·ln2/128 + r, exp(x) = 2^(k/128) · exp(r), with 2^(k/128) from a 128-entry table and
+//! exp(r) − 1 a degree-5 polynomial. Its x86-64 build for CPUs with FMA fuses the products
+//! into the following sums; `exp_model` (tests) is that sequence, one operation at a time, and the
+//! AVX2 kernel ([`exp_diffs`]) the same operations in four lanes. The constants and the table
+//! are the library's own (read out of glibc 2.36's `__exp_data`).
+//!
+//! Nothing here is trusted blindly: [`fast_path`] compares the kernel with `f64::exp` on a
+//! few thousand values, once per process, and the comparator calls the library per value
+//! wherever they disagree (another C library, another build) or the CPU lacks AVX2 and FMA.
+
+use std::sync::OnceLock;
+
+/// 128 / ln 2.
+const INV_LN2_N: f64 = f64::from_bits(0x4067_1547_652b_82fe);
+/// −ln 2 / 128, high part (its low bits zero, so k · it is exact).
+const NEG_LN2_HI_N: f64 = f64::from_bits(0xbf76_2e42_fefa_0000);
+/// −ln 2 / 128, low part.
+const NEG_LN2_LO_N: f64 = f64::from_bits(0xbd0c_f79a_bc9e_3b3a);
+/// Polynomial coefficients of exp(r) − 1 − r, r² first.
+const C2: f64 = f64::from_bits(0x3fdf_ffff_ffff_fdbd);
+const C3: f64 = f64::from_bits(0x3fc5_5555_5555_543c);
+const C4: f64 = f64::from_bits(0x3fa5_5555_cf17_2b91);
+const C5: f64 = f64::from_bits(0x3f81_1111_67a4_d017);
+/// 1.5 · 2^52: adding it rounds to an integer held in the low mantissa bits.
+const SHIFT: f64 = f64::from_bits(0x4338_0000_0000_0000);
+
+/// Inputs in (−512, −2^−54] and 0 take the library's main path; others (its special cases:
+/// |x| ≥ 512, tiny |x|) go to the library itself.
+const MAIN_PATH_LOW: f64 = -512.0;
+const TINY: f64 = 5.551_115_123_125_783e-17; // 2^-54
+
+/// For i < 128: `TAB[2i]` the tail of 2^(i/128) and `TAB[2i + 1]` its bits minus i << 45.
+#[rustfmt::skip]
+static TAB: [u64; 256] = [
+    0x0000000000000000, 0x3ff0000000000000, 0x3c9b3b4f1a88bf6e, 0x3feff63da9fb3335,
+    0xbc7160139cd8dc5d, 0x3fefec9a3e778061, 0xbc905e7a108766d1, 0x3fefe315e86e7f85,
+    0x3c8cd2523567f613, 0x3fefd9b0d3158574, 0xbc8bce8023f98efa, 0x3fefd06b29ddf6de,
+    0x3c60f74e61e6c861, 0x3fefc74518759bc8, 0x3c90a3e45b33d399, 0x3fefbe3ecac6f383,
+    0x3c979aa65d837b6d, 0x3fefb5586cf9890f, 0x3c8eb51a92fdeffc, 0x3fefac922b7247f7,
+    0x3c3ebe3d702f9cd1, 0x3fefa3ec32d3d1a2, 0xbc6a033489906e0b, 0x3fef9b66affed31b,
+    0xbc9556522a2fbd0e, 0x3fef9301d0125b51, 0xbc5080ef8c4eea55, 0x3fef8abdc06c31cc,
+    0xbc91c923b9d5f416, 0x3fef829aaea92de0, 0x3c80d3e3e95c55af, 0x3fef7a98c8a58e51,
+    0xbc801b15eaa59348, 0x3fef72b83c7d517b, 0xbc8f1ff055de323d, 0x3fef6af9388c8dea,
+    0x3c8b898c3f1353bf, 0x3fef635beb6fcb75, 0xbc96d99c7611eb26, 0x3fef5be084045cd4,
+    0x3c9aecf73e3a2f60, 0x3fef54873168b9aa, 0xbc8fe782cb86389d, 0x3fef4d5022fcd91d,
+    0x3c8a6f4144a6c38d, 0x3fef463b88628cd6, 0x3c807a05b0e4047d, 0x3fef3f49917ddc96,
+    0x3c968efde3a8a894, 0x3fef387a6e756238, 0x3c875e18f274487d, 0x3fef31ce4fb2a63f,
+    0x3c80472b981fe7f2, 0x3fef2b4565e27cdd, 0xbc96b87b3f71085e, 0x3fef24dfe1f56381,
+    0x3c82f7e16d09ab31, 0x3fef1e9df51fdee1, 0xbc3d219b1a6fbffa, 0x3fef187fd0dad990,
+    0x3c8b3782720c0ab4, 0x3fef1285a6e4030b, 0x3c6e149289cecb8f, 0x3fef0cafa93e2f56,
+    0x3c834d754db0abb6, 0x3fef06fe0a31b715, 0x3c864201e2ac744c, 0x3fef0170fc4cd831,
+    0x3c8fdd395dd3f84a, 0x3feefc08b26416ff, 0xbc86a3803b8e5b04, 0x3feef6c55f929ff1,
+    0xbc924aedcc4b5068, 0x3feef1a7373aa9cb, 0xbc9907f81b512d8e, 0x3feeecae6d05d866,
+    0xbc71d1e83e9436d2, 0x3feee7db34e59ff7, 0xbc991919b3ce1b15, 0x3feee32dc313a8e5,
+    0x3c859f48a72a4c6d, 0x3feedea64c123422, 0xbc9312607a28698a, 0x3feeda4504ac801c,
+    0xbc58a78f4817895b, 0x3feed60a21f72e2a, 0xbc7c2c9b67499a1b, 0x3feed1f5d950a897,
+    0x3c4363ed60c2ac11, 0x3feece086061892d, 0x3c9666093b0664ef, 0x3feeca41ed1d0057,
+    0x3c6ecce1daa10379, 0x3feec6a2b5c13cd0, 0x3c93ff8e3f0f1230, 0x3feec32af0d7d3de,
+    0x3c7690cebb7aafb0, 0x3feebfdad5362a27, 0x3c931dbdeb54e077, 0x3feebcb299fddd0d,
+    0xbc8f94340071a38e, 0x3feeb9b2769d2ca7, 0xbc87deccdc93a349, 0x3feeb6daa2cf6642,
+    0xbc78dec6bd0f385f, 0x3feeb42b569d4f82, 0xbc861246ec7b5cf6, 0x3feeb1a4ca5d920f,
+    0x3c93350518fdd78e, 0x3feeaf4736b527da, 0x3c7b98b72f8a9b05, 0x3feead12d497c7fd,
+    0x3c9063e1e21c5409, 0x3feeab07dd485429, 0x3c34c7855019c6ea, 0x3feea9268a5946b7,
+    0x3c9432e62b64c035, 0x3feea76f15ad2148, 0xbc8ce44a6199769f, 0x3feea5e1b976dc09,
+    0xbc8c33c53bef4da8, 0x3feea47eb03a5585, 0xbc845378892be9ae, 0x3feea34634ccc320,
+    0xbc93cedd78565858, 0x3feea23882552225, 0x3c5710aa807e1964, 0x3feea155d44ca973,
+    0xbc93b3efbf5e2228, 0x3feea09e667f3bcd, 0xbc6a12ad8734b982, 0x3feea012750bdabf,
+    0xbc6367efb86da9ee, 0x3fee9fb23c651a2f, 0xbc80dc3d54e08851, 0x3fee9f7df9519484,
+    0xbc781f647e5a3ecf, 0x3fee9f75e8ec5f74, 0xbc86ee4ac08b7db0, 0x3fee9f9a48a58174,
+    0xbc8619321e55e68a, 0x3fee9feb564267c9, 0x3c909ccb5e09d4d3, 0x3feea0694fde5d3f,
+    0xbc7b32dcb94da51d, 0x3feea11473eb0187, 0x3c94ecfd5467c06b, 0x3feea1ed0130c132,
+    0x3c65ebe1abd66c55, 0x3feea2f336cf4e62, 0xbc88a1c52fb3cf42, 0x3feea427543e1a12,
+    0xbc9369b6f13b3734, 0x3feea589994cce13, 0xbc805e843a19ff1e, 0x3feea71a4623c7ad,
+    0xbc94d450d872576e, 0x3feea8d99b4492ed, 0x3c90ad675b0e8a00, 0x3feeaac7d98a6699,
+    0x3c8db72fc1f0eab4, 0x3feeace5422aa0db, 0xbc65b6609cc5e7ff, 0x3feeaf3216b5448c,
+    0x3c7bf68359f35f44, 0x3feeb1ae99157736, 0xbc93091fa71e3d83, 0x3feeb45b0b91ffc6,
+    0xbc5da9b88b6c1e29, 0x3feeb737b0cdc5e5, 0xbc6c23f97c90b959, 0x3feeba44cbc8520f,
+    0xbc92434322f4f9aa, 0x3feebd829fde4e50, 0xbc85ca6cd7668e4b, 0x3feec0f170ca07ba,
+    0x3c71affc2b91ce27, 0x3feec49182a3f090, 0x3c6dd235e10a73bb, 0x3feec86319e32323,
+    0xbc87c50422622263, 0x3feecc667b5de565, 0x3c8b1c86e3e231d5, 0x3feed09bec4a2d33,
+    0xbc91bbd1d3bcbb15, 0x3feed503b23e255d, 0x3c90cc319cee31d2, 0x3feed99e1330b358,
+    0x3c8469846e735ab3, 0x3feede6b5579fdbf, 0xbc82dfcd978e9db4, 0x3feee36bbfd3f37a,
+    0x3c8c1a7792cb3387, 0x3feee89f995ad3ad, 0xbc907b8f4ad1d9fa, 0x3feeee07298db666,
+    0xbc55c3d956dcaeba, 0x3feef3a2b84f15fb, 0xbc90a40e3da6f640, 0x3feef9728de5593a,
+    0xbc68d6f438ad9334, 0x3feeff76f2fb5e47, 0xbc91eee26b588a35, 0x3fef05b030a1064a,
+    0x3c74ffd70a5fddcd, 0x3fef0c1e904bc1d2, 0xbc91bdfbfa9298ac, 0x3fef12c25bd71e09,
+    0x3c736eae30af0cb3, 0x3fef199bdd85529c, 0x3c8ee3325c9ffd94, 0x3fef20ab5fffd07a,
+    0x3c84e08fd10959ac, 0x3fef27f12e57d14b, 0x3c63cdaf384e1a67, 0x3fef2f6d9406e7b5,
+    0x3c676b2c6c921968, 0x3fef3720dcef9069, 0xbc808a1883ccb5d2, 0x3fef3f0b555dc3fa,
+    0xbc8fad5d3ffffa6f, 0x3fef472d4a07897c, 0xbc900dae3875a949, 0x3fef4f87080d89f2,
+    0x3c74a385a63d07a7, 0x3fef5818dcfba487, 0xbc82919e2040220f, 0x3fef60e316c98398,
+    0x3c8e5a50d5c192ac, 0x3fef69e603db3285, 0x3c843a59ac016b4b, 0x3fef7321f301b460,
+    0xbc82d52107b43e1f, 0x3fef7c97337b9b5f, 0xbc892ab93b470dc9, 0x3fef864614f5a129,
+    0x3c74b604603a88d3, 0x3fef902ee78b3ff6, 0x3c83c5ec519d7271, 0x3fef9a51fbc74c83,
+    0xbc8ff7128fd391f0, 0x3fefa4afa2a490da, 0xbc8dae98e223747d, 0x3fefaf482d8e67f1,
+    0x3c8ec3bc41aa2008, 0x3fefba1bee615a27, 0x3c842b94c3a9eb32, 0x3fefc52b376bba97,
+    0x3c8a64a931d185ee, 0x3fefd0765b6e4540, 0xbc8e37bae43be3ed, 0x3fefdbfdad9cbe14,
+    0x3c77893b4d91cd9d, 0x3fefe7c1819e90d8, 0x3c5305c14160cc89, 0x3feff3c22b8f71f1,
+];
+
+/// glibc's exp(x) for x on its main path, as its FMA build evaluates it: the scalar model of
+/// the vector kernel, operation for operation (tests hold both to `f64::exp`).
+#[cfg(test)]
+fn exp_model(x: f64) -> f64 {
+    if !on_main_path(x) {
+        return x.exp();
+    }
+    let kd = INV_LN2_N.mul_add(x, SHIFT);
+    let ki = kd.to_bits();
+    let kd = kd - SHIFT;
+    let r = kd.mul_add(NEG_LN2_LO_N, kd.mul_add(NEG_LN2_HI_N, x));
+    let idx = 2 * (ki % 128) as usize;
+    let tail = f64::from_bits(TAB[idx]);
+    let scale = f64::from_bits(TAB[idx + 1].wrapping_add(ki << 45));
+    let r2 = r * r;
+    let low = r2.mul_add(r.mul_add(C3, C2), tail + r);
+    let tmp = (r2 * r2).mul_add(r.mul_add(C5, C4), low);
+    scale.mul_add(tmp, scale)
+}
+
+/// Whether the library computes exp(x) on its main path (the only one the kernel follows).
+#[cfg(test)]
+fn on_main_path(x: f64) -> bool {
+    x == 0.0 || (x > MAIN_PATH_LOW && x.abs() >= TINY && x < 512.0)
+}
+
+/// Whether [`exp_diffs`] runs its kernel on this CPU and gives `f64::exp`'s bits here.
+pub(super) fn fast_path() -> bool {
+    static FAST: OnceLock<bool> = OnceLock::new();
+    *FAST.get_or_init(|| kernel_available() && kernel_matches_library())
+}
+
+#[cfg(target_arch = "x86_64")]
+fn kernel_available() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn kernel_available() -> bool {
+    false
+}
+
+/// The kernel against the library on values spread over the range the comparator feeds it
+/// (logit minus row maximum: 0 down to a few hundred below), and a few of the library's
+/// special cases.
+fn kernel_matches_library() -> bool {
+    let mut xs: Vec<f32> = (0..4096u32)
+        .map(|i| -((i.wrapping_mul(2_654_435_761) >> 8) as f32) / (1u32 << 24) as f32 * 80.0)
+        .collect();
+    xs.extend([0.0, -0.0, -1e-30, -600.0, -745.5, -1e30, f32::MIN]);
+    let mut out = vec![0.0; xs.len()];
+    exp_diffs_with(&xs, 0.0, &mut out, true);
+    xs.iter()
+        .zip(&out)
+        .all(|(&x, &e)| e.to_bits() == f64::from(x).exp().to_bits())
+}
+
+/// `out[i] = exp(xs[i] − m)` in f64, with `f64::exp`'s bits (the kernel where [`fast_path`]
+/// says it may run, else the library value by value). `out` is at least as long as `xs`.
+pub(super) fn exp_diffs(xs: &[f32], m: f64, out: &mut [f64]) {
+    exp_diffs_with(xs, m, out, fast_path());
+}
+
+fn exp_diffs_with(xs: &[f32], m: f64, out: &mut [f64], kernel: bool) {
+    let out = &mut out[..xs.len()];
+    #[cfg(target_arch = "x86_64")]
+    if kernel {
+        // SAFETY: `kernel` is true only where AVX2 and FMA were detected on this CPU.
+        unsafe { kernel::exp_diffs(xs, m, out) };
+        return;
+    }
+    let _ = kernel;
+    for (o, &x) in out.iter_mut().zip(xs) {
+        *o = (f64::from(x) - m).exp();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod kernel {
+    use std::arch::x86_64::*;
+
+    use super::*;
+
+    /// [`super::exp_diffs`] in four lanes; lanes off the library's main path, and the last
+    /// values that fill no four, go to the library.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn exp_diffs(xs: &[f32], m: f64, out: &mut [f64]) {
+        let quads = xs.len() / 4;
+        let mv = _mm256_set1_pd(m);
+        for q in 0..quads {
+            let i = 4 * q;
+            // SAFETY: i + 4 ≤ xs.len() = out.len(); unaligned loads and stores.
+            unsafe {
+                let x = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(xs.as_ptr().add(i))), mv);
+                _mm256_storeu_pd(out.as_mut_ptr().add(i), exp4(x));
+                let off = off_main_path(x);
+                if off != 0 {
+                    for l in 0..4 {
+                        if off & (1 << l) != 0 {
+                            out[i + l] = (f64::from(xs[i + l]) - m).exp();
+                        }
+                    }
+                }
+            }
+        }
+        for i in 4 * quads..xs.len() {
+            out[i] = (f64::from(xs[i]) - m).exp();
+        }
+    }
+
+    /// A bit per lane whose value is off the library's main path (see `on_main_path`).
+    #[target_feature(enable = "avx2,fma")]
+    fn off_main_path(x: __m256d) -> i32 {
+        let low = _mm256_cmp_pd::<_CMP_LE_OQ>(x, _mm256_set1_pd(MAIN_PATH_LOW));
+        let high = _mm256_cmp_pd::<_CMP_GE_OQ>(x, _mm256_set1_pd(512.0));
+        let abs = _mm256_andnot_pd(_mm256_set1_pd(-0.0), x);
+        let tiny = _mm256_and_pd(
+            _mm256_cmp_pd::<_CMP_LT_OQ>(abs, _mm256_set1_pd(TINY)),
+            _mm256_cmp_pd::<_CMP_NEQ_UQ>(x, _mm256_setzero_pd()),
+        );
+        // NaN compares false everywhere above: flag it too.
+        let nan = _mm256_cmp_pd::<_CMP_UNORD_Q>(x, x);
+        _mm256_movemask_pd(_mm256_or_pd(
+            _mm256_or_pd(low, high),
+            _mm256_or_pd(tiny, nan),
+        ))
+    }
+
+    /// `exp_model`'s operations in four lanes.
+    #[target_feature(enable = "avx2,fma")]
+    fn exp4(x: __m256d) -> __m256d {
+        let kd = _mm256_fmadd_pd(_mm256_set1_pd(INV_LN2_N), x, _mm256_set1_pd(SHIFT));
+        let ki = _mm256_castpd_si256(kd);
+        let kd = _mm256_sub_pd(kd, _mm256_set1_pd(SHIFT));
+        let r = _mm256_fmadd_pd(kd, _mm256_set1_pd(NEG_LN2_HI_N), x);
+        let r = _mm256_fmadd_pd(kd, _mm256_set1_pd(NEG_LN2_LO_N), r);
+        // 2 · (ki mod 128): the index of the tail; the scale's bits follow it.
+        let idx = _mm256_slli_epi64::<1>(_mm256_and_si256(ki, _mm256_set1_epi64x(127)));
+        // SAFETY: idx + 1 ≤ 255 < TAB.len().
+        let (tail, sbits) = unsafe {
+            (
+                _mm256_i64gather_pd::<8>(TAB.as_ptr().cast::<f64>(), idx),
+                _mm256_i64gather_epi64::<8>(TAB.as_ptr().add(1).cast::<i64>(), idx),
+            )
+        };
+        let scale = _mm256_castsi256_pd(_mm256_add_epi64(sbits, _mm256_slli_epi64::<45>(ki)));
+        let r2 = _mm256_mul_pd(r, r);
+        let p23 = _mm256_fmadd_pd(r, _mm256_set1_pd(C3), _mm256_set1_pd(C2));
+        let p45 = _mm256_fmadd_pd(r, _mm256_set1_pd(C5), _mm256_set1_pd(C4));
+        let low = _mm256_fmadd_pd(r2, p23, _mm256_add_pd(tail, r));
+        let tmp = _mm256_fmadd_pd(_mm256_mul_pd(r2, r2), p45, low);
+        _mm256_fmadd_pd(scale, tmp, scale)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    /// Random inputs as the comparator makes them: f32 logits minus an f32 row maximum, over
+    /// the whole main path and past both its ends.
+    fn inputs(n: usize) -> Vec<f32> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(35);
+        let mut xs: Vec<f32> = (0..n)
+            .map(|i| match i % 4 {
+                0 => -rng.random::<f32>() * 40.0,
+                1 => -rng.random::<f32>() * 700.0,
+                2 => -rng.random::<f32>() * 1e-3,
+                _ => -f32::from_bits(rng.random::<u32>() >> 1),
+            })
+            .collect();
+        xs.extend([0.0, -0.0, -1e-30, -511.9, -512.0, -745.2, -800.0, f32::MIN]);
+        xs
+    }
+
+    #[test]
+    fn model_has_the_library_bits() {
+        // The scalar model is the specification the kernel follows: it must be glibc's exp.
+        for &x in &inputs(1 << 18) {
+            let x = f64::from(x);
+            assert_eq!(exp_model(x).to_bits(), x.exp().to_bits(), "exp({x:e})");
+        }
+    }
+
+    #[test]
+    fn kernel_has_the_library_bits_at_every_length() {
+        if !kernel_available() {
+            eprintln!("no AVX2+FMA here: the kernel is not run (the library is used instead)");
+            return;
+        }
+        let xs = inputs(1 << 18);
+        for (len, m) in [(xs.len(), 0.0), (7, 0.0), (4099, -3.5), (1, 2.0)] {
+            let mut out = vec![0.0; len];
+            exp_diffs_with(&xs[..len], m, &mut out, true);
+            for (&x, e) in xs.iter().zip(&out) {
+                let want = (f64::from(x) - m).exp();
+                assert_eq!(e.to_bits(), want.to_bits(), "exp({x:e} - {m})");
+            }
+        }
+        assert!(fast_path(), "the self-check refused a kernel that matches");
+    }
+
+    #[test]
+    fn an_unfused_evaluation_does_not_have_the_library_bits() {
+        // Negative control: the same algorithm without glibc's fused products differs
+        // somewhere, so the tests above can tell evaluation orders apart.
+        let unfused = |x: f64| {
+            let kd = INV_LN2_N * x + SHIFT;
+            let ki = kd.to_bits();
+            let kd = kd - SHIFT;
+            let r = x + kd * NEG_LN2_HI_N + kd * NEG_LN2_LO_N;
+            let idx = 2 * (ki % 128) as usize;
+            let tail = f64::from_bits(TAB[idx]);
+            let scale = f64::from_bits(TAB[idx + 1].wrapping_add(ki << 45));
+            let r2 = r * r;
+            let tmp = tail + r + r2 * (C2 + r * C3) + r2 * r2 * (C4 + r * C5);
+            scale + scale * tmp
+        };
+        let differ = inputs(1 << 16)
+            .iter()
+            .map(|&x| f64::from(x))
+            .filter(|&x| on_main_path(x))
+            .any(|x| unfused(x).to_bits() != x.exp().to_bits());
+        assert!(differ);
+    }
+}
