@@ -608,6 +608,9 @@ fn every_impossible_combination_is_reported_at_once_with_a_fix_that_works() {
         );
         let o = run(&["plan", fixed.to_str().unwrap()]);
         assert_eq!(code(&o), exit::PASS, "{name} after the fix: {}", text(&o));
+    }
+}
+
 /// `plan` on `yaml` with its own cache directory (so the calibration is its own); stdout.
 fn plan_text(dir: &std::path::Path, yaml: &str, extra: &[&str]) -> (i32, String) {
     let cfg = write(dir, "plan.yaml", yaml);

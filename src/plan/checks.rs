@@ -354,6 +354,8 @@ fn removal<T: std::fmt::Display + PartialEq>(
         ),
         None => format!("remove {gone} from `sweep.{key}`"),
     })
+}
+
 /// The largest batch a `batched:B` or `batched_prefill:B` path may ask for. A fixed cap,
 /// whatever the memory: every row is a whole sequence run in lockstep, so beyond this the
 /// sweep measures the machine's patience rather than a serving configuration (batches of
