@@ -16,6 +16,7 @@ pub mod merge;
 pub mod model;
 pub mod path;
 pub mod plan;
+pub mod reference;
 pub mod report;
 pub mod run;
 pub mod shard;
