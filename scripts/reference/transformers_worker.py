@@ -11,10 +11,18 @@ Framing, both ways: one JSON header line (UTF-8, ending in a newline), then the 
 the header announces, if any.
 
 Requests:
-    {"op": "load", "path": P, "dtype": "f32"|"f64"}
+    {"op": "load", "path": P, "dtype": "f32"|"f64", "islands": "as_shipped"|"widened"}
         P is a Hugging Face directory (config.json + safetensors) or a GGUF file (read by
-        transformers' own GGUF loader, `gguf_file=`). Loads once per (path, dtype) and keeps
-        the model. Answer: {"ok": true, "handle": H, "class": ..., "arch": ..., "vocab": V}.
+        transformers' own GGUF loader, `gguf_file=`), loaded with eager attention and eager
+        mixture-of-experts loops. Loads once per (path, dtype) and keeps the model. transformers
+        computes some parts in float32 whatever the model's dtype (RMSNorm, the attention
+        softmax, the rotary table: its "float32 islands"); `islands` (default as_shipped)
+        chooses per handle whether a float64 model keeps them or computes them in float64 too
+        ("widened", dtype f64 only: see `Widened` and `exact_rope`). A load
+        whose files lack a weight the class needs is refused (transformers would initialize it
+        at random). Answer: {"ok": true, "handle": H, "class": ..., "arch": ..., "vocab": V,
+        "other_dtypes": {name: dtype of every parameter or buffer not in the asked dtype},
+        "unexpected_keys": [weights in the files the class does not read], ...}.
     {"op": "forward", "handle": H, "n": N}  + N token ids, u32 little-endian
         One forward over the N ids (torch.no_grad, use_cache=False). Answer:
         {"ok": true, "n": N, "vocab": V, "elem": "f64"|"f32", "bytes": B} + the logits of
@@ -34,6 +42,7 @@ Nothing but frames reaches stdout: the real stdout is kept for the frames, and f
 descriptor 1 points at stderr, where transformers' and torch's own messages go.
 """
 
+import contextlib
 import json
 import os
 import struct
@@ -49,7 +58,7 @@ HELLO = "driftsweep-transformers-worker"
 MAX_HEADER = 1 << 20
 MAX_IDS = 1 << 24
 DTYPES = ("f32", "f64")
-ROPES = ("as_shipped", "f64")
+ISLANDS = ("as_shipped", "widened")
 
 
 class BadRequest(Exception):
@@ -143,79 +152,114 @@ class LogTail:
         self.logger.removeHandler(self.handler)
 
 
-def exact_rope(torch, model, switch):
-    """Makes every rotary embedding of `model` compute its cos/sin table in float64.
+def exact_rope(torch, model):
+    """The float64 rotary frequencies of `model`: [(module, buffer name, own, float64)].
 
-    transformers computes the table in float32 whatever the model's dtype (the inverse
-    frequencies are made with dtype=torch.float, and `forward` multiplies positions by them in
-    float32), so a float64 model still rotates by angles rounded to float32: logits move by
-    about 1e-6 relative. With this the angles are float64 too. Only the default RoPE (no
-    scaling) is recomputed; the float64 frequencies must round to the module's own float32
-    ones, or the load is refused. The float64 table is used while switch["f64"] is true, the
-    module's own otherwise (one loaded model serves both). Returns the number of modules
-    changed."""
-    changed = 0
+    transformers makes the inverse frequencies in float32 at construction (dtype=torch.float)
+    whatever the model's dtype; under `Widened` the rotary forward computes in float64, but from
+    these float32-rounded frequencies, and the angles would still be off by about 1e-7 relative.
+    Only the default RoPE (no scaling) is recomputed, and the float64 frequencies must round
+    to the module's own float32 ones, or the load is refused. The forward itself is left as it
+    is (cos/sin or complex, whatever the module computes)."""
+    swaps = []
     for mod in model.modules():
         if not type(mod).__name__.endswith("RotaryEmbedding"):
             continue
-        cfg = mod.config
         kinds = getattr(mod, "layer_types", None)
         per_type = isinstance(kinds, list)
-        inv = {}
         for kind in kinds if per_type else [None]:
             name = f"{kind}_inv_freq" if per_type else "inv_freq"
-            if not hasattr(mod, name):
+            own = getattr(mod, name, None)
+            if own is None:
                 continue
-            params = cfg.rope_parameters[kind] if per_type else cfg.rope_parameters
+            params = mod.config.rope_parameters[kind] if per_type else mod.config.rope_parameters
             if params.get("rope_type", "default") != "default":
-                raise BadRequest(f"rope f64: {type(mod).__name__} uses rope_type {params['rope_type']}, "
-                                 "only the default RoPE is recomputed")
-            ours = getattr(mod, name)
-            dim = 2 * ours.shape[0]
-            theirs = 1.0 / (params["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
-            if not torch.allclose(theirs.float(), ours.float(), rtol=1e-6, atol=0):
-                raise BadRequest(f"rope f64: the recomputed frequencies of {type(mod).__name__} "
-                                 "differ from its own")
-            inv[kind] = theirs
-        if not inv:
-            continue
+                raise BadRequest(f"islands widened: {type(mod).__name__} uses rope_type "
+                                 f"{params['rope_type']}; only the default RoPE is recomputed")
+            dim = 2 * own.shape[0]
+            wide = 1.0 / (params["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+            if not torch.allclose(wide.float(), own.float(), rtol=1e-6, atol=0):
+                raise BadRequest(f"islands widened: the recomputed frequencies of "
+                                 f"{type(mod).__name__} differ from its own")
+            swaps.append((mod, name, own, wide.to(own.device)))
+    return swaps
 
-        def forward(x, position_ids, layer_type=None, mod=mod, inv=inv, per_type=per_type,
-                    own=mod.forward):
-            if not switch["f64"]:
-                return own(x, position_ids, layer_type) if per_type else own(x, position_ids)
-            kind = layer_type if per_type else None
-            scale = getattr(mod, f"{kind}_attention_scaling" if per_type else "attention_scaling", 1.0)
-            freqs = position_ids[..., None].to(torch.float64) * inv[kind].to(x.device)
-            emb = torch.cat((freqs, freqs), dim=-1)
-            return (emb.cos() * scale).to(x.dtype), (emb.sin() * scale).to(x.dtype)
 
-        mod.forward = forward
-        changed += 1
-    return changed
+def set_rope(swaps, widened):
+    """Puts the float64 frequencies in place (widened) or the module's own back."""
+    for mod, name, own, wide in swaps:
+        setattr(mod, name, wide if widened else own)
+
+
+class Widened:
+    """While active, transformers' float32 islands compute in float64: every cast to float32
+    (`Tensor.float()`, `Tensor.to(torch.float32)`) and every float32 softmax become float64.
+
+    transformers upcasts to float32 on purpose where half precision would lose too much (RMSNorm's
+    variance, the attention softmax, the rotary angles); in a float64 model those upcasts are
+    downcasts, and the logits move by about 1e-6 relative. Widening them leaves every operation
+    of the modeling code as it is and only its precision changes. The rotary frequencies are a
+    buffer made in float32 at construction: `exact_rope` recomputes them in float64."""
+
+    def __init__(self, torch):
+        self.torch = torch
+        self.saved = None
+
+    def __enter__(self):
+        torch = self.torch
+        f32, f64 = torch.float32, torch.float64
+        to, softmax = torch.Tensor.to, torch.nn.functional.softmax
+
+        def wide(d):
+            return f64 if d is f32 else d
+
+        def to_wide(t, *args, **kwargs):
+            args = tuple(wide(a) for a in args)
+            if "dtype" in kwargs:
+                kwargs["dtype"] = wide(kwargs["dtype"])
+            return to(t, *args, **kwargs)
+
+        def softmax_wide(x, *args, **kwargs):
+            if "dtype" in kwargs:
+                kwargs["dtype"] = wide(kwargs["dtype"])
+            return softmax(x, *args, **kwargs)
+
+        self.saved = (to, torch.Tensor.float, softmax)
+        torch.Tensor.to = to_wide
+        torch.Tensor.float = lambda t, *a, **k: to(t, f64)
+        torch.nn.functional.softmax = softmax_wide
+        return self
+
+    def __exit__(self, *exc):
+        torch = self.torch
+        torch.Tensor.to, torch.Tensor.float, torch.nn.functional.softmax = self.saved
+        return False
 
 
 class Worker:
     def __init__(self, torch, transformers):
         self.torch = torch
         self.transformers = transformers
-        self.models = {}  # handle -> (model, vocab, load answer, rope)
-        self.handles = {}  # ((realpath, dtype), rope) -> handle
-        self.switches = {}  # id(model) -> the switch of its float64 rotary table
+        self.models = {}  # handle -> (model, vocab, load answer, islands)
+        self.handles = {}  # ((realpath, dtype), islands) -> handle
+        self.ropes = {}  # id(model) -> its rotary frequencies, own and float64 (exact_rope)
 
     def load(self, req):
-        path, dtype, rope = req.get("path"), req.get("dtype"), req.get("rope", "as_shipped")
+        path, dtype = req.get("path"), req.get("dtype")
+        islands = req.get("islands", "as_shipped")
         if not isinstance(path, str) or dtype not in DTYPES:
             raise BadRequest(f"load needs a string `path` and a `dtype` in {DTYPES}")
-        if rope not in ROPES:
-            raise BadRequest(f"load's `rope` must be one of {ROPES}, not {rope!r}")
+        if islands not in ISLANDS:
+            raise BadRequest(f"load's `islands` must be one of {ISLANDS}, not {islands!r}")
+        if islands == "widened" and dtype != "f64":
+            raise BadRequest("`islands: widened` widens float32 islands to float64: dtype f64 only")
         if not os.path.exists(path):
             raise BadRequest(f"{path}: no such file or directory")
         key = (os.path.realpath(path), dtype)
-        if (key, rope) in self.handles:
-            h = self.handles[(key, rope)]
+        if (key, islands) in self.handles:
+            h = self.handles[(key, islands)]
             return {"ok": True, "handle": h, **self.models[h][2]}
-        # Both rope variants of one (path, dtype) share the model: a load is the slow part.
+        # Both variants of one (path, dtype) share the model: a load is the slow part.
         same = [h for (k, _), h in self.handles.items() if k == key]
         if same:
             model, _, info, _ = self.models[same[0]]
@@ -225,15 +269,14 @@ class Worker:
             model = self.from_pretrained(path, dtype, arch)
             model.eval()
             info = self.describe(model, arch, dtype)
-        if rope == "f64":
-            if id(model) not in self.switches:
-                switch = {"f64": False}
-                info["rope_f64_modules"] = exact_rope(self.torch, model, switch)
-                self.switches[id(model)] = switch
-        info["rope"] = rope
+        if islands == "widened" and id(model) not in self.ropes:
+            self.ropes[id(model)] = exact_rope(self.torch, model)
+        if islands == "widened":
+            info["rope_recomputed"] = [f"{type(m).__name__}.{n}" for m, n, _, _ in self.ropes[id(model)]]
+        info["islands"] = islands
         h = len(self.models)
-        self.models[h] = (model, info["vocab"], info, rope)
-        self.handles[(key, rope)] = h
+        self.models[h] = (model, info["vocab"], info, islands)
+        self.handles[(key, islands)] = h
         return {"ok": True, "handle": h, **info}
 
     def from_pretrained(self, path, dtype, arch):
@@ -250,7 +293,9 @@ class Worker:
             where, kwargs["gguf_file"] = os.path.split(os.path.abspath(path))
         log = LogTail(self.transformers)
         try:
-            return self.transformers.AutoModelForCausalLM.from_pretrained(where, **kwargs)
+            model, loading = self.transformers.AutoModelForCausalLM.from_pretrained(
+                where, output_loading_info=True, **kwargs
+            )
         except (ValueError, KeyError, NotImplementedError) as e:
             text = str(e)
             if isinstance(e, KeyError) or any(w in text for w in UNSUPPORTED_WORDS):
@@ -262,6 +307,14 @@ class Worker:
             raise RuntimeError(f"{type(e).__name__}: {e}{log.text()}") from e
         finally:
             log.close()
+        # A weight the checkpoint lacks is initialized at random: never a reference.
+        missing = sorted(loading.get("missing_keys") or [])
+        if missing:
+            shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+            raise Unsupported(arch, f"{type(model).__name__} needs weights these files lack "
+                                    f"(transformers would initialize them at random): {shown}")
+        model.driftsweep_unexpected = sorted(loading.get("unexpected_keys") or [])
+        return model
 
     def describe(self, model, arch, dtype):
         """The load's answer: class, architecture, vocabulary, and every parameter or buffer
@@ -282,16 +335,15 @@ class Worker:
             "config_vocab": int(getattr(cfg, "vocab_size", None) or vocab),
             "other_dtypes": others,
             "packed_modules": packed,
+            "unexpected_keys": getattr(model, "driftsweep_unexpected", []),
         }
 
     def forward(self, req, ids):
         h = req.get("handle")
         if h not in self.models:
             raise BadRequest(f"unknown handle {h!r}")
-        model, vocab, info, rope = self.models[h]
-        switch = self.switches.get(id(model))
-        if switch is not None:
-            switch["f64"] = rope == "f64"
+        model, vocab, info, islands = self.models[h]
+        set_rope(self.ropes.get(id(model), []), islands == "widened")
         limit = min(vocab, info["config_vocab"])
         if len(ids) == 0:
             raise BadRequest("forward needs at least one token id")
@@ -299,8 +351,8 @@ class Worker:
         if bad:
             raise BadRequest(f"token id {bad[0]} is outside the vocabulary of {limit}")
         torch = self.torch
-        with torch.no_grad():
-            x = torch.tensor([list(ids)], dtype=torch.long)
+        x = torch.tensor([list(ids)], dtype=torch.long)
+        with torch.no_grad(), (Widened(torch) if islands == "widened" else contextlib.nullcontext()):
             logits = model(input_ids=x, use_cache=False).logits[0]
         if logits.dtype == torch.float64:
             elem, arr = "f64", logits.contiguous().numpy().astype("<f8", copy=False)

@@ -65,25 +65,27 @@ impl std::fmt::Display for RefDtype {
     }
 }
 
-/// How the reference computes its rotary position table (RoPE's cos and sin).
+/// Whether a float64 model keeps transformers' float32 islands: the parts its modeling code
+/// computes in float32 whatever the model's dtype (RMSNorm, the attention softmax, the rotary
+/// table: upcasts meant for half precision, which are downcasts in a float64 model).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Rope {
-    /// As transformers ships it: in float32 whatever the model's dtype (the inverse
-    /// frequencies are made with `dtype=torch.float` and positions multiply them in float32),
-    /// so a float64 model rotates by angles rounded to float32.
+pub enum Islands {
+    /// As transformers ships them: a float64 model is float64 except there (its logits are
+    /// about 1e-6 relative from exact float64).
     #[default]
     AsShipped,
-    /// In float64: the worker recomputes the default RoPE's frequencies and angles in float64
-    /// (refused for scaled RoPE types), making a float64 model float64 throughout.
-    F64,
+    /// Computed in float64 too (float64 models only): every float32 cast and softmax of the
+    /// forward becomes float64 and the default RoPE's frequencies are recomputed in float64,
+    /// every operation otherwise as the modeling code has it.
+    Widened,
 }
 
-impl Rope {
-    /// The name the worker protocol uses: `as_shipped` or `f64`.
+impl Islands {
+    /// The name the worker protocol uses: `as_shipped` or `widened`.
     pub fn name(self) -> &'static str {
         match self {
-            Rope::AsShipped => "as_shipped",
-            Rope::F64 => "f64",
+            Islands::AsShipped => "as_shipped",
+            Islands::Widened => "widened",
         }
     }
 }

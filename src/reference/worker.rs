@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::frame::{self, Frame, PayloadLimit};
 use super::{
-    INSTALL_COMMAND, RefDtype, ReferenceError, Rope, STDERR_TAIL, TimeLimits, WORKER_SCRIPT,
+    INSTALL_COMMAND, RefDtype, Islands, ReferenceError, STDERR_TAIL, TimeLimits, WORKER_SCRIPT,
 };
 
 /// What the worker says first.
@@ -83,7 +83,7 @@ pub struct TransformersWorker {
     stderr_done: Receiver<()>,
     limits: TimeLimits,
     dead: Option<String>,
-    loaded: HashMap<(PathBuf, RefDtype, Rope), Loaded>,
+    loaded: HashMap<(PathBuf, RefDtype, Islands), Loaded>,
     versions: (String, String),
 }
 
@@ -171,24 +171,25 @@ impl TransformersWorker {
     }
 
     /// Loads `model` (a Hugging Face directory or a GGUF file) in `dtype`, as transformers
-    /// ships it ([`Rope::AsShipped`]).
+    /// ships it ([`Islands::AsShipped`]).
     pub fn load(&mut self, model: &Path, dtype: RefDtype) -> Result<Loaded, ReferenceError> {
-        self.load_with(model, dtype, Rope::AsShipped)
+        self.load_with(model, dtype, Islands::AsShipped)
     }
 
-    /// Loads `model` in `dtype` with the rotary table `rope` asks for, once: a second call
-    /// with the same (path, dtype, rope) returns the same handle without asking the worker.
+    /// Loads `model` in `dtype`, its float32 islands as `islands` says, once: a second call
+    /// with the same (path, dtype, islands) returns the same handle without asking the worker
+    /// (and both islands of one (path, dtype) share one model in the worker).
     pub fn load_with(
         &mut self,
         model: &Path,
         dtype: RefDtype,
-        rope: Rope,
+        islands: Islands,
     ) -> Result<Loaded, ReferenceError> {
         let path = std::path::absolute(model).unwrap_or_else(|_| model.to_path_buf());
-        if let Some(l) = self.loaded.get(&(path.clone(), dtype, rope)) {
+        if let Some(l) = self.loaded.get(&(path.clone(), dtype, islands)) {
             return Ok(l.clone());
         }
-        let req = json!({"op": "load", "path": path, "dtype": dtype.name(), "rope": rope.name()});
+        let req = json!({"op": "load", "path": path, "dtype": dtype.name(), "islands": islands.name()});
         let f = self.call(&req, &[], 0, self.limits.load)?;
         let handle = f.u64("handle");
         let vocab = f.u64("vocab").and_then(|v| usize::try_from(v).ok());
@@ -213,7 +214,7 @@ impl TransformersWorker {
             arch: text("arch"),
             other_dtypes,
         };
-        self.loaded.insert((path, dtype, rope), l.clone());
+        self.loaded.insert((path, dtype, islands), l.clone());
         Ok(l)
     }
 
