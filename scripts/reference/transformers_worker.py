@@ -65,6 +65,10 @@ class BadRequest(Exception):
     """The request itself is wrong (bad_request)."""
 
 
+class LoadFailed(Exception):
+    """transformers raised while loading: the message says what and what it logged (error)."""
+
+
 class Unsupported(Exception):
     """transformers does not read this architecture (unsupported)."""
 
@@ -300,11 +304,11 @@ class Worker:
             text = str(e)
             if isinstance(e, KeyError) or any(w in text for w in UNSUPPORTED_WORDS):
                 raise Unsupported(arch, f"{type(e).__name__}: {text}") from e
-            raise RuntimeError(f"{type(e).__name__}: {text}{log.text()}") from e
+            raise LoadFailed(f"{type(e).__name__}: {text}{log.text()}") from e
         except Exception as e:
             # transformers logs what it refused (a load report of mismatched shapes) before it
             # raises "see the report above": the report belongs in the error.
-            raise RuntimeError(f"{type(e).__name__}: {e}{log.text()}") from e
+            raise LoadFailed(f"{type(e).__name__}: {e}{log.text()}") from e
         finally:
             log.close()
         # A weight the checkpoint lacks is initialized at random: never a reference.
@@ -405,6 +409,9 @@ def serve(out, inp, worker):
             send(out, {"ok": False, "kind": "bad_request", "message": str(e)})
         except Unsupported as e:
             send(out, {"ok": False, "kind": "unsupported", "arch": e.arch, "message": str(e)})
+        except LoadFailed as e:
+            traceback.print_exc(file=sys.stderr)
+            send(out, {"ok": False, "kind": "error", "message": str(e)})
         except Exception as e:  # noqa: BLE001 - every failure goes back as a frame
             traceback.print_exc(file=sys.stderr)
             send(out, {"ok": False, "kind": "error", "message": f"{type(e).__name__}: {e}"})

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::frame::{self, Frame, PayloadLimit};
 use super::{
-    INSTALL_COMMAND, RefDtype, Islands, ReferenceError, STDERR_TAIL, TimeLimits, WORKER_SCRIPT,
+    INSTALL_COMMAND, Islands, RefDtype, ReferenceError, STDERR_TAIL, TimeLimits, WORKER_SCRIPT,
 };
 
 /// What the worker says first.
@@ -189,7 +189,8 @@ impl TransformersWorker {
         if let Some(l) = self.loaded.get(&(path.clone(), dtype, islands)) {
             return Ok(l.clone());
         }
-        let req = json!({"op": "load", "path": path, "dtype": dtype.name(), "islands": islands.name()});
+        let req =
+            json!({"op": "load", "path": path, "dtype": dtype.name(), "islands": islands.name()});
         let f = self.call(&req, &[], 0, self.limits.load)?;
         let handle = f.u64("handle");
         let vocab = f.u64("vocab").and_then(|v| usize::try_from(v).ok());
