@@ -15,7 +15,7 @@ use candle_core::{Device, Tensor};
 use serde_json::json;
 
 use super::frame::{self, Frame, PayloadLimit};
-use super::{
+use super::types::{
     INSTALL_COMMAND, Islands, RefDtype, ReferenceError, STDERR_TAIL, TimeLimits, WORKER_SCRIPT,
 };
 
@@ -91,7 +91,7 @@ impl TransformersWorker {
     /// Finds the venv python ([`super::python`]) and starts the worker with the default time
     /// limits.
     pub fn start() -> Result<Self, ReferenceError> {
-        Self::start_with(&super::python(), TimeLimits::default())
+        Self::start_with(&super::types::python(), TimeLimits::default())
     }
 
     /// Starts the worker with this python and these limits.
