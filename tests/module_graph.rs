@@ -151,6 +151,7 @@ fn leaf_modules_stay_leaves() {
         ("fsutil", &["error"][..]),
         ("limits", &["compare", "dtype", "engine"][..]),
         ("trace", &["dtype"][..]),
+        ("reference", &["dtype", "error", "fsutil"][..]),
         (
             "model",
             &["dtype", "engine", "error", "fsutil", "trace"][..],

@@ -400,6 +400,11 @@ pub fn smollm3(s: &SynthSpec) -> Result<Value, String> {
             "no_rope_layers": no_rope,
             "no_rope_layer_interval": interval,
             "tie_word_embeddings": s.tie_embeddings.unwrap_or(true),
+            // SmolLM3Config's defaults (128000..128004) lie outside a small vocabulary, and
+            // transformers refuses a padding id outside the embedding table.
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "pad_token_id": null,
         }),
     )))
 }

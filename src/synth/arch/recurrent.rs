@@ -26,6 +26,18 @@ pub fn mamba(s: &SynthSpec) -> Result<Value, String> {
         "tie_word_embeddings": true,
         "max_position_embeddings": s.context,
         "torch_dtype": "float32",
+        // The same sizes under transformers' `MambaConfig` names (candle reads the ones of
+        // the original state-spaces checkpoints above; its d_state, d_conv, expand and dt_rank
+        // are fixed to these values).
+        "hidden_size": s.hidden_size,
+        "num_hidden_layers": s.layers,
+        "state_size": 16,
+        "conv_kernel": 4,
+        "expand": 2,
+        "time_step_rank": s.hidden_size.div_ceil(16),
+        "layer_norm_epsilon": 1e-5,
+        "use_bias": false,
+        "use_conv_bias": true,
     }))
 }
 
