@@ -207,6 +207,9 @@ impl Store {
     /// Opens an existing results directory (it must hold a manifest) for reading.
     pub fn open(root: &Path) -> Result<Self> {
         let m = root.join(MANIFEST);
+        if let Some(what) = safe::not_a_file(&m) {
+            return Err(Error::store(&m, format!("is {what}: not a manifest")));
+        }
         if !m.is_file() {
             if let Some(hint) = multi_model_hint(root) {
                 return Err(Error::store(root, hint));

@@ -267,3 +267,63 @@ pub fn tampered(file: &Path, why: &str) -> Error {
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grammar_takes_driftsweep_ids_and_nothing_that_leaves_a_directory() {
+        for ok in [
+            "p0_short.s128.bf16.kv1.seed0",
+            "r8.s8.f32.kv0.seed3.chunk8.chunked",
+        ] {
+            assert_eq!(name_error(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "..",
+            "../x",
+            "/etc/passwd",
+            ".hidden",
+            "a/b",
+            "a\\b",
+            "a\nb",
+            "a..b",
+        ] {
+            assert!(name_error(bad).is_some(), "{bad:?} must be refused");
+        }
+        assert!(name_error(&"x".repeat(MAX_NAME + 1)).is_some());
+    }
+
+    #[test]
+    fn confined_refuses_parents_absolute_parts_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("runs")).unwrap();
+        assert_eq!(
+            confined(root, "runs/a.json").unwrap(),
+            root.join("runs/a.json")
+        );
+        for bad in ["runs/../../x.json", "/abs/x.json", "./runs/a.json"] {
+            assert!(confined(root, bad).is_err(), "{bad}");
+        }
+        std::os::unix::fs::symlink(std::env::temp_dir(), root.join("pairs")).unwrap();
+        let e = confined(root, "pairs/a.json").unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+    }
+
+    #[test]
+    fn what_a_non_file_is_is_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, "x").unwrap();
+        assert_eq!(not_a_file(&f), None, "a file is a file");
+        assert_eq!(not_a_file(dir.path()), Some("a directory, not a file"));
+        assert_eq!(
+            not_a_file(Path::new("/dev/null")),
+            Some("a device, not a file")
+        );
+        assert_eq!(not_a_file(&dir.path().join("absent")), None);
+    }
+}
