@@ -102,6 +102,26 @@ pub struct PairRecord {
     pub divergence_search: Option<crate::plan::DivergenceSearch>,
 }
 
+impl PairRecord {
+    /// What the record claims, for [`safe::check_verdict`].
+    pub fn claim(&self) -> safe::Claim<'_> {
+        safe::Claim {
+            verdict: self.verdict,
+            spec: &self.spec,
+            metrics: self.metrics.as_ref(),
+            limits: &self.limits,
+        }
+    }
+}
+
+/// The id of a run among `runs` that did not finish, if one did not.
+pub fn unfinished_run<'a>(runs: &[Option<&'a RunRecord>]) -> Option<&'a str> {
+    runs.iter()
+        .flatten()
+        .find(|r| r.status != RunStatus::Ok)
+        .map(|r| r.id.as_str())
+}
+
 /// The distance of a pair's prefill from the own decoder's prefill on dequantized f32
 /// weights over the same tokens: what this dtype and these weights cost by themselves (the
 /// format's own error), so that the pair's prefill/decode drift can be read against it.
@@ -345,7 +365,8 @@ impl Store {
         let dec = self.run(pair, Mode::Decode)?;
         let limits = safe::manifest_limits(manifest, pair);
         let file = self.root.join(format!("pairs/{}.json", pair.id));
-        safe::check_verdict(&rec, Some(&limits), &[pre.as_ref(), dec.as_ref()], &file)?;
+        let unfinished = unfinished_run(&[pre.as_ref(), dec.as_ref()]);
+        safe::check_verdict(&rec.claim(), Some(&limits), unfinished, &file)?;
         Ok(Some(rec))
     }
 

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 
-use super::{Manifest, PairRecord, RunRecord, RunStatus};
+use super::manifest::Manifest;
 use crate::compare::{Metrics, metrics};
 use crate::dtype::RunDtype;
 use crate::error::{Error, Result};
@@ -150,39 +150,51 @@ pub fn manifest_limits(m: &Manifest, p: &PairSpec) -> Thresholds {
     }
 }
 
+/// What a pair record claims: its verdict, and the evidence it gives for it.
+pub struct Claim<'a> {
+    /// The verdict on disk.
+    pub verdict: PairVerdict,
+    /// The pair.
+    pub spec: &'a PairSpec,
+    /// Its metrics, if any.
+    pub metrics: Option<&'a Metrics>,
+    /// The limits the record says it was judged by.
+    pub limits: &'a Thresholds,
+}
+
 /// Why a stored verdict cannot be believed, if it cannot: the verdict judged again from the
 /// record's own metrics and limits differs, a compared verdict has no metrics or a metric
 /// that is not a number, or a run it rests on did not finish. `limits` are the ones the
 /// manifest gives the pair, when known: a record that loosened its own is caught too.
 pub fn verdict_error(
-    rec: &PairRecord,
+    claim: &Claim,
     limits: Option<&Thresholds>,
-    runs: &[Option<&RunRecord>],
+    unfinished_run: Option<&str>,
 ) -> Option<String> {
-    let v = rec.verdict;
+    let v = claim.verdict;
     if !v.is_compared() {
         // INCOMPLETE and SKIPPED claim nothing a gate could pass on.
         return None;
     }
     if let Some(l) = limits
-        && *l != rec.limits
+        && l != claim.limits
     {
         return Some(format!(
             "its limits (max_abs_diff {}) differ from the ones manifest.json gives this pair \
              (max_abs_diff {})",
-            rec.limits.max_abs_diff(),
+            claim.limits.max_abs_diff(),
             l.max_abs_diff()
         ));
     }
-    if let Some(r) = runs.iter().flatten().find(|r| r.status != RunStatus::Ok) {
-        return Some(format!("says {v} but its run {} did not finish", r.id));
+    if let Some(r) = unfinished_run {
+        return Some(format!("says {v} but its run {r} did not finish"));
     }
     rejudge(
         v,
-        rec.metrics.as_ref(),
-        &rec.limits,
-        rec.spec.dtype,
-        rec.spec.equivalence(),
+        claim.metrics,
+        claim.limits,
+        claim.spec.dtype,
+        claim.spec.equivalence(),
     )
 }
 
@@ -246,12 +258,12 @@ fn special(_: &std::fs::FileType) -> &'static str {
 /// Refuses a pair record whose verdict [`verdict_error`] cannot believe, naming it as
 /// tampered (exit 2, as any bad input).
 pub fn check_verdict(
-    rec: &PairRecord,
+    claim: &Claim,
     limits: Option<&Thresholds>,
-    runs: &[Option<&RunRecord>],
+    unfinished_run: Option<&str>,
     file: &Path,
 ) -> Result<()> {
-    match verdict_error(rec, limits, runs) {
+    match verdict_error(claim, limits, unfinished_run) {
         None => Ok(()),
         Some(why) => Err(tampered(file, &why)),
     }

@@ -134,7 +134,8 @@ pub(crate) fn finished_pairs(
         // A verdict that does not follow from its own metrics and the plan's limits (edited
         // by hand, or damaged) is computed again, not kept.
         let limits = cfg.limits(pair.dtype, pair.weights, pair.equivalence());
-        if safe::verdict_error(&rec, Some(&limits), &[pre.as_ref(), dec.as_ref()]).is_some() {
+        let unfinished = crate::store::unfinished_run(&[pre.as_ref(), dec.as_ref()]);
+        if safe::verdict_error(&rec.claim(), Some(&limits), unfinished).is_some() {
             continue;
         }
         let trace_needed = match cfg.config.trace.as_ref().map(|t| t.on) {
