@@ -6,8 +6,11 @@
 //!
 //! Ratios of values near 0 say nothing (bit-identical f32 logits on one device, 1e-6 on
 //! another is an infinite ratio of noise), so each value is raised to a floor first:
-//! [`NOISE_FLOOR`] of the pair's own limit for that metric. A change far below the limit that
-//! judges the pair is not a regression; one that reaches a hundredth of it can be.
+//! [`NOISE_FLOOR`] of the pair's limit for that metric in BASE (or in NEW, when NEW's is the
+//! smaller: loosening the sweep under test never raises the floor). A change far below the
+//! limit that judges the pair is not a regression; one that reaches a hundredth of it can be.
+//! Limits NEW loosened are listed. Every verdict read is judged again from its metrics and
+//! limits first: report.json edited by hand is refused as tampered (exit 2).
 //!
 //! Both directories are read from their `report.json` alone, which is what a results
 //! directory kept as a baseline (for example under `docs/results/`) always holds.
@@ -19,8 +22,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::compare::Metrics;
 use crate::compare::metrics::{self, Direction, MetricDef};
+use crate::dtype::RunDtype;
 use crate::error::{Error, Result};
 use crate::limits::Thresholds;
+use crate::path::RunPath;
+use crate::store::safe;
 use crate::verdict::{PairVerdict, fmt_num};
 
 /// Default `--fail-on`: a pair regressed when a metric more than doubled.
@@ -58,8 +64,8 @@ impl DiffOptions {
     pub fn validate(&self) -> Result<()> {
         if !(self.fail_on.is_finite() && self.fail_on >= 1.0) {
             return Err(Error::config(
+                "command line",
                 "--fail-on",
-                "fail-on",
                 format!(
                     "{} is not a growth factor: give a number ≥ 1 (default {DEFAULT_FAIL_ON})",
                     self.fail_on
@@ -102,9 +108,20 @@ struct ToolFile {
 #[derive(Deserialize)]
 struct PairFile {
     id: String,
+    dtype: RunDtype,
+    kv_aligned: bool,
+    #[serde(default)]
+    path: RunPath,
     verdict: PairVerdict,
     metrics: Option<Metrics>,
     limits: Option<Thresholds>,
+}
+
+impl PairFile {
+    /// Whether the pair is judged for equivalence ([`crate::plan::PairSpec::equivalence`]).
+    fn equivalence(&self) -> bool {
+        self.kv_aligned || !self.path.is_default()
+    }
 }
 
 /// Which results directory, and what made it.
@@ -158,6 +175,9 @@ pub struct PairDiff {
     pub status: String,
     /// Why it regressed.
     pub why: Vec<String>,
+    /// The limits NEW judged it by that are looser than BASE's (shown, never hidden: a
+    /// loosened limit can turn a FAIL into a PASS without any metric changing).
+    pub loosened: Vec<String>,
 }
 
 /// The whole comparison (`diff.json`).
@@ -189,6 +209,8 @@ pub struct DiffReport {
     pub improved: usize,
     /// Pairs compared in both.
     pub compared: usize,
+    /// Matched pairs whose limits NEW loosened.
+    pub loosened: usize,
 }
 
 impl DiffReport {
@@ -212,7 +234,13 @@ fn load(dir: &Path, role: &str) -> Result<(DirInfo, Vec<PairFile>)> {
         ));
     }
     let path = dir.join(crate::report::REPORT_JSON);
-    if !path.exists() {
+    if let Some(what) = safe::not_a_file(&path) {
+        return Err(Error::store(
+            &path,
+            format!("{role}: report.json is {what}; a results directory's report.json is a file"),
+        ));
+    }
+    if !path.is_file() {
         let hint = if dir.join(crate::store::MANIFEST).is_file() {
             format!("; run `driftsweep report {}` to write it", dir.display())
         } else if let Some(h) = crate::store::multi_model_hint(dir) {
@@ -236,6 +264,7 @@ fn load(dir: &Path, role: &str) -> Result<(DirInfo, Vec<PairFile>)> {
             ),
         )
     })?;
+    check_pairs(&r.pairs, &path)?;
     let info = DirInfo {
         dir: dir.to_path_buf(),
         sweep: r.sweep.name,
@@ -248,10 +277,63 @@ fn load(dir: &Path, role: &str) -> Result<(DirInfo, Vec<PairFile>)> {
     Ok((info, r.pairs))
 }
 
-/// Checks that `dir` can serve as a baseline (a results directory with a readable
-/// report.json), before a sweep spends its time.
-pub fn check_baseline(dir: &Path) -> Result<()> {
-    load(dir, "--baseline").map(|_| ())
+/// Refuses report.json pairs with ids that are not safe names, that repeat (the last would
+/// silently win), or whose verdict does not follow from their own metrics and limits.
+fn check_pairs(pairs: &[PairFile], path: &Path) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for p in pairs {
+        safe::check_id(&p.id, path, "pairs[].id")?;
+        if !seen.insert(p.id.as_str()) {
+            return Err(Error::store(
+                path,
+                format!("`pairs`: the pair id `{}` appears twice", p.id),
+            ));
+        }
+        let why = match &p.limits {
+            None if p.verdict.is_compared() => {
+                Some(format!("says {} but holds no limits", p.verdict))
+            }
+            None => None,
+            Some(l) => safe::rejudge(p.verdict, p.metrics.as_ref(), l, p.dtype, p.equivalence()),
+        };
+        if let Some(why) = why {
+            return Err(safe::tampered(path, &format!("pair `{}` {why}", p.id)));
+        }
+    }
+    Ok(())
+}
+
+/// Checks, before a sweep spends its time, that `dir` can serve as the baseline of the
+/// sweep named `sweep` writing into `out`: a results directory with a readable, untampered
+/// report.json, not `out` itself (the new results compared with themselves pass any
+/// regression), and of the same sweep unless `by_id`.
+pub fn check_baseline(dir: &Path, out: &Path, sweep: &str, by_id: bool) -> Result<()> {
+    let canon = |p: &Path| std::fs::canonicalize(p).ok();
+    if dir == out || canon(dir).is_some_and(|d| Some(d) == canon(out)) {
+        return Err(Error::config(
+            "command line",
+            "--baseline",
+            format!(
+                "`{}` is the results directory this run writes (--out): the new results would \
+                 be compared with themselves; keep the baseline in another directory",
+                dir.display()
+            ),
+        ));
+    }
+    let (info, _) = load(dir, "--baseline")?;
+    if info.sweep != sweep && !by_id {
+        return Err(Error::config(
+            "command line",
+            "--baseline",
+            format!(
+                "`{}` holds results of sweep `{}`, this is `{sweep}`: pass --by-id to match \
+                 pairs by id anyway",
+                dir.display(),
+                info.sweep
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Writes diff.md and diff.json into the results directory `dir`.
@@ -281,12 +363,16 @@ fn pair_diff(base: &PairFile, new: &PairFile, fail_on: f64) -> PairDiff {
     let mut flips = None;
     let both = base.verdict.is_compared() && new.verdict.is_compared();
     if let (true, Some(bm), Some(nm)) = (both, &base.metrics, &new.metrics) {
-        let limits = new.limits.or(base.limits);
         for d in compared_metrics() {
             let name = d.name;
-            let floor = limits.map_or(0.0, |l| {
-                NOISE_FLOOR * f64::from(crate::verdict::limit_of(d, &l))
-            });
+            // BASE's limit, or NEW's when smaller: loosening the limits of the sweep under
+            // test must not raise the floor that hides its growth.
+            let limit = [base.limits, new.limits]
+                .iter()
+                .flatten()
+                .map(|l| crate::verdict::limit_of(d, l))
+                .reduce(f32::min);
+            let floor = limit.map_or(0.0, |l| NOISE_FLOOR * f64::from(l));
             let (b, n) = (d.value(bm), d.value(nm));
             let ratio = floored_ratio(f64::from(b), f64::from(n), floor);
             if ratio > fail_on {
@@ -326,6 +412,7 @@ fn pair_diff(base: &PairFile, new: &PairFile, fail_on: f64) -> PairDiff {
         "unchanged"
     };
     PairDiff {
+        loosened: loosened(base, new),
         id: new.id.clone(),
         base_verdict: base.verdict,
         new_verdict: new.verdict,
@@ -335,6 +422,26 @@ fn pair_diff(base: &PairFile, new: &PairFile, fail_on: f64) -> PairDiff {
         status: status.into(),
         why,
     }
+}
+
+/// The limits NEW judges the pair by that are looser than BASE's, in words.
+fn loosened(base: &PairFile, new: &PairFile) -> Vec<String> {
+    let (Some(b), Some(n)) = (&base.limits, &new.limits) else {
+        return Vec::new();
+    };
+    metrics::limited()
+        .filter_map(|d| {
+            let (lb, ln) = (
+                crate::verdict::limit_of(d, b),
+                crate::verdict::limit_of(d, n),
+            );
+            let looser = match d.direction {
+                Direction::AtMost => ln > lb,
+                _ => ln < lb,
+            };
+            looser.then(|| format!("{} limit {} → {}", d.name, fmt_num(lb), fmt_num(ln)))
+        })
+        .collect()
 }
 
 /// Compares two results directories.
@@ -381,6 +488,7 @@ pub fn diff(base_dir: &Path, new_dir: &Path, opts: DiffOptions) -> Result<DiffRe
         .map(|n| n.id.clone())
         .collect();
     let count = |s: &str| pairs.iter().filter(|p| p.status == s).count();
+    let loosened = pairs.iter().filter(|p| !p.loosened.is_empty()).count();
     let regressed = count("regressed");
     let improved = count("improved");
     let compared = pairs.iter().filter(|p| !p.ratios.is_empty()).count();
@@ -412,7 +520,13 @@ pub fn diff(base_dir: &Path, new_dir: &Path, opts: DiffOptions) -> Result<DiffRe
             ),
         )
     };
+    let reason = if loosened > 0 {
+        format!("{reason}; NEW loosened the limits of {loosened} pair(s) (see the table)")
+    } else {
+        reason
+    };
     Ok(DiffReport {
+        loosened,
         base,
         new,
         fail_on: opts.fail_on,
@@ -465,7 +579,8 @@ pub fn markdown(d: &DiffReport) -> String {
         s.push_str("- the sweep files differ (sha256); pairs are matched by id\n");
     }
     s.push_str(&format!(
-        "- ratios are NEW / BASE, each value raised to {} of the pair's limit first; \
+        "- ratios are NEW / BASE, each value raised to {} of the pair's limit (BASE's, or \
+         NEW's when smaller) first; \
          regression: a ratio above ×{}, or a verdict from a pass to FAIL or INCOMPLETE\n\n",
         d.noise_floor,
         fmt_ratio(d.fail_on)
@@ -490,11 +605,14 @@ pub fn markdown(d: &DiffReport) -> String {
             })
             .collect();
         let flips = p.flips.map_or("—".into(), |(a, b)| format!("{a} → {b}"));
-        let status = if p.why.is_empty() {
+        let mut status = if p.why.is_empty() {
             p.status.clone()
         } else {
             format!("**{}**: {}", p.status, p.why.join("; "))
         };
+        if !p.loosened.is_empty() {
+            status.push_str(&format!("; **limits loosened**: {}", p.loosened.join(", ")));
+        }
         let verdict = |v: PairVerdict| v.as_str().to_string();
         s.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} |\n",
@@ -538,6 +656,9 @@ mod tests {
         let m = crate::compare::compare(&[1.0, 2.0], &[1.0, 2.0 + max_abs], 2, 0, 1.0).unwrap();
         PairFile {
             id: "p.s1.f16.kv1.seed0".into(),
+            dtype,
+            kv_aligned: true,
+            path: RunPath::default(),
             verdict: v,
             metrics: v.is_compared().then_some(m),
             limits: Some(Thresholds::default_tolerance(dtype)),
@@ -568,6 +689,46 @@ mod tests {
         );
         let skipped = pair_diff(&base, &pair(PairVerdict::Skipped, 0.0), 2.0);
         assert_eq!(skipped.status, "not compared");
+    }
+
+    #[test]
+    fn loosened_limits_in_new_neither_raise_the_floor_nor_hide() {
+        let base = pair(PairVerdict::PassEquiv, 0.001);
+        let mut new = pair(PairVerdict::PassEquiv, 0.05);
+        let mut loose = new.limits.unwrap();
+        loose.set("max_abs_diff", 1000.0);
+        new.limits = Some(loose);
+        let d = pair_diff(&base, &new, 2.0);
+        // With NEW's floor (10 of 1000) the growth ×50 would vanish: BASE's smaller one
+        // keeps it.
+        assert_eq!(d.status, "regressed", "{:?}", d.ratios);
+        assert!(
+            d.loosened[0].starts_with("max_abs_diff limit"),
+            "{:?}",
+            d.loosened
+        );
+        // Negative control: the same limits loosen nothing.
+        assert!(pair_diff(&base, &base, 2.0).loosened.is_empty());
+    }
+
+    #[test]
+    fn report_pairs_twice_or_with_a_verdict_their_metrics_deny_are_refused() {
+        let f = Path::new("report.json");
+        let ok = [pair(PairVerdict::PassEquiv, 0.001)];
+        assert!(check_pairs(&ok, f).is_ok(), "negative control");
+        let twice = [
+            pair(PairVerdict::PassEquiv, 0.001),
+            pair(PairVerdict::PassEquiv, 0.001),
+        ];
+        let e = check_pairs(&twice, f).unwrap_err().to_string();
+        assert!(e.contains("appears twice"), "{e}");
+        let lie = [pair(PairVerdict::PassEquiv, 50.0)];
+        let e = check_pairs(&lie, f).unwrap_err().to_string();
+        assert!(e.contains("TAMPERED") && e.contains("FAIL_EQUIV"), "{e}");
+        let mut null = pair(PairVerdict::PassEquiv, 0.001);
+        null.metrics = None;
+        let e = check_pairs(&[null], f).unwrap_err().to_string();
+        assert!(e.contains("no metrics"), "{e}");
     }
 
     #[test]

@@ -79,7 +79,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!(".{name}{TMP_TAG}{}", std::process::id()));
     let io = |e: std::io::Error| Error::store(path, format!("cannot write: {e}"));
     {
-        let mut f = fs::File::create(&tmp).map_err(io)?;
+        // A stale temporary (or a link planted under its name) goes first; `create_new`
+        // then never follows a link that appears in between.
+        let _ = fs::remove_file(&tmp);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io)?;
         f.write_all(bytes).map_err(io)?;
         f.sync_all().map_err(io)?;
     }

@@ -12,12 +12,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::limits::Thresholds;
 use crate::plan::{Mode, PairSpec};
 use crate::report::{self, Rendered};
+use crate::store::owner::{DirLock, Marker};
 pub use crate::store::shards::{MergeInfo, MergedShard, ShardSummary};
 use crate::store::shards::{ShardInfo, ShardedPair};
-use crate::store::{Manifest, PairRecord, SequenceRecord, Store};
+use crate::store::{Manifest, PairRecord, SequenceRecord, Store, safe};
 use crate::verdict::PairVerdict;
 
 /// What a merge produced.
@@ -27,6 +27,9 @@ pub struct MergeOutcome {
     pub rendered: Rendered,
     /// What went into it.
     pub info: MergeInfo,
+    /// Where the replaced earlier merge was kept, when files in it that driftsweep did not
+    /// write could not be moved into the new one.
+    pub kept_aside: Option<PathBuf>,
 }
 
 /// A shard directory and its manifest.
@@ -139,26 +142,18 @@ fn check_same_sweep(inputs: &[Input]) -> Result<()> {
     Ok(())
 }
 
-/// The limits a missing pair would have been judged by, from the resolved settings (the
-/// defaults when the manifest has none for its dtype).
-fn limits_of(m: &Manifest, p: &PairSpec) -> Thresholds {
-    match m
-        .resolved
-        .limits
-        .get(&crate::limits::limits_key(p.dtype, p.weights))
-    {
-        Some(l) if p.kv_aligned => l.tolerance,
-        Some(l) => l.drift_budget,
-        None if p.kv_aligned => Thresholds::default_tolerance_for(p.dtype, p.weights),
-        None => Thresholds::default_drift_budget_for(p.dtype, p.weights),
-    }
-}
-
-/// Copies `rel` from `from` to `to` byte for byte, if it exists; says whether it did.
+/// Copies `rel` from `from` to `to` byte for byte, if it exists; says whether it did. Both
+/// paths are confined to their directories ([`crate::store::safe::confined`]).
 fn copy_rel(from: &Store, to: &Store, rel: &str) -> Result<bool> {
-    let src = from.root().join(rel);
-    if !src.is_file() {
+    let src = from.path(rel)?;
+    if std::fs::symlink_metadata(&src).is_err() {
         return Ok(false);
+    }
+    if let Some(what) = safe::not_a_file(&src) {
+        return Err(Error::store(
+            &src,
+            format!("is {what}: not a record driftsweep wrote"),
+        ));
     }
     let bytes = std::fs::read(&src).map_err(|e| Error::store(&src, format!("cannot read: {e}")))?;
     to.write_bytes(rel, &bytes)?;
@@ -166,27 +161,32 @@ fn copy_rel(from: &Store, to: &Store, rel: &str) -> Result<bool> {
 }
 
 /// Copies a pair's records (pair, both runs, their logits, its trace); false when the pair
-/// record is missing.
-fn copy_pair(from: &Store, to: &Store, p: &PairSpec) -> Result<bool> {
+/// record is missing. Every name is the plan's, never a record's own `id`, and the pair's
+/// verdict is judged again first: a tampered shard is refused, not copied.
+fn copy_pair(from: &Input, to: &Store, p: &PairSpec) -> Result<bool> {
+    if from.store.checked_pair(&from.manifest, p)?.is_none() {
+        return Ok(false);
+    }
     for mode in [Mode::Prefill, Mode::Decode] {
-        if let Some(r) = from.run(p, mode)? {
-            copy_rel(from, to, &format!("runs/{}.json", r.id))?;
+        let id = p.run_id(mode);
+        if let Some(r) = from.store.run(p, mode)? {
+            copy_rel(&from.store, to, &format!("runs/{id}.json"))?;
             // The record names its logits file; only the name driftsweep gives one is
             // followed, so a doctored record cannot make the merge read or write elsewhere.
             if let Some(f) = &r.logits_file
-                && *f == format!("logits/{}.safetensors", r.id)
+                && *f == format!("logits/{id}.safetensors")
             {
-                copy_rel(from, to, f)?;
+                copy_rel(&from.store, to, f)?;
             }
         }
     }
-    copy_rel(from, to, &format!("traces/{}.json", p.id))?;
-    copy_rel(from, to, &format!("pairs/{}.json", p.id))
+    copy_rel(&from.store, to, &format!("traces/{}.json", p.id))?;
+    copy_rel(&from.store, to, &format!("pairs/{}.json", p.id))
 }
 
-/// The merged directory may be new, or an earlier merge of this sweep (which is replaced);
-/// never a shard given to this merge, and never other results.
-fn prepare_out(out: &Path, inputs: &[Input]) -> Result<Store> {
+/// OUT, checked and locked: new, or an earlier merge of this sweep (which is replaced);
+/// never a shard given to this merge, and never other results. Nothing in it changes here.
+fn check_out(out: &Path, inputs: &[Input]) -> Result<DirLock> {
     let canon = |p: &Path| std::fs::canonicalize(p).ok();
     if let Some(o) = canon(out)
         && let Some(i) = inputs.iter().find(|i| canon(&i.dir).as_ref() == Some(&o))
@@ -199,25 +199,112 @@ fn prepare_out(out: &Path, inputs: &[Input]) -> Result<Store> {
             ),
         ));
     }
-    let lock = crate::store::owner::DirLock::for_results(out)?;
+    let lock = DirLock::for_results(out)?;
     if let Ok(existing) = Store::open(out) {
-        let m = existing.manifest()?;
-        if m.merged.is_none() || m.config_sha256 != inputs[0].manifest.config_sha256 {
-            return Err(Error::store(
-                out,
-                "holds results that are not a merge of this sweep's shards: choose another \
-                 OUT (merge replaces only an earlier merge of the same sweep)",
-            ));
+        let ours = existing.manifest().and_then(|m| {
+            if m.merged.is_none() || m.config_sha256 != inputs[0].manifest.config_sha256 {
+                return Err(Error::store(
+                    out,
+                    "holds results that are not a merge of this sweep's shards: choose \
+                     another OUT (merge replaces only an earlier merge of the same sweep)",
+                ));
+            }
+            Ok(())
+        });
+        if let Err(e) = ours {
+            lock.abandon();
+            return Err(e);
         }
-        // Whatever else is there stays; a merge never reports it, since OUT is its own.
-        crate::sweep::clear_results(out)?;
     }
-    let first = &inputs[0].manifest;
-    let marker = crate::store::owner::Marker::new(&first.sweep_name, &first.config_sha256);
-    Store::create(out, lock, &marker)
+    Ok(lock)
 }
 
-/// Merges the shard directories `dirs` into `out` and renders its reports.
+/// A directory beside `out` (same parent, so a rename swaps them) named
+/// `.<name>.driftsweep-<what>-<pid>`: a name of driftsweep's own, found again if a merge
+/// was killed.
+fn beside(out: &Path, what: &str) -> Result<PathBuf> {
+    let canon = std::fs::canonicalize(out)
+        .map_err(|e| Error::store(out, format!("cannot resolve: {e}")))?;
+    let (Some(parent), Some(name)) = (canon.parent(), canon.file_name()) else {
+        return Err(Error::store(out, "cannot merge into a file system's root"));
+    };
+    let name = name.to_string_lossy();
+    Ok(parent.join(format!(".{name}.driftsweep-{what}-{}", std::process::id())))
+}
+
+/// Removes staging directories a killed merge into `out` left beside it: named as
+/// [`beside`] names them, holding driftsweep's marker. Best effort.
+fn remove_stale_staging(out: &Path) {
+    let Ok(mine) = beside(out, "merge") else {
+        return;
+    };
+    let (Some(parent), Some(name)) = (mine.parent(), mine.file_name()) else {
+        return;
+    };
+    let name = name.to_string_lossy();
+    let prefix = &name[..name.len() - std::process::id().to_string().len()];
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let stale = n
+            .strip_prefix(prefix)
+            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+        let ours = e.file_type().is_ok_and(|t| t.is_dir())
+            && e.path().join(crate::store::owner::MARKER).is_file();
+        if stale && ours {
+            // remove_dir_all does not follow links: nothing outside it goes.
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Puts the finished merge `stage` in the place of `out` by renames, then moves over what
+/// the replaced directory held that driftsweep did not record (a user's files), and removes
+/// the rest of it. Returns where the replaced directory was kept, if some of it could not
+/// be moved over.
+fn swap_in(stage: &Path, out: &Path) -> Result<Option<PathBuf>> {
+    let io = |p: &Path, e: std::io::Error| Error::store(p, format!("cannot replace: {e}"));
+    let old = beside(out, "old")?;
+    std::fs::rename(out, &old).map_err(|e| io(out, e))?;
+    if let Err(e) = std::fs::rename(stage, out) {
+        let _ = std::fs::rename(&old, out);
+        return Err(io(out, e));
+    }
+    let left = if old.join(crate::store::owner::MARKER).is_file() {
+        crate::sweep::clear_results(&old)?
+    } else {
+        Vec::new()
+    };
+    let mut kept = false;
+    for p in left {
+        let Ok(rel) = p.strip_prefix(&old) else {
+            continue;
+        };
+        let to = out.join(rel);
+        let moved = !to.exists()
+            && to
+                .parent()
+                .is_some_and(|d| std::fs::create_dir_all(d).is_ok())
+            && std::fs::rename(&p, &to).is_ok();
+        kept |= !moved;
+    }
+    if kept {
+        return Ok(Some(old));
+    }
+    for f in [crate::store::owner::MARKER, crate::store::owner::LOCK] {
+        let _ = std::fs::remove_file(old.join(f));
+    }
+    for sub in crate::store::owner::SUBDIRS {
+        let _ = std::fs::remove_dir(old.join(sub));
+    }
+    Ok(std::fs::remove_dir(&old).is_err().then_some(old))
+}
+
+/// Merges the shard directories `dirs` into `out` and renders its reports. The merge is
+/// built in a directory beside `out` and put in its place by renames once whole: a bad
+/// shard, an error or a kill part-way leaves an earlier merge in `out` as it was.
 pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
     if dirs.is_empty() {
         return Err(Error::store(
@@ -226,21 +313,43 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
         ));
     }
     let (_shard_locks, inputs) = open_shards(dirs)?;
-    let store = prepare_out(out, &inputs)?;
+    let out_lock = check_out(out, &inputs)?;
+    remove_stale_staging(out);
+    let stage = beside(out, "merge")?;
+    let (mut outcome, store) = match build(&stage, &inputs) {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&stage);
+            // A directory this merge created, still empty, goes again.
+            out_lock.abandon();
+            return Err(e);
+        }
+    };
+    outcome.kept_aside = swap_in(&stage, out)?;
+    drop((store, out_lock));
+    outcome.rendered.dir = out.to_path_buf();
+    Ok(outcome)
+}
+
+/// Writes the whole merge of `inputs` into the new directory `stage`.
+fn build(stage: &Path, inputs: &[Input]) -> Result<(MergeOutcome, Store)> {
     let first = &inputs[0];
+    let lock = DirLock::for_results(stage)?;
+    let marker = Marker::new(&first.manifest.sweep_name, &first.manifest.config_sha256);
+    let store = Store::create(stage, lock, &marker)?;
     let plan = &first.shard.plan;
     let count = first.shard.count;
-    let tokens = merged_tokens(&inputs)?;
+    let tokens = merged_tokens(inputs)?;
     let given: BTreeMap<usize, &Input> = inputs.iter().map(|i| (i.shard.index, i)).collect();
     let missing_pairs = copy_pairs(&given, &store, plan, count, &first.manifest)?;
-    let shards = shard_summaries(&inputs, plan, &missing_pairs);
+    let shards = shard_summaries(inputs, plan, &missing_pairs);
     for rel in [
         report::CUSTOM_REPORT_TEMPLATE,
         report::CUSTOM_TRACE_TEMPLATE,
     ] {
         copy_rel(&first.store, &store, rel)?;
     }
-    let times = Times::of(&inputs);
+    let times = Times::of(inputs);
     let missing_shards: Vec<usize> = (0..count).filter(|k| !given.contains_key(k)).collect();
     let info = MergeInfo {
         count,
@@ -250,17 +359,19 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
         elapsed_s: times.elapsed_s(),
         merged_at: crate::fsutil::now(),
     };
-    let manifest = merged_manifest(&inputs, tokens, times, &info);
+    let manifest = merged_manifest(inputs, tokens, times, &info);
     store.write_manifest(&manifest)?;
-    Ok(MergeOutcome {
+    let outcome = MergeOutcome {
         rendered: report::render(&store)?,
         info,
-    })
+        kept_aside: None,
+    };
+    Ok((outcome, store))
 }
 
 /// Opens and checks every shard, then locks each and reads them again under their locks;
 /// returns the locks (held until the merge is written) and the shards in shard order.
-fn open_shards(dirs: &[PathBuf]) -> Result<(Vec<crate::store::owner::DirLock>, Vec<Input>)> {
+fn open_shards(dirs: &[PathBuf]) -> Result<(Vec<DirLock>, Vec<Input>)> {
     let open_all = || -> Result<Vec<Input>> {
         let mut inputs = dirs
             .iter()
@@ -276,7 +387,7 @@ fn open_shards(dirs: &[PathBuf]) -> Result<(Vec<crate::store::owner::DirLock>, V
     // writer, and none can change while the merge copies it.
     let locks = open_all()?
         .iter()
-        .map(|i| crate::store::owner::DirLock::existing(&i.dir))
+        .map(|i| DirLock::existing(&i.dir))
         .collect::<Result<Vec<_>>>()?;
     Ok((locks, open_all()?))
 }
@@ -317,7 +428,7 @@ fn copy_pairs(
     for sp in plan {
         let p = &sp.spec;
         let reason = match given.get(&sp.shard) {
-            Some(i) if copy_pair(&i.store, store, p)? => continue,
+            Some(i) if copy_pair(i, store, p)? => continue,
             Some(i) => format!(
                 "missing: shard {} ({}) has no record of this pair; run that shard again to \
                  finish it, then merge again",
@@ -335,7 +446,7 @@ fn copy_pairs(
             verdict: PairVerdict::Incomplete,
             reason,
             metrics: None,
-            limits: limits_of(first, p),
+            limits: safe::manifest_limits(first, p),
             yardstick: None,
             divergence_search: None,
             reference: None,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::compare::Metrics;
 mod manifest;
 pub mod owner;
+pub mod safe;
 pub mod shards;
 
 // The manifest lives in its own file so that `owner` can read it without importing this
@@ -159,6 +160,26 @@ impl ReferenceCheck {
     }
 }
 
+impl PairRecord {
+    /// What the record claims, for [`safe::check_verdict`].
+    pub fn claim(&self) -> safe::Claim<'_> {
+        safe::Claim {
+            verdict: self.verdict,
+            spec: &self.spec,
+            metrics: self.metrics.as_ref(),
+            limits: &self.limits,
+        }
+    }
+}
+
+/// The id of a run among `runs` that did not finish, if one did not.
+pub fn unfinished_run<'a>(runs: &[Option<&'a RunRecord>]) -> Option<&'a str> {
+    runs.iter()
+        .flatten()
+        .find(|r| r.status != RunStatus::Ok)
+        .map(|r| r.id.as_str())
+}
+
 /// The distance of a pair's prefill from the own decoder's prefill on dequantized f32
 /// weights over the same tokens: what this dtype and these weights cost by themselves (the
 /// format's own error), so that the pair's prefill/decode drift can be read against it.
@@ -264,6 +285,9 @@ impl Store {
     /// Opens an existing results directory (it must hold a manifest) for reading.
     pub fn open(root: &Path) -> Result<Self> {
         let m = root.join(MANIFEST);
+        if let Some(what) = safe::not_a_file(&m) {
+            return Err(Error::store(&m, format!("is {what}: not a manifest")));
+        }
         if !m.is_file() {
             if let Some(hint) = multi_model_hint(root) {
                 return Err(Error::store(root, hint));
@@ -284,6 +308,12 @@ impl Store {
     pub fn open_locked(root: &Path) -> Result<Self> {
         let mut s = Self::open(root)?;
         s.lock = Some(Arc::new(owner::DirLock::existing(root)?));
+        // A killed writer (a `report` stopped mid-way) leaves temporaries of our own naming;
+        // the lock holder is the only writer, so none of them is live.
+        owner::remove_own_temporaries(root);
+        for sub in owner::SUBDIRS {
+            owner::remove_own_temporaries(&root.join(sub));
+        }
         Ok(s)
     }
 
@@ -297,21 +327,27 @@ impl Store {
         &self.root
     }
 
+    /// `rel` inside the directory, refused unless it stays inside ([`safe::confined`]): every
+    /// path the store reads or writes is built here.
+    pub fn path(&self, rel: &str) -> Result<PathBuf> {
+        safe::confined(&self.root, rel)
+    }
+
     /// Writes `bytes` to `rel` atomically.
     pub fn write_bytes(&self, rel: &str, bytes: &[u8]) -> Result<()> {
-        write_atomic(&self.root.join(rel), bytes)
+        write_atomic(&self.path(rel)?, bytes)
     }
 
     /// Writes a value as pretty JSON to `rel` atomically.
     pub fn write_json<T: Serialize>(&self, rel: &str, value: &T) -> Result<()> {
-        let path = self.root.join(rel);
+        let path = self.path(rel)?;
         let text = serde_json::to_vec_pretty(value).map_err(|e| Error::store(&path, e))?;
         write_atomic(&path, &text)
     }
 
     /// Reads JSON from `rel`.
     pub fn read_json<T: DeserializeOwned>(&self, rel: &str) -> Result<T> {
-        read_json(&self.root.join(rel))
+        read_json(&self.path(rel)?)
     }
 
     /// Writes the manifest.
@@ -319,9 +355,11 @@ impl Store {
         self.write_json(MANIFEST, m)
     }
 
-    /// Reads the manifest.
+    /// Reads the manifest, its pair ids checked ([`safe::check_manifest`]).
     pub fn manifest(&self) -> Result<Manifest> {
-        self.read_json(MANIFEST)
+        let m = self.read_json(MANIFEST)?;
+        safe::check_manifest(&m, &self.root.join(MANIFEST))?;
+        Ok(m)
     }
 
     /// Writes a run record.
@@ -341,25 +379,66 @@ impl Store {
 
     /// A pair's trace file, if written.
     pub fn trace(&self, pair: &PairSpec) -> Result<Option<TraceFile>> {
-        self.optional(&format!("traces/{}.json", pair.id))
+        let rel = format!("traces/{}.json", pair.id);
+        let t: Option<TraceFile> = self.optional(&rel)?;
+        if let Some(t) = &t {
+            safe::check_same_id(&t.pair_id, &pair.id, &self.root.join(&rel))?;
+        }
+        Ok(t)
     }
 
-    /// The run record of `pair` in `mode`, if written.
+    /// The run record of `pair` in `mode`, if written; one whose ids are not the ones its
+    /// file name and pair say is refused.
     pub fn run(&self, pair: &PairSpec, mode: Mode) -> Result<Option<RunRecord>> {
-        self.optional(&format!("runs/{}.json", pair.run_id(mode)))
+        let id = pair.run_id(mode);
+        let rel = format!("runs/{id}.json");
+        let r: Option<RunRecord> = self.optional(&rel)?;
+        if let Some(r) = &r {
+            let file = self.root.join(&rel);
+            safe::check_same_id(&r.id, &id, &file)?;
+            safe::check_same_id(&r.pair_id, &pair.id, &file)?;
+        }
+        Ok(r)
     }
 
-    /// The pair record, if written.
+    /// The pair record, if written; one whose id is not the one its file name says is
+    /// refused. Its verdict is not judged here (see [`Store::checked_pair`]).
     pub fn pair(&self, pair: &PairSpec) -> Result<Option<PairRecord>> {
-        self.optional(&format!("pairs/{}.json", pair.id))
+        let rel = format!("pairs/{}.json", pair.id);
+        let p: Option<PairRecord> = self.optional(&rel)?;
+        if let Some(p) = &p {
+            safe::check_same_id(&p.spec.id, &pair.id, &self.root.join(&rel))?;
+        }
+        Ok(p)
+    }
+
+    /// The pair record, if written, its verdict judged again from its metrics, the limits
+    /// `manifest` gives the pair and its runs ([`safe::check_verdict`]): a verdict that does
+    /// not follow from them is refused as tampered.
+    pub fn checked_pair(&self, manifest: &Manifest, pair: &PairSpec) -> Result<Option<PairRecord>> {
+        let Some(rec) = self.pair(pair)? else {
+            return Ok(None);
+        };
+        let pre = self.run(pair, Mode::Prefill)?;
+        let dec = self.run(pair, Mode::Decode)?;
+        let limits = safe::manifest_limits(manifest, pair);
+        let file = self.root.join(format!("pairs/{}.json", pair.id));
+        let unfinished = unfinished_run(&[pre.as_ref(), dec.as_ref()]);
+        safe::check_verdict(&rec.claim(), Some(&limits), unfinished, &file)?;
+        Ok(Some(rec))
     }
 
     fn optional<T: DeserializeOwned>(&self, rel: &str) -> Result<Option<T>> {
-        let path = self.root.join(rel);
-        if path.is_file() {
-            read_json(&path).map(Some)
-        } else {
-            Ok(None)
+        let path = self.path(rel)?;
+        match fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            _ => match safe::not_a_file(&path) {
+                Some(what) => Err(Error::store(
+                    &path,
+                    format!("is {what}: not a record driftsweep wrote"),
+                )),
+                None => read_json(&path).map(Some),
+            },
         }
     }
 
@@ -373,7 +452,7 @@ impl Store {
         vocab: usize,
     ) -> Result<String> {
         let rel = format!("logits/{run_id}.safetensors");
-        let path = self.root.join(&rel);
+        let path = self.path(&rel)?;
         let bytes: Vec<u8> = logits.iter().flat_map(|x| x.to_le_bytes()).collect();
         let view = safetensors::tensor::TensorView::new(
             safetensors::Dtype::F32,

@@ -239,18 +239,22 @@ fn stored_pairs(
         if !manifest.pairs.iter().any(|p| p.id == pair.id) {
             continue;
         }
-        let why = match store.pair(pair)? {
+        // Records are untrusted: one that does not parse, names another pair, or holds a
+        // verdict its own metrics and the manifest's limits do not give, is an error (exit
+        // 2), never a pair reported as reproduced.
+        let why = match store.checked_pair(manifest, pair)? {
             None => Some(format!("no pair record pairs/{}.json", pair.id)),
             Some(rec) => {
-                let gone: Vec<String> = [crate::plan::Mode::Prefill, crate::plan::Mode::Decode]
-                    .into_iter()
-                    .filter(|m| matches!(store.run(pair, *m), Ok(None)))
-                    .map(|m| format!("runs/{}.json", pair.run_id(m)))
-                    .collect();
+                let mut gone = Vec::new();
+                for m in [crate::plan::Mode::Prefill, crate::plan::Mode::Decode] {
+                    if store.run(pair, m)?.is_none() {
+                        gone.push(format!("runs/{}.json", pair.run_id(m)));
+                    }
+                }
                 if !gone.is_empty() {
                     Some(format!("no run record {}", gone.join(" and ")))
                 } else {
-                    if rec.metrics.is_some() {
+                    if rec.verdict.is_compared() && rec.metrics.is_some() {
                         compared.push((pair.clone(), rec));
                     }
                     None

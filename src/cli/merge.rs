@@ -9,7 +9,8 @@ use super::common::summarize;
 /// Options of `driftsweep merge`.
 #[derive(clap::Args)]
 pub struct MergeArgs {
-    /// The merged results directory.
+    /// The merged results directory (report.json, report.md, report.html, junit.xml, the
+    /// records; built beside it and swapped in whole).
     out: PathBuf,
     /// The shards' results directories.
     #[arg(required = true)]
@@ -31,6 +32,13 @@ pub fn merge(a: MergeArgs) -> Result<i32, Error> {
     }
     for id in &i.missing_pairs {
         outln!("  missing pair: {id}");
+    }
+    if let Some(old) = &m.kept_aside {
+        outln!(
+            "  the replaced merge held files driftsweep did not write that could not be moved \
+             over: they are kept in {}",
+            old.display()
+        );
     }
     summarize(&m.rendered);
     Ok(m.rendered.verdict().exit_code())

@@ -64,10 +64,8 @@ pub fn run(a: RunArgs) -> Result<i32, Error> {
         fail_on: a.fail_on,
         by_id: a.by_id,
     };
-    // A bad baseline is found before hours of sweeping, not after.
-    if let Some(b) = &a.baseline {
+    if a.baseline.is_some() {
         diff_opts.validate()?;
-        diff::check_baseline(b)?;
     }
     // Installed first: SIGINT/SIGTERM during setup (a hostile file can make it slow)
     // ends the process at once.
@@ -93,6 +91,17 @@ pub fn run(a: RunArgs) -> Result<i32, Error> {
             "--baseline compares one results directory: run `driftsweep diff` on each \
              `<out>/models/<id>` instead",
         ));
+    }
+    // A bad baseline (unreadable, this run's own output, another sweep's) is found before
+    // hours of sweeping, not after.
+    if let Some(b) = &a.baseline {
+        let out = match a.shard {
+            Some(s) if a.out.is_none() => {
+                driftsweep::shard::shard_dir(&sweep::output_dir(&cfg, None), s)
+            }
+            _ => sweep::output_dir(&cfg, a.out.as_ref()),
+        };
+        diff::check_baseline(b, &out, &cfg.config.name, a.by_id)?;
     }
     let opts = sweep::SweepOptions {
         out: a.out,

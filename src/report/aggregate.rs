@@ -42,13 +42,12 @@ pub(crate) fn run_json(r: Option<&RunRecord>) -> RunJson {
 /// One pair of report.json from its records; `missing_reason` says why a pair without a
 /// record has none.
 fn pair_json(
-    store: &Store,
     spec: &PairSpec,
+    rec: Option<crate::store::PairRecord>,
     pre: Option<&RunRecord>,
     dec: Option<&RunRecord>,
     missing_reason: &str,
-) -> Result<PairJson> {
-    let rec = store.pair(spec)?;
+) -> PairJson {
     let missing_runs: Vec<String> = [(Mode::Prefill, &pre), (Mode::Decode, &dec)]
         .into_iter()
         .filter(|(_, r)| r.is_none())
@@ -86,7 +85,7 @@ fn pair_json(
             None,
         ),
     };
-    Ok(PairJson {
+    PairJson {
         spec: spec.clone(),
         verdict,
         reason,
@@ -101,7 +100,7 @@ fn pair_json(
         reference,
         prefill: run_json(pre),
         decode: run_json(dec),
-    })
+    }
 }
 
 /// `counts` of report.json: `pairs` planned, their verdicts, and their runs' records.
@@ -140,13 +139,16 @@ pub fn build(store: &Store) -> Result<ReportJson> {
     for spec in &m.pairs {
         let pre = store.run(spec, Mode::Prefill)?;
         let dec = store.run(spec, Mode::Decode)?;
+        // A verdict is reported only when it follows from its own metrics, the manifest's
+        // limits and finished runs: one edited by hand is refused as tampered.
+        let rec = store.checked_pair(&m, spec)?;
         pairs.push(pair_json(
-            store,
             spec,
+            rec,
             pre.as_ref(),
             dec.as_ref(),
             missing_reason,
-        )?);
+        ));
         if let Some(d) = &dec {
             digests.insert(spec.id.clone(), d.row_digests.clone());
         }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::manifest::{MANIFEST, Manifest, read_json};
+use super::safe;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::plan::Mode;
@@ -214,6 +215,10 @@ pub fn is_own_temporary(name: &str) -> bool {
 /// renamed them, so nothing refers to them. Only the lock holder calls this, so no live
 /// writer's temporary can be among them. Best effort.
 pub fn remove_own_temporaries(dir: &Path) {
+    // A link in place of a sub-directory may lead anywhere: nothing is removed through it.
+    if !fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        return;
+    }
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -241,26 +246,34 @@ pub fn clear_recorded(dir: &Path, report_files: &[&str]) -> Result<Vec<PathBuf>>
         ));
     }
     let manifest_path = dir.join(MANIFEST);
-    let mut files: Vec<PathBuf> = Vec::new();
+    // The reports first: a clear stopped half-way never leaves a report (PASS or not)
+    // beside records that are gone.
+    let mut files: Vec<PathBuf> = report_files
+        .iter()
+        .chain(&OTHER_FILES)
+        .map(|f| dir.join(f))
+        .collect();
     if manifest_path.is_file() {
-        let m: Manifest = read_json(&manifest_path).map_err(|e| {
-            Error::store(
-                dir,
-                format!("{e}; nothing was deleted: without the manifest its files are unknown"),
-            )
-        })?;
+        let m: Manifest = read_json(&manifest_path)
+            .and_then(|m| safe::check_manifest(&m, &manifest_path).map(|()| m))
+            .map_err(|e| {
+                Error::store(
+                    dir,
+                    format!("{e}; nothing was deleted: without the manifest its files are unknown"),
+                )
+            })?;
+        // Every path checked before the first file goes: a bad id deletes nothing.
         for p in &m.pairs {
-            files.push(dir.join("pairs").join(format!("{}.json", p.id)));
-            files.push(dir.join("traces").join(format!("{}.json", p.id)));
+            files.push(safe::confined(dir, &format!("pairs/{}.json", p.id))?);
+            files.push(safe::confined(dir, &format!("traces/{}.json", p.id))?);
             for mode in [Mode::Prefill, Mode::Decode] {
                 let run = p.run_id(mode);
-                files.push(dir.join("runs").join(format!("{run}.json")));
-                files.push(dir.join("logits").join(format!("{run}.safetensors")));
+                files.push(safe::confined(dir, &format!("runs/{run}.json"))?);
+                files.push(safe::confined(dir, &format!("logits/{run}.safetensors"))?);
             }
         }
     }
     files.extend(SAVED_TEMPLATES.iter().map(|t| dir.join(t)));
-    files.extend(report_files.iter().chain(&OTHER_FILES).map(|f| dir.join(f)));
     // The manifest last: until it goes, a failed clear can be retried.
     files.push(manifest_path);
     for f in &files {
@@ -278,7 +291,7 @@ pub fn clear_recorded(dir: &Path, report_files: &[&str]) -> Result<Vec<PathBuf>>
     let mut left = Vec::new();
     for sub in SUBDIRS {
         let d = dir.join(sub);
-        if !d.is_dir() {
+        if !fs::symlink_metadata(&d).is_ok_and(|m| m.is_dir()) {
             continue;
         }
         remove_own_temporaries(&d);

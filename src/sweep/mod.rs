@@ -344,6 +344,11 @@ fn open_results(
     // must see the same directory, with no second writer in between.
     let lock =
         crate::store::owner::DirLock::for_results(dir).map_err(|e| blame_output(cfg, opts, e))?;
+    if opts.start_over {
+        // `--start-over` may delete from here on: a signal no longer means "nothing was
+        // written" but "stop", and the session ends with an INCOMPLETE report.
+        opts.stop.start_recording();
+    }
     let checked = resume::previous_results(dir, &config_sha256, info, device_name, opts.start_over)
         .and_then(|p| {
             // A shard runs only its pairs, but keeps the whole plan: its continuations are

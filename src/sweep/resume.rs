@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::model::ModelInfo;
 use crate::plan::{Mode, Plan};
 use crate::store::owner::{self, Marker};
-use crate::store::{Manifest, RunStatus, Store};
+use crate::store::{Manifest, RunStatus, Store, safe};
 
 /// What the results directory held before this session.
 pub(super) struct Previous {
@@ -126,9 +126,18 @@ pub(crate) fn finished_pairs(
         if !rec.verdict.is_compared() {
             continue;
         }
-        let runs_ok = [Mode::Prefill, Mode::Decode]
-            .into_iter()
-            .all(|m| matches!(store.run(pair, m), Ok(Some(r)) if r.status == RunStatus::Ok));
+        let pre = store.run(pair, Mode::Prefill).ok().flatten();
+        let dec = store.run(pair, Mode::Decode).ok().flatten();
+        let runs_ok = [&pre, &dec]
+            .iter()
+            .all(|r| r.as_ref().is_some_and(|r| r.status == RunStatus::Ok));
+        // A verdict that does not follow from its own metrics and the plan's limits (edited
+        // by hand, or damaged) is computed again, not kept.
+        let limits = cfg.limits(pair.dtype, pair.weights, pair.equivalence());
+        let unfinished = crate::store::unfinished_run(&[pre.as_ref(), dec.as_ref()]);
+        if safe::verdict_error(&rec.claim(), Some(&limits), unfinished).is_some() {
+            continue;
+        }
         let trace_needed = match cfg.config.trace.as_ref().map(|t| t.on) {
             Some(TraceOn::Always) => true,
             Some(TraceOn::Failing) => rec.verdict.is_fail(),
