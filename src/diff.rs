@@ -115,6 +115,8 @@ struct PairFile {
     verdict: PairVerdict,
     metrics: Option<Metrics>,
     limits: Option<Thresholds>,
+    #[serde(default)]
+    reference: Option<crate::store::ReferenceCheck>,
 }
 
 impl PairFile {
@@ -294,7 +296,16 @@ fn check_pairs(pairs: &[PairFile], path: &Path) -> Result<()> {
                 Some(format!("says {} but holds no limits", p.verdict))
             }
             None => None,
-            Some(l) => safe::rejudge(p.verdict, p.metrics.as_ref(), l, p.dtype, p.equivalence()),
+            Some(l) => safe::rejudge(
+                p.verdict,
+                &safe::Judged {
+                    metrics: p.metrics.as_ref(),
+                    limits: l,
+                    dtype: p.dtype,
+                    equivalence: p.equivalence(),
+                    reference: p.reference.as_ref(),
+                },
+            ),
         };
         if let Some(why) = why {
             return Err(safe::tampered(path, &format!("pair `{}` {why}", p.id)));
@@ -662,6 +673,7 @@ mod tests {
             verdict: v,
             metrics: v.is_compared().then_some(m),
             limits: Some(Thresholds::default_tolerance(dtype)),
+            reference: None,
         }
     }
 

@@ -168,6 +168,7 @@ impl PairRecord {
             spec: &self.spec,
             metrics: self.metrics.as_ref(),
             limits: &self.limits,
+            reference: self.reference.as_ref(),
         }
     }
 }

@@ -217,7 +217,10 @@ pub fn judge_reference(m: &Metrics, dtype: RunDtype, limits: &Thresholds) -> (bo
             .map_or(String::new(), |p| format!(" from position {p}"));
         return (
             false,
-            format!("outside its reference limits{from}: {}", breaches.join("; ")),
+            format!(
+                "outside its reference limits{from}: {}",
+                breaches.join("; ")
+            ),
         );
     }
     (
@@ -360,7 +363,10 @@ mod tests {
 
     #[test]
     fn a_path_outside_its_reference_limits_fails_a_consistent_pair() {
-        let fails = [("decode", "outside its reference limits from position 8: kl_max 2 > 1")];
+        let fails = [(
+            "decode",
+            "outside its reference limits from position 8: kl_max 2 > 1",
+        )];
         let (v, why) = with_reference(PairVerdict::PassEquiv, "within the tolerance", &fails, None);
         assert_eq!(v, PairVerdict::FailEquiv);
         assert!(why.starts_with("decode against the reference"), "{why}");
@@ -384,7 +390,10 @@ mod tests {
 
     #[test]
     fn judge_reference_names_the_position_it_parts_from() {
-        let limits = Thresholds::default_drift_budget_for(RunDtype::F32, crate::engine::WeightFormat::Dequantized);
+        let limits = Thresholds::default_drift_budget_for(
+            RunDtype::F32,
+            crate::engine::WeightFormat::Dequantized,
+        );
         let mut m = metrics(1.0);
         m.first_divergent_pos = Some(12);
         let (pass, why) = judge_reference(&m, RunDtype::F32, &limits);

@@ -140,7 +140,12 @@ impl LoadedConfig {
     pub fn reference_limits(&self, dtype: RunDtype, weights: WeightFormat) -> Thresholds {
         let base = Thresholds::default_reference_for(dtype, weights);
         let key = limits_key(dtype, weights);
-        match self.config.reference.as_ref().and_then(|r| r.limits.get(&key)) {
+        match self
+            .config
+            .reference
+            .as_ref()
+            .and_then(|r| r.limits.get(&key))
+        {
             Some(o) => base.merged(o),
             None => base,
         }

@@ -90,8 +90,14 @@ pub(crate) fn observations(pairs: &[PairJson]) -> Vec<String> {
         let judged: Vec<(&PairJson, &RefComparison)> = checks
             .iter()
             .filter_map(|(p, c)| {
-                let r = if path == "prefill" { &c.prefill } else { &c.decode };
-                r.as_ref().filter(|r| r.metrics.positions > 0).map(|r| (*p, r))
+                let r = if path == "prefill" {
+                    &c.prefill
+                } else {
+                    &c.decode
+                };
+                r.as_ref()
+                    .filter(|r| r.metrics.positions > 0)
+                    .map(|r| (*p, r))
             })
             .collect();
         if judged.is_empty() {
@@ -177,9 +183,7 @@ pub(crate) fn figures(pairs: &[PairJson], window: Option<usize>) -> Result<Vec<F
     };
     held.sort_by(|(_, a), (_, b)| {
         let fails = |c: &ReferenceCheck| c.failures().is_empty();
-        fails(a)
-            .cmp(&fails(b))
-            .then(worst(b).total_cmp(&worst(a)))
+        fails(a).cmp(&fails(b)).then(worst(b).total_cmp(&worst(a)))
     });
     held.into_iter()
         .take(MAX_FIGURES)
@@ -200,8 +204,16 @@ fn series(p: &PairJson, c: &ReferenceCheck, window: Option<usize>) -> Result<Str
     let err = |e: &dyn std::fmt::Display| plot_error("a reference figure", e);
     let lines: Vec<(&str, RGBColor, &crate::compare::Metrics)> = [
         ("prefill–decode", PREFILL_BLUE, p.metrics.as_ref()),
-        ("prefill–reference", FLIP_ORANGE, c.prefill.as_ref().map(|r| &r.metrics)),
-        ("decode–reference", KV0_PURPLE, c.decode.as_ref().map(|r| &r.metrics)),
+        (
+            "prefill–reference",
+            FLIP_ORANGE,
+            c.prefill.as_ref().map(|r| &r.metrics),
+        ),
+        (
+            "decode–reference",
+            KV0_PURPLE,
+            c.decode.as_ref().map(|r| &r.metrics),
+        ),
     ]
     .into_iter()
     .filter_map(|(n, col, m)| m.filter(|m| m.positions > 0).map(|m| (n, col, m)))
@@ -257,10 +269,14 @@ fn series(p: &PairJson, c: &ReferenceCheck, window: Option<usize>) -> Result<Str
         for mk in &edges {
             let x = mk.pos as f64;
             let edge = PathElement::new(vec![(x, lo), (x, hi)], MARK_GREY.stroke_width(1));
-            chart.draw_series(std::iter::once(edge)).map_err(|e| err(&e))?;
+            chart
+                .draw_series(std::iter::once(edge))
+                .map_err(|e| err(&e))?;
         }
         let dashes = DashedPathElement::new(vec![(x0, limit), (x1, limit)], 4, 3, LIMIT_RED);
-        chart.draw_series(std::iter::once(dashes)).map_err(|e| err(&e))?;
+        chart
+            .draw_series(std::iter::once(dashes))
+            .map_err(|e| err(&e))?;
         chart
             .configure_series_labels()
             .label_font((FONT, 12))

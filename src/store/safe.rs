@@ -160,6 +160,8 @@ pub struct Claim<'a> {
     pub metrics: Option<&'a Metrics>,
     /// The limits the record says it was judged by.
     pub limits: &'a Thresholds,
+    /// Its paths against the reference, which enter the verdict.
+    pub reference: Option<&'a crate::store::ReferenceCheck>,
 }
 
 /// Why a stored verdict cannot be believed, if it cannot: the verdict judged again from the
@@ -189,34 +191,71 @@ pub fn verdict_error(
     if let Some(r) = unfinished_run {
         return Some(format!("says {v} but its run {r} did not finish"));
     }
-    rejudge(
-        v,
-        claim.metrics,
-        claim.limits,
-        claim.spec.dtype,
-        claim.spec.equivalence(),
-    )
+    let judged = Judged {
+        metrics: claim.metrics,
+        limits: claim.limits,
+        dtype: claim.spec.dtype,
+        equivalence: claim.spec.equivalence(),
+        reference: claim.reference,
+    };
+    rejudge(v, &judged)
+}
+
+/// What a pair's verdict is judged from.
+pub struct Judged<'a> {
+    /// Prefill against decode.
+    pub metrics: Option<&'a Metrics>,
+    /// The limits of prefill against decode.
+    pub limits: &'a Thresholds,
+    /// The pair's dtype.
+    pub dtype: RunDtype,
+    /// Judged for equivalence ([`PairSpec::equivalence`]).
+    pub equivalence: bool,
+    /// Both paths against the reference, when the pair was held to one.
+    pub reference: Option<&'a crate::store::ReferenceCheck>,
 }
 
 /// Why verdict `v` does not follow from metrics `m` under `limits` (the re-judgement of
 /// [`verdict_error`], for readers that hold no whole record, as `diff` reading report.json).
-pub fn rejudge(
-    v: PairVerdict,
-    m: Option<&Metrics>,
-    limits: &Thresholds,
-    dtype: RunDtype,
-    equivalence: bool,
-) -> Option<String> {
+pub fn rejudge(v: PairVerdict, j: &Judged) -> Option<String> {
     if !v.is_compared() {
         return None;
     }
-    let Some(m) = m else {
+    let Some(m) = j.metrics else {
         return Some(format!("says {v} but holds no metrics"));
     };
     if v.is_pass() && (m.positions == 0 || metrics::limited().any(|d| !d.value(m).is_finite())) {
         return Some(format!("says {v} but its metrics are empty or not numbers"));
     }
-    let (judged, why) = verdict::judge_pair(m, dtype, equivalence, limits);
+    let (mut judged, mut why) = verdict::judge_pair(m, j.dtype, j.equivalence, j.limits);
+    if let Some(check) = j.reference {
+        // Each path's pass or fail is judged again from its own metrics and the check's limits.
+        for (path, c) in [("prefill", &check.prefill), ("decode", &check.decode)] {
+            let Some(c) = c.as_ref().filter(|c| c.metrics.positions > 0) else {
+                continue;
+            };
+            let (pass, _) = verdict::judge_reference(&c.metrics, j.dtype, &check.limits);
+            if pass != c.pass {
+                return Some(format!(
+                    "says its {path} is {} against the reference, but its own metrics and limits \
+                     say {}",
+                    if c.pass { "within" } else { "outside" },
+                    if pass { "within" } else { "outside" }
+                ));
+            }
+        }
+        let failures: Vec<(&str, &str)> = check
+            .failures()
+            .into_iter()
+            .map(|(path, c)| (path, c.reason.as_str()))
+            .collect();
+        let error = check
+            .not_compared
+            .as_ref()
+            .filter(|n| !n.skipped)
+            .map(|n| n.reason.as_str());
+        (judged, why) = verdict::with_reference(judged, &why, &failures, error);
+    }
     (judged != v).then(|| format!("says {v}, but its own metrics and limits give {judged} ({why})"))
 }
 

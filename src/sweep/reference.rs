@@ -288,9 +288,7 @@ fn convention(
             };
             // Agreement before the edge must have been seen for the words to hold.
             (edge > start).then(|| {
-                format!(
-                    "{name} admits {how} than the reference from position {edge} (window {w})"
-                )
+                format!("{name} admits {how} than the reference from position {edge} (window {w})")
             })
         })
         .collect();
