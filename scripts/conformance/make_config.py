@@ -81,8 +81,18 @@ name: conformance
 """
 
 
-def main():
-    lines = [HEADER, "models:"]
+REFERENCE_NOTE = """#
+# With the transformers reference (configs/conformance_reference.yaml): every pair's prefill
+# and decode are also held against transformers' own modeling code on the same checkpoint in
+# float64 (docs/design.md, "Three comparisons"; needs `bash scripts/peer/setup.sh`).
+"""
+
+
+def write(reference):
+    header = HEADER
+    if reference:
+        header = header.replace("name: conformance\n", REFERENCE_NOTE.lstrip("\n").replace("#\n", "#\n", 1) + "name: conformance_reference\nreference: {engine: transformers, dtype: f64}\n")
+    lines = [header, "models:"]
     for mid, (spec, _, _) in MODELS.items():
         lines.append(f"  {mid}: {{synthetic: {spec}}}")
     lines += [
@@ -115,10 +125,16 @@ def main():
         "  chunk_position_shift: 1",
         "  cross_row_cache: true",
         f"  model: [{', '.join(NEGATIVE)}]",
-        "output: results/conformance",
+        "output: results/conformance" + ("_reference" if reference else ""),
     ]
-    out = pathlib.Path(__file__).resolve().parents[2] / "configs" / "conformance.yaml"
+    name = "conformance_reference.yaml" if reference else "conformance.yaml"
+    out = pathlib.Path(__file__).resolve().parents[2] / "configs" / name
     out.write_text("\n".join(lines) + "\n")
+
+
+def main():
+    write(reference=False)
+    write(reference=True)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ pub enum ReferenceEngine {
     #[default]
     Own,
     /// PyTorch + transformers' modeling code on the same checkpoint, in a worker process
-    /// (`scripts/reference/setup_transformers.sh` installs it).
+    /// (`scripts/peer/setup.sh` installs it into `.peer-venv/`).
     Transformers,
 }
 

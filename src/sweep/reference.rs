@@ -146,6 +146,12 @@ impl Transformers {
         };
         match w.load(model, self.dtype) {
             Ok(loaded) => State::Loaded(loaded.handle),
+            // An architecture or a file transformers does not read: this model has no
+            // reference here, which the report says; its pairs keep their own verdicts.
+            Err(e) if e.is_bad_input() => State::Unavailable(NotCompared {
+                skipped: true,
+                reason: format!("transformers cannot read {}: {e}", model.display()),
+            }),
             Err(e) => State::Unavailable(failed(format!(
                 "transformers could not load {}: {e}",
                 model.display()
