@@ -529,7 +529,13 @@ fn a_missing_gguf_gets_the_fetch_hint_only_at_smollm2s_default_path() {
         ("/nonexistent/elsewhere.gguf", false),
     ] {
         let cfg = write(tmp.path(), "g.yaml", &small_on(source));
-        let o = run(&["plan", cfg.to_str().unwrap()]);
+        // From the temporary directory: the working-directory fallback must not find the
+        // repository's own models/ (fetched in CI).
+        let o = bin()
+            .current_dir(tmp.path())
+            .args(["plan", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
         assert_eq!(code(&o), exit::BAD_INPUT, "{}", text(&o));
         assert!(stderr(&o).contains("no such GGUF file"), "{}", stderr(&o));
         assert_eq!(
