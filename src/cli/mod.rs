@@ -36,7 +36,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Print the runs and pairs a sweep file expands into, without running anything.
-    /// Writes nothing in the results directory (its cost calibration is cached in the cache
+    /// Writes no file in the results directory (its cost calibration is cached in the cache
     /// directory's `costs.json`).
     #[command(after_help = DOCS)]
     Plan(plan::PlanArgs),

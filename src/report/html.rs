@@ -588,8 +588,10 @@ fn view(store: &Store, r: &ReportJson) -> Result<HtmlView> {
     let drift = drift(r)?;
     let groups = groups(r)?;
     let traces = traces(store, r)?;
+    let reference_figures = super::reference::figures(&r.pairs, r.model.sliding_window)?;
     let plot_count = drift.len()
         + traces.len()
+        + reference_figures.len()
         + groups
             .iter()
             .flat_map(|g| &g.pairs)
@@ -636,7 +638,7 @@ fn view(store: &Store, r: &ReportJson) -> Result<HtmlView> {
             .join(", "),
         groups,
         reference_rows: super::reference::rows(&r.pairs),
-        reference_figures: super::reference::figures(&r.pairs, r.model.sliding_window)?,
+        reference_figures,
         traces,
         problems: r
             .pairs
