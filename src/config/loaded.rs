@@ -152,7 +152,7 @@ impl LoadedConfig {
     }
 
     /// The `reference:` section, or the default (the own decoder in f32).
-    pub fn reference(&self) -> crate::config::ReferenceConfig {
+    pub fn reference(&self) -> super::reference::ReferenceConfig {
         self.config.reference.clone().unwrap_or_default()
     }
 

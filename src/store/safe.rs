@@ -161,7 +161,7 @@ pub struct Claim<'a> {
     /// The limits the record says it was judged by.
     pub limits: &'a Thresholds,
     /// Its paths against the reference, which enter the verdict.
-    pub reference: Option<&'a crate::store::ReferenceCheck>,
+    pub reference: Option<&'a super::reference::ReferenceCheck>,
 }
 
 /// Why a stored verdict cannot be believed, if it cannot: the verdict judged again from the
@@ -212,7 +212,7 @@ pub struct Judged<'a> {
     /// Judged for equivalence ([`PairSpec::equivalence`]).
     pub equivalence: bool,
     /// Both paths against the reference, when the pair was held to one.
-    pub reference: Option<&'a crate::store::ReferenceCheck>,
+    pub reference: Option<&'a super::reference::ReferenceCheck>,
 }
 
 /// Why verdict `v` does not follow from metrics `m` under `limits` (the re-judgement of

@@ -121,6 +121,34 @@ pub fn run<T: Send>(lanes: Lanes, items: Vec<T>, work: impl Fn(T) -> bool + Sync
     })
 }
 
+/// The lanes a load group of `units` independent units (pairs sharing a prefill are one)
+/// runs on: what the worker chooses, and what `plan`'s estimate assumes.
+pub fn group_lanes(
+    info: &crate::model::ModelInfo,
+    key: crate::plan::LoadKey,
+    cpu: bool,
+    threads: usize,
+    units: usize,
+    requested: Option<usize>,
+) -> Lanes {
+    let params = info.family.parameter_count();
+    // Quantized weights: about 4.5 bits a parameter (Q4 blocks); an estimate that only has
+    // to tell small models from large ones.
+    let weight_bytes = if key.weights.is_default() {
+        params * key.dtype.candle().size_in_bytes() as u64
+    } else {
+        params * 9 / 16
+    };
+    choose(LaneInputs {
+        cpu,
+        engine: key.engine,
+        weight_bytes,
+        threads,
+        units,
+        requested,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

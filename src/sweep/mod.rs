@@ -20,6 +20,7 @@ use std::time::Instant;
 
 pub use events::{Event, Reporter, Signalled, Silent, StopFlag};
 pub use lanes::Lanes;
+pub use lanes::group_lanes;
 pub use pair::{PairInput, PairRun, judge, run_pair, token_key};
 
 use crate::config::LoadedConfig;
@@ -72,34 +73,6 @@ pub struct SweepOutcome {
     /// What `--start-over` found in the directory and left alone (driftsweep did not write
     /// it), to be mentioned.
     pub left_alone: Vec<PathBuf>,
-}
-
-/// The lanes a load group of `units` independent units (pairs sharing a prefill are one)
-/// runs on: what the worker chooses, and what `plan`'s estimate assumes.
-pub fn group_lanes(
-    info: &ModelInfo,
-    key: crate::plan::LoadKey,
-    cpu: bool,
-    threads: usize,
-    units: usize,
-    requested: Option<usize>,
-) -> Lanes {
-    let params = info.family.parameter_count();
-    // Quantized weights: about 4.5 bits a parameter (Q4 blocks); an estimate that only has
-    // to tell small models from large ones.
-    let weight_bytes = if key.weights.is_default() {
-        params * key.dtype.candle().size_in_bytes() as u64
-    } else {
-        params * 9 / 16
-    };
-    lanes::choose(lanes::LaneInputs {
-        cpu,
-        engine: key.engine,
-        weight_bytes,
-        threads,
-        units,
-        requested,
-    })
 }
 
 /// The results directory a sweep writes to.

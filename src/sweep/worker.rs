@@ -316,7 +316,7 @@ impl Worker {
             Some(_) => Some(1),
             None => self.lanes,
         };
-        super::group_lanes(
+        super::lanes::group_lanes(
             &self.info,
             key,
             self.device.device.is_cpu(),
