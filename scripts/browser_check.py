@@ -85,7 +85,12 @@ def main():
     ]
     dtypes = {p["dtype"] for p in compared}
     traced = report["trace"]["traced_pairs"] if report.get("trace") else 0
-    want = len(compared) + len(dtypes) + traced
+    # Pairs held to the reference with a comparison get one figure each, at most 24.
+    held = [
+        p for p in report["pairs"]
+        if p.get("reference") and (p["reference"].get("prefill") or p["reference"].get("decode"))
+    ]
+    want = len(compared) + len(dtypes) + traced + min(len(held), 24)
     plots = {f[0] for f in page.figures}
     if len(page.figures) != want:
         problems.append(f"{len(page.figures)} plots on the page, report.json calls for {want}")
@@ -94,6 +99,8 @@ def main():
     for p in compared:
         if f"pair:{p['id']}" not in plots:
             problems.append(f"no plot for pair {p['id']}")
+    if sum(1 for f in plots if f.startswith("reference:")) != min(len(held), 24):
+        problems.append("the reference figures are not the 24 (or fewer) pairs held to it")
     for d in dtypes:
         if f"drift:{d}" not in plots:
             problems.append(f"no drift-by-span plot for {d}")
