@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compare::Metrics;
 use crate::limits::Thresholds;
+use crate::verdict::PairVerdict;
 
 /// A pair's prefill and decode each held against the reference (docs/design.md, "Three
 /// comparisons"): consistency between the paths cannot see an engine that is wrong the same
@@ -57,5 +58,24 @@ impl ReferenceCheck {
             .into_iter()
             .filter_map(|(n, c)| c.as_ref().filter(|c| !c.pass).map(|c| (n, c)))
             .collect()
+    }
+}
+
+impl ReferenceCheck {
+    /// The pair's verdict and reason once this check enters them
+    /// ([`crate::verdict::with_reference`]): the one place the sweep and the re-judgement of
+    /// stored records combine a pair's consistency verdict with its reference check.
+    pub fn enter(&self, verdict: PairVerdict, reason: &str) -> (PairVerdict, String) {
+        let failures: Vec<(&str, &str)> = self
+            .failures()
+            .into_iter()
+            .map(|(path, c)| (path, c.reason.as_str()))
+            .collect();
+        let error = self
+            .not_compared
+            .as_ref()
+            .filter(|n| !n.skipped)
+            .map(|n| n.reason.as_str());
+        crate::verdict::with_reference(verdict, reason, &failures, error)
     }
 }

@@ -244,17 +244,7 @@ pub fn rejudge(v: PairVerdict, j: &Judged) -> Option<String> {
                 ));
             }
         }
-        let failures: Vec<(&str, &str)> = check
-            .failures()
-            .into_iter()
-            .map(|(path, c)| (path, c.reason.as_str()))
-            .collect();
-        let error = check
-            .not_compared
-            .as_ref()
-            .filter(|n| !n.skipped)
-            .map(|n| n.reason.as_str());
-        (judged, why) = verdict::with_reference(judged, &why, &failures, error);
+        (judged, why) = check.enter(judged, &why);
     }
     (judged != v).then(|| format!("says {v}, but its own metrics and limits give {judged} ({why})"))
 }

@@ -206,20 +206,9 @@ pub fn judge(
 }
 
 /// Adds `check` to `record` and lets it enter the pair's verdict
-/// ([`crate::verdict::with_reference`]).
+/// ([`crate::store::ReferenceCheck::enter`]).
 pub(super) fn hold_to_reference(record: &mut PairRecord, check: crate::store::ReferenceCheck) {
-    let failures: Vec<(&str, &str)> = check
-        .failures()
-        .into_iter()
-        .map(|(path, c)| (path, c.reason.as_str()))
-        .collect();
-    let error = check
-        .not_compared
-        .as_ref()
-        .filter(|n| !n.skipped)
-        .map(|n| n.reason.as_str());
-    let (verdict, reason) =
-        crate::verdict::with_reference(record.verdict, &record.reason, &failures, error);
+    let (verdict, reason) = check.enter(record.verdict, &record.reason);
     record.verdict = verdict;
     record.reason = reason;
     record.reference = Some(check);
