@@ -3,8 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use driftsweep::config::ContinuationMode;
 use driftsweep::model::ModelInfo;
-use driftsweep::plan::estimate::{self, CostSource, Costs, Estimate, ObservedRun};
+use driftsweep::plan::estimate::{self, CostSource, Estimate, ObservedRun};
 use driftsweep::plan::{LoadKey, Mode, Plan};
 use driftsweep::{Error, config, exit, run, store, sweep};
 
@@ -302,10 +303,29 @@ impl Cost {
         if !observed.is_empty() {
             cost.records = Some(dir);
         }
-        let mut costs: BTreeMap<LoadKey, (Costs, CostSource)> = BTreeMap::new();
-        let mut lanes: BTreeMap<LoadKey, usize> = BTreeMap::new();
+        let mut prices = estimate::Prices {
+            observed: estimate::observed_rates(&observed),
+            skipped: cost.skipped.keys().cloned().collect(),
+            record_s: if measure {
+                estimate::record_cost()
+            } else {
+                0.0
+            },
+            ..Default::default()
+        };
         if let Ok(d) = &device {
             let threads = candle_core::utils::get_num_threads();
+            let mut price = |key: LoadKey, l: sweep::Lanes| {
+                let ck = estimate::cache_key(info, key, &d.kind(), (l.count, l.threads_each));
+                let on = (&d.device, (l.count, l.threads_each));
+                match estimate::costs_for(info, key, on, &ck, measure) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        cost.error = Some(e.to_string());
+                        None
+                    }
+                }
+            };
             for key in plan
                 .load_groups(cfg.config.continuation)
                 .iter()
@@ -314,7 +334,7 @@ impl Cost {
                 let runnable: Vec<_> = plan
                     .pairs
                     .iter()
-                    .filter(|p| p.load_key() == key && !cost.skipped.contains_key(&p.id))
+                    .filter(|p| p.load_key() == key && !prices.skipped.contains(&p.id))
                     .collect();
                 let own = plan.pairs.iter().any(|p| p.load_key() == key);
                 if own && runnable.is_empty() {
@@ -325,35 +345,26 @@ impl Cost {
                     .iter()
                     .map(|p| (&p.prompt, p.span, p.seed))
                     .collect();
-                let l = sweep::group_lanes(
-                    info,
-                    key,
-                    d.device.is_cpu(),
-                    threads,
-                    units.len().max(1),
-                    None,
-                );
-                lanes.insert(key, l.count);
-                let ck = estimate::cache_key(info, key, &d.id, (l.count, l.threads_each));
-                let on = (&d.device, (l.count, l.threads_each));
-                match estimate::costs_for(info, key, on, &ck, measure) {
-                    Ok(Some(c)) => {
-                        costs.insert(key, c);
-                    }
-                    Ok(None) => {}
-                    Err(e) => cost.error = Some(e.to_string()),
+                let cpu = d.device.is_cpu();
+                let l = sweep::group_lanes(info, key, cpu, threads, units.len().max(1), None);
+                prices.lanes.insert(key, l.count);
+                if let Some(c) = price(key, l) {
+                    prices.costs.insert(key, c);
+                }
+                if key == plan.reference && cfg.config.continuation != ContinuationMode::Random {
+                    // Continuations run on lanes of their own, one per (prompt, seed).
+                    let n = plan.continuation_lengths().len().max(1);
+                    let lc = sweep::group_lanes(info, key, cpu, threads, n, None);
+                    let c = if lc == l {
+                        prices.costs.get(&key).map(|c| c.0)
+                    } else {
+                        price(key, lc).map(|c| c.0)
+                    };
+                    prices.continuations = c.map(|c| (c, lc.count));
                 }
             }
         }
-        let skipped: BTreeSet<String> = cost.skipped.keys().cloned().collect();
-        cost.estimate = Some(estimate::estimate(
-            plan,
-            cfg.config.continuation,
-            &costs,
-            &estimate::observed_rates(&observed),
-            &skipped,
-            &lanes,
-        ));
+        cost.estimate = Some(estimate::estimate(plan, cfg.config.continuation, &prices));
         cost
     }
 }
@@ -469,6 +480,17 @@ fn print_estimate(cost: &Cost) {
             "",
             "",
             estimate::human_seconds(est.reference_s)
+        );
+    }
+    if est.records_s > 0.0 {
+        outln!(
+            "{:<40}  {:>5}  {:>5}  {:>12}  {:>12}  {:>12}",
+            "records (written and fsynced)",
+            "",
+            "",
+            "",
+            "",
+            estimate::human_seconds(est.records_s)
         );
     }
     let t = &est.total;

@@ -41,6 +41,11 @@ pub struct Costs {
     pub step_s: f64,
     /// What each cached position adds to a decode step.
     pub step_per_position_s: f64,
+    /// Each row of logits a forward returns (the output head, a large share of a step for a
+    /// large vocabulary: Gemma 3's 262,144 rows). 0 for engines that return the last row
+    /// only: their forward and step costs include their one row.
+    #[serde(default)]
+    pub row_s: f64,
 }
 
 impl Costs {
@@ -141,6 +146,8 @@ pub struct Estimate {
     pub groups: Vec<(LoadKey, GroupEstimate, Option<CostSource>)>,
     /// Continuations and yardsticks on the reference, seconds.
     pub reference_s: f64,
+    /// Writing the run, pair and report records (each one fsynced), seconds.
+    pub records_s: f64,
     /// The whole plan.
     pub total: GroupEstimate,
 }
@@ -151,10 +158,16 @@ fn pair_seconds(plan: &Plan, p: &PairSpec, c: &Costs, prefill_paid: bool) -> (f6
     let len = plan.prompts.get(&p.prompt).map_or(0, |x| x.len);
     let s = p.span;
     let (pre_tokens, dec_tokens) = plan.forward_tokens(p);
+    // Logits rows: the compared positions, in either run (decode's other steps and cache
+    // forwards return none).
+    let rows = match &p.positions {
+        Some(at) => at.len(),
+        None => s,
+    };
     let prefill = if prefill_paid {
         0.0
     } else if pre_tokens == len + s {
-        c.forward(len + s, 0)
+        c.forward(len + s, 0) + c.row_s * rows as f64
     } else {
         // One forward per prefix: their mean length, S of them.
         let n = match &p.positions {
@@ -162,32 +175,51 @@ fn pair_seconds(plan: &Plan, p: &PairSpec, c: &Costs, prefill_paid: bool) -> (f6
             None => s,
         }
         .max(1);
-        n as f64 * c.forward(pre_tokens / n, 0)
+        n as f64 * (c.forward(pre_tokens / n, 0) + c.row_s)
     };
-    let decode = if !p.path.is_default() {
-        // Chunked and batched paths: multi-token forwards, priced per token.
-        c.forward_s + c.token_s * dec_tokens as f64
-    } else if p.kv_aligned {
-        // The cache forward (cut back or prompt alone), then S steps after the prompt.
-        let cache = dec_tokens.saturating_sub(s);
-        c.forward(cache, 0) + c.steps(len, s)
-    } else {
-        c.steps(0, len + s)
-    };
+    let decode = c.row_s * rows as f64
+        + if !p.path.is_default() {
+            // Chunked and batched paths: multi-token forwards, priced per token.
+            c.forward_s + c.token_s * dec_tokens as f64
+        } else if p.kv_aligned {
+            // The cache forward (cut back or prompt alone), then S steps after the prompt.
+            let cache = dec_tokens.saturating_sub(s);
+            c.forward(cache, 0) + c.steps(len, s)
+        } else {
+            c.steps(0, len + s)
+        };
     (prefill, decode)
 }
 
-/// Estimates `plan`'s cost. `costs` gives each load's calibration (with its source),
-/// `observed` the earlier runs' rates (preferred where present), `skipped` the pairs that
-/// will not run (the plan's and the device's reasons alike).
-pub fn estimate(
-    plan: &Plan,
-    continuation: ContinuationMode,
-    costs: &BTreeMap<LoadKey, (Costs, CostSource)>,
-    observed: &Observed,
-    skipped: &BTreeSet<String>,
-    lanes: &BTreeMap<LoadKey, usize>,
-) -> Estimate {
+/// What an estimate is priced from.
+#[derive(Debug, Clone, Default)]
+pub struct Prices {
+    /// Each load's calibration, with its source, on the lanes its group runs.
+    pub costs: BTreeMap<LoadKey, (Costs, CostSource)>,
+    /// Earlier runs' rates (preferred where present).
+    pub observed: Observed,
+    /// Pairs that will not run (the plan's and the device's reasons alike).
+    pub skipped: BTreeSet<String>,
+    /// Each group's lanes.
+    pub lanes: BTreeMap<LoadKey, usize>,
+    /// The reference's calibration on the lanes the continuations run (one per (prompt,
+    /// seed), so often fewer lanes with more threads each than the reference's pairs),
+    /// and that lane count; `None`: no continuation is generated.
+    pub continuations: Option<(Costs, usize)>,
+    /// One record's write ([`record_cost`]), seconds.
+    pub record_s: f64,
+}
+
+/// Estimates `plan`'s cost from `prices`.
+pub fn estimate(plan: &Plan, continuation: ContinuationMode, prices: &Prices) -> Estimate {
+    let Prices {
+        costs,
+        observed,
+        skipped,
+        lanes,
+        record_s,
+        ..
+    } = prices;
     let mut out = Estimate::default();
     let runnable: Vec<&PairSpec> = plan
         .pairs
@@ -198,6 +230,9 @@ pub fn estimate(
         let mut g = GroupEstimate::default();
         let mut source = costs.get(&key).map(|(_, s)| *s);
         let mut paid: BTreeSet<(String, usize, u64)> = BTreeSet::new();
+        // The group's units of work (pairs sharing a prefill), in plan order: per pair its
+        // prefill and decode seconds.
+        let mut units: Vec<Unit> = Vec::new();
         let mut any = false;
         for p in runnable.iter().filter(|p| p.load_key() == key) {
             any = true;
@@ -225,43 +260,135 @@ pub fn estimate(
             if rate(Mode::Decode).is_some() {
                 source = Some(CostSource::Records);
             }
-            g.seconds += pre + dec;
+            let unit = (p.prompt.clone(), p.span, p.seed);
+            match units.iter_mut().find(|(k, _)| *k == unit) {
+                Some((_, pairs)) => pairs.push((pre, dec)),
+                None => units.push((unit, vec![(pre, dec)])),
+            }
         }
-        // Lanes run the group's pairs side by side.
-        g.seconds /= lanes.get(&key).copied().unwrap_or(1).max(1) as f64;
+        let lanes = lanes.get(&key).copied().unwrap_or(1).max(1);
+        g.seconds = makespan(units, lanes);
         if any && let Some((c, _)) = costs.get(&key) {
             g.seconds += c.load_s;
         }
         out.groups.push((key, g, source));
     }
-    let reference_lanes = lanes.get(&plan.reference).copied().unwrap_or(1).max(1);
-    out.reference_s =
-        reference_seconds(plan, continuation, costs, &runnable) / reference_lanes as f64;
+    out.reference_s = reference_seconds(plan, continuation, prices, &runnable);
     for (_, g, _) in &out.groups {
         out.total.add(g);
     }
-    out.total.seconds += out.reference_s;
+    // Records are written by every lane but wait on one disk: not divided among lanes.
+    out.records_s = record_s * (RECORDS_PER_PAIR * out.total.pairs + RECORDS_PER_SWEEP) as f64;
+    out.total.seconds += out.reference_s + out.records_s;
     out
 }
 
+/// A unit of work: (prompt, span, seed) and its pairs' (prefill, decode) seconds.
+type Unit = ((String, usize, u64), Vec<(f64, f64)>);
+
+/// The wall time of a group's units on `lanes`, as the worker runs them
+/// (src/sweep/worker.rs): one lane runs everything in order; several take the units
+/// longest span first, then their pairs one by one from one queue, each pair to the lane
+/// that frees first, and a pair that shares its unit's prefill waits until the unit's
+/// first pair has computed it. Dividing the sum by the lanes instead priced the SmolLM2
+/// race (two units a group, spans 32 and 128) at two thirds of its time.
+fn makespan(mut units: Vec<Unit>, lanes: usize) -> f64 {
+    if lanes <= 1 {
+        return units
+            .iter()
+            .flat_map(|(_, pairs)| pairs.iter().map(|(a, b)| a + b))
+            .sum();
+    }
+    let span_sum = |u: &Unit| u.0.1 * u.1.len();
+    units.sort_by_key(|u| std::cmp::Reverse(span_sum(u)));
+    let mut free = vec![0.0f64; lanes];
+    let next_lane = |free: &[f64]| {
+        let (i, _) =
+            free.iter().enumerate().fold(
+                (0, f64::INFINITY),
+                |b, (i, &t)| if t < b.1 { (i, t) } else { b },
+            );
+        i
+    };
+    for (_, pairs) in &units {
+        let mut posted = 0.0;
+        for (n, (pre, dec)) in pairs.iter().enumerate() {
+            let lane = next_lane(&free);
+            let start = if n == 0 {
+                free[lane]
+            } else {
+                free[lane].max(posted)
+            };
+            if n == 0 {
+                posted = start + pre;
+            }
+            free[lane] = start + pre + dec;
+        }
+    }
+    free.into_iter().fold(0.0, f64::max)
+}
+
+/// Records a pair writes: its two run records and its pair record.
+pub const RECORDS_PER_PAIR: usize = 3;
+/// Records a sweep writes once: manifest, owner marker, the reports and their templates.
+pub const RECORDS_PER_SWEEP: usize = 8;
+
+/// What one record costs to write as the store writes it ([`crate::fsutil::write_atomic`]:
+/// a temporary file, its fsync, the rename, the directory's fsync), seconds: the median of a
+/// few writes in the cache directory. Measured, not cached: it is a few milliseconds, and
+/// what a disk pays for an fsync changes with its load. On a disk where an fsync costs
+/// milliseconds this is most of a small model's sweep (the quickstart: 131 records, 0.75 s
+/// of fsync against 1.05 s of model work on 2 cores). 0 when there is no cache directory.
+pub fn record_cost() -> f64 {
+    const WRITES: usize = 8;
+    let Some(dir) = crate::model::hash_cache::cache_dir().map(|d| d.join("calibration")) else {
+        return 0.0;
+    };
+    if std::fs::create_dir_all(&dir).is_err() {
+        return 0.0;
+    }
+    let file = dir.join(format!("record-{}.json", std::process::id()));
+    let bytes = vec![b' '; 2048];
+    // The median write: one slow fsync behind another process's flush says little about the
+    // sweep's hundreds.
+    let mut times: Vec<f64> = (0..WRITES)
+        .filter_map(|_| {
+            let t = Instant::now();
+            crate::fsutil::write_atomic(&file, &bytes).ok()?;
+            Some(t.elapsed().as_secs_f64())
+        })
+        .collect();
+    let _ = std::fs::remove_file(&file);
+    times.sort_by(f64::total_cmp);
+    times.get(times.len() / 2).copied().unwrap_or(0.0)
+}
+
 /// The reference's own work: continuations (a prompt forward and S sampled steps per
-/// (prompt, seed) at its longest span), yardstick prefills for other settings' pairs, and
-/// its load when no pair of its own runs.
+/// (prompt, seed) at its longest span, on their own lanes), yardstick prefills for other
+/// settings' pairs (on the reference group's lanes), and its load when no pair of its own
+/// runs.
 fn reference_seconds(
     plan: &Plan,
     continuation: ContinuationMode,
-    costs: &BTreeMap<LoadKey, (Costs, CostSource)>,
+    prices: &Prices,
     runnable: &[&PairSpec],
 ) -> f64 {
-    let Some((c, _)) = costs.get(&plan.reference) else {
+    let Some((c, _)) = prices.costs.get(&plan.reference) else {
         return 0.0;
     };
     let mut s = 0.0;
     if continuation != ContinuationMode::Random {
-        for ((prompt, _), span) in plan.continuation_lengths() {
-            let len = plan.prompts.get(&prompt).map_or(0, |p| p.len);
-            s += c.forward(len, 0) + c.steps(len, span);
-        }
+        let (cc, lanes) = prices.continuations.unwrap_or((*c, 1));
+        let jobs: Vec<_> = plan
+            .continuation_lengths()
+            .into_iter()
+            .map(|((prompt, seed), span)| {
+                let len = plan.prompts.get(&prompt).map_or(0, |p| p.len);
+                let t = cc.forward(len, 0) + cc.steps(len, span) + cc.row_s * (span + 1) as f64;
+                ((prompt, span, seed), vec![(t, 0.0)])
+            })
+            .collect();
+        s += makespan(jobs, lanes);
     }
     let own: BTreeSet<(String, usize, u64)> = runnable
         .iter()
@@ -274,10 +401,20 @@ fn reference_seconds(
         .map(|p| (p.prompt.clone(), p.span, p.seed))
         .filter(|k| !own.contains(k))
         .collect();
-    for (prompt, span, _) in &yard {
-        let len = plan.prompts.get(prompt).map_or(0, |p| p.len);
-        s += c.forward(len + span, 0);
-    }
+    let yard_s: f64 = yard
+        .iter()
+        .map(|(prompt, span, _)| {
+            let len = plan.prompts.get(prompt).map_or(0, |p| p.len);
+            c.forward(len + span, 0) + c.row_s * *span as f64
+        })
+        .sum();
+    let reference_lanes = prices
+        .lanes
+        .get(&plan.reference)
+        .copied()
+        .unwrap_or(1)
+        .max(1);
+    s += yard_s / reference_lanes as f64;
     let reference_runs = runnable.iter().any(|p| p.load_key() == plan.reference);
     if !reference_runs && (!yard.is_empty() || continuation != ContinuationMode::Random) {
         s += c.load_s;
@@ -300,8 +437,9 @@ pub fn cache_key(
     device: &str,
     (lanes, threads): (usize, usize),
 ) -> String {
+    // v2: steps and prefill tokens without their logits rows (`row_s` apart).
     format!(
-        "{}|{}|{}|{}|{device}|{lanes}x{threads}",
+        "v2|{}|{}|{}|{}|{device}|{lanes}x{threads}",
         info.sha256,
         key.engine.as_str(),
         key.weights.as_str(),
@@ -368,17 +506,24 @@ pub fn calibrate(
     // Every lane times the same forwards at once, each on its own pool of one lane's threads
     // (candle's CPU kernels split over the current rayon pool), so the costs are what a lane
     // pays beside the others: a loaded machine or a shared memory bus gives lanes less than
-    // their count.
-    let timed: Vec<Result<Costs>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..lanes.max(1))
+    // their count. A barrier starts each phase on every lane together: unsynchronised, one
+    // lane's decode steps were timed beside another's long prefill (quantized Gemma 3 on 2
+    // cores: steps 135–345 ms in calibration against 25–38 ms in the sweep they priced).
+    let lanes = lanes.max(1);
+    let barrier = std::sync::Barrier::new(lanes);
+    let timed: Vec<Result<Phases>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..lanes)
             .map(|_| {
                 scope.spawn(|| {
+                    let together = || {
+                        barrier.wait();
+                    };
                     match rayon::ThreadPoolBuilder::new()
                         .num_threads(threads.max(1))
                         .build()
                     {
-                        Ok(pool) => pool.install(|| time_forwards(info, model)),
-                        Err(_) => time_forwards(info, model),
+                        Ok(pool) => pool.install(|| time_forwards(info, model, &together)),
+                        Err(_) => time_forwards(info, model, &together),
                     }
                 })
             })
@@ -388,59 +533,150 @@ pub fn calibrate(
             .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     });
-    let timed = timed.into_iter().collect::<Result<Vec<Costs>>>()?;
-    let n = timed.len().max(1) as f64;
-    let mean = |f: fn(&Costs) -> f64| timed.iter().map(f).sum::<f64>() / n;
-    Ok(Costs {
-        load_s,
-        forward_s: mean(|c| c.forward_s),
-        token_s: mean(|c| c.token_s),
-        step_s: mean(|c| c.step_s),
-        step_per_position_s: mean(|c| c.step_per_position_s),
-    })
+    let timed = timed.into_iter().collect::<Result<Vec<Phases>>>()?;
+    let mut c = Phases::harmonic(&timed).fit();
+    c.load_s = load_s;
+    Ok(c)
 }
 
-/// One lane's timings on `model` (its load time left 0).
-fn time_forwards(info: &ModelInfo, model: &dyn crate::model::ModelUnderTest) -> Result<Costs> {
+/// One lane's mean seconds per forward in each timed phase of the calibration.
+#[derive(Debug, Clone, Copy, Default)]
+struct Phases {
+    /// A [`SHORT`]-token prefill returning its last row.
+    short: f64,
+    /// A [`LONG`]-token prefill returning its last row.
+    long: f64,
+    /// A [`LONG`]-token prefill returning every row (the last row only where the engine
+    /// cannot do more).
+    every_row: f64,
+    /// A decode step at [`SHORT`] cached positions.
+    near: f64,
+    /// A decode step at [`FAR`] cached positions.
+    far: f64,
+}
+
+impl Phases {
+    /// What one lane pays per forward when all of them run: the harmonic mean of the
+    /// lanes' times, since the group's throughput is the sum of the lanes' rates. Lanes are
+    /// not always fair: quantized Gemma 3 on two one-thread lanes ran one lane's steps at 42
+    /// ms and the other's at 254 ms, for about the throughput of one lane alone; the plain
+    /// mean priced that group at 1.75 times its measured time.
+    fn harmonic(lanes: &[Phases]) -> Phases {
+        let h = |f: fn(&Phases) -> f64| {
+            let mut sum = 0.0;
+            for l in lanes {
+                let t = f(l);
+                if t <= 0.0 {
+                    return 0.0;
+                }
+                sum += 1.0 / t;
+            }
+            if sum > 0.0 {
+                lanes.len() as f64 / sum
+            } else {
+                0.0
+            }
+        };
+        Phases {
+            short: h(|p| p.short),
+            long: h(|p| p.long),
+            every_row: h(|p| p.every_row),
+            near: h(|p| p.near),
+            far: h(|p| p.far),
+        }
+    }
+
+    /// The linear [`Costs`] model through the phases' times (load time left 0).
+    fn fit(&self) -> Costs {
+        let token_s = ((self.long - self.short) / (LONG - SHORT) as f64).max(0.0);
+        let step_per_position_s = ((self.far - self.near) / (FAR - SHORT) as f64).max(0.0);
+        Costs {
+            load_s: 0.0,
+            forward_s: (self.short - token_s * SHORT as f64).max(0.0),
+            token_s,
+            step_s: (self.near - step_per_position_s * SHORT as f64).max(0.0),
+            step_per_position_s,
+            row_s: ((self.every_row - self.long) / (LONG - 1) as f64).max(0.0),
+        }
+    }
+}
+
+/// One lane's timings on `model`. `together` is called before each
+/// timed phase, by every lane the same number of times, errors or not (a lane that stopped
+/// early would leave the others waiting at the barrier).
+fn time_forwards(
+    info: &ModelInfo,
+    model: &dyn crate::model::ModelUnderTest,
+    together: &dyn Fn(),
+) -> Result<Phases> {
     let fail = |e: candle_core::Error| Error::model(&info.source, format!("calibration: {e}"));
     let vocab = model.vocab_size().max(4) as u32;
     let ids: Vec<u32> = (0..(FAR + STEPS) as u32)
         .map(|i| 3 + (i * 37) % (vocab - 3))
         .collect();
+    // Forwards return one row (the last) and steps none, where the engine allows it; a
+    // phase of every row prices the rows apart, as a run asks only for compared positions.
     let every = model.capabilities().every_row;
-    let rows = |n: usize| if every { Rows::From(0) } else { Rows::last(n) };
+    let step_rows = if every { Rows::None } else { Rows::From(0) };
     // Means, not medians: a sweep pays every stall of a loaded machine, and so must the
     // calibration that prices it.
-    let time_prefill = |n: usize| -> Result<f64> {
+    let time_prefill = |n: usize, rows: Rows| -> Result<f64> {
         let t = Instant::now();
         for _ in 0..REPEAT {
             let mut seq = model.sequence(n).map_err(fail)?;
-            seq.forward(&ids[..n], rows(n)).map_err(fail)?;
+            seq.forward(&ids[..n], rows).map_err(fail)?;
         }
         Ok(t.elapsed().as_secs_f64() / REPEAT as f64)
     };
-    time_prefill(SHORT)?; // warm-up: allocator, kernels
-    let (short, long) = (time_prefill(SHORT)?, time_prefill(LONG)?);
-    let token_s = ((long - short) / (LONG - SHORT) as f64).max(0.0);
-    let forward_s = (short - token_s * SHORT as f64).max(0.0);
+    // Six phases, each begun together; the first error is kept and its later phases
+    // only wait.
+    let mut failed: Option<Error> = None;
+    let mut phase = |f: &dyn Fn() -> Result<f64>| -> f64 {
+        together();
+        if failed.is_some() {
+            return 0.0;
+        }
+        // A panic inside a model must not leave the other lanes at the next barrier.
+        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+            Err(Error::model(
+                &info.source,
+                "calibration: the model panicked",
+            ))
+        });
+        done.unwrap_or_else(|e| {
+            failed = Some(e);
+            0.0
+        })
+    };
+    phase(&|| time_prefill(SHORT, Rows::last(SHORT))); // warm-up: allocator, kernels
+    let short = phase(&|| time_prefill(SHORT, Rows::last(SHORT)));
+    let long = phase(&|| time_prefill(LONG, Rows::last(LONG)));
+    let every_row = if every {
+        phase(&|| time_prefill(LONG, Rows::From(0)))
+    } else {
+        phase(&|| Ok(long))
+    };
     let time_steps = |start: usize| -> Result<f64> {
         let mut seq = model.sequence(start + STEPS).map_err(fail)?;
         seq.forward(&ids[..start], Rows::None).map_err(fail)?;
         let t = Instant::now();
         for i in 0..STEPS {
-            seq.forward(&ids[start + i..start + i + 1], Rows::From(0))
+            seq.forward(&ids[start + i..start + i + 1], step_rows)
                 .map_err(fail)?;
         }
         Ok(t.elapsed().as_secs_f64() / STEPS as f64)
     };
-    let (near, far) = (time_steps(SHORT)?, time_steps(FAR)?);
-    let step_per_position_s = ((far - near) / (FAR - SHORT) as f64).max(0.0);
-    Ok(Costs {
-        load_s: 0.0,
-        forward_s,
-        token_s,
-        step_s: (near - step_per_position_s * SHORT as f64).max(0.0),
-        step_per_position_s,
+    let near = phase(&|| time_steps(SHORT));
+    let far = phase(&|| time_steps(FAR));
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    Ok(Phases {
+        short,
+        long,
+        every_row,
+        near,
+        far,
     })
 }
 
@@ -466,10 +702,25 @@ mod tests {
             token_s: 0.0,
             step_s: 1.0,
             step_per_position_s: 0.5,
+            row_s: 0.0,
         };
         // Steps at caches 10, 11, 12: 3 + 0.5·33.
         assert!((c.steps(10, 3) - (3.0 + 0.5 * 33.0)).abs() < 1e-9);
         assert_eq!(c.forward(1, 4), 3.0, "a one-token forward is a step");
+    }
+
+    #[test]
+    fn lanes_wait_for_the_longest_unit() {
+        let unit = |span: usize, pairs: &[(f64, f64)]| (("p".to_string(), span, 0), pairs.to_vec());
+        // Two units of two pairs sharing a prefill; the long one goes first.
+        let units = vec![
+            unit(32, &[(1.0, 1.0), (0.0, 1.0)]),
+            unit(128, &[(4.0, 4.0), (0.0, 4.0)]),
+        ];
+        assert_eq!(makespan(units.clone(), 1), 15.0, "one lane: the sum");
+        // Lane 0: long producer 0..8; lane 1 waits for its prefill (4), decodes 4..8;
+        // then the short unit's producer 8..10 and consumer from its prefill at 9..10.
+        assert_eq!(makespan(units, 2), 10.0);
     }
 
     #[test]

@@ -46,6 +46,34 @@ pub struct OpenDevice {
     pub name: String,
 }
 
+impl OpenDevice {
+    /// What a cost measured here holds for: the id and name, and on a CPU its SIMD level too
+    /// (two CPUs both named "AMD EPYC" can be a Zen 2 with AVX2 and a Zen 4 with AVX-512, and
+    /// the machines this runs on change from day to day).
+    pub fn kind(&self) -> String {
+        if self.device.is_cpu() {
+            format!("{}|{}|{}", self.id, self.name, cpu_simd())
+        } else {
+            format!("{}|{}", self.id, self.name)
+        }
+    }
+}
+
+/// The SIMD features that pick candle's and driftsweep's kernels, from /proc/cpuinfo's flags
+/// (empty where that file is absent).
+fn cpu_simd() -> String {
+    const LEVELS: [&str; 6] = ["avx2", "fma", "f16c", "avx512f", "avx512_bf16", "amx_tile"];
+    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags: Vec<&str> = flags
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.split_whitespace().collect())
+        .unwrap_or_default();
+    let have: Vec<&str> = LEVELS.into_iter().filter(|f| flags.contains(f)).collect();
+    have.join(",")
+}
+
 /// Opens the device a sweep asks for; `Err` says why it cannot run here (its pairs are then
 /// SKIPPED with that reason, never silently moved to the CPU).
 pub fn open_device(spec: DeviceSpec) -> Result<OpenDevice, DeviceError> {
