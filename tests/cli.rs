@@ -521,6 +521,46 @@ fn model_paths_are_relative_to_the_sweep_file_with_the_working_directory_as_fall
     );
 }
 
+/// The repository's own sweep files must not lean on the working-directory fallback: every
+/// model file they name is found beside the sweep file, from whatever directory one runs.
+#[test]
+fn the_repositorys_sweep_files_name_models_from_their_own_directory() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root.join("configs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let v: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut sources: Vec<&serde_yaml::Value> = vec![&v["model"]["source"]];
+        if let Some(models) = v["models"].as_mapping() {
+            sources.extend(models.values().map(|m| &m["source"]));
+        }
+        for source in sources.into_iter().filter_map(|s| s.as_str()) {
+            if source.starts_with("builtin:") || source.starts_with("hf:") {
+                continue;
+            }
+            // Lexically, as the loader joins it: configs/<source> must land in models/.
+            let mut resolved = std::path::PathBuf::from("configs");
+            for c in std::path::Path::new(source).components() {
+                match c {
+                    std::path::Component::ParentDir => assert!(resolved.pop(), "{source}"),
+                    other => resolved.push(other),
+                }
+            }
+            assert!(
+                resolved.starts_with("models"),
+                "{}: `{source}` is read from the working directory, not beside the sweep file",
+                path.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} model paths checked");
+}
+
 #[test]
 fn a_missing_gguf_gets_the_fetch_hint_only_at_smollm2s_default_path() {
     let tmp = tempfile::tempdir().unwrap();
