@@ -293,8 +293,6 @@ fn smollm2_float64_references_agree_and_the_own_decoder_is_within_rounding() {
 }
 
 #[test]
-#[ignore = "finding: on Gemma 3 270M, widened transformers float64 and numpy float64 differ by \
-            1.87e-8 relative (> 1e-9), cause not yet found; run with --ignored"]
 fn gemma3_float64_references_agree_and_the_own_decoder_is_within_rounding() {
     const TEST: &str = "gemma3_float64_references_agree_and_the_own_decoder_is_within_rounding";
     let path = root().join("models/gemma-3-270m-q4_k_m.gguf");
@@ -329,9 +327,18 @@ fn gemma3_float64_references_agree_and_the_own_decoder_is_within_rounding() {
     let tf = transformers_f64(&mut w, &path, &ids);
     drop(w);
     // transformers keeps Gemma's embedding scale √hidden as a buffer made in the model's
-    // dtype: float64 here (the numpy reference rounds it to float32 unless told).
+    // dtype: float64 here (the numpy reference rounds it to float32 unless told). Rounded to
+    // float32, it alone moves the logits 1.87e-8 relative from transformers' float64.
     let numpy = numpy_reference(&py, &path, &ids, &["--embed-scale", "f64"]);
     assert_f64_references_agree("Gemma 3 270M Q4_K_M, BOS + 31 ids", &numpy, &tf);
+    // Negative control: the same reference with the scale rounded to float32 (its default, and
+    // what `--embed-scale f64` computed before it was fixed) must fail the 1e-9 bound.
+    let rounded = relative(&numpy_reference(&py, &path, &ids, &[]), &tf[1]);
+    println!("numpy float64 with a float32 √640 vs transformers float64 (widened): {rounded:.3e}");
+    assert!(
+        rounded > F64_AGREEMENT,
+        "a float32-rounded embedding scale ({rounded:e}) should fail {F64_AGREEMENT:e}"
+    );
     let mut cache = model.new_cache(ids.len());
     let prefill = rows(&model.forward(&ids, &mut cache).unwrap());
     assert_within(

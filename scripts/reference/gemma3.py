@@ -4,11 +4,13 @@ tensors as llama.cpp stores them.
 
 What the definition says, and how this file meets it:
 - Embeddings are multiplied by the normalizer sqrt(hidden_size). transformers computes
-  `hidden_size**0.5` in Python (float64), keeps it as a float32 tensor buffer
-  (`torch.tensor(embed_scale)`) and casts it to the weights' dtype before multiplying
-  (Gemma3TextScaledWordEmbedding.forward): sqrt(640) = 25.298221281347036 becomes
-  25.298221588134766 with float32 weights and 25.25 with bfloat16 weights. `--embed-scale`
-  picks the dtype (default f32: the model a float32 decoder should match).
+  `hidden_size**0.5` in Python (float64) and keeps it as a tensor buffer
+  (`torch.tensor(embed_scale)`, Gemma3TextScaledWordEmbedding), cast to the weights' dtype
+  before multiplying. `from_pretrained` builds the model under `torch.set_default_dtype` of the
+  asked dtype (modeling_utils.py, `local_torch_dtype`), so the buffer is made in that dtype:
+  sqrt(640) = 25.298221281347036 stays exact in a float64 model, becomes 25.298221588134766 in
+  a float32 one and 25.25 with bfloat16 weights. `--embed-scale` picks the dtype (default f32:
+  the model a float32 decoder should match; f64: transformers' float64 model).
 - RMSNorm is x / sqrt(mean(x^2) + eps) * (1 + w) (Gemma3RMSNorm). llama.cpp's converter already
   adds the 1 to every tensor whose name ends in `norm.weight` (Gemma3Model.norm_shift in
   convert_hf_to_gguf.py: "Gemma3RMSNorm adds 1.0 to the norm value"), so the file holds 1 + w
@@ -37,6 +39,8 @@ What the definition says, and how this file meets it:
   final_logit_softcapping key). The output head is the embedding (tied).
 """
 
+import math
+
 import numpy as np
 
 from common import attention, linear, rms_norm
@@ -44,20 +48,25 @@ from common import attention, linear, rms_norm
 LOCAL_BASE = 10000.0
 PATTERN = 6
 EMBED_SCALE = {
-    "f64": np.float64,
     "f32": np.float32,
     "f16": np.float16,
 }
 
 
 def embed_scale(hidden, dtype):
-    s = np.float64(hidden) ** 0.5
+    """sqrt(hidden) rounded once, to nearest even, from float64 to `dtype` (f64: not at all), as
+    `torch.tensor(hidden**0.5)` makes it under that default dtype."""
+    s = float(np.float64(hidden) ** 0.5)
+    if dtype == "f64":
+        # Not through float32: a float64 model's buffer holds the float64 root itself, and the
+        # float32 one is 1.2e-8 relative away (for 640), which every logit inherits.
+        return s
     if dtype == "bf16":
-        # Round-to-nearest-even of the float32 value to 8 significant bits.
-        b = np.array([s], dtype=np.float32).view(np.uint32)
-        b = ((b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000).astype(np.uint32)
-        return float(b.view(np.float32)[0])
-    return float(EMBED_SCALE[dtype](np.float32(s)))
+        # 8 significant bits: frexp's mantissa lies in [0.5, 1), so m * 256 in [128, 256);
+        # Python's round() breaks ties to even.
+        m, e = math.frexp(s)
+        return math.ldexp(round(m * 256) / 256, e)
+    return float(EMBED_SCALE[dtype](s))
 
 
 def rope_halves(ar, x, positions, base):
