@@ -374,17 +374,40 @@ pub(super) mod avx512 {
         unsafe { _mm512_loadu_pd(es.as_ptr()) }
     }
 
-    /// A bit per lane whose value is off the library's main path (see `on_main_path`).
+    /// A bit per lane whose value is off the library's main path (see `on_main_path`): |x| of
+    /// 512 or more, tiny but not 0, or NaN (the ordered comparisons are false for it).
     #[target_feature(enable = "avx512f,avx2,fma")]
     #[inline]
     fn off_main_path(x: __m512d) -> u8 {
-        let low = _mm512_cmp_pd_mask::<_CMP_LE_OQ>(x, _mm512_set1_pd(MAIN_PATH_LOW));
-        let high = _mm512_cmp_pd_mask::<_CMP_GE_OQ>(x, _mm512_set1_pd(512.0));
-        let tiny = _mm512_cmp_pd_mask::<_CMP_LT_OQ>(_mm512_abs_pd(x), _mm512_set1_pd(TINY))
-            & _mm512_cmp_pd_mask::<_CMP_NEQ_UQ>(x, _mm512_setzero_pd());
-        // NaN compares false everywhere above: flag it too.
-        let nan = _mm512_cmp_pd_mask::<_CMP_UNORD_Q>(x, x);
-        low | high | tiny | nan
+        let abs = _mm512_abs_pd(x);
+        let in_range = _mm512_cmp_pd_mask::<_CMP_LT_OQ>(abs, _mm512_set1_pd(512.0));
+        let not_tiny = _mm512_cmp_pd_mask::<_CMP_GE_OQ>(abs, _mm512_set1_pd(TINY))
+            | _mm512_cmp_pd_mask::<_CMP_EQ_OQ>(x, _mm512_setzero_pd());
+        !(in_range & not_tiny)
+    }
+
+    /// The table's tail and scale bits of eight lanes, from `idx` = 2i for entry i. Both halves
+    /// of an entry lie side by side: one 16-byte load per lane, then the halves sorted into
+    /// two vectors (on Zen 4 this is about 1.5 times as fast as two eight-lane gathers).
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[inline]
+    fn lookup(idx: __m512i) -> (__m512d, __m512i) {
+        let mut at = [0i64; 8];
+        // SAFETY: eight values; every index is 2i with i < 128, so the 16-byte load at TAB[2i]
+        // ends within TAB (256 entries).
+        unsafe {
+            _mm512_storeu_si512(at.as_mut_ptr().cast(), idx);
+            let entry = |l: usize| _mm_loadu_pd(TAB.as_ptr().add(at[l] as usize).cast::<f64>());
+            let pair = |l: usize| {
+                _mm256_insertf128_pd::<1>(_mm256_castpd128_pd256(entry(l)), entry(l + 1))
+            };
+            // Lanes 0–3, then 4–7: tail, bits, tail, bits, ...
+            let lo = _mm512_insertf64x4::<1>(_mm512_castpd256_pd512(pair(0)), pair(2));
+            let hi = _mm512_insertf64x4::<1>(_mm512_castpd256_pd512(pair(4)), pair(6));
+            let tail = _mm512_permutex2var_pd(lo, _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), hi);
+            let bits = _mm512_permutex2var_pd(lo, _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15), hi);
+            (tail, _mm512_castpd_si512(bits))
+        }
     }
 
     /// `exp_model`'s operations in eight lanes.
@@ -398,13 +421,7 @@ pub(super) mod avx512 {
         let r = _mm512_fmadd_pd(kd, _mm512_set1_pd(NEG_LN2_LO_N), r);
         // 2 · (ki mod 128): the index of the tail; the scale's bits follow it.
         let idx = _mm512_slli_epi64::<1>(_mm512_and_si512(ki, _mm512_set1_epi64(127)));
-        // SAFETY: idx + 1 ≤ 255 < TAB.len().
-        let (tail, sbits) = unsafe {
-            (
-                _mm512_i64gather_pd::<8>(idx, TAB.as_ptr().cast::<f64>()),
-                _mm512_i64gather_epi64::<8>(idx, TAB.as_ptr().add(1).cast::<i64>()),
-            )
-        };
+        let (tail, sbits) = lookup(idx);
         let scale = _mm512_castsi512_pd(_mm512_add_epi64(sbits, _mm512_slli_epi64::<45>(ki)));
         let r2 = _mm512_mul_pd(r, r);
         let p23 = _mm512_fmadd_pd(r, _mm512_set1_pd(C3), _mm512_set1_pd(C2));
