@@ -1,5 +1,5 @@
-//! exp(x) for the comparator's softmax sums, four lanes at a time, with the bits of the C
-//! library's `exp` (what `f64::exp` calls on Linux).
+//! exp(x) for the comparator's softmax sums, four or eight lanes at a time, with the bits of
+//! the C library's `exp` (what `f64::exp` calls on Linux).
 //!
 //! Why: the comparator's KL and Δp sum `exp(x − max)` over every logit of a row, twice (once per
 //! run), in f64. One call to the C library per value held the comparator at under 1 GB/s.
@@ -10,11 +10,12 @@
 //! x = k·ln2/128 + r, exp(x) = 2^(k/128) · exp(r), with 2^(k/128) from a 128-entry table and
 //! exp(r) − 1 a degree-5 polynomial. Its x86-64 build for CPUs with FMA fuses the products
 //! into the following sums; `exp_model` (tests) is that sequence, one operation at a time, and the
-//! AVX2 kernel ([`exp_diffs`]) the same operations in four lanes. The constants and the table
+//! AVX2 kernel ([`exp_diffs`]) the same operations in four lanes, the AVX-512 one ([`avx512`])
+//! in eight. The constants and the table
 //! are the library's own (read out of glibc 2.36's `__exp_data`).
 //!
-//! Nothing here is trusted blindly: [`fast_path`] compares the kernel with `f64::exp` on a
-//! few thousand values, once per process, and the comparator calls the library per value
+//! Nothing here is trusted blindly: [`Level::available`] compares each kernel with `f64::exp`
+//! on a few thousand values, once per process, and the comparator calls the library per value
 //! wherever they disagree (another C library, another build) or the CPU lacks AVX2 and FMA.
 
 use std::sync::OnceLock;
@@ -133,52 +134,111 @@ fn on_main_path(x: f64) -> bool {
     x == 0.0 || (x > MAIN_PATH_LOW && x.abs() >= TINY && x < 512.0)
 }
 
-/// Whether [`exp_diffs`] runs its kernel on this CPU and gives `f64::exp`'s bits here.
-pub(super) fn fast_path() -> bool {
-    static FAST: OnceLock<bool> = OnceLock::new();
-    *FAST.get_or_init(|| kernel_available() && kernel_matches_library())
+/// The kernels the comparator may run, slowest first. Every level gives the same bits (the C
+/// library's exp, every sum in the same order); they differ in speed only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Level {
+    /// The library's exp value by value, one row at a time.
+    Scalar,
+    /// glibc's exp in four AVX2 + FMA lanes, one row at a time.
+    Avx2,
+    /// glibc's exp in eight AVX-512 lanes, and eight rows at a time, one lane per row
+    /// (`row_group`); the rows that fill no eight as at [`Level::Avx2`].
+    Avx512,
+}
+
+impl Level {
+    /// Every level this CPU runs with the library's bits, slowest first: a kernel whose
+    /// self-check against `f64::exp` fails here (another C library, another build) is not
+    /// offered. Checked once per process.
+    pub(super) fn available() -> &'static [Level] {
+        static LEVELS: OnceLock<Vec<Level>> = OnceLock::new();
+        LEVELS.get_or_init(|| {
+            let mut levels = vec![Level::Scalar];
+            if avx2_available() && kernel_matches_library(Level::Avx2) {
+                levels.push(Level::Avx2);
+                if avx512_available() && kernel_matches_library(Level::Avx512) {
+                    levels.push(Level::Avx512);
+                }
+            }
+            levels
+        })
+    }
+
+    /// The fastest available level, or the available one that `DRIFTSWEEP_COMPARE` names
+    /// (`scalar`, `avx2`, `avx512`: to time one against another with the same binary).
+    pub(super) fn best() -> Level {
+        static BEST: OnceLock<Level> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            let levels = Level::available();
+            let named = std::env::var("DRIFTSWEEP_COMPARE").ok().and_then(|v| {
+                levels
+                    .iter()
+                    .copied()
+                    .find(|l| format!("{l:?}").eq_ignore_ascii_case(&v))
+            });
+            named.unwrap_or(levels[levels.len() - 1])
+        })
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
-fn kernel_available() -> bool {
+fn avx2_available() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
+#[cfg(target_arch = "x86_64")]
+fn avx512_available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
 #[cfg(not(target_arch = "x86_64"))]
-fn kernel_available() -> bool {
+fn avx2_available() -> bool {
     false
 }
 
-/// The kernel against the library on values spread over the range the comparator feeds it
-/// (logit minus row maximum: 0 down to a few hundred below), and a few of the library's
-/// special cases.
-fn kernel_matches_library() -> bool {
+#[cfg(not(target_arch = "x86_64"))]
+fn avx512_available() -> bool {
+    false
+}
+
+/// The kernel of `level` against the library on values spread over the range the
+/// comparator feeds it (logit minus row maximum: 0 down to a few hundred below), and a few
+/// of the library's special cases.
+fn kernel_matches_library(level: Level) -> bool {
     let mut xs: Vec<f32> = (0..4096u32)
         .map(|i| -((i.wrapping_mul(2_654_435_761) >> 8) as f32) / (1u32 << 24) as f32 * 80.0)
         .collect();
     xs.extend([0.0, -0.0, -1e-30, -600.0, -745.5, -1e30, f32::MIN]);
     let mut out = vec![0.0; xs.len()];
-    exp_diffs_with(&xs, 0.0, &mut out, true);
+    exp_diffs_with(&xs, 0.0, &mut out, level);
     xs.iter()
         .zip(&out)
         .all(|(&x, &e)| e.to_bits() == f64::from(x).exp().to_bits())
 }
 
-/// `out[i] = exp(xs[i] − m)` in f64, with `f64::exp`'s bits (the kernel where [`fast_path`]
-/// says it may run, else the library value by value). `out` is at least as long as `xs`.
-pub(super) fn exp_diffs(xs: &[f32], m: f64, out: &mut [f64]) {
-    exp_diffs_with(xs, m, out, fast_path());
+/// `out[i] = exp(xs[i] − m)` in f64, with `f64::exp`'s bits: the kernel of `level`, which
+/// must be one of [`Level::available`]. `out` is at least as long as `xs`.
+pub(super) fn exp_diffs(xs: &[f32], m: f64, out: &mut [f64], level: Level) {
+    debug_assert!(Level::available().contains(&level));
+    exp_diffs_with(xs, m, out, level);
 }
 
-fn exp_diffs_with(xs: &[f32], m: f64, out: &mut [f64], kernel: bool) {
+/// [`exp_diffs`] at `level` whether or not its self-check passed (the self-check itself).
+fn exp_diffs_with(xs: &[f32], m: f64, out: &mut [f64], level: Level) {
     let out = &mut out[..xs.len()];
     #[cfg(target_arch = "x86_64")]
-    if kernel {
-        // SAFETY: `kernel` is true only where AVX2 and FMA were detected on this CPU.
-        unsafe { kernel::exp_diffs(xs, m, out) };
-        return;
+    match level {
+        // SAFETY: a level above Scalar is asked for only where its features were detected.
+        Level::Avx512 if avx2_available() && avx512_available() => {
+            return unsafe { avx512::exp_diffs(xs, m, out) };
+        }
+        Level::Avx2 | Level::Avx512 if avx2_available() => {
+            return unsafe { kernel::exp_diffs(xs, m, out) };
+        }
+        _ => {}
     }
-    let _ = kernel;
+    let _ = level;
     for (o, &x) in out.iter_mut().zip(xs) {
         *o = (f64::from(x) - m).exp();
     }
@@ -262,6 +322,116 @@ mod kernel {
     }
 }
 
+/// The eight-lane kernel: `exp_model`'s operations again, in AVX-512 (the same instructions,
+/// twice the lanes; every operation is correctly rounded or exact in both, so the bits agree).
+#[cfg(target_arch = "x86_64")]
+pub(super) mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::*;
+
+    /// [`super::exp_diffs`] in eight lanes; the last values that fill no eight go to the
+    /// library.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(in super::super) fn exp_diffs(xs: &[f32], m: f64, out: &mut [f64]) {
+        let octs = xs.len() / 8;
+        let mv = _mm512_set1_pd(m);
+        for o in 0..octs {
+            let i = 8 * o;
+            // SAFETY: i + 8 ≤ xs.len() = out.len(); unaligned loads and stores.
+            unsafe {
+                let x = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(xs.as_ptr().add(i))), mv);
+                _mm512_storeu_pd(out.as_mut_ptr().add(i), exp8(x));
+            }
+        }
+        for i in 8 * octs..xs.len() {
+            out[i] = (f64::from(xs[i]) - m).exp();
+        }
+    }
+
+    /// exp of eight lanes with the library's bits: the kernel on the library's main path,
+    /// the library itself for the lanes off it.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[inline]
+    pub(in super::super) fn exp8(x: __m512d) -> __m512d {
+        let e = exp8_main(x);
+        let off = off_main_path(x);
+        if off == 0 {
+            return e;
+        }
+        let (mut xs, mut es) = ([0f64; 8], [0f64; 8]);
+        // SAFETY: both arrays hold eight values.
+        unsafe {
+            _mm512_storeu_pd(xs.as_mut_ptr(), x);
+            _mm512_storeu_pd(es.as_mut_ptr(), e);
+        }
+        for l in 0..8 {
+            if off & (1 << l) != 0 {
+                es[l] = xs[l].exp();
+            }
+        }
+        // SAFETY: as above.
+        unsafe { _mm512_loadu_pd(es.as_ptr()) }
+    }
+
+    /// A bit per lane whose value is off the library's main path (see `on_main_path`): |x| of
+    /// 512 or more, tiny but not 0, or NaN (the ordered comparisons are false for it).
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[inline]
+    fn off_main_path(x: __m512d) -> u8 {
+        let abs = _mm512_abs_pd(x);
+        let in_range = _mm512_cmp_pd_mask::<_CMP_LT_OQ>(abs, _mm512_set1_pd(512.0));
+        let not_tiny = _mm512_cmp_pd_mask::<_CMP_GE_OQ>(abs, _mm512_set1_pd(TINY))
+            | _mm512_cmp_pd_mask::<_CMP_EQ_OQ>(x, _mm512_setzero_pd());
+        !(in_range & not_tiny)
+    }
+
+    /// The table's tail and scale bits of eight lanes, from `idx` = 2i for entry i. Both halves
+    /// of an entry lie side by side: one 16-byte load per lane, then the halves sorted into
+    /// two vectors (on Zen 4 this is about 1.5 times as fast as two eight-lane gathers).
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[inline]
+    fn lookup(idx: __m512i) -> (__m512d, __m512i) {
+        let mut at = [0i64; 8];
+        // SAFETY: eight values; every index is 2i with i < 128, so the 16-byte load at TAB[2i]
+        // ends within TAB (256 entries).
+        unsafe {
+            _mm512_storeu_si512(at.as_mut_ptr().cast(), idx);
+            let entry = |l: usize| _mm_loadu_pd(TAB.as_ptr().add(at[l] as usize).cast::<f64>());
+            let pair = |l: usize| {
+                _mm256_insertf128_pd::<1>(_mm256_castpd128_pd256(entry(l)), entry(l + 1))
+            };
+            // Lanes 0–3, then 4–7: tail, bits, tail, bits, ...
+            let lo = _mm512_insertf64x4::<1>(_mm512_castpd256_pd512(pair(0)), pair(2));
+            let hi = _mm512_insertf64x4::<1>(_mm512_castpd256_pd512(pair(4)), pair(6));
+            let tail = _mm512_permutex2var_pd(lo, _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), hi);
+            let bits = _mm512_permutex2var_pd(lo, _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15), hi);
+            (tail, _mm512_castpd_si512(bits))
+        }
+    }
+
+    /// `exp_model`'s operations in eight lanes.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[inline]
+    fn exp8_main(x: __m512d) -> __m512d {
+        let kd = _mm512_fmadd_pd(_mm512_set1_pd(INV_LN2_N), x, _mm512_set1_pd(SHIFT));
+        let ki = _mm512_castpd_si512(kd);
+        let kd = _mm512_sub_pd(kd, _mm512_set1_pd(SHIFT));
+        let r = _mm512_fmadd_pd(kd, _mm512_set1_pd(NEG_LN2_HI_N), x);
+        let r = _mm512_fmadd_pd(kd, _mm512_set1_pd(NEG_LN2_LO_N), r);
+        // 2 · (ki mod 128): the index of the tail; the scale's bits follow it.
+        let idx = _mm512_slli_epi64::<1>(_mm512_and_si512(ki, _mm512_set1_epi64(127)));
+        let (tail, sbits) = lookup(idx);
+        let scale = _mm512_castsi512_pd(_mm512_add_epi64(sbits, _mm512_slli_epi64::<45>(ki)));
+        let r2 = _mm512_mul_pd(r, r);
+        let p23 = _mm512_fmadd_pd(r, _mm512_set1_pd(C3), _mm512_set1_pd(C2));
+        let p45 = _mm512_fmadd_pd(r, _mm512_set1_pd(C5), _mm512_set1_pd(C4));
+        let low = _mm512_fmadd_pd(r2, p23, _mm512_add_pd(tail, r));
+        let tmp = _mm512_fmadd_pd(_mm512_mul_pd(r2, r2), p45, low);
+        _mm512_fmadd_pd(scale, tmp, scale)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rand::{Rng, SeedableRng};
@@ -294,21 +464,32 @@ mod tests {
     }
 
     #[test]
-    fn kernel_has_the_library_bits_at_every_length() {
-        if !kernel_available() {
-            eprintln!("no AVX2+FMA here: the kernel is not run (the library is used instead)");
-            return;
-        }
+    fn every_level_has_the_library_bits_at_every_length() {
+        // Every level this CPU offers, forced one by one (the comparator's own choice is the
+        // last); a level missing here is named so that a run on a smaller CPU says so.
+        let levels = Level::available();
+        eprintln!("comparator levels on this CPU: {levels:?}");
         let xs = inputs(1 << 18);
-        for (len, m) in [(xs.len(), 0.0), (7, 0.0), (4099, -3.5), (1, 2.0)] {
-            let mut out = vec![0.0; len];
-            exp_diffs_with(&xs[..len], m, &mut out, true);
-            for (&x, e) in xs.iter().zip(&out) {
-                let want = (f64::from(x) - m).exp();
-                assert_eq!(e.to_bits(), want.to_bits(), "exp({x:e} - {m})");
+        for &level in levels {
+            for (len, m) in [(xs.len(), 0.0), (7, 0.0), (4099, -3.5), (1, 2.0), (17, 0.5)] {
+                let mut out = vec![0.0; len];
+                exp_diffs(&xs[..len], m, &mut out, level);
+                for (&x, e) in xs.iter().zip(&out) {
+                    let want = (f64::from(x) - m).exp();
+                    assert_eq!(e.to_bits(), want.to_bits(), "{level:?}: exp({x:e} - {m})");
+                }
             }
         }
-        assert!(fast_path(), "the self-check refused a kernel that matches");
+        #[cfg(target_arch = "x86_64")]
+        {
+            // Where the CPU has the features, the self-check must have let the kernel in.
+            assert_eq!(levels.contains(&Level::Avx2), avx2_available());
+            assert_eq!(
+                levels.contains(&Level::Avx512),
+                avx2_available() && avx512_available()
+            );
+        }
+        assert_eq!(Level::available()[0], Level::Scalar);
     }
 
     #[test]

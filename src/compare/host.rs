@@ -2,7 +2,10 @@
 //! cores, sums and the log-softmax behind KL accumulated in f64. Also the per-row helpers
 //! that need the values themselves: argmax and the rows' digests.
 
-use super::row_kernel::{Tail, finite_row, tail_threshold};
+use super::exp::Level;
+#[cfg(target_arch = "x86_64")]
+use super::row_group::{ROWS, finite_rows};
+use super::row_kernel::{FiniteRow, Tail, finite_row, tail_threshold};
 use super::rows::{RowStats, delta_p_from_sums, kl_from_sums};
 use super::types::{CompareError, Metrics, TopFlip};
 
@@ -16,6 +19,30 @@ pub fn compare(
     span_start: usize,
     divergence_limit: f32,
 ) -> Result<Metrics, CompareError> {
+    compare_at(
+        prefill,
+        decode,
+        vocab,
+        span_start,
+        divergence_limit,
+        Level::best(),
+    )
+}
+
+/// [`compare`] with the kernels of `level` (one of [`Level::available`]; every one gives the
+/// same bits, which the tests check by forcing each).
+pub(super) fn compare_at(
+    prefill: &[f32],
+    decode: &[f32],
+    vocab: usize,
+    span_start: usize,
+    divergence_limit: f32,
+    level: Level,
+) -> Result<Metrics, CompareError> {
+    assert!(
+        Level::available().contains(&level),
+        "{level:?} is not available"
+    );
     if prefill.len() != decode.len() || vocab == 0 || !prefill.len().is_multiple_of(vocab) {
         return Err(CompareError::ShapeMismatch {
             prefill: prefill.len(),
@@ -33,7 +60,13 @@ pub fn compare(
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(positions);
-    let rows_per = positions.div_ceil(threads);
+    let mut rows_per = positions.div_ceil(threads);
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx512 {
+        // Whole groups of eight rows per thread where there are enough: fewer rows left
+        // over for the one-row path.
+        rows_per = rows_per.next_multiple_of(ROWS);
+    }
     let chunk = rows_per * vocab;
     let parts: Vec<(RowStats, Tail)> = std::thread::scope(|scope| {
         let handles: Vec<_> = prefill
@@ -41,7 +74,7 @@ pub fn compare(
             .zip(decode.chunks(chunk))
             .enumerate()
             .map(|(t, (a, b))| {
-                scope.spawn(move || rows(a, b, vocab, span_start + t * rows_per, threshold))
+                scope.spawn(move || rows(a, b, vocab, span_start + t * rows_per, threshold, level))
             })
             .collect();
         handles
@@ -90,6 +123,7 @@ fn rows(
     vocab: usize,
     first_pos: usize,
     threshold: f32,
+    level: Level,
 ) -> (RowStats, Tail) {
     let n = prefill.len() / vocab;
     let mut tail = Tail::new(threshold);
@@ -100,33 +134,59 @@ fn rows(
         delta_p: Vec::with_capacity(n),
         ..RowStats::default()
     };
-    for (i, (a, b)) in prefill
-        .chunks_exact(vocab)
-        .zip(decode.chunks_exact(vocab))
-        .enumerate()
-    {
-        let Some(r) = finite_row(a, b, &mut tail) else {
-            non_finite_row(a, b, &mut out, &mut tail);
-            continue;
-        };
-        out.max_abs.push(r.max_abs);
-        out.sum_abs.push(r.sum_abs);
-        let (ia, ib) = r.argmax;
-        out.kl
-            .push(Some(kl_from_sums(r.weighted, r.sum_p, r.sum_q, r.mp, r.mq)));
-        out.delta_p.push(Some(delta_p_from_sums(
-            a[ia], b[ia], r.sum_p, r.sum_q, r.mp, r.mq,
-        )));
-        if ia != ib {
-            out.flips.push(TopFlip {
-                pos: first_pos + i,
-                prefill_margin: a[ia] - a[ib],
-                prefill_top: a[ia],
-            });
+    let row = |i: usize| {
+        let r = i * vocab..(i + 1) * vocab;
+        (&prefill[r.clone()], &decode[r])
+    };
+    let mut i = 0;
+    while i < n {
+        // Eight rows at once where the CPU has the lanes; a group with a non-finite value
+        // goes row by row.
+        let mut group_end = i + 1;
+        #[cfg(target_arch = "x86_64")]
+        if level == Level::Avx512 && i + ROWS <= n {
+            let span = i * vocab..(i + ROWS) * vocab;
+            let (a, b) = (&prefill[span.clone()], &decode[span]);
+            if let Some(rs) = finite_rows(a, b, vocab, &mut tail, level) {
+                for (k, r) in rs.into_iter().enumerate() {
+                    let (a, b) = row(i + k);
+                    push_finite(&mut out, r, a, b, first_pos + i + k);
+                }
+                i += ROWS;
+                continue;
+            }
+            group_end = i + ROWS;
         }
+        for j in i..group_end {
+            let (a, b) = row(j);
+            match finite_row(a, b, &mut tail, level) {
+                Some(r) => push_finite(&mut out, r, a, b, first_pos + j),
+                None => non_finite_row(a, b, &mut out, &mut tail),
+            }
+        }
+        i = group_end;
     }
     out.finite_values = tail.len();
     (out, tail)
+}
+
+/// Adds a finite row's results (`a`, `b` its logits, `pos` its absolute position).
+fn push_finite(out: &mut RowStats, r: FiniteRow, a: &[f32], b: &[f32], pos: usize) {
+    out.max_abs.push(r.max_abs);
+    out.sum_abs.push(r.sum_abs);
+    let (ia, ib) = r.argmax;
+    out.kl
+        .push(Some(kl_from_sums(r.weighted, r.sum_p, r.sum_q, r.mp, r.mq)));
+    out.delta_p.push(Some(delta_p_from_sums(
+        a[ia], b[ia], r.sum_p, r.sum_q, r.mp, r.mq,
+    )));
+    if ia != ib {
+        out.flips.push(TopFlip {
+            pos,
+            prefill_margin: a[ia] - a[ib],
+            prefill_top: a[ia],
+        });
+    }
 }
 
 /// A row with NaN or ±inf values: its |diff| statistics over the finite pairs, and no

@@ -14,6 +14,8 @@ pub mod kl_stats;
 pub mod metrics;
 #[cfg(test)]
 mod reference;
+#[cfg(target_arch = "x86_64")]
+mod row_group;
 mod row_kernel;
 mod rows;
 mod types;

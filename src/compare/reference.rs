@@ -5,7 +5,8 @@
 
 use rand::{Rng, SeedableRng};
 
-use super::host::{argmax, compare};
+use super::exp::Level;
+use super::host::{argmax, compare, compare_at};
 use super::rows::{RowStats, delta_p_from_sums, kl_from_sums, percentile};
 use super::types::{Metrics, TopFlip};
 
@@ -111,17 +112,35 @@ fn logits(rng: &mut impl Rng, positions: usize, vocab: usize) -> (Vec<f32>, Vec<
     (a, b)
 }
 
-/// Both comparators' metrics, every bit (Debug prints every f32 digit, NaN and inf alike).
+/// Both comparators' metrics, every bit (Debug prints every f32 digit, NaN and inf alike):
+/// the fast one at its own choice of kernels and forced to each level this CPU has.
 fn assert_same(a: &[f32], b: &[f32], vocab: usize, what: &str) {
+    let want = format!("{:?}", reference_compare(a, b, vocab, 5));
     let fast = compare(a, b, vocab, 5, 0.01).unwrap();
-    let want = reference_compare(a, b, vocab, 5);
-    assert_eq!(format!("{fast:?}"), format!("{want:?}"), "{what}");
+    assert_eq!(format!("{fast:?}"), want, "{what}");
+    for &level in Level::available() {
+        let at = compare_at(a, b, vocab, 5, 0.01, level).unwrap();
+        assert_eq!(format!("{at:?}"), want, "{what}, {level:?}");
+    }
 }
 
 #[test]
 fn fast_comparator_is_bit_identical_to_the_reference() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(35);
-    for (positions, vocab) in [(1, 1), (3, 5), (2, 17), (37, 515), (9, 4099), (37, 20_000)] {
+    // Eight-row groups with a vocabulary below, at and above one vector's 8 columns, and
+    // thread chunks that end inside a group.
+    let shapes = [
+        (1, 1),
+        (3, 5),
+        (2, 17),
+        (16, 5),
+        (24, 1),
+        (9, 8),
+        (37, 515),
+        (9, 4099),
+        (37, 20_000),
+    ];
+    for (positions, vocab) in shapes {
         for round in 0..3 {
             let (a, b) = logits(&mut rng, positions, vocab);
             assert_same(

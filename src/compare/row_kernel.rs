@@ -13,7 +13,7 @@
 //! the values into a count (at or below it) and the few above it ([`Tail`]), from which the
 //! same nearest-rank value follows exactly.
 
-use super::exp::exp_diffs;
+use super::exp::{Level, exp_diffs};
 use super::rows::{nearest_rank, percentile};
 
 /// Values per exponential block: both runs' f64 exponentials of a block stay in L1.
@@ -49,6 +49,23 @@ impl Tail {
         } else {
             self.at_or_below += 1;
         }
+    }
+
+    /// The threshold the values are split at.
+    pub(super) fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
+    /// Counts `n` values at or below the threshold (a [`Scan`] counted them).
+    pub(super) fn count_at_or_below(&mut self, n: usize) {
+        self.at_or_below += n;
+    }
+
+    /// Keeps one value above the threshold.
+    #[inline]
+    pub(super) fn push_above(&mut self, d: f32) {
+        debug_assert!(d > self.threshold);
+        self.above.push(d);
     }
 
     /// How many values were added.
@@ -126,8 +143,8 @@ pub(super) struct FiniteRow {
 
 /// One row's results when both runs' logits are finite there; `None` (nothing added to
 /// `tail`) when some value is not.
-pub(super) fn finite_row(a: &[f32], b: &[f32], tail: &mut Tail) -> Option<FiniteRow> {
-    let scan = scan(a, b, tail.threshold);
+pub(super) fn finite_row(a: &[f32], b: &[f32], tail: &mut Tail, level: Level) -> Option<FiniteRow> {
+    let scan = scan(a, b, tail.threshold, level);
     if !scan.finite {
         return None;
     }
@@ -137,8 +154,8 @@ pub(super) fn finite_row(a: &[f32], b: &[f32], tail: &mut Tail) -> Option<Finite
     let mut eb = [0f64; BLOCK];
     let (mut sum_abs, mut sum_p, mut sum_q, mut weighted) = (0f64, 0f64, 0f64, 0f64);
     for (ca, cb) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
-        exp_diffs(ca, mp, &mut ea);
-        exp_diffs(cb, mq, &mut eb);
+        exp_diffs(ca, mp, &mut ea, level);
+        exp_diffs(cb, mq, &mut eb, level);
         for (((&x, &y), &ex), &ey) in ca.iter().zip(cb).zip(&ea).zip(&eb) {
             let d = (x - y).abs();
             sum_abs += f64::from(d);
@@ -163,20 +180,34 @@ pub(super) fn finite_row(a: &[f32], b: &[f32], tail: &mut Tail) -> Option<Finite
 }
 
 /// The order-free facts of a row pair, from one pass.
-struct Scan {
-    finite: bool,
-    max_a: f32,
-    max_b: f32,
-    max_abs: f32,
-    at_or_below: usize,
+pub(super) struct Scan {
+    /// Whether every value of both rows is finite.
+    pub(super) finite: bool,
+    /// The rows' maxima.
+    pub(super) max_a: f32,
+    pub(super) max_b: f32,
+    /// max |diff|.
+    pub(super) max_abs: f32,
+    /// How many |diff| values lie at or below the threshold.
+    pub(super) at_or_below: usize,
 }
 
-fn scan(a: &[f32], b: &[f32], threshold: f32) -> Scan {
+/// [`Scan`] of a row pair, `threshold` being the [`Tail`]'s, with the vector width of `level`.
+pub(super) fn scan(a: &[f32], b: &[f32], threshold: f32, level: Level) -> Scan {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was detected on this CPU.
-        return unsafe { scan_avx2(a, b, threshold) };
+    match level {
+        // SAFETY: a level is only used where its features were detected (`Level::available`).
+        Level::Avx512 => return unsafe { scan_avx512(a, b, threshold) },
+        Level::Avx2 => return unsafe { scan_avx2(a, b, threshold) },
+        Level::Scalar => {}
     }
+    let _ = level;
+    scan_lanes(a, b, threshold)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2")]
+fn scan_avx512(a: &[f32], b: &[f32], threshold: f32) -> Scan {
     scan_lanes(a, b, threshold)
 }
 
@@ -225,7 +256,7 @@ fn scan_lanes(a: &[f32], b: &[f32], threshold: f32) -> Scan {
 }
 
 /// The first index of `m` in `xs` (0 if absent), a vector's worth of comparisons at a time.
-fn first_index_of(xs: &[f32], m: f32) -> usize {
+pub(super) fn first_index_of(xs: &[f32], m: f32) -> usize {
     let mut base = 0;
     for chunk in xs.chunks(LANES) {
         if chunk.iter().fold(false, |hit, &x| hit | (x == m)) {
