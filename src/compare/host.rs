@@ -60,6 +60,7 @@ pub(super) fn compare_at(
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(positions);
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))] // widened on x86 only
     let mut rows_per = positions.div_ceil(threads);
     #[cfg(target_arch = "x86_64")]
     if level == Level::Avx512 {
@@ -142,6 +143,7 @@ fn rows(
     while i < n {
         // Eight rows at once where the CPU has the lanes; a group with a non-finite value
         // goes row by row.
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))] // widened on x86 only
         let mut group_end = i + 1;
         #[cfg(target_arch = "x86_64")]
         if level == Level::Avx512 && i + ROWS <= n {
