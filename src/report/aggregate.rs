@@ -216,7 +216,8 @@ pub fn build(store: &Store) -> Result<ReportJson> {
     let mut digests = paths::Digests::new();
     for spec in &m.pairs {
         let (pair, pre, dec) = read_pair(store, &m, spec)?;
-        pairs.push(slim(pair));
+        let pooled = kl::PairKl::of(&pair);
+        pairs.push((slim(pair), pooled));
         if let Some(d) = dec.as_ref().filter(|_| with_paths) {
             digests.insert(spec.id.clone(), d.row_digests.clone());
         }
@@ -225,7 +226,7 @@ pub fn build(store: &Store) -> Result<ReportJson> {
         }
     }
     // Tables read best in numeric order, not in the order the worker ran the groups.
-    pairs.sort_by(|a, b| {
+    pairs.sort_by(|(a, _), (b, _)| {
         let k = |p: &PairJson| {
             (
                 p.spec.engine,
@@ -240,6 +241,9 @@ pub fn build(store: &Store) -> Result<ReportJson> {
         };
         k(a).cmp(&k(b))
     });
+    let (pairs, kls): (Vec<PairJson>, Vec<kl::PairKl>) = pairs.into_iter().unzip();
+    let kl_statistics = kl::groups(&pairs, &kls);
+    drop(kls);
 
     let verdicts: Vec<PairVerdict> = pairs.iter().map(|p| p.verdict).collect();
     let (verdict, verdict_reason) = verdict::judge_sweep(&verdicts);
@@ -254,7 +258,6 @@ pub fn build(store: &Store) -> Result<ReportJson> {
         .unwrap_or_default();
     path_lines.extend(super::reference::observations(&pairs));
     let observations = observations(&pairs, &counts, path_lines);
-    let kl_statistics = kl::groups(&pairs);
     Ok(ReportJson {
         tool: m.tool,
         sweep: SweepIdentity {

@@ -494,11 +494,16 @@ fn view<'a>(full: &ReportJson, shown: &'a ReportJson) -> View<'a> {
 
 /// "spans 32/128 × dtypes bf16/f16 × ..." from the pairs themselves.
 pub(crate) fn axes(r: &ReportJson) -> String {
+    // A sweep of 100,000 seeds or prompts names the first few and counts the rest: the
+    // line stays a line.
+    const NAMED: usize = 16;
     fn uniq<T: Ord + ToString>(xs: impl Iterator<Item = T>) -> String {
-        let mut v: Vec<T> = xs.collect();
-        v.sort();
-        v.dedup();
-        v.iter().map(T::to_string).collect::<Vec<_>>().join("/")
+        let v: std::collections::BTreeSet<T> = xs.collect();
+        let named: Vec<String> = v.iter().take(NAMED).map(T::to_string).collect();
+        match v.len() {
+            n if n <= NAMED => named.join("/"),
+            n => format!("{}/… ({n} values)", named.join("/")),
+        }
     }
     let p = &r.pairs;
     format!(
