@@ -71,31 +71,87 @@ pub fn read_json_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> 
 
 /// Temporary file in the same directory, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}{TMP_TAG}{}", std::process::id()));
-    let io = |e: std::io::Error| Error::store(path, format!("cannot write: {e}"));
-    {
+    let mut f = PendingFile::create(path)?;
+    f.writer().write_all(bytes).map_err(|e| f.error(e))?;
+    f.commit()
+}
+
+/// Copies the regular file `from` to `to` atomically ([`PendingFile`]), streaming: memory
+/// stays one buffer whatever the file's size. A directory, FIFO or device is refused.
+pub fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
+    let mut src = open_regular(from, u64::MAX)
+        .map_err(|e| Error::store(from, format!("cannot read: {e}")))?;
+    let mut f = PendingFile::create(to)?;
+    std::io::copy(&mut src, f.writer()).map_err(|e| f.error(e))?;
+    f.commit()
+}
+
+/// A file written under a temporary name beside `path` (`.<name>.driftsweep-tmp-<pid>`)
+/// and put in its place by [`PendingFile::commit`]: readers see the old file or the whole
+/// new one, never a part. Dropped uncommitted, the temporary is removed. Large files
+/// (report.json of 100,000 pairs) are written through it without being held in memory.
+pub struct PendingFile {
+    path: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+    file: std::io::BufWriter<fs::File>,
+    committed: bool,
+}
+
+impl PendingFile {
+    /// Creates the temporary beside `path`.
+    pub fn create(path: &Path) -> Result<Self> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{name}{TMP_TAG}{}", std::process::id()));
         // A stale temporary (or a link planted under its name) goes first; `create_new`
         // then never follows a link that appears in between.
         let _ = fs::remove_file(&tmp);
-        let mut f = fs::OpenOptions::new()
+        let file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&tmp)
-            .map_err(io)?;
-        f.write_all(bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
+            .map_err(|e| Error::store(path, format!("cannot write: {e}")))?;
+        Ok(PendingFile {
+            path: path.to_path_buf(),
+            tmp,
+            file: std::io::BufWriter::new(file),
+            committed: false,
+        })
     }
-    fs::rename(&tmp, path).map_err(io)?;
-    if let Ok(d) = fs::File::open(dir) {
-        // Directory fsync makes the rename durable; some filesystems refuse it, harmlessly.
-        let _ = d.sync_all();
+
+    /// Where the bytes go until [`PendingFile::commit`].
+    pub fn writer(&mut self) -> &mut std::io::BufWriter<fs::File> {
+        &mut self.file
     }
-    Ok(())
+
+    /// A write error, naming the destination.
+    pub fn error(&self, e: impl std::fmt::Display) -> Error {
+        Error::store(&self.path, format!("cannot write: {e}"))
+    }
+
+    /// Flushes, fsyncs, renames the temporary over the destination and fsyncs the directory.
+    pub fn commit(mut self) -> Result<()> {
+        self.file.flush().map_err(|e| self.error(e))?;
+        self.file.get_ref().sync_all().map_err(|e| self.error(e))?;
+        fs::rename(&self.tmp, &self.path).map_err(|e| self.error(e))?;
+        self.committed = true;
+        if let Ok(d) = fs::File::open(self.path.parent().unwrap_or(Path::new("."))) {
+            // Directory fsync makes the rename durable; some filesystems refuse it, harmlessly.
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// Lowercase hex of a digest.

@@ -27,9 +27,10 @@ pub struct MergeOutcome {
     pub rendered: Rendered,
     /// What went into it.
     pub info: MergeInfo,
-    /// Where the replaced earlier merge was kept, when files in it that driftsweep did not
-    /// write could not be moved into the new one.
-    pub kept_aside: Option<PathBuf>,
+    /// Where replaced earlier merges were kept: this merge's, when files in it that
+    /// driftsweep did not write could not be moved into the new one, and any a merge killed
+    /// while swapping left beside OUT that could not be settled.
+    pub kept_aside: Vec<PathBuf>,
 }
 
 /// A shard directory and its manifest.
@@ -155,8 +156,8 @@ fn copy_rel(from: &Store, to: &Store, rel: &str) -> Result<bool> {
             format!("is {what}: not a record driftsweep wrote"),
         ));
     }
-    let bytes = std::fs::read(&src).map_err(|e| Error::store(&src, format!("cannot read: {e}")))?;
-    to.write_bytes(rel, &bytes)?;
+    // Streamed: a logits file of gigabytes is never held in memory.
+    crate::fsutil::copy_atomic(&src, &to.path(rel)?)?;
     Ok(true)
 }
 
@@ -232,38 +233,68 @@ fn beside(out: &Path, what: &str) -> Result<PathBuf> {
     Ok(parent.join(format!(".{name}.driftsweep-{what}-{}", std::process::id())))
 }
 
-/// Removes staging directories a killed merge into `out` left beside it: named as
-/// [`beside`] names them, holding driftsweep's marker. Best effort.
-fn remove_stale_staging(out: &Path) {
-    let Ok(mine) = beside(out, "merge") else {
-        return;
+/// The directories named as [`beside`] names them for `what` by another process (a killed
+/// merge into `out`) that hold driftsweep's marker. Best effort: none when unreadable.
+fn stale_beside(out: &Path, what: &str) -> Vec<PathBuf> {
+    let Ok(mine) = beside(out, what) else {
+        return Vec::new();
     };
     let (Some(parent), Some(name)) = (mine.parent(), mine.file_name()) else {
-        return;
+        return Vec::new();
     };
     let name = name.to_string_lossy();
     let prefix = &name[..name.len() - std::process::id().to_string().len()];
     let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
+        return Vec::new();
     };
-    for e in entries.flatten() {
-        let n = e.file_name().to_string_lossy().into_owned();
-        let stale = n
-            .strip_prefix(prefix)
-            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
-        let ours = e.file_type().is_ok_and(|t| t.is_dir())
-            && e.path().join(crate::store::owner::MARKER).is_file();
-        if stale && ours {
-            // remove_dir_all does not follow links: nothing outside it goes.
-            let _ = std::fs::remove_dir_all(e.path());
-        }
+    entries
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let stale = n
+                .strip_prefix(prefix)
+                .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+            stale
+                && e.path() != mine
+                && e.file_type().is_ok_and(|t| t.is_dir())
+                && e.path().join(crate::store::owner::MARKER).is_file()
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Removes staging directories a killed merge into `out` left beside it. Best effort.
+fn remove_stale_staging(out: &Path) {
+    for dir in stale_beside(out, "merge") {
+        // remove_dir_all does not follow links: nothing outside it goes.
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 
-/// Puts the finished merge `stage` in the place of `out` by renames, then moves over what
-/// the replaced directory held that driftsweep did not record (a user's files), and removes
-/// the rest of it. Returns where the replaced directory was kept, if some of it could not
-/// be moved over.
+/// Settles the replaced merges (`.<name>.driftsweep-old-<pid>`) a merge killed during its
+/// swap left beside `out`, now that `out` holds a whole merge: each is emptied as
+/// [`settle_old`] empties this merge's own. Returns those that could not be removed (one
+/// still locked by a running merge, or holding files that could not be moved over), so
+/// that they are reported rather than left unnoticed.
+fn settle_stale_old(out: &Path) -> Vec<PathBuf> {
+    let mut kept = Vec::new();
+    for old in stale_beside(out, "old") {
+        // A merge still running holds its lock there: its directory is not stale.
+        let settled = match DirLock::existing(&old) {
+            Ok(_lock) => match settle_old(&old, out) {
+                Ok(kept) => kept,
+                Err(_) => Some(old),
+            },
+            Err(_) => Some(old),
+        };
+        kept.extend(settled);
+    }
+    kept
+}
+
+/// Puts the finished merge `stage` in the place of `out` by renames, then settles the
+/// replaced directory ([`settle_old`]). Returns where the replaced directory was kept, if
+/// some of it could not be moved over.
 fn swap_in(stage: &Path, out: &Path) -> Result<Option<PathBuf>> {
     let io = |p: &Path, e: std::io::Error| Error::store(p, format!("cannot replace: {e}"));
     let old = beside(out, "old")?;
@@ -272,14 +303,21 @@ fn swap_in(stage: &Path, out: &Path) -> Result<Option<PathBuf>> {
         let _ = std::fs::rename(&old, out);
         return Err(io(out, e));
     }
+    settle_old(&old, out)
+}
+
+/// Moves over what the replaced directory `old` held that driftsweep did not record (a
+/// user's files) into `out`, and removes the rest of it. Returns `old` if some of it could
+/// not be moved over.
+fn settle_old(old: &Path, out: &Path) -> Result<Option<PathBuf>> {
     let left = if old.join(crate::store::owner::MARKER).is_file() {
-        crate::sweep::clear_results(&old)?
+        crate::sweep::clear_results(old)?
     } else {
         Vec::new()
     };
     let mut kept = false;
     for p in left {
-        let Ok(rel) = p.strip_prefix(&old) else {
+        let Ok(rel) = p.strip_prefix(old) else {
             continue;
         };
         let to = out.join(rel);
@@ -291,7 +329,7 @@ fn swap_in(stage: &Path, out: &Path) -> Result<Option<PathBuf>> {
         kept |= !moved;
     }
     if kept {
-        return Ok(Some(old));
+        return Ok(Some(old.to_path_buf()));
     }
     for f in [crate::store::owner::MARKER, crate::store::owner::LOCK] {
         let _ = std::fs::remove_file(old.join(f));
@@ -299,7 +337,7 @@ fn swap_in(stage: &Path, out: &Path) -> Result<Option<PathBuf>> {
     for sub in crate::store::owner::SUBDIRS {
         let _ = std::fs::remove_dir(old.join(sub));
     }
-    Ok(std::fs::remove_dir(&old).is_err().then_some(old))
+    Ok(std::fs::remove_dir(old).is_err().then(|| old.to_path_buf()))
 }
 
 /// Merges the shard directories `dirs` into `out` and renders its reports. The merge is
@@ -316,7 +354,20 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
     let out_lock = check_out(out, &inputs)?;
     remove_stale_staging(out);
     let stage = beside(out, "merge")?;
-    let (mut outcome, store) = match build(&stage, &inputs) {
+    // The shards' manifests (each with the whole plan) go before the reports are rendered:
+    // the report reads the merged records one pair at a time, beside nothing else that
+    // grows with the plan. The shards stay locked until the merge is in place.
+    let built = build(&stage, &inputs).and_then(|(info, store)| {
+        drop(inputs);
+        let rendered = report::render(&store)?;
+        let outcome = MergeOutcome {
+            rendered,
+            info,
+            kept_aside: Vec::new(),
+        };
+        Ok((outcome, store))
+    });
+    let (mut outcome, store) = match built {
         Ok(b) => b,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&stage);
@@ -325,14 +376,16 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
             return Err(e);
         }
     };
-    outcome.kept_aside = swap_in(&stage, out)?;
+    outcome.kept_aside.extend(swap_in(&stage, out)?);
     drop((store, out_lock));
+    outcome.kept_aside.extend(settle_stale_old(out));
     outcome.rendered.dir = out.to_path_buf();
     Ok(outcome)
 }
 
-/// Writes the whole merge of `inputs` into the new directory `stage`.
-fn build(stage: &Path, inputs: &[Input]) -> Result<(MergeOutcome, Store)> {
+/// Writes the records and manifest of the merge of `inputs` into the new directory `stage`
+/// (its reports are rendered by [`merge`]).
+fn build(stage: &Path, inputs: &[Input]) -> Result<(MergeInfo, Store)> {
     let first = &inputs[0];
     let lock = DirLock::for_results(stage)?;
     let marker = Marker::new(&first.manifest.sweep_name, &first.manifest.config_sha256);
@@ -361,12 +414,7 @@ fn build(stage: &Path, inputs: &[Input]) -> Result<(MergeOutcome, Store)> {
     };
     let manifest = merged_manifest(inputs, tokens, times, &info);
     store.write_manifest(&manifest)?;
-    let outcome = MergeOutcome {
-        rendered: report::render(&store)?,
-        info,
-        kept_aside: None,
-    };
-    Ok((outcome, store))
+    Ok((info, store))
 }
 
 /// Opens and checks every shard, then locks each and reads them again under their locks;

@@ -302,6 +302,34 @@ fn an_oversize_or_fifo_manifest_is_refused_with_its_name() {
 }
 
 #[test]
+fn an_oversize_pair_record_is_refused_naming_it_and_an_intact_one_reports() {
+    let (tmp, cfg) = setup(SWEEP);
+    let out = tmp.path().join("out");
+    let dir = out.to_str().unwrap();
+    let o = run(&["run", cfg.to_str().unwrap(), "--out", dir, "--no-progress"]);
+    assert!([exit::PASS, exit::FAIL].contains(&code(&o)), "{}", text(&o));
+    // The control: the records as the sweep wrote them report.
+    let o = run(&["report", dir]);
+    assert!([exit::PASS, exit::FAIL].contains(&code(&o)), "{}", text(&o));
+    // A pair record grown to 4 GiB (sparse: no disk used) is refused before it is read.
+    let pairs = out.join("pairs");
+    let victim = std::fs::read_dir(&pairs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.ends_with(".json"))
+        .unwrap();
+    let f = std::fs::File::create(pairs.join(&victim)).unwrap();
+    f.set_len(4 << 30).unwrap();
+    let o = run(&["report", dir]);
+    assert_eq!(code(&o), exit::BAD_INPUT, "{}", text(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("pairs/{victim}")) && err.contains("larger than"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_duplicate_engine_is_named_as_the_sweep_file_spells_it() {
     let sweep = SWEEP.replace(
         "  seed: [0]",

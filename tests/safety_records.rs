@@ -297,11 +297,10 @@ fn report_removes_the_temporaries_a_killed_report_left() {
     assert!(mine.exists(), "a name not of our making stays");
 }
 
-#[test]
-fn a_bad_shard_leaves_the_earlier_merge_whole() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = common::write(tmp.path(), "sweep.yaml", SWEEP);
-    let shards: Vec<PathBuf> = (0..2).map(|k| tmp.path().join(format!("s{k}"))).collect();
+/// The sweep run as two shards in `<root>/s0` and `<root>/s1`.
+fn two_shards(root: &Path) -> Vec<PathBuf> {
+    let cfg = common::write(root, "sweep.yaml", SWEEP);
+    let shards: Vec<PathBuf> = (0..2).map(|k| root.join(format!("s{k}"))).collect();
     for (k, d) in shards.iter().enumerate() {
         let spec = format!("{k}/2");
         let o = run(&[
@@ -315,6 +314,56 @@ fn a_bad_shard_leaves_the_earlier_merge_whole() {
         ]);
         assert!(code(&o) == exit::PASS, "{}", text(&o));
     }
+    shards
+}
+
+#[test]
+fn a_merge_settles_the_replaced_merges_a_killed_swap_left_and_names_what_it_keeps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = two_shards(tmp.path());
+    let merged = tmp.path().join("merged");
+    let merge = || run(&["merge", s(&merged), s(&shards[0]), s(&shards[1])]);
+    let o = merge();
+    assert_eq!(code(&o), exit::PASS, "{}", text(&o));
+    std::fs::write(merged.join("notes.md"), "mine").unwrap();
+    // Two merges killed between their renames: one left records only, the other a user's
+    // file that the merge in place already has under the same name.
+    let only_records = tmp.path().join(".merged.driftsweep-old-999998");
+    let with_file = tmp.path().join(".merged.driftsweep-old-999999");
+    copy_dir(&merged, &only_records);
+    std::fs::remove_file(only_records.join("notes.md")).unwrap();
+    copy_dir(&merged, &with_file);
+    std::fs::write(with_file.join("notes.md"), "theirs").unwrap();
+    // The control: a name not of driftsweep's making is left alone.
+    let users = tmp.path().join(".merged.driftsweep-old-mine");
+    copy_dir(&merged, &users);
+    let o = merge();
+    assert_eq!(code(&o), exit::PASS, "{}", text(&o));
+    assert!(!only_records.exists(), "records only: removed");
+    assert!(
+        with_file.join("notes.md").exists(),
+        "the user's file is kept"
+    );
+    assert!(
+        !with_file.join("pairs").exists(),
+        "the records beside it go"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&format!("kept in {}", with_file.display())),
+        "{}",
+        text(&o)
+    );
+    assert!(users.join("report.json").exists(), "not ours: untouched");
+    assert_eq!(
+        std::fs::read_to_string(merged.join("notes.md")).unwrap(),
+        "mine"
+    );
+}
+
+#[test]
+fn a_bad_shard_leaves_the_earlier_merge_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = two_shards(tmp.path());
     let merged = tmp.path().join("merged");
     let merge = || run(&["merge", s(&merged), s(&shards[0]), s(&shards[1])]);
     let o = merge();

@@ -33,10 +33,10 @@ pub fn merge(a: MergeArgs) -> Result<i32, Error> {
     for id in &i.missing_pairs {
         outln!("  missing pair: {id}");
     }
-    if let Some(old) = &m.kept_aside {
+    for old in &m.kept_aside {
         outln!(
-            "  the replaced merge held files driftsweep did not write that could not be moved \
-             over: they are kept in {}",
+            "  a replaced merge held files driftsweep did not write that could not be moved \
+             over (or another merge still holds it): they are kept in {}",
             old.display()
         );
     }

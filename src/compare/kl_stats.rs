@@ -174,6 +174,12 @@ impl KlStats {
             // Flips are only recorded on finite rows, the rows that have a KL.
             flips += m.top1_flips.len();
         }
+        Self::of_values(kl, dp, flips)
+    }
+
+    /// The statistics of the finite positions' KL and Δp values (in pooling order) with
+    /// `flips` top-1 flips among them; `None` when there is no KL value.
+    pub fn of_values(kl: Vec<f64>, dp: Vec<f64>, flips: usize) -> Option<KlStats> {
         if kl.is_empty() {
             return None;
         }

@@ -103,16 +103,51 @@ fn pair_json(
     }
 }
 
+/// A timing group of report.json's `performance`: (engine, weights, span, dtype, mode, path).
+type PerfKey = (Engine, WeightFormat, usize, RunDtype, Mode, RunPath);
+
+/// What the report keeps of the run records, read one pair at a time: their counts and,
+/// per timing group, each computed run's wall time, tokens and logits size. A few numbers
+/// a run, not the records (whose row digests alone are kilobytes).
+#[derive(Default)]
+struct RunTally {
+    ok: usize,
+    failed: usize,
+    skipped: usize,
+    reused: usize,
+    perf: BTreeMap<PerfKey, Vec<(f64, usize, u64)>>,
+}
+
+impl RunTally {
+    fn add(&mut self, p: &PairSpec, r: &RunRecord) {
+        match r.status {
+            RunStatus::Ok => self.ok += 1,
+            RunStatus::Failed => self.failed += 1,
+            RunStatus::Skipped => self.skipped += 1,
+        }
+        self.reused += usize::from(r.reused_from.is_some());
+        // Reused runs were not computed: counting them would count one computation twice.
+        if let (RunStatus::Ok, Some(wall), None) = (r.status, r.wall_s, &r.reused_from) {
+            let path = match r.mode {
+                Mode::Prefill => RunPath::Decode,
+                Mode::Decode => p.path,
+            };
+            let key = (p.engine, p.weights, p.span, p.dtype, r.mode, path);
+            let sample = (wall, r.tokens_fed, r.logits_bytes);
+            self.perf.entry(key).or_default().push(sample);
+        }
+    }
+}
+
 /// `counts` of report.json: `pairs` planned, their verdicts, and their runs' records.
-fn counts(pairs: usize, verdicts: &[PairVerdict], runs: &[RunRecord]) -> Counts {
+fn counts(pairs: usize, verdicts: &[PairVerdict], runs: &RunTally) -> Counts {
     let count = |v: PairVerdict| verdicts.iter().filter(|x| **x == v).count();
-    let count_runs = |s: RunStatus| runs.iter().filter(|r| r.status == s).count();
     Counts {
         runs: 2 * pairs,
-        runs_ok: count_runs(RunStatus::Ok),
-        runs_failed: count_runs(RunStatus::Failed),
-        runs_skipped: count_runs(RunStatus::Skipped),
-        runs_reused: runs.iter().filter(|r| r.reused_from.is_some()).count(),
+        runs_ok: runs.ok,
+        runs_failed: runs.failed,
+        runs_skipped: runs.skipped,
+        runs_reused: runs.reused,
         pairs,
         pass_equiv: count(PairVerdict::PassEquiv),
         fail_equiv: count(PairVerdict::FailEquiv),
@@ -123,40 +158,75 @@ fn counts(pairs: usize, verdicts: &[PairVerdict], runs: &[RunRecord]) -> Counts 
     }
 }
 
-/// Builds report.json's content from a results directory.
-pub fn build(store: &Store) -> Result<ReportJson> {
-    let m: Manifest = store.manifest()?;
-    let interrupted = m.interrupted();
-    let missing_reason = if interrupted {
+/// One pair of report.json, whole, read from its records (run records checked against the
+/// pair, the pair's verdict judged again against `m`'s limits), with its runs' records.
+pub(crate) fn read_pair(
+    store: &Store,
+    m: &Manifest,
+    spec: &PairSpec,
+) -> Result<(PairJson, Option<RunRecord>, Option<RunRecord>)> {
+    let missing_reason = if m.interrupted() {
         "not finished: the sweep was interrupted before this pair was compared; run the same \
          command again to resume"
     } else {
         "not finished: the sweep stopped before this pair was compared"
     };
+    let pre = store.run(spec, Mode::Prefill)?;
+    let dec = store.run(spec, Mode::Decode)?;
+    // A verdict is reported only when it follows from its own metrics, the manifest's
+    // limits and finished runs: one edited by hand is refused as tampered.
+    let rec = store.checked_pair(m, spec)?;
+    let pair = pair_json(spec, rec, pre.as_ref(), dec.as_ref(), missing_reason);
+    Ok((pair, pre, dec))
+}
+
+/// The pair as the report keeps it in memory: without its per-position series, which only
+/// report.json (streamed, [`super::json::render`]) and report.html's figures (of a bounded
+/// number of pairs) read, from the records again. A pair of span 1024 drops from tens of
+/// kilobytes to a few hundred bytes, so 100,000 pairs fit in a few hundred megabytes.
+fn slim(mut p: PairJson) -> PairJson {
+    let clear = |m: &mut Metrics| {
+        m.per_pos_max_abs = Vec::new();
+        m.per_pos_kl = Vec::new();
+        m.per_pos_delta_p = Vec::new();
+    };
+    if let Some(m) = p.metrics.as_mut() {
+        clear(m);
+    }
+    if let Some(c) = p.reference.as_mut() {
+        for r in [c.prefill.as_mut(), c.decode.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            clear(&mut r.metrics);
+        }
+    }
+    p
+}
+
+/// Builds report.json's content from a results directory, reading one pair's records at a
+/// time. Its pairs are kept without their per-position series ([`slim`]).
+pub fn build(store: &Store) -> Result<ReportJson> {
+    let m: Manifest = store.manifest()?;
+    let interrupted = m.interrupted();
+    // Row digests serve only the comparison of serving paths: kept when there is one.
+    let with_paths = m.pairs.iter().any(|p| !p.path.is_default());
     let mut pairs = Vec::with_capacity(m.pairs.len());
-    let mut runs: Vec<RunRecord> = Vec::new();
+    let mut runs = RunTally::default();
     let mut digests = paths::Digests::new();
     for spec in &m.pairs {
-        let pre = store.run(spec, Mode::Prefill)?;
-        let dec = store.run(spec, Mode::Decode)?;
-        // A verdict is reported only when it follows from its own metrics, the manifest's
-        // limits and finished runs: one edited by hand is refused as tampered.
-        let rec = store.checked_pair(&m, spec)?;
-        pairs.push(pair_json(
-            spec,
-            rec,
-            pre.as_ref(),
-            dec.as_ref(),
-            missing_reason,
-        ));
-        if let Some(d) = &dec {
+        let (pair, pre, dec) = read_pair(store, &m, spec)?;
+        let pooled = kl::PairKl::of(&pair);
+        pairs.push((slim(pair), pooled));
+        if let Some(d) = dec.as_ref().filter(|_| with_paths) {
             digests.insert(spec.id.clone(), d.row_digests.clone());
         }
-        runs.extend(pre);
-        runs.extend(dec);
+        for r in [pre, dec].iter().flatten() {
+            runs.add(spec, r);
+        }
     }
     // Tables read best in numeric order, not in the order the worker ran the groups.
-    pairs.sort_by(|a, b| {
+    pairs.sort_by(|(a, _), (b, _)| {
         let k = |p: &PairJson| {
             (
                 p.spec.engine,
@@ -171,13 +241,16 @@ pub fn build(store: &Store) -> Result<ReportJson> {
         };
         k(a).cmp(&k(b))
     });
+    let (pairs, kls): (Vec<PairJson>, Vec<kl::PairKl>) = pairs.into_iter().unzip();
+    let kl_statistics = kl::groups(&pairs, &kls);
+    drop(kls);
 
     let verdicts: Vec<PairVerdict> = pairs.iter().map(|p| p.verdict).collect();
     let (verdict, verdict_reason) = verdict::judge_sweep(&verdicts);
     let counts = counts(m.pairs.len(), &verdicts, &runs);
     let limits = m.resolved.limits.clone();
     let drift_characterization = drift_groups(&pairs);
-    let performance = perf_groups(&m.pairs, &runs);
+    let performance = perf_groups(runs.perf);
     let serving_paths = paths::analyse(&pairs, &digests);
     let mut path_lines = serving_paths
         .as_ref()
@@ -185,7 +258,6 @@ pub fn build(store: &Store) -> Result<ReportJson> {
         .unwrap_or_default();
     path_lines.extend(super::reference::observations(&pairs));
     let observations = observations(&pairs, &counts, path_lines);
-    let kl_statistics = kl::groups(&pairs);
     Ok(ReportJson {
         tool: m.tool,
         sweep: SweepIdentity {
@@ -258,29 +330,11 @@ fn drift_groups(pairs: &[PairJson]) -> Vec<DriftGroup> {
         .collect()
 }
 
-fn perf_groups(specs: &[PairSpec], runs: &[RunRecord]) -> Vec<PerfGroup> {
-    let by_pair: BTreeMap<&str, &PairSpec> = specs.iter().map(|p| (p.id.as_str(), p)).collect();
-    type Key = (Engine, WeightFormat, usize, RunDtype, Mode, RunPath);
-    let mut groups: BTreeMap<Key, Vec<&RunRecord>> = BTreeMap::new();
-    // Reused runs were not computed: counting them would count one computation twice.
-    for r in runs
-        .iter()
-        .filter(|r| r.status == RunStatus::Ok && r.wall_s.is_some() && r.reused_from.is_none())
-    {
-        if let Some(p) = by_pair.get(r.pair_id.as_str()) {
-            let path = match r.mode {
-                Mode::Prefill => RunPath::Decode,
-                Mode::Decode => p.path,
-            };
-            let key = (p.engine, p.weights, p.span, p.dtype, r.mode, path);
-            groups.entry(key).or_default().push(r);
-        }
-    }
+fn perf_groups(groups: BTreeMap<PerfKey, Vec<(f64, usize, u64)>>) -> Vec<PerfGroup> {
     groups
         .into_iter()
         .map(|((engine, weights, span, dtype, mode, path), rs)| {
-            let walls: Vec<f64> = rs.iter().filter_map(|r| r.wall_s).collect();
-            let mut w32: Vec<f32> = walls.iter().map(|&w| w as f32).collect();
+            let mut w32: Vec<f32> = rs.iter().map(|&(w, _, _)| w as f32).collect();
             let n = rs.len();
             PerfGroup {
                 engine,
@@ -289,14 +343,14 @@ fn perf_groups(specs: &[PairSpec], runs: &[RunRecord]) -> Vec<PerfGroup> {
                 dtype,
                 mode,
                 path,
-                wall_mean_s: walls.iter().sum::<f64>() / n as f64,
+                wall_mean_s: rs.iter().map(|r| r.0).sum::<f64>() / n as f64,
                 wall_p95_s: percentile(&mut w32, 0.95) as f64,
                 tokens_per_s: rs
                     .iter()
-                    .map(|r| r.tokens_fed as f64 / r.wall_s.unwrap_or(f64::NAN).max(1e-9))
+                    .map(|&(w, tokens, _)| tokens as f64 / w.max(1e-9))
                     .sum::<f64>()
                     / n as f64,
-                logits_bytes_mean: rs.iter().map(|r| r.logits_bytes).sum::<u64>() / n as u64,
+                logits_bytes_mean: rs.iter().map(|r| r.2).sum::<u64>() / n as u64,
                 samples: n,
             }
         })

@@ -7,10 +7,11 @@
 
 use serde::Serialize;
 
-use super::aggregate::setting_label;
+use super::aggregate::{read_pair, setting_label};
 use super::files::{Inputs, REPORT_HTML};
 use super::markdown::{
-    PathSection, axes, by_headroom, describe_injection, path_sections, share, worst_share,
+    PathSection, axes, by_headroom, describe_injection, pairs_note, path_sections, share,
+    worst_share,
 };
 use super::plots::{self, Marker, SpanPoint};
 use super::schema::{PairJson, ReportJson, compared};
@@ -18,7 +19,7 @@ use super::template::error_chain;
 use crate::error::{Error, Result};
 use crate::limits::Thresholds;
 use crate::plan::LoadKey;
-use crate::store::Store;
+use crate::store::{Manifest, Store};
 use crate::trace::PairTrace;
 use crate::verdict::{PairVerdict, fmt_num};
 
@@ -199,6 +200,8 @@ struct HtmlView {
     kl: Vec<KlRow>,
     /// [`figures_note`].
     figures_note: Option<String>,
+    /// [`pairs_note`]: which pairs the tables list above [`super::markdown::SHOWN_PAIRS`].
+    pairs_note: Option<String>,
     group_keys: String,
     groups: Vec<Group>,
     /// The table and figures of the pairs held to the reference (`super::reference`).
@@ -449,13 +452,19 @@ fn figures_note(r: &ReportJson) -> Option<String> {
     (r.pairs.len() > HTML_PAIR_FIGURES).then(|| {
         format!(
             "{} pairs: the figures of {HTML_PAIR_FIGURES} only (the failing and incomplete \
-             ones first); report.json and report.md hold every pair.",
+             ones first); report.json holds every pair.",
             r.pairs.len()
         )
     })
 }
 
-fn groups(r: &ReportJson) -> Result<Vec<Group>> {
+/// A pair whole, read again from its records: the report keeps its pairs without their
+/// per-position series, which only the figures of the pairs drawn need.
+type Load<'a> = dyn Fn(&PairJson) -> Result<PairJson> + 'a;
+
+/// The small multiples of the pairs of `r` whose figures are drawn ([`shown_pairs`]),
+/// each read whole with `load`.
+fn groups(r: &ReportJson, load: &Load) -> Result<Vec<Group>> {
     let shown = shown_pairs(r);
     let mut pairs: Vec<&PairJson> = r
         .pairs
@@ -488,7 +497,7 @@ fn groups(r: &ReportJson) -> Result<Vec<Group>> {
     let mut out: Vec<(Vec<String>, Group)> = Vec::new();
     for p in pairs {
         let key: Vec<String> = keys.iter().map(|(_, f)| f(p)).collect();
-        let fig = pair_figure(p, r.model.sliding_window)?;
+        let fig = pair_figure(&load(p)?, r.model.sliding_window)?;
         match out.last_mut() {
             Some((k, g)) if *k == key => g.pairs.push(fig),
             _ => {
@@ -583,12 +592,16 @@ fn counts(c: &super::schema::Counts) -> Vec<Count> {
     ]
 }
 
-fn view(store: &Store, r: &ReportJson) -> Result<HtmlView> {
+/// The page's content: `full` for what is said of every pair, `shown` (the pairs the
+/// tables list, [`super::markdown::summarised`]) for the tables and figures of pairs.
+fn view(store: &Store, m: &Manifest, full: &ReportJson, shown: &ReportJson) -> Result<HtmlView> {
+    let load = |p: &PairJson| read_pair(store, m, &p.spec).map(|(p, _, _)| p);
+    let r = shown;
     let counts = counts(&r.counts);
-    let drift = drift(r)?;
-    let groups = groups(r)?;
+    let drift = drift(full)?;
+    let groups = groups(shown, &load)?;
     let traces = traces(store, r)?;
-    let reference_figures = super::reference::figures(&r.pairs, r.model.sliding_window)?;
+    let reference_figures = super::reference::figures(&shown.pairs, r.model.sliding_window, &load)?;
     let plot_count = drift.len()
         + traces.len()
         + reference_figures.len()
@@ -623,14 +636,15 @@ fn view(store: &Store, r: &ReportJson) -> Result<HtmlView> {
         wall: r
             .wall_s
             .map_or("unfinished".into(), |w| format!("{w:.1} s")),
-        axes: axes(r),
+        axes: axes(full),
         inject: r.inject.as_ref().map(describe_injection),
         interrupted: r.interrupted,
         trace_result: r.trace.as_ref().map(|t| t.result.as_str().to_string()),
         trace_reason: r.trace.as_ref().map(|t| t.reason.clone()),
         drift,
         kl: kl_rows(r),
-        figures_note: figures_note(r),
+        figures_note: figures_note(full),
+        pairs_note: pairs_note(full, shown),
         group_keys: GROUP_KEYS
             .iter()
             .map(|(n, _)| *n)
@@ -650,7 +664,7 @@ fn view(store: &Store, r: &ReportJson) -> Result<HtmlView> {
                 reason: p.reason.clone(),
             })
             .collect(),
-        headroom: headroom_rows(r),
+        headroom: headroom_rows(shown),
         headroom_shown: HEADROOM_SHOWN,
         plot_count,
         paths: path_sections(r),
@@ -660,11 +674,21 @@ fn view(store: &Store, r: &ReportJson) -> Result<HtmlView> {
 /// Renders report.html's text from report.json's content and the results directory (for
 /// the traces).
 pub fn render_html(store: &Store, r: &ReportJson) -> Result<String> {
+    render_page(store, &store.manifest()?, r, r)
+}
+
+/// report.html's text: [`view`]'s content through the template.
+fn render_page(
+    store: &Store,
+    m: &Manifest,
+    full: &ReportJson,
+    shown: &ReportJson,
+) -> Result<String> {
     let terr = |e: tera::Error| Error::Template {
         name: "report.html.tera".into(),
         message: error_chain(&e),
     };
-    let v = view(store, r)?;
+    let v = view(store, m, full, shown)?;
     let mut tera = tera::Tera::new();
     // Escape every value; the SVGs plotters drew are marked `safe` in the template.
     tera.autoescape_on([".html"]);
@@ -675,6 +699,7 @@ pub fn render_html(store: &Store, r: &ReportJson) -> Result<String> {
 }
 
 /// report.html's bytes.
-pub(crate) fn render_file(i: &Inputs) -> Result<Option<Vec<u8>>> {
-    render_html(i.store, i.report).map(|html| Some(html.into_bytes()))
+pub(crate) fn render_file(i: &Inputs, w: &mut dyn std::io::Write) -> Result<bool> {
+    let html = render_page(i.store, i.manifest, i.report, i.shown)?;
+    super::files::write_text(i.store, super::files::REPORT_HTML, &html, w)
 }

@@ -112,10 +112,10 @@ pub fn build(r: &ReportJson) -> Report {
 }
 
 /// report.junit.xml's bytes.
-pub(crate) fn render_file(i: &Inputs) -> Result<Option<Vec<u8>>> {
+pub(crate) fn render_file(i: &Inputs, w: &mut dyn std::io::Write) -> Result<bool> {
     let path = i.store.root().join(JUNIT_FILE);
-    let xml = build(i.report)
-        .to_string()
+    build(i.report)
+        .serialize(w)
         .map_err(|e| Error::store(&path, format!("cannot serialize the JUnit report: {e}")))?;
-    Ok(Some(xml.into_bytes()))
+    Ok(true)
 }

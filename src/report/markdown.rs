@@ -50,6 +50,8 @@ struct View<'a> {
     path_sections: Vec<PathSection>,
     /// One row per pair held to the reference (`super::reference`).
     reference: Vec<Row>,
+    /// Above [`SHOWN_PAIRS`] pairs: which of them the tables list ([`pairs_note`]).
+    pairs_note: Option<String>,
 }
 
 /// One serving path's section of the report (Markdown and HTML alike).
@@ -196,18 +198,68 @@ pub(crate) fn worst_share(p: &PairJson) -> Option<(&'static str, f32, f32, f64)>
 /// compared pairs by their worst share of a limit (largest first), SKIPPED last. Ties keep
 /// report order.
 pub(crate) fn by_headroom(r: &ReportJson) -> Vec<&PairJson> {
+    by_headroom_of(&r.pairs)
+}
+
+/// [`by_headroom`] of a list of pairs.
+fn by_headroom_of(pairs: &[PairJson]) -> Vec<&PairJson> {
     let rank = |p: &PairJson| match p.verdict {
         PairVerdict::FailEquiv | PairVerdict::FailDrift => 0,
         PairVerdict::Incomplete => 1,
         PairVerdict::PassEquiv | PairVerdict::ExpectedDrift => 2,
         PairVerdict::Skipped => 3,
     };
-    let mut v: Vec<&PairJson> = r.pairs.iter().collect();
+    let mut v: Vec<&PairJson> = pairs.iter().collect();
     v.sort_by(|a, b| {
         let share = |p: &PairJson| worst_share(p).map_or(f64::NEG_INFINITY, |w| w.3);
         rank(a).cmp(&rank(b)).then(share(b).total_cmp(&share(a)))
     });
     v
+}
+
+/// Above this many pairs the tables of report.md and report.html (pairs, failures, pair
+/// details, the reference) list this many only, those with the least headroom
+/// ([`by_headroom`]), and say so: a table of 100,000 rows is read by no one, and its text
+/// (and the template's copy of it) would grow with the sweep. report.json and
+/// report.junit.xml hold every pair; the summaries (counts, drift, timing, observations)
+/// are computed over every pair.
+pub const SHOWN_PAIRS: usize = 1000;
+
+/// The report whose tables report.md and report.html lay out: `r` itself up to
+/// [`SHOWN_PAIRS`] pairs, else `r` with only the [`SHOWN_PAIRS`] pairs of least headroom,
+/// in report order.
+pub(crate) fn summarised(r: &mut ReportJson) -> ReportJson {
+    let pairs = std::mem::take(&mut r.pairs);
+    let mut shown = r.clone();
+    shown.pairs = if pairs.len() <= SHOWN_PAIRS {
+        pairs.clone()
+    } else {
+        let keep: std::collections::HashSet<&str> = by_headroom_of(&pairs)
+            .into_iter()
+            .take(SHOWN_PAIRS)
+            .map(|p| p.spec.id.as_str())
+            .collect();
+        pairs
+            .iter()
+            .filter(|p| keep.contains(p.spec.id.as_str()))
+            .cloned()
+            .collect()
+    };
+    r.pairs = pairs;
+    shown
+}
+
+/// What the tables hold when they list only some pairs: `None` when they list every one.
+pub(crate) fn pairs_note(full: &ReportJson, shown: &ReportJson) -> Option<String> {
+    (shown.pairs.len() < full.pairs.len()).then(|| {
+        format!(
+            "{} pairs: the tables list the {} with the least headroom (failing and incomplete \
+             first); the summaries count every pair, and report.json and report.junit.xml \
+             hold each one.",
+            full.pairs.len(),
+            shown.pairs.len()
+        )
+    })
 }
 
 fn pair_rows(r: &ReportJson) -> Vec<Row> {
@@ -385,7 +437,10 @@ fn limit_rows(r: &ReportJson) -> Vec<Row> {
         .collect()
 }
 
-fn view(r: &ReportJson) -> View<'_> {
+/// The Markdown view: `full` for what is said of every pair, `shown` ([`summarised`]) for
+/// the tables of pairs and as the template's `r`.
+fn view<'a>(full: &ReportJson, shown: &'a ReportJson) -> View<'a> {
+    let r = shown;
     let problems = r
         .pairs
         .iter()
@@ -399,13 +454,14 @@ fn view(r: &ReportJson) -> View<'_> {
         })
         .collect();
     View {
-        has_paths: r.pairs.iter().any(|p| !p.spec.path.is_default()),
-        has_settings: r.pairs.iter().any(|p| {
+        pairs_note: pairs_note(full, shown),
+        has_paths: full.pairs.iter().any(|p| !p.spec.path.is_default()),
+        has_settings: full.pairs.iter().any(|p| {
             !p.spec.path.is_default() || !p.spec.engine.is_default() || !p.spec.weights.is_default()
         }),
         path_sections: path_sections(r),
         reference: super::reference::rows(&r.pairs),
-        axes: axes(r),
+        axes: axes(full),
         inject: r.inject.as_ref().map(describe_injection),
         r,
         date: r
@@ -438,11 +494,16 @@ fn view(r: &ReportJson) -> View<'_> {
 
 /// "spans 32/128 × dtypes bf16/f16 × ..." from the pairs themselves.
 pub(crate) fn axes(r: &ReportJson) -> String {
+    // A sweep of 100,000 seeds or prompts names the first few and counts the rest: the
+    // line stays a line.
+    const NAMED: usize = 16;
     fn uniq<T: Ord + ToString>(xs: impl Iterator<Item = T>) -> String {
-        let mut v: Vec<T> = xs.collect();
-        v.sort();
-        v.dedup();
-        v.iter().map(T::to_string).collect::<Vec<_>>().join("/")
+        let v: std::collections::BTreeSet<T> = xs.collect();
+        let named: Vec<String> = v.iter().take(NAMED).map(T::to_string).collect();
+        match v.len() {
+            n if n <= NAMED => named.join("/"),
+            n => format!("{}/… ({n} values)", named.join("/")),
+        }
     }
     let p = &r.pairs;
     format!(
@@ -485,19 +546,20 @@ pub fn describe_injection(i: &crate::config::InjectConfig) -> String {
 }
 
 /// report.md's bytes, through the sweep's custom template or the built-in one.
-pub(crate) fn render_file(i: &Inputs) -> Result<Option<Vec<u8>>> {
+pub(crate) fn render_file(i: &Inputs, w: &mut dyn std::io::Write) -> Result<bool> {
     let template = template_for(i.store, CUSTOM_REPORT_TEMPLATE, REPORT_TEMPLATE)?;
-    render_template("report.md.tera", &template, &view(i.report)).map(|md| Some(md.into_bytes()))
+    let md = render_template("report.md.tera", &template, &view(i.report, i.shown))?;
+    super::files::write_text(i.store, super::files::REPORT_MD, &md, w)
 }
 
 /// Renders the Markdown report from report.json's content with the compiled-in template.
 pub fn render_markdown(r: &ReportJson) -> Result<String> {
-    render_template("report.md.tera", REPORT_TEMPLATE, &view(r))
+    render_template("report.md.tera", REPORT_TEMPLATE, &view(r, r))
 }
 
 /// Test-renders a custom report template on `sample` (see [`sample`]).
 pub fn check_render(text: &str, sample: &ReportJson) -> std::result::Result<(), String> {
-    render_template("custom", text, &view(sample))
+    render_template("custom", text, &view(sample, sample))
         .map(|_| ())
         .map_err(|e| match e {
             Error::Template { message, .. } => message,

@@ -18,6 +18,7 @@ use crate::verdict::GlobalVerdict;
 mod aggregate;
 mod files;
 pub mod html;
+mod json;
 pub mod junit;
 pub mod kl;
 mod markdown;
@@ -33,7 +34,6 @@ pub mod trace;
 mod tests;
 
 pub use aggregate::{build, sample, setting_label};
-use files::pretty_json;
 pub use files::{
     Inputs, REPORT_HTML, REPORT_JSON, REPORT_JUNIT, REPORT_MD, Renderer, TRACE_JSON, TRACE_MD,
 };
@@ -71,7 +71,7 @@ pub const RENDERERS: &[Renderer] = &[
     },
     Renderer {
         file: REPORT_JSON,
-        render: |i| pretty_json(i.store, REPORT_JSON, i.report).map(Some),
+        render: json::render,
     },
     Renderer {
         file: REPORT_MD,
@@ -100,25 +100,34 @@ pub const FILES: [&str; RENDERERS.len()] = {
 
 /// Builds the report and writes every file of [`RENDERERS`] into the results directory.
 ///
-/// Every file is rendered before the first is written: a custom template that fails to
-/// render must not leave a fresh report.json saying PASS beside a stale report.md.
+/// Every file is rendered (into a temporary beside it) before the first is put in place: a
+/// custom template that fails to render must not leave a fresh report.json saying PASS
+/// beside a stale report.md. Each file streams to disk, so memory holds one renderer's
+/// state at a time, not every file's bytes.
 pub fn render(store: &Store) -> Result<Rendered> {
     let mut report = build(store)?;
     let trace = trace::analyse(store, &report)?;
     report.trace = trace.as_ref().map(schema::TraceJson::summary);
+    let manifest = store.manifest()?;
+    let json_head = json::head(&mut report)?;
+    let shown = markdown::summarised(&mut report);
     let inputs = Inputs {
         store,
+        manifest: &manifest,
         report: &report,
+        shown: &shown,
+        json_head: &json_head,
         trace: trace.as_ref(),
     };
     let mut files = Vec::with_capacity(RENDERERS.len());
     for r in RENDERERS {
-        if let Some(bytes) = (r.render)(&inputs)? {
-            files.push((r.file, bytes));
+        let mut f = crate::fsutil::PendingFile::create(&store.path(r.file)?)?;
+        if (r.render)(&inputs, f.writer())? {
+            files.push(f);
         }
     }
-    for (file, bytes) in files {
-        store.write_bytes(file, &bytes)?;
+    for f in files {
+        f.commit()?;
     }
     Ok(Rendered {
         dir: store.root().to_path_buf(),

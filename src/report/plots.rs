@@ -255,15 +255,49 @@ pub struct SpanPoint {
     pub kl_max: f32,
 }
 
-/// One dtype's drift by span: max_abs_diff (left) and kl_max (right) of every compared pair,
-/// kv_aligned=0 in purple and 1 in blue, against the drift budget (purple dashes) and the
-/// tolerance (red dashes).
+/// The most points of one (span, kv_aligned) column the drift-by-span plot draws per
+/// metric; above it, [`thinned`] keeps that many quantiles of each.
+pub const COLUMN_POINTS: usize = 64;
+
+/// `points` with at most [`COLUMN_POINTS`] quantiles of each metric per (span, kv_aligned)
+/// column, the lowest and highest among them: the column's range reads the same, and the
+/// SVG stays a fixed size however many pairs the sweep has (every point is a circle).
+pub fn thinned(points: &[SpanPoint]) -> Vec<SpanPoint> {
+    let mut columns: std::collections::BTreeMap<(usize, bool), Vec<SpanPoint>> =
+        std::collections::BTreeMap::new();
+    for p in points {
+        columns.entry((p.span, p.kv_aligned)).or_default().push(*p);
+    }
+    let mut out = Vec::new();
+    for (_, mut col) in columns {
+        if col.len() <= 2 * COLUMN_POINTS {
+            out.extend(col);
+            continue;
+        }
+        let n = col.len();
+        let quantiles = |col: &[SpanPoint]| -> Vec<SpanPoint> {
+            (0..COLUMN_POINTS)
+                .map(|k| col[k * (n - 1) / (COLUMN_POINTS - 1)])
+                .collect()
+        };
+        col.sort_by(|a, b| a.max_abs.total_cmp(&b.max_abs));
+        out.extend(quantiles(&col));
+        col.sort_by(|a, b| a.kl_max.total_cmp(&b.kl_max));
+        out.extend(quantiles(&col));
+    }
+    out
+}
+
+/// One dtype's drift by span: max_abs_diff (left) and kl_max (right) of the compared pairs
+/// (all of them, or [`thinned`] above [`COLUMN_POINTS`] a column), kv_aligned=0 in purple
+/// and 1 in blue, against the drift budget (purple dashes) and the tolerance (red dashes).
 pub fn drift_by_span(
     dtype: RunDtype,
     points: &[SpanPoint],
     tolerance: Option<&Thresholds>,
     budget: Option<&Thresholds>,
 ) -> Result<String> {
+    let points = &thinned(points)[..];
     // Drawn at the page's full width (the page scales it by its viewBox), so the labels
     // are sized for a 1100-pixel figure rather than a thumbnail.
     let (w, h) = (1100u32, 380u32);

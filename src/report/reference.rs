@@ -167,8 +167,13 @@ pub(crate) struct Figure {
     caption: String,
 }
 
-/// The figures of the pairs held to the reference, worst first, at most [`MAX_FIGURES`].
-pub(crate) fn figures(pairs: &[PairJson], window: Option<usize>) -> Result<Vec<Figure>> {
+/// The figures of the pairs held to the reference, worst first, at most [`MAX_FIGURES`];
+/// `load` reads a pair whole (the report keeps pairs without their per-position series).
+pub(crate) fn figures(
+    pairs: &[PairJson],
+    window: Option<usize>,
+    load: &dyn Fn(&PairJson) -> Result<PairJson>,
+) -> Result<Vec<Figure>> {
     let mut held: Vec<(&PairJson, &ReferenceCheck)> = pairs
         .iter()
         .filter_map(|p| p.reference.as_ref().map(|c| (p, c)))
@@ -188,10 +193,12 @@ pub(crate) fn figures(pairs: &[PairJson], window: Option<usize>) -> Result<Vec<F
     held.into_iter()
         .take(MAX_FIGURES)
         .map(|(p, c)| {
+            let whole = load(p)?;
+            let series_of = whole.reference.as_ref().unwrap_or(c);
             Ok(Figure {
                 id: p.spec.id.clone(),
                 verdict: verdict(c),
-                svg: series(p, c, window)?,
+                svg: series(&whole, series_of, window)?,
                 caption: c.convention.clone().unwrap_or_default(),
             })
         })

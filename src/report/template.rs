@@ -12,11 +12,17 @@ pub const CUSTOM_REPORT_TEMPLATE: &str = crate::store::owner::SAVED_TEMPLATES[0]
 /// See [`CUSTOM_REPORT_TEMPLATE`].
 pub const CUSTOM_TRACE_TEMPLATE: &str = crate::store::owner::SAVED_TEMPLATES[1];
 
+/// The largest custom template read: a sweep file and what it includes are bounded at a few
+/// MiB, so a saved template larger than this was not saved by driftsweep.
+pub const MAX_TEMPLATE_BYTES: u64 = 4 << 20;
+
 /// The template `rel` saved in the results directory, or the compiled-in `default`.
 pub(crate) fn template_for(store: &Store, rel: &str, default: &str) -> Result<String> {
     let path = store.root().join(rel);
     if path.is_file() {
-        std::fs::read_to_string(&path)
+        let bytes = crate::fsutil::read_regular(&path, MAX_TEMPLATE_BYTES)
+            .map_err(|e| Error::store(&path, format!("cannot read the custom template: {e}")))?;
+        String::from_utf8(bytes)
             .map_err(|e| Error::store(&path, format!("cannot read the custom template: {e}")))
     } else {
         Ok(default.to_string())

@@ -253,8 +253,9 @@ fn report_md_snapshot() {
 #[test]
 fn report_json_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    let r = build(&results(dir.path())).unwrap();
-    insta::assert_json_snapshot!(r);
+    let store = results(dir.path());
+    // report.json's pairs are whole (`report_json_streamed_is_the_whole_report_serialized`).
+    insta::assert_json_snapshot!(whole(&store));
 }
 
 #[test]
@@ -463,4 +464,119 @@ fn diff_md_snapshot() {
         .replace(&base.display().to_string(), "[BASE]")
         .replace(&new.display().to_string(), "[NEW]");
     insta::assert_snapshot!(md);
+}
+
+/// The report with its pairs whole, as report.json holds them.
+fn whole(store: &Store) -> ReportJson {
+    let mut r = build(store).unwrap();
+    let m = store.manifest().unwrap();
+    r.pairs = r
+        .pairs
+        .iter()
+        .map(|p| aggregate::read_pair(store, &m, &p.spec).unwrap().0)
+        .collect();
+    r
+}
+
+/// `results` grown to `n` pairs: copies of its drifting f32 pair under new seeds, written
+/// without the store's fsyncs (thousands of them would make the test slow, not stronger).
+fn many(dir: &std::path::Path, n: usize) -> Store {
+    let store = results(dir);
+    let mut m = store.manifest().unwrap();
+    let first = m.pairs[0].clone();
+    let rec = store.pair(&first).unwrap().unwrap();
+    let write = |rel: String, bytes: Vec<u8>| std::fs::write(dir.join(rel), bytes).unwrap();
+    for seed in 1..=(n - m.pairs.len()) as u64 {
+        let spec = PairSpec::new("p0", 2, RunDtype::F32, false, seed);
+        let pair = PairRecord {
+            spec: spec.clone(),
+            ..rec.clone()
+        };
+        let bytes = serde_json::to_vec_pretty(&pair).unwrap();
+        write(format!("pairs/{}.json", spec.id), bytes);
+        for (mode, wall) in [(Mode::Prefill, 0.125), (Mode::Decode, 0.5)] {
+            let r = run(&spec, mode, RunStatus::Ok, wall);
+            write(
+                format!("runs/{}.json", r.id),
+                serde_json::to_vec_pretty(&r).unwrap(),
+            );
+        }
+        m.pairs.push(spec);
+    }
+    store.write_manifest(&m).unwrap();
+    store
+}
+
+#[test]
+fn report_json_streamed_is_the_whole_report_serialized() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = results(dir.path());
+    render(&store).unwrap();
+    let written = std::fs::read_to_string(dir.path().join(REPORT_JSON)).unwrap();
+    // The report keeps its pairs without their per-position series; report.json has them.
+    let slim = build(&store).unwrap();
+    assert!(
+        slim.pairs
+            .iter()
+            .flat_map(|p| &p.metrics)
+            .all(|m| m.per_pos_kl.is_empty())
+    );
+    let r = whole(&store);
+    assert!(
+        r.pairs
+            .iter()
+            .flat_map(|p| &p.metrics)
+            .any(|m| !m.per_pos_kl.is_empty())
+    );
+    assert_eq!(written, serde_json::to_string_pretty(&r).unwrap());
+}
+
+#[test]
+fn a_report_of_many_pairs_lists_the_least_headroom_and_counts_every_pair() {
+    let n = 2 * markdown::SHOWN_PAIRS;
+    let dir = tempfile::tempdir().unwrap();
+    let store = many(dir.path(), n);
+    render(&store).unwrap();
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+    let (md, html, json) = (read(REPORT_MD), read(REPORT_HTML), read(REPORT_JSON));
+    let note = format!(
+        "{n} pairs: the tables list the {} with the least headroom",
+        markdown::SHOWN_PAIRS
+    );
+    assert!(md.contains(&note) && html.contains(&note), "{note}");
+    // One section per listed pair in report.md, one table row each in report.html.
+    assert_eq!(md.matches("\n### ").count(), markdown::SHOWN_PAIRS);
+    assert_eq!(
+        html.matches("<tr data-pair=").count(),
+        markdown::SHOWN_PAIRS
+    );
+    // The failing and incomplete pairs are among those listed (skipped ones rank last).
+    let r = build(&store).unwrap();
+    assert_eq!(r.counts.pairs, n);
+    let worst = |p: &&PairJson| p.verdict.is_fail() || p.verdict == PairVerdict::Incomplete;
+    assert_eq!(r.pairs.iter().filter(worst).count(), 2);
+    for p in r.pairs.iter().filter(worst) {
+        assert!(md.contains(&format!("| {} |", p.spec.id)), "{}", p.spec.id);
+    }
+    // report.json and the JUnit report hold every pair.
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["pairs"].as_array().unwrap().len(), n);
+    assert_eq!(read(REPORT_JUNIT).matches("<testcase ").count(), n + 1);
+    // The drift plot draws a bounded number of points, not one per pair.
+    let circles = |s: &str| s.matches("<circle").count();
+    assert!(
+        circles(&html) < 4 * plots::COLUMN_POINTS + markdown::SHOWN_PAIRS,
+        "{}",
+        circles(&html)
+    );
+}
+
+#[test]
+fn a_report_of_few_pairs_lists_every_pair_and_says_nothing_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = results(dir.path());
+    render(&store).unwrap();
+    let md = std::fs::read_to_string(dir.path().join(REPORT_MD)).unwrap();
+    assert!(!md.contains("with the least headroom"), "{md}");
+    assert_eq!(md.matches("\n### ").count(), 4);
 }

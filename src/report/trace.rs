@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::files::{Inputs, TRACE_JSON, TRACE_MD, pretty_json};
+use super::files::{Inputs, TRACE_JSON, TRACE_MD, pretty_json, write_text};
 use super::markdown::describe_injection;
 use super::schema::{ReportJson, TraceJson, TraceRow, TraceSummary};
 use super::template::{CUSTOM_TRACE_TEMPLATE, render_template, template_for};
@@ -259,20 +259,22 @@ impl TraceJson {
 }
 
 /// trace.json, when the sweep traces.
-pub(crate) fn render_json(i: &Inputs) -> Result<Option<Vec<u8>>> {
-    i.trace
-        .map(|t| pretty_json(i.store, TRACE_JSON, t))
-        .transpose()
+pub(crate) fn render_json(i: &Inputs, w: &mut dyn std::io::Write) -> Result<bool> {
+    match i.trace {
+        Some(t) => pretty_json(i.store, TRACE_JSON, t, w),
+        None => Ok(false),
+    }
 }
 
 /// trace_report.md through the sweep's custom template or the built-in one, when the sweep
 /// traces.
-pub(crate) fn render_markdown(i: &Inputs) -> Result<Option<Vec<u8>>> {
+pub(crate) fn render_markdown(i: &Inputs, w: &mut dyn std::io::Write) -> Result<bool> {
     let Some(t) = i.trace else {
-        return Ok(None);
+        return Ok(false);
     };
     let template = template_for(i.store, CUSTOM_TRACE_TEMPLATE, TRACE_TEMPLATE)?;
-    render_template("trace_report.md.tera", &template, t).map(|md| Some(md.into_bytes()))
+    let md = render_template("trace_report.md.tera", &template, t)?;
+    write_text(i.store, TRACE_MD, &md, w)
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ use crate::plan::Mode;
 pub const MARKER: &str = "driftsweep.marker.json";
 /// The lock file whose exclusive lock the one writer holds; it keeps the holder's pid.
 pub const LOCK: &str = "driftsweep.lock";
+/// The largest marker read: one is a few hundred bytes (names, a digest, a time).
+pub const MAX_MARKER_BYTES: u64 = 64 << 10;
 /// The sub-directories a sweep writes.
 pub const SUBDIRS: [&str; 5] = ["runs", "pairs", "logits", "traces", "templates"];
 /// Files at the top of a results directory that driftsweep writes under fixed names, besides
@@ -65,7 +67,9 @@ impl Marker {
         if !path.is_file() {
             return Ok(None);
         }
-        let text = fs::read(&path).map_err(|e| Error::store(&path, format!("cannot read: {e}")))?;
+        // A marker is a few hundred bytes: a larger one is refused unread, not read whole.
+        let text = fsutil::read_regular(&path, MAX_MARKER_BYTES)
+            .map_err(|e| Error::store(&path, format!("cannot read: {e}")))?;
         serde_json::from_slice(&text)
             .map(Some)
             .map_err(|e| Error::store(&path, format!("malformed marker: {e}")))
@@ -128,7 +132,8 @@ impl DirLock {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
                 let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
+                // A pid is a few digits: a lock file grown by someone else is not read whole.
+                let _ = (&mut file).take(64).read_to_string(&mut holder);
                 let holder = match holder.trim().parse::<u32>() {
                     Ok(pid) => format!("pid {pid}"),
                     // The holder locks before it writes its pid: a moment without one.
