@@ -14,21 +14,7 @@ use serde_json::Value;
 mod common;
 
 fn gemma() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/gemma-3-270m-q4_k_m.gguf");
-    if p.is_file() {
-        return Some(p);
-    }
-    let why = format!(
-        "{} is missing (run `bash scripts/fetch_gemma3.sh`; the weights are under the Gemma \
-         terms)",
-        p.display()
-    );
-    assert!(
-        std::env::var_os("DRIFTSWEEP_REQUIRE_GEMMA").is_none(),
-        "DRIFTSWEEP_REQUIRE_GEMMA is set but {why}"
-    );
-    println!("SKIPPED: {why}");
-    None
+    common::gemma()
 }
 
 /// Strings and their ids as transformers' GemmaConverter tokenizes them (no BOS): Unicode,

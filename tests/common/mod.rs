@@ -164,3 +164,23 @@ pub fn rust_files(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// The Gemma 3 270M file (models/, fetched by `bash scripts/fetch_gemma3.sh`), or `None`
+/// after saying why the test skips (a failure when DRIFTSWEEP_REQUIRE_GEMMA is set).
+pub fn gemma() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/gemma-3-270m-q4_k_m.gguf");
+    if p.is_file() {
+        return Some(p);
+    }
+    let why = format!(
+        "{} is missing (run `bash scripts/fetch_gemma3.sh`; the weights are under the Gemma \
+         terms)",
+        p.display()
+    );
+    assert!(
+        std::env::var_os("DRIFTSWEEP_REQUIRE_GEMMA").is_none(),
+        "DRIFTSWEEP_REQUIRE_GEMMA is set but {why}"
+    );
+    println!("SKIPPED: {why}");
+    None
+}
