@@ -333,7 +333,7 @@ pub(super) mod avx512 {
     /// [`super::exp_diffs`] in eight lanes; the last values that fill no eight go to the
     /// library.
     #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(in super::super) fn exp_diffs(xs: &[f32], m: f64, out: &mut [f64]) {
+    pub(crate) fn exp_diffs(xs: &[f32], m: f64, out: &mut [f64]) {
         let octs = xs.len() / 8;
         let mv = _mm512_set1_pd(m);
         for o in 0..octs {
@@ -353,7 +353,7 @@ pub(super) mod avx512 {
     /// the library itself for the lanes off it.
     #[target_feature(enable = "avx512f,avx2,fma")]
     #[inline]
-    pub(in super::super) fn exp8(x: __m512d) -> __m512d {
+    pub(crate) fn exp8(x: __m512d) -> __m512d {
         let e = exp8_main(x);
         let off = off_main_path(x);
         if off == 0 {
