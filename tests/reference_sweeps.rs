@@ -26,30 +26,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use driftsweep::reference::{ReferenceError, TransformersWorker};
 use serde_json::Value;
 
 mod common;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Whether the transformers worker starts here; says why the test skips when it does not (a
-/// failure when DRIFTSWEEP_REQUIRE_TRANSFORMERS is set).
-fn transformers_or_skip(test: &str) -> bool {
-    match TransformersWorker::start() {
-        Ok(_) => true,
-        Err(e @ ReferenceError::NotInstalled { .. }) => {
-            assert!(
-                std::env::var_os("DRIFTSWEEP_REQUIRE_TRANSFORMERS").is_none(),
-                "DRIFTSWEEP_REQUIRE_TRANSFORMERS is set but {e}"
-            );
-            println!("SKIPPED {test}: {e}");
-            false
-        }
-        Err(e) => panic!("the worker did not start: {e}"),
-    }
 }
 
 /// Runs a sweep file of configs/ into `out`; returns the exit code and the seconds it took
@@ -162,7 +144,9 @@ fn compared_on<'a>(report: &'a Value, engine: &str, dtype: &str, path: &str) -> 
 
 #[test]
 fn the_conformance_set_against_transformers_in_float64() {
-    if !transformers_or_skip("the_conformance_set_against_transformers_in_float64") {
+    if common::transformers_worker_or_skip("the_conformance_set_against_transformers_in_float64")
+        .is_none()
+    {
         return;
     }
     let config = root().join("configs/conformance_reference.yaml");
@@ -394,7 +378,7 @@ fn smollm2_reference_sweep() {
         "{} is missing: run `bash scripts/fetch_smollm2.sh` (`.ci/run` does)",
         model.display()
     );
-    if !transformers_or_skip("smollm2_reference_sweep") {
+    if common::transformers_worker_or_skip("smollm2_reference_sweep").is_none() {
         return;
     }
     let r = real_model_sweep("smollm2_reference_ci.yaml");
@@ -406,7 +390,7 @@ fn smollm2_reference_sweep() {
 #[test]
 fn gemma3_reference_sweep() {
     let test = "gemma3_reference_sweep";
-    if common::gemma().is_none() || !transformers_or_skip(test) {
+    if common::gemma().is_none() || common::transformers_worker_or_skip(test).is_none() {
         return;
     }
     let r = real_model_sweep("gemma3_reference_ci.yaml");

@@ -27,6 +27,8 @@ use driftsweep::dtype::RunDtype;
 use driftsweep::model::{ModelInfo, ModelUnderTest, Rows};
 use driftsweep::reference::{Islands, RefDtype, ReferenceError, TransformersWorker};
 
+mod common;
+
 /// Positions compared on the real models: the first ids of tests/reference.rs's sequence.
 const POSITIONS: usize = 32;
 /// tests/reference.rs's seed and length: these ids are the first POSITIONS of its 640.
@@ -46,23 +48,6 @@ static HEAVY: Mutex<()> = Mutex::new(());
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A started worker, or `None` after saying why the test skips (a failure when
-/// DRIFTSWEEP_REQUIRE_TRANSFORMERS is set).
-fn worker_or_skip(test: &str) -> Option<TransformersWorker> {
-    match TransformersWorker::start() {
-        Ok(w) => Some(w),
-        Err(e @ ReferenceError::NotInstalled { .. }) => {
-            assert!(
-                std::env::var_os("DRIFTSWEEP_REQUIRE_TRANSFORMERS").is_none(),
-                "DRIFTSWEEP_REQUIRE_TRANSFORMERS is set but {e}"
-            );
-            println!("SKIPPED {test}: {e}");
-            None
-        }
-        Err(e) => panic!("the worker did not start: {e}"),
-    }
 }
 
 /// The numpy reference's python, or `None` after saying why (as tests/reference.rs).
@@ -136,7 +121,7 @@ fn synth(yaml: &str, dir: &Path) -> PathBuf {
 
 #[test]
 fn the_worker_on_a_synthetic_llama() {
-    let Some(mut w) = worker_or_skip("the_worker_on_a_synthetic_llama") else {
+    let Some(mut w) = common::transformers_worker_or_skip("the_worker_on_a_synthetic_llama") else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -271,7 +256,7 @@ fn smollm2_float64_references_agree_and_the_own_decoder_is_within_rounding() {
         return;
     };
     let _one = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(mut w) = worker_or_skip(TEST) else {
+    let Some(mut w) = common::transformers_worker_or_skip(TEST) else {
         return;
     };
     let info = ModelInfo::inspect(&path.to_string_lossy()).unwrap();
@@ -312,7 +297,7 @@ fn gemma3_float64_references_agree_and_the_own_decoder_is_within_rounding() {
         return;
     };
     let _one = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(mut w) = worker_or_skip(TEST) else {
+    let Some(mut w) = common::transformers_worker_or_skip(TEST) else {
         return;
     };
     let model =

@@ -184,3 +184,23 @@ pub fn gemma() -> Option<PathBuf> {
     println!("SKIPPED: {why}");
     None
 }
+
+/// A started transformers reference worker, or `None` after saying why the test skips (a
+/// failure when DRIFTSWEEP_REQUIRE_TRANSFORMERS is set).
+pub fn transformers_worker_or_skip(
+    test: &str,
+) -> Option<driftsweep::reference::TransformersWorker> {
+    use driftsweep::reference::{ReferenceError, TransformersWorker};
+    match TransformersWorker::start() {
+        Ok(w) => Some(w),
+        Err(e @ ReferenceError::NotInstalled { .. }) => {
+            assert!(
+                std::env::var_os("DRIFTSWEEP_REQUIRE_TRANSFORMERS").is_none(),
+                "DRIFTSWEEP_REQUIRE_TRANSFORMERS is set but {e}"
+            );
+            println!("SKIPPED {test}: {e}");
+            None
+        }
+        Err(e) => panic!("the worker did not start: {e}"),
+    }
+}
