@@ -4,26 +4,7 @@ use driftsweep::exit;
 use serde_json::Value;
 
 mod common;
-use common::{bin, code, read_json, run, stderr, text, tiny, write, write_hf_dir};
-
-const SMALL: &str = r#"
-name: small
-model:
-  source: builtin:tiny-llama
-device: cpu
-prompts:
-  - id: p0_short
-    text: "What is the capital of France?"
-  - id: r6
-    random_tokens: 6
-continuation: sample
-sweep:
-  span: [4, 9]
-  dtype: [f32, f16]
-  kv_aligned: [false, true]
-  seed: [0]
-keep_logits: true
-"#;
+use common::{SMALL, bin, code, read_json, run, small_on, stderr, text, write};
 
 #[test]
 fn run_writes_a_complete_results_directory() {
@@ -480,113 +461,6 @@ fn a_write_error_mid_sweep_exits_2_instead_of_hanging() {
     assert!(stderr(&o).contains("cannot write"), "{}", stderr(&o));
 }
 
-/// The sweep file `SMALL` on a model `source`, one dtype, one span.
-fn small_on(source: &str) -> String {
-    SMALL
-        .replace("builtin:tiny-llama", source)
-        .replace("span: [4, 9]", "span: [4]")
-        .replace("dtype: [f32, f16]", "dtype: [f32]")
-}
-
-#[test]
-fn model_paths_are_relative_to_the_sweep_file_with_the_working_directory_as_fallback() {
-    let tmp = tempfile::tempdir().unwrap();
-    let sweeps = tmp.path().join("sweeps");
-    let elsewhere = tmp.path().join("elsewhere");
-    std::fs::create_dir_all(&elsewhere).unwrap();
-    write_hf_dir(&sweeps.join("tiny"), "llama", &tiny("llama"), false);
-    let cfg = write(&sweeps, "s.yaml", &small_on("tiny"));
-    let out = tmp.path().join("out");
-    let o = bin()
-        .current_dir(&elsewhere)
-        .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(code(&o), exit::PASS, "{}", text(&o));
-    assert!(out.join("report.json").is_file());
-    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
-    // Found from the working directory only: still taken, with a warning.
-    write_hf_dir(&elsewhere.join("cwd_tiny"), "llama", &tiny("llama"), false);
-    let cfg = write(&sweeps, "c.yaml", &small_on("cwd_tiny"));
-    let o = bin()
-        .current_dir(&elsewhere)
-        .args(["plan", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(code(&o), exit::PASS, "{}", text(&o));
-    assert!(
-        stderr(&o).contains("taking it from the working directory"),
-        "{}",
-        stderr(&o)
-    );
-}
-
-/// The repository's own sweep files must not lean on the working-directory fallback: every
-/// model file they name is found beside the sweep file, from whatever directory one runs.
-#[test]
-fn the_repositorys_sweep_files_name_models_from_their_own_directory() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut checked = 0;
-    for entry in std::fs::read_dir(root.join("configs")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "yaml") {
-            continue;
-        }
-        let v: serde_yaml::Value =
-            serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let mut sources: Vec<&serde_yaml::Value> = vec![&v["model"]["source"]];
-        if let Some(models) = v["models"].as_mapping() {
-            sources.extend(models.values().map(|m| &m["source"]));
-        }
-        for source in sources.into_iter().filter_map(|s| s.as_str()) {
-            if source.starts_with("builtin:") || source.starts_with("hf:") {
-                continue;
-            }
-            // Lexically, as the loader joins it: configs/<source> must land in models/.
-            let mut resolved = std::path::PathBuf::from("configs");
-            for c in std::path::Path::new(source).components() {
-                match c {
-                    std::path::Component::ParentDir => assert!(resolved.pop(), "{source}"),
-                    other => resolved.push(other),
-                }
-            }
-            assert!(
-                resolved.starts_with("models"),
-                "{}: `{source}` is read from the working directory, not beside the sweep file",
-                path.display()
-            );
-            checked += 1;
-        }
-    }
-    assert!(checked >= 10, "only {checked} model paths checked");
-}
-
-#[test]
-fn a_missing_gguf_gets_the_fetch_hint_only_at_smollm2s_default_path() {
-    let tmp = tempfile::tempdir().unwrap();
-    for (source, hint) in [
-        ("models/SmolLM2-135M-Instruct.Q4_1.gguf", true),
-        ("/nonexistent/elsewhere.gguf", false),
-    ] {
-        let cfg = write(tmp.path(), "g.yaml", &small_on(source));
-        // From the temporary directory: the working-directory fallback must not find the
-        // repository's own models/ (fetched in CI).
-        let o = bin()
-            .current_dir(tmp.path())
-            .args(["plan", cfg.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert_eq!(code(&o), exit::BAD_INPUT, "{}", text(&o));
-        assert!(stderr(&o).contains("no such GGUF file"), "{}", stderr(&o));
-        assert_eq!(
-            stderr(&o).contains("fetch_smollm2.sh"),
-            hint,
-            "{}",
-            stderr(&o)
-        );
-    }
-}
-
 /// Applies the `Fix:` of a combination error to sweep-file text, as a person would: the
 /// entries it says to remove, the keys it says to drop, the `exclude` entries it says to add.
 fn apply_fix(yaml: &str, message: &str) -> String {
@@ -826,4 +700,72 @@ fn help_points_to_the_docs_and_examples() {
         assert!(t.contains("docs/sweep-file.md"), "{args:?}: {t}");
         assert!(t.contains("configs/quickstart.yaml"), "{args:?}: {t}");
     }
+}
+
+/// A `reference:` section without `engine` settles on transformers in float64 where the
+/// worker's python exists, else on the own decoder with a note; `plan` says which and why.
+/// No section at all stays the own decoder wherever it runs.
+#[test]
+fn a_reference_without_an_engine_settles_on_what_is_installed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let synth = SMALL
+        .replace(
+            "  source: builtin:tiny-llama",
+            "  synthetic: {architecture: llama}",
+        )
+        .replace("dtype: [f32, f16]", "dtype: [f32]");
+    let with = write(
+        tmp.path(),
+        "with.yaml",
+        &format!("{synth}reference: {{}}\n"),
+    );
+    let without = write(tmp.path(), "without.yaml", &synth);
+    let plan = |cfg: &std::path::Path, python: &str| {
+        let o = bin()
+            .env("DRIFTSWEEP_TRANSFORMERS_PYTHON", python)
+            .args(["plan", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), exit::PASS, "{}", text(&o));
+        (String::from_utf8_lossy(&o.stdout).into_owned(), stderr(&o))
+    };
+    // Any existing file stands for an installed worker: plan starts none.
+    let installed = std::env::current_exe().unwrap();
+    let (out, err) = plan(&with, installed.to_str().unwrap());
+    assert!(
+        out.contains(
+            "reference: transformers f64 (no engine named: settled on what is installed here)"
+        ),
+        "{out}"
+    );
+    assert!(!err.contains("note:"), "{err}");
+    let (out, err) = plan(&with, "/nonexistent/python");
+    assert!(
+        out.contains("reference: own decoder f32 (no engine named"),
+        "{out}"
+    );
+    assert!(
+        err.contains("transformers worker is not installed"),
+        "{err}"
+    );
+    for python in [installed.to_str().unwrap(), "/nonexistent/python"] {
+        let (out, _) = plan(&without, python);
+        assert!(
+            out.contains("reference: own decoder f32 (no `reference:` section)"),
+            "{out}"
+        );
+    }
+    // Named, it is what it says whatever is installed; f64 for the own decoder is refused.
+    let named = write(
+        tmp.path(),
+        "named.yaml",
+        &format!("{synth}reference: {{dtype: f64}}\n"),
+    );
+    let o = bin()
+        .env("DRIFTSWEEP_TRANSFORMERS_PYTHON", "/nonexistent/python")
+        .args(["plan", named.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), exit::BAD_INPUT, "{}", text(&o));
+    assert!(stderr(&o).contains("reference.dtype"), "{}", stderr(&o));
 }

@@ -539,8 +539,15 @@ fn print_skipped(skipped: &BTreeMap<String, String>) {
     }
 }
 
-/// The sweep's `trace:` and `inject:` sections, in words.
+/// The sweep's `reference:`, `trace:` and `inject:` sections, in words.
 fn print_probes(cfg: &config::LoadedConfig) {
+    let reference = cfg.reference();
+    let how = match &cfg.config.reference {
+        None => "no `reference:` section",
+        Some(r) if r.settled => "no engine named: settled on what is installed here",
+        Some(_) => "named",
+    };
+    outln!("reference: {} ({how})", reference.label());
     match &cfg.config.trace {
         Some(t) => outln!(
             "trace: layers {}, tensors {}, positions {}, on {} (a traced pair is re-run with \

@@ -103,6 +103,7 @@ pub fn parse_with(path: &Path, text: &str, limits: &LoadLimits) -> Result<Loaded
     })?;
     let mut config = settle_model(path, body, config)?;
     config.model.source = resolve_model_path(path, &config.model.source);
+    settle_reference(&mut config);
     validate::validate(path, &config, limits.max_pairs)?;
     let mut loaded = LoadedConfig {
         path: path.to_path_buf(),
@@ -117,6 +118,28 @@ pub fn parse_with(path: &Path, text: &str, limits: &LoadLimits) -> Result<Loaded
     loaded.prompts = resolve_prompts(&loaded)?;
     loaded.model_sweeps = model_sweeps(&loaded, limits)?;
     Ok(loaded)
+}
+
+/// Settles a `reference:` section's engine left out (docs/sweep-file.md): transformers in
+/// float64 where its worker is installed and every model is a checkpoint, else the own
+/// decoder. What it settled on is in the manifest's settings and every report's label.
+fn settle_reference(config: &mut SweepConfig) {
+    let all_checkpoints = config.all_models().iter().all(|m| !m.is_builtin());
+    if let Some(r) = config.reference.as_mut()
+        && r.engine.is_none()
+    {
+        let installed = crate::reference::python().exists();
+        r.settle(installed, all_checkpoints);
+        if !installed && all_checkpoints {
+            // The same file means another reference on a machine with the worker: say so.
+            eprintln!(
+                "note: `reference:` names no engine and the transformers worker is not \
+                 installed here ({}), so the reference is the own decoder in f32; \
+                 `bash scripts/peer/setup.sh` installs it",
+                crate::reference::python().display()
+            );
+        }
+    }
 }
 
 /// The sub-sweeps of a file with `models:`, each parsed (and so checked) as the

@@ -37,9 +37,11 @@ pub enum ReferenceDtype {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReferenceConfig {
-    /// `own` (default) or `transformers`.
-    #[serde(default)]
-    pub engine: ReferenceEngine,
+    /// `own` or `transformers`. Left out of a `reference:` section, the loader settles it
+    /// ([`ReferenceConfig::settle`]): transformers where its worker is installed and every
+    /// model is a checkpoint, else own. Without a `reference:` section it is own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<ReferenceEngine>,
     /// `f64` (transformers' default) or `f32` (the only one `own` computes in).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtype: Option<ReferenceDtype>,
@@ -47,12 +49,34 @@ pub struct ReferenceConfig {
     /// reference (keys as in `tolerances`: f32, bf16, f16, quantized...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub limits: BTreeMap<String, ThresholdsOverride>,
+    /// The engine was left out and [`ReferenceConfig::settle`] chose it.
+    #[serde(skip)]
+    pub settled: bool,
 }
 
 impl ReferenceConfig {
+    /// The engine: the given or settled one, else the own decoder.
+    pub fn engine(&self) -> ReferenceEngine {
+        self.engine.unwrap_or_default()
+    }
+
+    /// Settles an engine left out: transformers (in float64 unless `dtype` says otherwise)
+    /// when `transformers_installed` and every model is a checkpoint transformers can read
+    /// (`all_checkpoints`), else the own decoder. A named engine stays as it is.
+    pub fn settle(&mut self, transformers_installed: bool, all_checkpoints: bool) {
+        if self.engine.is_none() {
+            self.settled = true;
+            self.engine = Some(if transformers_installed && all_checkpoints {
+                ReferenceEngine::Transformers
+            } else {
+                ReferenceEngine::Own
+            });
+        }
+    }
+
     /// The dtype the reference computes in: the given one, else the engine's default.
     pub fn dtype(&self) -> ReferenceDtype {
-        self.dtype.unwrap_or(match self.engine {
+        self.dtype.unwrap_or(match self.engine() {
             ReferenceEngine::Own => ReferenceDtype::F32,
             ReferenceEngine::Transformers => ReferenceDtype::F64,
         })
@@ -60,7 +84,7 @@ impl ReferenceConfig {
 
     /// The reference in words, as reports name it ("transformers f64").
     pub fn label(&self) -> String {
-        let engine = match self.engine {
+        let engine = match self.engine() {
             ReferenceEngine::Own => "own decoder",
             ReferenceEngine::Transformers => "transformers",
         };
@@ -69,5 +93,43 @@ impl ReferenceConfig {
             ReferenceDtype::F64 => "f64",
         };
         format!("{engine} {dtype}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(yaml: &str) -> ReferenceConfig {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    /// A section without `engine` becomes transformers in float64 only where the worker is
+    /// installed and every model is a checkpoint; a named engine never changes.
+    #[test]
+    fn a_left_out_engine_settles_on_what_is_installed() {
+        let mut r = section("{}");
+        r.settle(true, true);
+        assert!(r.settled);
+        assert_eq!(r.engine(), ReferenceEngine::Transformers);
+        assert_eq!(r.dtype(), ReferenceDtype::F64);
+        for (installed, checkpoints) in [(false, true), (true, false), (false, false)] {
+            let mut r = section("{}");
+            r.settle(installed, checkpoints);
+            assert_eq!(
+                r.engine(),
+                ReferenceEngine::Own,
+                "{installed} {checkpoints}"
+            );
+            assert_eq!(r.label(), "own decoder f32");
+        }
+        let mut r = section("{engine: own}");
+        r.settle(true, true);
+        assert_eq!(r.engine(), ReferenceEngine::Own);
+        assert!(!r.settled);
+        let mut r = section("{engine: transformers, dtype: f32}");
+        r.settle(false, false);
+        assert_eq!(r.label(), "transformers f32");
+        assert_eq!(ReferenceConfig::default().engine(), ReferenceEngine::Own);
     }
 }

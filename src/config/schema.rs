@@ -344,6 +344,23 @@ pub struct ModelConfig {
     pub synthetic: Option<super::synthetic::SynthSpec>,
 }
 
+impl ModelConfig {
+    /// The built-in model: code, with no checkpoint another engine could read.
+    pub fn is_builtin(&self) -> bool {
+        self.synthetic.is_none() && self.source.starts_with("builtin:")
+    }
+}
+
+impl SweepConfig {
+    /// Every model the file names: `models:`'s, else `model:`.
+    pub fn all_models(&self) -> Vec<&ModelConfig> {
+        match &self.models {
+            Some(map) => map.0.iter().map(|(_, m)| m).collect(),
+            None => vec![&self.model],
+        }
+    }
+}
+
 impl Serialize for ModelConfig {
     /// As written: `{source}` or `{synthetic}`, so that the manifest's settings read back.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -31,24 +31,18 @@ fn check_reference(path: &Path, c: &SweepConfig) -> Result<()> {
     let Some(r) = &c.reference else {
         return Ok(());
     };
-    if r.engine == ReferenceEngine::Own && r.dtype == Some(ReferenceDtype::F64) {
+    if r.engine() == ReferenceEngine::Own && r.dtype == Some(ReferenceDtype::F64) {
         return Err(Error::config(
             path,
             "reference.dtype",
             "the own decoder computes in f32 only; use `engine: transformers` for a float64 \
-             reference",
+             reference (an engine left out is the own decoder where the transformers worker \
+             is not installed: `bash scripts/peer/setup.sh`)",
         ));
     }
-    if r.engine == ReferenceEngine::Transformers {
+    if r.engine() == ReferenceEngine::Transformers {
         // transformers reads checkpoints; the built-in model is code, not a checkpoint.
-        let builtin = |m: &super::schema::ModelConfig| {
-            m.synthetic.is_none() && m.source.starts_with("builtin:")
-        };
-        let models: Vec<&super::schema::ModelConfig> = match &c.models {
-            Some(map) => map.0.iter().map(|(_, m)| m).collect(),
-            None => vec![&c.model],
-        };
-        if models.into_iter().any(builtin) {
+        if c.all_models().iter().any(|m| m.is_builtin()) {
             return Err(Error::config(
                 path,
                 "reference.engine",

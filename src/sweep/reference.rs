@@ -51,7 +51,7 @@ static WORKER: Mutex<Option<TransformersWorker>> = Mutex::new(None);
 impl ReferenceSource {
     /// The source `cfg` names for a model whose weights are `weights`.
     pub(super) fn new(cfg: &ReferenceConfig, weights: &Weights) -> Self {
-        let transformers = (cfg.engine == ReferenceEngine::Transformers).then(|| Transformers {
+        let transformers = (cfg.engine() == ReferenceEngine::Transformers).then(|| Transformers {
             model: checkpoint(weights),
             dtype: match cfg.dtype() {
                 ReferenceDtype::F32 => RefDtype::F32,

@@ -204,3 +204,32 @@ pub fn transformers_worker_or_skip(
         Err(e) => panic!("the worker did not start: {e}"),
     }
 }
+
+/// A small sweep on the built-in model: two prompts, spans 4 and 9, f32 and f16, kv_aligned
+/// both, logits kept.
+pub const SMALL: &str = r#"
+name: small
+model:
+  source: builtin:tiny-llama
+device: cpu
+prompts:
+  - id: p0_short
+    text: "What is the capital of France?"
+  - id: r6
+    random_tokens: 6
+continuation: sample
+sweep:
+  span: [4, 9]
+  dtype: [f32, f16]
+  kv_aligned: [false, true]
+  seed: [0]
+keep_logits: true
+"#;
+
+/// The sweep file `SMALL` on a model `source`, one dtype, one span.
+pub fn small_on(source: &str) -> String {
+    SMALL
+        .replace("builtin:tiny-llama", source)
+        .replace("span: [4, 9]", "span: [4]")
+        .replace("dtype: [f32, f16]", "dtype: [f32]")
+}
