@@ -61,7 +61,7 @@ best = collections.defaultdict(lambda: float("inf"))
 for span, ref, wall, _ in rows:
     best[(int(span), ref)] = min(best[(int(span), ref)], float(wall))
 spans = sorted({s for s, _ in best})
-print("| span (compared positions) | own reference: sweep s | own s / position | transformers f32: extra s | extra ms / position | transformers f64: extra s | extra ms / position |")
+print("| span (compared positions) | own reference: sweep s | own per position | transformers f32: extra s | extra ms / position | transformers f64: extra s | extra ms / position |")
 print("|---|---|---|---|---|---|---|")
 for s in spans:
     own = best[(s, "own")]
