@@ -172,6 +172,9 @@ pub struct CompareCase {
     pub median_ms: f64,
     /// Logits read per second (both runs, f32), GB/s.
     pub gb_per_s: f64,
+    /// CPU time of one pair, all threads, averaged over the timed repetitions (Linux
+    /// /proc, 10 ms ticks; None elsewhere): steadier than wall time on a loaded machine.
+    pub cpu_ms: Option<f64>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -305,7 +308,13 @@ fn compare_case(vocab: usize, dev: &Device, repeat: usize) -> Result<CompareCase
             .context(|| "bench: logits to the device".into())
     };
     let (a, b) = (on_device(a)?, on_device(b)?);
+    let (mut calls, mut cpu_start) = (0, None);
     let (ms, _) = time_it(repeat, || {
+        // The first call is time_it's warm-up: CPU time counts from the second on.
+        calls += 1;
+        if calls == 2 {
+            cpu_start = process_cpu_ms();
+        }
         crate::compare::compare_tensors(&a, &b, PERF_PROMPT, 1.0).map_err(|e| {
             crate::Error::Candle {
                 context: "bench: compare".into(),
@@ -314,13 +323,35 @@ fn compare_case(vocab: usize, dev: &Device, repeat: usize) -> Result<CompareCase
         })?;
         Ok(0)
     })?;
+    let cpu_ms = cpu_start
+        .zip(process_cpu_ms())
+        .map(|(t0, t1)| (t1 - t0) / repeat as f64);
     let median_ms = ms[ms.len() / 2];
     Ok(CompareCase {
         positions,
         vocab,
         median_ms,
         gb_per_s: (2 * positions * vocab * 4) as f64 / (median_ms / 1e3) / 1e9,
+        cpu_ms,
     })
+}
+
+/// The comparator case alone (`driftsweep bench --suite compare`): no model, the perf suite's
+/// span of 512 and `vocab` (SmolLM2's 49,152 by default).
+pub fn compare_only(vocab: usize, device: &run::OpenDevice, repeat: usize) -> Result<CompareCase> {
+    compare_case(vocab, &device.device, repeat)
+}
+
+/// User plus system CPU time of this process, every thread, in ms (Linux /proc/self/stat,
+/// whose ticks are 10 ms on every Linux: USER_HZ is 100).
+fn process_cpu_ms() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &s[s.rfind(')')? + 2..];
+    let mut f = rest.split(' ').skip(11); // utime is field 14, the 12th after the name
+    let utime: f64 = f.next()?.parse().ok()?;
+    let stime: f64 = f.next()?.parse().ok()?;
+    Some((utime + stime) * 10.0)
 }
 
 /// Floating-point operations of an (m × k) · (k × n) matrix product: one multiply and one

@@ -14,6 +14,8 @@ enum Suite {
     Trace,
     /// The machine's physical floors: memory bandwidth and GEMM throughput.
     Floors,
+    /// The perf suite's comparator case alone (no model): 512 positions × --vocab logits.
+    Compare,
 }
 
 /// Options of `driftsweep bench`.
@@ -34,10 +36,13 @@ pub struct BenchArgs {
     /// Sequence length for the trace suite (the first quarter is the prompt).
     #[arg(long, default_value_t = 256)]
     tokens: usize,
+    /// Vocabulary of the compare suite (SmolLM2's by default).
+    #[arg(long, default_value_t = 49_152)]
+    vocab: usize,
     /// Timed repetitions per case (after one warm-up).
     #[arg(long, default_value_t = 7)]
     repeat: usize,
-    /// Print the perf or floors suite's result as JSON.
+    /// Print the perf, floors or compare suite's result as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -57,6 +62,17 @@ pub fn bench(a: BenchArgs) -> Result<i32, Error> {
             }
         }
         Suite::Trace => bench_trace(&a.model, a.dtype, a.tokens, a.repeat)?,
+        Suite::Compare => {
+            if a.vocab == 0 {
+                return Err(Error::config("--vocab", "vocab", "need at least 1"));
+            }
+            let c = suites::compare_only(a.vocab, &open_device(&a.device)?, a.repeat)?;
+            if a.json {
+                print_json(&c);
+            } else {
+                print_compare(&c);
+            }
+        }
         Suite::Floors => {
             let r = suites::floors(&open_device(&a.device)?, a.repeat)?;
             if a.json {
@@ -101,16 +117,23 @@ fn print_perf(r: &suites::PerfReport) {
             a.position
         );
     }
-    outln!(
-        "  compare         {:>10.1} ms  {:>6.2} GB/s  ({} × {} logits, both runs)",
-        r.compare.median_ms,
-        r.compare.gb_per_s,
-        r.compare.positions,
-        r.compare.vocab
-    );
+    print_compare(&r.compare);
     if let Some(m) = r.peak_rss_mib {
         outln!("  peak RSS        {m:>10.0} MiB");
     }
+}
+
+fn print_compare(c: &suites::CompareCase) {
+    let cpu = c
+        .cpu_ms
+        .map_or(String::new(), |ms| format!(", {ms:.1} ms CPU"));
+    outln!(
+        "  compare         {:>10.1} ms  {:>6.2} GB/s  ({} × {} logits, both runs{cpu})",
+        c.median_ms,
+        c.gb_per_s,
+        c.positions,
+        c.vocab
+    );
 }
 
 fn print_floors(r: &suites::FloorsReport) {

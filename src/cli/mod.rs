@@ -81,7 +81,8 @@ pub enum Command {
     /// 32/128/512, decode step time at positions 10 and 500, comparator throughput, peak
     /// memory. `--suite trace`: the cost of layer tracing (CPU). `--suite floors`: the
     /// machine's physical floors (STREAM-triad memory bandwidth, GEMM GFLOP/s per dtype).
-    /// Prints its figures; writes no file.
+    /// `--suite compare`: the comparator case alone (512 × `--vocab` logits, no model), wall
+    /// and CPU time. Prints its figures; writes no file.
     Bench(bench::BenchArgs),
     /// Write one synthetic checkpoint (config.json, model.safetensors, tokenizer.json, or a
     /// GGUF file, and driftsweep-synth.json) from a spec file, for use by other tools. The

@@ -134,6 +134,30 @@ fn on_main_path(x: f64) -> bool {
     x == 0.0 || (x > MAIN_PATH_LOW && x.abs() >= TINY && x < 512.0)
 }
 
+/// Whether exp(f64(x) − m) takes the library's main path for every f32 `x` of `row`, whose
+/// minimum is `min` and whose maximum, widened, is `m`: then the kernel needs no per-lane
+/// check. Below: f64(x) − m ≥ f64(min) − m (rounding is monotone) > −512. Tiny: for x ≠ m,
+/// where |m| ≥ 2^−29 either |x| < |m|/2 and |x − m| > 2^−30, or both are f32 normals of
+/// exponent ≥ −30, whose difference is a nonzero multiple of 2^−53 ≥ 2^−54; x = m gives 0, on
+/// the path. A maximum of 0 (rows of a few distinct values have one) gives x itself: the row
+/// is read once more to see that no x is tiny. Other small maxima: checked per lane.
+pub(super) fn all_on_main_path(row: &[f32], min: f32, m: f64) -> bool {
+    if f64::from(min) - m <= MAIN_PATH_LOW {
+        return false;
+    }
+    if m.abs() >= 2f64.powi(-29) {
+        return true;
+    }
+    // |f64(x)| ≥ 2^−54 exactly when |x| ≥ 2^−54 in f32 (a normal there); no early exit, so
+    // that the loop runs in vector lanes.
+    let tiny = TINY as f32;
+    m == 0.0
+        && row.chunks(256).all(|c| {
+            c.iter()
+                .fold(true, |ok, &x| ok & ((x == 0.0) | (x.abs() >= tiny)))
+        })
+}
+
 /// The kernels the comparator may run, slowest first. Every level gives the same bits (the C
 /// library's exp, every sum in the same order); they differ in speed only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -189,7 +213,9 @@ fn avx2_available() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 fn avx512_available() -> bool {
+    // VL: the group kernel's eight-lane f32 compares and compress (`row_group`).
     std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512vl")
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -410,10 +436,11 @@ pub(super) mod avx512 {
         }
     }
 
-    /// `exp_model`'s operations in eight lanes.
+    /// `exp_model`'s operations in eight lanes: the library's bits where every lane is on its
+    /// main path (see `super::all_on_main_path`), and no check of that.
     #[target_feature(enable = "avx512f,avx2,fma")]
     #[inline]
-    fn exp8_main(x: __m512d) -> __m512d {
+    pub(crate) fn exp8_main(x: __m512d) -> __m512d {
         let kd = _mm512_fmadd_pd(_mm512_set1_pd(INV_LN2_N), x, _mm512_set1_pd(SHIFT));
         let ki = _mm512_castpd_si512(kd);
         let kd = _mm512_sub_pd(kd, _mm512_set1_pd(SHIFT));
@@ -490,6 +517,47 @@ mod tests {
             );
         }
         assert_eq!(Level::available()[0], Level::Scalar);
+    }
+
+    #[test]
+    fn a_row_said_to_be_on_the_main_path_is() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(36);
+        let mut covered = 0;
+        for i in 0..20_000 {
+            // Row maxima from tiny to large, minima up to a little over 512 below them.
+            let m = f32::from_bits(rng.random::<u32>() >> 1) * if i % 2 == 0 { 1.0 } else { -1.0 };
+            let m = if i % 3 == 0 { m.clamp(-1e3, 1e3) } else { m };
+            let min = m - rng.random::<f32>() * 530.0;
+            // The row's extremes and the values next to its maximum, where a difference is
+            // smallest.
+            let mut x = m;
+            let mut row = vec![min, m];
+            for _ in 0..4 {
+                x = f32::from_bits(if x > 0.0 {
+                    x.to_bits() - 1
+                } else {
+                    x.to_bits() + 1
+                });
+                row.push(x);
+            }
+            row.retain(|&x| x >= min);
+            if !m.is_finite() || !min.is_finite() || !all_on_main_path(&row, min, f64::from(m)) {
+                continue;
+            }
+            covered += 1;
+            for x in row {
+                let d = f64::from(x) - f64::from(m);
+                assert!(on_main_path(d), "x {x:e}, m {m:e}: {d:e} off the main path");
+            }
+        }
+        assert!(covered > 1000, "{covered}");
+        // A maximum of 0 with no tiny value, and negative controls: a maximum of 0 with a
+        // tiny value (off the path), a tiny maximum, a row 512 deep.
+        assert!(all_on_main_path(&[-10.0, 0.0, -1e-10], -10.0, 0.0));
+        assert!(!on_main_path(f64::from(-1e-30f32)));
+        assert!(!all_on_main_path(&[-1.0, -1e-30, 0.0], -1.0, 0.0));
+        assert!(!all_on_main_path(&[0.0, 1e-12], 0.0, 1e-12));
+        assert!(!all_on_main_path(&[-600.0, 1.0], -600.0, 1.0));
     }
 
     #[test]

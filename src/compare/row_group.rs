@@ -7,13 +7,15 @@
 //! eight independent chains: with row r in lane r, one vector addition advances all eight,
 //! each lane still adding its own row's values in column order. The columns come from eight
 //! rows' loads transposed in registers (8 × 8 f32), the exponentials from the eight-lane
-//! kernel ([`super::exp::avx512`]); what stays outside the lanes is the rare |diff| above the
-//! percentile's threshold, and the last columns of a vocabulary that is not a multiple of 8.
+//! kernel ([`super::exp::avx512`]), without its per-lane check where the rows' extremes put
+//! every lane on the library's main path ([`super::exp::all_on_main_path`]); the |diff| values
+//! above the percentile's threshold are packed out of the lanes without a branch. What stays
+//! outside the lanes is the last columns of a vocabulary that is not a multiple of 8.
 
 use std::arch::x86_64::*;
 
-use super::exp::Level;
-use super::exp::avx512::exp8;
+use super::exp::avx512::{exp8, exp8_main};
+use super::exp::{Level, all_on_main_path};
 use super::row_kernel::{FiniteRow, Scan, Tail, first_index_of, scan};
 
 /// Rows per group: one per f64 lane.
@@ -49,8 +51,19 @@ pub(super) fn finite_rows(
     }
     let mp: [f64; ROWS] = std::array::from_fn(|r| f64::from(scans[r].max_a));
     let mq: [f64; ROWS] = std::array::from_fn(|r| f64::from(scans[r].max_b));
-    // SAFETY: `Level::Avx512` is available, so AVX-512F, AVX2 and FMA were detected.
-    let s = unsafe { sums(a, b, vocab, &mp, &mq, tail) };
+    // Where no lane can leave the library's main path, the exponentials skip the check.
+    let on_path = (0..ROWS).all(|r| {
+        let (a, b) = rows(r);
+        all_on_main_path(a, scans[r].min_a, mp[r]) && all_on_main_path(b, scans[r].min_b, mq[r])
+    });
+    // SAFETY: `Level::Avx512` is available, so AVX-512F/VL, AVX2 and FMA were detected.
+    let s = unsafe {
+        if on_path {
+            sums::<false>(a, b, vocab, &mp, &mq, tail)
+        } else {
+            sums::<true>(a, b, vocab, &mp, &mq, tail)
+        }
+    };
     Some(std::array::from_fn(|r| FiniteRow {
         max_abs: scans[r].max_abs,
         sum_abs: s.abs[r],
@@ -74,10 +87,22 @@ struct Sums {
     weighted: [f64; ROWS],
 }
 
-/// The four sums of every row, row r in lane r; the |diff| values above the threshold go to
-/// `tail`. `mp`, `mq`: the rows' maxima.
+/// Values above the threshold gathered before they go to the tail: the compress stores eight
+/// lanes at a time, so the buffer holds `KEPT` and eight more.
+const KEPT: usize = 1024;
+
+/// exp of eight lanes: checked per lane (`CHECKED`), or all on the library's main path.
 #[target_feature(enable = "avx512f,avx2,fma")]
-fn sums(
+#[inline]
+fn exp_lanes<const CHECKED: bool>(x: __m512d) -> __m512d {
+    if CHECKED { exp8(x) } else { exp8_main(x) }
+}
+
+/// The four sums of every row, row r in lane r; the |diff| values above the threshold go to
+/// `tail`. `mp`, `mq`: the rows' maxima; `CHECKED`: whether a lane may leave the library's
+/// main path.
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+fn sums<const CHECKED: bool>(
     a: &[f32],
     b: &[f32],
     vocab: usize,
@@ -96,6 +121,7 @@ fn sums(
     );
     let sign = _mm256_set1_ps(-0.0);
     let threshold = _mm256_set1_ps(tail.threshold());
+    let (mut kept, mut n_kept) = ([0f32; KEPT + 8], 0);
     for c in (0..full).step_by(8) {
         // SAFETY: c + 8 ≤ full ≤ vocab: columns c..c + 8 of every row lie in a and b.
         let (ta, tb) = unsafe { (columns(a, vocab, c), columns(b, vocab, c)) };
@@ -104,18 +130,29 @@ fn sums(
             let d = _mm256_andnot_ps(sign, _mm256_sub_ps(xa, xb));
             s_abs = _mm512_add_pd(s_abs, _mm512_cvtps_pd(d));
             let (x, y) = (_mm512_cvtps_pd(xa), _mm512_cvtps_pd(xb));
-            let ex = exp8(_mm512_sub_pd(x, mpv));
-            let ey = exp8(_mm512_sub_pd(y, mqv));
+            let ex = exp_lanes::<CHECKED>(_mm512_sub_pd(x, mpv));
+            let ey = exp_lanes::<CHECKED>(_mm512_sub_pd(y, mqv));
             s_p = _mm512_add_pd(s_p, ex);
             s_q = _mm512_add_pd(s_q, ey);
             // A product, then a sum: no fused multiply-add, as in the scalar loop.
             s_w = _mm512_add_pd(s_w, _mm512_mul_pd(ex, _mm512_sub_pd(x, y)));
-            let above = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(d, threshold));
-            if above != 0 {
-                keep_above(d, above, tail);
+            // Without a branch: about one column in five has a value above the threshold,
+            // which a branch mispredicts.
+            let above = _mm256_cmp_ps_mask::<_CMP_GT_OQ>(d, threshold);
+            // SAFETY: n_kept ≤ KEPT − 8 here (flushed above KEPT − 64 before these eight
+            // columns, each adding at most eight), so eight values fit.
+            unsafe {
+                let packed = _mm256_maskz_compress_ps(above, d);
+                _mm256_storeu_ps(kept.as_mut_ptr().add(n_kept), packed);
             }
+            n_kept += above.count_ones() as usize;
+        }
+        if n_kept > KEPT - 64 {
+            tail.extend_above(&kept[..n_kept]);
+            n_kept = 0;
         }
     }
+    tail.extend_above(&kept[..n_kept]);
     let lanes = |v: __m512d| {
         let mut out = [0f64; ROWS];
         // SAFETY: eight values.
@@ -187,19 +224,4 @@ unsafe fn columns(x: &[f32], vocab: usize, c: usize) -> [__m256; 8] {
             _mm256_permute2f128_ps::<0x31>(lo, hi)
         }
     })
-}
-
-/// Keeps the lanes of `d` that `mask` marks (row order does not matter: the percentile is
-/// of the values).
-#[target_feature(enable = "avx2")]
-#[inline(never)]
-fn keep_above(d: __m256, mask: i32, tail: &mut Tail) {
-    let mut ds = [0f32; 8];
-    // SAFETY: eight values.
-    unsafe { _mm256_storeu_ps(ds.as_mut_ptr(), d) };
-    for (l, &v) in ds.iter().enumerate() {
-        if mask & (1 << l) != 0 {
-            tail.push_above(v);
-        }
-    }
 }

@@ -68,6 +68,12 @@ impl Tail {
         self.above.push(d);
     }
 
+    /// Keeps values above the threshold, in any order.
+    pub(super) fn extend_above(&mut self, ds: &[f32]) {
+        debug_assert!(ds.iter().all(|&d| d > self.threshold));
+        self.above.extend_from_slice(ds);
+    }
+
     /// How many values were added.
     pub(super) fn len(&self) -> usize {
         self.at_or_below + self.above.len()
@@ -183,9 +189,11 @@ pub(super) fn finite_row(a: &[f32], b: &[f32], tail: &mut Tail, level: Level) ->
 pub(super) struct Scan {
     /// Whether every value of both rows is finite.
     pub(super) finite: bool,
-    /// The rows' maxima.
+    /// The rows' maxima and minima.
     pub(super) max_a: f32,
     pub(super) max_b: f32,
+    pub(super) min_a: f32,
+    pub(super) min_b: f32,
     /// max |diff|.
     pub(super) max_abs: f32,
     /// How many |diff| values lie at or below the threshold.
@@ -225,6 +233,8 @@ fn scan_lanes(a: &[f32], b: &[f32], threshold: f32) -> Scan {
     let mut ok = [1u32; LANES];
     let mut ma = [f32::NEG_INFINITY; LANES];
     let mut mb = [f32::NEG_INFINITY; LANES];
+    let mut na = [f32::INFINITY; LANES];
+    let mut nb = [f32::INFINITY; LANES];
     let mut md = [0f32; LANES];
     let mut le = [0u32; LANES];
     let mut step = |l: usize, x: f32, y: f32| {
@@ -232,6 +242,8 @@ fn scan_lanes(a: &[f32], b: &[f32], threshold: f32) -> Scan {
         ok[l] &= u32::from(x.is_finite() & y.is_finite());
         ma[l] = if x > ma[l] { x } else { ma[l] };
         mb[l] = if y > mb[l] { y } else { mb[l] };
+        na[l] = if x < na[l] { x } else { na[l] };
+        nb[l] = if y < nb[l] { y } else { nb[l] };
         md[l] = if d > md[l] { d } else { md[l] };
         le[l] += u32::from(d <= threshold);
     };
@@ -246,10 +258,13 @@ fn scan_lanes(a: &[f32], b: &[f32], threshold: f32) -> Scan {
         step(l, x, y);
     }
     let max = |m: [f32; LANES]| m.into_iter().fold(f32::NEG_INFINITY, f32::max);
+    let min = |m: [f32; LANES]| m.into_iter().fold(f32::INFINITY, f32::min);
     Scan {
         finite: ok.iter().all(|&o| o == 1),
         max_a: max(ma),
         max_b: max(mb),
+        min_a: min(na),
+        min_b: min(nb),
         max_abs: max(md).max(0.0),
         at_or_below: le.iter().map(|&c| c as usize).sum(),
     }
