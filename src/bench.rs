@@ -296,12 +296,12 @@ fn decode_case(
 fn compare_case(vocab: usize, dev: &Device, repeat: usize) -> Result<CompareCase> {
     let positions = 512;
     let a: Vec<f32> = (0..positions * vocab)
-        .map(|i| ((i as f32 * 0.618_034).fract() - 0.5) * 20.0)
+        .map(|i| (unit_hash(i as u64, 1) - 0.5) * 20.0)
         .collect();
     let b: Vec<f32> = a
         .iter()
         .enumerate()
-        .map(|(i, x)| x + ((i as f32 * 0.414_213_6).fract() - 0.5) * 1e-3)
+        .map(|(i, x)| x + (unit_hash(i as u64, 2) - 0.5) * 1e-3)
         .collect();
     let on_device = |v: Vec<f32>| {
         candle_core::Tensor::from_vec(v, (positions, vocab), dev)
@@ -352,6 +352,19 @@ fn process_cpu_ms() -> Option<f64> {
     let utime: f64 = f.next()?.parse().ok()?;
     let stime: f64 = f.next()?.parse().ok()?;
     Some((utime + stime) * 10.0)
+}
+
+/// A value in [0, 1) from `i` and `salt` (splitmix64's finaliser): every row of the
+/// comparator's case spreads like logits, where `i as f32 * c` runs out of fraction bits
+/// past a few million and leaves rows of two values.
+fn unit_hash(i: u64, salt: u64) -> f32 {
+    let mut z = i
+        .wrapping_add(salt.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 40) as f32 / (1u64 << 24) as f32
 }
 
 /// Floating-point operations of an (m × k) · (k × n) matrix product: one multiply and one
@@ -534,6 +547,24 @@ pub fn floors(device: &run::OpenDevice, repeat: usize) -> Result<FloorsReport> {
 
 #[cfg(test)]
 mod tests {
+
+    /// The comparator case's values spread over [0, 1) in every row, far past where
+    /// `i as f32` loses its fraction (negative control: that old formula gives two values).
+    #[test]
+    fn the_compare_case_spreads_in_every_row() {
+        let vocab = 49_152u64;
+        for row in [0u64, 300, 511] {
+            let vals: Vec<f32> = (0..vocab).map(|c| unit_hash(row * vocab + c, 1)).collect();
+            let distinct: std::collections::BTreeSet<u32> =
+                vals.iter().map(|v| v.to_bits()).collect();
+            assert!(distinct.len() > 40_000, "row {row}: {}", distinct.len());
+            assert!(vals.iter().all(|v| (0.0..1.0).contains(v)));
+        }
+        let old: std::collections::BTreeSet<u32> = (0..vocab)
+            .map(|c| (((511 * vocab + c) as f32 * 0.618_034).fract()).to_bits())
+            .collect();
+        assert!(old.len() < 10, "{}", old.len());
+    }
     use super::*;
 
     #[test]
