@@ -344,3 +344,34 @@ fn gemma3_float64_references_agree_and_the_own_decoder_is_within_rounding() {
         GEMMA3_F32_BOUND,
     );
 }
+
+/// A Gemma 3 GGUF whose head_dim is not 256 (the synthetic one: 16). The file carries no
+/// query_pre_attn_scalar and transformers' GGUF mapping leaves Gemma3TextConfig's 256, where
+/// llama.cpp (and the own decoder, and candle's quantized_gemma3) scale by key_length^-1/2:
+/// the worker sets it (`gguf_config`). Held: transformers' float64 agrees with the numpy
+/// float64 reference told 16; negative control: numpy with 256, transformers' default, does not.
+#[test]
+fn the_worker_scales_a_gemma3_gguf_by_its_key_length() {
+    const TEST: &str = "the_worker_scales_a_gemma3_gguf_by_its_key_length";
+    let Some(py) = numpy_python_or_skip(TEST) else {
+        return;
+    };
+    let Some(mut w) = common::transformers_worker_or_skip(TEST) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = "{architecture: gemma3, sliding_window: 8, format: \"gguf:q8_0\"}";
+    let gguf = synth(yaml, &tmp.path().join("gemma3"));
+    let ids = random_ids(20, 256, 3);
+    let tf = transformers_f64(&mut w, &gguf, &ids);
+    drop(w);
+    let args = |q: &'static str| ["--embed-scale", "f64", "--query-pre-attn-scalar", q];
+    let numpy = numpy_reference(&py, &gguf, &ids, &args("16"));
+    assert_f64_references_agree("synthetic Gemma 3 q8_0 GGUF, head_dim 16", &numpy, &tf);
+    let default = relative(&numpy_reference(&py, &gguf, &ids, &args("256")), &tf[1]);
+    println!("numpy with query_pre_attn_scalar 256 vs transformers float64: {default:.3e}");
+    assert!(
+        default > 1e-2,
+        "scaling by 256^-1/2 ({default:e}) should part from the worker's 16^-1/2"
+    );
+}

@@ -22,7 +22,9 @@ Requests:
         whose files lack a weight the class needs is refused (transformers would initialize it
         at random). Answer: {"ok": true, "handle": H, "class": ..., "arch": ..., "vocab": V,
         "other_dtypes": {name: dtype of every parameter or buffer not in the asked dtype},
-        "unexpected_keys": [weights in the files the class does not read], ...}.
+        "unexpected_keys": [weights in the files the class does not read],
+        "config_overrides": {key: [transformers' default, the value set]} where a GGUF file's
+        config needed one (`gguf_config`), ...}.
     {"op": "forward", "handle": H, "n": N}  + N token ids, u32 little-endian
         One forward over the N ids (torch.no_grad, use_cache=False). Answer:
         {"ok": true, "n": N, "vocab": V, "elem": "f64"|"f32", "bytes": B} + the logits of
@@ -129,6 +131,27 @@ UNSUPPORTED_WORDS = (
     "Unrecognized configuration class",
     "is not supported yet",
 )
+
+
+def gguf_config(transformers, where, name):
+    """The config transformers builds from a GGUF file, with what its mapping leaves at a
+    default the file contradicts set as llama.cpp (the format's definition) reads the file.
+    Returns (that config, or None where nothing needs setting; {key: [default, value set]}).
+
+    Gemma 3: transformers maps no GGUF key to `query_pre_attn_scalar` (integrations/ggml.py,
+    the "gemma3" table) and keeps Gemma3TextConfig's default 256; llama.cpp scales scores by
+    key_length^-1/2, or (hidden / heads)^-1/2 for the 62-layer 27B (its gemma3 hparams,
+    `f_attention_scale`). Both agree where head_dim is 256 (Gemma 3 270M to 12B), not elsewhere."""
+    cfg = transformers.AutoConfig.from_pretrained(where, gguf_file=name)
+    if getattr(cfg, "model_type", None) != "gemma3_text":
+        return None, {}
+    wide = cfg.num_hidden_layers == 62
+    want = cfg.hidden_size // cfg.num_attention_heads if wide else cfg.head_dim
+    if cfg.query_pre_attn_scalar == want:
+        return None, {}
+    was = cfg.query_pre_attn_scalar
+    cfg.query_pre_attn_scalar = want
+    return cfg, {"query_pre_attn_scalar": [was, want]}
 
 
 class LogTail:
@@ -291,12 +314,17 @@ class Worker:
             "attn_implementation": "eager",
             "experts_implementation": "eager",
         }
+        overrides = {}
         if os.path.isdir(path):
             where = path
         else:
             where, kwargs["gguf_file"] = os.path.split(os.path.abspath(path))
         log = LogTail(self.transformers)
         try:
+            if "gguf_file" in kwargs:
+                cfg, overrides = gguf_config(self.transformers, where, kwargs["gguf_file"])
+                if cfg is not None:
+                    kwargs["config"] = cfg
             model, loading = self.transformers.AutoModelForCausalLM.from_pretrained(
                 where, output_loading_info=True, **kwargs
             )
@@ -318,6 +346,7 @@ class Worker:
             raise Unsupported(arch, f"{type(model).__name__} needs weights these files lack "
                                     f"(transformers would initialize them at random): {shown}")
         model.driftsweep_unexpected = sorted(loading.get("unexpected_keys") or [])
+        model.driftsweep_overrides = overrides
         return model
 
     def describe(self, model, arch, dtype):
@@ -340,6 +369,7 @@ class Worker:
             "other_dtypes": others,
             "packed_modules": packed,
             "unexpected_keys": getattr(model, "driftsweep_unexpected", []),
+            "config_overrides": getattr(model, "driftsweep_overrides", {}),
         }
 
     def forward(self, req, ids):

@@ -22,7 +22,7 @@ use crate::model::hash_cache;
 /// The version of the weight generator and file layout: a change to either (a scale in
 /// `weights.rs`, a file) bumps it, so that checkpoints cached by an older driftsweep are
 /// made again rather than re-used under the same spec.
-pub const GENERATOR: u32 = 1;
+pub const GENERATOR: u32 = 2;
 
 /// The cache's root directory (see the module's comment).
 pub fn root() -> PathBuf {

@@ -209,8 +209,8 @@ pub fn gemma3(s: &SynthSpec) -> Result<Value, String> {
 
 /// The window fields of the Qwen configs: off by default (`use_sliding_window` false,
 /// `sliding_window` at transformers' 4096, or `off` where the config writes none); a window
-/// set by the spec slides on every layer (`max_window_layers` 0: transformers slides the
-/// layers from that index on).
+/// set by the spec slides on every layer (`max_window_layers` 0: Qwen2's and Qwen3's configs
+/// slide the layers from that index on; Qwen2-MoE reads it otherwise, see [`qwen2_moe`]).
 fn qwen_window(s: &SynthSpec, off: Value) -> Value {
     match s.sliding_window {
         Some(w) => json!({
@@ -262,6 +262,17 @@ pub fn qwen2_moe(s: &SynthSpec) -> Result<Value, String> {
     )?;
     let m = base(s, "Qwen2MoeForCausalLM", "qwen2_moe");
     let m = with(m, qwen_window(s, json!(4096)));
+    // transformers' Qwen2MoeConfig derives a sliding layer only where `(i + 1) % 2 == 1` and
+    // `i < max_window_layers` (configuration_qwen2_moe.py:115-120): with the 0 above no layer
+    // slides and its reference has no window at all, while candle's qwen2_moe windows every
+    // layer. Naming the layers says "every layer slides" in words both read alike.
+    let m = match s.sliding_window {
+        Some(_) => with(
+            m,
+            json!({ "layer_types": vec!["sliding_attention"; s.layers] }),
+        ),
+        None => m,
+    };
     Ok(Value::Object(with(
         m,
         json!({

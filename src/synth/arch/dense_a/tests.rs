@@ -228,6 +228,16 @@ fn knobs_an_architecture_lacks_are_refused_and_set_ones_are_written() {
     let c = checkpoint(&windowed("qwen2")).unwrap();
     assert_eq!(c.config["sliding_window"], 8);
     assert_eq!(c.config["use_sliding_window"], true);
+    // Qwen2-MoE's config slides no layer for `max_window_layers` 0 unless `layer_types`
+    // names them (transformers 5.23, configuration_qwen2_moe.py:115-120): a window names
+    // every layer, no window names none.
+    let s = windowed("qwen2_moe");
+    let c = checkpoint(&s).unwrap();
+    let types = c.config["layer_types"].as_array().expect("layer_types");
+    assert_eq!(types.len(), s.layers);
+    assert!(types.iter().all(|t| t == "sliding_attention"), "{types:?}");
+    let c = checkpoint(&spec("qwen2_moe")).unwrap();
+    assert!(c.config.get("layer_types").is_none(), "{:?}", c.config);
     let c = checkpoint(&spec("gemma3")).unwrap();
     assert_eq!(c.config["model_type"], "gemma3_text");
     assert!(!c.tensors.contains_key("lm_head.weight"), "gemma3 is tied");
