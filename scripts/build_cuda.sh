@@ -179,8 +179,7 @@ if ((shared)); then
   )
   # The invariant is that the binary there is a CPU one again. Byte-identical is expected from a
   # clean checkout; driftsweep's build script reruns when the git state changed (a worktree, an
-  # uncommitted edit), and then driftsweep is
-  # recompiled for the CPU with the new commit string.
+  # uncommitted edit), and then driftsweep is recompiled for the CPU with the new commit string.
   if readelf -d "$bin" | grep -qE 'NEEDED.*lib(cuda|cudart)\.so'; then
     die "$bin still links CUDA after the CPU build was put back"
   fi
