@@ -25,6 +25,7 @@
 #   DRIFTSWEEP_CUDA_TOOLKIT   cuda-toolkit meta-package version, default 13.0.3.0 (CUDA 13.0)
 #   DRIFTSWEEP_CUDA_FEATURES  cargo features, default `cuda`; `cuda,cudnn` adds cuDNN
 #   DRIFTSWEEP_CUDNN          nvidia-cudnn-cu13 version for `cudnn`, default 9.21.1.3
+#   CUDAFORGE_THREADS         nvcc processes for candle's kernels, default all cores (nproc)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -141,6 +142,9 @@ exports=(
   "NVCC=$root/bin/nvcc"
   "CUDARC_CUDA_VERSION=${cuda_major}0${cuda_minor}0"
   "CUDA_COMPUTE_CAP=$cap"
+  # cudaforge compiles candle's kernels on half the cores by default, yet nothing else can
+  # compile meanwhile (candle-core waits for candle-kernels): all of them.
+  "CUDAFORGE_THREADS=${CUDAFORGE_THREADS:-$(nproc)}"
   "CARGO_TARGET_DIR=$target_dir"
 )
 [[ -n $cudnn_root ]] && exports+=("CUDNN_LIB=$cudnn_root")
