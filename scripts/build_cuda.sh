@@ -14,8 +14,8 @@
 #       # compiled dependencies: only candle-core, candle-nn, candle-transformers (their features
 #       # change), cudarc, candle-kernels (nvcc) and driftsweep compile. The CUDA binary is copied
 #       # to <target>/cuda-shared/driftsweep, and the CPU binary <target>/release/driftsweep is put
-#       # back (a `cargo build --release` that compiles nothing from a clean checkout) and checked
-#       # to link no CUDA library.
+#       # back (a `cargo build --release`: it compiles at most driftsweep itself) and checked to
+#       # link no CUDA library.
 #
 # Environment (all optional):
 #   CUDA_COMPUTE_CAP          one compute capability, default 90 (H100/H200; built as sm_90a)
@@ -171,8 +171,8 @@ took=$((SECONDS - start))
 if ((shared)); then
   # The feature build replaced the CPU binary that tests and scripts run: copy the CUDA one
   # out, then let cargo put the CPU one back. Its artifacts are still in deps/ under their own
-  # hash, so this compiles nothing; it runs without the CUDA environment so that it sees the
-  # CPU build's environment.
+  # hash, so this compiles at most driftsweep (see below); it runs without the CUDA environment
+  # so that it sees the CPU build's environment.
   mkdir -p "$CARGO_TARGET_DIR/cuda-shared"
   cp "$bin" "$CARGO_TARGET_DIR/cuda-shared/driftsweep"
   say "putting the CPU binary back: cargo build --release --locked"
@@ -181,9 +181,9 @@ if ((shared)); then
     export PATH=$orig_path CARGO_TARGET_DIR=$target_dir
     cargo build --release --locked
   )
-  # The invariant is that the binary there is a CPU one again. Byte-identical is expected from a
-  # clean checkout; driftsweep's build script reruns when the git state changed (a worktree, an
-  # uncommitted edit), and then driftsweep is recompiled for the CPU with the new commit string.
+  # The invariant is that the binary there is a CPU one again. It is byte-identical unless
+  # driftsweep's build script reran (it watches the git state: a new commit, an edit, and always
+  # in a git worktree, where .git is a file); then driftsweep is recompiled for the CPU.
   if readelf -d "$bin" | grep -qE 'NEEDED.*lib(cuda|cudart)\.so'; then
     die "$bin still links CUDA after the CPU build was put back"
   fi
