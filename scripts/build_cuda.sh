@@ -9,23 +9,34 @@
 #
 #   bash scripts/build_cuda.sh            # install (once) and build target/cuda/release/driftsweep
 #   bash scripts/build_cuda.sh --env      # install (once), print the exports, build nothing
+#   bash scripts/build_cuda.sh --shared-target
+#       # CI: build in the CPU build's target dir (target/, or CARGO_TARGET_DIR), reusing its
+#       # compiled dependencies: only candle-core, candle-nn, candle-transformers (their features
+#       # change), cudarc, candle-kernels (nvcc) and driftsweep compile. The CUDA binary is copied
+#       # to <target>/cuda-shared/driftsweep, and the CPU binary <target>/release/driftsweep is put
+#       # back (a `cargo build --release`: it compiles at most driftsweep itself) and checked to
+#       # link no CUDA library.
 #
 # Environment (all optional):
 #   CUDA_COMPUTE_CAP          one compute capability, default 90 (H100/H200; built as sm_90a)
-#   CARGO_TARGET_DIR          default <repo>/target/cuda (never the CPU build's target/)
+#   CARGO_TARGET_DIR          default <repo>/target/cuda (never the CPU build's target/);
+#                             with --shared-target, the CPU build's: default <repo>/target
 #   DRIFTSWEEP_CUDA_HOME      wheel cache, default ~/.cache/driftsweep-cuda
 #   DRIFTSWEEP_CUDA_TOOLKIT   cuda-toolkit meta-package version, default 13.0.3.0 (CUDA 13.0)
 #   DRIFTSWEEP_CUDA_FEATURES  cargo features, default `cuda`; `cuda,cudnn` adds cuDNN
 #   DRIFTSWEEP_CUDNN          nvidia-cudnn-cu13 version for `cudnn`, default 9.21.1.3
+#   CUDAFORGE_THREADS         nvcc processes for candle's kernels, default all cores (nproc)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
 env_only=0
+shared=0
 case "${1:-}" in
   --env) env_only=1 ;;
+  --shared-target) shared=1 ;;
   "") ;;
-  *) echo "usage: $0 [--env]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--env | --shared-target]" >&2; exit 2 ;;
 esac
 
 toolkit=${DRIFTSWEEP_CUDA_TOOLKIT:-13.0.3.0}
@@ -33,7 +44,11 @@ cache=${DRIFTSWEEP_CUDA_HOME:-$HOME/.cache/driftsweep-cuda}
 cap=${CUDA_COMPUTE_CAP:-90}
 features=${DRIFTSWEEP_CUDA_FEATURES:-cuda}
 cudnn_version=${DRIFTSWEEP_CUDNN:-9.21.1.3}
-target_dir=${CARGO_TARGET_DIR:-$repo/target/cuda}
+if ((shared)); then
+  target_dir=${CARGO_TARGET_DIR:-$repo/target}
+else
+  target_dir=${CARGO_TARGET_DIR:-$repo/target/cuda}
+fi
 
 say() { echo "build_cuda: $*" >&2; }
 die() { echo "build_cuda: error: $*" >&2; exit 1; }
@@ -115,6 +130,7 @@ fi
 
 # 4. The environment candle-kernels (cudaforge: nvcc on PATH, CUDA_COMPUTE_CAP) and cudarc
 #    (CUDA_ROOT and friends for link search; nvcc --version or CUDARC_CUDA_VERSION) read.
+orig_path=$PATH
 nvcc_release=$("$root/bin/nvcc" --version | sed -n 's/.*release \([0-9]*\)\.\([0-9]*\),.*/\1 \2/p')
 read -r cuda_major cuda_minor <<<"$nvcc_release"
 exports=(
@@ -126,6 +142,9 @@ exports=(
   "NVCC=$root/bin/nvcc"
   "CUDARC_CUDA_VERSION=${cuda_major}0${cuda_minor}0"
   "CUDA_COMPUTE_CAP=$cap"
+  # cudaforge compiles candle's kernels on half the cores by default, yet nothing else can
+  # compile meanwhile (candle-core waits for candle-kernels): all of them.
+  "CUDAFORGE_THREADS=${CUDAFORGE_THREADS:-$(nproc)}"
   "CARGO_TARGET_DIR=$target_dir"
 )
 [[ -n $cudnn_root ]] && exports+=("CUDNN_LIB=$cudnn_root")
@@ -140,11 +159,43 @@ fi
 # 5. Build. --locked: the CPU build's Cargo.lock, unchanged.
 say "CUDA $cuda_major.$cuda_minor ($("$root/bin/nvcc" --version | tail -2 | head -1)), compute cap $cap, features $features"
 say "cargo build --release --locked --features $features (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+bin=$CARGO_TARGET_DIR/release/driftsweep
+cpu_sum=
+if ((shared)) && [[ -f $bin ]]; then
+  cpu_sum=$(sha256sum <"$bin")
+fi
 start=$SECONDS
 cargo build --release --locked --features "$features"
 took=$((SECONDS - start))
-bin=$CARGO_TARGET_DIR/release/driftsweep
 [[ -x $bin ]] || die "no binary at $bin"
+if ((shared)); then
+  # The feature build replaced the CPU binary that tests and scripts run: copy the CUDA one
+  # out, then let cargo put the CPU one back. Its artifacts are still in deps/ under their own
+  # hash, so this compiles at most driftsweep (see below); it runs without the CUDA environment
+  # so that it sees the CPU build's environment.
+  mkdir -p "$CARGO_TARGET_DIR/cuda-shared"
+  cp "$bin" "$CARGO_TARGET_DIR/cuda-shared/driftsweep"
+  say "putting the CPU binary back: cargo build --release --locked"
+  (
+    for e in "${exports[@]}"; do unset "${e%%=*}"; done
+    export PATH=$orig_path CARGO_TARGET_DIR=$target_dir
+    cargo build --release --locked
+  )
+  # The invariant is that the binary there is a CPU one again. It is byte-identical unless
+  # driftsweep's build script reran (it watches the git state: a new commit, an edit, and always
+  # in a git worktree, where .git is a file); then driftsweep is recompiled for the CPU.
+  if readelf -d "$bin" | grep -qE 'NEEDED.*lib(cuda|cudart)\.so'; then
+    die "$bin still links CUDA after the CPU build was put back"
+  fi
+  if [[ -z $cpu_sum ]]; then
+    say "CPU binary built: $bin (there was none before)"
+  elif [[ $(sha256sum <"$bin") == "$cpu_sum" ]]; then
+    say "CPU binary back, byte-identical: $bin"
+  else
+    say "CPU binary back, rebuilt (the git state changed since the CPU build): $bin"
+  fi
+  bin=$CARGO_TARGET_DIR/cuda-shared/driftsweep
+fi
 
 # 6. What the binary needs at run time, written beside it.
 needed=$(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')
