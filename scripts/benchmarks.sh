@@ -192,7 +192,7 @@ fi
 # The transformers reference's cost per compared position (SmolLM2, f32 and f64).
 if [[ $device == cpu && -x $peer_py && -f $smollm2 ]]; then
   echo "reference: transformers' cost per compared position" >&2
-  if DRIFTSWEEP_BIN=$bin bash scripts/reference/cost.sh 2 >"$tmp/refcost.md"; then
+  if DRIFTSWEEP_BIN=$bin bash scripts/reference/cost.sh "${BENCH_REFCOST_REPEAT:-1}" >"$tmp/refcost.md"; then
     printf '\n### The transformers reference per compared position (`scripts/reference/cost.sh`)\n\n%s\n' \
       "$(cat "$tmp/refcost.md")" >>"$tmp/section.md"
   fi
