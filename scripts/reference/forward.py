@@ -33,8 +33,9 @@ def main():
     ap.add_argument("--digests", metavar="FILE")
     ap.add_argument("--embed-scale", choices=["f64", "f32", "bf16", "f16"], default="f32",
                     help="gemma3: dtype the sqrt(hidden) normalizer is rounded to (default f32)")
-    ap.add_argument("--query-pre-attn-scalar", type=float, default=256.0,
-                    help="gemma3: attention scores are scaled by its -1/2 power (default 256)")
+    ap.add_argument("--query-pre-attn-scalar", type=float, default=None,
+                    help="gemma3: attention scores are scaled by its -1/2 power (default: the "
+                         "file's key_length, as llama.cpp reads it; 256 on Gemma 3 270M-12B)")
     args = ap.parse_args()
     m = common.Model(args.model)
     ids = common.read_ids(args.ids)

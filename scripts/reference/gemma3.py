@@ -24,8 +24,9 @@ What the definition says, and how this file meets it:
   RoPE. RoPE rotates halves (rotate_half): Gemma's converter does not permute Q/K rows.
 - MLP: down(gelu_tanh(gate(x)) * up(x)) (hidden_activation gelu_pytorch_tanh).
 - Attention scores are scaled by query_pre_attn_scalar**-0.5. The GGUF file does not carry
-  query_pre_attn_scalar; Gemma 3 270M/1B/4B/12B use 256 (= head_dim; llama.cpp scales by
-  1/sqrt(head_dim) for every size but 27B). `--query-pre-attn-scalar` overrides it.
+  query_pre_attn_scalar; it is taken as the file's key_length (head_dim), as llama.cpp scales
+  by 1/sqrt(head_dim) for every size but 27B (Gemma 3 270M/1B/4B/12B: 256).
+  `--query-pre-attn-scalar` overrides it.
 - Layer types: layer i is global (full attention) when (i + 1) % 6 == 0, else local
   (sliding); transformers' Gemma3TextConfig.layer_types with sliding_window_pattern 6.
   Local layers use RoPE base rope_local_base_freq = 10000 and the sliding window
@@ -87,7 +88,7 @@ def is_global(layer):
     return (layer + 1) % PATTERN == 0
 
 
-def forward(m, ids, ar, scale_dtype="f32", query_pre_attn_scalar=256.0):
+def forward(m, ids, ar, scale_dtype="f32", query_pre_attn_scalar=None):
     """Logits (T, vocab) of every position."""
     hidden = int(m.meta("gemma3.embedding_length"))
     layers = int(m.meta("gemma3.block_count"))
@@ -101,7 +102,8 @@ def forward(m, ids, ar, scale_dtype="f32", query_pre_attn_scalar=256.0):
         raise SystemExit("final logit soft-capping is not implemented in this reference")
     t = len(ids)
     pos = np.arange(t)
-    scale = query_pre_attn_scalar**-0.5
+    # The file carries no query_pre_attn_scalar: key_length, as llama.cpp reads it.
+    scale = float(d if query_pre_attn_scalar is None else query_pre_attn_scalar) ** -0.5
     x = ar.store(m.w("token_embd.weight")[ids] * embed_scale(hidden, scale_dtype))
     for i in range(layers):
         p = f"blk.{i}."
