@@ -156,10 +156,19 @@ fn leaf_modules_stay_leaves() {
             "model",
             &["dtype", "engine", "error", "fsutil", "trace"][..],
         ),
+        // config asks `reference` (itself a leaf) whether the transformers worker is
+        // installed, to settle a `reference:` section that names no engine.
         (
             "config",
             &[
-                "dtype", "engine", "error", "fsutil", "limits", "path", "trace",
+                "dtype",
+                "engine",
+                "error",
+                "fsutil",
+                "limits",
+                "path",
+                "reference",
+                "trace",
             ][..],
         ),
     ] {
