@@ -62,7 +62,7 @@ if [[ ${BENCH_SWEEPS:-1} == 1 ]]; then
 fi
 # The peer race (scripts/peer/setup.sh makes the venv): the same f32 pairs of the SmolLM2
 # sweep through PyTorch + transformers, after the sweep, on the same cores. Its JSON and the
-# sweep's report are kept in docs/results/peer_cpu/ for the figures of docs/performance.md.
+# sweep's report are kept in docs/results/bench_KIND/ beside the per-operation JSON.
 peer_py=${PEER_PYTHON:-.peer-venv/bin/python}
 race=""
 if [[ $device == cpu && -x $peer_py && -f $tmp/sweep_smollm2_race/report.json ]]; then
@@ -70,6 +70,8 @@ if [[ $device == cpu && -x $peer_py && -f $tmp/sweep_smollm2_race/report.json ]]
   "$peer_py" scripts/peer/peer_transformers.py "$tmp/sweep_smollm2_race" \
     --out "$raw/peer.json" >"$raw/peer.log" 2>&1
   cp "$tmp/sweep_smollm2_race/report.json" "$raw/driftsweep_report.json"
+  # Kept records name no path of this machine: the scratch directory and the checkout go.
+  sed -i "s#$tmp/#<scratch>/#g; s#$PWD/#./#g" "$raw/peer.json" "$raw/peer.log"
   race=$(python3 scripts/peer/race_table.py "$tmp/sweep_smollm2_race" "$raw/peer.json" \
     --per-pair "$tmp/lanes1_smollm2_race" --title "The peer: SmolLM2-135M on this CPU, every dtype")
 fi
