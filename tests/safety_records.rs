@@ -317,15 +317,22 @@ fn two_shards(root: &Path) -> Vec<PathBuf> {
     shards
 }
 
+/// Two shards merged into `dir/merged`, and a file of the user's (`notes.md`, "mine") put
+/// there afterwards: what a later merge in place must keep.
+fn merged_with_notes(dir: &Path) -> (Vec<PathBuf>, PathBuf) {
+    let shards = two_shards(dir);
+    let merged = dir.join("merged");
+    let o = run(&["merge", s(&merged), s(&shards[0]), s(&shards[1])]);
+    assert_eq!(code(&o), exit::PASS, "{}", text(&o));
+    std::fs::write(merged.join("notes.md"), "mine").unwrap();
+    (shards, merged)
+}
+
 #[test]
 fn a_merge_settles_the_replaced_merges_a_killed_swap_left_and_names_what_it_keeps() {
     let tmp = tempfile::tempdir().unwrap();
-    let shards = two_shards(tmp.path());
-    let merged = tmp.path().join("merged");
+    let (shards, merged) = merged_with_notes(tmp.path());
     let merge = || run(&["merge", s(&merged), s(&shards[0]), s(&shards[1])]);
-    let o = merge();
-    assert_eq!(code(&o), exit::PASS, "{}", text(&o));
-    std::fs::write(merged.join("notes.md"), "mine").unwrap();
     // Two merges killed between their renames: one left records only, the other a user's
     // file that the merge in place already has under the same name.
     let only_records = tmp.path().join(".merged.driftsweep-old-999998");
@@ -363,12 +370,8 @@ fn a_merge_settles_the_replaced_merges_a_killed_swap_left_and_names_what_it_keep
 #[test]
 fn a_bad_shard_leaves_the_earlier_merge_whole() {
     let tmp = tempfile::tempdir().unwrap();
-    let shards = two_shards(tmp.path());
-    let merged = tmp.path().join("merged");
+    let (shards, merged) = merged_with_notes(tmp.path());
     let merge = || run(&["merge", s(&merged), s(&shards[0]), s(&shards[1])]);
-    let o = merge();
-    assert_eq!(code(&o), exit::PASS, "{}", text(&o));
-    std::fs::write(merged.join("notes.md"), "mine").unwrap();
     let before = std::fs::read(merged.join("report.json")).unwrap();
     // One record of shard 1 says PASS over its limits.
     let bad = std::fs::read_dir(shards[1].join("pairs"))

@@ -136,7 +136,8 @@ UNSUPPORTED_WORDS = (
 def gguf_config(transformers, where, name):
     """The config transformers builds from a GGUF file, with what its mapping leaves at a
     default the file contradicts set as llama.cpp (the format's definition) reads the file.
-    Returns (that config, or None where nothing needs setting; {key: [default, value set]}).
+    Returns (that config, {key: [default, value set]}); the load passes the config on, so the
+    file's metadata is read once.
 
     Gemma 3: transformers maps no GGUF key to `query_pre_attn_scalar` (integrations/ggml.py,
     the "gemma3" table) and keeps Gemma3TextConfig's default 256; llama.cpp scales scores by
@@ -144,11 +145,11 @@ def gguf_config(transformers, where, name):
     `f_attention_scale`). Both agree where head_dim is 256 (Gemma 3 270M to 12B), not elsewhere."""
     cfg = transformers.AutoConfig.from_pretrained(where, gguf_file=name)
     if getattr(cfg, "model_type", None) != "gemma3_text":
-        return None, {}
+        return cfg, {}
     wide = cfg.num_hidden_layers == 62
     want = cfg.hidden_size // cfg.num_attention_heads if wide else cfg.head_dim
     if cfg.query_pre_attn_scalar == want:
-        return None, {}
+        return cfg, {}
     was = cfg.query_pre_attn_scalar
     cfg.query_pre_attn_scalar = want
     return cfg, {"query_pre_attn_scalar": [was, want]}
@@ -322,9 +323,8 @@ class Worker:
         log = LogTail(self.transformers)
         try:
             if "gguf_file" in kwargs:
-                cfg, overrides = gguf_config(self.transformers, where, kwargs["gguf_file"])
-                if cfg is not None:
-                    kwargs["config"] = cfg
+                kwargs["config"], overrides = gguf_config(
+                    self.transformers, where, kwargs["gguf_file"])
             model, loading = self.transformers.AutoModelForCausalLM.from_pretrained(
                 where, output_loading_info=True, **kwargs
             )

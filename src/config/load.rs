@@ -128,7 +128,8 @@ fn settle_reference(config: &mut SweepConfig) {
     if let Some(r) = config.reference.as_mut()
         && r.engine.is_none()
     {
-        let installed = crate::reference::python().exists();
+        let python = crate::reference::python();
+        let installed = python.exists();
         r.settle(installed, all_checkpoints);
         if !installed && all_checkpoints {
             // The same file means another reference on a machine with the worker: say so.
@@ -136,7 +137,7 @@ fn settle_reference(config: &mut SweepConfig) {
                 "note: `reference:` names no engine and the transformers worker is not \
                  installed here ({}), so the reference is the own decoder in f32; \
                  `bash scripts/peer/setup.sh` installs it",
-                crate::reference::python().display()
+                python.display()
             );
         }
     }
