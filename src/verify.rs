@@ -2,7 +2,8 @@
 //! whether this device reproduces the stored metrics bit for bit, and which metric moved when
 //! it does not. It reads the sweep file's text, token ids and model identity from the
 //! manifest, so it needs no sweep file, and it never writes a run or pair record: only
-//! `verify.json`.
+//! `verify.json`. It re-runs the pair's two paths, not its reference: a stored reference
+//! check enters the re-run's verdict as it entered the stored one.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -320,7 +321,7 @@ fn check_pair(
     if let Some(e) = done.runs.iter().find_map(|(_, r)| r.as_ref().err()) {
         return Some(failed_check(spec, e.to_string()));
     }
-    let moved = moved_metrics(stored, &done.record);
+    let moved = moved_metrics(stored, &with_stored_reference(stored, done.record));
     Some(PairCheck {
         id: spec.id.clone(),
         status: if moved.is_empty() {
@@ -347,6 +348,21 @@ fn choose(n: usize, selection: Selection) -> Vec<usize> {
             v
         }
     }
+}
+
+/// The re-run's record judged as the stored one was: a verify re-runs the pair's two paths,
+/// not its reference (a transformers worker, another load), so the stored reference check
+/// enters the re-run's verdict as it entered the stored one
+/// ([`crate::store::ReferenceCheck::enter`]). Otherwise a pair held to its reference would
+/// read as moved with every metric bit-identical.
+fn with_stored_reference(stored: &PairRecord, mut now: PairRecord) -> PairRecord {
+    if let Some(check) = &stored.reference {
+        let (verdict, reason) = check.enter(now.verdict, &now.reason);
+        now.verdict = verdict;
+        now.reason = reason;
+        now.reference = Some(check.clone());
+    }
+    now
 }
 
 /// Every metric (and the verdict) whose stored value differs from the re-run's, compared
@@ -429,5 +445,40 @@ mod tests {
         assert!(moved_metrics(&old, &record(1e-6)).is_empty());
         let m = moved.iter().find(|m| m.metric == "max_abs_diff").unwrap();
         assert_ne!(m.stored, m.now);
+    }
+
+    #[test]
+    fn a_stored_reference_failure_enters_the_rerun_verdict() {
+        // Stored: consistent paths, failed against the reference (FAIL_EQUIV). The re-run
+        // computes the paths only (PASS_EQUIV) and must read as identical.
+        let failed = crate::store::RefComparison {
+            metrics: record(1e-6).metrics.unwrap(),
+            pass: false,
+            reason: "outside its reference limits".into(),
+        };
+        let check = crate::store::ReferenceCheck {
+            source: "own decoder f32".into(),
+            limits: record(0.0).limits,
+            prefill: Some(failed.clone()),
+            decode: Some(failed),
+            not_compared: None,
+            convention: None,
+        };
+        let mut stored = record(1e-6);
+        let (verdict, reason) = check.enter(stored.verdict, &stored.reason);
+        assert_ne!(verdict, stored.verdict, "the check must move the verdict");
+        (stored.verdict, stored.reason, stored.reference) = (verdict, reason, Some(check));
+        let rerun = record(1e-6);
+        // Negative control: compared bare, the verdict moves.
+        let bare = moved_metrics(&stored, &rerun);
+        assert_eq!(bare.len(), 1, "{bare:?}");
+        assert_eq!(bare[0].metric, "verdict");
+        assert!(moved_metrics(&stored, &with_stored_reference(&stored, rerun)).is_empty());
+        // A metric that moved still shows through the stored check.
+        let moved = moved_metrics(&stored, &with_stored_reference(&stored, record(2e-6)));
+        assert!(
+            moved.iter().any(|m| m.metric == "max_abs_diff"),
+            "{moved:?}"
+        );
     }
 }

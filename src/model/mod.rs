@@ -31,7 +31,7 @@ pub use family::{Architecture, Family, Sizes};
 pub use layers::{Cache, Source};
 pub use llama::{Config, Decoder};
 pub use source::{ModelSource, Weights};
-pub use under_test::{Capabilities, Fault, ModelUnderTest, Probes, Rows, Sequence};
+pub use under_test::{Capabilities, Fault, KeptCache, ModelUnderTest, Probes, Rows, Sequence};
 
 /// What is known about a model without loading its weights: enough to plan a sweep and
 /// tokenize its prompts.

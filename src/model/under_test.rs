@@ -7,6 +7,9 @@
 //! optional abilities ([`Capabilities`]). Pairs that need an ability the model lacks are
 //! SKIPPED with the reason when the sweep is planned, never failed at run time.
 
+use std::any::Any;
+use std::sync::Arc;
+
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
@@ -106,6 +109,44 @@ pub struct Probes {
     pub fault: Fault,
 }
 
+/// A sequence's cache cut back to a prompt, kept by the prefill run that computed it for the
+/// kv_aligned runs of the same tokens: their cache is prefill's own forward over prompt +
+/// span, cut back to the prompt, which they would otherwise compute again (docs/design.md,
+/// "kv_aligned"). Immutable and shared: each run that starts from it copies it
+/// ([`ModelUnderTest::resume`]).
+#[derive(Clone)]
+pub struct KeptCache {
+    tokens: Arc<[u32]>,
+    state: Arc<dyn Any + Send + Sync>,
+}
+
+impl KeptCache {
+    /// The cache of the positions holding `tokens`, in the model's own form (`state`, which
+    /// only the model that made it reads).
+    pub fn new(tokens: &[u32], state: Arc<dyn Any + Send + Sync>) -> KeptCache {
+        KeptCache {
+            tokens: tokens.into(),
+            state,
+        }
+    }
+
+    /// The token ids of the kept positions.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// The model's own form of the cache, if it is a `T`.
+    pub fn state<T: 'static>(&self) -> Option<&T> {
+        self.state.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for KeptCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeptCache({} positions)", self.tokens.len())
+    }
+}
+
 /// A model loaded in one dtype on one device, ready to run sequences.
 pub trait ModelUnderTest: Send + Sync {
     /// The implementation's name, as in run ids and reports (`driftsweep` for the own
@@ -146,6 +187,18 @@ pub trait ModelUnderTest: Send + Sync {
         }
         self.sequence(capacity)
     }
+
+    /// A new sequence holding a copy of `kept` (made by [`Sequence::keep`] on a sequence of
+    /// this model), with room for `capacity` positions; `None` when this model cannot start
+    /// from a kept cache (or `kept` is another model's), and the run computes its cache.
+    fn resume(
+        &self,
+        kept: &KeptCache,
+        capacity: usize,
+    ) -> candle_core::Result<Option<Box<dyn Sequence + '_>>> {
+        let _ = (kept, capacity);
+        Ok(None)
+    }
 }
 
 /// One sequence's state (its KV cache) on a [`ModelUnderTest`].
@@ -185,6 +238,13 @@ pub trait Sequence {
     fn truncate(&mut self, len: usize) -> candle_core::Result<()> {
         let _ = len;
         candle_core::bail!("this model cannot cut its cache back to a prefix")
+    }
+
+    /// A copy of the cache's first `len` positions, bit for bit, in the form this model's
+    /// [`ModelUnderTest::resume`] starts from; `None` for models that cannot.
+    fn keep(&self, len: usize) -> candle_core::Result<Option<Arc<dyn Any + Send + Sync>>> {
+        let _ = len;
+        Ok(None)
     }
 
     /// The sequence's taps and fault, for models with [`Capabilities::probes`]; `None`

@@ -326,12 +326,15 @@ impl Plan {
             None => by_prefix,
         };
         // kv_aligned: prefill's own forward over P + S for the cache (cut back), or the prompt
-        // alone (prompt-only prefill), then the span.
+        // alone (prompt-only prefill), then the span. A one-sequence path starts from the cut-
+        // back cache the prefill run kept, so it feeds the span alone (a traced run, not
+        // priced here, makes the forward again).
+        let cut_back = if pair.path.batch() == 1 { s } else { p + 2 * s };
         let cached = match pair.cache_source {
-            Some(CacheSource::CutBack) => p + 2 * s,
+            Some(CacheSource::CutBack) => cut_back,
             Some(CacheSource::PromptPrefill) => p + s,
             // Pairs made outside a plan carry no source: the own decoder's cut-back cache.
-            None if pair.kv_aligned => p + 2 * s,
+            None if pair.kv_aligned => cut_back,
             None => p + s,
         };
         (prefill, pair.path.tokens_fed(p, s, cached, every_row))

@@ -6,7 +6,7 @@ use std::time::Instant;
 use candle_core::Tensor;
 
 use crate::error::{CandleContext, Error, Result};
-use crate::model::{Fault, ModelUnderTest, Probes, Rows, Sequence};
+use crate::model::{Fault, KeptCache, ModelUnderTest, Probes, Rows, Sequence};
 use crate::path::{CacheSource, RunPath};
 use crate::trace::{Injection, TraceRecord, TraceSelection, TraceSink};
 
@@ -30,6 +30,10 @@ pub struct RunOutput {
     pub wall_s: f64,
     /// Trace records, when the run was traced.
     pub trace: Vec<TraceRecord>,
+    /// A prefill's cache cut back to the prompt, for the kv_aligned runs of the same tokens
+    /// ([`under_test`]'s `kept`); `None` for other runs, traced prefills and models that
+    /// cannot keep one.
+    pub kept: Option<KeptCache>,
 }
 
 impl RunOutput {
@@ -128,6 +132,7 @@ pub fn prefill(
             wall_s: start.elapsed().as_secs_f64(),
             logits,
             trace: Vec::new(),
+            kept: None,
         });
     }
     let mut seq = model.sequence(tokens.len()).context(ctx)?;
@@ -135,6 +140,15 @@ pub fn prefill(
         probes(seq.as_mut(), "prefill")?.trace = Some(TraceSink::new(sel.clone()));
     }
     let logits = logits_of(seq.as_mut(), tokens, Rows::From(prompt_len), ctx)?;
+    // An untraced forward's prompt cache is what a kv_aligned run starts from (a traced one
+    // holds the same K/V, but its runs record their own prompt positions).
+    let kept = if trace.is_none() && prompt_len > 0 {
+        seq.keep(prompt_len)
+            .context(|| "prefill: keeping the prompt's cache".into())?
+            .map(|state| KeptCache::new(&tokens[..prompt_len], state))
+    } else {
+        None
+    };
     Ok(RunOutput {
         vocab: model.vocab_size(),
         span_start: prompt_len,
@@ -144,6 +158,7 @@ pub fn prefill(
         wall_s: start.elapsed().as_secs_f64(),
         logits,
         trace: take_trace(seq.as_mut()),
+        kept,
     })
 }
 
@@ -184,6 +199,7 @@ pub fn decode(
         RunPath::Decode,
         &[],
         inst,
+        None,
     )
 }
 
@@ -206,9 +222,15 @@ pub fn decode(
 /// prompt alone in one forward, a batch's prompts in one batched forward), as
 /// [`RunPath::cache_source`] says.
 ///
+/// `kept`: the prefill run's cache of this prompt ([`RunOutput::kept`]). A one-sequence path
+/// whose cache is prefill's cut-back cache starts from a copy of it rather than computing
+/// that forward again (the same bits, [`CacheSource::CutBack`]); a traced run computes it, so
+/// that its trace holds the prompt positions.
+///
 /// With a trace selection, records prompt positions from whichever forward computed them and
 /// span positions from the path's forwards. The fault perturbs every forward of the path
 /// (never the kv_aligned cache forward, which is prefill's computation).
+#[allow(clippy::too_many_arguments)]
 pub fn under_test(
     model: &dyn ModelUnderTest,
     tokens: &[u32],
@@ -217,6 +239,7 @@ pub fn under_test(
     path: RunPath,
     others: &[Vec<u32>],
     inst: Instruments,
+    kept: Option<&KeptCache>,
 ) -> Result<RunOutput> {
     let start = Instant::now();
     let span = tokens.len() - prompt_len;
@@ -246,9 +269,14 @@ pub fn under_test(
     let caps = model.capabilities();
     let every_row = caps.every_row;
     let source = path.cache_source(kv_aligned, every_row, caps.cache_prefix);
+    let start_at = Start {
+        prompt_len,
+        source,
+        kept,
+    };
     let fed = match path {
-        RunPath::Decode | RunPath::Batched(_) => stepwise(model, &rows, prompt_len, source, inst)?,
-        RunPath::Chunked(c) if every_row => chunked(model, tokens, prompt_len, source, c, inst)?,
+        RunPath::Decode | RunPath::Batched(_) => stepwise(model, &rows, start_at, inst)?,
+        RunPath::Chunked(c) if every_row => chunked(model, tokens, start_at, c, inst)?,
         RunPath::Chunked(c) => chunked_by_prefix(model, tokens, prompt_len, source.is_some(), c)?,
         RunPath::BatchedPrefill(_) if every_row => batched_prefill(model, &rows, prompt_len, inst)?,
         RunPath::BatchedPrefill(_) => batched_prefill_by_prefix(model, &rows, prompt_len)?,
@@ -262,6 +290,7 @@ pub fn under_test(
         tokens_fed: fed.tokens_fed,
         wall_s: start.elapsed().as_secs_f64(),
         trace: fed.trace,
+        kept: None,
     })
 }
 
@@ -343,23 +372,82 @@ fn aligned_cache(
     }
 }
 
+/// Where a path's sequence starts: the prompt's length, the kv_aligned cache it starts from
+/// (`None`: from position 0), and the prefill run's kept cache, if any.
+#[derive(Clone, Copy)]
+struct Start<'k> {
+    prompt_len: usize,
+    source: Option<CacheSource>,
+    kept: Option<&'k KeptCache>,
+}
+
+/// A path's sequence, ready for the span (see [`started`]).
+struct Started<'m> {
+    seq: Box<dyn Sequence + 'm>,
+    /// Whether the path's fault is active.
+    faulty: bool,
+    /// The (forwards, tokens fed) its kv_aligned cache cost.
+    cost: (usize, usize),
+}
+
+/// A path's sequence, instrumented, with its kv_aligned cache: a copy of the prefill run's
+/// kept cache where that is the cache `at.source` names (one untraced sequence whose prompt
+/// it holds), else a `new` sequence whose cache is computed here.
+fn started<'m>(
+    model: &'m dyn ModelUnderTest,
+    new: impl FnOnce() -> Result<Box<dyn Sequence + 'm>>,
+    rows: &[&[u32]],
+    at: Start,
+    inst: &Instruments,
+    what: &str,
+) -> Result<Started<'m>> {
+    let n = rows[0].len();
+    let kept = at.kept.filter(|k| {
+        at.source == Some(CacheSource::CutBack)
+            && rows.len() == 1
+            && inst.trace.is_none()
+            && k.tokens() == &rows[0][..at.prompt_len]
+    });
+    if let Some(kept) = kept {
+        let resumed = model
+            .resume(kept, n)
+            .context(|| format!("{what}: starting from prefill's cache"))?;
+        if let Some(mut seq) = resumed {
+            let faulty = instrument(seq.as_mut(), inst, what)?;
+            return Ok(Started {
+                seq,
+                faulty,
+                cost: (0, 0),
+            });
+        }
+    }
+    let mut seq = new()?;
+    let faulty = instrument(seq.as_mut(), inst, what)?;
+    let cost = aligned_cache(seq.as_mut(), rows, at.prompt_len, at.source, what)?;
+    Ok(Started { seq, faulty, cost })
+}
+
 /// Decode and batched decode: `rows` (row 0 the sequence of interest) fed one position at a
 /// time in lockstep; row 0's span rows kept.
 fn stepwise(
     model: &dyn ModelUnderTest,
     rows: &[&[u32]],
-    prompt_len: usize,
-    source: Option<CacheSource>,
+    at: Start,
     inst: Instruments,
 ) -> Result<Fed> {
     let (b, n) = (rows.len(), rows[0].len());
+    let (prompt_len, source) = (at.prompt_len, at.source);
     let what = if b == 1 { "decode" } else { "batched decode" };
-    let mut seq = model
-        .batch(b, n)
-        .context(|| format!("{what}: a new batch of {b}"))?;
-    let faulty = instrument(seq.as_mut(), &inst, what)?;
-    let (mut forwards, mut tokens_fed) =
-        aligned_cache(seq.as_mut(), rows, prompt_len, source, what)?;
+    let new = || {
+        model
+            .batch(b, n)
+            .context(|| format!("{what}: a new batch of {b}"))
+    };
+    let Started {
+        mut seq,
+        faulty,
+        cost: (mut forwards, mut tokens_fed),
+    } = started(model, new, rows, at, &inst, what)?;
     if faulty {
         probes(seq.as_mut(), what)?.fault = inst.path_fault();
     }
@@ -395,41 +483,45 @@ fn stepwise(
 fn chunked(
     model: &dyn ModelUnderTest,
     tokens: &[u32],
-    prompt_len: usize,
-    source: Option<CacheSource>,
+    at: Start,
     c: usize,
     inst: Instruments,
 ) -> Result<Fed> {
     let what = "chunked prefill";
     let n = tokens.len();
-    let mut seq = model
-        .sequence(n)
-        .context(|| format!("{what}: a new sequence"))?;
-    let faulty = instrument(seq.as_mut(), &inst, what)?;
-    let (mut forwards, mut tokens_fed) =
-        aligned_cache(seq.as_mut(), &[tokens], prompt_len, source, what)?;
+    let (prompt_len, source) = (at.prompt_len, at.source);
+    let new = || {
+        model
+            .sequence(n)
+            .context(|| format!("{what}: a new sequence"))
+    };
+    let Started {
+        mut seq,
+        faulty,
+        cost: (mut forwards, mut tokens_fed),
+    } = started(model, new, &[tokens], at, &inst, what)?;
     if faulty {
         probes(seq.as_mut(), what)?.fault = inst.path_fault();
     }
     let mut out = Vec::new();
-    let mut at = if source.is_some() { prompt_len } else { 0 };
-    while at < n {
-        let end = at.saturating_add(c).min(n);
-        let ctx = || format!("{what}: chunk at positions {at}..{end}");
+    let mut from = if source.is_some() { prompt_len } else { 0 };
+    while from < n {
+        let end = from.saturating_add(c).min(n);
+        let ctx = || format!("{what}: chunk at positions {from}..{end}");
         if end <= prompt_len {
-            seq.forward(&tokens[at..end], Rows::None).context(ctx)?;
+            seq.forward(&tokens[from..end], Rows::None).context(ctx)?;
         } else {
-            let first = prompt_len.saturating_sub(at);
+            let first = prompt_len.saturating_sub(from);
             out.push(logits_of(
                 seq.as_mut(),
-                &tokens[at..end],
+                &tokens[from..end],
                 Rows::From(first),
                 ctx,
             )?);
         }
         forwards += 1;
-        tokens_fed += end - at;
-        at = end;
+        tokens_fed += end - from;
+        from = end;
     }
     Ok(Fed {
         logits: Tensor::cat(&out, 0).context(|| "joining the chunks' logits".into())?,

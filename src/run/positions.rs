@@ -55,6 +55,7 @@ pub fn prefill_at(
         wall_s: start.elapsed().as_secs_f64(),
         logits,
         trace: Vec::new(),
+        kept: None,
     })
 }
 

@@ -151,7 +151,7 @@ fn path_run(
         })
         .collect();
     let inst = Instruments { trace: None, fault };
-    under_test(model, tokens, 24, kv, path, &others, inst).unwrap()
+    under_test(model, tokens, 24, kv, path, &others, inst, None).unwrap()
 }
 
 #[test]
@@ -267,4 +267,71 @@ fn unbuilt_devices_say_why() {
     let cpu = open_device(DeviceSpec::Cpu).unwrap();
     assert_eq!(cpu.id, "cpu");
     assert!(cpu.name.contains("threads"), "{}", cpu.name);
+}
+
+#[test]
+fn a_kv_aligned_run_starts_from_prefills_kept_cache_with_the_same_bits() {
+    // The prefill run keeps its prompt cache; a kv_aligned decode or chunked run that starts
+    // from it skips its own prompt + span forward and gives the bits of the run that makes it.
+    let info = ModelInfo::inspect("builtin:tiny-llama").unwrap();
+    let tokens: Vec<u32> = (0..40).map(|i| 3 + (i * 37) % 900).collect();
+    let none = Instruments::default();
+    for dtype in [RunDtype::F32, RunDtype::Bf16] {
+        let model = info.load(dtype, &Device::Cpu).unwrap();
+        let pre = prefill(&model, &tokens, 24, None).unwrap();
+        let kept = pre
+            .kept
+            .as_ref()
+            .expect("an untraced prefill keeps its prompt cache");
+        assert_eq!(kept.tokens(), &tokens[..24]);
+        for path in [RunPath::Decode, RunPath::Chunked(5)] {
+            let computed = under_test(&model, &tokens, 24, true, path, &[], none, None).unwrap();
+            let resumed =
+                under_test(&model, &tokens, 24, true, path, &[], none, Some(kept)).unwrap();
+            assert_eq!(bits(&resumed), bits(&computed), "{dtype} {path}");
+            // Only the span is fed: the prompt + span forward is not made again.
+            assert_eq!(
+                computed.tokens_fed - resumed.tokens_fed,
+                40,
+                "{dtype} {path}"
+            );
+            // kv_aligned = false starts from position 0 whatever is kept.
+            let from_zero =
+                under_test(&model, &tokens, 24, false, path, &[], none, Some(kept)).unwrap();
+            assert_eq!(from_zero.tokens_fed, 40, "{dtype} {path}");
+        }
+    }
+}
+
+#[test]
+fn a_kept_cache_of_other_tokens_or_another_model_is_not_used() {
+    let info = ModelInfo::inspect("builtin:tiny-llama").unwrap();
+    let tokens: Vec<u32> = (0..40).map(|i| 3 + (i * 37) % 900).collect();
+    let mut other = tokens.clone();
+    other[3] += 1;
+    let model = info.load(RunDtype::F32, &Device::Cpu).unwrap();
+    let twin = info.load(RunDtype::F32, &Device::Cpu).unwrap();
+    let none = Instruments::default();
+    let computed = decode(&model, &tokens, 24, true, none).unwrap();
+    // Another prompt's cache: the run computes its own (it feeds prompt + span, then the span).
+    let foreign = prefill(&model, &other, 24, None).unwrap();
+    let run = |m: &dyn ModelUnderTest, kept| {
+        under_test(m, &tokens, 24, true, RunPath::Decode, &[], none, kept).unwrap()
+    };
+    let out = run(&model, foreign.kept.as_ref());
+    assert_eq!(out.tokens_fed, 40 + 16);
+    assert_eq!(bits(&out), bits(&computed));
+    // Another loaded model's cache of the same tokens: not resumed either.
+    let twin_pre = prefill(&twin, &tokens, 24, None).unwrap();
+    assert_eq!(run(&model, twin_pre.kept.as_ref()).tokens_fed, 40 + 16);
+    // Negative control: the right cache is used, and a traced prefill keeps none.
+    let own = prefill(&model, &tokens, 24, None).unwrap();
+    assert_eq!(run(&model, own.kept.as_ref()).tokens_fed, 16);
+    let sel = crate::trace::TraceSelection::default();
+    assert!(
+        prefill(&model, &tokens, 24, Some(&sel))
+            .unwrap()
+            .kept
+            .is_none()
+    );
 }

@@ -67,6 +67,7 @@ pub fn run_pair(
         pair.path,
         input.others,
         inst,
+        pre.as_ref().ok().and_then(|p| p.kept.as_ref()),
     );
     let errors: Vec<String> = [(Mode::Prefill, &pre), (Mode::Decode, &dec)]
         .into_iter()
@@ -490,6 +491,7 @@ mod tests {
             wall_s: 0.1,
             logits: Tensor::from_vec(logits, (positions, 2), &Device::Cpu).unwrap(),
             trace: vec![],
+            kept: None,
         }
     }
 

@@ -706,6 +706,7 @@ impl Worker {
             pair.path,
             input.others,
             inst,
+            None,
         );
         let result = match (pre, dec) {
             (Ok(a), Ok(b)) => Ok((a.trace, b.trace)),

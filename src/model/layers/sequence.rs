@@ -4,9 +4,12 @@
 
 use candle_core::{DType, Device, Tensor};
 
+use std::any::Any;
+use std::sync::Arc;
+
 use super::cache::Cache;
 use super::linear::Linear;
-use crate::model::under_test::{Fault, Probes, Rows, Sequence};
+use crate::model::under_test::{Fault, KeptCache, Probes, Rows, Sequence};
 use crate::trace::{Hooks, TensorName};
 
 /// The end of a hooked forward over `x` (batch, t, hidden) whose first row sits at (believed)
@@ -170,6 +173,18 @@ macro_rules! own_model_under_test {
                     $crate::model::layers::sequence::OwnSequence::batch(self, rows, capacity),
                 ))
             }
+
+            fn resume(
+                &self,
+                kept: &$crate::model::under_test::KeptCache,
+                capacity: usize,
+            ) -> candle_core::Result<Option<Box<dyn $crate::model::under_test::Sequence + '_>>>
+            {
+                Ok(
+                    $crate::model::layers::sequence::OwnSequence::resume(self, kept, capacity)?
+                        .map(|s| Box::new(s) as Box<dyn $crate::model::under_test::Sequence>),
+                )
+            }
         }
     };
 }
@@ -200,6 +215,36 @@ impl<'a, M: OwnForward> OwnSequence<'a, M> {
             probes: Probes::default(),
         }
     }
+
+    /// A sequence holding a copy of `kept`, when this model kept it (see [`OwnKept`]).
+    pub(crate) fn resume(
+        model: &'a M,
+        kept: &KeptCache,
+        capacity: usize,
+    ) -> candle_core::Result<Option<Self>> {
+        let Some(own) = kept.state::<OwnKept>() else {
+            return Ok(None);
+        };
+        if own.model != model_id(model) {
+            return Ok(None);
+        }
+        let mut seq = Self::new(model, capacity);
+        seq.cache = own.cache.truncated(own.cache.seq_len(), capacity)?;
+        Ok(Some(seq))
+    }
+}
+
+/// What an own sequence keeps ([`Sequence::keep`]): a copy of its cache's first positions,
+/// and which loaded model computed them, so that only that model resumes from it (another
+/// model of the same type would read foreign K/V without an error).
+struct OwnKept {
+    model: usize,
+    cache: Cache,
+}
+
+/// A loaded model's identity while it lives: its address.
+fn model_id<M>(model: &M) -> usize {
+    std::ptr::from_ref(model) as usize
 }
 
 impl<M: OwnForward> Sequence for OwnSequence<'_, M> {
@@ -245,6 +290,17 @@ impl<M: OwnForward> Sequence for OwnSequence<'_, M> {
     fn truncate(&mut self, len: usize) -> candle_core::Result<()> {
         self.cache = self.cache.truncated(len, self.capacity)?;
         Ok(())
+    }
+
+    fn keep(&self, len: usize) -> candle_core::Result<Option<Arc<dyn Any + Send + Sync>>> {
+        // A batch's rows are other sequences: only a single sequence's cache is kept.
+        if self.batch != 1 {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(OwnKept {
+            model: model_id(self.model),
+            cache: self.cache.truncated(len, len)?,
+        })))
     }
 
     fn probes(&mut self) -> Option<&mut Probes> {
