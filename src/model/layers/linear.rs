@@ -108,9 +108,7 @@ impl Linear {
             (Product::Dense(p), _) => widened_product(p, x)?,
             (Product::HalfAndWide { half, .. }, _) if one_row => half.forward(x)?,
             (Product::HalfAndWide { wide, .. }, _) => widened_product(wide, x)?,
-            (Product::Narrow(w), _) => {
-                widened_product(&candle_nn::Linear::new(w.to_dtype(DType::F32)?, None), x)?
-            }
+            (Product::Narrow(w), _) => narrow_product(w, x)?,
             (Product::Quantized(q), _) => q.forward(x)?,
         };
         match &self.bias {
@@ -125,6 +123,37 @@ impl Linear {
 fn widened_product(p: &candle_nn::Linear, x: &Tensor) -> candle_core::Result<Tensor> {
     p.forward(&x.to_dtype(p.weight().dtype())?)?
         .to_dtype(x.dtype())
+}
+
+/// Fewest weight rows widened at a time by [`narrow_product`]. gemm's result for an output
+/// depends on how it splits the inputs (`kc`), which it derives from the inputs alone unless
+/// both the rows of `x` and the outputs are at most 64 (then `kc` is at most 512), and on its
+/// one-row and small kernels (at most 256 outputs); parts of at least this many outputs stay
+/// clear of all of them, so every output is summed as in the whole product.
+pub(super) const WIDEN_ROWS: usize = 4096;
+
+/// `x Wᵀ` for a bf16 or f16 weight `w` and more than one row of `x`: the weight widened to
+/// f32 and multiplied in f32, as candle does. A wide weight (an output head: SmolLM2's is
+/// 113 MB in f32) is widened [`WIDEN_ROWS`] or more rows at a time and the parts' products
+/// joined, so the f32 copy held is a part's, not the whole weight's; the bits are the whole
+/// product's (`narrow_product_in_parts_is_bit_identical`).
+fn narrow_product(w: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
+    let widened = |w: &Tensor| -> candle_core::Result<Tensor> {
+        widened_product(&candle_nn::Linear::new(w.to_dtype(DType::F32)?, None), x)
+    };
+    let n = w.dim(0)?;
+    let parts = n / WIDEN_ROWS;
+    if parts < 2 {
+        return widened(w);
+    }
+    // Equal parts, each at least WIDEN_ROWS rows.
+    let ys = (0..parts)
+        .map(|i| {
+            let (r0, r1) = (i * n / parts, (i + 1) * n / parts);
+            widened(&w.narrow(0, r0, r1 - r0)?)
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Tensor::cat(&ys, candle_core::D::Minus1)
 }
 
 /// Where a decoder's tensors come from: dense tensors by Hugging Face name, and, for
