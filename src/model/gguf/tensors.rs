@@ -273,29 +273,18 @@ mod tests {
             for dt in [DType::F32, DType::BF16, DType::F16] {
                 let chunked = dequantize_to(&raw, &info, dt).unwrap();
                 assert_eq!(chunked.dims(), &[rows, cols]);
-                let bits = |t: &Tensor| {
-                    t.to_dtype(DType::F32)
-                        .unwrap()
-                        .flatten_all()
-                        .unwrap()
-                        .to_vec1::<f32>()
-                        .unwrap()
-                };
-                let (a, b) = (bits(&chunked), bits(&whole.to_dtype(dt).unwrap()));
-                assert!(
-                    a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
-                    "{gt:?} {dt:?}"
-                );
+                let expected = whole.to_dtype(dt).unwrap();
+                assert!(bits_f32(&chunked) == bits_f32(&expected), "{gt:?} {dt:?}");
             }
             // Negative control: the comparison sees a quantization's change.
             assert_ne!(bits_f32(&whole), bits_f32(&w), "{gt:?}");
         }
     }
 
+    /// The bits of `t`'s elements widened to f32 (exact from f16 and bf16).
     fn bits_f32(t: &Tensor) -> Vec<u32> {
-        t.flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
+        let v = t.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+        v.to_vec1::<f32>()
             .unwrap()
             .iter()
             .map(|x| x.to_bits())
