@@ -137,6 +137,54 @@ pub struct PerfReport {
     pub compare: CompareCase,
     /// Peak resident memory of the process so far (Linux VmHWM), MiB.
     pub peak_rss_mib: Option<f64>,
+    /// The largest buffers the phases hold besides the weights.
+    pub activations: Activations,
+    /// `weight_bytes` plus the activations, MiB: what the peak RSS is read against.
+    pub weights_and_activations_mib: f64,
+}
+
+/// The largest buffers [`perf`]'s phases hold besides the weights, computed from the
+/// model's sizes (the phases run one after the other, so the largest phase counts). Decode
+/// steps hold one row of logits and a cache of at most 508 positions: less than prefill.
+#[derive(Debug, Clone, Serialize)]
+pub struct Activations {
+    /// Prefill at the longest span: the span's f32 logits, the head's logits in the run
+    /// dtype before the upcast (none in f32), and the KV cache of every token, in bytes.
+    pub prefill_bytes: u64,
+    /// The comparator case: two runs' f32 logits at span 512, in bytes.
+    pub compare_bytes: u64,
+    /// The larger of the two.
+    pub bytes: u64,
+}
+
+impl Activations {
+    /// The buffers of a prefill over `tokens` tokens whose last `span` get logits, and of
+    /// the comparator at `compare_positions`, for a model of `cfg` in `dtype`.
+    pub fn new(
+        cfg: &crate::model::Config,
+        dtype: candle_core::DType,
+        tokens: usize,
+        span: usize,
+        compare_positions: usize,
+    ) -> Self {
+        let size = dtype.size_in_bytes() as u64;
+        let f32_logits = |rows: usize| (rows * cfg.vocab_size * 4) as u64;
+        let head = if dtype == candle_core::DType::F32 {
+            0
+        } else {
+            (span * cfg.vocab_size) as u64 * size
+        };
+        let kv = (cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * cfg.head_dim() * tokens)
+            as u64
+            * size;
+        let prefill_bytes = f32_logits(span) + head + kv;
+        let compare_bytes = 2 * f32_logits(compare_positions);
+        Activations {
+            prefill_bytes,
+            compare_bytes,
+            bytes: prefill_bytes.max(compare_bytes),
+        }
+    }
 }
 
 /// One prefill length.
@@ -223,7 +271,7 @@ pub fn perf(
             .collect()
     };
     let mut prefill = Vec::new();
-    for span in [32, 128, 512] {
+    for span in PERF_SPANS {
         let tokens = ids(PERF_PROMPT + span);
         let (ms, _) = time_it(repeat, || {
             run::prefill(&model, &tokens, PERF_PROMPT, None)?;
@@ -243,19 +291,36 @@ pub fn perf(
     }
     let compare = compare_case(vocab, dev, repeat)?;
     let params = info.family.parameter_count();
+    let weight_bytes = params * dtype.candle().size_in_bytes() as u64;
+    let longest = PERF_SPANS[PERF_SPANS.len() - 1];
+    let activations = Activations::new(
+        model.config(),
+        dtype.candle(),
+        PERF_PROMPT + longest,
+        longest,
+        compare.positions,
+    );
     Ok(PerfReport {
         model: source.to_string(),
         dtype,
         device: device.name.clone(),
         params,
-        weight_bytes: params * dtype.candle().size_in_bytes() as u64,
+        weight_bytes,
         load_ms: median(loads),
         prefill,
         decode_steps,
         compare,
         peak_rss_mib: peak_rss_mib(),
+        weights_and_activations_mib: (weight_bytes + activations.bytes) as f64 / MIB,
+        activations,
     })
 }
+
+/// Bytes in a MiB.
+const MIB: f64 = (1 << 20) as f64;
+
+/// The spans of [`perf`]'s prefill cases, shortest first.
+const PERF_SPANS: [usize; 3] = [32, 128, 512];
 
 /// The prompt length of [`perf`]'s prefill cases (the B3.70 ChatML prompt's).
 const PERF_PROMPT: usize = 31;
@@ -588,6 +653,27 @@ mod tests {
         assert_eq!(gemm_flops(1024, 1024, 1024), 2.0 * 1024f64.powi(3));
         assert_eq!(gemm_flops(543, 576, 1536), 2.0 * 543.0 * 576.0 * 1536.0);
         assert_eq!(gemm_flops(1, 1, 1), 2.0);
+    }
+
+    #[test]
+    fn activations_count_the_largest_phase() {
+        let cfg = crate::model::builtin::config();
+        let (v, l) = (cfg.vocab_size as u64, cfg.num_hidden_layers as u64);
+        let kv_row = 2 * (cfg.num_key_value_heads * cfg.head_dim()) as u64;
+        let f32 = Activations::new(&cfg, candle_core::DType::F32, 543, 512, 512);
+        assert_eq!(f32.prefill_bytes, 512 * v * 4 + l * kv_row * 543 * 4);
+        assert_eq!(f32.compare_bytes, 2 * 512 * v * 4);
+        let bf16 = Activations::new(&cfg, candle_core::DType::BF16, 543, 512, 512);
+        // The head's bf16 logits live next to their f32 upcast; the cache is half as wide.
+        assert_eq!(bf16.prefill_bytes, 512 * v * (4 + 2) + l * kv_row * 543 * 2);
+        assert_eq!(bf16.compare_bytes, f32.compare_bytes);
+        for a in [&f32, &bf16] {
+            assert_eq!(a.bytes, a.prefill_bytes.max(a.compare_bytes));
+        }
+        // A long prefill outgrows the comparator.
+        let long = Activations::new(&cfg, candle_core::DType::F32, 4000, 3000, 512);
+        assert_eq!(long.bytes, long.prefill_bytes);
+        assert!(long.bytes > long.compare_bytes);
     }
 
     #[test]

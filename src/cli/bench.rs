@@ -118,8 +118,21 @@ fn print_perf(r: &suites::PerfReport) {
         );
     }
     print_compare(&r.compare);
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let a = &r.activations;
+    outln!(
+        "  weights + act.  {:>10.0} MiB  ({:.0} weights + {:.0} largest phase: prefill {:.0}, compare {:.0})",
+        r.weights_and_activations_mib,
+        mib(r.weight_bytes),
+        mib(a.bytes),
+        mib(a.prefill_bytes),
+        mib(a.compare_bytes)
+    );
     if let Some(m) = r.peak_rss_mib {
-        outln!("  peak RSS        {m:>10.0} MiB");
+        outln!(
+            "  peak RSS        {m:>10.0} MiB  ({:.2}× weights + activations)",
+            m / r.weights_and_activations_mib
+        );
     }
 }
 

@@ -3,11 +3,13 @@
 //! llama.cpp's Q/K row permutation undone where the family's [`Layout`] says it was applied.
 
 use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::quantized::QTensor;
 use candle_core::quantized::ggml_file::qtensor_from_ggml;
+use candle_core::quantized::gguf_file::TensorInfo;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
@@ -34,33 +36,98 @@ pub fn var_builder(
     device: &Device,
 ) -> Result<VarBuilder<'static>, ModelError> {
     let (c, mut r, _) = open(path)?;
+    // Cast on the CPU, not when the decoder asks: holding every tensor in f32 until the load
+    // ends cost a bf16 or f16 run an f32 model's bytes at its peak. The same cast as the
+    // builder's, so the same bits (a GPU's cast stays where it was).
+    let held = if device.is_cpu() { dtype } else { DType::F32 };
     let mut tensors = HashMap::new();
-    for name in c.tensor_infos.keys() {
+    for (name, info) in &c.tensor_infos {
         let Some(hf) = layout.hf_name(name) else {
             continue;
         };
-        // Dequantize on the CPU in f32: the quantized blocks only know how to widen to f32.
-        let q = c
-            .tensor(&mut r, name, &Device::Cpu)
+        let err = |e: candle_core::Error| ModelError::Load(format!("tensor `{name}`: {e}"));
+        let raw = read_raw(&mut r, c.tensor_data_offset, info)
             .map_err(|e| ModelError::Load(format!("tensor `{name}`: {e}")))?;
-        let mut t = q
-            .dequantize(&Device::Cpu)
-            .map_err(|e| ModelError::Load(format!("tensor `{name}`: {e}")))?;
+        let mut t = dequantize_to(&raw, info, held).map_err(err)?;
+        drop(raw);
+        // The permutation moves elements and the cast maps each alone, so undoing it after
+        // the cast gives the same tensor as before it.
         if let Some(heads) = layout.permuted_heads(name) {
-            t = unpermute(&t, heads)
-                .map_err(|e| ModelError::Load(format!("tensor `{name}`: {e}")))?;
-        }
-        // Cast now, not when the decoder asks: holding every tensor in f32 until the load
-        // ends cost a bf16 or f16 run an f32 model's bytes at its peak. The same cast as the
-        // builder's, so the same bits (a GPU's cast stays where it was).
-        if device.is_cpu() {
-            t = t
-                .to_dtype(dtype)
-                .map_err(|e| ModelError::Load(format!("tensor `{name}`: {e}")))?;
+            t = unpermute(&t, heads).map_err(err)?;
         }
         tensors.insert(hf, t);
     }
     Ok(VarBuilder::from_tensors(tensors, dtype, device))
+}
+
+/// The bytes of one tensor as the file stores them: read once, straight from the file (no
+/// second copy into candle's blocks for the whole tensor).
+fn read_raw<R: Read + Seek>(
+    r: &mut R,
+    data_offset: u64,
+    info: &TensorInfo,
+) -> std::io::Result<Vec<u8>> {
+    let dt = info.ggml_dtype;
+    let bytes = info.shape.elem_count() / dt.block_size() * dt.type_size();
+    let mut raw = vec![0u8; bytes];
+    r.seek(SeekFrom::Start(data_offset.saturating_add(info.offset)))?;
+    r.read_exact(&mut raw)?;
+    Ok(raw)
+}
+
+/// Elements dequantized to f32 at a time by [`dequantize_to`]: 4 MiB of f32, so that the
+/// transient f32 copy of a tensor stays small next to the weights (SmolLM2's tied
+/// embedding alone is 113 MB in f32).
+const CHUNK_ELEMS: usize = 1 << 20;
+
+/// The tensor `raw` holds (its blocks as the file stores them), dequantized to f32 and cast
+/// to `dtype` on the CPU, a chunk of whole rows at a time. Each block dequantizes on its own
+/// (its own scale and offset) and the cast maps each element alone, so chunks give the bits
+/// of the whole tensor dequantized then cast (`chunked_dequantization_is_bit_identical`).
+fn dequantize_to(raw: &[u8], info: &TensorInfo, dtype: DType) -> candle_core::Result<Tensor> {
+    let (dt, dims) = (info.ggml_dtype, info.shape.dims().to_vec());
+    let cols = dims.last().copied().unwrap_or(1).max(1);
+    let rows = info.shape.elem_count() / cols;
+    let whole = || {
+        qtensor_from_ggml(dt, raw, dims.clone(), &Device::Cpu)?
+            .dequantize(&Device::Cpu)?
+            .to_dtype(dtype)
+    };
+    if !cols.is_multiple_of(dt.block_size()) || rows * cols <= CHUNK_ELEMS {
+        return whole();
+    }
+    let row_bytes = cols / dt.block_size() * dt.type_size();
+    let step = (CHUNK_ELEMS / cols).max(1);
+    let chunk = |r0: usize| -> candle_core::Result<Tensor> {
+        let n = step.min(rows - r0);
+        let bytes = &raw[r0 * row_bytes..(r0 + n) * row_bytes];
+        qtensor_from_ggml(dt, bytes, vec![n, cols], &Device::Cpu)?
+            .dequantize(&Device::Cpu)?
+            .to_dtype(dtype)?
+            .flatten_all()
+    };
+    let starts = (0..rows).step_by(step);
+    match dtype {
+        DType::F32 => gather::<f32>(starts, rows * cols, chunk, &dims),
+        DType::BF16 => gather::<half::bf16>(starts, rows * cols, chunk, &dims),
+        DType::F16 => gather::<half::f16>(starts, rows * cols, chunk, &dims),
+        _ => whole(),
+    }
+}
+
+/// The chunks `chunk(start)` for every start, concatenated into one tensor of `dims`
+/// (`len` elements), without holding more than one chunk besides the result.
+fn gather<T: candle_core::WithDType>(
+    starts: impl Iterator<Item = usize>,
+    len: usize,
+    chunk: impl Fn(usize) -> candle_core::Result<Tensor>,
+    dims: &[usize],
+) -> candle_core::Result<Tensor> {
+    let mut out = Vec::with_capacity(len);
+    for s in starts {
+        out.extend(chunk(s)?.to_vec1::<T>()?);
+    }
+    Tensor::from_vec(out, dims, &Device::Cpu)
 }
 
 /// The projection weights (2-D `blk.*` tensors and the output head, or the token embedding
@@ -181,5 +248,46 @@ mod tests {
                 "{dt:?}"
             );
         }
+    }
+
+    #[test]
+    fn chunked_dequantization_is_bit_identical() {
+        use candle_core::quantized::GgmlDType;
+        // More elements than one chunk, with a last chunk of a few rows.
+        let (rows, cols) = (CHUNK_ELEMS / 256 + 4, 256);
+        let w = Tensor::randn(0f32, 1.0, (rows, cols), &Device::Cpu).unwrap();
+        for gt in [
+            GgmlDType::Q4_1,
+            GgmlDType::Q8_0,
+            GgmlDType::Q6K,
+            GgmlDType::F16,
+        ] {
+            let q = QTensor::quantize(&w, gt).unwrap();
+            let raw = q.data().unwrap().into_owned();
+            let info = TensorInfo {
+                ggml_dtype: gt,
+                shape: q.shape().clone(),
+                offset: 0,
+            };
+            let whole = q.dequantize(&Device::Cpu).unwrap();
+            for dt in [DType::F32, DType::BF16, DType::F16] {
+                let chunked = dequantize_to(&raw, &info, dt).unwrap();
+                assert_eq!(chunked.dims(), &[rows, cols]);
+                let expected = whole.to_dtype(dt).unwrap();
+                assert!(bits_f32(&chunked) == bits_f32(&expected), "{gt:?} {dt:?}");
+            }
+            // Negative control: the comparison sees a quantization's change.
+            assert_ne!(bits_f32(&whole), bits_f32(&w), "{gt:?}");
+        }
+    }
+
+    /// The bits of `t`'s elements widened to f32 (exact from f16 and bf16).
+    fn bits_f32(t: &Tensor) -> Vec<u32> {
+        let v = t.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+        v.to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect()
     }
 }

@@ -19,14 +19,16 @@ use super::gemv::Gemv;
 /// faster, for twice the weights' memory. The bias is added in the run dtype, after the
 /// rounding, as before.
 ///
-/// f16 weights on the CPU are held twice: as loaded, for one-row products (a decode step),
-/// and widened to f32 for products of more rows (prefill, chunks, batched steps). candle's
-/// one-row f16 product accumulates in f32 and gives the widened product's bits; its
-/// many-row f16 GEMM keeps partial sums in f16 for wide reductions, which put about a quarter
-/// more error into every prefill projection than f32 accumulation does (against an f64
-/// reference, `widened_f16_product_is_closer_to_f64`), and runs at half the f32 GEMM's rate.
-/// Widening those products changes f16 prefill bits, towards the reference, and keeps the
-/// one-row bits; it costs three times the f16 weights' memory.
+/// f16 weights on the CPU are held as loaded: candle's f16 product for one-row products (a
+/// decode step), and widened to f32 for the call for products of more rows (prefill, chunks,
+/// batched steps). candle's one-row f16 product accumulates in f32 and gives the widened
+/// product's bits; its many-row f16 GEMM keeps partial sums in f16 for wide reductions,
+/// which put about a quarter more error into every prefill projection than f32 accumulation
+/// does (against an f64 reference, `widened_f16_product_is_closer_to_f64`), and runs at half
+/// the f32 GEMM's rate. Widening those products changes f16 prefill bits, towards the
+/// reference, and keeps the one-row bits. The widened copy was once held next to the f16
+/// weight (three times its memory); widening per call gives the same f32 product, and a
+/// many-row product's GEMM costs far more than widening its weight.
 ///
 /// Quantized weights (`weights: quantized`): the GGUF blocks as they are, through candle's
 /// `QMatMul`, which takes the activations in the run dtype (its CPU kernels quantize each
@@ -50,11 +52,9 @@ pub(crate) struct Linear {
 pub(super) enum Product {
     /// The weight (maybe widened) without bias: candle-nn's own product.
     Dense(candle_nn::Linear),
-    /// An f16 weight on the CPU: as loaded for one row, widened to f32 for more rows.
-    HalfAndWide {
-        half: candle_nn::Linear,
-        wide: candle_nn::Linear,
-    },
+    /// An f16 weight on the CPU without [`Gemv`]: candle's f16 product for one row,
+    /// widened to f32 for the call for more rows.
+    Half(candle_nn::Linear),
     /// A bf16 or f16 weight on the CPU, held as loaded only (one-row products go through
     /// [`Gemv`]): products of more rows widen it to f32 for the call.
     Narrow(Tensor),
@@ -70,10 +70,7 @@ impl Linear {
             (true, DType::BF16) => {
                 Product::Dense(candle_nn::Linear::new(weight.to_dtype(DType::F32)?, None))
             }
-            (true, DType::F16) => Product::HalfAndWide {
-                wide: candle_nn::Linear::new(weight.to_dtype(DType::F32)?, None),
-                half: candle_nn::Linear::new(weight, None),
-            },
+            (true, DType::F16) => Product::Half(candle_nn::Linear::new(weight, None)),
             _ => Product::Dense(candle_nn::Linear::new(weight, None)),
         };
         Ok(Linear {
@@ -106,11 +103,9 @@ impl Linear {
         let y = match (&self.product, &self.one_row) {
             (_, Some(g)) if one_row => g.forward(x)?,
             (Product::Dense(p), _) => widened_product(p, x)?,
-            (Product::HalfAndWide { half, .. }, _) if one_row => half.forward(x)?,
-            (Product::HalfAndWide { wide, .. }, _) => widened_product(wide, x)?,
-            (Product::Narrow(w), _) => {
-                widened_product(&candle_nn::Linear::new(w.to_dtype(DType::F32)?, None), x)?
-            }
+            (Product::Half(half), _) if one_row => half.forward(x)?,
+            (Product::Half(half), _) => narrow_product(half.weight(), x)?,
+            (Product::Narrow(w), _) => narrow_product(w, x)?,
             (Product::Quantized(q), _) => q.forward(x)?,
         };
         match &self.bias {
@@ -125,6 +120,37 @@ impl Linear {
 fn widened_product(p: &candle_nn::Linear, x: &Tensor) -> candle_core::Result<Tensor> {
     p.forward(&x.to_dtype(p.weight().dtype())?)?
         .to_dtype(x.dtype())
+}
+
+/// Fewest weight rows widened at a time by [`narrow_product`]. gemm's result for an output
+/// depends on how it splits the inputs (`kc`), which it derives from the inputs alone unless
+/// both the rows of `x` and the outputs are at most 64 (then `kc` is at most 512), and on its
+/// one-row and small kernels (at most 256 outputs); parts of at least this many outputs stay
+/// clear of all of them, so every output is summed as in the whole product.
+pub(super) const WIDEN_ROWS: usize = 4096;
+
+/// `x Wᵀ` for a bf16 or f16 weight `w` and more than one row of `x`: the weight widened to
+/// f32 and multiplied in f32, as candle does. A wide weight (an output head: SmolLM2's is
+/// 113 MB in f32) is widened [`WIDEN_ROWS`] or more rows at a time and the parts' products
+/// joined, so the f32 copy held is a part's, not the whole weight's; the bits are the whole
+/// product's (`narrow_product_in_parts_is_bit_identical`).
+fn narrow_product(w: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
+    let widened = |w: &Tensor| -> candle_core::Result<Tensor> {
+        widened_product(&candle_nn::Linear::new(w.to_dtype(DType::F32)?, None), x)
+    };
+    let n = w.dim(0)?;
+    let parts = n / WIDEN_ROWS;
+    if parts < 2 {
+        return widened(w);
+    }
+    // Equal parts, each at least WIDEN_ROWS rows.
+    let ys = (0..parts)
+        .map(|i| {
+            let (r0, r1) = (i * n / parts, (i + 1) * n / parts);
+            widened(&w.narrow(0, r0, r1 - r0)?)
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Tensor::cat(&ys, candle_core::D::Minus1)
 }
 
 /// Where a decoder's tensors come from: dense tensors by Hugging Face name, and, for

@@ -3,7 +3,7 @@
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::attention::{attend, causal_mask};
-use super::linear::{Linear, Product};
+use super::linear::{Linear, Product, WIDEN_ROWS};
 
 #[test]
 fn widened_bf16_projection_is_bit_identical() {
@@ -34,6 +34,65 @@ fn widened_bf16_projection_is_bit_identical() {
         assert!(
             same,
             "t = {t}: widened product differs from candle's bf16 matmul"
+        );
+    }
+}
+
+#[test]
+fn narrow_product_in_parts_is_bit_identical() {
+    let dev = Device::Cpu;
+    // An output head's shape: more outputs than two parts, SmolLM2's inputs.
+    let (n, k) = (2 * WIDEN_ROWS + 300, 576);
+    let bits = |y: &Tensor| -> Vec<u32> {
+        let v = y.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+        v.to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    };
+    for dt in [DType::BF16, DType::F16] {
+        let w = Tensor::randn(0f32, 0.05, (n, k), &dev)
+            .unwrap()
+            .to_dtype(dt)
+            .unwrap();
+        let ours = Linear::new(w.clone(), None).unwrap();
+        if !matches!(ours.product, Product::Narrow(_)) {
+            return; // no one-row kernel on this CPU: the weight is held widened, whole
+        }
+        let whole = candle_nn::Linear::new(w.to_dtype(DType::F32).unwrap(), None);
+        for t in [2, 40, 65, 300] {
+            let x = Tensor::randn(0f32, 1.0, (1, t, k), &dev)
+                .unwrap()
+                .to_dtype(dt)
+                .unwrap();
+            let a = ours.forward(&x).unwrap();
+            let c = whole
+                .forward(&x.to_dtype(DType::F32).unwrap())
+                .unwrap()
+                .to_dtype(dt)
+                .unwrap();
+            assert_eq!(a.dims(), c.dims());
+            assert!(
+                bits(&a) == bits(&c),
+                "{dt:?}, {t} rows: parts differ from the whole"
+            );
+        }
+        // Negative control: parts of 64 outputs or fewer with few rows sum the inputs in
+        // two blocks (gemm's small-size `kc` of 512), and that changes bits.
+        let x = Tensor::randn(0f32, 1.0, (40, k), &dev).unwrap();
+        let wf = w.to_dtype(DType::F32).unwrap();
+        let small = wf.narrow(0, 0, 64).unwrap();
+        let part = x.matmul(&small.t().unwrap()).unwrap();
+        let full = x
+            .matmul(&wf.t().unwrap())
+            .unwrap()
+            .narrow(1, 0, 64)
+            .unwrap();
+        assert_ne!(
+            bits(&part),
+            bits(&full),
+            "{dt:?}: small parts no longer change the sum"
         );
     }
 }
@@ -74,11 +133,10 @@ fn widened_f16_product_is_closer_to_f64() {
     for (out, inp) in [(1536usize, 576usize), (576, 1536)] {
         let w = h(Tensor::randn(0f32, 0.05, (out, inp), &dev).unwrap());
         let ours = Linear::new(w.clone(), None).unwrap();
-        // Held twice, or once as loaded where the one-row kernel serves it: widened either way
-        // for more rows than one.
+        // Held once, as loaded: widened for the call for more rows than one.
         assert!(matches!(
             &ours.product,
-            Product::HalfAndWide { .. } | Product::Narrow(_)
+            Product::Half(_) | Product::Narrow(_)
         ));
         let candle = candle_nn::Linear::new(w.clone(), None);
         let w64 = w.to_dtype(DType::F64).unwrap();
