@@ -149,7 +149,7 @@ pub struct PerfReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct Activations {
     /// Prefill at the longest span: the span's f32 logits, the head's logits in the run
-    /// dtype before the upcast (none in f32), and the KV cache of every token, in bytes.
+    /// dtype before the upcast (none in f32), and the f32 KV cache of every token, in bytes.
     pub prefill_bytes: u64,
     /// The comparator case: two runs' f32 logits at span 512, in bytes.
     pub compare_bytes: u64,
@@ -174,9 +174,11 @@ impl Activations {
         } else {
             (span * cfg.vocab_size) as u64 * size
         };
+        // The own decoder's cache holds K/V widened to f32 whatever the run dtype
+        // (`append_kv` in src/model/layers/attention.rs).
         let kv = (cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * cfg.head_dim() * tokens)
             as u64
-            * size;
+            * 4;
         let prefill_bytes = f32_logits(span) + head + kv;
         let compare_bytes = 2 * f32_logits(compare_positions);
         Activations {
@@ -664,8 +666,9 @@ mod tests {
         assert_eq!(f32.prefill_bytes, 512 * v * 4 + l * kv_row * 543 * 4);
         assert_eq!(f32.compare_bytes, 2 * 512 * v * 4);
         let bf16 = Activations::new(&cfg, candle_core::DType::BF16, 543, 512, 512);
-        // The head's bf16 logits live next to their f32 upcast; the cache is half as wide.
-        assert_eq!(bf16.prefill_bytes, 512 * v * (4 + 2) + l * kv_row * 543 * 2);
+        // The head's bf16 logits live next to their f32 upcast; the cache is f32 in every
+        // run dtype.
+        assert_eq!(bf16.prefill_bytes, 512 * v * (4 + 2) + l * kv_row * 543 * 4);
         assert_eq!(bf16.compare_bytes, f32.compare_bytes);
         for a in [&f32, &bf16] {
             assert_eq!(a.bytes, a.prefill_bytes.max(a.compare_bytes));
