@@ -5,6 +5,16 @@ use candle_core::{DType, Device, Module, Tensor};
 use super::attention::{attend, causal_mask};
 use super::linear::{Linear, Product, WIDEN_ROWS};
 
+/// A tensor's values widened to f32 (exact from every float dtype), as bits.
+fn bits(y: &Tensor) -> Vec<u32> {
+    let v = y.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+    v.to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .map(|x| x.to_bits())
+        .collect()
+}
+
 #[test]
 fn widened_bf16_projection_is_bit_identical() {
     let dev = Device::Cpu;
@@ -23,14 +33,7 @@ fn widened_bf16_projection_is_bit_identical() {
         let (a, c) = (ours.forward(&x).unwrap(), candle.forward(&x).unwrap());
         assert_eq!(a.dtype(), DType::BF16);
         // bf16 → f32 is exact, so equal f32 bits are equal bf16 bits.
-        let bits = |y: &Tensor| {
-            let v = y.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
-            v.to_vec1::<f32>().unwrap()
-        };
-        let same = bits(&a)
-            .iter()
-            .zip(bits(&c))
-            .all(|(p, q)| p.to_bits() == q.to_bits());
+        let same = bits(&a) == bits(&c);
         assert!(
             same,
             "t = {t}: widened product differs from candle's bf16 matmul"
@@ -43,14 +46,6 @@ fn narrow_product_in_parts_is_bit_identical() {
     let dev = Device::Cpu;
     // An output head's shape: more outputs than two parts, SmolLM2's inputs.
     let (n, k) = (2 * WIDEN_ROWS + 300, 576);
-    let bits = |y: &Tensor| -> Vec<u32> {
-        let v = y.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
-        v.to_vec1::<f32>()
-            .unwrap()
-            .iter()
-            .map(|v| v.to_bits())
-            .collect()
-    };
     for dt in [DType::BF16, DType::F16] {
         let w = Tensor::randn(0f32, 0.05, (n, k), &dev)
             .unwrap()
@@ -237,14 +232,6 @@ fn f32_attention_is_closer_to_f64() {
 fn narrow_weights_hold_no_f32_copy_and_keep_the_bits() {
     let dev = Device::Cpu;
     let w32 = Tensor::randn(0f32, 0.05, (300, 64), &dev).unwrap();
-    let bits = |y: &Tensor| -> Vec<u32> {
-        let v = y.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
-        v.to_vec1::<f32>()
-            .unwrap()
-            .iter()
-            .map(|x| x.to_bits())
-            .collect()
-    };
     for dtype in [DType::BF16, DType::F16] {
         let w = w32.to_dtype(dtype).unwrap();
         let ours = Linear::new(w.clone(), None).unwrap();
