@@ -59,19 +59,34 @@ impl OpenDevice {
     }
 }
 
-/// The SIMD features that pick candle's and driftsweep's kernels, from /proc/cpuinfo's flags
-/// (empty where that file is absent).
-fn cpu_simd() -> String {
-    const LEVELS: [&str; 6] = ["avx2", "fma", "f16c", "avx512f", "avx512_bf16", "amx_tile"];
-    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let flags: Vec<&str> = flags
-        .lines()
-        .find(|l| l.starts_with("flags"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.split_whitespace().collect())
-        .unwrap_or_default();
-    let have: Vec<&str> = LEVELS.into_iter().filter(|f| flags.contains(f)).collect();
-    have.join(",")
+/// The SIMD features that pick candle's and driftsweep's kernels, named as /proc/cpuinfo
+/// names them, as the CPU reports them to this process (CPUID, which gemm, candle and the
+/// kernels here read): under an emulator or a VM that hides features, /proc/cpuinfo would
+/// name the host's, not the ones the code runs with. Empty on other architectures.
+pub fn cpu_simd() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let levels = [
+            ("avx2", is_x86_feature_detected!("avx2")),
+            ("fma", is_x86_feature_detected!("fma")),
+            ("f16c", is_x86_feature_detected!("f16c")),
+            ("avx512f", is_x86_feature_detected!("avx512f")),
+            ("avx512_bf16", is_x86_feature_detected!("avx512bf16")),
+            ("amx_tile", amx_tile()),
+        ];
+        let have: Vec<&str> = levels.iter().filter(|l| l.1).map(|l| l.0).collect();
+        have.join(",")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    String::new()
+}
+
+/// CPUID leaf 7's AMX-TILE bit (`is_x86_feature_detected!("amx-tile")` is not stable Rust).
+#[cfg(target_arch = "x86_64")]
+fn amx_tile() -> bool {
+    // CPUID exists on every x86-64 CPU; leaf 7 only where leaf 0 says so.
+    let max_leaf = std::arch::x86_64::__cpuid(0).eax;
+    max_leaf >= 7 && std::arch::x86_64::__cpuid_count(7, 0).edx & (1 << 24) != 0
 }
 
 /// Opens the device a sweep asks for; `Err` says why it cannot run here (its pairs are then
@@ -183,4 +198,35 @@ fn cpu_name() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     format!("{model} ({threads} threads)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_simd;
+
+    /// The features named are the ones this process detects, in a fixed order; a level
+    /// implies the ones below it. `scripts/feature_levels.sh` reads the printed line to check
+    /// that qemu gave the tests the level it asked for.
+    #[test]
+    fn simd_names_the_features_this_process_detects() {
+        let simd = cpu_simd();
+        println!("cpu features: {}", simd.replace(',', " "));
+        let have: Vec<&str> = simd.split(',').filter(|f| !f.is_empty()).collect();
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert_eq!(have.contains(&"avx2"), is_x86_feature_detected!("avx2"));
+            assert_eq!(
+                have.contains(&"avx512f"),
+                is_x86_feature_detected!("avx512f")
+            );
+            if have.contains(&"avx512f") {
+                assert!(have.contains(&"avx2") && have.contains(&"fma"), "{simd}");
+            }
+            let order = ["avx2", "fma", "f16c", "avx512f", "avx512_bf16", "amx_tile"];
+            let mut known = order.iter().filter(|f| have.contains(f));
+            assert!(have.iter().all(|h| known.next() == Some(h)), "{simd}");
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        assert!(have.is_empty());
+    }
 }

@@ -25,10 +25,12 @@
 //! threads never changes a bit. A product of at most 256 outputs (SmolLM2's K/V projections,
 //! 192) goes through gemm's horizontal kernels instead, in another order: per block of 1024
 //! inputs one accumulator of 16 (8) lanes, its last short vector zero-filled, the lanes
-//! reduced by halves; [`Gemv`] follows that too, for f32 and bf16 weights (candle's f16
-//! product of that size runs gemm's own f16 kernels, whose order is not followed here).
-//! Elsewhere (≤ 2 inputs, where gemm uses its outer-product kernel; small f16 weights; CPUs
-//! without AVX2/FMA/F16C; other devices) the caller keeps candle's product.
+//! reduced by halves; [`Gemv`] follows that too, for f32 and bf16 weights. candle hands f16
+//! products to gemm's own f16 code (gemm-f16), which has no horizontal kernels: its one-row
+//! products of any size take the one-row order above (f16 widened to f32 exactly, f32 sums,
+//! one rounding to f16 at the end), so small f16 weights go through the one-row kernel.
+//! Elsewhere (≤ 2 inputs, where gemm uses its outer-product kernel; CPUs without
+//! AVX2/FMA/F16C; other devices) the caller keeps candle's product.
 
 use candle_core::{DType, Device, Tensor};
 
@@ -59,15 +61,14 @@ impl Gemv {
         let (n, k) = weight.dims2()?;
         let order = match weight.dtype() {
             _ if !weight.device().is_cpu() || !kernel::available() || n == 0 || k == 0 => None,
-            DType::F32 | DType::BF16 | DType::F16
-                if n >= GEMM_GEMV_MIN_OUTPUTS && k >= GEMM_GEMV_MIN_INPUTS =>
-            {
-                Some(kernel::Order::OneRow)
-            }
-            // candle's f16 product runs gemm's own f16 kernels there, not read here.
+            // gemm's horizontal kernels come before its outer product (f32 only).
             DType::F32 | DType::BF16 if n < GEMM_GEMV_MIN_OUTPUTS => {
                 Some(kernel::Order::Horizontal)
             }
+            _ if k < GEMM_GEMV_MIN_INPUTS => None,
+            // gemm's f16 code (gemm-f16 0.19) has no horizontal kernels: every one-row f16
+            // product of 3 or more inputs takes its one-row path, whatever the outputs.
+            DType::F32 | DType::BF16 | DType::F16 => Some(kernel::Order::OneRow),
             _ => None,
         };
         let Some(order) = order else {

@@ -66,15 +66,13 @@ fn one_row_product_is_bit_identical_to_candle() {
         (1000, 3),
         (513, 129),
     ];
-    let both: Vec<(usize, usize)> = shapes.iter().chain(&H_SHAPES).copied().collect();
+    // Small weights too (gemm's horizontal kernels for f32 and bf16, its one-row f16 path).
+    let shapes: Vec<(usize, usize)> = shapes.iter().chain(&H_SHAPES).copied().collect();
     for dtype in [DType::F32, DType::BF16, DType::F16] {
-        // Small f16 weights keep candle's product (its f16 kernels).
-        let shapes = if dtype == DType::F16 {
-            &shapes[..]
-        } else {
-            &both[..]
-        };
         for (i, &(n, k)) in shapes.iter().enumerate() {
+            if dtype == DType::F16 && k < GEMM_GEMV_MIN_INPUTS {
+                continue; // gemm-f16's outer product: candle's product is kept
+            }
             let w = random((n, k), 2 * i as u64 + 1).to_dtype(dtype).unwrap();
             let x = random((1, k), 2 * i as u64 + 2)
                 .reshape((1, 1, k))
@@ -278,17 +276,22 @@ fn each_kernel_follows_its_emulation_bit_for_bit() {
     }
 }
 
-/// The 16-lane emulation is candle's one-row product on this CPU where gemm takes its
-/// AVX-512 kernels; the 8-lane emulation is not (negative control: the two orders are
-/// told apart). The 8-lane one matches candle only where gemm takes V3: an AVX2-only CPU.
+/// The emulation with the lanes of the kernels gemm takes on this CPU is candle's one-row
+/// product: 16 lanes where gemm takes V4 (AVX-512), 8 where it takes V3 (AVX2 and FMA, no
+/// AVX-512: an AVX2-only CPU, or this test under `scripts/feature_levels.sh`). Negative
+/// controls: the other lane width and the other order each miss candle's bits somewhere.
 #[cfg(target_arch = "x86_64")]
 #[test]
-fn the_avx512_emulation_is_candles_product_here() {
-    if !is_x86_feature_detected!("avx512f") {
-        eprintln!("skipped: gemm takes V4 only on an AVX-512 CPU");
+fn the_emulation_of_this_cpus_lanes_is_candles_product() {
+    let (lanes, other_lanes) = if is_x86_feature_detected!("avx512f") {
+        (16, 8)
+    } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        (8, 16)
+    } else {
+        eprintln!("skipped: gemm takes neither V4 nor V3 on this CPU");
         return;
-    }
-    let (mut eight_lanes_differ, mut other_order_differs) = (0, [0, 0]);
+    };
+    let (mut other_lanes_differ, mut other_order_differs) = (0, [0, 0]);
     let cases = ORDER_SHAPES
         .iter()
         .map(|&s| (Order::OneRow, s))
@@ -300,23 +303,23 @@ fn the_avx512_emulation_is_candles_product_here() {
         };
         for dtype in [DType::F32, DType::BF16] {
             let seed = 80 + 2 * i as u64;
-            let (w, x, want16) = emulated(dtype, shape, seed, 16, order);
-            let (_, _, want8) = emulated(dtype, shape, seed, 8, order);
-            let (_, _, otherwise) = emulated(dtype, shape, seed, 16, other);
+            let (w, x, want) = emulated(dtype, shape, seed, lanes, order);
+            let (_, _, want_other_lanes) = emulated(dtype, shape, seed, other_lanes, order);
+            let (_, _, otherwise) = emulated(dtype, shape, seed, lanes, other);
             let x = Tensor::from_vec(x, (1, 1, shape.1), &Device::Cpu).unwrap();
             // f32 accumulation, read back before the run dtype's rounding.
             let theirs = candle_nn::Linear::new(w.to_dtype(DType::F32).unwrap(), None)
                 .forward(&x)
                 .unwrap();
             let theirs = bits(&theirs);
-            assert_eq!(theirs, want16, "{order:?} {dtype:?} {shape:?}");
+            assert_eq!(theirs, want, "{lanes} lanes {order:?} {dtype:?} {shape:?}");
             let differ = |want: &[u32]| theirs.iter().zip(want).filter(|(a, b)| a != b).count();
-            eight_lanes_differ += differ(&want8);
+            other_lanes_differ += differ(&want_other_lanes);
             other_order_differs[usize::from(order == Order::Horizontal)] += differ(&otherwise);
         }
     }
     assert!(
-        eight_lanes_differ > 0,
+        other_lanes_differ > 0,
         "the 8- and 16-lane orders agreed everywhere"
     );
     // Each order is needed where it is used: the other one misses candle's bits.
@@ -371,12 +374,17 @@ fn another_summation_order_differs() {
 }
 
 #[test]
-fn narrow_or_small_f16_weights_keep_candles_product() {
-    // gemm's outer product (≤ 2 inputs), and its f16 kernels for ≤ 256 outputs.
+fn each_shape_takes_the_order_gemm_takes() {
+    // gemm's outer product (≤ 2 inputs) keeps candle's product.
     assert!(Gemv::new(&random((1536, 2), 1)).unwrap().is_none());
-    let small_f16 = random((256, 576), 1).to_dtype(DType::F16).unwrap();
-    assert!(Gemv::new(&small_f16).unwrap().is_none());
+    let f16 = |shape| random(shape, 1).to_dtype(DType::F16).unwrap();
+    assert!(Gemv::new(&f16((256, 2))).unwrap().is_none());
     if kernel::available() {
+        // gemm-f16 has no horizontal kernels.
+        for shape in [(256, 576), (192, 576), (1, 3), (257, 576)] {
+            let g = Gemv::new(&f16(shape)).unwrap().unwrap();
+            assert_eq!(g.order, Order::OneRow, "f16 {shape:?}");
+        }
         let g = Gemv::new(&random((256, 576), 1)).unwrap().unwrap();
         assert_eq!(g.order, Order::Horizontal);
         let g = Gemv::new(&random((257, 576), 1)).unwrap().unwrap();
