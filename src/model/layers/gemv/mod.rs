@@ -19,9 +19,10 @@
 //! blocks of 64, then blocks of 8, then 8 lanes left to right, then the tail; the 8-lane
 //! kernel follows that. What is proven where: both kernels give their scalar emulation's bits
 //! (`each_kernel_follows_its_emulation_bit_for_bit`, run on any AVX-512 CPU, which runs both),
-//! and the 16-lane emulation gives candle's bits on an AVX-512 CPU; that the 8-lane emulation
-//! gives candle's bits is read from gemm's source and is checked only on an AVX2-only CPU
-//! (the same tests, where gemm takes `V3`). Rows are independent: how they are split over
+//! and the emulation of the lanes gemm takes gives candle's bits: 16 on an AVX-512 CPU, 8 on
+//! an AVX2-only one (`the_emulation_of_this_cpus_lanes_is_candles_product`; the AVX2 level is
+//! also run on AVX-512 machines under qemu-user by `scripts/feature_levels.sh`, where
+//! gemm takes `V3` as it does on such a CPU). Rows are independent: how they are split over
 //! threads never changes a bit. A product of at most 256 outputs (SmolLM2's K/V projections,
 //! 192) goes through gemm's horizontal kernels instead, in another order: per block of 1024
 //! inputs one accumulator of 16 (8) lanes, its last short vector zero-filled, the lanes
