@@ -82,7 +82,10 @@ for level in "x86-64-v3 Haswell-v4,-pcid,-x2apic,-tsc-deadline,-invpcid,-spec-ct
   done
   echo "== $name (qemu-x86_64 -cpu $cpu): $seen"
   start=$SECONDS
-  if qemu-x86_64 -cpu "$cpu" "$bin" --test-threads 2 "$@"; then
+  # The reference worker's protocol tests drive a shell through pipes under time limits:
+  # nothing in them depends on the CPU level, they run natively, and under emulation a
+  # loaded machine can push them past their limits.
+  if qemu-x86_64 -cpu "$cpu" "$bin" --test-threads 2 --skip reference::tests "$@"; then
     echo "== $name: passed in $((SECONDS - start)) s"
   else
     echo "== $name: FAILED" >&2
