@@ -35,12 +35,13 @@ use super::gemv::Gemv;
 /// activation row to the blocks' dot-product format and accumulate in f32).
 ///
 /// One-row products of dense CPU weights (a decode step) go through [`Gemv`] where it gives
-/// candle's bits (CPUs with AVX2, FMA and F16C; 3 or more inputs): the weight read as loaded, bf16 and
-/// f16 at half the bytes of the widened copy, rows split over the pool's threads. There a
-/// bf16 or f16 weight is held once, as loaded ([`Product::Narrow`]): the widened copy served
-/// one-row speed, which [`Gemv`] now gives, so products of more rows widen the weight for the
-/// call (the same f32 product, so the same bits) and the run holds half an f32 model's
-/// weight bytes instead of one and a half (bf16) or three halves plus one (f16).
+/// candle's bits (CPUs with AVX2, FMA and F16C; 3 or more inputs): the weight read as
+/// loaded, bf16 and f16 at half the bytes of the widened copy, rows split over the pool's
+/// threads. There a bf16 or f16 weight is held once, as loaded ([`Product::Narrow`]): the
+/// widened copy served one-row speed, which [`Gemv`] now gives, so products of more rows
+/// widen the weight for the call (the same f32 product, so the same bits) and the run holds
+/// half an f32 model's weight bytes instead of one and a half (bf16) or three halves plus
+/// one (f16).
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
     pub(super) product: Product,
